@@ -1,0 +1,36 @@
+# Thin driver over CMake. `make` builds build/portico; `make test` runs every test;
+# `make asan` builds and tests under ASan+UBSan in build-asan/.
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+WERROR ?= OFF
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all build test unit integration asan check clean demo
+all: build
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DPTC_WERROR=$(WERROR) $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure
+
+integration: build
+	PORTICO_BIN=$(abspath $(BUILD))/portico /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+
+test: unit integration
+
+asan:
+	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON"
+
+# The full suite, as CI runs it: everything, then everything again under ASan+UBSan.
+check: test asan
+
+demo: build
+	scripts/demo
+
+clean:
+	rm -rf build build-asan

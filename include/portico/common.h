@@ -1,0 +1,68 @@
+/*
+ * Shared basics: slices, errors, attributes.
+ */
+#ifndef PORTICO_COMMON_H
+#define PORTICO_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define PTC_WARN_UNUSED __attribute__((warn_unused_result))
+#define PTC_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define PTC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PTC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PTC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A slice of bytes; wire data is never assumed to be NUL-terminated. Compatible in spirit with iovec. */
+typedef struct st_ptc_iovec_t {
+    const char *base;
+    size_t len;
+} ptc_iovec_t;
+
+#define PTC_STRLIT(s) ((ptc_iovec_t){(s), sizeof(s) - 1})
+
+static inline ptc_iovec_t ptc_iov(const char *base, size_t len)
+{
+    return (ptc_iovec_t){base, len};
+}
+
+/* One header or trailer field. */
+typedef struct st_ptc_header_t {
+    ptc_iovec_t name;
+    ptc_iovec_t value;
+} ptc_header_t;
+
+/*
+ * Error codes of synchronous calls: 0 or a negative PTC_E*. One list generates the enum and the strings.
+ */
+#define PTC_ERRNO_MAP(XX)                                                                                                          \
+    XX(EINVAL, "invalid argument")                                                                                                 \
+    XX(ENOMEM, "out of memory")                                                                                                    \
+    XX(ETOOBIG, "value exceeds the configured limit")                                                                              \
+    XX(EBADB64, "invalid base64 data")                                                                                             \
+    XX(EPROTO, "protocol error")                                                                                                   \
+    XX(ECONFIG, "configuration error")                                                                                             \
+    XX(EIO, "i/o error")
+
+typedef enum {
+    PTC_OK = 0,
+#define XX(code, _) PTC_##code,
+    PTC__ERRNO_FIRST = -100,
+    PTC_ERRNO_MAP(XX)
+#undef XX
+} ptc_errno_t;
+
+const char *ptc_strerror(int err);
+
+/* Case-insensitive ASCII comparisons on slices. */
+int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b);
+int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix);
+ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
+
+static inline char ptc_tolower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * Content-Type classification and the text/binary response decision (PROTOCOL.md §1.1, §1.5).
+ */
+#include <stdlib.h>
+
+#include "portico/codec.h"
+
+/* The media type of a header value: up to ';', trimmed. */
+static ptc_iovec_t media_type(ptc_iovec_t v)
+{
+    const char *semi = memchr(v.base, ';', v.len);
+    if (semi != NULL)
+        v.len = (size_t)(semi - v.base);
+    return ptc_iov_trim(v);
+}
+
+ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
+{
+    static const struct {
+        ptc_iovec_t prefix;
+        ptc_ctype_kind_t kind;
+    } table[] = {
+        /* longest first: "application/grpc" is a prefix of the others */
+        {PTC_STRLIT("application/grpc-web-text"), PTC_CT_GRPC_WEB_TEXT},
+        {PTC_STRLIT("application/grpc-web"), PTC_CT_GRPC_WEB},
+        {PTC_STRLIT("application/grpc"), PTC_CT_GRPC},
+    };
+    ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
+    ptc_iovec_t mt = media_type(value);
+
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(table); i++) {
+        if (!ptc_iov_startswith_ci(mt, table[i].prefix))
+            continue;
+        ptc_iovec_t rest = ptc_iov(mt.base + table[i].prefix.len, mt.len - table[i].prefix.len);
+        if (rest.len == 0) {
+            ct.kind = table[i].kind;
+        } else if (rest.base[0] == '+' && rest.len > 1) {
+            ct.kind = table[i].kind;
+            ct.codec = ptc_iov(rest.base + 1, rest.len - 1);
+            for (size_t j = 0; j < ct.codec.len; j++) {
+                char c = ct.codec.base[j];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+                      c == '_')) {
+                    ct.kind = PTC_CT_OTHER;
+                    ct.codec = ptc_iov("", 0);
+                    break;
+                }
+            }
+        }
+        /* "application/grpc-webfoo" and the like are not gRPC at all */
+        return ct;
+    }
+    return ct;
+}
+
+bool ptc_ctype_codec_is_proto(ptc_iovec_t codec)
+{
+    return codec.len == 0 || ptc_iov_eq_ci(codec, PTC_STRLIT("proto"));
+}
+
+/* q-value of one Accept element's parameters, in thousandths (RFC 9110 §12.4.2); 1000 when absent. */
+static int parse_q(ptc_iovec_t params)
+{
+    while (params.len > 0) {
+        const char *semi = memchr(params.base, ';', params.len);
+        size_t plen = semi != NULL ? (size_t)(semi - params.base) : params.len;
+        ptc_iovec_t p = ptc_iov_trim(ptc_iov(params.base, plen));
+        if (p.len >= 2 && ptc_tolower(p.base[0]) == 'q' && p.base[1] == '=') {
+            int q = 0, digits = 0;
+            size_t i = 2;
+            if (i < p.len && (p.base[i] == '0' || p.base[i] == '1'))
+                q = (p.base[i++] - '0') * 1000;
+            else
+                return 0;
+            if (i < p.len && p.base[i] == '.') {
+                for (i++; i < p.len && digits < 3 && p.base[i] >= '0' && p.base[i] <= '9'; i++, digits++)
+                    q += (p.base[i] - '0') * (digits == 0 ? 100 : digits == 1 ? 10 : 1);
+            }
+            return q > 1000 ? 1000 : q;
+        }
+        if (semi == NULL)
+            break;
+        params = ptc_iov(semi + 1, params.len - plen - 1);
+    }
+    return 1000;
+}
+
+bool ptc_accept_wants_text(ptc_iovec_t accept, bool request_is_text)
+{
+    int q_text = -1, q_bin = -1; /* -1: not named */
+
+    while (accept.len > 0) {
+        const char *comma = memchr(accept.base, ',', accept.len);
+        size_t elen = comma != NULL ? (size_t)(comma - accept.base) : accept.len;
+        ptc_iovec_t elem = ptc_iov(accept.base, elen);
+        const char *semi = memchr(elem.base, ';', elem.len);
+        ptc_iovec_t params = semi != NULL ? ptc_iov(semi + 1, elem.len - (size_t)(semi - elem.base) - 1) : ptc_iov("", 0);
+        ptc_ctype_t ct = ptc_ctype_classify(elem);
+        int q = parse_q(params);
+        if (q == 0)
+            q = -2; /* "not acceptable" ranks below "not named" */
+        if (ct.kind == PTC_CT_GRPC_WEB_TEXT && (q_text == -1 || q > q_text))
+            q_text = q;
+        else if (ct.kind == PTC_CT_GRPC_WEB && (q_bin == -1 || q > q_bin))
+            q_bin = q;
+        if (comma == NULL)
+            break;
+        accept = ptc_iov(comma + 1, accept.len - elen - 1);
+    }
+    if (q_text == q_bin)
+        return request_is_text;
+    return q_text > q_bin;
+}
