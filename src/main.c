@@ -1,16 +1,270 @@
+/*
+ * portico: argv, configuration, workers, signals. Nothing else lives here.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "portico/config.h"
 #include "portico/log.h"
+#include "portico/worker.h"
+
+#define MAX_FLAG_ADDRS 64
+
+static const char usage[] =
+    "usage: portico [options]\n"
+    "\n"
+    "A gRPC-Web gateway: browsers call it with gRPC-Web over HTTP/1.1; it forwards each call to a gRPC\n"
+    "server over HTTP/2 (h2c).\n"
+    "\n"
+    "options:\n"
+    "  --config FILE        load configuration from a YAML file (default: built-in, see README)\n"
+    "  --check-config       validate the configuration and exit (0 if valid)\n"
+    "  --listen HOST:PORT   listen address (repeatable; replaces the configured listeners)\n"
+    "  --upstream HOST:PORT upstream gRPC server (repeatable; replaces the endpoints of the first upstream)\n"
+    "  --workers N          worker threads (default: number of cores)\n"
+    "  --log-level LEVEL    debug, info, warn or error (default: info)\n"
+    "  --version            print the version and exit\n"
+    "  --help               print this help and exit\n";
+
+typedef struct st_options_t {
+    const char *config_file;
+    bool check_only;
+    ptc_hostport_t listen[MAX_FLAG_ADDRS];
+    size_t num_listen;
+    ptc_hostport_t upstream[MAX_FLAG_ADDRS];
+    size_t num_upstream;
+    long workers; /* -1: not given */
+    const char *log_level;
+} options_t;
+
+static int parse_args(int argc, char **argv, options_t *o)
+{
+    enum { OPT_CONFIG = 256, OPT_CHECK, OPT_LISTEN, OPT_UPSTREAM, OPT_WORKERS, OPT_LOG_LEVEL, OPT_VERSION, OPT_HELP };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, OPT_CONFIG},       {"check-config", no_argument, NULL, OPT_CHECK},
+        {"listen", required_argument, NULL, OPT_LISTEN},       {"upstream", required_argument, NULL, OPT_UPSTREAM},
+        {"workers", required_argument, NULL, OPT_WORKERS},     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"version", no_argument, NULL, OPT_VERSION},           {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    o->workers = -1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG:
+            o->config_file = optarg;
+            break;
+        case OPT_CHECK:
+            o->check_only = true;
+            break;
+        case OPT_LISTEN:
+        case OPT_UPSTREAM: {
+            ptc_hostport_t *arr = c == OPT_LISTEN ? o->listen : o->upstream;
+            size_t *n = c == OPT_LISTEN ? &o->num_listen : &o->num_upstream;
+            if (*n == MAX_FLAG_ADDRS) {
+                fprintf(stderr, "portico: too many --%s flags (max %d)\n", c == OPT_LISTEN ? "listen" : "upstream", MAX_FLAG_ADDRS);
+                return 2;
+            }
+            if (ptc_hostport_parse(optarg, &arr[*n]) != 0) {
+                fprintf(stderr, "portico: --%s '%s': expected HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)\n",
+                        c == OPT_LISTEN ? "listen" : "upstream", optarg);
+                return 2;
+            }
+            (*n)++;
+            break;
+        }
+        case OPT_WORKERS: {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || end == optarg || v < 0 || v > 1024) {
+                fprintf(stderr, "portico: --workers '%s': expected a number from 0 to 1024 (0 = number of cores)\n", optarg);
+                return 2;
+            }
+            o->workers = v;
+            break;
+        }
+        case OPT_LOG_LEVEL:
+            o->log_level = optarg;
+            break;
+        case OPT_VERSION:
+            printf("portico %s\n", PTC_VERSION);
+            return 1;
+        case OPT_HELP:
+            fputs(usage, stdout);
+            return 1;
+        default:
+            if (optopt != 0)
+                fprintf(stderr, "portico: option '%s' needs a value\n", argv[optind - 1]);
+            else
+                fprintf(stderr, "portico: unknown option '%s'\n", argv[optind - 1]);
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "portico: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static void free_flag_addrs(options_t *o)
+{
+    for (size_t i = 0; i < o->num_listen; i++)
+        free(o->listen[i].host);
+    for (size_t i = 0; i < o->num_upstream; i++)
+        free(o->upstream[i].host);
+}
+
+/* Applies command-line flags over the loaded configuration. */
+static int apply_flags(ptc_config_t *cfg, const options_t *o)
+{
+    if (o->num_listen != 0 && ptc_config_set_listeners(cfg, o->listen, o->num_listen) != 0)
+        return PTC_ENOMEM;
+    if (o->num_upstream != 0) {
+        ptc_upstream_config_t *up = &cfg->upstreams[0];
+        ptc_hostport_t *eps = calloc(o->num_upstream, sizeof(*eps));
+        if (eps == NULL)
+            return PTC_ENOMEM;
+        for (size_t i = 0; i < o->num_upstream; i++) {
+            eps[i].port = o->upstream[i].port;
+            if ((eps[i].host = strdup(o->upstream[i].host)) == NULL) {
+                for (size_t j = 0; j < i; j++)
+                    free(eps[j].host);
+                free(eps);
+                return PTC_ENOMEM;
+            }
+        }
+        for (size_t i = 0; i < up->num_endpoints; i++)
+            free(up->endpoints[i].host);
+        free(up->endpoints);
+        up->endpoints = eps;
+        up->num_endpoints = o->num_upstream;
+    }
+    if (o->workers >= 0)
+        cfg->workers = (uint32_t)o->workers;
+    if (o->log_level != NULL && ptc_log_level_parse(o->log_level, &cfg->log_level) != 0) {
+        fprintf(stderr, "portico: --log-level '%s': expected debug, info, warn or error\n", o->log_level);
+        return PTC_EINVAL;
+    }
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0) {
-            printf("portico %s\n", PTC_VERSION);
-            return 0;
-        }
+    options_t opts = {0};
+    ptc_config_t cfg;
+    char err[512];
+    int rv;
+
+    if ((rv = parse_args(argc, argv, &opts)) != 0) {
+        free_flag_addrs(&opts);
+        return rv == 1 ? 0 : rv;
     }
-    fprintf(stderr, "usage: portico [--version]\n");
-    return 2;
+    if (ptc_config_init_default(&cfg) != 0) {
+        fprintf(stderr, "portico: out of memory\n");
+        return 1;
+    }
+    if (opts.config_file != NULL && ptc_config_load_file(&cfg, opts.config_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "portico: %s\n", err);
+        ptc_config_dispose(&cfg);
+        free_flag_addrs(&opts);
+        return 1;
+    }
+    rv = apply_flags(&cfg, &opts);
+    free_flag_addrs(&opts);
+    if (rv != 0 || ptc_config_validate(&cfg, err, sizeof(err)) != 0) {
+        if (rv == 0)
+            fprintf(stderr, "portico: %s\n", err);
+        ptc_config_dispose(&cfg);
+        return 1;
+    }
+    if (opts.check_only) {
+        printf("portico: configuration %s is valid\n", cfg.source);
+        ptc_config_dispose(&cfg);
+        return 0;
+    }
+    ptc_log_set_level(cfg.log_level);
+
+    /* Signals are taken synchronously by this thread only (sigwait); workers inherit the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        ptc_log_error("libevent has no pthreads support");
+        ptc_config_dispose(&cfg);
+        return 1;
+    }
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nworkers = cfg.workers != 0 ? cfg.workers : (size_t)(cores > 0 ? cores : 1);
+    ptc_worker_t *workers = calloc(nworkers, sizeof(*workers));
+    if (workers == NULL) {
+        ptc_config_dispose(&cfg);
+        return 1;
+    }
+    size_t started = 0;
+    rv = 0;
+    for (size_t i = 0; i < nworkers && rv == 0; i++) {
+        if ((rv = ptc_worker_init(&workers[i], (unsigned)i, &cfg)) != 0) {
+            ptc_log_error("worker %zu: start-up failed: %s", i, ptc_strerror(rv));
+            ptc_worker_dispose(&workers[i]);
+            break;
+        }
+        started++;
+    }
+    for (size_t i = 0; i < started && rv == 0; i++)
+        if ((rv = ptc_worker_start(&workers[i])) != 0)
+            ptc_log_error("worker %zu: cannot start its thread", i);
+    if (rv != 0) {
+        /* threads already running are drained and joined below */
+        for (size_t i = 0; i < started; i++)
+            if (workers[i].thread != 0)
+                ptc_worker_request_drain(&workers[i]);
+    } else {
+        for (size_t i = 0; i < cfg.num_listeners; i++)
+            ptc_log_info("portico %s listening on %s:%u (%zu workers)", PTC_VERSION, cfg.listeners[i].addr.host,
+                         cfg.listeners[i].addr.port, nworkers);
+        for (;;) {
+            int sig = 0;
+            if (sigwait(&sigs, &sig) != 0)
+                continue;
+            if (sig == SIGHUP) {
+                ptc_log_info("SIGHUP: configuration reload is not supported yet; ignoring");
+                continue;
+            }
+            ptc_log_info("%s: draining (up to %" PRIu64 " ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.timeouts.drain_ms);
+            break;
+        }
+        for (size_t i = 0; i < started; i++)
+            ptc_worker_request_drain(&workers[i]);
+    }
+    for (size_t i = 0; i < started; i++) {
+        if (workers[i].thread != 0)
+            ptc_worker_join(&workers[i]);
+        ptc_worker_dispose(&workers[i]);
+    }
+    free(workers);
+    ptc_config_dispose(&cfg);
+    libevent_global_shutdown();
+    if (rv == 0)
+        ptc_log_info("stopped");
+    return rv == 0 ? 0 : 1;
 }

@@ -60,6 +60,9 @@ int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b);
 int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix);
 ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
 
+/* Monotonic clock in milliseconds. */
+uint64_t ptc_now_ms(void);
+
 static inline char ptc_tolower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;

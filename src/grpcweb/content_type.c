@@ -5,10 +5,10 @@
 
 #include "portico/codec.h"
 
-/* The media type of a header value: up to ';', trimmed. */
+/* The media type of a header value: up to ';', trimmed. An absent header may be {NULL, 0}: no memchr(NULL). */
 static ptc_iovec_t media_type(ptc_iovec_t v)
 {
-    const char *semi = memchr(v.base, ';', v.len);
+    const char *semi = v.len != 0 ? memchr(v.base, ';', v.len) : NULL;
     if (semi != NULL)
         v.len = (size_t)(semi - v.base);
     return ptc_iov_trim(v);

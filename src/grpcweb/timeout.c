@@ -33,10 +33,11 @@ int ptc_grpc_timeout_parse(ptc_iovec_t value, uint64_t *out_ns)
         char c = value.base[i];
         if (c < '0' || c > '9')
             return PTC_EINVAL;
-        if (n > (UINT64_MAX - 9) / 10)
+        uint64_t digit = (uint64_t)(c - '0');
+        if (n > (UINT64_MAX - digit) / 10)
             saturated = true;
         else
-            n = n * 10 + (uint64_t)(c - '0');
+            n = n * 10 + digit;
     }
     if (saturated || n > UINT64_MAX / mult)
         *out_ns = UINT64_MAX;

@@ -1,0 +1,69 @@
+/*
+ * A call is one RPC: it owns the gRPC-Web ⇄ gRPC translation between one downstream exchange and one
+ * upstream HTTP/2 stream (content types, framing, base64 text mode, trailers, status mapping,
+ * deadline, cancellation, backpressure). Downstream adapters (HTTP/1.1 today) drive it through the
+ * functions below and receive its output through ptc_downstream_cb_t; they know nothing of gRPC-Web.
+ *
+ * Lifetime: a call is referenced by its downstream (until ptc_call_detach_downstream() or the
+ * on_call_done callback) and by its upstream stream (until that stream closes). It frees itself
+ * when both references are gone.
+ */
+#ifndef PORTICO_CALL_H
+#define PORTICO_CALL_H
+
+#include <stdbool.h>
+
+#include "portico/common.h"
+
+struct evbuffer;
+typedef struct st_ptc_worker_t ptc_worker_t;
+typedef struct st_ptc_call_t ptc_call_t;
+typedef struct st_ptc_downstream_t ptc_downstream_t;
+
+typedef struct st_ptc_downstream_cb_t {
+    /* Writes the response head. end_stream: the response has no body (trailers-only or a local error). */
+    void (*send_head)(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream);
+    /* Writes body bytes, moving the whole content of buf. */
+    void (*send_body)(ptc_downstream_t *ds, struct evbuffer *buf);
+    /* Ends the response body. */
+    void (*send_end)(ptc_downstream_t *ds);
+    /* Bytes written but not yet sent to the peer. */
+    size_t (*pending)(ptc_downstream_t *ds);
+    /* Stops (true) or resumes (false) reading the request body. */
+    void (*pause_read)(ptc_downstream_t *ds, bool pause);
+    /* The call is finished with the downstream: the response is complete, the call will not touch ds again. */
+    void (*on_call_done)(ptc_downstream_t *ds);
+} ptc_downstream_cb_t;
+
+struct st_ptc_downstream_t {
+    const ptc_downstream_cb_t *cb;
+};
+
+/* The request head as the adapter parsed it. Slices are valid only during ptc_call_start(). */
+typedef struct st_ptc_request_t {
+    ptc_iovec_t method;
+    ptc_iovec_t path; /* as received, query included */
+    ptc_iovec_t authority;
+    const ptc_header_t *headers;
+    size_t num_headers;
+    const char *peer; /* "ip:port" of the client, for logs */
+} ptc_request_t;
+
+/*
+ * Starts a call for a gRPC-Web request head. Always answers: either the call runs and *out is set,
+ * or a local gRPC-Web error was already sent through ds (send_head + on_call_done) and *out is NULL.
+ */
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_call_t **out);
+/* Request body bytes (as received: base64 for text requests). */
+void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len);
+/* The request body is complete. */
+void ptc_call_on_request_end(ptc_call_t *call);
+/* The downstream drained its output below the call buffer size. */
+void ptc_call_on_downstream_writable(ptc_call_t *call);
+/*
+ * The downstream is gone (client closed, connection error): the call cancels its upstream stream
+ * (RST_STREAM CANCEL) if it is still open and never touches ds again.
+ */
+void ptc_call_detach_downstream(ptc_call_t *call, const char *reason);
+
+#endif

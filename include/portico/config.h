@@ -1,0 +1,135 @@
+/*
+ * Configuration: plain structs loaded from YAML (libyaml), validated at start-up with errors that name
+ * file, line and key, or built from the embedded default plus command-line flags. A loaded config is
+ * immutable and shared read-only by every worker.
+ */
+#ifndef PORTICO_CONFIG_H
+#define PORTICO_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "portico/common.h"
+#include "portico/log.h"
+
+#define PTC_CONFIG_MAX_NAME 64
+
+/* host:port as written; host may be a name, an IPv4 address, or a bracketed IPv6 address. */
+typedef struct st_ptc_hostport_t {
+    char *host; /* without brackets */
+    uint16_t port;
+} ptc_hostport_t;
+
+typedef struct st_ptc_listener_config_t {
+    ptc_hostport_t addr;
+} ptc_listener_config_t;
+
+typedef struct st_ptc_upstream_config_t {
+    char *name;
+    ptc_hostport_t *endpoints; /* round-robin over these */
+    size_t num_endpoints;
+    char *authority;             /* :authority sent upstream; NULL = the request's Host */
+    uint64_t connect_timeout_ms; /* TCP connect + HTTP/2 SETTINGS exchange */
+    uint32_t max_connections;    /* per worker */
+    uint32_t max_pending;        /* calls waiting for a connection or a free stream, per worker */
+    uint64_t backoff_initial_ms; /* reconnect backoff after a failed connect, doubling up to max */
+    uint64_t backoff_max_ms;
+} ptc_upstream_config_t;
+
+typedef enum { PTC_ROUTE_PREFIX, PTC_ROUTE_EXACT } ptc_route_match_t;
+
+typedef struct st_ptc_route_config_t {
+    ptc_route_match_t match;
+    char *path;            /* the prefix or the exact path */
+    size_t upstream_index; /* index into ptc_config_t.upstreams */
+} ptc_route_config_t;
+
+typedef struct st_ptc_limits_config_t {
+    uint32_t max_message_size;   /* per gRPC message, both directions; default 4 MiB */
+    uint32_t max_header_size;    /* request head bytes (HTTP/1.1 request line + headers); over → 431 */
+    uint32_t max_headers;        /* header fields per request; over → 431 */
+    uint32_t call_buffer_size;   /* bytes buffered per call per direction before backpressure */
+    uint32_t stream_window_size; /* HTTP/2 stream window offered to upstreams */
+    uint32_t max_connections;    /* downstream connections per worker */
+} ptc_limits_config_t;
+
+typedef struct st_ptc_timeouts_config_t {
+    uint64_t max_grpc_timeout_ms;     /* grpc-timeout is clamped to this; 0 = no clamp */
+    uint64_t default_grpc_timeout_ms; /* applied when a call has none; 0 = none */
+    uint64_t idle_ms;                 /* keep-alive connection with no call in progress */
+    uint64_t header_read_ms;          /* from first byte of a request to the end of its head */
+    uint64_t drain_ms;                /* SIGTERM: wait this long for calls in flight */
+} ptc_timeouts_config_t;
+
+typedef struct st_ptc_config_t {
+    char *source; /* file name, or "<default>" */
+    ptc_listener_config_t *listeners;
+    size_t num_listeners;
+    ptc_upstream_config_t *upstreams;
+    size_t num_upstreams;
+    ptc_route_config_t *routes; /* in match order: exact routes first, then prefixes longest first */
+    size_t num_routes;
+    ptc_limits_config_t limits;
+    ptc_timeouts_config_t timeouts;
+    char *health_path;
+    uint32_t workers; /* 0 = number of cores */
+    ptc_log_level_t log_level;
+} ptc_config_t;
+
+/*
+ * Fills cfg with the embedded default: listen 127.0.0.1:8080, one upstream "default" at
+ * 127.0.0.1:50051, a catch-all route to it, default limits and timeouts. Returns 0 or PTC_ENOMEM.
+ */
+int ptc_config_init_default(ptc_config_t *cfg) PTC_WARN_UNUSED;
+
+/*
+ * Loads a YAML file over cfg (normally fresh from ptc_config_init_default; a zeroed cfg is given the defaults
+ * first). The format is described at the top of src/config/config.c. On error returns PTC_ECONFIG and writes
+ * a message of the form "FILE:LINE: KEY: what is wrong" into err (PTC_EIO with "FILE: cannot open: REASON"
+ * when the file cannot be read; PTC_ENOMEM with "FILE: out of memory"); cfg is then left exactly as it was,
+ * so it can still be used or disposed. On success the previous contents are released.
+ */
+int ptc_config_load_file(ptc_config_t *cfg, const char *path, char *err, size_t errlen) PTC_WARN_UNUSED;
+/* Same for YAML text in memory; name is used in messages. */
+int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err,
+                           size_t errlen) PTC_WARN_UNUSED;
+
+/*
+ * Parses "HOST:PORT" / "[V6]:PORT" (port 1..65535, decimal); returns 0 or PTC_EINVAL (out untouched) or
+ * PTC_ENOMEM. On success out->host is heap-allocated: release it with ptc_hostport_dispose.
+ */
+int ptc_hostport_parse(const char *s, ptc_hostport_t *out) PTC_WARN_UNUSED;
+void ptc_hostport_dispose(ptc_hostport_t *hp);
+/*
+ * Parses a duration: "250ms", "3s", "1.5s", "2m", "1h", or a bare number of seconds ("0", "0.5"); returns 0 or
+ * PTC_EINVAL (garbage, uint64 overflow, or finer than a millisecond; *out_ms untouched).
+ */
+int ptc_duration_parse(const char *s, uint64_t *out_ms) PTC_WARN_UNUSED;
+/*
+ * Parses a size: "4194304", "64KiB", "4MiB", "1GiB" (also k/K/KB, M/MB, G/GB as powers of 1024); returns 0 or
+ * PTC_EINVAL (garbage or uint64 overflow; *out untouched).
+ */
+int ptc_size_parse(const char *s, uint64_t *out) PTC_WARN_UNUSED;
+
+/*
+ * Replace the listeners / one upstream's endpoints (command-line --listen / --upstream). The addresses are
+ * copied. Return 0, PTC_EINVAL (n == 0 or no such upstream; cfg unchanged) or PTC_ENOMEM (cfg unchanged).
+ */
+int ptc_config_set_listeners(ptc_config_t *cfg, const ptc_hostport_t *addrs, size_t n) PTC_WARN_UNUSED;
+int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, const ptc_hostport_t *addrs,
+                                      size_t n) PTC_WARN_UNUSED;
+
+/*
+ * Checks cross-field rules (routes name existing upstreams and are in match order, sizes sane, at least one
+ * listener, upstream and endpoint). Returns 0 or PTC_ECONFIG with "SOURCE: KEY: what is wrong" in err.
+ * ptc_config_load_* run it before accepting a file; call it again after ptc_config_set_*.
+ */
+int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen) PTC_WARN_UNUSED;
+
+/* Finds the upstream for a request path (query already stripped); returns its index or -1. */
+int ptc_config_route(const ptc_config_t *cfg, ptc_iovec_t path);
+
+/* Frees everything cfg owns and zeroes it; safe on a zeroed or already disposed config. */
+void ptc_config_dispose(ptc_config_t *cfg);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * Private to src/config/: shared by config.c (defaults, parsers, validation, routing) and yaml.c
+ * (the YAML loader). Not for use outside the config module.
+ */
+#ifndef PORTICO_CONFIG_INTERNAL_H
+#define PORTICO_CONFIG_INTERNAL_H
+
+#include "portico/config.h"
+
+/* Defaults (see the format description at the top of src/config/config.c). */
+#define PTC_CONFIG_DEFAULT_LISTEN_HOST "127.0.0.1"
+#define PTC_CONFIG_DEFAULT_LISTEN_PORT 8080
+#define PTC_CONFIG_DEFAULT_UPSTREAM_NAME "default"
+#define PTC_CONFIG_DEFAULT_UPSTREAM_HOST "127.0.0.1"
+#define PTC_CONFIG_DEFAULT_UPSTREAM_PORT 50051
+#define PTC_CONFIG_DEFAULT_HEALTH_PATH "/healthz"
+
+/* Bounds checked both by the loader (with a line number) and by ptc_config_validate. */
+#define PTC_CONFIG_MAX_WORKERS 1024
+#define PTC_CONFIG_MIN_STREAM_WINDOW 1024
+#define PTC_CONFIG_MAX_STREAM_WINDOW 0x7fffffffu /* RFC 9113 §6.9.1: 2^31-1 */
+
+/*
+ * Parsers behind ptc_hostport_parse / ptc_duration_parse / ptc_size_parse. On failure they return PTC_EINVAL
+ * and point *why at a fixed string saying what is wrong (for messages such as `invalid size "4XB": WHY`).
+ */
+int ptc__hostport_parse(const char *s, ptc_hostport_t *out, const char **why) PTC_WARN_UNUSED;
+int ptc__duration_parse(const char *s, uint64_t *out_ms, const char **why) PTC_WARN_UNUSED;
+int ptc__size_parse(const char *s, uint64_t *out, const char **why) PTC_WARN_UNUSED;
+
+/* Name and path rules; return NULL when valid, otherwise what is wrong. */
+const char *ptc__upstream_name_check(const char *name);
+const char *ptc__path_check(const char *path);
+
+/* Sets an upstream's numeric fields to their defaults (leaves name, endpoints, authority alone). */
+void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
+void ptc__upstream_dispose(ptc_upstream_config_t *up);
+/* Deep copy; returns 0 or PTC_ENOMEM. */
+int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_UNUSED;
+/* Stable sort into match order: exact paths first, then prefixes longest first. */
+void ptc__routes_sort(ptc_route_config_t *routes, size_t n);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * A worker: one thread, one event base, its own SO_REUSEPORT listeners, its own downstream
+ * connections and its own upstream pools. Nothing on the request path is shared between workers.
+ */
+#ifndef PORTICO_WORKER_H
+#define PORTICO_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "portico/config.h"
+
+struct evconnlistener;
+struct evdns_base;
+typedef struct st_ptc_upstream_t ptc_upstream_t;
+typedef struct st_ptc_h1conn_t ptc_h1conn_t;
+
+typedef struct st_ptc_worker_t {
+    unsigned id;
+    const ptc_config_t *config;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct evconnlistener **listeners;
+    size_t num_listeners;
+    ptc_upstream_t *upstreams; /* one per config->upstreams entry */
+    TAILQ_HEAD(, st_ptc_h1conn_t) conns;
+    size_t num_conns;
+    size_t num_calls;           /* calls in flight */
+    struct event *drain_ev;     /* activated from the main thread on SIGTERM/SIGINT */
+    struct event *drain_timer;  /* drain deadline */
+    struct event *accept_retry; /* re-enables listeners after EMFILE */
+    bool draining;
+    pthread_t thread;
+} ptc_worker_t;
+
+/* Creates the event base, listeners and pools. Returns 0 or a negative PTC_E*; logs the reason. */
+int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config) PTC_WARN_UNUSED;
+/* Runs the loop on a new thread. */
+int ptc_worker_start(ptc_worker_t *w) PTC_WARN_UNUSED;
+/* Thread-safe: asks the worker to drain and exit its loop. */
+void ptc_worker_request_drain(ptc_worker_t *w);
+void ptc_worker_join(ptc_worker_t *w);
+void ptc_worker_dispose(ptc_worker_t *w);
+
+/* Called by connections when they close, so a draining worker can finish. */
+void ptc_worker_on_conn_closed(ptc_worker_t *w);
+
+#endif

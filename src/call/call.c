@@ -1,0 +1,922 @@
+/*
+ * One RPC: gRPC-Web (downstream) ⇄ gRPC over HTTP/2 (upstream).
+ *
+ * Request side: the body (base64-decoded in 4-character quanta for text requests) is checked frame
+ * by frame against the message size limit and queued in req_buf, which the upstream stream's data
+ * provider drains with NGHTTP2_DATA_FLAG_NO_COPY (evbuffer chains move, bytes are not copied). When
+ * req_buf holds more than limits.call_buffer_size the downstream stops reading.
+ *
+ * Response side: every upstream DATA chunk is re-framed at once (binary: as is; text: base64 per gRPC
+ * frame, emitted in 3-byte-aligned pieces as they arrive, padded at the frame's end) and handed to the
+ * downstream. The upstream stream's window is credited only while the downstream keeps up.
+ *
+ * A call ends in exactly one of three ways downstream, each a well-formed gRPC-Web response:
+ * trailers-only headers (grpc-status in the head, empty body), a body ended by one 0x80 trailer frame,
+ * or a gateway-made error in either of those two shapes.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "portico/call.h"
+#include "portico/codec.h"
+#include "portico/log.h"
+#include "portico/upstream.h"
+#include "portico/worker.h"
+
+#define MAX_UPSTREAM_HEADER_BYTES (64 * 1024) /* response headers or trailers of one call */
+#define MAX_UPSTREAM_HEADERS 256
+#define NON_GRPC_BODY_PREFIX 512 /* bytes of a non-gRPC upstream body quoted in grpc-message */
+#define MAX_GRPC_MESSAGE 1024    /* gateway-made grpc-message, before percent-encoding */
+
+/* A header block received from upstream, kept until it is forwarded. Names are lower-case (HTTP/2). */
+typedef struct st_hdrstore_t {
+    char *buf;
+    size_t len, cap;
+    struct {
+        size_t name, name_len, value, value_len;
+    } *items;
+    size_t n, items_cap;
+    bool overflow; /* a limit was hit; the block is unusable */
+} hdrstore_t;
+
+typedef enum {
+    RESP_NONE,         /* nothing sent downstream yet */
+    RESP_HEADERS_SENT, /* head sent, body (frames) may follow */
+    RESP_DONE,         /* the response is complete (or the downstream is gone) */
+} resp_state_t;
+
+struct st_ptc_call_t {
+    ptc_worker_t *worker;
+    const ptc_config_t *cfg;
+    ptc_downstream_t *ds; /* NULL once detached */
+    ptc_upstream_t *up;
+    ptc_upstream_call_link_t link;
+    uint64_t start_ms;
+    char peer[64];
+
+    /* request */
+    bool req_text;
+    bool req_ended;  /* the downstream request body is complete */
+    bool req_paused; /* we asked the downstream to stop reading */
+    bool req_failed; /* request body rejected; further bytes are dropped */
+    ptc_b64_decoder_t req_b64;
+    ptc_frame_parser_t req_parser;
+    struct evbuffer *req_buf;
+    nghttp2_nv *nva;
+    size_t nva_len;
+    char path[128]; /* for log lines, possibly truncated */
+
+    /* response */
+    bool resp_text;
+    resp_state_t resp_state;
+    char resp_ctype[64];
+    hdrstore_t hdrs;
+    int upstream_status; /* :status of the upstream response, 0 until seen */
+    bool upstream_grpc;  /* 200 with application/grpc content-type */
+    bool upstream_ended; /* END_STREAM received */
+    ptc_frame_parser_t resp_parser;
+    ptc_b64_encoder_t resp_b64;
+    struct evbuffer *out; /* translated bytes on their way to the downstream */
+    size_t unconsumed;    /* upstream DATA bytes not yet credited back */
+    char *non_grpc_body;  /* first bytes of a non-gRPC upstream body */
+    size_t non_grpc_len;
+
+    struct event *deadline;
+    uint64_t timeout_ms;
+    int final_status;
+};
+
+static void maybe_free(ptc_call_t *call);
+
+/* Withdraws the upstream stream (or queue entry), returning the window of bytes never credited. */
+static void cancel_upstream(ptc_call_t *call)
+{
+    if (call->up != NULL)
+        ptc_upstream_cancel_call(call->up, call, call->unconsumed);
+    call->unconsumed = 0;
+}
+
+/* ---- header store ---- */
+
+static void hdrstore_reset(hdrstore_t *h)
+{
+    h->len = 0;
+    h->n = 0;
+    h->overflow = false;
+}
+
+static void hdrstore_dispose(hdrstore_t *h)
+{
+    free(h->buf);
+    free(h->items);
+    memset(h, 0, sizeof(*h));
+}
+
+static void hdrstore_add(hdrstore_t *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (h->overflow)
+        return;
+    if (h->len + nlen + vlen > MAX_UPSTREAM_HEADER_BYTES || h->n >= MAX_UPSTREAM_HEADERS) {
+        h->overflow = true;
+        return;
+    }
+    if (h->len + nlen + vlen > h->cap) {
+        size_t cap = PTC_MAX(h->cap * 2, PTC_MAX(h->len + nlen + vlen, (size_t)1024));
+        char *b = realloc(h->buf, cap);
+        if (b == NULL) {
+            h->overflow = true;
+            return;
+        }
+        h->buf = b;
+        h->cap = cap;
+    }
+    if (h->n == h->items_cap) {
+        size_t cap = h->items_cap == 0 ? 16 : h->items_cap * 2;
+        void *it = realloc(h->items, cap * sizeof(*h->items));
+        if (it == NULL) {
+            h->overflow = true;
+            return;
+        }
+        h->items = it;
+        h->items_cap = cap;
+    }
+    h->items[h->n].name = h->len;
+    h->items[h->n].name_len = nlen;
+    memcpy(h->buf + h->len, name, nlen);
+    h->len += nlen;
+    h->items[h->n].value = h->len;
+    h->items[h->n].value_len = vlen;
+    if (vlen != 0)
+        memcpy(h->buf + h->len, value, vlen);
+    h->len += vlen;
+    h->n++;
+}
+
+static ptc_header_t hdrstore_get(const hdrstore_t *h, size_t i)
+{
+    return (ptc_header_t){ptc_iov(h->buf + h->items[i].name, h->items[i].name_len),
+                          ptc_iov(h->buf + h->items[i].value, h->items[i].value_len)};
+}
+
+static const ptc_header_t *hdrstore_find(const hdrstore_t *h, ptc_iovec_t name, ptc_header_t *out)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        *out = hdrstore_get(h, i);
+        if (ptc_iov_eq_ci(out->name, name))
+            return out;
+    }
+    return NULL;
+}
+
+/* Response header fields that describe the upstream hop, not the response: never forwarded. */
+static bool is_hop_header(ptc_iovec_t name)
+{
+    static const ptc_iovec_t skip[] = {PTC_STRLIT("content-type"),     PTC_STRLIT("content-length"), PTC_STRLIT("connection"),
+                                       PTC_STRLIT("keep-alive"),       PTC_STRLIT("transfer-encoding"), PTC_STRLIT("upgrade"),
+                                       PTC_STRLIT("proxy-connection"), PTC_STRLIT("te"),             PTC_STRLIT("trailer")};
+    if (name.len > 0 && name.base[0] == ':')
+        return true;
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(skip); i++)
+        if (ptc_iov_eq_ci(name, skip[i]))
+            return true;
+    return false;
+}
+
+/* ---- downstream output ---- */
+
+static ptc_iovec_t resp_ctype(const ptc_call_t *call)
+{
+    return ptc_iov(call->resp_ctype, strlen(call->resp_ctype));
+}
+
+/* Sends the response head: content-type plus the upstream's header fields (hop-by-hop removed). */
+static void send_head(ptc_call_t *call, bool end_stream)
+{
+    ptc_header_t stack[32], *hv = stack;
+    size_t n = 0;
+
+    if (call->hdrs.n + 1 > PTC_ARRAY_SIZE(stack) && (hv = malloc((call->hdrs.n + 1) * sizeof(*hv))) == NULL)
+        hv = stack; /* forward what fits rather than fail the call */
+    size_t cap = hv == stack ? PTC_ARRAY_SIZE(stack) : call->hdrs.n + 1;
+    hv[n++] = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
+    for (size_t i = 0; i < call->hdrs.n && n < cap; i++) {
+        ptc_header_t f = hdrstore_get(&call->hdrs, i);
+        if (!is_hop_header(f.name))
+            hv[n++] = f;
+    }
+    call->ds->cb->send_head(call->ds, 200, hv, n, end_stream);
+    if (hv != stack)
+        free(hv);
+    call->resp_state = end_stream ? RESP_DONE : RESP_HEADERS_SENT;
+}
+
+/* Appends bytes to the output, base64-encoding them in text mode. */
+static void out_write(ptc_call_t *call, const uint8_t *data, size_t len)
+{
+    if (!call->resp_text) {
+        evbuffer_add(call->out, data, len);
+        return;
+    }
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(call->out, (ev_ssize_t)PTC_B64_ENCODED_MAX(len), &v, 1) < 1)
+        return;
+    v.iov_len = ptc_b64_encode_update(&call->resp_b64, data, len, v.iov_base);
+    evbuffer_commit_space(call->out, &v, 1);
+}
+
+/* Ends a base64 segment (text mode): pads the last quantum of the current frame. */
+static void out_end_segment(ptc_call_t *call)
+{
+    if (call->resp_text) {
+        char tail[4];
+        size_t n = ptc_b64_encode_final(&call->resp_b64, tail);
+        evbuffer_add(call->out, tail, n);
+    }
+}
+
+static void out_flush(ptc_call_t *call)
+{
+    if (evbuffer_get_length(call->out) != 0 && call->ds != NULL)
+        call->ds->cb->send_body(call->ds, call->out);
+}
+
+/* Writes one complete trailer frame (a padded base64 segment of its own in text mode). */
+static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size_t n)
+{
+    size_t len = ptc_trailer_encoded_len(fields, n);
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE], stack[1024], *block = stack;
+
+    if (len > sizeof(stack) && (block = malloc(len)) == NULL) {
+        /* keep the status, drop the rest */
+        block = stack;
+        n = 1;
+        len = ptc_trailer_encoded_len(fields, n);
+    }
+    ptc_trailer_encode(block, fields, n);
+    out_end_segment(call); /* a frame cut short leaves a partial quantum */
+    ptc_frame_header_encode(hdr, PTC_FRAME_FLAG_TRAILER, (uint32_t)len);
+    out_write(call, hdr, sizeof(hdr));
+    out_write(call, block, len);
+    out_end_segment(call);
+    if (block != stack)
+        free(block);
+}
+
+/* The call is finished with its downstream. */
+static void finish_downstream(ptc_call_t *call)
+{
+    call->resp_state = RESP_DONE;
+    if (call->deadline != NULL)
+        evtimer_del(call->deadline);
+    ptc_downstream_t *ds = call->ds;
+    if (ds != NULL) {
+        call->ds = NULL;
+        ds->cb->on_call_done(ds);
+    }
+}
+
+static void log_done(ptc_call_t *call, int status, ptc_iovec_t message)
+{
+    call->final_status = status;
+    if (status == PTC_GRPC_OK)
+        ptc_log_debug("call %s from %s: OK in %" PRIu64 " ms", call->path, call->peer, ptc_now_ms() - call->start_ms);
+    else
+        ptc_log_info("call %s from %s: %s (%d) in %" PRIu64 " ms: %.*s", call->path, call->peer, ptc_grpc_status_name(status), status,
+                     ptc_now_ms() - call->start_ms, (int)PTC_MIN(message.len, (size_t)512), message.base);
+}
+
+/*
+ * Ends the call with a gateway-made status: withdraws the upstream stream, answers the downstream
+ * (trailers-only if nothing was sent yet, else a trailer frame), and logs why.
+ */
+static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char *fmt, ...)
+{
+    char msg[MAX_GRPC_MESSAGE], enc[MAX_GRPC_MESSAGE * 3], code[8];
+    va_list ap;
+
+    if (call->resp_state == RESP_DONE)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_done(call, status, ptc_iov(msg, strlen(msg)));
+
+    cancel_upstream(call);
+    snprintf(code, sizeof(code), "%d", status);
+    ptc_header_t fields[] = {
+        {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
+        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))},
+    };
+    if (call->ds != NULL) {
+        if (call->resp_state == RESP_NONE) {
+            ptc_header_t head[] = {{PTC_STRLIT("content-type"), resp_ctype(call)}, fields[0], fields[1]};
+            call->ds->cb->send_head(call->ds, 200, head, PTC_ARRAY_SIZE(head), true);
+        } else {
+            out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
+            out_flush(call);
+            call->ds->cb->send_end(call->ds);
+        }
+    }
+    finish_downstream(call);
+}
+
+/* ---- request side ---- */
+
+static int req_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    ptc_call_t *call = ctx;
+    if (ev != PTC_FRAME_EV_HEADER)
+        return 0;
+    if (length > call->cfg->limits.max_message_size) {
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
+                  "request message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
+                  length, call->cfg->limits.max_message_size);
+        return -1;
+    }
+    if ((flags & PTC_FRAME_FLAG_TRAILER) != 0) {
+        call_fail(call, PTC_GRPC_INTERNAL, "request frame with flags 0x%02x: trailer frames are only sent by servers", flags);
+        return -1;
+    }
+    return 0;
+}
+
+/* Queues decoded request bytes for the upstream after checking their framing. */
+static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return;
+    if (ptc_frame_parser_feed(&call->req_parser, data, len, req_frame_cb, call) != 0) {
+        call->req_failed = true;
+        return;
+    }
+    evbuffer_add(call->req_buf, data, len);
+    if (!call->req_paused && evbuffer_get_length(call->req_buf) > call->cfg->limits.call_buffer_size && call->ds != NULL) {
+        call->req_paused = true;
+        call->ds->cb->pause_read(call->ds, true);
+    }
+    ptc_upstream_resume_data(call);
+}
+
+void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len)
+{
+    if (call->req_failed || call->resp_state == RESP_DONE)
+        return;
+    if (!call->req_text) {
+        req_push(call, (const uint8_t *)data, len);
+        return;
+    }
+    uint8_t buf[PTC_B64_DECODED_MAX(8192)];
+    while (len > 0 && !call->req_failed && call->resp_state != RESP_DONE) {
+        size_t take = PTC_MIN(len, (size_t)8192);
+        ssize_t n = ptc_b64_decode_update(&call->req_b64, data, take, buf);
+        if (n < 0) {
+            call->req_failed = true;
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body is not valid base64 (application/grpc-web-text)");
+            return;
+        }
+        req_push(call, buf, (size_t)n);
+        data += take;
+        len -= take;
+    }
+}
+
+void ptc_call_on_request_end(ptc_call_t *call)
+{
+    if (call->req_failed || call->resp_state == RESP_DONE) {
+        call->req_ended = true;
+        maybe_free(call);
+        return;
+    }
+    if (call->req_text) {
+        uint8_t tail[2];
+        ssize_t n = ptc_b64_decode_final(&call->req_b64, tail);
+        if (n < 0) {
+            call->req_failed = true;
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body is not valid base64: a single character is left at the end");
+            return;
+        }
+        req_push(call, tail, (size_t)n);
+        if (call->req_failed)
+            return;
+    }
+    if (!ptc_frame_parser_at_boundary(&call->req_parser)) {
+        call->req_failed = true;
+        call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body ended inside a gRPC message (a %" PRIu32 "-byte message was cut short)",
+                  call->req_parser.length);
+        return;
+    }
+    call->req_ended = true;
+    ptc_upstream_resume_data(call);
+}
+
+ptc_upstream_call_link_t *ptc__call_link(ptc_call_t *call)
+{
+    return &call->link;
+}
+
+void ptc__call_request_headers(ptc_call_t *call, const nghttp2_nv **nva, size_t *n)
+{
+    *nva = call->nva;
+    *n = call->nva_len;
+}
+
+ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_flags)
+{
+    size_t avail = evbuffer_get_length(call->req_buf);
+    if (avail == 0) {
+        if (call->req_ended) {
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+            return 0;
+        }
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = PTC_MIN(length, avail);
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (call->req_ended && n == avail)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, size_t length)
+{
+    evbuffer_remove_buffer(call->req_buf, out, length);
+    if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
+        call->req_paused = false;
+        call->ds->cb->pause_read(call->ds, false);
+    }
+}
+
+/* ---- response side ---- */
+
+void ptc__call_on_upstream_header(ptc_call_t *call, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
+                                  const uint8_t *value, size_t valuelen)
+{
+    if (cat == NGHTTP2_HCAT_RESPONSE && namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int status = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            status = status * 10 + (value[i] - '0');
+        if (status >= 100 && status < 200) /* informational: another HEADERS follows */
+            return;
+        call->upstream_status = status;
+    }
+    hdrstore_add(&call->hdrs, (const char *)name, namelen, (const char *)value, valuelen);
+}
+
+/* Answers for an upstream that did not speak gRPC: status from its HTTP status, message from its body. */
+static void fail_non_grpc(ptc_call_t *call)
+{
+    ptc_header_t ct = {{"", 0}, {"", 0}};
+    hdrstore_find(&call->hdrs, PTC_STRLIT("content-type"), &ct);
+    int status = call->upstream_status == 200 ? PTC_GRPC_UNKNOWN : ptc_grpc_status_from_http(call->upstream_status);
+    call_fail(call, status, "upstream answered HTTP %d (content-type '%.*s'), not gRPC: %.*s", call->upstream_status,
+              (int)PTC_MIN(ct.value.len, (size_t)64), ct.value.base, (int)call->non_grpc_len,
+              call->non_grpc_body != NULL ? call->non_grpc_body : "");
+}
+
+void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
+{
+    ptc_header_t f;
+
+    if (call->resp_state == RESP_DONE)
+        return;
+    if (call->hdrs.overflow) {
+        call_fail(call, PTC_GRPC_INTERNAL, "upstream response headers exceed %d bytes or %d fields", MAX_UPSTREAM_HEADER_BYTES,
+                  MAX_UPSTREAM_HEADERS);
+        return;
+    }
+    if (cat == NGHTTP2_HCAT_RESPONSE) {
+        if (call->upstream_status == 0) {
+            hdrstore_reset(&call->hdrs); /* a 1xx response */
+            return;
+        }
+        bool has_status = hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-status"), &f) != NULL;
+        bool grpc_ct = hdrstore_find(&call->hdrs, PTC_STRLIT("content-type"), &f) != NULL &&
+                       ptc_ctype_classify(f.value).kind == PTC_CT_GRPC;
+        call->upstream_grpc = call->upstream_status == 200 && (grpc_ct || (end_stream && has_status));
+        if (!call->upstream_grpc) {
+            if (end_stream)
+                fail_non_grpc(call);
+            return; /* collect the body for the message */
+        }
+        if (end_stream) {
+            /* Trailers-Only: forwarded as the head of an empty response, with no empty trailer frame */
+            if (!has_status) {
+                call_fail(call, PTC_GRPC_UNKNOWN, "upstream ended the call without grpc-status");
+                return;
+            }
+            ptc_header_t msg = {{"", 0}, {"", 0}};
+            hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
+            hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-status"), &f);
+            int st = 0;
+            for (size_t i = 0; i < f.value.len && i < 3; i++)
+                st = st * 10 + (f.value.base[i] - '0');
+            log_done(call, st, msg.value);
+            send_head(call, true);
+            finish_downstream(call);
+            return;
+        }
+        send_head(call, false);
+        hdrstore_reset(&call->hdrs);
+        return;
+    }
+
+    /* trailers */
+    if (!call->upstream_grpc) {
+        fail_non_grpc(call);
+        return;
+    }
+    if (!ptc_frame_parser_at_boundary(&call->resp_parser)) {
+        call_fail(call, PTC_GRPC_INTERNAL, "upstream ended the stream inside a gRPC message");
+        return;
+    }
+    if (hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-status"), &f) == NULL) {
+        call_fail(call, PTC_GRPC_UNKNOWN, "upstream trailers carry no grpc-status");
+        return;
+    }
+    int st = 0;
+    for (size_t i = 0; i < f.value.len && i < 3; i++)
+        st = st * 10 + (f.value.base[i] - '0');
+    ptc_header_t stack[32], *tv = stack;
+    if (call->hdrs.n > PTC_ARRAY_SIZE(stack) && (tv = malloc(call->hdrs.n * sizeof(*tv))) == NULL) {
+        call_fail(call, PTC_GRPC_INTERNAL, "out of memory forwarding trailers");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < call->hdrs.n && (tv != stack || n < PTC_ARRAY_SIZE(stack)); i++) {
+        ptc_header_t t = hdrstore_get(&call->hdrs, i);
+        if (!is_hop_header(t.name))
+            tv[n++] = t;
+    }
+    ptc_header_t msg = {{"", 0}, {"", 0}};
+    hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
+    log_done(call, st, msg.value);
+    out_trailer_frame(call, tv, n);
+    if (tv != stack)
+        free(tv);
+    out_flush(call);
+    if (call->ds != NULL)
+        call->ds->cb->send_end(call->ds);
+    (void)end_stream;
+    /* the server is done; if the client still sends, the stream is reset (PROTOCOL-HTTP2.md) */
+    if (!call->req_ended || evbuffer_get_length(call->req_buf) != 0)
+        cancel_upstream(call);
+    finish_downstream(call);
+}
+
+static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
+{
+    ptc_call_t *call = ctx;
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+
+    switch (ev) {
+    case PTC_FRAME_EV_HEADER:
+        if (length > call->cfg->limits.max_message_size) {
+            call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
+                      "response message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
+                      length, call->cfg->limits.max_message_size);
+            return -1;
+        }
+        if ((flags & PTC_FRAME_FLAG_TRAILER) != 0) {
+            call_fail(call, PTC_GRPC_INTERNAL, "upstream sent a frame with flags 0x%02x inside the body", flags);
+            return -1;
+        }
+        ptc_frame_header_encode(hdr, flags, length);
+        out_write(call, hdr, sizeof(hdr));
+        break;
+    case PTC_FRAME_EV_DATA:
+        out_write(call, data, len);
+        break;
+    case PTC_FRAME_EV_END:
+        out_end_segment(call);
+        break;
+    }
+    return 0;
+}
+
+void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
+{
+    call->unconsumed += len;
+    if (call->resp_state == RESP_DONE) {
+        ptc_upstream_consume(call, call->unconsumed);
+        call->unconsumed = 0;
+        return;
+    }
+    if (!call->upstream_grpc) {
+        size_t take = PTC_MIN(len, NON_GRPC_BODY_PREFIX - call->non_grpc_len);
+        if (take > 0) {
+            if (call->non_grpc_body == NULL && (call->non_grpc_body = malloc(NON_GRPC_BODY_PREFIX)) == NULL)
+                take = 0;
+            else
+                memcpy(call->non_grpc_body + call->non_grpc_len, data, take);
+            call->non_grpc_len += take;
+        }
+        if (call->non_grpc_len >= NON_GRPC_BODY_PREFIX || take == 0)
+            fail_non_grpc(call); /* enough to explain; the rest is not read */
+        else
+            ptc_upstream_consume(call, len);
+        call->unconsumed = 0;
+        return;
+    }
+    if (ptc_frame_parser_feed(&call->resp_parser, data, len, resp_frame_cb, call) != 0)
+        return;
+    out_flush(call);
+    /* credit the upstream only while the downstream keeps up (end-to-end flow control) */
+    if (call->ds != NULL && call->ds->cb->pending(call->ds) <= call->cfg->limits.call_buffer_size) {
+        ptc_upstream_consume(call, call->unconsumed);
+        call->unconsumed = 0;
+    }
+}
+
+void ptc__call_on_upstream_data_end(ptc_call_t *call)
+{
+    call->upstream_ended = true;
+    if (call->resp_state == RESP_DONE)
+        return;
+    if (!call->upstream_grpc)
+        fail_non_grpc(call);
+    else
+        call_fail(call, PTC_GRPC_INTERNAL, "upstream ended the stream without trailers");
+}
+
+void ptc__call_on_upstream_close(ptc_call_t *call, uint32_t error_code, const char *conn_error)
+{
+    if (call->resp_state != RESP_DONE) {
+        if (conn_error != NULL)
+            call_fail(call, PTC_GRPC_UNAVAILABLE, "%s", conn_error);
+        else if (!call->upstream_grpc && call->upstream_status != 0)
+            fail_non_grpc(call);
+        else if (error_code != NGHTTP2_NO_ERROR)
+            call_fail(call, ptc_grpc_status_from_h2_error(error_code), "upstream reset the stream (HTTP/2 error %s)",
+                      nghttp2_http2_strerror(error_code));
+        else
+            call_fail(call, PTC_GRPC_INTERNAL, "upstream closed the stream without trailers");
+    }
+    maybe_free(call);
+}
+
+void ptc__call_on_upstream_error(ptc_call_t *call, const char *message)
+{
+    call_fail(call, PTC_GRPC_UNAVAILABLE, "%s", message);
+    maybe_free(call);
+}
+
+void ptc_call_on_downstream_writable(ptc_call_t *call)
+{
+    if (call->unconsumed != 0) {
+        size_t n = call->unconsumed;
+        call->unconsumed = 0;
+        ptc_upstream_consume(call, n);
+    }
+}
+
+void ptc_call_detach_downstream(ptc_call_t *call, const char *reason)
+{
+    call->ds = NULL;
+    if (call->resp_state != RESP_DONE) {
+        ptc_log_info("call %s from %s: client went away (%s); cancelling the upstream stream", call->path, call->peer, reason);
+        call->final_status = PTC_GRPC_CANCELLED;
+        cancel_upstream(call);
+        finish_downstream(call);
+    }
+    call->req_ended = true;
+    maybe_free(call);
+}
+
+static void on_deadline(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_call_t *call = arg;
+    call_fail(call, PTC_GRPC_DEADLINE_EXCEEDED, "deadline of %" PRIu64 " ms exceeded (grpc-timeout)", call->timeout_ms);
+    maybe_free(call);
+}
+
+/* ---- start ---- */
+
+static void maybe_free(ptc_call_t *call)
+{
+    if (call->ds != NULL || call->link.conn != NULL || call->link.pending || call->resp_state != RESP_DONE)
+        return;
+    call->worker->num_calls--;
+    if (call->deadline != NULL)
+        event_free(call->deadline);
+    evbuffer_free(call->req_buf);
+    evbuffer_free(call->out);
+    hdrstore_dispose(&call->hdrs);
+    free(call->non_grpc_body);
+    free(call->nva);
+    free(call);
+}
+
+/* Request header fields that describe the downstream hop and are not forwarded (PROTOCOL.md §1.2, §1.8). */
+static bool is_request_hop_header(ptc_iovec_t name)
+{
+    static const ptc_iovec_t skip[] = {
+        PTC_STRLIT("host"),         PTC_STRLIT("content-length"), PTC_STRLIT("content-type"), PTC_STRLIT("connection"),
+        PTC_STRLIT("keep-alive"),   PTC_STRLIT("proxy-connection"), PTC_STRLIT("transfer-encoding"), PTC_STRLIT("upgrade"),
+        PTC_STRLIT("te"),           PTC_STRLIT("trailer"),        PTC_STRLIT("expect"),       PTC_STRLIT("http2-settings"),
+        PTC_STRLIT("grpc-timeout"), PTC_STRLIT("grpc-accept-encoding")};
+    if (name.len == 0 || name.base[0] == ':')
+        return true;
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(skip); i++)
+        if (ptc_iov_eq_ci(name, skip[i]))
+            return true;
+    return false;
+}
+
+/* Bump allocator over the call's single header allocation. */
+typedef struct {
+    char *p, *end;
+} arena_t;
+
+static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s, bool lower)
+{
+    uint8_t *dst = (uint8_t *)a->p;
+    for (size_t i = 0; i < s.len; i++)
+        a->p[i] = lower ? ptc_tolower(s.base[i]) : s.base[i];
+    a->p[s.len] = '\0';
+    a->p += s.len + 1;
+    return dst;
+}
+
+static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_iovec_t value, bool lower_name)
+{
+    nv[*n].name = arena_copy(a, name, lower_name);
+    nv[*n].namelen = name.len;
+    nv[*n].value = arena_copy(a, value, false);
+    nv[*n].valuelen = value.len;
+    nv[*n].flags = NGHTTP2_NV_FLAG_NONE;
+    (*n)++;
+}
+
+/*
+ * Builds the upstream header block in one allocation: pseudo-headers, content-type
+ * application/grpc[+codec], te: trailers, grpc-timeout, grpc-accept-encoding, then the request's own
+ * metadata with hop-by-hop fields removed and names lower-cased.
+ */
+static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc_iovec_t path, ptc_iovec_t codec,
+                                 const char *timeout, ptc_iovec_t accept_enc)
+{
+    const ptc_upstream_config_t *ucfg = call->up->config;
+    char ct[64], authbuf[300];
+    ptc_iovec_t authority = req->authority;
+
+    if (ucfg->authority != NULL) {
+        authority = ptc_iov(ucfg->authority, strlen(ucfg->authority));
+    } else if (authority.len == 0) {
+        int n = snprintf(authbuf, sizeof(authbuf), "%s:%u", ucfg->endpoints[0].host, ucfg->endpoints[0].port);
+        authority = ptc_iov(authbuf, n > 0 ? PTC_MIN((size_t)n, sizeof(authbuf) - 1) : 0);
+    }
+    int ctn = ptc_ctype_codec_is_proto(codec) ? snprintf(ct, sizeof(ct), "application/grpc")
+                                              : snprintf(ct, sizeof(ct), "application/grpc+%.*s", (int)codec.len, codec.base);
+    ptc_iovec_t ctv = ptc_iov(ct, ctn > 0 ? (size_t)ctn : 0);
+
+    size_t max_nv = 8 + req->num_headers, bytes = 0;
+    bytes += path.len + authority.len + ctv.len + 64 + (accept_enc.len != 0 ? accept_enc.len : 8) + 64;
+    for (size_t i = 0; i < req->num_headers; i++)
+        bytes += req->headers[i].name.len + req->headers[i].value.len + 2;
+    bytes += max_nv * 2 + 64;
+
+    char *mem = malloc(max_nv * sizeof(nghttp2_nv) + bytes);
+    if (mem == NULL)
+        return PTC_ENOMEM;
+    nghttp2_nv *nv = (nghttp2_nv *)(void *)mem;
+    arena_t a = {mem + max_nv * sizeof(nghttp2_nv), mem + max_nv * sizeof(nghttp2_nv) + bytes};
+    size_t n = 0;
+
+    add_nv(nv, &n, &a, PTC_STRLIT(":method"), PTC_STRLIT("POST"), false);
+    add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), PTC_STRLIT("http"), false);
+    add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, false);
+    add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, false);
+    add_nv(nv, &n, &a, PTC_STRLIT("content-type"), ctv, false);
+    add_nv(nv, &n, &a, PTC_STRLIT("te"), PTC_STRLIT("trailers"), false);
+    if (timeout != NULL)
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), false);
+    add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc.len != 0 ? accept_enc : PTC_STRLIT("identity"), false);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        if (!is_request_hop_header(req->headers[i].name))
+            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
+    }
+    call->nva = nv;
+    call->nva_len = n;
+    return 0;
+}
+
+static const ptc_header_t *find_header(const ptc_request_t *req, ptc_iovec_t name)
+{
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (ptc_iov_eq_ci(req->headers[i].name, name))
+            return &req->headers[i];
+    return NULL;
+}
+
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_call_t **out)
+{
+    const ptc_config_t *cfg = w->config;
+    const ptc_header_t *h;
+    ptc_iovec_t path = req->path, accept = {"", 0}, accept_enc = {"", 0};
+    ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
+
+    *out = NULL;
+    const char *q = memchr(path.base, '?', path.len);
+    if (q != NULL) /* gRPC servers match :path exactly; query parameters are for the gateway only */
+        path.len = (size_t)(q - path.base);
+    if ((h = find_header(req, PTC_STRLIT("content-type"))) != NULL)
+        ct = ptc_ctype_classify(h->value);
+    if ((h = find_header(req, PTC_STRLIT("accept"))) != NULL)
+        accept = h->value;
+    if ((h = find_header(req, PTC_STRLIT("grpc-accept-encoding"))) != NULL)
+        accept_enc = h->value;
+
+    ptc_call_t *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        ptc_header_t head[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
+                               {PTC_STRLIT("grpc-status"), PTC_STRLIT("8")},
+                               {PTC_STRLIT("grpc-message"), PTC_STRLIT("gateway out of memory")}};
+        ds->cb->send_head(ds, 200, head, PTC_ARRAY_SIZE(head), true);
+        ds->cb->on_call_done(ds);
+        return;
+    }
+    w->num_calls++;
+    call->link.call = call;
+    call->worker = w;
+    call->cfg = cfg;
+    call->ds = ds;
+    call->start_ms = ptc_now_ms();
+    snprintf(call->peer, sizeof(call->peer), "%s", req->peer != NULL ? req->peer : "-");
+    call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
+    call->resp_text = ptc_accept_wants_text(accept, call->req_text);
+    ptc_b64_decoder_init(&call->req_b64);
+    ptc_b64_encoder_init(&call->resp_b64);
+    ptc_frame_parser_init(&call->req_parser);
+    ptc_frame_parser_init(&call->resp_parser);
+    call->req_buf = evbuffer_new();
+    call->out = evbuffer_new();
+    if (ptc_ctype_codec_is_proto(ct.codec))
+        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "%s", call->resp_text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
+    else
+        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc-web%s+%.*s", call->resp_text ? "-text" : "",
+                 (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
+    snprintf(call->path, sizeof(call->path), "%.*s", (int)PTC_MIN(path.len, sizeof(call->path) - 1), path.base);
+    *out = call;
+
+    int route = ptc_config_route(cfg, path);
+    if (call->req_buf == NULL || call->out == NULL) {
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        goto fail;
+    }
+    if (route < 0) {
+        call_fail(call, PTC_GRPC_UNIMPLEMENTED, "no route for %.*s", (int)PTC_MIN(path.len, (size_t)200), path.base);
+        goto fail;
+    }
+    call->up = &w->upstreams[route];
+
+    /* deadline: parse (overflow-safe), apply the default, clamp, forward the clamped value */
+    uint64_t timeout_ns = 0;
+    bool has_timeout = false;
+    char tbuf[PTC_GRPC_TIMEOUT_STRLEN];
+    if ((h = find_header(req, PTC_STRLIT("grpc-timeout"))) != NULL) {
+        if (ptc_grpc_timeout_parse(h->value, &timeout_ns) != 0) {
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header '%.*s' (want 1-8 digits and a unit H M S m u n)",
+                      (int)PTC_MIN(h->value.len, (size_t)40), h->value.base);
+            goto fail;
+        }
+        has_timeout = true;
+    } else if (cfg->timeouts.default_grpc_timeout_ms != 0) {
+        timeout_ns = cfg->timeouts.default_grpc_timeout_ms * 1000000;
+        has_timeout = true;
+    }
+    if (has_timeout && cfg->timeouts.max_grpc_timeout_ms != 0 && timeout_ns / 1000000 >= cfg->timeouts.max_grpc_timeout_ms)
+        timeout_ns = cfg->timeouts.max_grpc_timeout_ms * 1000000;
+    if (has_timeout)
+        ptc_grpc_timeout_format(timeout_ns, tbuf);
+
+    if (build_request_headers(call, req, path, ct.codec, has_timeout ? tbuf : NULL, accept_enc) != 0) {
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        goto fail;
+    }
+    if (has_timeout) {
+        call->timeout_ms = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+        call->deadline = evtimer_new(w->base, on_deadline, call);
+        uint64_t secs = timeout_ns / 1000000000;
+        struct timeval tv = {(time_t)PTC_MIN(secs, (uint64_t)INT32_MAX * 16), (suseconds_t)(timeout_ns % 1000000000 / 1000)};
+        if (call->deadline != NULL)
+            evtimer_add(call->deadline, &tv);
+    }
+    ptc_log_debug("call %s from %s: starting (%s request, %s response)", call->path, call->peer, call->req_text ? "text" : "binary",
+                  call->resp_text ? "text" : "binary");
+    ptc_upstream_start_call(call->up, call);
+    return;
+
+fail:
+    /* answered already; the call is done with its downstream */
+    *out = NULL;
+    maybe_free(call);
+}

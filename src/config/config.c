@@ -1,0 +1,634 @@
+/*
+ * Configuration: defaults, value parsers, validation and routing. The YAML loader is in yaml.c.
+ *
+ * File format (YAML, one document; every key optional; an empty file means all defaults):
+ *
+ *   workers: 2                 # 0 or absent = number of cores; 0..1024
+ *   log_level: info            # debug|info|warn|error (also accepted: warning, off)
+ *   health_path: /healthz      # must start with '/'
+ *   listeners:                 # replaces the default listener 127.0.0.1:8080
+ *     - address: 127.0.0.1:8080
+ *     - "[::1]:8080"           # a bare string item is the address
+ *   upstreams:                 # replaces the default upstream "default" at 127.0.0.1:50051
+ *     - name: echo             # required; 1-63 characters of A-Z a-z 0-9 . _ -; unique
+ *       endpoints: [127.0.0.1:50051, "[::1]:50052", backend.local:50051]   # required, non-empty
+ *       authority: echo.internal     # optional; default (or ~): the request's Host
+ *       connect_timeout: 3s          # default 3s; > 0
+ *       max_connections: 4           # per worker, default 4; >= 1
+ *       max_pending: 1024            # per worker, default 1024; 0 allowed
+ *       backoff: {initial: 100ms, max: 5s}   # defaults 100ms / 5s; both > 0, initial <= max
+ *   routes:                    # replaces the current routes
+ *     - prefix: /portico.test.Echo/   # or  path: /exact.Service/Method  (exactly one; starts with '/')
+ *       upstream: echo                # required; must name an upstream
+ *     - prefix: /                     # catch-all
+ *       upstream: echo
+ *   limits:
+ *     max_message_size: 4MiB     # default 4 MiB; >= 1
+ *     max_header_size: 16KiB     # default 16 KiB; >= 1
+ *     max_headers: 100           # default 100; >= 1
+ *     call_buffer_size: 256KiB   # default 256 KiB; >= 1
+ *     stream_window_size: 256KiB # default 256 KiB; 1024 .. 2^31-1
+ *     max_connections: 10000     # default 10000; >= 1
+ *   timeouts:
+ *     max_grpc_timeout: 0        # 0 = no clamp (default 0)
+ *     default_grpc_timeout: 0    # default 0 = none
+ *     idle: 60s                  # default 60s; > 0
+ *     header_read: 10s           # default 10s; > 0
+ *     drain: 10s                 # default 10s; 0 allowed
+ *
+ * Rules:
+ *  - A file without `listeners` keeps the current listeners. Without `upstreams` it keeps the current
+ *    upstreams, and its routes (if any) may name them (e.g. `upstream: default`); without `routes` as well
+ *    it keeps the current routes. With `upstreams` but no `routes`, a single upstream gets a catch-all
+ *    route (prefix "/"); several upstreams without routes are an error. Other keys override one by one.
+ *  - Routes are matched exact paths first, then prefixes longest first (equal lengths keep file order);
+ *    the first match wins. Matching is byte-wise and case-sensitive on the path without its query.
+ *  - Unknown keys, duplicate keys, wrong types, empty lists, duplicate upstream names, duplicate routes
+ *    and duplicate listener addresses are errors.
+ *  - Integers are unsigned decimal. Durations are an unsigned decimal number, optionally with a fraction,
+ *    and a unit ms, s, m or h with no space ("250ms", "3s", "1.5s", "2m", "1h"); a bare number is seconds
+ *    ("0", "30", "0.5"). Values finer than a millisecond ("1.5ms") are rejected.
+ *  - Sizes are an unsigned decimal integer of bytes, optionally followed (no space) by KiB, MiB, GiB or the
+ *    synonyms k, K, KB / M, MB / G, GB; all are powers of 1024. No fractions ("1.5MiB" is an error).
+ *  - Addresses are HOST:PORT or [IPV6]:PORT. HOST is a name or an IPv4 address (A-Z a-z 0-9 . _ -); IPv6
+ *    addresses must be bracketed (an optional %zone is allowed). PORT is decimal, 1..65535.
+ *  - `~`, `null` or an empty value means "no overrides" for limits, timeouts and backoff and "none" for
+ *    authority; anywhere else it is a type error.
+ *  - Anchors and aliases work (an error inside an aliased node reports the anchor's line); merge keys
+ *    (`<<:`) are not supported.
+ *  - Errors read "FILE:LINE: KEY: what is wrong", LINE being the line of the offending node, e.g.
+ *      portico.yaml:7: upstreams[0].endpoints[1]: invalid address "h:0": port must be a number between 1 and 65535
+ *      portico.yaml:3: limits.max_mesage_size: unknown key
+ *      portico.yaml:9: syntax error: did not find expected key (while parsing a block mapping at line 2)
+ *    An unreadable file gives "FILE: cannot open: REASON".
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "portico/config_internal.h"
+
+static const char ERR_HOSTPORT[] = "expected HOST:PORT or [IPV6]:PORT";
+static const char ERR_DURATION[] = "expected a number followed by ms, s, m or h";
+static const char ERR_SIZE[] = "expected a number of bytes, optionally followed by KiB, MiB or GiB";
+static const char ERR_TOO_LARGE[] = "too large";
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Accumulates one decimal digit; false on uint64 overflow. */
+static bool add_digit(uint64_t *v, char c)
+{
+    uint64_t d = (uint64_t)(c - '0');
+    if (*v > (UINT64_MAX - d) / 10)
+        return false;
+    *v = *v * 10 + d;
+    return true;
+}
+
+static bool is_host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' || c == '-' || c == '_';
+}
+
+int ptc__hostport_parse(const char *s, ptc_hostport_t *out, const char **why)
+{
+    const char *host, *host_end, *port;
+
+    if (s[0] == '[') {
+        host = s + 1;
+        if ((host_end = strchr(host, ']')) == NULL) {
+            *why = "missing ']' after the IPv6 address";
+            return PTC_EINVAL;
+        }
+        if (host_end[1] != ':') {
+            *why = "missing :PORT";
+            return PTC_EINVAL;
+        }
+        port = host_end + 2;
+        if (host_end == host) {
+            *why = "host is empty";
+            return PTC_EINVAL;
+        }
+        /* validate the address part (before an optional %zone) with inet_pton */
+        const char *zone = memchr(host, '%', (size_t)(host_end - host));
+        size_t addr_len = (size_t)((zone != NULL ? zone : host_end) - host);
+        char addr[INET6_ADDRSTRLEN];
+        unsigned char bin[16];
+        if (addr_len >= sizeof(addr)) {
+            *why = "invalid IPv6 address";
+            return PTC_EINVAL;
+        }
+        memcpy(addr, host, addr_len);
+        addr[addr_len] = '\0';
+        if (inet_pton(AF_INET6, addr, bin) != 1) {
+            *why = "invalid IPv6 address";
+            return PTC_EINVAL;
+        }
+        if (zone != NULL) {
+            if (zone + 1 == host_end) {
+                *why = "invalid IPv6 address";
+                return PTC_EINVAL;
+            }
+            for (const char *p = zone + 1; p < host_end; p++) {
+                if (!is_host_char(*p)) {
+                    *why = "invalid IPv6 address";
+                    return PTC_EINVAL;
+                }
+            }
+        }
+    } else {
+        host = s;
+        if ((host_end = strrchr(s, ':')) == NULL) {
+            *why = s[0] == '\0' ? ERR_HOSTPORT : "missing :PORT";
+            return PTC_EINVAL;
+        }
+        port = host_end + 1;
+        if (memchr(host, ':', (size_t)(host_end - host)) != NULL) {
+            *why = "IPv6 addresses must be in brackets, e.g. [::1]:50051";
+            return PTC_EINVAL;
+        }
+        if (host_end == host) {
+            *why = "host is empty";
+            return PTC_EINVAL;
+        }
+        for (const char *p = host; p < host_end; p++) {
+            if (!is_host_char(*p)) {
+                *why = "invalid character in host";
+                return PTC_EINVAL;
+            }
+        }
+    }
+
+    uint64_t v = 0;
+    const char *p = port;
+    for (; is_digit(*p); p++) {
+        if (!add_digit(&v, *p) || v > 65535)
+            break;
+    }
+    if (p == port || *p != '\0' || v < 1 || v > 65535) {
+        *why = "port must be a number between 1 and 65535";
+        return PTC_EINVAL;
+    }
+
+    size_t host_len = (size_t)(host_end - host);
+    char *h = malloc(host_len + 1);
+    if (h == NULL) {
+        *why = "out of memory";
+        return PTC_ENOMEM;
+    }
+    memcpy(h, host, host_len);
+    h[host_len] = '\0';
+    out->host = h;
+    out->port = (uint16_t)v;
+    return 0;
+}
+
+int ptc_hostport_parse(const char *s, ptc_hostport_t *out)
+{
+    const char *why;
+    return ptc__hostport_parse(s, out, &why);
+}
+
+void ptc_hostport_dispose(ptc_hostport_t *hp)
+{
+    free(hp->host);
+    hp->host = NULL;
+    hp->port = 0;
+}
+
+int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src)
+{
+    if ((dst->host = strdup(src->host != NULL ? src->host : "")) == NULL)
+        return PTC_ENOMEM;
+    dst->port = src->port;
+    return 0;
+}
+
+int ptc__duration_parse(const char *s, uint64_t *out_ms, const char **why)
+{
+    /* the fraction is kept as frac / frac_scale with at most 9 digits; more non-zero digits are always
+     * finer than a millisecond, because the largest unit is an hour (3.6e6 ms) */
+    uint64_t whole = 0, frac = 0, frac_scale = 1, unit;
+    bool sub_ms = false;
+    const char *p = s;
+
+    if (!is_digit(*p)) {
+        *why = ERR_DURATION;
+        return PTC_EINVAL;
+    }
+    for (; is_digit(*p); p++) {
+        if (!add_digit(&whole, *p)) {
+            *why = ERR_TOO_LARGE;
+            return PTC_EINVAL;
+        }
+    }
+    if (*p == '.') {
+        p++;
+        if (!is_digit(*p)) {
+            *why = ERR_DURATION;
+            return PTC_EINVAL;
+        }
+        for (; is_digit(*p); p++) {
+            if (frac_scale < 1000000000) {
+                frac = frac * 10 + (uint64_t)(*p - '0');
+                frac_scale *= 10;
+            } else if (*p != '0') {
+                sub_ms = true;
+            }
+        }
+    }
+    if (*p == '\0' || strcmp(p, "s") == 0) {
+        unit = 1000;
+    } else if (strcmp(p, "ms") == 0) {
+        unit = 1;
+    } else if (strcmp(p, "m") == 0) {
+        unit = 60 * 1000;
+    } else if (strcmp(p, "h") == 0) {
+        unit = 60 * 60 * 1000;
+    } else {
+        *why = ERR_DURATION;
+        return PTC_EINVAL;
+    }
+
+    uint64_t frac_units = frac * unit; /* < 1e9 * 3.6e6, no overflow */
+    if (sub_ms || frac_units % frac_scale != 0) {
+        *why = "finer than a millisecond";
+        return PTC_EINVAL;
+    }
+    if (whole > UINT64_MAX / unit || whole * unit > UINT64_MAX - frac_units / frac_scale) {
+        *why = ERR_TOO_LARGE;
+        return PTC_EINVAL;
+    }
+    *out_ms = whole * unit + frac_units / frac_scale;
+    return 0;
+}
+
+int ptc_duration_parse(const char *s, uint64_t *out_ms)
+{
+    const char *why;
+    return ptc__duration_parse(s, out_ms, &why);
+}
+
+int ptc__size_parse(const char *s, uint64_t *out, const char **why)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t mult;
+    } units[] = {{"", 1},
+                 {"k", 1ull << 10},
+                 {"K", 1ull << 10},
+                 {"KB", 1ull << 10},
+                 {"KiB", 1ull << 10},
+                 {"M", 1ull << 20},
+                 {"MB", 1ull << 20},
+                 {"MiB", 1ull << 20},
+                 {"G", 1ull << 30},
+                 {"GB", 1ull << 30},
+                 {"GiB", 1ull << 30}};
+    uint64_t v = 0;
+    const char *p = s;
+
+    if (!is_digit(*p)) {
+        *why = ERR_SIZE;
+        return PTC_EINVAL;
+    }
+    for (; is_digit(*p); p++) {
+        if (!add_digit(&v, *p)) {
+            *why = ERR_TOO_LARGE;
+            return PTC_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(units); i++) {
+        if (strcmp(p, units[i].suffix) == 0) {
+            if (v > UINT64_MAX / units[i].mult) {
+                *why = ERR_TOO_LARGE;
+                return PTC_EINVAL;
+            }
+            *out = v * units[i].mult;
+            return 0;
+        }
+    }
+    *why = ERR_SIZE;
+    return PTC_EINVAL;
+}
+
+int ptc_size_parse(const char *s, uint64_t *out)
+{
+    const char *why;
+    return ptc__size_parse(s, out, &why);
+}
+
+const char *ptc__upstream_name_check(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= PTC_CONFIG_MAX_NAME)
+        return "must be 1 to 63 characters long";
+    for (size_t i = 0; i < len; i++)
+        if (!is_host_char(name[i]))
+            return "may only contain A-Z a-z 0-9 . _ -";
+    return NULL;
+}
+
+const char *ptc__path_check(const char *path)
+{
+    if (path[0] != '/')
+        return "must start with '/'";
+    for (const char *p = path; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "must not contain spaces or control characters";
+    return NULL;
+}
+
+void ptc__upstream_init_defaults(ptc_upstream_config_t *up)
+{
+    up->connect_timeout_ms = 3000;
+    up->max_connections = 4;
+    up->max_pending = 1024;
+    up->backoff_initial_ms = 100;
+    up->backoff_max_ms = 5000;
+}
+
+void ptc__upstream_dispose(ptc_upstream_config_t *up)
+{
+    free(up->name);
+    for (size_t i = 0; i < up->num_endpoints; i++)
+        ptc_hostport_dispose(&up->endpoints[i]);
+    free(up->endpoints);
+    free(up->authority);
+    memset(up, 0, sizeof(*up));
+}
+
+static bool route_before(const ptc_route_config_t *a, const ptc_route_config_t *b)
+{
+    if (a->match != b->match)
+        return a->match == PTC_ROUTE_EXACT;
+    return a->match == PTC_ROUTE_PREFIX && strlen(a->path) > strlen(b->path);
+}
+
+void ptc__routes_sort(ptc_route_config_t *routes, size_t n)
+{
+    /* insertion sort: stable, and route lists are short */
+    for (size_t i = 1; i < n; i++) {
+        ptc_route_config_t r = routes[i];
+        size_t j = i;
+        for (; j > 0 && route_before(&r, &routes[j - 1]); j--)
+            routes[j] = routes[j - 1];
+        routes[j] = r;
+    }
+}
+
+int ptc_config_init_default(ptc_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->limits = (ptc_limits_config_t){
+        .max_message_size = 4u << 20,
+        .max_header_size = 16u << 10,
+        .max_headers = 100,
+        .call_buffer_size = 256u << 10,
+        .stream_window_size = 256u << 10,
+        .max_connections = 10000,
+    };
+    cfg->timeouts = (ptc_timeouts_config_t){
+        .max_grpc_timeout_ms = 0,
+        .default_grpc_timeout_ms = 0,
+        .idle_ms = 60 * 1000,
+        .header_read_ms = 10 * 1000,
+        .drain_ms = 10 * 1000,
+    };
+    cfg->workers = 0;
+    cfg->log_level = PTC_LOG_INFO;
+
+    if ((cfg->source = strdup("<default>")) == NULL || (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
+        goto nomem;
+
+    if ((cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL)
+        goto nomem;
+    cfg->num_listeners = 1;
+    if ((cfg->listeners[0].addr.host = strdup(PTC_CONFIG_DEFAULT_LISTEN_HOST)) == NULL)
+        goto nomem;
+    cfg->listeners[0].addr.port = PTC_CONFIG_DEFAULT_LISTEN_PORT;
+
+    if ((cfg->upstreams = calloc(1, sizeof(*cfg->upstreams))) == NULL)
+        goto nomem;
+    cfg->num_upstreams = 1;
+    ptc_upstream_config_t *up = &cfg->upstreams[0];
+    ptc__upstream_init_defaults(up);
+    if ((up->name = strdup(PTC_CONFIG_DEFAULT_UPSTREAM_NAME)) == NULL ||
+        (up->endpoints = calloc(1, sizeof(*up->endpoints))) == NULL)
+        goto nomem;
+    up->num_endpoints = 1;
+    if ((up->endpoints[0].host = strdup(PTC_CONFIG_DEFAULT_UPSTREAM_HOST)) == NULL)
+        goto nomem;
+    up->endpoints[0].port = PTC_CONFIG_DEFAULT_UPSTREAM_PORT;
+
+    if ((cfg->routes = calloc(1, sizeof(*cfg->routes))) == NULL)
+        goto nomem;
+    cfg->num_routes = 1;
+    cfg->routes[0].match = PTC_ROUTE_PREFIX;
+    cfg->routes[0].upstream_index = 0;
+    if ((cfg->routes[0].path = strdup("/")) == NULL)
+        goto nomem;
+    return 0;
+
+nomem:
+    ptc_config_dispose(cfg);
+    return PTC_ENOMEM;
+}
+
+void ptc_config_dispose(ptc_config_t *cfg)
+{
+    free(cfg->source);
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        ptc_hostport_dispose(&cfg->listeners[i].addr);
+    free(cfg->listeners);
+    for (size_t i = 0; i < cfg->num_upstreams; i++)
+        ptc__upstream_dispose(&cfg->upstreams[i]);
+    free(cfg->upstreams);
+    for (size_t i = 0; i < cfg->num_routes; i++)
+        free(cfg->routes[i].path);
+    free(cfg->routes);
+    free(cfg->health_path);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* Deep-copies n addresses into a new array; NULL on allocation failure. */
+static ptc_hostport_t *copy_hostports(const ptc_hostport_t *addrs, size_t n)
+{
+    ptc_hostport_t *copy = calloc(n, sizeof(*copy));
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (ptc__hostport_copy(&copy[i], &addrs[i]) != 0) {
+            for (size_t j = 0; j < i; j++)
+                ptc_hostport_dispose(&copy[j]);
+            free(copy);
+            return NULL;
+        }
+    }
+    return copy;
+}
+
+int ptc_config_set_listeners(ptc_config_t *cfg, const ptc_hostport_t *addrs, size_t n)
+{
+    if (n == 0)
+        return PTC_EINVAL;
+    ptc_listener_config_t *listeners = calloc(n, sizeof(*listeners));
+    ptc_hostport_t *copy = copy_hostports(addrs, n);
+    if (listeners == NULL || copy == NULL) {
+        free(listeners);
+        if (copy != NULL) {
+            for (size_t i = 0; i < n; i++)
+                ptc_hostport_dispose(&copy[i]);
+            free(copy);
+        }
+        return PTC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        listeners[i].addr = copy[i]; /* moves the host strings */
+    free(copy);
+
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        ptc_hostport_dispose(&cfg->listeners[i].addr);
+    free(cfg->listeners);
+    cfg->listeners = listeners;
+    cfg->num_listeners = n;
+    return 0;
+}
+
+int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, const ptc_hostport_t *addrs, size_t n)
+{
+    if (n == 0 || upstream_index >= cfg->num_upstreams)
+        return PTC_EINVAL;
+    ptc_hostport_t *copy = copy_hostports(addrs, n);
+    if (copy == NULL)
+        return PTC_ENOMEM;
+    ptc_upstream_config_t *up = &cfg->upstreams[upstream_index];
+    for (size_t i = 0; i < up->num_endpoints; i++)
+        ptc_hostport_dispose(&up->endpoints[i]);
+    free(up->endpoints);
+    up->endpoints = copy;
+    up->num_endpoints = n;
+    return 0;
+}
+
+PTC_PRINTF(4, 5) static int invalid(const ptc_config_t *cfg, char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        int n = snprintf(err, errlen, "%s: ", cfg->source != NULL ? cfg->source : "<config>");
+        if (n >= 0 && (size_t)n < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return PTC_ECONFIG;
+}
+
+static bool hostport_valid(const ptc_hostport_t *hp)
+{
+    return hp->host != NULL && hp->host[0] != '\0' && hp->port != 0;
+}
+
+int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->num_listeners == 0)
+        return invalid(cfg, err, errlen, "listeners: at least one listener is required");
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        if (!hostport_valid(&cfg->listeners[i].addr))
+            return invalid(cfg, err, errlen, "listeners[%zu]: invalid address", i);
+
+    if (cfg->num_upstreams == 0)
+        return invalid(cfg, err, errlen, "upstreams: at least one upstream is required");
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        const ptc_upstream_config_t *up = &cfg->upstreams[i];
+        const char *why;
+        if (up->name == NULL)
+            return invalid(cfg, err, errlen, "upstreams[%zu].name: missing", i);
+        if ((why = ptc__upstream_name_check(up->name)) != NULL)
+            return invalid(cfg, err, errlen, "upstreams[%zu].name: %s", i, why);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->upstreams[j].name, up->name) == 0)
+                return invalid(cfg, err, errlen, "upstreams[%zu].name: duplicate upstream name \"%s\"", i, up->name);
+        if (up->num_endpoints == 0)
+            return invalid(cfg, err, errlen, "upstreams[%zu].endpoints: at least one endpoint is required", i);
+        for (size_t j = 0; j < up->num_endpoints; j++)
+            if (!hostport_valid(&up->endpoints[j]))
+                return invalid(cfg, err, errlen, "upstreams[%zu].endpoints[%zu]: invalid address", i, j);
+        if (up->authority != NULL && up->authority[0] == '\0')
+            return invalid(cfg, err, errlen, "upstreams[%zu].authority: must not be empty", i);
+        if (up->connect_timeout_ms == 0)
+            return invalid(cfg, err, errlen, "upstreams[%zu].connect_timeout: must be greater than 0", i);
+        if (up->max_connections == 0)
+            return invalid(cfg, err, errlen, "upstreams[%zu].max_connections: must be at least 1", i);
+        if (up->backoff_initial_ms == 0)
+            return invalid(cfg, err, errlen, "upstreams[%zu].backoff.initial: must be greater than 0", i);
+        if (up->backoff_initial_ms > up->backoff_max_ms)
+            return invalid(cfg, err, errlen, "upstreams[%zu].backoff.max: must not be less than backoff.initial", i);
+    }
+
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const ptc_route_config_t *r = &cfg->routes[i];
+        const char *why;
+        if (r->path == NULL)
+            return invalid(cfg, err, errlen, "routes[%zu]: missing path", i);
+        if ((why = ptc__path_check(r->path)) != NULL)
+            return invalid(cfg, err, errlen, "routes[%zu].%s: %s", i, r->match == PTC_ROUTE_EXACT ? "path" : "prefix", why);
+        if (r->upstream_index >= cfg->num_upstreams)
+            return invalid(cfg, err, errlen, "routes[%zu].upstream: no upstream with index %zu", i, r->upstream_index);
+        if (i > 0 && route_before(r, &cfg->routes[i - 1]))
+            return invalid(cfg, err, errlen, "routes[%zu]: not in match order (exact paths first, then longest prefixes)", i);
+    }
+
+    const struct {
+        const char *key;
+        uint32_t value, min, max;
+    } limits[] = {
+        {"max_message_size", cfg->limits.max_message_size, 1, UINT32_MAX},
+        {"max_header_size", cfg->limits.max_header_size, 1, UINT32_MAX},
+        {"max_headers", cfg->limits.max_headers, 1, UINT32_MAX},
+        {"call_buffer_size", cfg->limits.call_buffer_size, 1, UINT32_MAX},
+        {"stream_window_size", cfg->limits.stream_window_size, PTC_CONFIG_MIN_STREAM_WINDOW, PTC_CONFIG_MAX_STREAM_WINDOW},
+        {"max_connections", cfg->limits.max_connections, 1, UINT32_MAX},
+    };
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(limits); i++)
+        if (limits[i].value < limits[i].min || limits[i].value > limits[i].max)
+            return invalid(cfg, err, errlen, "limits.%s: must be between %" PRIu32 " and %" PRIu32, limits[i].key, limits[i].min,
+                           limits[i].max);
+
+    if (cfg->timeouts.idle_ms == 0)
+        return invalid(cfg, err, errlen, "timeouts.idle: must be greater than 0");
+    if (cfg->timeouts.header_read_ms == 0)
+        return invalid(cfg, err, errlen, "timeouts.header_read: must be greater than 0");
+
+    if (cfg->health_path == NULL)
+        return invalid(cfg, err, errlen, "health_path: missing");
+    const char *why;
+    if ((why = ptc__path_check(cfg->health_path)) != NULL)
+        return invalid(cfg, err, errlen, "health_path: %s", why);
+    if (cfg->workers > PTC_CONFIG_MAX_WORKERS)
+        return invalid(cfg, err, errlen, "workers: must be between 0 and %d", PTC_CONFIG_MAX_WORKERS);
+    if ((int)cfg->log_level < (int)PTC_LOG_DEBUG || (int)cfg->log_level > (int)PTC_LOG_OFF)
+        return invalid(cfg, err, errlen, "log_level: invalid");
+    return 0;
+}
+
+int ptc_config_route(const ptc_config_t *cfg, ptc_iovec_t path)
+{
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        const ptc_route_config_t *r = &cfg->routes[i];
+        size_t len = strlen(r->path);
+        if (r->match == PTC_ROUTE_EXACT ? path.len == len : path.len >= len) {
+            if (len == 0 || memcmp(path.base, r->path, len) == 0)
+                return (int)r->upstream_index;
+        }
+    }
+    return -1;
+}

@@ -1,0 +1,836 @@
+/*
+ * The YAML loader: libyaml's document API turns the text into a node tree with line marks; a table-driven walk
+ * turns the tree into a ptc_config_t. The format is described at the top of config.c.
+ *
+ * Loading is transactional: the new config is built in a separate struct that borrows whatever the file does
+ * not replace from the old one, is validated, and only then replaces it. On any error the caller's config
+ * is untouched.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "portico/config_internal.h"
+
+#define KEY_SIZE 256                      /* longest key path kept in messages */
+#define MAX_FILE_SIZE (16u * 1024 * 1024) /* a config file larger than this is surely a mistake */
+#define MAX_FIELDS 16
+
+typedef struct st_loader_t {
+    const char *name; /* file name for messages */
+    char *err;
+    size_t errlen;
+    yaml_document_t *doc;
+    ptc_config_t *next; /* being built */
+    /* per route in file order: the node naming the upstream and the prefix/path node, for resolving names
+     * (upstreams may come after routes) and reporting duplicates once the whole file has been walked */
+    yaml_node_t **route_upstream;
+    yaml_node_t **route_match;
+    bool has_listeners, has_upstreams, has_routes;
+} loader_t;
+
+typedef int (*field_cb)(loader_t *l, const char *key, yaml_node_t *value, void *obj);
+
+typedef enum { FIELD_UINT32, FIELD_SIZE32, FIELD_DURATION, FIELD_CUSTOM } field_kind_t;
+
+/* One key of a mapping. FIELD_UINT32 / FIELD_SIZE32 store a uint32_t and FIELD_DURATION a uint64_t (ms) at
+ * obj + offset, range-checked against [min, max]; FIELD_CUSTOM calls cb with the same obj. */
+typedef struct st_field_t {
+    const char *name;
+    field_kind_t kind;
+    size_t offset;
+    uint64_t min, max;
+    field_cb cb;
+} field_t;
+
+PTC_PRINTF(4, 5) static int fail(loader_t *l, const yaml_node_t *node, const char *key, const char *fmt, ...)
+{
+    if (l->err == NULL || l->errlen == 0)
+        return PTC_ECONFIG;
+    int n = snprintf(l->err, l->errlen, "%s:%zu: %s%s", l->name, node->start_mark.line + 1, key, key[0] != '\0' ? ": " : "");
+    if (n >= 0 && (size_t)n < l->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return PTC_ECONFIG;
+}
+
+static int nomem(const char *name, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s: out of memory", name);
+    return PTC_ENOMEM;
+}
+
+static yaml_node_t *node_at(loader_t *l, int index)
+{
+    return yaml_document_get_node(l->doc, index);
+}
+
+static const char *scalar_value(const yaml_node_t *node)
+{
+    return (const char *)node->data.scalar.value;
+}
+
+static bool is_null(const yaml_node_t *node)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(nulls); i++)
+        if (strcmp(scalar_value(node), nulls[i]) == 0)
+            return true;
+    return false;
+}
+
+static const char *kind_name(const yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_SEQUENCE_NODE:
+        return "a sequence";
+    default:
+        return is_null(node) ? "null" : "a string";
+    }
+}
+
+static size_t seq_len(const yaml_node_t *node)
+{
+    return (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+}
+
+/* Appends s to the key path in buf (KEY_SIZE bytes); paths that do not fit are cut short, as they only
+ * ever appear in messages. */
+static void key_append(char *buf, const char *s)
+{
+    size_t len = strlen(buf), n = strlen(s);
+    if (n > KEY_SIZE - 1 - len)
+        n = KEY_SIZE - 1 - len;
+    memcpy(buf + len, s, n);
+    buf[len + n] = '\0';
+}
+
+static void key_join(char *buf, const char *parent, const char *name)
+{
+    buf[0] = '\0';
+    key_append(buf, parent);
+    if (parent[0] != '\0')
+        key_append(buf, ".");
+    key_append(buf, name);
+}
+
+static void key_index(char *buf, const char *parent, size_t index)
+{
+    char num[32];
+    snprintf(num, sizeof(num), "[%zu]", index);
+    buf[0] = '\0';
+    key_append(buf, parent);
+    key_append(buf, num);
+}
+
+/* Checks that node is a non-null scalar without NUL bytes; what names the expected value ("an integer"). */
+static int want_scalar(loader_t *l, const char *key, yaml_node_t *node, const char *what, const char **out)
+{
+    if (node->type != YAML_SCALAR_NODE || is_null(node))
+        return fail(l, node, key, "expected %s, got %s", what, kind_name(node));
+    if (strlen(scalar_value(node)) != node->data.scalar.length)
+        return fail(l, node, key, "must not contain NUL bytes");
+    *out = scalar_value(node);
+    return 0;
+}
+
+static int want_sequence(loader_t *l, const char *key, yaml_node_t *node)
+{
+    if (node->type != YAML_SEQUENCE_NODE)
+        return fail(l, node, key, "expected a sequence, got %s", kind_name(node));
+    if (seq_len(node) == 0)
+        return fail(l, node, key, "must not be empty");
+    return 0;
+}
+
+static int dup_string(loader_t *l, const char *s, char **out)
+{
+    if ((*out = strdup(s)) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    return 0;
+}
+
+static int apply_field(loader_t *l, const field_t *f, const char *key, yaml_node_t *value, void *obj)
+{
+    char *dst = (char *)obj + f->offset;
+    const char *s, *why;
+    uint64_t v = 0;
+    int ret;
+
+    switch (f->kind) {
+    case FIELD_UINT32:
+        if ((ret = want_scalar(l, key, value, "an integer", &s)) != 0)
+            return ret;
+        if (s[0] == '\0' || strspn(s, "0123456789") != strlen(s))
+            return fail(l, value, key, "invalid integer \"%s\"", s);
+        for (const char *p = s; *p != '\0'; p++) {
+            if (v > f->max) /* also keeps v * 10 below overflow */
+                break;
+            v = v * 10 + (uint64_t)(*p - '0');
+        }
+        if (v < f->min || v > f->max)
+            return fail(l, value, key, "must be between %" PRIu64 " and %" PRIu64, f->min, f->max);
+        memcpy(dst, &(uint32_t){(uint32_t)v}, sizeof(uint32_t));
+        return 0;
+    case FIELD_SIZE32:
+        if ((ret = want_scalar(l, key, value, "a size", &s)) != 0)
+            return ret;
+        if (ptc__size_parse(s, &v, &why) != 0)
+            return fail(l, value, key, "invalid size \"%s\": %s", s, why);
+        if (v < f->min || v > f->max)
+            return fail(l, value, key, "must be between %" PRIu64 " and %" PRIu64 " bytes", f->min, f->max);
+        memcpy(dst, &(uint32_t){(uint32_t)v}, sizeof(uint32_t));
+        return 0;
+    case FIELD_DURATION:
+        if ((ret = want_scalar(l, key, value, "a duration", &s)) != 0)
+            return ret;
+        if (ptc__duration_parse(s, &v, &why) != 0)
+            return fail(l, value, key, "invalid duration \"%s\": %s", s, why);
+        if (v < f->min)
+            return fail(l, value, key, "must be greater than 0");
+        memcpy(dst, &v, sizeof(uint64_t));
+        return 0;
+    case FIELD_CUSTOM:
+        return f->cb(l, key, value, obj);
+    }
+    return 0;
+}
+
+/*
+ * Walks a mapping against its fields. values[i] / keys[i] (nfields entries each, zeroed by the caller; keys
+ * may be NULL) receive the value / key node of fields[i] when present. A null node counts as an empty
+ * mapping when null_ok.
+ */
+static int walk_mapping(loader_t *l, const char *key, yaml_node_t *node, const field_t *fields, size_t nfields, void *obj,
+                        bool null_ok, yaml_node_t **values, yaml_node_t **keys)
+{
+    if (null_ok && is_null(node))
+        return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return fail(l, node, key, "expected a mapping, got %s", kind_name(node));
+
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = node_at(l, pair->key), *v = node_at(l, pair->value);
+        char child[KEY_SIZE];
+        size_t i;
+        int ret;
+
+        if (k->type != YAML_SCALAR_NODE || is_null(k))
+            return fail(l, k, key, "keys must be strings, got %s", kind_name(k));
+        key_join(child, key, scalar_value(k));
+        for (i = 0; i < nfields; i++)
+            if (strcmp(fields[i].name, scalar_value(k)) == 0)
+                break;
+        if (i == nfields)
+            return fail(l, k, child, "unknown key");
+        if (values[i] != NULL)
+            return fail(l, k, child, "duplicate key");
+        values[i] = v;
+        if (keys != NULL)
+            keys[i] = k;
+        if ((ret = apply_field(l, &fields[i], child, v, obj)) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int parse_address(loader_t *l, const char *key, yaml_node_t *node, ptc_hostport_t *out)
+{
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, node, "an address (HOST:PORT)", &s)) != 0)
+        return ret;
+    if ((ret = ptc__hostport_parse(s, out, &why)) == PTC_ENOMEM)
+        return nomem(l->name, l->err, l->errlen);
+    if (ret != 0)
+        return fail(l, node, key, "invalid address \"%s\": %s", s, why);
+    return 0;
+}
+
+/* ---- listeners ---- */
+
+static int on_listener_address(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_config_t *listener = obj;
+    return parse_address(l, key, value, &listener->addr);
+}
+
+static const field_t listener_fields[] = {
+    {"address", FIELD_CUSTOM, 0, 0, 0, on_listener_address},
+};
+
+static int on_listeners(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    int ret;
+
+    l->has_listeners = true;
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    if ((next->listeners = calloc(n, sizeof(*next->listeners))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    next->num_listeners = n; /* zeroed entries are safe to dispose */
+
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        ptc_listener_config_t *listener = &next->listeners[i];
+        char item_key[KEY_SIZE];
+        key_index(item_key, key, i);
+        if (item->type == YAML_MAPPING_NODE) {
+            yaml_node_t *values[PTC_ARRAY_SIZE(listener_fields)] = {NULL};
+            if ((ret = walk_mapping(l, item_key, item, listener_fields, PTC_ARRAY_SIZE(listener_fields), listener, false, values,
+                                    NULL)) != 0)
+                return ret;
+            if (values[0] == NULL) {
+                char child[KEY_SIZE];
+                key_join(child, item_key, "address");
+                return fail(l, item, child, "is required");
+            }
+        } else if ((ret = parse_address(l, item_key, item, &listener->addr)) != 0) {
+            return ret;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const ptc_hostport_t *a = &next->listeners[j].addr, *b = &listener->addr;
+            if (a->port == b->port && strcmp(a->host, b->host) == 0)
+                return fail(l, item, item_key, "same address as %s[%zu]", key, j);
+        }
+    }
+    return 0;
+}
+
+/* ---- upstreams ---- */
+
+static int on_upstream_name(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a string", &s)) != 0)
+        return ret;
+    if ((why = ptc__upstream_name_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &up->name);
+}
+
+static int on_upstream_endpoints(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    int ret;
+
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    if ((up->endpoints = calloc(n, sizeof(*up->endpoints))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    up->num_endpoints = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_key[KEY_SIZE];
+        key_index(item_key, key, i);
+        if ((ret = parse_address(l, item_key, node_at(l, value->data.sequence.items.start[i]), &up->endpoints[i])) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int on_upstream_authority(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    const char *s;
+    int ret;
+
+    if (is_null(value))
+        return 0;
+    if ((ret = want_scalar(l, key, value, "a string", &s)) != 0)
+        return ret;
+    if (s[0] == '\0')
+        return fail(l, value, key, "must not be empty");
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return fail(l, value, key, "must not contain spaces or control characters");
+    return dup_string(l, s, &up->authority);
+}
+
+static const field_t backoff_fields[] = {
+    {"initial", FIELD_DURATION, offsetof(ptc_upstream_config_t, backoff_initial_ms), 1, UINT64_MAX, NULL},
+    {"max", FIELD_DURATION, offsetof(ptc_upstream_config_t, backoff_max_ms), 1, UINT64_MAX, NULL},
+};
+
+static int on_upstream_backoff(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(backoff_fields)] = {NULL};
+    char child[KEY_SIZE];
+    int ret;
+
+    if ((ret = walk_mapping(l, key, value, backoff_fields, PTC_ARRAY_SIZE(backoff_fields), up, true, values, NULL)) != 0)
+        return ret;
+    if (up->backoff_initial_ms > up->backoff_max_ms) {
+        /* blame what was written: max if given, otherwise initial (above the default max) */
+        if (values[1] != NULL) {
+            key_join(child, key, "max");
+            return fail(l, values[1], child, "must not be less than initial (%" PRIu64 "ms)", up->backoff_initial_ms);
+        }
+        key_join(child, key, "initial");
+        return fail(l, values[0], child, "must not be greater than max (%" PRIu64 "ms)", up->backoff_max_ms);
+    }
+    return 0;
+}
+
+static const field_t upstream_fields[] = {
+    {"name", FIELD_CUSTOM, 0, 0, 0, on_upstream_name},
+    {"endpoints", FIELD_CUSTOM, 0, 0, 0, on_upstream_endpoints},
+    {"authority", FIELD_CUSTOM, 0, 0, 0, on_upstream_authority},
+    {"connect_timeout", FIELD_DURATION, offsetof(ptc_upstream_config_t, connect_timeout_ms), 1, UINT64_MAX, NULL},
+    {"max_connections", FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections), 1, UINT32_MAX, NULL},
+    {"max_pending", FIELD_UINT32, offsetof(ptc_upstream_config_t, max_pending), 0, UINT32_MAX, NULL},
+    {"backoff", FIELD_CUSTOM, 0, 0, 0, on_upstream_backoff},
+};
+
+static int on_upstreams(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    int ret;
+
+    l->has_upstreams = true;
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    if ((next->upstreams = calloc(n, sizeof(*next->upstreams))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    next->num_upstreams = n;
+
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        yaml_node_t *values[PTC_ARRAY_SIZE(upstream_fields)] = {NULL};
+        ptc_upstream_config_t *up = &next->upstreams[i];
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+
+        key_index(item_key, key, i);
+        ptc__upstream_init_defaults(up);
+        if ((ret = walk_mapping(l, item_key, item, upstream_fields, PTC_ARRAY_SIZE(upstream_fields), up, false, values, NULL)) != 0)
+            return ret;
+        if (values[0] == NULL) {
+            key_join(child, item_key, "name");
+            return fail(l, item, child, "is required");
+        }
+        if (values[1] == NULL) {
+            key_join(child, item_key, "endpoints");
+            return fail(l, item, child, "is required");
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(next->upstreams[j].name, up->name) == 0) {
+                key_join(child, item_key, "name");
+                return fail(l, values[0], child, "duplicate upstream name \"%s\" (also %s[%zu])", up->name, key, j);
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- routes ---- */
+
+typedef struct st_route_parse_t {
+    ptc_route_config_t *route;
+    yaml_node_t *match_node;
+    yaml_node_t *upstream_node;
+} route_parse_t;
+
+static int on_route_match(loader_t *l, const char *key, yaml_node_t *value, route_parse_t *rp, ptc_route_match_t match)
+{
+    const char *s, *why;
+    int ret;
+
+    if (rp->route->path != NULL)
+        return fail(l, value, key, "only one of prefix and path may be given");
+    if ((ret = want_scalar(l, key, value, "a path", &s)) != 0)
+        return ret;
+    if ((why = ptc__path_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    rp->route->match = match;
+    rp->match_node = value;
+    return dup_string(l, s, &rp->route->path);
+}
+
+static int on_route_prefix(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_route_match(l, key, value, obj, PTC_ROUTE_PREFIX);
+}
+
+static int on_route_path(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_route_match(l, key, value, obj, PTC_ROUTE_EXACT);
+}
+
+static int on_route_upstream(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "an upstream name", &s)) != 0)
+        return ret;
+    rp->upstream_node = value; /* resolved once all upstreams are known */
+    return 0;
+}
+
+static const field_t route_fields[] = {
+    {"prefix", FIELD_CUSTOM, 0, 0, 0, on_route_prefix},
+    {"path", FIELD_CUSTOM, 0, 0, 0, on_route_path},
+    {"upstream", FIELD_CUSTOM, 0, 0, 0, on_route_upstream},
+};
+
+static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    int ret;
+
+    l->has_routes = true;
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    if ((next->routes = calloc(n, sizeof(*next->routes))) == NULL ||
+        (l->route_upstream = calloc(n, sizeof(yaml_node_t *))) == NULL ||
+        (l->route_match = calloc(n, sizeof(yaml_node_t *))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    next->num_routes = n;
+
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        yaml_node_t *values[PTC_ARRAY_SIZE(route_fields)] = {NULL};
+        route_parse_t rp = {&next->routes[i], NULL, NULL};
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+
+        key_index(item_key, key, i);
+        if ((ret = walk_mapping(l, item_key, item, route_fields, PTC_ARRAY_SIZE(route_fields), &rp, false, values, NULL)) != 0)
+            return ret;
+        if (rp.match_node == NULL)
+            return fail(l, item, item_key, "needs a prefix or a path");
+        if (rp.upstream_node == NULL) {
+            key_join(child, item_key, "upstream");
+            return fail(l, item, child, "is required");
+        }
+        l->route_match[i] = rp.match_node;
+        l->route_upstream[i] = rp.upstream_node;
+    }
+    return 0;
+}
+
+/* Gives routes their upstream index, rejects duplicates, and sorts them into match order. */
+static int resolve_routes(loader_t *l, const ptc_upstream_config_t *ups, size_t nups)
+{
+    ptc_config_t *next = l->next;
+    char key[KEY_SIZE];
+
+    for (size_t i = 0; i < next->num_routes; i++) {
+        ptc_route_config_t *r = &next->routes[i];
+        const char *name = scalar_value(l->route_upstream[i]);
+        size_t u;
+        for (u = 0; u < nups; u++)
+            if (strcmp(ups[u].name, name) == 0)
+                break;
+        if (u == nups) {
+            snprintf(key, sizeof(key), "routes[%zu].upstream", i);
+            return fail(l, l->route_upstream[i], key, "unknown upstream \"%s\"", name);
+        }
+        r->upstream_index = u;
+        for (size_t j = 0; j < i; j++) {
+            if (next->routes[j].match == r->match && strcmp(next->routes[j].path, r->path) == 0) {
+                snprintf(key, sizeof(key), "routes[%zu].%s", i, r->match == PTC_ROUTE_EXACT ? "path" : "prefix");
+                return fail(l, l->route_match[i], key, "duplicate of routes[%zu]", j);
+            }
+        }
+    }
+    ptc__routes_sort(next->routes, next->num_routes);
+    return 0;
+}
+
+/* ---- top level ---- */
+
+static int on_log_level(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a log level", &s)) != 0)
+        return ret;
+    if (ptc_log_level_parse(s, &next->log_level) != 0)
+        return fail(l, value, key, "invalid log level \"%s\" (expected debug, info, warn, error or off)", s);
+    return 0;
+}
+
+static int on_health_path(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a path", &s)) != 0)
+        return ret;
+    if ((why = ptc__path_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &next->health_path);
+}
+
+static const field_t limits_fields[] = {
+    {"max_message_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, max_message_size), 1, UINT32_MAX, NULL},
+    {"max_header_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, max_header_size), 1, UINT32_MAX, NULL},
+    {"max_headers", FIELD_UINT32, offsetof(ptc_limits_config_t, max_headers), 1, UINT32_MAX, NULL},
+    {"call_buffer_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, call_buffer_size), 1, UINT32_MAX, NULL},
+    {"stream_window_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size), PTC_CONFIG_MIN_STREAM_WINDOW,
+     PTC_CONFIG_MAX_STREAM_WINDOW, NULL},
+    {"max_connections", FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections), 1, UINT32_MAX, NULL},
+};
+
+static const field_t timeouts_fields[] = {
+    {"max_grpc_timeout", FIELD_DURATION, offsetof(ptc_timeouts_config_t, max_grpc_timeout_ms), 0, UINT64_MAX, NULL},
+    {"default_grpc_timeout", FIELD_DURATION, offsetof(ptc_timeouts_config_t, default_grpc_timeout_ms), 0, UINT64_MAX, NULL},
+    {"idle", FIELD_DURATION, offsetof(ptc_timeouts_config_t, idle_ms), 1, UINT64_MAX, NULL},
+    {"header_read", FIELD_DURATION, offsetof(ptc_timeouts_config_t, header_read_ms), 1, UINT64_MAX, NULL},
+    {"drain", FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_ms), 0, UINT64_MAX, NULL},
+};
+
+static int on_limits(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(limits_fields)] = {NULL};
+    return walk_mapping(l, key, value, limits_fields, PTC_ARRAY_SIZE(limits_fields), &next->limits, true, values, NULL);
+}
+
+static int on_timeouts(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(timeouts_fields)] = {NULL};
+    return walk_mapping(l, key, value, timeouts_fields, PTC_ARRAY_SIZE(timeouts_fields), &next->timeouts, true, values, NULL);
+}
+
+enum { TOP_UPSTREAMS = 4 };
+
+static const field_t top_fields[] = {
+    {"workers", FIELD_UINT32, offsetof(ptc_config_t, workers), 0, PTC_CONFIG_MAX_WORKERS, NULL},
+    {"log_level", FIELD_CUSTOM, 0, 0, 0, on_log_level},
+    {"health_path", FIELD_CUSTOM, 0, 0, 0, on_health_path},
+    {"listeners", FIELD_CUSTOM, 0, 0, 0, on_listeners},
+    [TOP_UPSTREAMS] = {"upstreams", FIELD_CUSTOM, 0, 0, 0, on_upstreams},
+    {"routes", FIELD_CUSTOM, 0, 0, 0, on_routes},
+    {"limits", FIELD_CUSTOM, 0, 0, 0, on_limits},
+    {"timeouts", FIELD_CUSTOM, 0, 0, 0, on_timeouts},
+};
+
+static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *doc, char *err, size_t errlen)
+{
+    ptc_config_t next = {0};
+    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false};
+    yaml_node_t *values[PTC_ARRAY_SIZE(top_fields)] = {NULL}, *keys[PTC_ARRAY_SIZE(top_fields)] = {NULL};
+    yaml_node_t *root = yaml_document_get_root_node(doc);
+    int ret;
+
+    next.limits = cfg->limits;
+    next.timeouts = cfg->timeouts;
+    next.workers = cfg->workers;
+    next.log_level = cfg->log_level;
+    if ((ret = dup_string(&l, name, &next.source)) != 0)
+        goto fail;
+    if (root != NULL && (ret = walk_mapping(&l, "", root, top_fields, PTC_ARRAY_SIZE(top_fields), &next, true, values, keys)) != 0)
+        goto fail;
+
+    /* routes refer to the upstreams of this file, or to the current ones when the file has none */
+    if (l.has_routes) {
+        if ((ret = resolve_routes(&l, l.has_upstreams ? next.upstreams : cfg->upstreams,
+                                  l.has_upstreams ? next.num_upstreams : cfg->num_upstreams)) != 0)
+            goto fail;
+    } else if (l.has_upstreams) {
+        if (next.num_upstreams != 1) {
+            ret = fail(&l, keys[TOP_UPSTREAMS], "routes", "required when more than one upstream is defined");
+            goto fail;
+        }
+        if ((next.routes = calloc(1, sizeof(*next.routes))) == NULL || (next.routes[0].path = strdup("/")) == NULL) {
+            ret = nomem(name, err, errlen);
+            goto fail;
+        }
+        next.num_routes = 1;
+        next.routes[0].match = PTC_ROUTE_PREFIX;
+        next.routes[0].upstream_index = 0;
+    }
+
+    /* the result: next, plus whatever the file did not replace borrowed from cfg */
+    ptc_config_t result = next;
+    if (!l.has_listeners) {
+        result.listeners = cfg->listeners;
+        result.num_listeners = cfg->num_listeners;
+    }
+    if (!l.has_upstreams) {
+        result.upstreams = cfg->upstreams;
+        result.num_upstreams = cfg->num_upstreams;
+        if (!l.has_routes) {
+            result.routes = cfg->routes;
+            result.num_routes = cfg->num_routes;
+        }
+    }
+    if (next.health_path == NULL)
+        result.health_path = cfg->health_path;
+    if ((ret = ptc_config_validate(&result, err, errlen)) != 0)
+        goto fail;
+
+    /* commit: detach what result borrowed, release the rest of the old config */
+    if (!l.has_listeners) {
+        cfg->listeners = NULL;
+        cfg->num_listeners = 0;
+    }
+    if (!l.has_upstreams) {
+        cfg->upstreams = NULL;
+        cfg->num_upstreams = 0;
+        if (!l.has_routes) {
+            cfg->routes = NULL;
+            cfg->num_routes = 0;
+        }
+    }
+    if (result.health_path == cfg->health_path)
+        cfg->health_path = NULL;
+    ptc_config_dispose(cfg);
+    *cfg = result;
+    ret = 0;
+    goto exit;
+
+fail:
+    ptc_config_dispose(&next);
+exit:
+    free(l.route_upstream);
+    free(l.route_match);
+    return ret;
+}
+
+static size_t line_of_offset(const char *text, size_t len, size_t offset)
+{
+    size_t line = 1;
+    for (size_t i = 0; i < offset && i < len; i++)
+        if (text[i] == '\n')
+            line++;
+    return line;
+}
+
+static int syntax_error(const yaml_parser_t *parser, const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    /* libyaml's loader does not set an error when its own strdup of a tag fails */
+    if (parser->error == YAML_MEMORY_ERROR || parser->error == YAML_NO_ERROR)
+        return nomem(name, err, errlen);
+    if (err == NULL || errlen == 0)
+        return PTC_ECONFIG;
+    const char *problem = parser->problem != NULL ? parser->problem : "malformed YAML";
+    if (parser->error == YAML_READER_ERROR) {
+        snprintf(err, errlen, "%s:%zu: syntax error: %s", name, line_of_offset(yaml, len, parser->problem_offset), problem);
+    } else if (parser->context != NULL) {
+        snprintf(err, errlen, "%s:%zu: syntax error: %s (%s at line %zu)", name, parser->problem_mark.line + 1, problem,
+                 parser->context, parser->context_mark.line + 1);
+    } else {
+        snprintf(err, errlen, "%s:%zu: syntax error: %s", name, parser->problem_mark.line + 1, problem);
+    }
+    return PTC_ECONFIG;
+}
+
+int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    int ret;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (cfg->source == NULL && (ret = ptc_config_init_default(cfg)) != 0)
+        return nomem(name, err, errlen);
+    if (!yaml_parser_initialize(&parser))
+        return nomem(name, err, errlen);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        ret = syntax_error(&parser, name, yaml, len, err, errlen);
+        goto exit_parser;
+    }
+    /* a document without a root node marks the end of the stream; anything after the first is an error */
+    if (yaml_document_get_root_node(&doc) != NULL) {
+        if (!yaml_parser_load(&parser, &extra)) {
+            ret = syntax_error(&parser, name, yaml, len, err, errlen);
+            goto exit_doc;
+        }
+        yaml_node_t *root = yaml_document_get_root_node(&extra);
+        size_t line = root != NULL ? root->start_mark.line + 1 : 0;
+        yaml_document_delete(&extra);
+        if (root != NULL) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "%s:%zu: only one YAML document is allowed", name, line);
+            ret = PTC_ECONFIG;
+            goto exit_doc;
+        }
+    }
+    ret = load_document(cfg, name, &doc, err, errlen);
+
+exit_doc:
+    yaml_document_delete(&doc);
+exit_parser:
+    yaml_parser_delete(&parser);
+    return ret;
+}
+
+int ptc_config_load_file(ptc_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *fp;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int ret;
+
+    if ((fp = fopen(path, "rb")) == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return PTC_EIO;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= MAX_FILE_SIZE) {
+                if (err != NULL && errlen > 0)
+                    snprintf(err, errlen, "%s: larger than %u bytes", path, MAX_FILE_SIZE);
+                ret = PTC_ECONFIG;
+                goto exit;
+            }
+            cap = cap == 0 ? 4096 : cap * 2;
+            char *p = realloc(buf, cap);
+            if (p == NULL) {
+                ret = nomem(path, err, errlen);
+                goto exit;
+            }
+            buf = p;
+        }
+        size_t n = fread(buf + len, 1, cap - len, fp);
+        len += n;
+        if (n == 0) {
+            if (ferror(fp)) {
+                if (err != NULL && errlen > 0)
+                    snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+                ret = PTC_EIO;
+                goto exit;
+            }
+            break;
+        }
+    }
+    ret = ptc_config_load_string(cfg, path, buf != NULL ? buf : "", len, err, errlen);
+
+exit:
+    free(buf);
+    fclose(fp);
+    return ret;
+}

@@ -1,0 +1,776 @@
+/*
+ * HTTP/1.1 downstream adapter (llhttp, strict mode): turns bytes into request heads and body pieces
+ * for a call, and writes the call's response (chunked). It knows HTTP, not gRPC-Web.
+ *
+ * One exchange at a time: after a request is complete, parsing pauses (llhttp HPE_PAUSED) until its
+ * response is complete, so pipelined requests are answered in order; their bytes wait in the input
+ * buffer, which a read high-water mark bounds.
+ *
+ * Timers: idle_ms while no request is in progress (keep-alive), header_read_ms from a request's first
+ * byte to the end of its head. Nothing times out a call in progress: its deadline is grpc-timeout.
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <llhttp.h>
+
+#include "portico/call.h"
+#include "portico/codec.h"
+#include "portico/http1.h"
+#include "portico/log.h"
+#include "portico/worker.h"
+
+#define CLOSE_LINGER_MS 5000 /* how long a closing connection may take to flush its last response */
+
+typedef enum {
+    CB_NONE,
+    CB_URL,
+    CB_FIELD,
+    CB_VALUE,
+} last_cb_t;
+
+typedef struct st_hdr_off_t {
+    uint32_t name, name_len, value, value_len;
+} hdr_off_t;
+
+struct st_ptc_h1conn_t {
+    ptc_downstream_t super; /* the call's view of this connection */
+    ptc_worker_t *worker;
+    struct bufferevent *bev;
+    llhttp_t parser;
+    char peer[64];
+    TAILQ_ENTRY(st_ptc_h1conn_t) link;
+    struct event *timer;
+    struct event *resume_ev; /* deferred re-parse of buffered input */
+
+    /* request head, accumulated across reads; capped at limits.max_header_size / max_headers */
+    char *head;
+    size_t head_len;
+    size_t url_off, url_len;
+    hdr_off_t *hdrs;
+    ptc_header_t *hdr_views;
+    size_t num_hdrs;
+    last_cb_t last_cb;
+    int head_error; /* HTTP status to answer when a callback stopped the parser (414, 431) */
+
+    ptc_call_t *call;
+    bool in_request;        /* between message begin and message complete */
+    bool request_complete;  /* the current request's message is complete */
+    bool response_active;   /* a response is being written (head sent, end not yet) */
+    bool response_complete; /* the current exchange's response is complete */
+    bool parser_paused;     /* waiting for the response before parsing the next request */
+    bool keep_alive;
+    bool http10;
+    bool chunked;
+    bool discard_body;      /* request body bytes are ignored (local answer, or the call ended) */
+    size_t discarded;
+    bool read_paused;       /* the call applied backpressure */
+    bool closing;           /* close once the output is flushed */
+    bool close_after_response;
+    bool in_message_complete;
+    bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
+};
+
+static void conn_free(ptc_h1conn_t *conn, const char *reason);
+static void parse_input(ptc_h1conn_t *conn);
+
+static void timer_set(ptc_h1conn_t *conn, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    if (ms == 0)
+        evtimer_del(conn->timer);
+    else
+        evtimer_add(conn->timer, &tv);
+}
+
+/* ---- writing ---- */
+
+static struct evbuffer *output(ptc_h1conn_t *conn)
+{
+    return bufferevent_get_output(conn->bev);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+static void write_status_line(ptc_h1conn_t *conn, int status)
+{
+    evbuffer_add_printf(output(conn), "HTTP/1.%d %d %s\r\n", conn->http10 ? 0 : 1, status, reason_phrase(status));
+}
+
+static void write_header(ptc_h1conn_t *conn, ptc_iovec_t name, ptc_iovec_t value)
+{
+    struct evbuffer *out = output(conn);
+    evbuffer_add(out, name.base, name.len);
+    evbuffer_add(out, ": ", 2);
+    evbuffer_add(out, value.base, value.len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Ends the head with the connection decision. */
+static void write_head_end(ptc_h1conn_t *conn)
+{
+    if (!conn->keep_alive || conn->close_after_response || conn->worker->draining) {
+        conn->close_after_response = true;
+        evbuffer_add(output(conn), "connection: close\r\n\r\n", 21);
+    } else {
+        evbuffer_add(output(conn), "\r\n", 2);
+    }
+}
+
+/* A complete local (non-gRPC) answer with a small text body. */
+static void write_simple(ptc_h1conn_t *conn, int status, const ptc_header_t *extra, size_t nextra, const char *body)
+{
+    char len[24];
+    size_t blen = body != NULL ? strlen(body) : 0;
+
+    write_status_line(conn, status);
+    for (size_t i = 0; i < nextra; i++)
+        write_header(conn, extra[i].name, extra[i].value);
+    if (status != 204) {
+        snprintf(len, sizeof(len), "%zu", blen);
+        if (blen != 0)
+            write_header(conn, PTC_STRLIT("content-type"), PTC_STRLIT("text/plain; charset=utf-8"));
+        write_header(conn, PTC_STRLIT("content-length"), ptc_iov(len, strlen(len)));
+    }
+    write_head_end(conn);
+    if (blen != 0 && llhttp_get_method(&conn->parser) != HTTP_HEAD)
+        evbuffer_add(output(conn), body, blen);
+    conn->response_complete = true;
+}
+
+/* Closes after the output is flushed (bounded by CLOSE_LINGER_MS). */
+static void start_closing(ptc_h1conn_t *conn)
+{
+    if (conn->closing)
+        return;
+    conn->closing = true;
+    bufferevent_disable(conn->bev, EV_READ);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
+    timer_set(conn, CLOSE_LINGER_MS);
+    if (evbuffer_get_length(output(conn)) == 0)
+        event_active(conn->resume_ev, EV_TIMEOUT, 0);
+}
+
+/* Answers an HTTP-level error and closes the connection. */
+static void fail_http(ptc_h1conn_t *conn, int status, const char *fmt, ...) PTC_PRINTF(3, 4);
+static void fail_http(ptc_h1conn_t *conn, int status, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    n = PTC_MIN(n, (int)sizeof(body) - 2);
+    ptc_log_info("http1 %s: %d %s: %s", conn->peer, status, reason_phrase(status), body);
+    body[n] = '\n';
+    body[n + 1] = '\0';
+    conn->close_after_response = true;
+    if (!conn->response_active)
+        write_simple(conn, status, NULL, 0, body);
+    start_closing(conn);
+}
+
+/* ---- the call's view (ptc_downstream_cb_t) ---- */
+
+static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+
+    write_status_line(conn, status);
+    for (size_t i = 0; i < n; i++)
+        write_header(conn, headers[i].name, headers[i].value);
+    if (end_stream) {
+        write_header(conn, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+    } else if (conn->http10) {
+        conn->close_after_response = true; /* HTTP/1.0 has no chunked coding: the body ends at close */
+    } else {
+        conn->chunked = true;
+        write_header(conn, PTC_STRLIT("transfer-encoding"), PTC_STRLIT("chunked"));
+    }
+    write_head_end(conn);
+    conn->response_active = !end_stream;
+}
+
+static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    size_t len = evbuffer_get_length(buf);
+    if (len == 0)
+        return;
+    if (conn->chunked)
+        evbuffer_add_printf(output(conn), "%zx\r\n", len);
+    evbuffer_add_buffer(output(conn), buf);
+    if (conn->chunked)
+        evbuffer_add(output(conn), "\r\n", 2);
+}
+
+static void ds_send_end(ptc_downstream_t *ds)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    if (conn->chunked)
+        evbuffer_add(output(conn), "0\r\n\r\n", 5);
+    conn->chunked = false;
+    conn->response_active = false;
+}
+
+static size_t ds_pending(ptc_downstream_t *ds)
+{
+    return evbuffer_get_length(output((ptc_h1conn_t *)ds));
+}
+
+static void ds_pause_read(ptc_downstream_t *ds, bool pause)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    conn->read_paused = pause;
+    if (pause) {
+        bufferevent_disable(conn->bev, EV_READ);
+    } else if (!conn->closing) {
+        bufferevent_enable(conn->bev, EV_READ);
+        event_active(conn->resume_ev, EV_READ, 0); /* bytes may be waiting in the input buffer */
+    }
+}
+
+/* The exchange is over when both the request and the response are complete. */
+static void exchange_done(ptc_h1conn_t *conn)
+{
+    if (conn->close_after_response || conn->worker->draining) {
+        start_closing(conn);
+        return;
+    }
+    conn->in_request = false;
+    conn->request_complete = false;
+    conn->response_complete = false;
+    conn->discard_body = false;
+    conn->discarded = 0;
+    conn->chunked = false;
+    timer_set(conn, conn->worker->config->timeouts.idle_ms);
+    if (conn->parser_paused) {
+        conn->parser_paused = false;
+        llhttp_resume(&conn->parser);
+        event_active(conn->resume_ev, EV_READ, 0);
+    }
+}
+
+static void ds_on_call_done(ptc_downstream_t *ds)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    conn->call = NULL;
+    conn->response_complete = true;
+    conn->response_active = false;
+    if (conn->read_paused)
+        ds_pause_read(ds, false);
+    if (conn->request_complete && !conn->in_message_complete)
+        exchange_done(conn);
+    else
+        conn->discard_body = true; /* the rest of the request body has nowhere to go */
+}
+
+static const ptc_downstream_cb_t ds_callbacks = {
+    .send_head = ds_send_head,
+    .send_body = ds_send_body,
+    .send_end = ds_send_end,
+    .pending = ds_pending,
+    .pause_read = ds_pause_read,
+    .on_call_done = ds_on_call_done,
+};
+
+/* ---- request dispatch ---- */
+
+static const ptc_header_t *find(ptc_h1conn_t *conn, ptc_iovec_t name)
+{
+    for (size_t i = 0; i < conn->num_hdrs; i++)
+        if (ptc_iov_eq_ci(conn->hdr_views[i].name, name))
+            return &conn->hdr_views[i];
+    return NULL;
+}
+
+static bool path_is(ptc_iovec_t url, const char *path)
+{
+    const char *q = memchr(url.base, '?', url.len);
+    size_t len = q != NULL ? (size_t)(q - url.base) : url.len;
+    return len == strlen(path) && memcmp(url.base, path, len) == 0;
+}
+
+/* Decides what to do with a complete request head. Returns 0, or -1 when the connection was failed. */
+static int on_head(ptc_h1conn_t *conn)
+{
+    const ptc_config_t *cfg = conn->worker->config;
+    ptc_iovec_t url = ptc_iov(conn->head + conn->url_off, conn->url_len);
+    llhttp_method_t method = llhttp_get_method(&conn->parser);
+    const char *mname = llhttp_method_name(method);
+    const ptc_header_t *h;
+
+    for (size_t i = 0; i < conn->num_hdrs; i++)
+        conn->hdr_views[i] = (ptc_header_t){ptc_iov(conn->head + conn->hdrs[i].name, conn->hdrs[i].name_len),
+                                            ptc_iov(conn->head + conn->hdrs[i].value, conn->hdrs[i].value_len)};
+    conn->http10 = llhttp_get_http_major(&conn->parser) == 1 && llhttp_get_http_minor(&conn->parser) == 0;
+    conn->keep_alive = llhttp_should_keep_alive(&conn->parser) != 0;
+    timer_set(conn, 0);
+
+    if ((method == HTTP_GET || method == HTTP_HEAD) && path_is(url, cfg->health_path)) {
+        conn->discard_body = true;
+        write_simple(conn, 200, NULL, 0, "ok\n");
+        return 0;
+    }
+    if (method == HTTP_OPTIONS) {
+        ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
+        conn->discard_body = true;
+        write_simple(conn, 204, &allow, 1, NULL);
+        return 0;
+    }
+    if (method != HTTP_POST) {
+        ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
+        char body[160];
+        snprintf(body, sizeof(body), "method %s is not allowed here: gRPC-Web calls use POST\n", mname);
+        ptc_log_info("http1 %s: 405 for %s %.*s", conn->peer, mname, (int)PTC_MIN(url.len, (size_t)200), url.base);
+        conn->discard_body = true;
+        write_simple(conn, 405, &allow, 1, body);
+        return 0;
+    }
+    h = find(conn, PTC_STRLIT("content-type"));
+    ptc_ctype_t ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
+    if ((ct.kind != PTC_CT_GRPC_WEB && ct.kind != PTC_CT_GRPC_WEB_TEXT) || ct.codec.len > 32) {
+        char body[400];
+        snprintf(body, sizeof(body),
+                 "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec] and "
+                 "application/grpc-web-text[+proto|+codec]\n",
+                 h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
+        ptc_log_info("http1 %s: 415 for POST %.*s (content-type '%.*s')", conn->peer, (int)PTC_MIN(url.len, (size_t)200), url.base,
+                     h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
+        conn->discard_body = true;
+        write_simple(conn, 415, NULL, 0, body);
+        return 0;
+    }
+    if ((h = find(conn, PTC_STRLIT("expect"))) != NULL) {
+        if (!ptc_iov_eq_ci(ptc_iov_trim(h->value), PTC_STRLIT("100-continue"))) {
+            conn->discard_body = true;
+            conn->close_after_response = true;
+            write_simple(conn, 417, NULL, 0, "only 'Expect: 100-continue' is supported\n");
+            return 0;
+        }
+        evbuffer_add_printf(output(conn), "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
+    ptc_request_t req = {
+        .method = ptc_iov(mname, strlen(mname)),
+        .path = url,
+        .authority = host != NULL ? host->value : ptc_iov("", 0),
+        .headers = conn->hdr_views,
+        .num_headers = conn->num_hdrs,
+        .peer = conn->peer,
+    };
+    ptc_call_start(conn->worker, &conn->super, &req, &conn->call);
+    return 0;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static ptc_h1conn_t *conn_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int head_append(ptc_h1conn_t *conn, const char *at, size_t len)
+{
+    size_t cap = conn->worker->config->limits.max_header_size;
+    if (conn->head_len + len > cap) {
+        conn->head_error = conn->last_cb == CB_URL ? 414 : 431;
+        return HPE_USER;
+    }
+    memcpy(conn->head + conn->head_len, at, len);
+    conn->head_len += len;
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    conn->in_request = true;
+    conn->request_complete = false;
+    conn->response_complete = false;
+    conn->head_len = 0;
+    conn->url_off = conn->url_len = 0;
+    conn->num_hdrs = 0;
+    conn->last_cb = CB_NONE;
+    conn->head_error = 0;
+    timer_set(conn, conn->worker->config->timeouts.header_read_ms);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    if (conn->last_cb != CB_URL) {
+        conn->last_cb = CB_URL;
+        conn->url_off = conn->head_len;
+    }
+    conn->url_len += len;
+    return head_append(conn, at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    if (conn->last_cb != CB_FIELD) {
+        if (conn->num_hdrs == conn->worker->config->limits.max_headers) {
+            conn->head_error = 431;
+            return HPE_USER;
+        }
+        conn->last_cb = CB_FIELD;
+        conn->hdrs[conn->num_hdrs++] = (hdr_off_t){(uint32_t)conn->head_len, 0, 0, 0};
+    }
+    conn->hdrs[conn->num_hdrs - 1].name_len += (uint32_t)len;
+    return head_append(conn, at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    hdr_off_t *h = &conn->hdrs[conn->num_hdrs - 1];
+    if (conn->last_cb != CB_VALUE) {
+        conn->last_cb = CB_VALUE;
+        h->value = (uint32_t)conn->head_len;
+    }
+    h->value_len += (uint32_t)len;
+    return head_append(conn, at, len);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    bool freed = false;
+    /* Upgrade (h2c, websocket) is not offered on this path: answer as plain HTTP/1.1 and keep parsing
+     * the connection as HTTP/1.1 (llhttp would otherwise stop after this message) */
+    p->upgrade = 0;
+    conn->freed = &freed;
+    int rv = on_head(conn);
+    if (freed)
+        return HPE_USER;
+    conn->freed = NULL;
+    return rv == 0 ? 0 : HPE_USER;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    if (conn->call != NULL) {
+        ptc_call_on_request_body(conn->call, at, len);
+        return 0;
+    }
+    /* discarding: a body after a local answer or an ended call; bounded so it cannot run forever */
+    conn->discarded += len;
+    if (conn->discarded > (size_t)conn->worker->config->limits.max_message_size + 1024) {
+        conn->close_after_response = true;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    ptc_h1conn_t *conn = conn_of(p);
+    bool freed = false;
+
+    conn->request_complete = true;
+    conn->in_request = false;
+    if (conn->call != NULL) {
+        conn->freed = &freed;
+        conn->in_message_complete = true;
+        ptc_call_on_request_end(conn->call);
+        if (freed)
+            return HPE_USER;
+        conn->in_message_complete = false;
+        conn->freed = NULL;
+    }
+    if (conn->response_complete && !conn->closing) {
+        exchange_done(conn);
+        if (conn->closing)
+            return HPE_PAUSED;
+        return 0;
+    }
+    /* the response is still coming: the next request waits (pipelining, answered in order) */
+    conn->parser_paused = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- input ---- */
+
+static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
+{
+    if (conn->head_error != 0) {
+        fail_http(conn, conn->head_error, "%s", conn->head_error == 414 ? "request URI too long" : "request header fields too large");
+        return;
+    }
+    if (err == HPE_USER && conn->close_after_response && conn->discard_body) {
+        /* an unread body grew past the limit */
+        ptc_log_info("http1 %s: closing: discarded request body exceeds the limit", conn->peer);
+        start_closing(conn);
+        return;
+    }
+    if (conn->call != NULL || conn->response_active) {
+        /* the response is under way: nothing well-formed can follow, only closing is left */
+        ptc_log_info("http1 %s: malformed request body (%s: %s); closing", conn->peer, llhttp_errno_name(err),
+                     llhttp_get_error_reason(&conn->parser));
+        conn_free(conn, "malformed request");
+        return;
+    }
+    fail_http(conn, err == HPE_INVALID_VERSION ? 505 : 400, "malformed HTTP/1.1 request: %s (%s)", llhttp_get_error_reason(&conn->parser),
+              llhttp_errno_name(err));
+}
+
+static void parse_input(ptc_h1conn_t *conn)
+{
+    struct evbuffer *in = bufferevent_get_input(conn->bev);
+    bool freed = false;
+
+    if (conn->closing) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    while (!conn->parser_paused && !conn->read_paused && !conn->closing && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        conn->freed = &freed;
+        llhttp_errno_t err = llhttp_execute(&conn->parser, v.iov_base, v.iov_len);
+        if (freed)
+            return;
+        conn->freed = NULL;
+        size_t consumed = v.iov_len;
+        if (err == HPE_PAUSED) {
+            consumed = (size_t)(llhttp_get_error_pos(&conn->parser) - (const char *)v.iov_base);
+        } else if (err != HPE_OK) {
+            parse_error(conn, err);
+            return;
+        }
+        evbuffer_drain(in, consumed);
+        if (conn->discard_body && conn->in_request)
+            timer_set(conn, conn->worker->config->timeouts.header_read_ms);
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    parse_input(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    ptc_h1conn_t *conn = arg;
+    if (conn->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_free(conn, "closed after response");
+        return;
+    }
+    if (conn->call != NULL)
+        ptc_call_on_downstream_writable(conn->call);
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    (void)bev;
+    ptc_h1conn_t *conn = arg;
+    if (events & BEV_EVENT_EOF)
+        conn_free(conn, "client closed the connection");
+    else if (events & BEV_EVENT_ERROR)
+        conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void on_timer(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_h1conn_t *conn = arg;
+    if (conn->closing) {
+        conn_free(conn, "client did not read the last response");
+    } else if (conn->in_request && conn->call == NULL && !conn->response_complete) {
+        fail_http(conn, 408, "request head not received within %" PRIu64 " ms (timeouts.header_read)",
+                  conn->worker->config->timeouts.header_read_ms);
+    } else if (conn->in_request) {
+        ptc_log_info("http1 %s: closing: request body stalled", conn->peer);
+        conn_free(conn, "request body stalled");
+    } else if (conn->call == NULL) {
+        ptc_log_debug("http1 %s: idle keep-alive connection timed out", conn->peer);
+        conn_free(conn, "idle timeout");
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_h1conn_t *conn = arg;
+    if (conn->closing) {
+        if (evbuffer_get_length(output(conn)) == 0)
+            conn_free(conn, "closed after response");
+        return;
+    }
+    parse_input(conn);
+}
+
+/* ---- lifecycle ---- */
+
+static void conn_free(ptc_h1conn_t *conn, const char *reason)
+{
+    ptc_worker_t *w = conn->worker;
+    if (conn->freed != NULL)
+        *conn->freed = true;
+    if (conn->call != NULL) {
+        ptc_call_t *call = conn->call;
+        conn->call = NULL;
+        ptc_call_detach_downstream(call, reason);
+    }
+    ptc_log_debug("http1 %s: connection closed: %s", conn->peer, reason);
+    TAILQ_REMOVE(&w->conns, conn, link);
+    w->num_conns--;
+    bufferevent_free(conn->bev);
+    event_free(conn->timer);
+    event_free(conn->resume_ev);
+    free(conn->head);
+    free(conn->hdrs);
+    free(conn->hdr_views);
+    free(conn);
+    ptc_worker_on_conn_closed(w);
+}
+
+void ptc_h1conn_accept(ptc_worker_t *w, evutil_socket_t fd, const struct sockaddr *sa)
+{
+    const ptc_limits_config_t *lim = &w->config->limits;
+    ptc_h1conn_t *conn = calloc(1, sizeof(*conn));
+    int one = 1;
+
+    if (conn == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    conn->super.cb = &ds_callbacks;
+    conn->worker = w;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        char a[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+        snprintf(conn->peer, sizeof(conn->peer), "[%s]:%u", a, ntohs(s6->sin6_port));
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+        snprintf(conn->peer, sizeof(conn->peer), "%s:%u", a, ntohs(s4->sin_port));
+    } else {
+        snprintf(conn->peer, sizeof(conn->peer), "unix");
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    conn->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    conn->timer = evtimer_new(w->base, on_timer, conn);
+    conn->resume_ev = event_new(w->base, -1, 0, on_resume, conn);
+    conn->head = malloc(lim->max_header_size);
+    conn->hdrs = calloc(lim->max_headers, sizeof(*conn->hdrs));
+    conn->hdr_views = calloc(lim->max_headers, sizeof(*conn->hdr_views));
+    if (conn->bev == NULL || conn->timer == NULL || conn->resume_ev == NULL || conn->head == NULL || conn->hdrs == NULL ||
+        conn->hdr_views == NULL) {
+        if (conn->bev != NULL)
+            bufferevent_free(conn->bev);
+        else
+            evutil_closesocket(fd);
+        if (conn->timer != NULL)
+            event_free(conn->timer);
+        if (conn->resume_ev != NULL)
+            event_free(conn->resume_ev);
+        free(conn->head);
+        free(conn->hdrs);
+        free(conn->hdr_views);
+        free(conn);
+        return;
+    }
+    llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
+    conn->parser.data = conn;
+    TAILQ_INSERT_TAIL(&w->conns, conn, link);
+    w->num_conns++;
+
+    bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+    /* pipelined input waiting for its turn is bounded: reading stops above this */
+    bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
+    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    timer_set(conn, w->config->timeouts.idle_ms);
+    ptc_log_debug("http1 %s: accepted", conn->peer);
+}
+
+void ptc_h1conn_drain_all(ptc_worker_t *w)
+{
+    ptc_h1conn_t *conn, *next;
+    for (conn = TAILQ_FIRST(&w->conns); conn != NULL; conn = next) {
+        next = TAILQ_NEXT(conn, link);
+        if (conn->closing)
+            continue;
+        if (!conn->in_request && conn->call == NULL && !conn->response_active)
+            conn_free(conn, "gateway draining");
+        else
+            conn->close_after_response = true;
+    }
+}
+
+void ptc_h1conn_close_all(ptc_worker_t *w)
+{
+    ptc_h1conn_t *conn;
+    while ((conn = TAILQ_FIRST(&w->conns)) != NULL)
+        conn_free(conn, "gateway shutting down");
+}

@@ -1,0 +1,216 @@
+/*
+ * Workers: each thread runs its own event base with its own SO_REUSEPORT listeners (the kernel spreads
+ * connections over them), its own downstream connections and its own upstream pools.
+ *
+ * Drain (SIGTERM/SIGINT): the main thread activates drain_ev; the worker closes its listeners and its
+ * idle connections, lets calls in flight finish, and leaves its loop when the last connection closes
+ * or when timeouts.drain expires, whichever comes first.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+#include "portico/http1.h"
+#include "portico/log.h"
+#include "portico/upstream.h"
+#include "portico/worker.h"
+
+#define ACCEPT_RETRY_MS 100 /* listeners pause this long after EMFILE/ENFILE instead of spinning */
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
+{
+    (void)l;
+    (void)socklen;
+    ptc_worker_t *w = arg;
+    if (w->draining || w->num_conns >= w->config->limits.max_connections) {
+        ptc_log_warn("refusing connection: %s", w->draining ? "draining" : "limits.max_connections reached");
+        evutil_closesocket(fd);
+        return;
+    }
+    ptc_h1conn_accept(w, fd, sa);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    ptc_worker_t *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    ptc_log_error("accept failed: %s", evutil_socket_error_to_string(err));
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        /* out of descriptors: stop accepting for a moment rather than spin on a level-triggered listener */
+        evconnlistener_disable(l);
+        struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+        evtimer_add(w->accept_retry, &tv);
+    }
+}
+
+static void on_accept_retry(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_worker_t *w = arg;
+    if (w->draining)
+        return;
+    for (size_t i = 0; i < w->num_listeners; i++)
+        evconnlistener_enable(w->listeners[i]);
+}
+
+static void maybe_exit(ptc_worker_t *w)
+{
+    if (w->draining && w->num_conns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_drain(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_worker_t *w = arg;
+
+    if (w->draining)
+        return;
+    w->draining = true;
+    for (size_t i = 0; i < w->num_listeners; i++) {
+        evconnlistener_free(w->listeners[i]);
+        w->listeners[i] = NULL;
+    }
+    w->num_listeners = 0;
+    ptc_log_info("draining: %zu connections, %zu calls in flight", w->num_conns, w->num_calls);
+    ptc_h1conn_drain_all(w);
+    uint64_t ms = w->config->timeouts.drain_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    evtimer_add(w->drain_timer, &tv);
+    maybe_exit(w);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_worker_t *w = arg;
+    ptc_log_warn("drain timeout: closing %zu connections with %zu calls in flight", w->num_conns, w->num_calls);
+    event_base_loopexit(w->base, NULL);
+}
+
+void ptc_worker_on_conn_closed(ptc_worker_t *w)
+{
+    maybe_exit(w);
+}
+
+static int listen_on(ptc_worker_t *w, const ptc_hostport_t *hp, struct evconnlistener **out)
+{
+    struct evutil_addrinfo hints = {0}, *res = NULL;
+    char port[8];
+    int rv;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+    snprintf(port, sizeof(port), "%u", hp->port);
+    /* start-up only: listener addresses are resolved before the loop runs */
+    if ((rv = evutil_getaddrinfo(hp->host, port, &hints, &res)) != 0) {
+        ptc_log_error("listen %s:%u: cannot resolve: %s", hp->host, hp->port, evutil_gai_strerror(rv));
+        return PTC_EIO;
+    }
+    *out = evconnlistener_new_bind(w->base, on_accept, w,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC, 1024,
+                                   res->ai_addr, (int)res->ai_addrlen);
+    evutil_freeaddrinfo(res);
+    if (*out == NULL) {
+        ptc_log_error("listen %s:%u: %s", hp->host, hp->port, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return PTC_EIO;
+    }
+    evconnlistener_set_error_cb(*out, on_accept_error);
+    return 0;
+}
+
+int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->config = config;
+    TAILQ_INIT(&w->conns);
+    if ((w->base = event_base_new()) == NULL)
+        return PTC_ENOMEM;
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (w->dns == NULL) {
+        /* no resolv.conf: numeric addresses and /etc/hosts still work */
+        w->dns = evdns_base_new(w->base, 0);
+        if (w->dns != NULL)
+            evdns_base_load_hosts(w->dns, NULL);
+    }
+    w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
+    w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
+    w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
+    w->listeners = calloc(config->num_listeners, sizeof(*w->listeners));
+    w->upstreams = calloc(config->num_upstreams, sizeof(*w->upstreams));
+    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->listeners == NULL ||
+        w->upstreams == NULL)
+        return PTC_ENOMEM;
+    for (size_t i = 0; i < config->num_upstreams; i++)
+        ptc_upstream_init(&w->upstreams[i], w, &config->upstreams[i]);
+    for (size_t i = 0; i < config->num_listeners; i++) {
+        int rv = listen_on(w, &config->listeners[i].addr, &w->listeners[i]);
+        if (rv != 0)
+            return rv;
+        w->num_listeners++;
+    }
+    return 0;
+}
+
+static void *run(void *arg)
+{
+    ptc_worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "w%u", w->id);
+    ptc_log_set_thread_name(name);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int ptc_worker_start(ptc_worker_t *w)
+{
+    return pthread_create(&w->thread, NULL, run, w) == 0 ? 0 : PTC_EIO;
+}
+
+void ptc_worker_request_drain(ptc_worker_t *w)
+{
+    /* event_active is thread-safe once evthread_use_pthreads() ran before the base was created */
+    event_active(w->drain_ev, EV_TIMEOUT, 0);
+}
+
+void ptc_worker_join(ptc_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void ptc_worker_dispose(ptc_worker_t *w)
+{
+    ptc_h1conn_close_all(w);
+    for (size_t i = 0; i < w->num_listeners; i++)
+        if (w->listeners[i] != NULL)
+            evconnlistener_free(w->listeners[i]);
+    if (w->upstreams != NULL) {
+        for (size_t i = 0; i < w->config->num_upstreams; i++)
+            ptc_upstream_dispose(&w->upstreams[i]);
+    }
+    free(w->upstreams);
+    free(w->listeners);
+    if (w->drain_ev != NULL)
+        event_free(w->drain_ev);
+    if (w->drain_timer != NULL)
+        event_free(w->drain_timer);
+    if (w->accept_retry != NULL)
+        event_free(w->accept_retry);
+    if (w->dns != NULL)
+        evdns_base_free(w->dns, 0);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    memset(w, 0, sizeof(*w));
+}

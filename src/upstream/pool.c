@@ -1,0 +1,640 @@
+/*
+ * Upstream pool and HTTP/2 client connections (nghttp2 client sessions over libevent bufferevents).
+ *
+ * Flow control: the session is created with automatic WINDOW_UPDATE off. A stream's window is
+ * credited (ptc_upstream_consume) only after the call has handed the bytes to its downstream and the
+ * downstream is not backed up, so a slow browser stops the upstream instead of growing our buffers.
+ * The connection-level window is opened wide; the per-stream windows are the bound.
+ *
+ * Re-entrancy: nghttp2 forbids nghttp2_session_send() inside its callbacks and freeing the session
+ * from them. While a connection is inside nghttp2 (in_nghttp2), sends are recorded in want_send and a
+ * close in want_close; both are carried out by the outermost caller once nghttp2 returns.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "portico/log.h"
+#include "portico/upstream.h"
+#include "portico/worker.h"
+
+/* Stop writing into a connection's output buffer beyond this (nghttp2 libevent-server.c uses 64 KiB). */
+#define OUTPUT_WOULDBLOCK_THRESHOLD (64 * 1024)
+#define OUTPUT_LOW_WATERMARK (16 * 1024)
+#define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
+
+typedef enum {
+    H2C_CONNECTING, /* TCP connect or waiting for the server's SETTINGS */
+    H2C_READY,      /* takes new streams */
+    H2C_DRAINING,   /* GOAWAY received or stream ids exhausted: no new streams, open ones finish */
+} h2c_state_t;
+
+struct st_ptc_h2client_t {
+    ptc_upstream_t *up;
+    size_t endpoint;
+    struct bufferevent *bev;
+    nghttp2_session *session;
+    h2c_state_t state;
+    struct event *timer; /* connect + handshake deadline */
+    size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
+    TAILQ_HEAD(, st_ptc_upstream_call_link_t) calls;
+    TAILQ_ENTRY(st_ptc_h2client_t) link;
+    unsigned in_nghttp2;
+    bool want_send;
+    bool want_close;
+    char close_reason[160];
+};
+
+static void conn_close(ptc_h2client_t *conn, const char *reason);
+static void dispatch(ptc_upstream_t *up);
+
+static const ptc_hostport_t *conn_endpoint(ptc_h2client_t *conn)
+{
+    return &conn->up->config->endpoints[conn->endpoint];
+}
+
+/* ---- sending ---- */
+
+static void conn_send(ptc_h2client_t *conn)
+{
+    if (conn->in_nghttp2 != 0 || conn->session == NULL) {
+        conn->want_send = true;
+        return;
+    }
+    conn->in_nghttp2++;
+    do {
+        conn->want_send = false;
+        int rv = nghttp2_session_send(conn->session);
+        if (rv != 0) {
+            snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s", nghttp2_strerror(rv));
+            conn->want_close = true;
+            break;
+        }
+    } while (conn->want_send);
+    conn->in_nghttp2--;
+    if (conn->want_close) {
+        conn_close(conn, conn->close_reason);
+        return;
+    }
+    if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+        conn_close(conn, "HTTP/2 session finished");
+}
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
+{
+    (void)session;
+    (void)flags;
+    ptc_h2client_t *conn = user_data;
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, data, length) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)length;
+}
+
+static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                            nghttp2_data_source *source, void *user_data)
+{
+    (void)buf;
+    (void)source;
+    (void)user_data;
+    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (call == NULL) /* the call was withdrawn; its RST_STREAM is queued */
+        return NGHTTP2_ERR_DEFERRED;
+    return ptc__call_read_request(call, length, data_flags);
+}
+
+static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+    (void)source;
+    ptc_h2client_t *conn = user_data;
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+
+    if (call == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, framehd, 9) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    ptc__call_write_request(call, out, length);
+    return 0;
+}
+
+/* ---- receiving ---- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)session;
+    (void)frame;
+    (void)user_data;
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (call != NULL)
+        ptc__call_on_upstream_header(call, frame->headers.cat, name, namelen, value, valuelen);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    ptc_h2client_t *conn = user_data;
+    ptc_call_t *call;
+
+    switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && conn->state == H2C_CONNECTING) {
+            const ptc_hostport_t *ep = conn_endpoint(conn);
+            conn->state = H2C_READY;
+            evtimer_del(conn->timer);
+            conn->up->endpoints[conn->endpoint].backoff_ms = 0;
+            conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
+            ptc_log_debug("upstream %s: connected to %s:%u (max concurrent streams %" PRIu32 ")", conn->up->config->name,
+                          ep->host, ep->port, nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+            dispatch(conn->up);
+        } else if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) {
+            /* MAX_CONCURRENT_STREAMS may have grown */
+            dispatch(conn->up);
+        }
+        break;
+    case NGHTTP2_HEADERS:
+        if ((call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            ptc__call_on_upstream_headers_end(call, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
+        break;
+    case NGHTTP2_DATA:
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
+            (call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            ptc__call_on_upstream_data_end(call);
+        break;
+    case NGHTTP2_GOAWAY:
+        ptc_log_info("upstream %s: GOAWAY from %s:%u (last stream %" PRId32 ", error %" PRIu32 ")", conn->up->config->name,
+                     conn_endpoint(conn)->host, conn_endpoint(conn)->port, frame->goaway.last_stream_id,
+                     frame->goaway.error_code);
+        conn->state = H2C_DRAINING;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                         void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (call == NULL) {
+        /* nobody will read these bytes; give the window back so the connection does not stall */
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    ptc__call_on_upstream_data(call, data, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    ptc_h2client_t *conn = user_data;
+    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+
+    conn->num_streams--;
+    if (call != NULL) {
+        ptc_upstream_call_link_t *link = ptc__call_link(call);
+        TAILQ_REMOVE(&conn->calls, link, conn_link);
+        link->conn = NULL;
+        nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+        ptc__call_on_upstream_close(call, error_code, NULL);
+    }
+    if (conn->state == H2C_DRAINING && conn->num_streams == 0) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "drained after GOAWAY");
+        conn->want_close = true;
+    } else {
+        dispatch(conn->up);
+    }
+    return 0;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    ptc_h2client_t *conn = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec vec[8];
+
+    conn->in_nghttp2++;
+    while (evbuffer_get_length(in) > 0 && !conn->want_close) {
+        int n = evbuffer_peek(in, -1, NULL, vec, PTC_ARRAY_SIZE(vec));
+        size_t consumed = 0;
+        for (int i = 0; i < n && i < (int)PTC_ARRAY_SIZE(vec); i++) {
+            ssize_t rv = nghttp2_session_mem_recv(conn->session, vec[i].iov_base, vec[i].iov_len);
+            if (rv < 0) {
+                snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 protocol error from upstream: %s",
+                         nghttp2_strerror((int)rv));
+                conn->want_close = true;
+                break;
+            }
+            consumed += (size_t)rv;
+        }
+        evbuffer_drain(in, consumed);
+    }
+    conn->in_nghttp2--;
+    if (conn->want_close) {
+        conn_close(conn, conn->close_reason);
+        return;
+    }
+    conn_send(conn);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    ptc_h2client_t *conn = arg;
+    if (conn->session != NULL)
+        conn_send(conn);
+}
+
+static int session_create(ptc_h2client_t *conn)
+{
+    const ptc_config_t *cfg = conn->up->worker->config;
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    int rv;
+
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return PTC_ENOMEM;
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return PTC_ENOMEM;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    rv = nghttp2_session_client_new2(&conn->session, cbs, conn, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0)
+        return PTC_ENOMEM;
+
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->limits.stream_window_size},
+    };
+    if (nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE) != 0)
+        return PTC_ENOMEM;
+    return 0;
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    ptc_h2client_t *conn = arg;
+    char reason[160];
+
+    if (events & BEV_EVENT_CONNECTED) {
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (session_create(conn) != 0) {
+            conn_close(conn, "cannot create HTTP/2 session (out of memory)");
+            return;
+        }
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+        conn_send(conn); /* preface and SETTINGS; READY once the server's SETTINGS arrive */
+        return;
+    }
+    if (events & BEV_EVENT_ERROR) {
+        int dnserr = bufferevent_socket_get_dns_error(bev);
+        if (dnserr != 0)
+            snprintf(reason, sizeof(reason), "cannot resolve %s: %s", conn_endpoint(conn)->host, evutil_gai_strerror(dnserr));
+        else
+            snprintf(reason, sizeof(reason), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    } else if (events & BEV_EVENT_EOF) {
+        snprintf(reason, sizeof(reason), "connection closed by upstream");
+    } else {
+        return;
+    }
+    if (conn->in_nghttp2 != 0) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "%s", reason);
+        conn->want_close = true;
+        return;
+    }
+    conn_close(conn, reason);
+}
+
+static void on_timeout(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_h2client_t *conn = arg;
+    char reason[96];
+    snprintf(reason, sizeof(reason), "no HTTP/2 connection within %" PRIu64 " ms (connect_timeout)",
+             conn->up->config->connect_timeout_ms);
+    conn_close(conn, reason);
+}
+
+/* Backoff bookkeeping for a connection that never became ready. */
+static void endpoint_failed(ptc_upstream_t *up, size_t ep, const char *reason)
+{
+    ptc_endpoint_state_t *st = &up->endpoints[ep];
+    st->backoff_ms = st->backoff_ms == 0 ? up->config->backoff_initial_ms : PTC_MIN(st->backoff_ms * 2, up->config->backoff_max_ms);
+    st->retry_at_ms = ptc_now_ms() + st->backoff_ms;
+    snprintf(st->last_error, sizeof(st->last_error), "%.64s:%u: %.160s", up->config->endpoints[ep].host, up->config->endpoints[ep].port,
+             reason);
+}
+
+/*
+ * Closes a connection: every call still on it ends with a connection error, the endpoint backs off
+ * if the connection never became ready, and queued calls are dispatched elsewhere (or failed).
+ */
+static void conn_close(ptc_h2client_t *conn, const char *reason)
+{
+    ptc_upstream_t *up = conn->up;
+    char why[200];
+    ptc_upstream_call_link_t *link;
+
+    if (conn->in_nghttp2 != 0) {
+        if (reason != conn->close_reason)
+            snprintf(conn->close_reason, sizeof(conn->close_reason), "%s", reason);
+        conn->want_close = true;
+        return;
+    }
+    snprintf(why, sizeof(why), "%s", reason);
+    if (conn->state == H2C_CONNECTING) {
+        endpoint_failed(up, conn->endpoint, why);
+        ptc_log_warn("upstream %s: connection to %s failed: %s (retry in %" PRIu64 " ms)", up->config->name,
+                     up->endpoints[conn->endpoint].last_error, why, up->endpoints[conn->endpoint].backoff_ms);
+    } else {
+        ptc_log_info("upstream %s: connection to %s:%u closed: %s", up->config->name, conn_endpoint(conn)->host,
+                     conn_endpoint(conn)->port, why);
+    }
+
+    TAILQ_REMOVE(&up->conns, conn, link);
+    up->num_conns--;
+    while ((link = TAILQ_FIRST(&conn->calls)) != NULL) {
+        TAILQ_REMOVE(&conn->calls, link, conn_link);
+        link->conn = NULL;
+        char msg[240];
+        snprintf(msg, sizeof(msg), "upstream connection lost: %s", why);
+        ptc__call_on_upstream_close(link->call, NGHTTP2_INTERNAL_ERROR, msg);
+    }
+    if (conn->session != NULL)
+        nghttp2_session_del(conn->session);
+    bufferevent_free(conn->bev);
+    event_free(conn->timer);
+    free(conn);
+    dispatch(up);
+}
+
+/* Picks the next endpoint round-robin among those not backing off; SIZE_MAX when all are. */
+static size_t pick_endpoint(ptc_upstream_t *up)
+{
+    uint64_t now = ptc_now_ms();
+    size_t n = up->config->num_endpoints;
+    for (size_t i = 0; i < n; i++) {
+        size_t ep = (up->rr_next + i) % n;
+        if (up->endpoints[ep].retry_at_ms <= now) {
+            up->rr_next = (ep + 1) % n;
+            return ep;
+        }
+    }
+    return SIZE_MAX;
+}
+
+static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
+{
+    const ptc_hostport_t *hp = &up->config->endpoints[ep];
+    ptc_h2client_t *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL)
+        return NULL;
+    conn->up = up;
+    conn->endpoint = ep;
+    conn->state = H2C_CONNECTING;
+    TAILQ_INIT(&conn->calls);
+    conn->bev = bufferevent_socket_new(up->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    conn->timer = evtimer_new(up->worker->base, on_timeout, conn);
+    if (conn->bev == NULL || conn->timer == NULL) {
+        if (conn->bev != NULL)
+            bufferevent_free(conn->bev);
+        if (conn->timer != NULL)
+            event_free(conn->timer);
+        free(conn);
+        return NULL;
+    }
+    bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, OUTPUT_LOW_WATERMARK, 0);
+    TAILQ_INSERT_TAIL(&up->conns, conn, link);
+    up->num_conns++;
+    struct timeval tv = {(time_t)(up->config->connect_timeout_ms / 1000), (suseconds_t)(up->config->connect_timeout_ms % 1000 * 1000)};
+    evtimer_add(conn->timer, &tv);
+    ptc_log_debug("upstream %s: connecting to %s:%u", up->config->name, hp->host, hp->port);
+    /* name resolution goes through evdns; numeric hosts are parsed without a query. Failure is reported
+     * through on_event, possibly before this returns, so conn must already be fully set up. */
+    conn->in_nghttp2++;
+    bufferevent_socket_connect_hostname(conn->bev, up->worker->dns, AF_UNSPEC, hp->host, hp->port);
+    conn->in_nghttp2--;
+    if (conn->want_close) {
+        conn_close(conn, conn->close_reason);
+        return NULL;
+    }
+    return conn;
+}
+
+static bool conn_has_capacity(ptc_h2client_t *conn)
+{
+    return conn->state == H2C_READY &&
+           conn->num_streams < nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+/* Opens a stream for call on conn; returns false if the connection cannot take it. */
+static bool submit(ptc_h2client_t *conn, ptc_call_t *call)
+{
+    ptc_upstream_call_link_t *link = ptc__call_link(call);
+    const nghttp2_nv *nva;
+    size_t n;
+    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_request};
+
+    ptc__call_request_headers(call, &nva, &n);
+    int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, call);
+    if (id < 0) {
+        if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
+            conn->state = H2C_DRAINING;
+        ptc_log_warn("upstream %s: cannot open a stream: %s", conn->up->config->name, nghttp2_strerror(id));
+        return false;
+    }
+    link->conn = conn;
+    link->stream_id = id;
+    conn->num_streams++;
+    TAILQ_INSERT_TAIL(&conn->calls, link, conn_link);
+    conn_send(conn);
+    return true;
+}
+
+static void fail_pending(ptc_upstream_t *up, const char *message)
+{
+    ptc_upstream_call_link_t *link;
+    while ((link = TAILQ_FIRST(&up->pending)) != NULL) {
+        TAILQ_REMOVE(&up->pending, link, pending_link);
+        link->pending = false;
+        up->num_pending--;
+        ptc__call_on_upstream_error(link->call, message);
+    }
+}
+
+/* Moves queued calls onto connections with free streams, opening connections as needed. */
+static void dispatch(ptc_upstream_t *up)
+{
+    ptc_upstream_call_link_t *link;
+
+    while ((link = TAILQ_FIRST(&up->pending)) != NULL) {
+        ptc_h2client_t *conn, *target = NULL;
+        bool connecting = false;
+        TAILQ_FOREACH(conn, &up->conns, link)
+        {
+            if (conn->state == H2C_CONNECTING)
+                connecting = true;
+            else if (conn_has_capacity(conn) && (target == NULL || conn->num_streams < target->num_streams))
+                target = conn;
+        }
+        if (target != NULL) {
+            TAILQ_REMOVE(&up->pending, link, pending_link);
+            link->pending = false;
+            up->num_pending--;
+            if (!submit(target, link->call)) {
+                TAILQ_INSERT_HEAD(&up->pending, link, pending_link);
+                link->pending = true;
+                up->num_pending++;
+            }
+            continue;
+        }
+        if (connecting)
+            return; /* wait for it */
+        if (up->num_conns < up->config->max_connections) {
+            size_t ep = pick_endpoint(up);
+            if (ep != SIZE_MAX) {
+                if (conn_open(up, ep) != NULL)
+                    return;
+                continue; /* failed at once (e.g. bad address); its endpoint now backs off */
+            }
+            /* every endpoint is backing off: report the one that comes back first */
+            const ptc_endpoint_state_t *st = &up->endpoints[0];
+            for (size_t i = 1; i < up->config->num_endpoints; i++)
+                if (up->endpoints[i].retry_at_ms < st->retry_at_ms)
+                    st = &up->endpoints[i];
+            uint64_t now = ptc_now_ms(), wait = st->retry_at_ms > now ? st->retry_at_ms - now : 0;
+            char msg[400];
+            snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", up->config->name,
+                     st->last_error[0] != '\0' ? st->last_error : "no endpoint available", wait);
+            if (up->num_conns == 0) {
+                fail_pending(up, msg);
+                return;
+            }
+        }
+        return; /* all connections are busy: wait for a stream to close */
+    }
+}
+
+void ptc_upstream_init(ptc_upstream_t *up, ptc_worker_t *w, const ptc_upstream_config_t *config)
+{
+    memset(up, 0, sizeof(*up));
+    up->worker = w;
+    up->config = config;
+    up->endpoints = calloc(config->num_endpoints, sizeof(*up->endpoints));
+    TAILQ_INIT(&up->conns);
+    TAILQ_INIT(&up->pending);
+}
+
+void ptc_upstream_dispose(ptc_upstream_t *up)
+{
+    ptc_h2client_t *conn;
+    fail_pending(up, "gateway shutting down");
+    while ((conn = TAILQ_FIRST(&up->conns)) != NULL)
+        conn_close(conn, "gateway shutting down");
+    free(up->endpoints);
+    up->endpoints = NULL;
+}
+
+void ptc_upstream_start_call(ptc_upstream_t *up, ptc_call_t *call)
+{
+    ptc_upstream_call_link_t *link = ptc__call_link(call);
+
+    if (up->endpoints == NULL) {
+        ptc__call_on_upstream_error(call, "out of memory");
+        return;
+    }
+    if (up->num_pending >= up->config->max_pending) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "upstream '%s' overloaded: %zu calls already waiting for a connection (max_pending)",
+                 up->config->name, up->num_pending);
+        ptc__call_on_upstream_error(call, msg);
+        return;
+    }
+    TAILQ_INSERT_TAIL(&up->pending, link, pending_link);
+    link->pending = true;
+    up->num_pending++;
+    dispatch(up);
+}
+
+void ptc_upstream_cancel_call(ptc_upstream_t *up, ptc_call_t *call, size_t unconsumed)
+{
+    ptc_upstream_call_link_t *link = ptc__call_link(call);
+
+    if (link->pending) {
+        TAILQ_REMOVE(&up->pending, link, pending_link);
+        link->pending = false;
+        up->num_pending--;
+        return;
+    }
+    ptc_h2client_t *conn = link->conn;
+    if (conn == NULL)
+        return;
+    TAILQ_REMOVE(&conn->calls, link, conn_link);
+    link->conn = NULL;
+    nghttp2_session_set_stream_user_data(conn->session, link->stream_id, NULL);
+    if (unconsumed != 0)
+        nghttp2_session_consume_connection(conn->session, unconsumed);
+    nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, link->stream_id, NGHTTP2_CANCEL);
+    conn_send(conn);
+}
+
+void ptc_upstream_resume_data(ptc_call_t *call)
+{
+    ptc_upstream_call_link_t *link = ptc__call_link(call);
+    if (link->conn == NULL)
+        return;
+    nghttp2_session_resume_data(link->conn->session, link->stream_id);
+    conn_send(link->conn);
+}
+
+void ptc_upstream_consume(ptc_call_t *call, size_t n)
+{
+    ptc_upstream_call_link_t *link = ptc__call_link(call);
+    if (link->conn == NULL || n == 0)
+        return;
+    nghttp2_session_consume(link->conn->session, link->stream_id, n);
+    conn_send(link->conn);
+}

@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""gRPC test upstream implementing portico.test.Echo (see echo_pb.py).
+
+Prints exactly one line `PORT <n>` to stdout once listening; logs go to stderr.
+SIGTERM/SIGINT stop the server (0.5 s grace) and exit 0.
+
+Response shape, per method:
+  * Unary: custom initial metadata (x-echo-initial, x-echoed-*) is sent first, then
+    `delay_ms` is waited. With `status_code` != 0 the call fails with custom trailers;
+    unless `fail_after_messages` is set it fails *without* initial metadata, which
+    grpc core emits as a Trailers-Only response.
+  * ServerStream: initial metadata is sent up front iff `count` > 0 or
+    `fail_after_messages`; so `count=0` gives a Trailers-Only response (OK or error).
+  * ClientStream / Bidi: initial metadata is sent immediately at call start.
+Every successful call carries the trailer `x-trailer-ok: done`.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import echo_pb  # noqa: E402
+
+log = logging.getLogger("echo_server")
+
+MAX_MESSAGE = 64 * 1024 * 1024
+SLEEP_STEP = 0.01
+ERROR_TRAILERS = (("x-trailer-custom", "custom-value"), ("x-trailer-bin", b"\x00\x01\xfe\xff"))
+OK_TRAILERS = (("x-trailer-ok", "done"),)
+CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class CallRecord:
+    __slots__ = ("seen", "finished", "cancelled")
+
+    def __init__(self):
+        self.seen = self.finished = self.cancelled = False
+
+
+class CancelRegistry:
+    """Thread-safe record of calls that carried a request `id`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._records = {}
+
+    def start(self, call_id, context):
+        if not call_id:
+            return None
+        with self._lock:
+            rec = self._records.setdefault(call_id, CallRecord())
+            rec.seen = True
+        # Runs when the RPC terminates for any reason. Handlers set `finished`
+        # before their status is sent, so an unfinished record means the client
+        # went away (RST_STREAM, connection loss or deadline).
+        if not context.add_callback(lambda: self.terminated(rec)):
+            self.terminated(rec)
+        return rec
+
+    def terminated(self, rec):
+        with self._lock:
+            if not rec.finished:
+                rec.cancelled = True
+
+    def finish(self, rec, context):
+        """Mark the call as completed by the handler, unless the client already left."""
+        if rec is None:
+            return
+        with self._lock:
+            if context.is_active() and not rec.cancelled:
+                rec.finished = True
+            else:
+                rec.cancelled = True
+
+    def mark_cancelled(self, rec):
+        if rec is None:
+            return
+        with self._lock:
+            if not rec.finished:
+                rec.cancelled = True
+
+    def query(self, call_id):
+        with self._lock:
+            rec = self._records.get(call_id)
+            if rec is None:
+                return echo_pb.CancelInfo()
+            return echo_pb.CancelInfo(cancelled=rec.cancelled, finished=rec.finished, seen=rec.seen)
+
+
+def wait_active(context, ms):
+    """Sleep `ms` milliseconds in small steps; False if the call stopped being active."""
+    deadline = time.monotonic() + ms / 1000.0
+    while True:
+        if not context.is_active():
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        time.sleep(min(SLEEP_STEP, remaining))
+
+
+def initial_metadata(context):
+    md = [("x-echo-initial", "yes")]
+    for key, value in context.invocation_metadata():
+        if key.startswith("x-echo-"):
+            md.append(("x-echoed-" + key[len("x-echo-"):], value))
+    return md
+
+
+def metadata_dict(context):
+    """Invocation metadata as a dict (repeated keys joined with ','), without -bin keys."""
+    headers = {}
+    for key, value in context.invocation_metadata():
+        if key.endswith("-bin"):
+            continue
+        headers[key] = headers[key] + "," + value if key in headers else value
+    return headers
+
+
+def fail(context, code, message):
+    context.set_trailing_metadata(ERROR_TRAILERS)
+    context.abort(CODES.get(code, grpc.StatusCode.UNKNOWN), message)
+
+
+class EchoService:
+    def __init__(self):
+        self.registry = CancelRegistry()
+
+    def Unary(self, req, context):
+        log.info("Unary id=%r delay=%d status=%d", req.id, req.delay_ms, req.status_code)
+        rec = self.registry.start(req.id, context)
+        trailers_only = req.status_code != 0 and not req.fail_after_messages
+        if not trailers_only:
+            context.send_initial_metadata(initial_metadata(context))
+        if req.delay_ms > 0 and not wait_active(context, req.delay_ms):
+            self.registry.mark_cancelled(rec)
+            return echo_pb.EchoResponse()
+        self.registry.finish(rec, context)
+        if req.status_code != 0:
+            fail(context, req.status_code, req.status_message)
+        context.set_trailing_metadata(OK_TRAILERS)
+        return echo_pb.EchoResponse(message=req.message, payload=req.payload or b"x" * req.size,
+                                    headers=metadata_dict(context))
+
+    def ServerStream(self, req, context):
+        log.info("ServerStream id=%r count=%d interval=%d size=%d status=%d", req.id, req.count,
+                 req.interval_ms, req.size, req.status_code)
+        rec = self.registry.start(req.id, context)
+        if req.count > 0 or req.fail_after_messages:
+            context.send_initial_metadata(initial_metadata(context))
+        payload = b"x" * req.size
+        for i in range(req.count):
+            if i > 0 and req.interval_ms > 0 and not wait_active(context, req.interval_ms):
+                self.registry.mark_cancelled(rec)
+                return
+            if not context.is_active():
+                self.registry.mark_cancelled(rec)
+                return
+            yield echo_pb.EchoResponse(message=req.message, index=i, payload=payload)
+        self.registry.finish(rec, context)
+        if req.status_code != 0:
+            fail(context, req.status_code, req.status_message)
+        context.set_trailing_metadata(OK_TRAILERS)
+
+    def ClientStream(self, request_iterator, context):
+        context.send_initial_metadata(initial_metadata(context))
+        rec = None
+        first = None
+        messages, payloads = [], []
+        for req in request_iterator:
+            if first is None:
+                first = req
+                log.info("ClientStream id=%r", req.id)
+                rec = self.registry.start(req.id, context)
+            messages.append(req.message)
+            payloads.append(req.payload)
+        if not context.is_active():
+            self.registry.mark_cancelled(rec)
+            return echo_pb.EchoResponse()
+        self.registry.finish(rec, context)
+        if first is not None and first.status_code != 0:
+            fail(context, first.status_code, first.status_message)
+        context.set_trailing_metadata(OK_TRAILERS)
+        return echo_pb.EchoResponse(message="|".join(messages), index=len(messages),
+                                    payload=b"".join(payloads))
+
+    def Bidi(self, request_iterator, context):
+        context.send_initial_metadata(initial_metadata(context))
+        rec = None
+        for i, req in enumerate(request_iterator):
+            if i == 0:
+                log.info("Bidi id=%r", req.id)
+                rec = self.registry.start(req.id, context)
+            if req.status_code != 0:
+                self.registry.finish(rec, context)
+                fail(context, req.status_code, req.status_message)
+            if req.delay_ms > 0 and not wait_active(context, req.delay_ms):
+                self.registry.mark_cancelled(rec)
+                return
+            yield echo_pb.EchoResponse(message=req.message, index=i,
+                                       payload=req.payload or b"x" * req.size)
+        if not context.is_active():
+            self.registry.mark_cancelled(rec)
+            return
+        self.registry.finish(rec, context)
+        context.set_trailing_metadata(OK_TRAILERS)
+
+    def CancelStatus(self, query, context):
+        return self.registry.query(query.id)
+
+
+def generic_handler(service):
+    factories = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for name, _, _, cstream, sstream in echo_pb.METHODS:
+        req_cls, res_cls, _, _ = echo_pb.method_types(name)
+        handlers[name] = factories[(cstream, sstream)](
+            getattr(service, name),
+            request_deserializer=req_cls.FromString,
+            response_serializer=res_cls.SerializeToString)
+    return grpc.method_handlers_generic_handler(echo_pb.SERVICE, handlers)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s echo_server[%(process)d] %(levelname)s %(message)s")
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.workers),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ])
+    server.add_generic_rpc_handlers((generic_handler(EchoService()),))
+    try:
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
+    except RuntimeError as exc:
+        log.error("cannot bind %s:%d: %s", args.host, args.port, exc)
+        return 1
+    if port == 0:
+        log.error("cannot bind %s:%d", args.host, args.port)
+        return 1
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    server.start()
+    print(f"PORT {port}", flush=True)
+    log.info("listening on %s:%d", args.host, port)
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping")
+    server.stop(0.5).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
