@@ -124,9 +124,9 @@ static int parse_args(int argc, char **argv, options_t *o)
 static void free_flag_addrs(options_t *o)
 {
     for (size_t i = 0; i < o->num_listen; i++)
-        free(o->listen[i].host);
+        ptc_hostport_dispose(&o->listen[i]);
     for (size_t i = 0; i < o->num_upstream; i++)
-        free(o->upstream[i].host);
+        ptc_hostport_dispose(&o->upstream[i]);
 }
 
 /* Applies command-line flags over the loaded configuration. */
@@ -134,26 +134,8 @@ static int apply_flags(ptc_config_t *cfg, const options_t *o)
 {
     if (o->num_listen != 0 && ptc_config_set_listeners(cfg, o->listen, o->num_listen) != 0)
         return PTC_ENOMEM;
-    if (o->num_upstream != 0) {
-        ptc_upstream_config_t *up = &cfg->upstreams[0];
-        ptc_hostport_t *eps = calloc(o->num_upstream, sizeof(*eps));
-        if (eps == NULL)
-            return PTC_ENOMEM;
-        for (size_t i = 0; i < o->num_upstream; i++) {
-            eps[i].port = o->upstream[i].port;
-            if ((eps[i].host = strdup(o->upstream[i].host)) == NULL) {
-                for (size_t j = 0; j < i; j++)
-                    free(eps[j].host);
-                free(eps);
-                return PTC_ENOMEM;
-            }
-        }
-        for (size_t i = 0; i < up->num_endpoints; i++)
-            free(up->endpoints[i].host);
-        free(up->endpoints);
-        up->endpoints = eps;
-        up->num_endpoints = o->num_upstream;
-    }
+    if (o->num_upstream != 0 && ptc_config_set_upstream_endpoints(cfg, 0, o->upstream, o->num_upstream) != 0)
+        return PTC_ENOMEM;
     if (o->workers >= 0)
         cfg->workers = (uint32_t)o->workers;
     if (o->log_level != NULL && ptc_log_level_parse(o->log_level, &cfg->log_level) != 0) {
