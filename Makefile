@@ -3,6 +3,7 @@
 BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 WERROR ?= OFF
+SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
@@ -19,12 +20,12 @@ unit: build
 	cd $(BUILD) && ctest --output-on-failure
 
 integration: build
-	PORTICO_BIN=$(abspath $(BUILD))/portico /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+	PORTICO_BIN=$(abspath $(BUILD))/portico PTC_SANITIZED=$(SANITIZED) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
 
 test: unit integration
 
 asan:
-	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON"
+	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1
 
 # The full suite, as CI runs it: everything, then everything again under ASan+UBSan.
 check: test asan

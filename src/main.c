@@ -19,6 +19,7 @@
 #include "portico/worker.h"
 
 #define MAX_FLAG_ADDRS 64
+#define MAX_FLAG_ORIGINS 64
 
 static const char usage[] =
     "usage: portico [options]\n"
@@ -31,6 +32,10 @@ static const char usage[] =
     "  --check-config       validate the configuration and exit (0 if valid)\n"
     "  --listen HOST:PORT   listen address (repeatable; replaces the configured listeners)\n"
     "  --upstream HOST:PORT upstream gRPC server (repeatable; replaces the endpoints of the first upstream)\n"
+    "  --allow-origin ORIGIN\n"
+    "                       allow browser calls from ORIGIN (repeatable; added to the configured CORS\n"
+    "                       allow_origins): an exact origin (https://app.example.com), a wildcard origin\n"
+    "                       (https://*.example.com: subdomains only), ~REGEX (anchored), or *\n"
     "  --workers N          worker threads (default: number of cores)\n"
     "  --log-level LEVEL    debug, info, warn or error (default: info)\n"
     "  --version            print the version and exit\n"
@@ -43,17 +48,30 @@ typedef struct st_options_t {
     size_t num_listen;
     ptc_hostport_t upstream[MAX_FLAG_ADDRS];
     size_t num_upstream;
+    const char *allow_origin[MAX_FLAG_ORIGINS];
+    size_t num_allow_origin;
     long workers; /* -1: not given */
     const char *log_level;
 } options_t;
 
 static int parse_args(int argc, char **argv, options_t *o)
 {
-    enum { OPT_CONFIG = 256, OPT_CHECK, OPT_LISTEN, OPT_UPSTREAM, OPT_WORKERS, OPT_LOG_LEVEL, OPT_VERSION, OPT_HELP };
+    enum {
+        OPT_CONFIG = 256,
+        OPT_CHECK,
+        OPT_LISTEN,
+        OPT_UPSTREAM,
+        OPT_ALLOW_ORIGIN,
+        OPT_WORKERS,
+        OPT_LOG_LEVEL,
+        OPT_VERSION,
+        OPT_HELP
+    };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},       {"check-config", no_argument, NULL, OPT_CHECK},
         {"listen", required_argument, NULL, OPT_LISTEN},       {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"workers", required_argument, NULL, OPT_WORKERS},     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
         {"version", no_argument, NULL, OPT_VERSION},           {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -83,6 +101,22 @@ static int parse_args(int argc, char **argv, options_t *o)
                 return 2;
             }
             (*n)++;
+            break;
+        }
+        case OPT_ALLOW_ORIGIN: {
+            /* checked here so that a bad value is a usage error (exit 2); applied after the config file */
+            ptc_origin_pattern_t p;
+            char why[256];
+            if (o->num_allow_origin == MAX_FLAG_ORIGINS) {
+                fprintf(stderr, "portico: too many --allow-origin flags (max %d)\n", MAX_FLAG_ORIGINS);
+                return 2;
+            }
+            if (ptc_origin_pattern_parse(optarg, &p, why, sizeof(why)) != 0) {
+                fprintf(stderr, "portico: --allow-origin '%s': %s\n", optarg, why);
+                return 2;
+            }
+            ptc_origin_pattern_dispose(&p);
+            o->allow_origin[o->num_allow_origin++] = optarg;
             break;
         }
         case OPT_WORKERS: {
@@ -136,6 +170,14 @@ static int apply_flags(ptc_config_t *cfg, const options_t *o)
         return PTC_ENOMEM;
     if (o->num_upstream != 0 && ptc_config_set_upstream_endpoints(cfg, 0, o->upstream, o->num_upstream) != 0)
         return PTC_ENOMEM;
+    for (size_t i = 0; i < o->num_allow_origin; i++) {
+        char err[256];
+        int ret;
+        if ((ret = ptc_config_add_allow_origin(cfg, o->allow_origin[i], err, sizeof(err))) != 0) {
+            fprintf(stderr, "portico: --allow-origin '%s': %s\n", o->allow_origin[i], err);
+            return ret;
+        }
+    }
     if (o->workers >= 0)
         cfg->workers = (uint32_t)o->workers;
     if (o->log_level != NULL && ptc_log_level_parse(o->log_level, &cfg->log_level) != 0) {

@@ -33,6 +33,12 @@ typedef struct st_ptc_downstream_cb_t {
     void (*pause_read)(ptc_downstream_t *ds, bool pause);
     /* The call is finished with the downstream: the response is complete, the call will not touch ds again. */
     void (*on_call_done)(ptc_downstream_t *ds);
+    /*
+     * The call cannot end the response well-formed (it failed inside a message of which part was sent):
+     * the downstream must cut the response off (e.g. close the connection without the last chunk). The
+     * call will not touch ds again.
+     */
+    void (*abort)(ptc_downstream_t *ds);
 } ptc_downstream_cb_t;
 
 struct st_ptc_downstream_t {
@@ -60,6 +66,11 @@ void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len);
 void ptc_call_on_request_end(ptc_call_t *call);
 /* The downstream drained its output below the call buffer size. */
 void ptc_call_on_downstream_writable(ptc_call_t *call);
+/*
+ * Ends the call now with a gateway-made status (e.g. 14 when the gateway shuts down): the upstream
+ * stream is reset and the downstream gets a well-formed ending through its callbacks.
+ */
+void ptc_call_abort(ptc_call_t *call, int status, const char *message);
 /*
  * The downstream is gone (client closed, connection error): the call cancels its upstream stream
  * (RST_STREAM CANCEL) if it is still open and never touches ds again.

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "portico/common.h"
+#include "portico/cors.h"
 #include "portico/log.h"
 
 #define PTC_CONFIG_MAX_NAME 64
@@ -40,8 +41,9 @@ typedef enum { PTC_ROUTE_PREFIX, PTC_ROUTE_EXACT } ptc_route_match_t;
 
 typedef struct st_ptc_route_config_t {
     ptc_route_match_t match;
-    char *path;            /* the prefix or the exact path */
-    size_t upstream_index; /* index into ptc_config_t.upstreams */
+    char *path;              /* the prefix or the exact path */
+    size_t upstream_index;   /* index into ptc_config_t.upstreams */
+    ptc_cors_config_t *cors; /* per-route CORS policy replacing the global one; NULL = global */
 } ptc_route_config_t;
 
 typedef struct st_ptc_limits_config_t {
@@ -71,6 +73,7 @@ typedef struct st_ptc_config_t {
     size_t num_routes;
     ptc_limits_config_t limits;
     ptc_timeouts_config_t timeouts;
+    ptc_cors_config_t cors; /* global CORS policy (cors.enabled false: none, no origin allowed) */
     char *health_path;
     uint32_t workers; /* 0 = number of cores */
     ptc_log_level_t log_level;
@@ -126,8 +129,22 @@ int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, 
  */
 int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen) PTC_WARN_UNUSED;
 
+/* Finds the route for a request path (query already stripped): the first in match order that matches, or NULL. */
+const ptc_route_config_t *ptc_config_match_route(const ptc_config_t *cfg, ptc_iovec_t path);
 /* Finds the upstream for a request path (query already stripped); returns its index or -1. */
 int ptc_config_route(const ptc_config_t *cfg, ptc_iovec_t path);
+/*
+ * The CORS policy for a request: the route's own policy when it has one, otherwise the global one (also when
+ * route is NULL, e.g. no route matched). Never NULL; a policy with enabled false allows no origin.
+ */
+const ptc_cors_config_t *ptc_config_cors_for(const ptc_config_t *cfg, const ptc_route_config_t *route);
+
+/*
+ * Appends an origin pattern (an exact origin, a `*.`-wildcard origin, `~REGEX`, or `*`; see
+ * ptc_origin_pattern_parse) to the global CORS policy and enables it (command-line --allow-origin). Returns 0,
+ * PTC_EINVAL with what is wrong in err (cfg unchanged), or PTC_ENOMEM (cfg unchanged).
+ */
+int ptc_config_add_allow_origin(ptc_config_t *cfg, const char *pattern, char *err, size_t errlen) PTC_WARN_UNUSED;
 
 /* Frees everything cfg owns and zeroes it; safe on a zeroed or already disposed config. */
 void ptc_config_dispose(ptc_config_t *cfg);

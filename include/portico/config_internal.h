@@ -37,6 +37,8 @@ void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
 void ptc__upstream_dispose(ptc_upstream_config_t *up);
 /* Deep copy; returns 0 or PTC_ENOMEM. */
 int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_UNUSED;
+/* Frees what a route owns (its path and CORS policy) and zeroes it. */
+void ptc__route_dispose(ptc_route_config_t *r);
 /* Stable sort into match order: exact paths first, then prefixes longest first. */
 void ptc__routes_sort(ptc_route_config_t *routes, size_t n);
 

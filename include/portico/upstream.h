@@ -41,7 +41,8 @@ struct st_ptc_upstream_t {
     ptc_worker_t *worker;
     const ptc_upstream_config_t *config;
     ptc_endpoint_state_t *endpoints;
-    size_t rr_next;
+    size_t rr_next; /* next endpoint to connect to */
+    size_t conn_rr; /* round-robin position over connections with free streams */
     TAILQ_HEAD(, st_ptc_h2client_t) conns;
     size_t num_conns;
     TAILQ_HEAD(, st_ptc_upstream_call_link_t) pending; /* calls waiting for a stream */

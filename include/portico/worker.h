@@ -33,6 +33,7 @@ typedef struct st_ptc_worker_t {
     struct event *drain_timer;  /* drain deadline */
     struct event *accept_retry; /* re-enables listeners after EMFILE */
     bool draining;
+    bool drain_expired; /* the drain timeout passed: calls were failed, connections are flushing */
     pthread_t thread;
 } ptc_worker_t;
 

@@ -81,7 +81,9 @@ struct st_ptc_call_t {
     bool upstream_ended; /* END_STREAM received */
     ptc_frame_parser_t resp_parser;
     ptc_b64_encoder_t resp_b64;
-    struct evbuffer *out; /* translated bytes on their way to the downstream */
+    struct evbuffer *out;  /* translated bytes on their way to the downstream */
+    struct evbuffer *held; /* the current response frame, while it is small enough to be held whole */
+    bool holding;          /* the current frame goes to held, not out */
     size_t unconsumed;    /* upstream DATA bytes not yet credited back */
     char *non_grpc_body;  /* first bytes of a non-gRPC upstream body */
     size_t non_grpc_len;
@@ -216,17 +218,23 @@ static void send_head(ptc_call_t *call, bool end_stream)
 }
 
 /* Appends bytes to the output, base64-encoding them in text mode. */
+static struct evbuffer *out_target(ptc_call_t *call)
+{
+    return call->holding ? call->held : call->out;
+}
+
 static void out_write(ptc_call_t *call, const uint8_t *data, size_t len)
 {
+    struct evbuffer *dst = out_target(call);
     if (!call->resp_text) {
-        evbuffer_add(call->out, data, len);
+        evbuffer_add(dst, data, len);
         return;
     }
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(call->out, (ev_ssize_t)PTC_B64_ENCODED_MAX(len), &v, 1) < 1)
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)PTC_B64_ENCODED_MAX(len), &v, 1) < 1)
         return;
     v.iov_len = ptc_b64_encode_update(&call->resp_b64, data, len, v.iov_base);
-    evbuffer_commit_space(call->out, &v, 1);
+    evbuffer_commit_space(dst, &v, 1);
 }
 
 /* Ends a base64 segment (text mode): pads the last quantum of the current frame. */
@@ -235,14 +243,36 @@ static void out_end_segment(ptc_call_t *call)
     if (call->resp_text) {
         char tail[4];
         size_t n = ptc_b64_encode_final(&call->resp_b64, tail);
-        evbuffer_add(call->out, tail, n);
+        evbuffer_add(out_target(call), tail, n);
     }
+}
+
+/*
+ * The response body must stay a sequence of whole frames. A frame cut short by a failure is dropped
+ * when it was being held (small frames are held until complete); returns false when part of it was
+ * already sent, in which case no well-formed ending is possible.
+ */
+static bool drop_partial_frame(ptc_call_t *call)
+{
+    if (ptc_frame_parser_at_boundary(&call->resp_parser))
+        return true;
+    if (!call->holding)
+        return false;
+    evbuffer_drain(call->held, evbuffer_get_length(call->held));
+    call->holding = false;
+    ptc_b64_encoder_init(&call->resp_b64);
+    return true;
+}
+
+static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
+{
+    if (evbuffer_get_length(call->out) != 0 && ds != NULL)
+        ds->cb->send_body(ds, call->out);
 }
 
 static void out_flush(ptc_call_t *call)
 {
-    if (evbuffer_get_length(call->out) != 0 && call->ds != NULL)
-        call->ds->cb->send_body(call->ds, call->out);
+    out_flush_to(call, call->ds);
 }
 
 /* Writes one complete trailer frame (a padded base64 segment of its own in text mode). */
@@ -258,7 +288,6 @@ static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size
         len = ptc_trailer_encoded_len(fields, n);
     }
     ptc_trailer_encode(block, fields, n);
-    out_end_segment(call); /* a frame cut short leaves a partial quantum */
     ptc_frame_header_encode(hdr, PTC_FRAME_FLAG_TRAILER, (uint32_t)len);
     out_write(call, hdr, sizeof(hdr));
     out_write(call, block, len);
@@ -316,10 +345,19 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
         if (call->resp_state == RESP_NONE) {
             ptc_header_t head[] = {{PTC_STRLIT("content-type"), resp_ctype(call)}, fields[0], fields[1]};
             call->ds->cb->send_head(call->ds, 200, head, PTC_ARRAY_SIZE(head), true);
-        } else {
+        } else if (drop_partial_frame(call)) {
             out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
             out_flush(call);
             call->ds->cb->send_end(call->ds);
+        } else {
+            /* part of a large message already went out: ending the body now would hand the client a
+             * corrupt message, so the response is cut off and the client sees a transport error */
+            ptc_log_warn("call %s from %s: failed inside a %" PRIu32 "-byte response message; aborting the response", call->path,
+                         call->peer, call->resp_parser.length);
+            ptc_downstream_t *ds = call->ds;
+            call->ds = NULL;
+            out_flush_to(call, ds);
+            ds->cb->abort(ds);
         }
     }
     finish_downstream(call);
@@ -364,7 +402,7 @@ static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
     ptc_upstream_resume_data(call);
 }
 
-void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len)
+static void request_body(ptc_call_t *call, const char *data, size_t len)
 {
     if (call->req_failed || call->resp_state == RESP_DONE)
         return;
@@ -387,11 +425,16 @@ void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len)
     }
 }
 
-void ptc_call_on_request_end(ptc_call_t *call)
+void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len)
+{
+    request_body(call, data, len);
+    maybe_free(call);
+}
+
+static void request_end(ptc_call_t *call)
 {
     if (call->req_failed || call->resp_state == RESP_DONE) {
         call->req_ended = true;
-        maybe_free(call);
         return;
     }
     if (call->req_text) {
@@ -414,6 +457,12 @@ void ptc_call_on_request_end(ptc_call_t *call)
     }
     call->req_ended = true;
     ptc_upstream_resume_data(call);
+}
+
+void ptc_call_on_request_end(ptc_call_t *call)
+{
+    request_end(call);
+    maybe_free(call);
 }
 
 ptc_upstream_call_link_t *ptc__call_link(ptc_call_t *call)
@@ -480,7 +529,7 @@ static void fail_non_grpc(ptc_call_t *call)
               call->non_grpc_body != NULL ? call->non_grpc_body : "");
 }
 
-void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
+static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
 {
     ptc_header_t f;
 
@@ -570,6 +619,12 @@ void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_categor
     finish_downstream(call);
 }
 
+void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
+{
+    upstream_headers_end(call, cat, end_stream);
+    maybe_free(call);
+}
+
 static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
 {
     ptc_call_t *call = ctx;
@@ -587,6 +642,9 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
             call_fail(call, PTC_GRPC_INTERNAL, "upstream sent a frame with flags 0x%02x inside the body", flags);
             return -1;
         }
+        /* frames up to the call buffer size are held until complete, so a failure mid-message can
+         * still end the body with a clean trailer frame; larger ones stream through in pieces */
+        call->holding = (uint64_t)length + PTC_FRAME_HEADER_SIZE <= call->cfg->limits.call_buffer_size;
         ptc_frame_header_encode(hdr, flags, length);
         out_write(call, hdr, sizeof(hdr));
         break;
@@ -595,12 +653,16 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         break;
     case PTC_FRAME_EV_END:
         out_end_segment(call);
+        if (call->holding) {
+            evbuffer_add_buffer(call->out, call->held);
+            call->holding = false;
+        }
         break;
     }
     return 0;
 }
 
-void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
+static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
 {
     call->unconsumed += len;
     if (call->resp_state == RESP_DONE) {
@@ -634,7 +696,13 @@ void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t le
     }
 }
 
-void ptc__call_on_upstream_data_end(ptc_call_t *call)
+void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
+{
+    upstream_data(call, data, len);
+    maybe_free(call);
+}
+
+static void upstream_data_end(ptc_call_t *call)
 {
     call->upstream_ended = true;
     if (call->resp_state == RESP_DONE)
@@ -643,6 +711,12 @@ void ptc__call_on_upstream_data_end(ptc_call_t *call)
         fail_non_grpc(call);
     else
         call_fail(call, PTC_GRPC_INTERNAL, "upstream ended the stream without trailers");
+}
+
+void ptc__call_on_upstream_data_end(ptc_call_t *call)
+{
+    upstream_data_end(call);
+    maybe_free(call);
 }
 
 void ptc__call_on_upstream_close(ptc_call_t *call, uint32_t error_code, const char *conn_error)
@@ -674,6 +748,12 @@ void ptc_call_on_downstream_writable(ptc_call_t *call)
         call->unconsumed = 0;
         ptc_upstream_consume(call, n);
     }
+}
+
+void ptc_call_abort(ptc_call_t *call, int status, const char *message)
+{
+    call_fail(call, status, "%s", message);
+    maybe_free(call);
 }
 
 void ptc_call_detach_downstream(ptc_call_t *call, const char *reason)
@@ -709,6 +789,7 @@ static void maybe_free(ptc_call_t *call)
         event_free(call->deadline);
     evbuffer_free(call->req_buf);
     evbuffer_free(call->out);
+    evbuffer_free(call->held);
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
     free(call->nva);
@@ -728,6 +809,26 @@ static bool is_request_hop_header(ptc_iovec_t name)
     for (size_t i = 0; i < PTC_ARRAY_SIZE(skip); i++)
         if (ptc_iov_eq_ci(name, skip[i]))
             return true;
+    return false;
+}
+
+/* True when a Connection header of the request names `name` (RFC 9110 §7.6.1: such fields are hop-by-hop). */
+static bool connection_nominated(const ptc_request_t *req, ptc_iovec_t name)
+{
+    for (size_t i = 0; i < req->num_headers; i++) {
+        if (!ptc_iov_eq_ci(req->headers[i].name, PTC_STRLIT("connection")))
+            continue;
+        ptc_iovec_t rest = req->headers[i].value;
+        while (rest.len > 0) {
+            const char *comma = memchr(rest.base, ',', rest.len);
+            size_t n = comma != NULL ? (size_t)(comma - rest.base) : rest.len;
+            if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(rest.base, n)), name))
+                return true;
+            if (comma == NULL)
+                break;
+            rest = ptc_iov(comma + 1, rest.len - n - 1);
+        }
+    }
     return false;
 }
 
@@ -801,7 +902,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), false);
     add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc.len != 0 ? accept_enc : PTC_STRLIT("identity"), false);
     for (size_t i = 0; i < req->num_headers; i++) {
-        if (!is_request_hop_header(req->headers[i].name))
+        if (!is_request_hop_header(req->headers[i].name) && !connection_nominated(req, req->headers[i].name))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
     }
     call->nva = nv;
@@ -859,6 +960,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     ptc_frame_parser_init(&call->resp_parser);
     call->req_buf = evbuffer_new();
     call->out = evbuffer_new();
+    call->held = evbuffer_new();
     if (ptc_ctype_codec_is_proto(ct.codec))
         snprintf(call->resp_ctype, sizeof(call->resp_ctype), "%s", call->resp_text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
     else
@@ -868,7 +970,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     *out = call;
 
     int route = ptc_config_route(cfg, path);
-    if (call->req_buf == NULL || call->out == NULL) {
+    if (call->req_buf == NULL || call->out == NULL || call->held == NULL) {
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         goto fail;
     }

@@ -35,6 +35,24 @@
  *     idle: 60s                  # default 60s; > 0
  *     header_read: 10s           # default 10s; > 0
  *     drain: 10s                 # default 10s; 0 allowed
+ *   cors:                      # the global CORS policy; without this section no cross-origin request is allowed
+ *     allow_origins:           # non-empty; each an exact origin, a *.-wildcard origin, ~REGEX (anchored PCRE2) or *
+ *       - https://app.example.com          # exact: SCHEME://HOST[:PORT], no path; case-insensitive
+ *       - WILDCARD                         # https:// followed by *.example.com (apart here only because this is a
+ *                                          # C comment): real subdomains only, same scheme and port
+ *       - "~^https://[a-z]+\\.example\\.org$"   # anchored at both ends
+ *       - "*"                              # any origin except "null" (echoed, never a literal *)
+ *     allow_credentials: false     # default false
+ *     allow_methods: [POST, OPTIONS]   # tokens; default "POST, OPTIONS"
+ *     allow_headers: "*"           # "*" (default) = reflect what the preflight asks for; or a list of names
+ *     expose_headers: [x-custom]   # names added to the computed Access-Control-Expose-Headers
+ *     max_age: 10m                 # Access-Control-Max-Age, whole seconds; default 10m; 0 = omitted
+ *     allow_private_network: false # default false
+ *
+ *   and in a route:
+ *     - prefix: /portico.test.Echo/
+ *       upstream: echo
+ *       cors: {allow_origins: ["https://other.example"]}   # replaces the global policy for this route
  *
  * Rules:
  *  - A file without `listeners` keeps the current listeners. Without `upstreams` it keeps the current
@@ -43,6 +61,10 @@
  *    route (prefix "/"); several upstreams without routes are an error. Other keys override one by one.
  *  - Routes are matched exact paths first, then prefixes longest first (equal lengths keep file order);
  *    the first match wins. Matching is byte-wise and case-sensitive on the path without its query.
+ *  - A `cors` section (top level or in a route) is a whole policy: keys it does not give take the defaults
+ *    above, not the values of the global policy. Its presence enables the policy, even when it allows no
+ *    origin (`cors: {}` answers every cross-origin request with 403). A file without a top-level `cors` keeps
+ *    the current global policy. Header names and methods must be HTTP tokens. Booleans are true or false.
  *  - Unknown keys, duplicate keys, wrong types, empty lists, duplicate upstream names, duplicate routes
  *    and duplicate listener addresses are errors.
  *  - Integers are unsigned decimal. Durations are an unsigned decimal number, optionally with a fraction,
@@ -365,6 +387,16 @@ void ptc__upstream_dispose(ptc_upstream_config_t *up)
     memset(up, 0, sizeof(*up));
 }
 
+void ptc__route_dispose(ptc_route_config_t *r)
+{
+    free(r->path);
+    if (r->cors != NULL) {
+        ptc_cors_config_dispose(r->cors);
+        free(r->cors);
+    }
+    memset(r, 0, sizeof(*r));
+}
+
 static bool route_before(const ptc_route_config_t *a, const ptc_route_config_t *b)
 {
     if (a->match != b->match)
@@ -387,6 +419,7 @@ void ptc__routes_sort(ptc_route_config_t *routes, size_t n)
 int ptc_config_init_default(ptc_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
+    ptc_cors_config_init(&cfg->cors);
     cfg->limits = (ptc_limits_config_t){
         .max_message_size = 4u << 20,
         .max_header_size = 16u << 10,
@@ -452,8 +485,9 @@ void ptc_config_dispose(ptc_config_t *cfg)
         ptc__upstream_dispose(&cfg->upstreams[i]);
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->num_routes; i++)
-        free(cfg->routes[i].path);
+        ptc__route_dispose(&cfg->routes[i]);
     free(cfg->routes);
+    ptc_cors_config_dispose(&cfg->cors);
     free(cfg->health_path);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -620,15 +654,50 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
-int ptc_config_route(const ptc_config_t *cfg, ptc_iovec_t path)
+const ptc_route_config_t *ptc_config_match_route(const ptc_config_t *cfg, ptc_iovec_t path)
 {
     for (size_t i = 0; i < cfg->num_routes; i++) {
         const ptc_route_config_t *r = &cfg->routes[i];
         size_t len = strlen(r->path);
         if (r->match == PTC_ROUTE_EXACT ? path.len == len : path.len >= len) {
             if (len == 0 || memcmp(path.base, r->path, len) == 0)
-                return (int)r->upstream_index;
+                return r;
         }
     }
-    return -1;
+    return NULL;
+}
+
+int ptc_config_route(const ptc_config_t *cfg, ptc_iovec_t path)
+{
+    const ptc_route_config_t *r = ptc_config_match_route(cfg, path);
+    return r != NULL ? (int)r->upstream_index : -1;
+}
+
+const ptc_cors_config_t *ptc_config_cors_for(const ptc_config_t *cfg, const ptc_route_config_t *route)
+{
+    return route != NULL && route->cors != NULL ? route->cors : &cfg->cors;
+}
+
+int ptc_config_add_allow_origin(ptc_config_t *cfg, const char *pattern, char *err, size_t errlen)
+{
+    ptc_origin_pattern_t p;
+    char why[256];
+    int ret;
+
+    if ((ret = ptc_origin_pattern_parse(pattern, &p, why, sizeof(why))) != 0) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s", why);
+        return ret;
+    }
+    ptc_origin_pattern_t *origins = realloc(cfg->cors.origins, (cfg->cors.num_origins + 1) * sizeof(*origins));
+    if (origins == NULL) {
+        ptc_origin_pattern_dispose(&p);
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "out of memory");
+        return PTC_ENOMEM;
+    }
+    origins[cfg->cors.num_origins++] = p;
+    cfg->cors.origins = origins;
+    cfg->cors.enabled = true;
+    return 0;
 }

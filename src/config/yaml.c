@@ -32,15 +32,16 @@ typedef struct st_loader_t {
      * (upstreams may come after routes) and reporting duplicates once the whole file has been walked */
     yaml_node_t **route_upstream;
     yaml_node_t **route_match;
-    bool has_listeners, has_upstreams, has_routes;
+    bool has_listeners, has_upstreams, has_routes, has_cors;
 } loader_t;
 
 typedef int (*field_cb)(loader_t *l, const char *key, yaml_node_t *value, void *obj);
 
-typedef enum { FIELD_UINT32, FIELD_SIZE32, FIELD_DURATION, FIELD_CUSTOM } field_kind_t;
+typedef enum { FIELD_UINT32, FIELD_SIZE32, FIELD_DURATION, FIELD_BOOL, FIELD_CUSTOM } field_kind_t;
 
 /* One key of a mapping. FIELD_UINT32 / FIELD_SIZE32 store a uint32_t and FIELD_DURATION a uint64_t (ms) at
- * obj + offset, range-checked against [min, max]; FIELD_CUSTOM calls cb with the same obj. */
+ * obj + offset, range-checked against [min, max]; FIELD_BOOL stores a bool (true or false); FIELD_CUSTOM
+ * calls cb with the same obj. */
 typedef struct st_field_t {
     const char *name;
     field_kind_t kind;
@@ -203,6 +204,13 @@ static int apply_field(loader_t *l, const field_t *f, const char *key, yaml_node
         if (v < f->min)
             return fail(l, value, key, "must be greater than 0");
         memcpy(dst, &v, sizeof(uint64_t));
+        return 0;
+    case FIELD_BOOL:
+        if ((ret = want_scalar(l, key, value, "a boolean", &s)) != 0)
+            return ret;
+        if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
+            return fail(l, value, key, "invalid boolean \"%s\" (expected true or false)", s);
+        memcpy(dst, &(bool){s[0] == 't'}, sizeof(bool));
         return 0;
     case FIELD_CUSTOM:
         return f->cb(l, key, value, obj);
@@ -444,6 +452,178 @@ static int on_upstreams(loader_t *l, const char *key, yaml_node_t *value, void *
     return 0;
 }
 
+/* ---- cors ---- */
+
+/* RFC 9110 §5.6.2: token = 1*tchar */
+static bool is_token(const char *s)
+{
+    static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
+    if (s[0] == '\0')
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr(tchar_punct, c) != NULL))
+            return false;
+    }
+    return true;
+}
+
+/* A non-empty sequence of tokens (what: "method", "header name"), copied into *out / *n. */
+static int parse_tokens(loader_t *l, const char *key, yaml_node_t *value, const char *what, char ***out, size_t *n)
+{
+    int ret;
+
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t len = seq_len(value);
+    if ((*out = calloc(len, sizeof(char *))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    *n = len; /* NULL entries are safe to free */
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        char item_key[KEY_SIZE], expected[64];
+        const char *s;
+        key_index(item_key, key, i);
+        snprintf(expected, sizeof(expected), "a %s", what);
+        if ((ret = want_scalar(l, item_key, item, expected, &s)) != 0)
+            return ret;
+        if (!is_token(s))
+            return fail(l, item, item_key, "invalid %s \"%s\": must be an HTTP token", what, s);
+        if ((ret = dup_string(l, s, &(*out)[i])) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int on_cors_allow_origins(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_cors_config_t *c = obj;
+    int ret;
+
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    if ((c->origins = calloc(n, sizeof(*c->origins))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    c->num_origins = n; /* zeroed entries are safe to dispose */
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        char item_key[KEY_SIZE], why[256];
+        const char *s;
+        key_index(item_key, key, i);
+        if ((ret = want_scalar(l, item_key, item, "an origin", &s)) != 0)
+            return ret;
+        if ((ret = ptc_origin_pattern_parse(s, &c->origins[i], why, sizeof(why))) == PTC_ENOMEM)
+            return nomem(l->name, l->err, l->errlen);
+        if (ret != 0)
+            return fail(l, item, item_key, "%s", why);
+    }
+    return 0;
+}
+
+static int on_cors_allow_methods(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_cors_config_t *c = obj;
+    char **methods = NULL;
+    size_t n = 0, len = 0;
+    int ret;
+
+    if ((ret = parse_tokens(l, key, value, "method", &methods, &n)) == 0) {
+        /* stored as the header value: joined with ", " */
+        for (size_t i = 0; i < n; i++)
+            len += strlen(methods[i]) + 2;
+        if ((c->allow_methods = malloc(len + 1)) == NULL) {
+            ret = nomem(l->name, l->err, l->errlen);
+        } else {
+            char *p = c->allow_methods;
+            for (size_t i = 0; i < n; i++) {
+                size_t mlen = strlen(methods[i]);
+                if (i != 0) {
+                    memcpy(p, ", ", 2);
+                    p += 2;
+                }
+                memcpy(p, methods[i], mlen);
+                p += mlen;
+            }
+            *p = '\0';
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(methods[i]);
+    free(methods);
+    return ret;
+}
+
+static int on_cors_allow_headers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_cors_config_t *c = obj;
+    int ret;
+
+    if (value->type == YAML_SCALAR_NODE && !is_null(value)) {
+        if (strcmp(scalar_value(value), "*") != 0)
+            return fail(l, value, key, "must be \"*\" or a sequence of header names");
+        c->reflect_headers = true;
+        return 0;
+    }
+    if (value->type != YAML_SEQUENCE_NODE)
+        return fail(l, value, key, "expected \"*\" or a sequence of header names, got %s", kind_name(value));
+    if ((ret = parse_tokens(l, key, value, "header name", &c->allow_headers, &c->num_allow_headers)) != 0)
+        return ret;
+    for (size_t i = 0; i < c->num_allow_headers; i++) {
+        if (strcmp(c->allow_headers[i], "*") == 0) {
+            char item_key[KEY_SIZE];
+            key_index(item_key, key, i);
+            return fail(l, node_at(l, value->data.sequence.items.start[i]), item_key,
+                        "\"*\" cannot be listed; use allow_headers: \"*\" to reflect the requested headers");
+        }
+    }
+    c->reflect_headers = false;
+    return 0;
+}
+
+static int on_cors_expose_headers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_cors_config_t *c = obj;
+    return parse_tokens(l, key, value, "header name", &c->expose_headers, &c->num_expose_headers);
+}
+
+static int on_cors_max_age(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_cors_config_t *c = obj;
+    const char *s, *why;
+    uint64_t ms;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a duration", &s)) != 0)
+        return ret;
+    if (ptc__duration_parse(s, &ms, &why) != 0)
+        return fail(l, value, key, "invalid duration \"%s\": %s", s, why);
+    if (ms % 1000 != 0)
+        return fail(l, value, key, "must be a whole number of seconds");
+    c->max_age_s = ms / 1000;
+    return 0;
+}
+
+static const field_t cors_fields[] = {
+    {"allow_origins", FIELD_CUSTOM, 0, 0, 0, on_cors_allow_origins},
+    {"allow_credentials", FIELD_BOOL, offsetof(ptc_cors_config_t, allow_credentials), 0, 0, NULL},
+    {"allow_methods", FIELD_CUSTOM, 0, 0, 0, on_cors_allow_methods},
+    {"allow_headers", FIELD_CUSTOM, 0, 0, 0, on_cors_allow_headers},
+    {"expose_headers", FIELD_CUSTOM, 0, 0, 0, on_cors_expose_headers},
+    {"max_age", FIELD_CUSTOM, 0, 0, 0, on_cors_max_age},
+    {"allow_private_network", FIELD_BOOL, offsetof(ptc_cors_config_t, allow_private_network), 0, 0, NULL},
+};
+
+/* A whole policy: keys not given take the defaults of ptc_cors_config_init. c must be zeroed or disposed. */
+static int parse_cors(loader_t *l, const char *key, yaml_node_t *value, ptc_cors_config_t *c)
+{
+    yaml_node_t *values[PTC_ARRAY_SIZE(cors_fields)] = {NULL};
+
+    ptc_cors_config_init(c);
+    c->enabled = true;
+    return walk_mapping(l, key, value, cors_fields, PTC_ARRAY_SIZE(cors_fields), c, false, values, NULL);
+}
+
 /* ---- routes ---- */
 
 typedef struct st_route_parse_t {
@@ -490,10 +670,20 @@ static int on_route_upstream(loader_t *l, const char *key, yaml_node_t *value, v
     return 0;
 }
 
+static int on_route_cors(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+
+    if ((rp->route->cors = calloc(1, sizeof(*rp->route->cors))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    return parse_cors(l, key, value, rp->route->cors);
+}
+
 static const field_t route_fields[] = {
     {"prefix", FIELD_CUSTOM, 0, 0, 0, on_route_prefix},
     {"path", FIELD_CUSTOM, 0, 0, 0, on_route_path},
     {"upstream", FIELD_CUSTOM, 0, 0, 0, on_route_upstream},
+    {"cors", FIELD_CUSTOM, 0, 0, 0, on_route_cors},
 };
 
 static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -621,6 +811,14 @@ static int on_timeouts(loader_t *l, const char *key, yaml_node_t *value, void *o
     return walk_mapping(l, key, value, timeouts_fields, PTC_ARRAY_SIZE(timeouts_fields), &next->timeouts, true, values, NULL);
 }
 
+static int on_cors(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+
+    l->has_cors = true;
+    return parse_cors(l, key, value, &next->cors);
+}
+
 enum { TOP_UPSTREAMS = 4 };
 
 static const field_t top_fields[] = {
@@ -632,12 +830,13 @@ static const field_t top_fields[] = {
     {"routes", FIELD_CUSTOM, 0, 0, 0, on_routes},
     {"limits", FIELD_CUSTOM, 0, 0, 0, on_limits},
     {"timeouts", FIELD_CUSTOM, 0, 0, 0, on_timeouts},
+    {"cors", FIELD_CUSTOM, 0, 0, 0, on_cors},
 };
 
 static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *doc, char *err, size_t errlen)
 {
     ptc_config_t next = {0};
-    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false};
+    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false, false};
     yaml_node_t *values[PTC_ARRAY_SIZE(top_fields)] = {NULL}, *keys[PTC_ARRAY_SIZE(top_fields)] = {NULL};
     yaml_node_t *root = yaml_document_get_root_node(doc);
     int ret;
@@ -684,6 +883,8 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
             result.num_routes = cfg->num_routes;
         }
     }
+    if (!l.has_cors)
+        result.cors = cfg->cors;
     if (next.health_path == NULL)
         result.health_path = cfg->health_path;
     if ((ret = ptc_config_validate(&result, err, errlen)) != 0)
@@ -702,6 +903,8 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
             cfg->num_routes = 0;
         }
     }
+    if (!l.has_cors)
+        memset(&cfg->cors, 0, sizeof(cfg->cors));
     if (result.health_path == cfg->health_path)
         cfg->health_path = NULL;
     ptc_config_dispose(cfg);

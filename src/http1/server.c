@@ -23,6 +23,7 @@
 
 #include "portico/call.h"
 #include "portico/codec.h"
+#include "portico/cors.h"
 #include "portico/http1.h"
 #include "portico/log.h"
 #include "portico/worker.h"
@@ -58,7 +59,13 @@ struct st_ptc_h1conn_t {
     ptc_header_t *hdr_views;
     size_t num_hdrs;
     last_cb_t last_cb;
-    int head_error; /* HTTP status to answer when a callback stopped the parser (414, 431) */
+    int head_error; /* HTTP status to answer when a callback stopped the parser (400, 414, 431, 505) */
+    const char *head_error_msg;
+    const char *exec_start; /* the buffer given to the current llhttp_execute() */
+    char prev_last;         /* the last byte of the previous llhttp_execute() buffer */
+
+    ptc_cors_decision_t cors;          /* for the current exchange; applied to every response head */
+    ptc_http_headers_param_t *hparam;  /* $httpHeaders of the current request (allocated on first use) */
 
     ptc_call_t *call;
     bool in_request;        /* between message begin and message complete */
@@ -151,6 +158,16 @@ static void write_header(ptc_h1conn_t *conn, ptc_iovec_t name, ptc_iovec_t value
     evbuffer_add(out, "\r\n", 2);
 }
 
+/* Writes the CORS fields the exchange's decision calls for, given the fields already in the head. */
+static void write_cors(ptc_h1conn_t *conn, const ptc_header_t *sent, size_t nsent)
+{
+    ptc_header_t f[PTC_CORS_MAX_FIELDS];
+    ptc_cors_scratch_t scratch;
+    size_t n = ptc_cors_response_headers(&conn->cors, sent, nsent, f, PTC_ARRAY_SIZE(f), &scratch);
+    for (size_t i = 0; i < n; i++)
+        write_header(conn, f[i].name, f[i].value);
+}
+
 /* Ends the head with the connection decision. */
 static void write_head_end(ptc_h1conn_t *conn)
 {
@@ -171,6 +188,7 @@ static void write_simple(ptc_h1conn_t *conn, int status, const ptc_header_t *ext
     write_status_line(conn, status);
     for (size_t i = 0; i < nextra; i++)
         write_header(conn, extra[i].name, extra[i].value);
+    write_cors(conn, extra, nextra);
     if (status != 204) {
         snprintf(len, sizeof(len), "%zu", blen);
         if (blen != 0)
@@ -226,6 +244,7 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     write_status_line(conn, status);
     for (size_t i = 0; i < n; i++)
         write_header(conn, headers[i].name, headers[i].value);
+    write_cors(conn, headers, n);
     if (end_stream) {
         write_header(conn, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
     } else if (conn->http10) {
@@ -312,6 +331,15 @@ static void ds_on_call_done(ptc_downstream_t *ds)
         conn->discard_body = true; /* the rest of the request body has nowhere to go */
 }
 
+static void ds_abort(ptc_downstream_t *ds)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    conn->call = NULL;
+    conn->response_active = false;
+    conn->close_after_response = true;
+    start_closing(conn); /* what was queued is flushed; the terminating chunk never is */
+}
+
 static const ptc_downstream_cb_t ds_callbacks = {
     .send_head = ds_send_head,
     .send_body = ds_send_body,
@@ -319,6 +347,7 @@ static const ptc_downstream_cb_t ds_callbacks = {
     .pending = ds_pending,
     .pause_read = ds_pause_read,
     .on_call_done = ds_on_call_done,
+    .abort = ds_abort,
 };
 
 /* ---- request dispatch ---- */
@@ -338,6 +367,86 @@ static bool path_is(ptc_iovec_t url, const char *path)
     return len == strlen(path) && memcmp(url.base, path, len) == 0;
 }
 
+/* A gRPC-Web error made before any call exists (the request head itself was refused). */
+static void write_grpc_error(ptc_h1conn_t *conn, int status, const char *msg)
+{
+    char code[8], enc[1024];
+    snprintf(code, sizeof(code), "%d", status);
+    ptc_header_t h[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
+                        {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
+                        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))}};
+    ptc_log_info("http1 %s: grpc-status %d: %s", conn->peer, status, msg);
+    ds_send_head(&conn->super, 200, h, PTC_ARRAY_SIZE(h), true);
+    conn->response_complete = true;
+    conn->discard_body = true;
+}
+
+/* Answers a CORS preflight locally: never forwarded, never authenticated. */
+static void answer_preflight(ptc_h1conn_t *conn, const ptc_cors_config_t *policy, ptc_iovec_t origin)
+{
+    const ptc_header_t *rm = find(conn, PTC_STRLIT("access-control-request-method"));
+    const ptc_header_t *rh = find(conn, PTC_STRLIT("access-control-request-headers"));
+    const ptc_header_t *pn = find(conn, PTC_STRLIT("access-control-request-private-network"));
+    ptc_preflight_t pf = {
+        .origin = origin,
+        .request_method = rm->value,
+        .request_headers = rh != NULL ? rh->value : ptc_iov("", 0),
+        .request_private_network = pn != NULL && ptc_iov_eq_ci(ptc_iov_trim(pn->value), PTC_STRLIT("true")),
+    };
+    ptc_header_t f[PTC_CORS_MAX_FIELDS];
+    ptc_cors_scratch_t scratch;
+    size_t n;
+    const char *why = NULL;
+
+    conn->discard_body = true;
+    if (ptc_cors_preflight(policy, &pf, f, PTC_ARRAY_SIZE(f), &n, &scratch, &why) == 204) {
+        write_simple(conn, 204, f, n, NULL);
+        return;
+    }
+    ptc_log_warn("http1 %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", conn->peer,
+                 (int)PTC_MIN(origin.len, (size_t)200), origin.base, (int)PTC_MIN(pf.request_method.len, (size_t)32),
+                 pf.request_method.base, why);
+    write_simple(conn, 403, NULL, 0, "CORS preflight refused\n");
+}
+
+/*
+ * Merges the $httpHeaders URL parameter (grpc-web suppressCorsPreflight) over the request's headers:
+ * its fields come first and replace same-named ones. Returns false when the parameter was refused
+ * (already answered).
+ */
+static bool merge_http_headers_param(ptc_h1conn_t *conn, ptc_iovec_t url)
+{
+    const char *why = NULL;
+
+    if (memchr(url.base, '?', url.len) == NULL)
+        return true;
+    if (conn->hparam == NULL && (conn->hparam = malloc(sizeof(*conn->hparam))) == NULL) {
+        write_grpc_error(conn, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        return false;
+    }
+    if (ptc_http_headers_param_parse(url, conn->hparam, &why) != 0) {
+        write_grpc_error(conn, PTC_GRPC_INVALID_ARGUMENT, why);
+        return false;
+    }
+    if (!conn->hparam->present)
+        return true;
+    /* hdr_views has room for max_headers + PTC_HTTP_HEADERS_MAX_FIELDS entries */
+    size_t n = conn->hparam->num_fields;
+    ptc_header_t *v = conn->hdr_views;
+    memmove(v + n, v, conn->num_hdrs * sizeof(*v));
+    memcpy(v, conn->hparam->fields, n * sizeof(*v));
+    size_t total = n;
+    for (size_t i = n; i < n + conn->num_hdrs; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < n && !replaced; j++)
+            replaced = ptc_iov_eq_ci(v[i].name, v[j].name);
+        if (!replaced)
+            v[total++] = v[i];
+    }
+    conn->num_hdrs = total;
+    return true;
+}
+
 /* Decides what to do with a complete request head. Returns 0, or -1 when the connection was failed. */
 static int on_head(ptc_h1conn_t *conn)
 {
@@ -350,19 +459,44 @@ static int on_head(ptc_h1conn_t *conn)
     for (size_t i = 0; i < conn->num_hdrs; i++)
         conn->hdr_views[i] = (ptc_header_t){ptc_iov(conn->head + conn->hdrs[i].name, conn->hdrs[i].name_len),
                                             ptc_iov(conn->head + conn->hdrs[i].value, conn->hdrs[i].value_len)};
-    conn->http10 = llhttp_get_http_major(&conn->parser) == 1 && llhttp_get_http_minor(&conn->parser) == 0;
+    if (llhttp_get_http_major(&conn->parser) != 1) {
+        /* a request line without a version (HTTP/0.9) */
+        conn->head_error = 400;
+        conn->head_error_msg = "request line without HTTP/1.x version";
+        return -1;
+    }
+    conn->http10 = llhttp_get_http_minor(&conn->parser) == 0;
     conn->keep_alive = llhttp_should_keep_alive(&conn->parser) != 0;
     timer_set(conn, 0);
 
-    if ((method == HTTP_GET || method == HTTP_HEAD) && path_is(url, cfg->health_path)) {
-        conn->discard_body = true;
-        write_simple(conn, 200, NULL, 0, "ok\n");
-        return 0;
-    }
+    const char *q = memchr(url.base, '?', url.len);
+    ptc_iovec_t path = ptc_iov(url.base, q != NULL ? (size_t)(q - url.base) : url.len);
+    const ptc_cors_config_t *policy = ptc_config_cors_for(cfg, ptc_config_match_route(cfg, path));
+    const ptc_header_t *origin_h = find(conn, PTC_STRLIT("origin"));
+    ptc_iovec_t origin = origin_h != NULL ? ptc_iov_trim(origin_h->value) : ptc_iov("", 0);
+
     if (method == HTTP_OPTIONS) {
+        if (ptc_cors_is_preflight(ptc_iov(mname, strlen(mname)), origin_h != NULL,
+                                  find(conn, PTC_STRLIT("access-control-request-method")) != NULL)) {
+            answer_preflight(conn, policy, origin);
+            return 0;
+        }
         ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
         conn->discard_body = true;
         write_simple(conn, 204, &allow, 1, NULL);
+        return 0;
+    }
+    conn->cors = ptc_cors_decide(policy, origin);
+    if (conn->cors.verdict == PTC_CORS_DENIED) {
+        ptc_log_warn("http1 %s: %s %.*s refused: origin '%.*s' is not allowed by the CORS policy", conn->peer, mname,
+                     (int)PTC_MIN(path.len, (size_t)200), path.base, (int)PTC_MIN(origin.len, (size_t)200), origin.base);
+        conn->discard_body = true;
+        write_simple(conn, 403, NULL, 0, "origin not allowed by the CORS policy\n");
+        return 0;
+    }
+    if ((method == HTTP_GET || method == HTTP_HEAD) && path_is(url, cfg->health_path)) {
+        conn->discard_body = true;
+        write_simple(conn, 200, NULL, 0, "ok\n");
         return 0;
     }
     if (method != HTTP_POST) {
@@ -374,6 +508,8 @@ static int on_head(ptc_h1conn_t *conn)
         write_simple(conn, 405, &allow, 1, body);
         return 0;
     }
+    if (!merge_http_headers_param(conn, url))
+        return 0;
     h = find(conn, PTC_STRLIT("content-type"));
     ptc_ctype_t ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
     if ((ct.kind != PTC_CT_GRPC_WEB && ct.kind != PTC_CT_GRPC_WEB_TEXT) || ct.codec.len > 32) {
@@ -423,6 +559,8 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len)
     size_t cap = conn->worker->config->limits.max_header_size;
     if (conn->head_len + len > cap) {
         conn->head_error = conn->last_cb == CB_URL ? 414 : 431;
+        conn->head_error_msg = conn->last_cb == CB_URL ? "request URI too long (limits.max_header_size)"
+                                                       : "request header fields too large (limits.max_header_size)";
         return HPE_USER;
     }
     memcpy(conn->head + conn->head_len, at, len);
@@ -441,6 +579,8 @@ static int on_message_begin(llhttp_t *p)
     conn->num_hdrs = 0;
     conn->last_cb = CB_NONE;
     conn->head_error = 0;
+    conn->head_error_msg = NULL;
+    conn->cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
     timer_set(conn, conn->worker->config->timeouts.header_read_ms);
     return 0;
 }
@@ -462,6 +602,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     if (conn->last_cb != CB_FIELD) {
         if (conn->num_hdrs == conn->worker->config->limits.max_headers) {
             conn->head_error = 431;
+            conn->head_error_msg = "too many request header fields (limits.max_headers)";
             return HPE_USER;
         }
         conn->last_cb = CB_FIELD;
@@ -475,6 +616,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     ptc_h1conn_t *conn = conn_of(p);
     hdr_off_t *h = &conn->hdrs[conn->num_hdrs - 1];
+    /* llhttp 8 accepts obs-fold (a value continued on a line starting with SP/HT) even in strict mode;
+     * RFC 9112 §5.2 lets a server reject it, and a proxy must not forward it. A value piece that
+     * starts right after a line feed is such a continuation. */
+    char prev = at > conn->exec_start ? at[-1] : conn->prev_last;
+    if (prev == '\n') {
+        conn->head_error = 400;
+        conn->head_error_msg = "obsolete line folding (obs-fold) in a header field";
+        return HPE_USER;
+    }
     if (conn->last_cb != CB_VALUE) {
         conn->last_cb = CB_VALUE;
         h->value = (uint32_t)conn->head_len;
@@ -556,7 +706,7 @@ static const llhttp_settings_t parser_settings = {
 static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
 {
     if (conn->head_error != 0) {
-        fail_http(conn, conn->head_error, "%s", conn->head_error == 414 ? "request URI too long" : "request header fields too large");
+        fail_http(conn, conn->head_error, "%s", conn->head_error_msg);
         return;
     }
     if (err == HPE_USER && conn->close_after_response && conn->discard_body) {
@@ -565,15 +715,22 @@ static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
         start_closing(conn);
         return;
     }
-    if (conn->call != NULL || conn->response_active) {
+    if (conn->response_active) {
         /* the response is under way: nothing well-formed can follow, only closing is left */
         ptc_log_info("http1 %s: malformed request body (%s: %s); closing", conn->peer, llhttp_errno_name(err),
                      llhttp_get_error_reason(&conn->parser));
         conn_free(conn, "malformed request");
         return;
     }
-    fail_http(conn, err == HPE_INVALID_VERSION ? 505 : 400, "malformed HTTP/1.1 request: %s (%s)", llhttp_get_error_reason(&conn->parser),
-              llhttp_errno_name(err));
+    if (conn->call != NULL) {
+        /* no response byte went out yet: the call is cancelled and the client gets a 400 */
+        ptc_call_t *call = conn->call;
+        conn->call = NULL;
+        ptc_call_detach_downstream(call, "malformed request body");
+    }
+    const char *reason = llhttp_get_error_reason(&conn->parser);
+    bool bad_version = err == HPE_INVALID_VERSION && reason != NULL && strcmp(reason, "Invalid HTTP version") == 0;
+    fail_http(conn, bad_version ? 505 : 400, "malformed HTTP/1.1 request: %s (%s)", reason, llhttp_errno_name(err));
 }
 
 static void parse_input(ptc_h1conn_t *conn)
@@ -590,6 +747,7 @@ static void parse_input(ptc_h1conn_t *conn)
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         conn->freed = &freed;
+        conn->exec_start = v.iov_base;
         llhttp_errno_t err = llhttp_execute(&conn->parser, v.iov_base, v.iov_len);
         if (freed)
             return;
@@ -601,6 +759,8 @@ static void parse_input(ptc_h1conn_t *conn)
             parse_error(conn, err);
             return;
         }
+        if (consumed != 0)
+            conn->prev_last = ((const char *)v.iov_base)[consumed - 1];
         evbuffer_drain(in, consumed);
         if (conn->discard_body && conn->in_request)
             timer_set(conn, conn->worker->config->timeouts.header_read_ms);
@@ -688,6 +848,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
     free(conn->head);
     free(conn->hdrs);
     free(conn->hdr_views);
+    free(conn->hparam);
     free(conn);
     ptc_worker_on_conn_closed(w);
 }
@@ -723,7 +884,7 @@ void ptc_h1conn_accept(ptc_worker_t *w, evutil_socket_t fd, const struct sockadd
     conn->resume_ev = event_new(w->base, -1, 0, on_resume, conn);
     conn->head = malloc(lim->max_header_size);
     conn->hdrs = calloc(lim->max_headers, sizeof(*conn->hdrs));
-    conn->hdr_views = calloc(lim->max_headers, sizeof(*conn->hdr_views));
+    conn->hdr_views = calloc((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS, sizeof(*conn->hdr_views));
     if (conn->bev == NULL || conn->timer == NULL || conn->resume_ev == NULL || conn->head == NULL || conn->hdrs == NULL ||
         conn->hdr_views == NULL) {
         if (conn->bev != NULL)
@@ -765,6 +926,19 @@ void ptc_h1conn_drain_all(ptc_worker_t *w)
             conn_free(conn, "gateway draining");
         else
             conn->close_after_response = true;
+    }
+}
+
+void ptc_h1conn_fail_calls(ptc_worker_t *w, const char *message)
+{
+    ptc_h1conn_t *conn, *next;
+    for (conn = TAILQ_FIRST(&w->conns); conn != NULL; conn = next) {
+        next = TAILQ_NEXT(conn, link);
+        conn->close_after_response = true;
+        if (conn->call != NULL)
+            ptc_call_abort(conn->call, PTC_GRPC_UNAVAILABLE, message);
+        else if (!conn->closing)
+            start_closing(conn);
     }
 }
 

@@ -89,13 +89,24 @@ static void on_drain(evutil_socket_t fd, short events, void *arg)
     maybe_exit(w);
 }
 
+#define DRAIN_FLUSH_MS 1000 /* after the drain timeout: how long the final answers may take to flush */
+
 static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
     ptc_worker_t *w = arg;
-    ptc_log_warn("drain timeout: closing %zu connections with %zu calls in flight", w->num_conns, w->num_calls);
-    event_base_loopexit(w->base, NULL);
+    if (w->drain_expired) {
+        ptc_log_warn("drain: %zu connections did not flush in time; closing them", w->num_conns);
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    w->drain_expired = true;
+    ptc_log_warn("drain timeout: ending %zu calls in flight with UNAVAILABLE", w->num_calls);
+    ptc_h1conn_fail_calls(w, "gateway shutting down (drain timeout)");
+    struct timeval tv = {DRAIN_FLUSH_MS / 1000, DRAIN_FLUSH_MS % 1000 * 1000};
+    evtimer_add(w->drain_timer, &tv);
+    maybe_exit(w);
 }
 
 void ptc_worker_on_conn_closed(ptc_worker_t *w)

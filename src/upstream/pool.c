@@ -505,21 +505,57 @@ static void fail_pending(ptc_upstream_t *up, const char *message)
     }
 }
 
+/*
+ * Every endpoint not backing off gets a connection (within max_connections), so that calls spread over
+ * all of them rather than only failing over.
+ */
+static void connect_endpoints(ptc_upstream_t *up)
+{
+    uint64_t now = ptc_now_ms();
+    for (size_t ep = 0; ep < up->config->num_endpoints && up->num_conns < up->config->max_connections; ep++) {
+        ptc_h2client_t *conn;
+        bool have = false;
+        TAILQ_FOREACH(conn, &up->conns, link)
+        have = have || conn->endpoint == ep;
+        if (!have && up->endpoints[ep].retry_at_ms <= now)
+            conn_open(up, ep); /* a synchronous failure puts the endpoint in backoff */
+    }
+}
+
+/* The next connection with a free stream, round-robin; NULL when none has one. */
+static ptc_h2client_t *pick_conn(ptc_upstream_t *up, bool *connecting)
+{
+    ptc_h2client_t *conn;
+    size_t eligible = 0;
+    *connecting = false;
+    TAILQ_FOREACH(conn, &up->conns, link)
+    {
+        if (conn->state == H2C_CONNECTING)
+            *connecting = true;
+        else if (conn_has_capacity(conn))
+            eligible++;
+    }
+    if (eligible == 0)
+        return NULL;
+    size_t k = up->conn_rr++ % eligible;
+    TAILQ_FOREACH(conn, &up->conns, link)
+    {
+        if (conn->state != H2C_CONNECTING && conn_has_capacity(conn) && k-- == 0)
+            return conn;
+    }
+    return NULL;
+}
+
 /* Moves queued calls onto connections with free streams, opening connections as needed. */
 static void dispatch(ptc_upstream_t *up)
 {
     ptc_upstream_call_link_t *link;
 
+    if (!TAILQ_EMPTY(&up->pending))
+        connect_endpoints(up);
     while ((link = TAILQ_FIRST(&up->pending)) != NULL) {
-        ptc_h2client_t *conn, *target = NULL;
-        bool connecting = false;
-        TAILQ_FOREACH(conn, &up->conns, link)
-        {
-            if (conn->state == H2C_CONNECTING)
-                connecting = true;
-            else if (conn_has_capacity(conn) && (target == NULL || conn->num_streams < target->num_streams))
-                target = conn;
-        }
+        bool connecting;
+        ptc_h2client_t *target = pick_conn(up, &connecting);
         if (target != NULL) {
             TAILQ_REMOVE(&up->pending, link, pending_link);
             link->pending = false;
@@ -540,18 +576,17 @@ static void dispatch(ptc_upstream_t *up)
                     return;
                 continue; /* failed at once (e.g. bad address); its endpoint now backs off */
             }
-            /* every endpoint is backing off: report the one that comes back first */
-            const ptc_endpoint_state_t *st = &up->endpoints[0];
-            for (size_t i = 1; i < up->config->num_endpoints; i++)
-                if (up->endpoints[i].retry_at_ms < st->retry_at_ms)
-                    st = &up->endpoints[i];
-            uint64_t now = ptc_now_ms(), wait = st->retry_at_ms > now ? st->retry_at_ms - now : 0;
-            char msg[400];
-            snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", up->config->name,
-                     st->last_error[0] != '\0' ? st->last_error : "no endpoint available", wait);
             if (up->num_conns == 0) {
+                /* every endpoint is backing off: report the one that comes back first */
+                const ptc_endpoint_state_t *st = &up->endpoints[0];
+                for (size_t i = 1; i < up->config->num_endpoints; i++)
+                    if (up->endpoints[i].retry_at_ms < st->retry_at_ms)
+                        st = &up->endpoints[i];
+                uint64_t now = ptc_now_ms(), wait = st->retry_at_ms > now ? st->retry_at_ms - now : 0;
+                char msg[400];
+                snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", up->config->name,
+                         st->last_error[0] != '\0' ? st->last_error : "no endpoint available", wait);
                 fail_pending(up, msg);
-                return;
             }
         }
         return; /* all connections are busy: wait for a stream to close */

@@ -2,6 +2,7 @@
 """gRPC test upstream implementing portico.test.Echo (see echo_pb.py).
 
 Prints exactly one line `PORT <n>` to stdout once listening; logs go to stderr.
+`--max-concurrent-streams N` caps the streams per HTTP/2 connection (grpc.max_concurrent_streams).
 SIGTERM/SIGINT stop the server (0.5 s grace) and exit 0.
 
 Response shape, per method:
@@ -239,18 +240,21 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--max-concurrent-streams", type=int, default=0,
+                        help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (0 = grpc default)")
     args = parser.parse_args()
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s echo_server[%(process)d] %(levelname)s %(message)s")
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=args.workers),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.so_reuseport", 0),
-        ])
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.so_reuseport", 0),
+    ]
+    if args.max_concurrent_streams > 0:
+        options.append(("grpc.max_concurrent_streams", args.max_concurrent_streams))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers), options=options)
     server.add_generic_rpc_handlers((generic_handler(EchoService()),))
     try:
         port = server.add_insecure_port(f"{args.host}:{args.port}")

@@ -48,10 +48,21 @@ static int failmalloc_fail_at(void *caller)
 
 /* libyaml 0.2.5 leaks on some of its own allocation failures (yaml_parser_load_mapping/sequence free the
  * tag but not the pair/item stack when pushing the node fails); those are not ours to check. */
-static int failmalloc_failed_in_libyaml(void)
+static int failmalloc_failed_in(const char *lib)
 {
     Dl_info info;
-    return dladdr(failmalloc_caller, &info) != 0 && info.dli_fname != NULL && strstr(info.dli_fname, "libyaml") != NULL;
+    return dladdr(failmalloc_caller, &info) != 0 && info.dli_fname != NULL && strstr(info.dli_fname, lib) != NULL;
+}
+
+static int failmalloc_failed_in_libyaml(void)
+{
+    return failmalloc_failed_in("libyaml");
+}
+
+/* PCRE2's JIT compiler failing is not an error: origin patterns then run on the interpreter. */
+static int failmalloc_failed_in_libpcre2(void)
+{
+    return failmalloc_failed_in("libpcre2");
 }
 
 void *malloc(size_t size)
@@ -172,6 +183,10 @@ static void assert_is_default(const ptc_config_t *cfg)
     assert_string_equal(cfg->health_path, "/healthz");
     assert_int_equal(cfg->workers, 0);
     assert_int_equal(cfg->log_level, PTC_LOG_INFO);
+    assert_null(cfg->routes[0].cors);
+    assert_false(cfg->cors.enabled);
+    assert_int_equal(cfg->cors.num_origins, 0);
+    assert_null(cfg->cors.origins);
 }
 
 static void test_defaults(void **state)
@@ -524,6 +539,64 @@ static const error_case_t error_cases[] = {
     {"log_level: verbose\n", "t.yaml:1: log_level: invalid log level \"verbose\" (expected debug, info, warn, error or off)"},
     /* documents */
     {"workers: 1\n---\nworkers: 2\n", "t.yaml:3: only one YAML document is allowed"},
+    /* cors: structure */
+    {"cors:\n  allow_origin: [\"*\"]\n", "t.yaml:2: cors.allow_origin: unknown key"},
+    {"cors:\n  max_age: 1s\n  max_age: 2s\n", "t.yaml:3: cors.max_age: duplicate key"},
+    {"cors: [\"*\"]\n", "t.yaml:1: cors: expected a mapping, got a sequence"},
+    {"cors:\n", "t.yaml:1: cors: expected a mapping, got null"},
+    {"cors: true\n", "t.yaml:1: cors: expected a mapping, got a string"},
+    {"routes:\n  - prefix: /\n    upstream: default\n    cors: ~\n", "t.yaml:4: routes[0].cors: expected a mapping, got null"},
+    {"routes:\n  - prefix: /\n    upstream: default\n    cors:\n      origins: [\"*\"]\n",
+     "t.yaml:5: routes[0].cors.origins: unknown key"},
+    /* cors: origins */
+    {"cors:\n  allow_origins: []\n", "t.yaml:2: cors.allow_origins: must not be empty"},
+    {"cors:\n  allow_origins: \"*\"\n", "t.yaml:2: cors.allow_origins: expected a sequence, got a string"},
+    {"cors:\n  allow_origins: [~]\n", "t.yaml:2: cors.allow_origins[0]: expected an origin, got null"},
+    {"cors:\n  allow_origins: [[https://a.example]]\n", "t.yaml:2: cors.allow_origins[0]: expected an origin, got a sequence"},
+    {"cors:\n  allow_origins: [\"\"]\n", "t.yaml:2: cors.allow_origins[0]: empty origin"},
+    {"cors:\n  allow_origins:\n    - https://a.example\n    - https://b.example/\n",
+     "t.yaml:4: cors.allow_origins[1]: invalid origin: expected SCHEME://HOST[:PORT] (no path), *.-wildcard, ~REGEX, or *"},
+    {"cors:\n  allow_origins: [\"https://*.example.com/app\"]\n",
+     "t.yaml:2: cors.allow_origins[0]: invalid wildcard origin: expected SCHEME://*.DOMAIN[:PORT], e.g. https://*.example.com"},
+    {"cors:\n"
+     "  allow_origins:\n"
+     "    - https://app.example.com\n"
+     "    - \"https://*.example.com\"\n"
+     "    - \"~^https://([a-z]+\\\\.example\\\\.org$\"\n",
+     "t.yaml:5: cors.allow_origins[2]: invalid origin regex at offset 31: missing closing parenthesis"},
+    {"routes:\n  - prefix: /\n    upstream: default\n    cors:\n      allow_origins: [\"https://ok.example\", \"~a{2,1}\"]\n",
+     "t.yaml:5: routes[0].cors.allow_origins[1]: invalid origin regex at offset 5: numbers out of order in {} quantifier"},
+    /* cors: booleans */
+    {"cors:\n  allow_credentials: yes\n", "t.yaml:2: cors.allow_credentials: invalid boolean \"yes\" (expected true or false)"},
+    {"cors:\n  allow_private_network: 1\n", "t.yaml:2: cors.allow_private_network: invalid boolean \"1\" (expected true or false)"},
+    {"cors:\n  allow_credentials: [true]\n", "t.yaml:2: cors.allow_credentials: expected a boolean, got a sequence"},
+    {"cors:\n  allow_credentials:\n", "t.yaml:2: cors.allow_credentials: expected a boolean, got null"},
+    /* cors: methods and header names */
+    {"cors:\n  allow_methods: POST\n", "t.yaml:2: cors.allow_methods: expected a sequence, got a string"},
+    {"cors:\n  allow_methods: []\n", "t.yaml:2: cors.allow_methods: must not be empty"},
+    {"cors:\n  allow_methods: [POST, \"GE T\"]\n",
+     "t.yaml:2: cors.allow_methods[1]: invalid method \"GE T\": must be an HTTP token"},
+    {"cors:\n  allow_methods: [POST, {a: b}]\n", "t.yaml:2: cors.allow_methods[1]: expected a method, got a mapping"},
+    {"cors:\n  allow_headers: x-custom\n", "t.yaml:2: cors.allow_headers: must be \"*\" or a sequence of header names"},
+    {"cors:\n  allow_headers: {a: 1}\n",
+     "t.yaml:2: cors.allow_headers: expected \"*\" or a sequence of header names, got a mapping"},
+    {"cors:\n  allow_headers:\n", "t.yaml:2: cors.allow_headers: expected \"*\" or a sequence of header names, got null"},
+    {"cors:\n  allow_headers: []\n", "t.yaml:2: cors.allow_headers: must not be empty"},
+    {"cors:\n  allow_headers: [authorization, \"x y\"]\n",
+     "t.yaml:2: cors.allow_headers[1]: invalid header name \"x y\": must be an HTTP token"},
+    {"cors:\n  allow_headers: [authorization, \"*\"]\n",
+     "t.yaml:2: cors.allow_headers[1]: \"*\" cannot be listed; use allow_headers: \"*\" to reflect the requested headers"},
+    {"cors:\n  allow_headers: [\"\"]\n", "t.yaml:2: cors.allow_headers[0]: invalid header name \"\": must be an HTTP token"},
+    {"cors:\n  expose_headers: [\"x-a:b\"]\n",
+     "t.yaml:2: cors.expose_headers[0]: invalid header name \"x-a:b\": must be an HTTP token"},
+    {"cors:\n  expose_headers: x-a\n", "t.yaml:2: cors.expose_headers: expected a sequence, got a string"},
+    {"cors:\n  expose_headers:\n    - x-a\n    - \"x\\0b\"\n", "t.yaml:4: cors.expose_headers[1]: must not contain NUL bytes"},
+    /* cors: max_age */
+    {"cors:\n  max_age: 1.5s\n", "t.yaml:2: cors.max_age: must be a whole number of seconds"},
+    {"cors:\n  max_age: 500ms\n", "t.yaml:2: cors.max_age: must be a whole number of seconds"},
+    {"cors:\n  max_age: 10x\n", "t.yaml:2: cors.max_age: invalid duration \"10x\": expected a number followed by ms, s, m or h"},
+    {"cors:\n  max_age: -1\n", "t.yaml:2: cors.max_age: invalid duration \"-1\": expected a number followed by ms, s, m or h"},
+    {"cors:\n  max_age: [1s]\n", "t.yaml:2: cors.max_age: expected a duration, got a sequence"},
 };
 
 /* Every error leaves the config as it was, and names file, line and key exactly. */
@@ -598,6 +671,288 @@ static void test_dispose_after_failure(void **state)
 
     ptc_config_t zero = {0};
     ptc_config_dispose(&zero);
+}
+
+/* The cors section as documented (README and the format comment in config.c), with a per-route override. */
+static const char CORS_EXAMPLE[] = "upstreams:\n"
+                                   "  - name: echo\n"
+                                   "    endpoints: [127.0.0.1:50051]\n"
+                                   "routes:\n"
+                                   "  - prefix: /portico.test.Echo/\n"
+                                   "    upstream: echo\n"
+                                   "    cors: {allow_origins: [\"https://other.example\"]}\n"
+                                   "  - path: /portico.test.Echo/Private\n"
+                                   "    upstream: echo\n"
+                                   "    cors:\n"
+                                   "      allow_origins: [\"https://admin.example.com\", \"null\"]\n"
+                                   "      allow_credentials: true\n"
+                                   "      allow_methods: [POST]\n"
+                                   "      allow_headers: [authorization, X-Api-Key]\n"
+                                   "      max_age: 0\n"
+                                   "      allow_private_network: true\n"
+                                   "  - prefix: /\n"
+                                   "    upstream: echo\n"
+                                   "cors:\n"
+                                   "  allow_origins: [\"https://app.example.com\", \"https://*.example.com\", "
+                                   "\"~^https://[a-z]+\\\\.example\\\\.org$\", \"*\"]\n"
+                                   "  allow_credentials: false        # default false\n"
+                                   "  allow_methods: [POST, OPTIONS]  # default \"POST, OPTIONS\"\n"
+                                   "  allow_headers: \"*\"              # \"*\" or absent = reflect\n"
+                                   "  expose_headers: [x-custom, X-Trace-Bin]\n"
+                                   "  max_age: 10m\n"
+                                   "  allow_private_network: false\n";
+
+static const ptc_route_config_t *match(const ptc_config_t *cfg, const char *path)
+{
+    return ptc_config_match_route(cfg, ptc_iov(path, strlen(path)));
+}
+
+static bool allowed(const ptc_cors_config_t *c, const char *origin)
+{
+    return ptc_cors_origin_allowed(c, ptc_iov(origin, strlen(origin)));
+}
+
+/* A policy with every key at its default, as ptc_cors_config_init leaves it, enabled. */
+static void assert_cors_defaults_but_origins(const ptc_cors_config_t *c)
+{
+    assert_true(c->enabled);
+    assert_false(c->allow_credentials);
+    assert_null(c->allow_methods); /* "POST, OPTIONS" */
+    assert_true(c->reflect_headers);
+    assert_null(c->allow_headers);
+    assert_int_equal(c->num_allow_headers, 0);
+    assert_null(c->expose_headers);
+    assert_int_equal(c->num_expose_headers, 0);
+    assert_int_equal(c->max_age_s, 600);
+    assert_false(c->allow_private_network);
+}
+
+static void test_cors_example(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    int ret = load(&cfg, CORS_EXAMPLE, err, sizeof(err));
+    if (ret != 0)
+        print_message("%s\n", err);
+    assert_int_equal(ret, 0);
+
+    /* the global policy */
+    const ptc_cors_config_t *g = &cfg.cors;
+    assert_true(g->enabled);
+    assert_int_equal(g->num_origins, 4);
+    assert_int_equal(g->origins[0].kind, PTC_ORIGIN_EXACT);
+    assert_string_equal(g->origins[0].text, "https://app.example.com");
+    assert_int_equal(g->origins[1].kind, PTC_ORIGIN_WILDCARD);
+    assert_string_equal(g->origins[1].suffix, ".example.com");
+    assert_int_equal(g->origins[2].kind, PTC_ORIGIN_REGEX);
+    assert_string_equal(g->origins[2].text, "~^https://[a-z]+\\.example\\.org$");
+    assert_int_equal(g->origins[3].kind, PTC_ORIGIN_ANY);
+    assert_false(g->allow_credentials);
+    assert_string_equal(g->allow_methods, "POST, OPTIONS");
+    assert_true(g->reflect_headers);
+    assert_int_equal(g->num_allow_headers, 0);
+    assert_int_equal(g->num_expose_headers, 2);
+    assert_string_equal(g->expose_headers[0], "x-custom");
+    assert_string_equal(g->expose_headers[1], "X-Trace-Bin");
+    assert_int_equal(g->max_age_s, 600);
+    assert_false(g->allow_private_network);
+    assert_true(allowed(g, "https://shop.example.org"));
+    assert_false(allowed(g, "null"));
+
+    /* routes, in match order, keep their own policies */
+    assert_int_equal(cfg.num_routes, 3);
+    const ptc_route_config_t *priv = &cfg.routes[0], *echo = &cfg.routes[1], *all = &cfg.routes[2];
+    assert_string_equal(priv->path, "/portico.test.Echo/Private");
+    assert_string_equal(echo->path, "/portico.test.Echo/");
+    assert_string_equal(all->path, "/");
+    assert_null(all->cors);
+
+    /* keys not given take the defaults, not the global values */
+    assert_non_null(echo->cors);
+    assert_int_equal(echo->cors->num_origins, 1);
+    assert_string_equal(echo->cors->origins[0].text, "https://other.example");
+    assert_cors_defaults_but_origins(echo->cors);
+
+    const ptc_cors_config_t *p = priv->cors;
+    assert_non_null(p);
+    assert_true(p->enabled);
+    assert_int_equal(p->num_origins, 2);
+    assert_true(allowed(p, "null")); /* listed literally, and quoted: a plain null is YAML's null */
+    assert_true(p->allow_credentials);
+    assert_string_equal(p->allow_methods, "POST");
+    assert_false(p->reflect_headers);
+    assert_int_equal(p->num_allow_headers, 2);
+    assert_string_equal(p->allow_headers[0], "authorization");
+    assert_string_equal(p->allow_headers[1], "X-Api-Key");
+    assert_int_equal(p->num_expose_headers, 0);
+    assert_int_equal(p->max_age_s, 0);
+    assert_true(p->allow_private_network);
+
+    /* route lookup and the policy that applies */
+    assert_ptr_equal(match(&cfg, "/portico.test.Echo/Echo"), echo);
+    assert_ptr_equal(match(&cfg, "/portico.test.Echo/Private"), priv);
+    assert_ptr_equal(match(&cfg, "/other.Svc/M"), all);
+    assert_ptr_equal(ptc_config_cors_for(&cfg, echo), echo->cors);
+    assert_ptr_equal(ptc_config_cors_for(&cfg, priv), priv->cors);
+    assert_ptr_equal(ptc_config_cors_for(&cfg, all), &cfg.cors);
+    assert_ptr_equal(ptc_config_cors_for(&cfg, NULL), &cfg.cors);
+    assert_true(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/Echo")), "https://other.example"));
+    assert_false(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/Echo")), "https://app.example.com"));
+    assert_true(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/x.Y/Z")), "https://app.example.com"));
+
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    ptc_config_dispose(&cfg);
+}
+
+static void test_cors_minimal_and_empty(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+
+    /* only origins: everything else at its default */
+    assert_int_equal(load(&cfg, "cors:\n  allow_origins: [http://localhost:3000]\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.cors.num_origins, 1);
+    assert_cors_defaults_but_origins(&cfg.cors);
+    assert_true(allowed(&cfg.cors, "http://localhost:3000"));
+    assert_false(allowed(&cfg.cors, "http://localhost:3001"));
+
+    /* an empty section is a policy that allows no origin */
+    assert_int_equal(load(&cfg, "cors: {}\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.cors.num_origins, 0);
+    assert_cors_defaults_but_origins(&cfg.cors);
+    assert_false(allowed(&cfg.cors, "http://localhost:3000"));
+
+    /* single-quoted regex, lists in block style, 1h max_age */
+    assert_int_equal(load(&cfg,
+                          "cors:\n"
+                          "  allow_origins:\n"
+                          "    - '~https://(a|b)\\.test'\n"
+                          "  expose_headers:\n"
+                          "    - grpc-status\n"
+                          "  max_age: 1h\n"
+                          "  allow_credentials: true\n",
+                          err, sizeof(err)),
+                     0);
+    assert_true(allowed(&cfg.cors, "https://b.test"));
+    assert_false(allowed(&cfg.cors, "https://c.test"));
+    assert_int_equal(cfg.cors.max_age_s, 3600);
+    assert_true(cfg.cors.allow_credentials);
+    ptc_config_dispose(&cfg);
+}
+
+/* A file without a cors section keeps the current policy, like the other sections; a failed load keeps it too. */
+static void test_cors_partial_overrides(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(load(&cfg, CORS_EXAMPLE, err, sizeof(err)), 0);
+
+    assert_int_equal(load(&cfg, "workers: 3\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.workers, 3);
+    assert_int_equal(cfg.cors.num_origins, 4);
+    assert_int_equal(cfg.num_routes, 3);
+    assert_non_null(cfg.routes[1].cors); /* routes kept with their policies */
+    assert_true(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/E")), "https://other.example"));
+
+    assert_int_equal(load(&cfg, "cors:\n  allow_origins: [https://x.test]\n  max_age: bad\n", err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(err, "t.yaml:3: cors.max_age: invalid duration \"bad\": expected a number followed by ms, s, m or h");
+    assert_int_equal(cfg.cors.num_origins, 4);
+    assert_true(allowed(&cfg.cors, "https://app.example.com"));
+
+    /* replaced routes take their policies with them */
+    assert_int_equal(
+        load(&cfg, "routes:\n  - {prefix: /, upstream: echo}\ncors: {allow_origins: [https://x.test]}\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.num_routes, 1);
+    assert_null(cfg.routes[0].cors);
+    assert_int_equal(cfg.cors.num_origins, 1);
+    assert_ptr_equal(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/E")), &cfg.cors);
+    ptc_config_dispose(&cfg);
+}
+
+/* Errors after policies were built (global, per route) free them; the config stays as it was. */
+static void test_cors_dispose_after_failure(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    char yaml[sizeof(CORS_EXAMPLE) + 64];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+
+    snprintf(yaml, sizeof(yaml), "%stimeouts_typo: 1\n", CORS_EXAMPLE);
+    assert_int_equal(load(&cfg, yaml, err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(err, "t.yaml:27: timeouts_typo: unknown key");
+    assert_is_default(&cfg);
+
+    /* the error is inside the second route's policy, after the first route's */
+    snprintf(yaml, sizeof(yaml), "%s", CORS_EXAMPLE);
+    char *p = strstr(yaml, "max_age: 0");
+    assert_non_null(p);
+    memcpy(p, "max_age: x", 10);
+    assert_int_equal(load(&cfg, yaml, err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(err,
+                        "t.yaml:15: routes[1].cors.max_age: invalid duration \"x\": expected a number followed by ms, s, m or h");
+    assert_is_default(&cfg);
+
+    /* validation failing after the whole file was walked */
+    snprintf(yaml, sizeof(yaml), "%slimits: {stream_window_size: 1}\n", CORS_EXAMPLE);
+    assert_int_equal(load(&cfg, yaml, err, sizeof(err)), PTC_ECONFIG);
+    assert_is_default(&cfg);
+    ptc_config_dispose(&cfg);
+}
+
+static void test_add_allow_origin(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+
+    /* without a cors section: a default policy with the flag's origins */
+    assert_int_equal(ptc_config_add_allow_origin(&cfg, "http://localhost:3000", err, sizeof(err)), 0);
+    assert_int_equal(ptc_config_add_allow_origin(&cfg, "https://*.example.com", err, sizeof(err)), 0);
+    assert_true(cfg.cors.enabled);
+    assert_int_equal(cfg.cors.num_origins, 2);
+    assert_cors_defaults_but_origins(&cfg.cors);
+    assert_true(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/a.B/C")), "http://localhost:3000"));
+    assert_true(allowed(&cfg.cors, "https://a.example.com"));
+    assert_false(allowed(&cfg.cors, "https://example.com"));
+
+    /* bad values leave the policy alone */
+    static const struct {
+        const char *pattern, *message;
+    } bad[] = {
+        {"", "empty origin"},
+        {"localhost:3000", "invalid origin: expected SCHEME://HOST[:PORT] (no path), *.-wildcard, ~REGEX, or *"},
+        {"https://app.example.com/", "invalid origin: expected SCHEME://HOST[:PORT] (no path), *.-wildcard, ~REGEX, or *"},
+        {"https://*.example.com/x", "invalid wildcard origin: expected SCHEME://*.DOMAIN[:PORT], e.g. https://*.example.com"},
+        {"~https://(x", "invalid origin regex at offset 10: missing closing parenthesis"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(ptc_config_add_allow_origin(&cfg, bad[i].pattern, err, sizeof(err)), PTC_EINVAL);
+        assert_string_equal(err, bad[i].message);
+        assert_int_equal(cfg.cors.num_origins, 2);
+    }
+    assert_int_equal(ptc_config_add_allow_origin(&cfg, "nope", NULL, 0), PTC_EINVAL);
+    ptc_config_dispose(&cfg);
+
+    /* after a file: appended to its global policy; per-route policies are not touched */
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(load(&cfg, CORS_EXAMPLE, err, sizeof(err)), 0);
+    assert_int_equal(ptc_config_add_allow_origin(&cfg, "~https://dev-[0-9]+\\.test", err, sizeof(err)), 0);
+    assert_int_equal(cfg.cors.num_origins, 5);
+    assert_int_equal(cfg.cors.max_age_s, 600);
+    assert_int_equal(cfg.cors.num_expose_headers, 2);
+    assert_true(allowed(&cfg.cors, "https://dev-12.test"));
+    assert_false(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/E")), "https://dev-12.test"));
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    ptc_config_dispose(&cfg);
 }
 
 static void test_load_file(void **state)
@@ -853,6 +1208,11 @@ static void test_route_order_and_match(void **state)
     assert_int_equal(route(&cfg, "/A.S/M"), 0); /* case-sensitive */
     /* the path slice need not be NUL-terminated */
     assert_int_equal(ptc_config_route(&cfg, ptc_iov("/a.S/Mxyz", 6)), 2);
+    /* the same lookup returning the route */
+    assert_ptr_equal(match(&cfg, "/a.S/M"), &cfg.routes[0]);
+    assert_ptr_equal(match(&cfg, "/a.U/X"), &cfg.routes[4]);
+    assert_ptr_equal(match(&cfg, "/"), &cfg.routes[5]);
+    assert_null(match(&cfg, ""));
 
     /* without a catch-all, unmatched paths give -1 */
     assert_int_equal(load(&cfg, "routes:\n  - {path: /a.S/M, upstream: u2}\n  - {prefix: /a.T/, upstream: u3}\n", err, sizeof(err)),
@@ -862,6 +1222,8 @@ static void test_route_order_and_match(void **state)
     assert_int_equal(route(&cfg, "/a.T/Q"), 3);
     assert_int_equal(route(&cfg, "/a.S/MM"), -1);
     assert_int_equal(route(&cfg, "/c"), -1);
+    assert_null(match(&cfg, "/c"));
+    assert_ptr_equal(ptc_config_cors_for(&cfg, match(&cfg, "/c")), &cfg.cors);
     ptc_config_dispose(&cfg);
 }
 
@@ -966,7 +1328,9 @@ static void failmalloc_run(const char *yaml, int expected, size_t num_routes)
         }
         int injected = failmalloc_countdown < 0;
         failmalloc_countdown = -1;
-        if (injected) {
+        if (injected && ret == expected && failmalloc_failed_in_libpcre2()) {
+            ptc_config_dispose(&cfg);
+        } else if (injected) {
             if (ret != PTC_ENOMEM)
                 print_error("allocation %ld: got %d %s\n", i, ret, err);
             assert_int_equal(ret, PTC_ENOMEM);
@@ -994,6 +1358,40 @@ static void test_allocation_failures(void **state)
     failmalloc_run(FULL_EXAMPLE, 0, 3);
     failmalloc_run(bad, PTC_ECONFIG, 1);
     failmalloc_run("upstreams: [{name: x, endpoints: [h:1]}]\n", 0, 1); /* the generated catch-all route */
+    failmalloc_run(CORS_EXAMPLE, 0, 3);
+    char cors_bad[sizeof(CORS_EXAMPLE) + 64];
+    snprintf(cors_bad, sizeof(cors_bad), "%stimeouts_typo: 1\n", CORS_EXAMPLE);
+    failmalloc_run(cors_bad, PTC_ECONFIG, 1);
+    failmalloc_run("cors:\n  allow_origins: [\"~https://(x\"]\n", PTC_ECONFIG, 1);
+
+    /* --allow-origin: a failure leaves the policy as it was */
+    for (long i = 0;; i++) {
+        ptc_config_t cfg;
+        char err[256];
+        long live = failmalloc_live;
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        failmalloc_countdown = i;
+        int ret = ptc_config_add_allow_origin(&cfg, "https://a.test", err, sizeof(err));
+        size_t before = cfg.cors.num_origins;
+        if (ret == 0)
+            ret = ptc_config_add_allow_origin(&cfg, "~https://[a-z]+\\.test", err, sizeof(err));
+        int injected = failmalloc_countdown < 0;
+        failmalloc_countdown = -1;
+        if (ret == 0) {
+            assert_true(!injected || failmalloc_failed_in_libpcre2()); /* JIT: the interpreter takes over */
+            assert_int_equal(cfg.cors.num_origins, 2);
+            assert_true(allowed(&cfg.cors, "https://b.test"));
+        } else {
+            assert_true(injected);
+            assert_int_equal(ret, PTC_ENOMEM);
+            assert_string_equal(err, "out of memory");
+            assert_int_equal(cfg.cors.num_origins, before);
+        }
+        ptc_config_dispose(&cfg);
+        assert_int_equal(failmalloc_live, live);
+        if (!injected)
+            break;
+    }
 #else
     skip();
 #endif
@@ -1012,6 +1410,11 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_dispose_after_failure),
+        cmocka_unit_test(test_cors_example),
+        cmocka_unit_test(test_cors_minimal_and_empty),
+        cmocka_unit_test(test_cors_partial_overrides),
+        cmocka_unit_test(test_cors_dispose_after_failure),
+        cmocka_unit_test(test_add_allow_origin),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_size_parse),
