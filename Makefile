@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test unit integration asan check clean demo
+.PHONY: all build test unit integration browser asan check clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
@@ -22,7 +22,11 @@ unit: build
 integration: build
 	PORTICO_BIN=$(abspath $(BUILD))/portico PTC_SANITIZED=$(SANITIZED) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
 
-test: unit integration
+# Real-browser matrix: Chromium (Debian) driving the npm gRPC-Web clients against the gateway.
+browser: build
+	PORTICO_BIN=$(abspath $(BUILD))/portico node tests/browser/run.mjs
+
+test: unit integration browser
 
 asan:
 	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1

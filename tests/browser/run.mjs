@@ -1,0 +1,634 @@
+#!/usr/bin/env node
+// Browser interop tests: real gRPC-Web client libraries in Debian Chromium, on a page served from
+// another origin than the gateway (so CORS is real), through Portico to the Python echo upstream.
+//
+//   node tests/browser/run.mjs [--client a,b] [--case x,y] [--verbose]
+//   node tests/browser/run.mjs --build-only      # just bundle the page into tests/browser/dist/
+//
+// Environment: PORTICO_BIN (default build/portico), PYTHON (default /usr/bin/python3),
+// CHROMIUM (default /usr/bin/chromium), BROWSER_TEST_TIMEOUT_MS (per case, default 30000).
+//
+// What it starts, all on 127.0.0.1 with ports it picks, all stopped by PID at the end:
+//   * tests/upstream/echo_server.py (port E)
+//   * two static servers for the page: origin A (allowed) and origin C (not in the allowlist)
+//   * portico --config FILE --listen 127.0.0.1:B --upstream 127.0.0.1:E --workers 1
+//             --allow-origin http://127.0.0.1:A          (FILE has the `cors:` section)
+//   * chromium --headless … --remote-debugging-port=0 --user-data-dir=<fresh temp dir>, driven by
+//     playwright-core over CDP; every client × case gets a fresh browser context.
+// Prints a case × client table and "N passed, N failed, N skipped"; exits 1 if any case failed.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, "../..");
+const PYTHON = process.env.PYTHON || "/usr/bin/python3";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const PORTICO_BIN = path.resolve(REPO, process.env.PORTICO_BIN || "build/portico");
+const CASE_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 30000);
+const CHROMIUM_FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+const CLIENTS = ["grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts"];
+const CASES = [
+  "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
+  "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
+  "suppress_preflight",
+];
+
+function corsConfigYaml(allowedOrigin) {
+  return [
+    "# Written by tests/browser/run.mjs for one run.",
+    "log_level: info",
+    "cors:",
+    `  allow_origins: [${JSON.stringify(allowedOrigin)}]`,
+    "  allow_credentials: true",
+    // No expose_headers on purpose: the gateway must expose grpc-status, grpc-message and every
+    // custom header it actually sends by itself, or the header/error cases fail.
+    "  max_age: 600",
+    "",
+  ].join("\n");
+}
+
+// ------------------------------------------------------------------------------------------------
+// small utilities
+
+function parseArgs(argv) {
+  const opts = { clients: CLIENTS, cases: CASES, verbose: false, buildOnly: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (i + 1 >= argv.length) die(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === "--client") opts.clients = val().split(",");
+    else if (a === "--case") opts.cases = val().split(",");
+    else if (a === "--verbose" || a === "-v") opts.verbose = true;
+    else if (a === "--build-only") opts.buildOnly = true;
+    else if (a === "--help" || a === "-h") {
+      const lines = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1);
+      const header = lines.slice(0, lines.findIndex((l) => !l.startsWith("//")));
+      console.log(header.map((l) => l.replace(/^\/\/ ?/, "")).join("\n"));
+      process.exit(0);
+    } else die(`unknown argument ${a}`);
+  }
+  for (const c of opts.clients) if (!CLIENTS.includes(c)) die(`unknown client ${c} (known: ${CLIENTS.join(", ")})`);
+  for (const c of opts.cases) if (!CASES.includes(c)) die(`unknown case ${c} (known: ${CASES.join(", ")})`);
+  return opts;
+}
+
+function die(msg) {
+  console.error(`browser tests: ${msg}`);
+  process.exit(2);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function withTimeout(promise, ms, what) {
+  let timer;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms); }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Keeps the last `max` lines written by a child process.
+class LogTail {
+  constructor(max = 200) { this.max = max; this.lines = []; this.partial = ""; }
+  push(chunk) {
+    const parts = (this.partial + chunk.toString("utf8")).split("\n");
+    this.partial = parts.pop();
+    for (const l of parts) {
+      this.lines.push(l);
+      if (this.lines.length > this.max) this.lines.shift();
+    }
+  }
+  tail(n) { return [...this.lines, ...(this.partial ? [this.partial] : [])].slice(-n); }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function httpGet(url, timeoutMs = 1000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.on("data", (d) => { body += d; });
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+  });
+}
+
+// Children, stopped by PID at exit (SIGTERM, then SIGKILL).
+const children = [];
+
+function startChild(name, cmd, args, opts = {}) {
+  const log = new LogTail(opts.logLines || 300);
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], ...opts.spawn });
+  const entry = { name, child, log, exited: false, code: null };
+  child.on("exit", (code, signal) => { entry.exited = true; entry.code = code ?? signal; });
+  child.on("error", (e) => { entry.exited = true; entry.code = e.message; log.push(`spawn error: ${e.message}\n`); });
+  child.stderr.on("data", (d) => log.push(d));
+  if (!opts.ownStdout) child.stdout.on("data", (d) => log.push(d));
+  children.push(entry);
+  return entry;
+}
+
+async function stopChild(entry, graceMs = 5000) {
+  if (!entry || entry.exited || entry.child.pid === undefined) return;
+  try { process.kill(entry.child.pid, "SIGTERM"); } catch { return; }
+  const t0 = Date.now();
+  while (!entry.exited && Date.now() - t0 < graceMs) await sleep(50);
+  if (!entry.exited) {
+    try { process.kill(entry.child.pid, "SIGKILL"); } catch { /* gone */ }
+    while (!entry.exited && Date.now() - t0 < graceMs + 2000) await sleep(50);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// the schema, from the Python definitions (one source of truth for page and runner)
+
+function echoDescriptorSet() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(PYTHON, [path.join(REPO, "tests/upstream/echo_pb.py")], { stdio: ["ignore", "pipe", "pipe"] });
+    const out = [];
+    let err = "";
+    p.stdout.on("data", (d) => out.push(d));
+    p.stderr.on("data", (d) => { err += d; });
+    p.on("error", reject);
+    p.on("exit", (code) => {
+      if (code === 0) resolve(Buffer.concat(out));
+      else reject(new Error(`echo_pb.py exited ${code}: ${err}`));
+    });
+  });
+}
+
+async function loadSchema(fdsBytes) {
+  const pb = await import("@bufbuild/protobuf");
+  const { FileDescriptorSetSchema } = await import("@bufbuild/protobuf/wkt");
+  const registry = pb.createFileRegistry(pb.fromBinary(FileDescriptorSetSchema, new Uint8Array(fdsBytes)));
+  return {
+    encodeCancelQuery: (id) => pb.toBinary(registry.getMessage("portico.test.CancelQuery"),
+      pb.create(registry.getMessage("portico.test.CancelQuery"), { id })),
+    decodeCancelInfo: (bytes) => pb.fromBinary(registry.getMessage("portico.test.CancelInfo"), bytes),
+  };
+}
+
+async function buildBundle(outDir, fdsBytes) {
+  const esbuild = await import("esbuild");
+  fs.mkdirSync(outDir, { recursive: true });
+  await esbuild.build({
+    entryPoints: [path.join(HERE, "src/page.js")],
+    bundle: true,
+    format: "iife",
+    platform: "browser",
+    target: "chrome110",
+    outfile: path.join(outDir, "bundle.js"),
+    logLevel: "warning",
+    define: { __ECHO_FDS_B64__: JSON.stringify(fdsBytes.toString("base64")) },
+  });
+  fs.writeFileSync(path.join(outDir, "index.html"),
+    "<!doctype html>\n<meta charset=\"utf-8\">\n<title>portico browser tests</title>\n"
+    + "<script src=\"bundle.js\"></script>\n<p>portico browser test page</p>\n");
+}
+
+// ------------------------------------------------------------------------------------------------
+// servers
+
+function startStaticServer(dir) {
+  const files = {
+    "/": ["index.html", "text/html; charset=utf-8"],
+    "/index.html": ["index.html", "text/html; charset=utf-8"],
+    "/bundle.js": ["bundle.js", "text/javascript; charset=utf-8"],
+  };
+  const server = http.createServer((req, res) => {
+    const pathname = new URL(req.url, "http://x").pathname;
+    if (pathname === "/favicon.ico") {
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    const f = files[pathname];
+    if (!f || (req.method !== "GET" && req.method !== "HEAD")) {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found\n");
+      return;
+    }
+    const body = fs.readFileSync(path.join(dir, f[0]));
+    res.writeHead(200, { "content-type": f[1], "content-length": body.length, "cache-control": "no-store" });
+    res.end(req.method === "HEAD" ? undefined : body);
+  });
+  return new Promise((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve({ server, origin: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+async function startEcho() {
+  const entry = startChild("echo_server", PYTHON, [path.join(REPO, "tests/upstream/echo_server.py"), "--port", "0"],
+    { ownStdout: true });
+  let buf = "";
+  const port = await withTimeout(new Promise((resolve, reject) => {
+    entry.child.stdout.on("data", (d) => {
+      buf += d;
+      const m = /^PORT (\d+)$/m.exec(buf);
+      if (m) resolve(Number(m[1]));
+    });
+    entry.child.on("exit", () => reject(new Error(`echo server exited: ${entry.log.tail(20).join("\n")}`)));
+  }), 15000, "echo server start");
+  entry.port = port;
+  return entry;
+}
+
+async function startPortico(echoPort, allowedOrigin, tmp) {
+  if (!fs.existsSync(PORTICO_BIN)) throw new Error(`${PORTICO_BIN} not found (run make, or set PORTICO_BIN)`);
+  const configFile = path.join(tmp, "portico.yaml");
+  fs.writeFileSync(configFile, corsConfigYaml(allowedOrigin));
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const args = [
+      "--config", configFile,
+      "--listen", `127.0.0.1:${port}`,
+      "--upstream", `127.0.0.1:${echoPort}`,
+      "--workers", "1",
+      "--allow-origin", allowedOrigin,
+    ];
+    const entry = startChild("portico", PORTICO_BIN, args, { logLines: 2000 });
+    entry.port = port;
+    entry.args = args;
+    entry.configFile = configFile;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 10000) {
+      if (entry.exited) break;
+      try {
+        const r = await httpGet(`http://127.0.0.1:${port}/healthz`, 500);
+        if (r.status === 200) return entry;
+      } catch { /* not yet */ }
+      await sleep(100);
+    }
+    const why = entry.exited ? `exited (${entry.code})` : "no /healthz answer in 10 s";
+    const bindFailure = entry.log.tail(50).some((l) => /address already in use|EADDRINUSE|bind/i.test(l));
+    await stopChild(entry);
+    if (!bindFailure || attempt === 2) {
+      throw new Error(`portico ${why}\n  command: ${PORTICO_BIN} ${args.join(" ")}\n  config:\n`
+        + corsConfigYaml(allowedOrigin).replace(/^/gm, "    ")
+        + `\n  log:\n${entry.log.tail(40).map((l) => `    ${l}`).join("\n")}`);
+    }
+  }
+  throw new Error("unreachable");
+}
+
+async function startChromium(tmp) {
+  const userDataDir = fs.mkdtempSync(path.join(tmp, "chromium-profile-"));
+  const args = [...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, "--remote-debugging-port=0",
+    "--remote-debugging-address=127.0.0.1", "about:blank"];
+  const entry = startChild("chromium", CHROMIUM, args, { logLines: 300 });
+  let buf = "";
+  const ws = await withTimeout(new Promise((resolve, reject) => {
+    entry.child.stderr.on("data", (d) => {
+      buf += d;
+      const m = /DevTools listening on (ws:\/\/\S+)/.exec(buf);
+      if (m) resolve(m[1]);
+    });
+    entry.child.on("exit", () => reject(new Error(`chromium exited: ${entry.log.tail(20).join("\n")}`)));
+  }), 30000, "chromium start");
+  const { chromium } = await import("playwright-core");
+  const browser = await chromium.connectOverCDP(ws);
+  entry.browser = browser;
+  return entry;
+}
+
+// CancelStatus straight to the echo server over h2c (not through the gateway).
+function cancelStatus(schema, echoPort, id) {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${echoPort}`);
+    session.on("error", reject);
+    const msg = schema.encodeCancelQuery(id);
+    const frame = Buffer.alloc(5 + msg.length);
+    frame.writeUInt32BE(msg.length, 1);
+    Buffer.from(msg).copy(frame, 5);
+    const req = session.request({
+      ":method": "POST", ":path": "/portico.test.Echo/CancelStatus",
+      "content-type": "application/grpc", te: "trailers",
+    });
+    const chunks = [];
+    let status = null;
+    req.on("response", (h) => { if (h["grpc-status"] !== undefined) status = h["grpc-status"]; });
+    req.on("trailers", (t) => { status = t["grpc-status"]; });
+    req.on("data", (d) => chunks.push(d));
+    req.on("end", () => {
+      session.close();
+      const body = Buffer.concat(chunks);
+      if (status !== "0" || body.length < 5) {
+        reject(new Error(`CancelStatus failed: grpc-status ${status}, ${body.length} bytes`));
+        return;
+      }
+      resolve(schema.decodeCancelInfo(new Uint8Array(body.subarray(5, 5 + body.readUInt32BE(1)))));
+    });
+    req.on("error", reject);
+    req.setTimeout(3000, () => req.close(http2.constants.NGHTTP2_CANCEL));
+    req.end(frame);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// running one cell
+
+// Records every request of a page at the network level through CDP, preflights included
+// (playwright's own request events deliberately hide CORS preflights).
+async function watchNetwork(context, page) {
+  const requests = new Map();
+  const cdp = await context.newCDPSession(page);
+  cdp.on("Network.requestWillBeSent", (e) => {
+    const r = requests.get(e.requestId) || {};
+    requests.set(e.requestId, { ...r, method: e.request.method, url: e.request.url, type: e.type, headers: e.request.headers });
+  });
+  cdp.on("Network.requestWillBeSentExtraInfo", (e) => {
+    const r = requests.get(e.requestId) || {};
+    requests.set(e.requestId, { ...r, wireHeaders: e.headers });
+  });
+  cdp.on("Network.responseReceived", (e) => {
+    const r = requests.get(e.requestId) || {};
+    requests.set(e.requestId, { ...r, status: e.response.status, type: r.type || e.type, responseHeaders: e.response.headers });
+  });
+  cdp.on("Network.loadingFailed", (e) => {
+    const r = requests.get(e.requestId) || {};
+    requests.set(e.requestId, { ...r, failed: e.errorText, corsError: e.corsErrorStatus && e.corsErrorStatus.corsError });
+  });
+  await cdp.send("Network.enable");
+  return { list: () => [...requests.values()], cdp };
+}
+
+function toGateway(reqs, gatewayOrigin) {
+  return reqs.filter((r) => r.url && r.url.startsWith(gatewayOrigin));
+}
+
+async function runCell(env, client, caseName) {
+  const { browser, gatewayOrigin, allowedOrigin, deniedOrigin } = env;
+  const timing = {};
+  let tMark = Date.now();
+  const lap = (name) => { const now = Date.now(); timing[name] = now - tMark; tMark = now; };
+  const context = await browser.newContext();
+  lap("context");
+  const consoleLines = [];
+  try {
+    const params = {};
+    if (caseName === "credentials") {
+      params.cookie = `portico_test=c${Math.random().toString(36).slice(2, 10)}`;
+      const [name, value] = params.cookie.split("=");
+      await context.addCookies([{ name, value, url: `${gatewayOrigin}/` }]);
+    }
+    const page = await context.newPage();
+    page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
+    const net = await watchNetwork(context, page);
+    const origin = caseName === "disallowed_origin" ? deniedOrigin : allowedOrigin;
+    lap("page");
+    await page.goto(`${origin}/index.html`);
+    await page.waitForFunction(() => window.porticoReady === true, null, { timeout: 10000 });
+    lap("load");
+    const evaluate = (name) => withTimeout(
+      page.evaluate(([c, n, g, p]) => window.runCase(c, n, g, p), [client, name, gatewayOrigin, params]),
+      CASE_TIMEOUT_MS, `${client}/${name}`);
+
+    const result = await evaluate(caseName);
+    lap("case");
+    const marks = { beforeControl: net.list().length };
+    if (caseName === "suppress_preflight" && result.pass !== "n/a" && result.pass !== false) {
+      marks.beforeControl = net.list().length;
+      result.control = await evaluate("preflight_control");
+    }
+    await sleep(100); // let the last CDP events arrive
+    const reqs = net.list();
+    result.requests = toGateway(reqs, gatewayOrigin).map((r) => ({
+      method: r.method, url: r.url.slice(gatewayOrigin.length), type: r.type, status: r.status,
+      failed: r.failed, corsError: r.corsError, headers: r.wireHeaders || r.headers, responseHeaders: r.responseHeaders,
+    }));
+    await finishCheck(env, client, caseName, result, reqs, marks, consoleLines);
+    lap("check");
+    result.console = consoleLines;
+    result.timing = timing;
+    return result;
+  } catch (e) {
+    return { pass: false, reason: e.message.split("\n")[0], console: consoleLines };
+  } finally {
+    await context.close().catch(() => {});
+  }
+}
+
+// Checks the page cannot make on its own.
+async function finishCheck(env, client, caseName, result, reqs, marks, consoleLines) {
+  if (result.pass !== null) return;
+  const fail = (why) => { result.pass = false; result.reason = why; };
+  const gw = (list) => toGateway(list, env.gatewayOrigin);
+  if (caseName === "cancel") {
+    let info;
+    const t0 = Date.now();
+    do {
+      await sleep(100);
+      info = await env.cancelStatus(result.id);
+    } while (!info.cancelled && Date.now() - t0 < 5000);
+    result.upstream = { seen: info.seen, cancelled: info.cancelled, finished: info.finished };
+    if (!info.seen) return fail("upstream never saw the call");
+    if (info.finished) return fail("upstream call ran to completion: cancel did not reach it");
+    if (!info.cancelled) return fail("upstream call not cancelled 5 s after the client cancelled");
+    result.pass = true;
+  } else if (caseName === "disallowed_origin") {
+    await sleep(300);
+    const info = await env.cancelStatus(result.id);
+    result.upstream = { seen: info.seen };
+    const corsConsole = consoleLines.some((l) => /CORS policy|Access-Control-Allow-Origin/i.test(l));
+    const corsNet = gw(reqs).some((r) => r.corsError);
+    result.corsReported = { console: corsConsole, network: corsNet };
+    if (info.seen) return fail("the call reached the upstream although the origin is not allowed");
+    if (!corsConsole && !corsNet) return fail(`call failed (${result.call.code}) but not at the CORS layer`);
+    result.pass = true;
+  } else if (caseName === "suppress_preflight") {
+    const mine = gw(reqs.slice(0, marks.beforeControl));
+    const control = gw(reqs.slice(marks.beforeControl));
+    const options = mine.filter((r) => r.method === "OPTIONS" || r.type === "Preflight");
+    const posts = mine.filter((r) => r.method === "POST");
+    if (options.length) return fail(`a preflight was sent: ${options.map((r) => `${r.method} ${r.url}`).join(", ")}`);
+    if (!posts.length) return fail("no POST seen on the network");
+    if (!posts.some((r) => r.url.includes("httpHeaders"))) return fail(`POST without $httpHeaders: ${posts[0].url}`);
+    if (!result.control || result.control.pass === false) {
+      return fail(`control call (same client, preflight allowed) failed: ${result.control && result.control.reason}`);
+    }
+    if (!control.some((r) => r.method === "OPTIONS" || r.type === "Preflight")) {
+      return fail("the preflight detector saw no OPTIONS for the control call: cannot judge");
+    }
+    result.pass = true;
+  } else {
+    fail(`no runner check for ${caseName}`);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// report
+
+function cell(result) {
+  if (!result) return " ";
+  if (result.pass === true) return "✓";
+  if (result.pass === "n/a") return "–";
+  return "✗";
+}
+
+function printTable(opts, results) {
+  const w0 = Math.max(...opts.cases.map((c) => c.length), 4) + 2;
+  const widths = opts.clients.map((c) => Math.max(c.length, 3) + 2);
+  const pad = (s, w) => s + " ".repeat(Math.max(0, w - [...s].length));
+  const lines = [pad("case", w0) + opts.clients.map((c, i) => pad(c, widths[i])).join("")];
+  lines.push("-".repeat(lines[0].length));
+  for (const cs of opts.cases) {
+    lines.push(pad(cs, w0) + opts.clients.map((c, i) => pad(cell(results.get(`${c}/${cs}`)), widths[i])).join(""));
+  }
+  console.log(lines.join("\n"));
+}
+
+function shorten(s, n = 220) {
+  s = String(s || "").replace(/\s+/g, " ");
+  return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+
+// ------------------------------------------------------------------------------------------------
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  if (Number(process.versions.node.split(".")[0]) < 20) die(`node ${process.versions.node}: playwright-core needs node >= 20`);
+  for (const m of ["playwright-core", "esbuild", "grpc-web", "@connectrpc/connect-web"]) {
+    if (!fs.existsSync(path.join(HERE, "node_modules", m))) die(`node_modules/${m} missing: run scripts/install-deps (npm ci in tests/browser)`);
+  }
+  const fds = await echoDescriptorSet();
+  if (opts.buildOnly) {
+    const out = path.join(HERE, "dist");
+    await buildBundle(out, fds);
+    console.log(`bundle written to ${path.relative(REPO, out)}/`);
+    return 0;
+  }
+  if (!fs.existsSync(CHROMIUM)) die(`${CHROMIUM} not found: apt-get install chromium (scripts/install-deps)`);
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "portico-browser-"));
+  const servers = [];
+  let chromiumEntry;
+  let failed = 0;
+  let passed = 0;
+  let skipped = 0;
+  const cleanup = async () => {
+    if (chromiumEntry && chromiumEntry.browser) {
+      // Browser.close lets Chromium shut its helper processes down and reap them itself; a bare
+      // SIGTERM leaves them to init (zombies in a container whose PID 1 does not reap).
+      try {
+        const s = await chromiumEntry.browser.newBrowserCDPSession();
+        await withTimeout(s.send("Browser.close").catch(() => {}), 3000, "Browser.close");
+      } catch { /* fall back to SIGTERM below */ }
+      const t0 = Date.now();
+      while (!chromiumEntry.exited && Date.now() - t0 < 5000) await sleep(50);
+      await chromiumEntry.browser.close().catch(() => {});
+    }
+    for (const e of [...children].reverse()) await stopChild(e);
+    for (const s of servers) s.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  const onSignal = (sig) => { cleanup().finally(() => process.exit(sig === "SIGINT" ? 130 : 143)); };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  try {
+    const dist = path.join(tmp, "dist");
+    await buildBundle(dist, fds);
+    const schema = await loadSchema(fds);
+    const echo = await startEcho();
+    const allowed = await startStaticServer(dist);
+    const denied = await startStaticServer(dist);
+    servers.push(allowed.server, denied.server);
+    const portico = await startPortico(echo.port, allowed.origin, tmp);
+    chromiumEntry = await startChromium(tmp);
+    const gatewayOrigin = `http://127.0.0.1:${portico.port}`;
+    console.log(`browser tests: chromium ${chromiumEntry.browser.version()}, page ${allowed.origin} `
+      + `(denied origin ${denied.origin}), portico ${gatewayOrigin} → echo 127.0.0.1:${echo.port}`);
+
+    const env = {
+      browser: chromiumEntry.browser, gatewayOrigin, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
+      cancelStatus: (id) => cancelStatus(schema, echo.port, id),
+    };
+    const results = new Map();
+    for (const client of opts.clients) {
+      for (const cs of opts.cases) {
+        const t0 = Date.now();
+        const r = await runCell(env, client, cs);
+        r.ms = Date.now() - t0;
+        results.set(`${client}/${cs}`, r);
+        if (r.pass === true) passed++;
+        else if (r.pass === "n/a") skipped++;
+        else failed++;
+        const mark = cell(r);
+        console.log(`  ${mark} ${client} ${cs} (${r.ms} ms)${r.pass === true ? (r.note ? ` — ${r.note}` : "") : ` — ${shorten(r.reason)}`}`);
+        if (opts.verbose) console.log(JSON.stringify(r, null, 2).replace(/^/gm, "      "));
+        if (portico.exited) break;
+      }
+      if (portico.exited) {
+        console.log(`portico exited (${portico.code}) during the run`);
+        failed++;
+        break;
+      }
+    }
+
+    console.log("");
+    printTable(opts, results);
+    const failures = [...results.entries()].filter(([, r]) => r.pass !== true && r.pass !== "n/a");
+    if (failures.length) {
+      console.log("\nfailures:");
+      for (const [k, r] of failures) {
+        console.log(`  ✗ ${k}: ${shorten(r.reason, 400)}`);
+        if (r.call && !opts.verbose) console.log(`      call: ${shorten(JSON.stringify(r.call), 400)}`);
+        const gw = (r.requests || []).map((q) => `${q.method} ${q.status ?? "-"}${q.corsError ? ` cors:${q.corsError}` : ""}${q.failed ? ` (${q.failed})` : ""}`);
+        if (gw.length) console.log(`      network: ${gw.join(", ")}`);
+        const cons = (r.console || []).filter((l) => !/^(log|debug):/.test(l));
+        if (cons.length) console.log(`      console: ${shorten(cons.join(" | "), 400)}`);
+      }
+    }
+    if (failed) {
+      console.log(`\nportico (${PORTICO_BIN} ${portico.args.join(" ")}) log tail:`);
+      console.log(portico.log.tail(60).map((l) => `  | ${l}`).join("\n"));
+      console.log("echo server log tail:");
+      console.log(echo.log.tail(20).map((l) => `  | ${l}`).join("\n"));
+    }
+  } catch (e) {
+    failed++;
+    console.log(`browser tests: setup failed: ${e.message}`);
+    for (const c of children) {
+      if (c.name === "portico") console.log(`portico log tail:\n${c.log.tail(60).map((l) => `  | ${l}`).join("\n")}`);
+    }
+  } finally {
+    await cleanup();
+  }
+  console.log(`\nbrowser: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  return failed ? 1 : 0;
+}
+
+main().then((code) => process.exit(code), (e) => {
+  console.error(e);
+  process.exit(1);
+});
