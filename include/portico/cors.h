@@ -57,7 +57,7 @@ bool ptc_origin_pattern_match(const ptc_origin_pattern_t *p, ptc_iovec_t origin)
 bool ptc_cors_origin_allowed(const ptc_cors_config_t *c, ptc_iovec_t origin);
 
 typedef enum {
-    PTC_CORS_NONE,       /* no policy, or no Origin: nothing to add (Vary: Origin when a policy exists) */
+    PTC_CORS_NONE,       /* no Origin, or same-origin: nothing to add (Vary: Origin when a policy exists) */
     PTC_CORS_ALLOWED,    /* add Allow-Origin (echo), credentials, Expose-Headers, Vary */
     PTC_CORS_DENIED,     /* disallowed origin: 403, no CORS headers, not forwarded */
 } ptc_cors_verdict_t;
@@ -69,8 +69,13 @@ typedef struct st_ptc_cors_decision_t {
     ptc_iovec_t origin;
 } ptc_cors_decision_t;
 
-/* Decides for an actual (non-preflight) request. */
-ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t origin);
+/*
+ * Decides for an actual (non-preflight) request. self_origin is the gateway's own origin as the
+ * browser addressed it ("http://" + Host): a request from it is same-origin and needs no CORS. Any
+ * other origin is allowed only by a policy that lists it; without a policy it is denied, so a simple
+ * request (no preflight) from any web page cannot reach the upstream.
+ */
+ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t origin, ptc_iovec_t self_origin);
 
 /* A request is a preflight when it is OPTIONS with Origin and Access-Control-Request-Method. */
 bool ptc_cors_is_preflight(ptc_iovec_t method, bool has_origin, bool has_request_method);

@@ -331,10 +331,10 @@ bool ptc_cors_is_preflight(ptc_iovec_t method, bool has_origin, bool has_request
     return has_origin && has_request_method && ptc_iov_eq_ci(method, PTC_STRLIT("OPTIONS"));
 }
 
-ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t origin)
+ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t origin, ptc_iovec_t self_origin)
 {
     ptc_cors_decision_t d = {PTC_CORS_NONE, policy, origin};
-    if (policy == NULL || !policy->enabled || origin.len == 0)
+    if (origin.len == 0 || (self_origin.len != 0 && ptc_iov_eq_ci(origin, self_origin)))
         return d;
     d.verdict = ptc_cors_origin_allowed(policy, origin) ? PTC_CORS_ALLOWED : PTC_CORS_DENIED;
     return d;

@@ -486,7 +486,10 @@ static int on_head(ptc_h1conn_t *conn)
         write_simple(conn, 204, &allow, 1, NULL);
         return 0;
     }
-    conn->cors = ptc_cors_decide(policy, origin);
+    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
+    char self[300];
+    int selflen = host != NULL ? snprintf(self, sizeof(self), "http://%.*s", (int)PTC_MIN(host->value.len, (size_t)256), host->value.base) : 0;
+    conn->cors = ptc_cors_decide(policy, origin, ptc_iov(self, selflen > 0 ? (size_t)selflen : 0));
     if (conn->cors.verdict == PTC_CORS_DENIED) {
         ptc_log_warn("http1 %s: %s %.*s refused: origin '%.*s' is not allowed by the CORS policy", conn->peer, mname,
                      (int)PTC_MIN(path.len, (size_t)200), path.base, (int)PTC_MIN(origin.len, (size_t)200), origin.base);
@@ -534,7 +537,6 @@ static int on_head(ptc_h1conn_t *conn)
         evbuffer_add_printf(output(conn), "HTTP/1.1 100 Continue\r\n\r\n");
     }
 
-    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
     ptc_request_t req = {
         .method = ptc_iov(mname, strlen(mname)),
         .path = url,
@@ -620,7 +622,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
      * RFC 9112 §5.2 lets a server reject it, and a proxy must not forward it. A value piece that
      * starts right after a line feed is such a continuation. */
     char prev = at > conn->exec_start ? at[-1] : conn->prev_last;
-    if (prev == '\n') {
+    if (len != 0 && prev == '\n') { /* an empty value is reported as a 0-length piece at the next line */
         conn->head_error = 400;
         conn->head_error_msg = "obsolete line folding (obs-fold) in a header field";
         return HPE_USER;

@@ -437,15 +437,20 @@ static void test_decide(void **state)
     policy_init(&c, list, 1);
     ptc_cors_config_init(&off);
 
-    ptc_cors_decision_t d = ptc_cors_decide(&c, S("https://app.example.com"));
+    ptc_cors_decision_t d = ptc_cors_decide(&c, S("https://app.example.com"), S("http://gw.local:8080"));
     assert_int_equal(d.verdict, PTC_CORS_ALLOWED);
     assert_ptr_equal(d.policy, &c);
     assert_int_equal(d.origin.len, strlen("https://app.example.com"));
-    assert_int_equal(ptc_cors_decide(&c, S("https://evil.com")).verdict, PTC_CORS_DENIED);
-    assert_int_equal(ptc_cors_decide(&c, S("null")).verdict, PTC_CORS_DENIED);
-    assert_int_equal(ptc_cors_decide(&c, ptc_iov(NULL, 0)).verdict, PTC_CORS_NONE); /* same-origin or not a browser */
-    assert_int_equal(ptc_cors_decide(NULL, S("https://app.example.com")).verdict, PTC_CORS_NONE);
-    assert_int_equal(ptc_cors_decide(&off, S("https://app.example.com")).verdict, PTC_CORS_NONE);
+    assert_int_equal(ptc_cors_decide(&c, S("https://evil.com"), S("http://gw.local:8080")).verdict, PTC_CORS_DENIED);
+    assert_int_equal(ptc_cors_decide(&c, S("null"), S("http://gw.local:8080")).verdict, PTC_CORS_DENIED);
+    assert_int_equal(ptc_cors_decide(&c, ptc_iov(NULL, 0), S("http://gw.local:8080")).verdict, PTC_CORS_NONE); /* not a browser */
+    /* same-origin: the page came from the gateway's own origin; no policy needed */
+    assert_int_equal(ptc_cors_decide(&c, S("http://GW.local:8080"), S("http://gw.local:8080")).verdict, PTC_CORS_NONE);
+    assert_int_equal(ptc_cors_decide(NULL, S("http://gw.local:8080"), S("http://gw.local:8080")).verdict, PTC_CORS_NONE);
+    assert_int_equal(ptc_cors_decide(&c, S("http://gw.local:8081"), S("http://gw.local:8080")).verdict, PTC_CORS_DENIED);
+    /* without a policy every cross-origin request is denied (a simple request must not reach the upstream) */
+    assert_int_equal(ptc_cors_decide(NULL, S("https://app.example.com"), S("http://gw.local:8080")).verdict, PTC_CORS_DENIED);
+    assert_int_equal(ptc_cors_decide(&off, S("https://app.example.com"), S("http://gw.local:8080")).verdict, PTC_CORS_DENIED);
 
     assert_true(ptc_cors_is_preflight(S("OPTIONS"), true, true));
     assert_true(ptc_cors_is_preflight(S("options"), true, true));
@@ -466,7 +471,7 @@ static void test_response_headers(void **state)
     policy_init(&c, list, PTC_ARRAY_SIZE(list));
 
     /* nothing sent: the three grpc names only */
-    ptc_cors_decision_t d = ptc_cors_decide(&c, S("https://app.example.com"));
+    ptc_cors_decision_t d = ptc_cors_decide(&c, S("https://app.example.com"), S("http://gw.local:8080"));
     n = ptc_cors_response_headers(&d, NULL, 0, out, PTC_ARRAY_SIZE(out), &scratch);
     static const field_t minimal[] = {
         {"access-control-allow-origin", "https://app.example.com"},
@@ -510,7 +515,7 @@ static void test_response_headers(void **state)
 
     /* credentials only when configured; "*" still echoes the origin */
     c.allow_credentials = true;
-    d = ptc_cors_decide(&c, S("https://other.test"));
+    d = ptc_cors_decide(&c, S("https://other.test"), S("http://gw.local:8080"));
     assert_int_equal(d.verdict, PTC_CORS_ALLOWED);
     n = ptc_cors_response_headers(&d, NULL, 0, out, PTC_ARRAY_SIZE(out), &scratch);
     static const field_t creds[] = {
@@ -522,22 +527,24 @@ static void test_response_headers(void **state)
     assert_fields(out, n, creds, PTC_ARRAY_SIZE(creds));
 
     /* a policy but no Origin: only Vary, so caches keep the cross-origin and same-origin answers apart */
-    d = ptc_cors_decide(&c, ptc_iov(NULL, 0));
+    d = ptc_cors_decide(&c, ptc_iov(NULL, 0), S("http://gw.local:8080"));
     n = ptc_cors_response_headers(&d, sent, PTC_ARRAY_SIZE(sent), out, PTC_ARRAY_SIZE(out), &scratch);
     static const field_t vary_only[] = {{"vary", "Origin"}};
     assert_fields(out, n, vary_only, 1);
 
     /* denied: no CORS fields at all */
-    d = ptc_cors_decide(&c, S("null"));
+    d = ptc_cors_decide(&c, S("null"), S("http://gw.local:8080"));
     assert_int_equal(d.verdict, PTC_CORS_DENIED);
     assert_int_equal(ptc_cors_response_headers(&d, sent, PTC_ARRAY_SIZE(sent), out, PTC_ARRAY_SIZE(out), &scratch), 0);
 
-    /* no policy: nothing */
-    d = ptc_cors_decide(NULL, S("https://app.example.com"));
+    /* no policy: denied cross-origin, nothing added; same-origin: nothing added either */
+    d = ptc_cors_decide(NULL, S("https://app.example.com"), S("http://gw.local:8080"));
+    assert_int_equal(d.verdict, PTC_CORS_DENIED);
     assert_int_equal(ptc_cors_response_headers(&d, sent, PTC_ARRAY_SIZE(sent), out, PTC_ARRAY_SIZE(out), &scratch), 0);
     ptc_cors_config_t off;
     ptc_cors_config_init(&off);
-    d = ptc_cors_decide(&off, S("https://app.example.com"));
+    d = ptc_cors_decide(&off, S("http://gw.local:8080"), S("http://gw.local:8080"));
+    assert_int_equal(d.verdict, PTC_CORS_NONE);
     assert_int_equal(ptc_cors_response_headers(&d, sent, PTC_ARRAY_SIZE(sent), out, PTC_ARRAY_SIZE(out), &scratch), 0);
 
     /* more names than the scratch holds: the list is cut, never overrun */
@@ -547,7 +554,7 @@ static void test_response_headers(void **state)
         int len = snprintf(names[i], sizeof(names[i]), "x-meta-%04zu", i);
         many[i] = (ptc_header_t){ptc_iov(names[i], (size_t)len), PTC_STRLIT("v")};
     }
-    d = ptc_cors_decide(&c, S("https://app.example.com"));
+    d = ptc_cors_decide(&c, S("https://app.example.com"), S("http://gw.local:8080"));
     n = ptc_cors_response_headers(&d, many, PTC_ARRAY_SIZE(many), out, PTC_ARRAY_SIZE(out), &scratch);
     assert_int_equal(n, 4);
     assert_true(out[2].value.len <= sizeof(scratch.buf));
