@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test unit integration browser asan check clean demo
+.PHONY: all build test unit integration browser demo-check asan check clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
@@ -26,7 +26,11 @@ integration: build
 browser: build
 	PORTICO_BIN=$(abspath $(BUILD))/portico node tests/browser/run.mjs
 
-test: unit integration browser
+# The demo (scripts/demo) in Chromium: page loads, each button works, Ctrl-C stops everything.
+demo-check: build
+	PORTICO_BIN=$(abspath $(BUILD))/portico node demo/check.mjs
+
+test: unit integration browser demo-check
 
 asan:
 	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1

@@ -2,35 +2,14 @@
 //
 // Two independent encoders, on purpose:
 //  * @bufbuild/protobuf v2, from the FileDescriptorSet that tests/upstream/echo_pb.py prints
-//    (the runner injects it base64-encoded as __ECHO_FDS_B64__ at bundle time, so the page and
-//    the Python server share one schema). Used by grpc-web, connect-web and improbable.
+//    (echo-schema.js, shared with the demo page; the runner injects the set base64-encoded as
+//    __ECHO_FDS_B64__ at bundle time). Used by grpc-web, connect-web and improbable.
 //  * @protobuf-ts/runtime MessageType with hand-written field info. Used by protobuf-ts.
-import { create, createFileRegistry, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { base64Decode } from "@bufbuild/protobuf/wire";
+export {
+  EchoRequestSchema, EchoResponseSchema, EchoService, SERVICE_NAME, encodeRequest, decodeResponse,
+} from "./echo-schema.js";
 import { MessageType, ScalarType } from "@protobuf-ts/runtime";
 import { ServiceType } from "@protobuf-ts/runtime-rpc";
-
-/* global __ECHO_FDS_B64__ */
-const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, base64Decode(__ECHO_FDS_B64__)));
-
-function need(kind, value, name) {
-  if (!value) throw new Error(`descriptor set has no ${kind} ${name}`);
-  return value;
-}
-
-export const EchoRequestSchema = need("message", registry.getMessage("portico.test.EchoRequest"), "EchoRequest");
-export const EchoResponseSchema = need("message", registry.getMessage("portico.test.EchoResponse"), "EchoResponse");
-export const EchoService = need("service", registry.getService("portico.test.Echo"), "portico.test.Echo");
-export const SERVICE_NAME = EchoService.typeName;
-
-export function encodeRequest(init) {
-  return toBinary(EchoRequestSchema, create(EchoRequestSchema, init));
-}
-
-export function decodeResponse(bytes) {
-  return fromBinary(EchoResponseSchema, bytes);
-}
 
 // protobuf-ts: the same two messages, described by hand.
 export const PtEchoRequest = new MessageType("portico.test.EchoRequest", [
