@@ -16,7 +16,7 @@
 struct evconnlistener;
 struct evdns_base;
 typedef struct st_ptc_upstream_t ptc_upstream_t;
-typedef struct st_ptc_h1conn_t ptc_h1conn_t;
+typedef struct st_ptc_conn_t ptc_conn_t;
 
 typedef struct st_ptc_worker_t {
     unsigned id;
@@ -26,7 +26,7 @@ typedef struct st_ptc_worker_t {
     struct evconnlistener **listeners;
     size_t num_listeners;
     ptc_upstream_t *upstreams; /* one per config->upstreams entry */
-    TAILQ_HEAD(, st_ptc_h1conn_t) conns;
+    TAILQ_HEAD(, st_ptc_conn_t) conns; /* downstream connections (ptc_conn_t) */
     size_t num_conns;
     size_t num_calls;           /* calls in flight */
     struct event *drain_ev;     /* activated from the main thread on SIGTERM/SIGINT */

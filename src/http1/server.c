@@ -23,6 +23,7 @@
 
 #include "portico/call.h"
 #include "portico/codec.h"
+#include "portico/conn.h"
 #include "portico/cors.h"
 #include "portico/http1.h"
 #include "portico/log.h"
@@ -41,13 +42,14 @@ typedef struct st_hdr_off_t {
     uint32_t name, name_len, value, value_len;
 } hdr_off_t;
 
+typedef struct st_ptc_h1conn_t ptc_h1conn_t;
+
 struct st_ptc_h1conn_t {
     ptc_downstream_t super; /* the call's view of this connection */
+    ptc_conn_t base;        /* the worker's view */
     ptc_worker_t *worker;
     struct bufferevent *bev;
     llhttp_t parser;
-    char peer[64];
-    TAILQ_ENTRY(st_ptc_h1conn_t) link;
     struct event *timer;
     struct event *resume_ev; /* deferred re-parse of buffered input */
 
@@ -226,7 +228,7 @@ static void fail_http(ptc_h1conn_t *conn, int status, const char *fmt, ...)
     if (n < 0)
         n = 0;
     n = PTC_MIN(n, (int)sizeof(body) - 2);
-    ptc_log_info("http1 %s: %d %s: %s", conn->peer, status, reason_phrase(status), body);
+    ptc_log_info("http1 %s: %d %s: %s", conn->base.peer, status, reason_phrase(status), body);
     body[n] = '\n';
     body[n + 1] = '\0';
     conn->close_after_response = true;
@@ -375,7 +377,7 @@ static void write_grpc_error(ptc_h1conn_t *conn, int status, const char *msg)
     ptc_header_t h[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
                         {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
                         {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))}};
-    ptc_log_info("http1 %s: grpc-status %d: %s", conn->peer, status, msg);
+    ptc_log_info("http1 %s: grpc-status %d: %s", conn->base.peer, status, msg);
     ds_send_head(&conn->super, 200, h, PTC_ARRAY_SIZE(h), true);
     conn->response_complete = true;
     conn->discard_body = true;
@@ -403,7 +405,7 @@ static void answer_preflight(ptc_h1conn_t *conn, const ptc_cors_config_t *policy
         write_simple(conn, 204, f, n, NULL);
         return;
     }
-    ptc_log_warn("http1 %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", conn->peer,
+    ptc_log_warn("http1 %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", conn->base.peer,
                  (int)PTC_MIN(origin.len, (size_t)200), origin.base, (int)PTC_MIN(pf.request_method.len, (size_t)32),
                  pf.request_method.base, why);
     write_simple(conn, 403, NULL, 0, "CORS preflight refused\n");
@@ -491,7 +493,7 @@ static int on_head(ptc_h1conn_t *conn)
     int selflen = host != NULL ? snprintf(self, sizeof(self), "http://%.*s", (int)PTC_MIN(host->value.len, (size_t)256), host->value.base) : 0;
     conn->cors = ptc_cors_decide(policy, origin, ptc_iov(self, selflen > 0 ? (size_t)selflen : 0));
     if (conn->cors.verdict == PTC_CORS_DENIED) {
-        ptc_log_warn("http1 %s: %s %.*s refused: origin '%.*s' is not allowed by the CORS policy", conn->peer, mname,
+        ptc_log_warn("http1 %s: %s %.*s refused: origin '%.*s' is not allowed by the CORS policy", conn->base.peer, mname,
                      (int)PTC_MIN(path.len, (size_t)200), path.base, (int)PTC_MIN(origin.len, (size_t)200), origin.base);
         conn->discard_body = true;
         write_simple(conn, 403, NULL, 0, "origin not allowed by the CORS policy\n");
@@ -506,7 +508,7 @@ static int on_head(ptc_h1conn_t *conn)
         ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
         char body[160];
         snprintf(body, sizeof(body), "method %s is not allowed here: gRPC-Web calls use POST\n", mname);
-        ptc_log_info("http1 %s: 405 for %s %.*s", conn->peer, mname, (int)PTC_MIN(url.len, (size_t)200), url.base);
+        ptc_log_info("http1 %s: 405 for %s %.*s", conn->base.peer, mname, (int)PTC_MIN(url.len, (size_t)200), url.base);
         conn->discard_body = true;
         write_simple(conn, 405, &allow, 1, body);
         return 0;
@@ -521,7 +523,7 @@ static int on_head(ptc_h1conn_t *conn)
                  "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec] and "
                  "application/grpc-web-text[+proto|+codec]\n",
                  h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
-        ptc_log_info("http1 %s: 415 for POST %.*s (content-type '%.*s')", conn->peer, (int)PTC_MIN(url.len, (size_t)200), url.base,
+        ptc_log_info("http1 %s: 415 for POST %.*s (content-type '%.*s')", conn->base.peer, (int)PTC_MIN(url.len, (size_t)200), url.base,
                      h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
         conn->discard_body = true;
         write_simple(conn, 415, NULL, 0, body);
@@ -543,7 +545,7 @@ static int on_head(ptc_h1conn_t *conn)
         .authority = host != NULL ? host->value : ptc_iov("", 0),
         .headers = conn->hdr_views,
         .num_headers = conn->num_hdrs,
-        .peer = conn->peer,
+        .peer = conn->base.peer,
     };
     ptc_call_start(conn->worker, &conn->super, &req, &conn->call);
     return 0;
@@ -713,13 +715,13 @@ static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
     }
     if (err == HPE_USER && conn->close_after_response && conn->discard_body) {
         /* an unread body grew past the limit */
-        ptc_log_info("http1 %s: closing: discarded request body exceeds the limit", conn->peer);
+        ptc_log_info("http1 %s: closing: discarded request body exceeds the limit", conn->base.peer);
         start_closing(conn);
         return;
     }
     if (conn->response_active) {
         /* the response is under way: nothing well-formed can follow, only closing is left */
-        ptc_log_info("http1 %s: malformed request body (%s: %s); closing", conn->peer, llhttp_errno_name(err),
+        ptc_log_info("http1 %s: malformed request body (%s: %s); closing", conn->base.peer, llhttp_errno_name(err),
                      llhttp_get_error_reason(&conn->parser));
         conn_free(conn, "malformed request");
         return;
@@ -808,10 +810,10 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
         fail_http(conn, 408, "request head not received within %" PRIu64 " ms (timeouts.header_read)",
                   conn->worker->config->timeouts.header_read_ms);
     } else if (conn->in_request) {
-        ptc_log_info("http1 %s: closing: request body stalled", conn->peer);
+        ptc_log_info("http1 %s: closing: request body stalled", conn->base.peer);
         conn_free(conn, "request body stalled");
     } else if (conn->call == NULL) {
-        ptc_log_debug("http1 %s: idle keep-alive connection timed out", conn->peer);
+        ptc_log_debug("http1 %s: idle keep-alive connection timed out", conn->base.peer);
         conn_free(conn, "idle timeout");
     }
 }
@@ -833,7 +835,6 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
 
 static void conn_free(ptc_h1conn_t *conn, const char *reason)
 {
-    ptc_worker_t *w = conn->worker;
     if (conn->freed != NULL)
         *conn->freed = true;
     if (conn->call != NULL) {
@@ -841,9 +842,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         conn->call = NULL;
         ptc_call_detach_downstream(call, reason);
     }
-    ptc_log_debug("http1 %s: connection closed: %s", conn->peer, reason);
-    TAILQ_REMOVE(&w->conns, conn, link);
-    w->num_conns--;
+    ptc_log_debug("http1 %s: connection closed: %s", conn->base.peer, reason);
     bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
@@ -851,48 +850,39 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
     free(conn->hdrs);
     free(conn->hdr_views);
     free(conn->hparam);
+    ptc_conn_unregister(&conn->base);
     free(conn);
-    ptc_worker_on_conn_closed(w);
 }
 
-void ptc_h1conn_accept(ptc_worker_t *w, evutil_socket_t fd, const struct sockaddr *sa)
+static void conn_drain(ptc_conn_t *c);
+static void conn_fail_calls(ptc_conn_t *c, const char *message);
+static void conn_close(ptc_conn_t *c);
+
+static const ptc_conn_cb_t conn_callbacks = {
+    .drain = conn_drain,
+    .fail_calls = conn_fail_calls,
+    .close = conn_close,
+};
+
+void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer)
 {
     const ptc_limits_config_t *lim = &w->config->limits;
     ptc_h1conn_t *conn = calloc(1, sizeof(*conn));
-    int one = 1;
 
     if (conn == NULL) {
-        evutil_closesocket(fd);
+        bufferevent_free(bev);
         return;
     }
     conn->super.cb = &ds_callbacks;
     conn->worker = w;
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
-        char a[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
-        snprintf(conn->peer, sizeof(conn->peer), "[%s]:%u", a, ntohs(s6->sin6_port));
-    } else if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
-        char a[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
-        snprintf(conn->peer, sizeof(conn->peer), "%s:%u", a, ntohs(s4->sin_port));
-    } else {
-        snprintf(conn->peer, sizeof(conn->peer), "unix");
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    conn->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    conn->bev = bev;
     conn->timer = evtimer_new(w->base, on_timer, conn);
     conn->resume_ev = event_new(w->base, -1, 0, on_resume, conn);
     conn->head = malloc(lim->max_header_size);
     conn->hdrs = calloc(lim->max_headers, sizeof(*conn->hdrs));
     conn->hdr_views = calloc((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS, sizeof(*conn->hdr_views));
-    if (conn->bev == NULL || conn->timer == NULL || conn->resume_ev == NULL || conn->head == NULL || conn->hdrs == NULL ||
-        conn->hdr_views == NULL) {
-        if (conn->bev != NULL)
-            bufferevent_free(conn->bev);
-        else
-            evutil_closesocket(fd);
+    if (conn->timer == NULL || conn->resume_ev == NULL || conn->head == NULL || conn->hdrs == NULL || conn->hdr_views == NULL) {
+        bufferevent_free(bev);
         if (conn->timer != NULL)
             event_free(conn->timer);
         if (conn->resume_ev != NULL)
@@ -905,8 +895,7 @@ void ptc_h1conn_accept(ptc_worker_t *w, evutil_socket_t fd, const struct sockadd
     }
     llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
     conn->parser.data = conn;
-    TAILQ_INSERT_TAIL(&w->conns, conn, link);
-    w->num_conns++;
+    ptc_conn_register(w, &conn->base, &conn_callbacks, peer);
 
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
     /* pipelined input waiting for its turn is bounded: reading stops above this */
@@ -914,39 +903,38 @@ void ptc_h1conn_accept(ptc_worker_t *w, evutil_socket_t fd, const struct sockadd
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     timer_set(conn, w->config->timeouts.idle_ms);
-    ptc_log_debug("http1 %s: accepted", conn->peer);
+    ptc_log_debug("http1 %s: accepted", conn->base.peer);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
+        event_active(conn->resume_ev, EV_READ, 0); /* bytes read while another layer looked at them */
 }
 
-void ptc_h1conn_drain_all(ptc_worker_t *w)
+static ptc_h1conn_t *from_base(ptc_conn_t *c)
 {
-    ptc_h1conn_t *conn, *next;
-    for (conn = TAILQ_FIRST(&w->conns); conn != NULL; conn = next) {
-        next = TAILQ_NEXT(conn, link);
-        if (conn->closing)
-            continue;
-        if (!conn->in_request && conn->call == NULL && !conn->response_active)
-            conn_free(conn, "gateway draining");
-        else
-            conn->close_after_response = true;
-    }
+    return (ptc_h1conn_t *)(void *)((char *)c - offsetof(ptc_h1conn_t, base));
 }
 
-void ptc_h1conn_fail_calls(ptc_worker_t *w, const char *message)
+static void conn_drain(ptc_conn_t *c)
 {
-    ptc_h1conn_t *conn, *next;
-    for (conn = TAILQ_FIRST(&w->conns); conn != NULL; conn = next) {
-        next = TAILQ_NEXT(conn, link);
+    ptc_h1conn_t *conn = from_base(c);
+    if (conn->closing)
+        return;
+    if (!conn->in_request && conn->call == NULL && !conn->response_active)
+        conn_free(conn, "gateway draining");
+    else
         conn->close_after_response = true;
-        if (conn->call != NULL)
-            ptc_call_abort(conn->call, PTC_GRPC_UNAVAILABLE, message);
-        else if (!conn->closing)
-            start_closing(conn);
-    }
 }
 
-void ptc_h1conn_close_all(ptc_worker_t *w)
+static void conn_fail_calls(ptc_conn_t *c, const char *message)
 {
-    ptc_h1conn_t *conn;
-    while ((conn = TAILQ_FIRST(&w->conns)) != NULL)
-        conn_free(conn, "gateway shutting down");
+    ptc_h1conn_t *conn = from_base(c);
+    conn->close_after_response = true;
+    if (conn->call != NULL)
+        ptc_call_abort(conn->call, PTC_GRPC_UNAVAILABLE, message);
+    else if (!conn->closing)
+        start_closing(conn);
+}
+
+static void conn_close(ptc_conn_t *c)
+{
+    conn_free(from_base(c), "gateway shutting down");
 }

@@ -17,7 +17,11 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
-#include "portico/http1.h"
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "portico/conn.h"
 #include "portico/log.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
@@ -34,7 +38,16 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
-    ptc_h1conn_accept(w, fd, sa);
+    char peer[64];
+    int one = 1;
+    ptc_conn_format_peer(sa, peer, sizeof(peer));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    ptc_conn_serve(w, bev, peer, false);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -82,7 +95,10 @@ static void on_drain(evutil_socket_t fd, short events, void *arg)
     }
     w->num_listeners = 0;
     ptc_log_info("draining: %zu connections, %zu calls in flight", w->num_conns, w->num_calls);
-    ptc_h1conn_drain_all(w);
+    for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        c->cb->drain(c);
+    }
     uint64_t ms = w->config->timeouts.drain_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
     evtimer_add(w->drain_timer, &tv);
@@ -103,7 +119,10 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
     }
     w->drain_expired = true;
     ptc_log_warn("drain timeout: ending %zu calls in flight with UNAVAILABLE", w->num_calls);
-    ptc_h1conn_fail_calls(w, "gateway shutting down (drain timeout)");
+    for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        c->cb->fail_calls(c, "gateway shutting down (drain timeout)");
+    }
     struct timeval tv = {DRAIN_FLUSH_MS / 1000, DRAIN_FLUSH_MS % 1000 * 1000};
     evtimer_add(w->drain_timer, &tv);
     maybe_exit(w);
@@ -203,7 +222,9 @@ void ptc_worker_join(ptc_worker_t *w)
 
 void ptc_worker_dispose(ptc_worker_t *w)
 {
-    ptc_h1conn_close_all(w);
+    ptc_conn_t *c;
+    while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+        c->cb->close(c);
     for (size_t i = 0; i < w->num_listeners; i++)
         if (w->listeners[i] != NULL)
             evconnlistener_free(w->listeners[i]);

@@ -790,5 +790,5 @@ def test_cli_flags_without_config(portico):
     """The fixture's plain CLI path: --listen/--upstream/--workers/--log-level, no config file."""
     gw = portico()
     assert "--config" not in gw.args
-    assert re.search(r"listening on 127\.0\.0\.1:%d \(1 workers\)" % gw.port, gw.log_text())
+    assert gw.wait_log(r"listening on 127\.0\.0\.1:%d \(1 workers\)" % gw.port)
     assert_serves(gw)

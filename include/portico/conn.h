@@ -1,0 +1,49 @@
+/*
+ * Downstream connections as the worker sees them: a small vtable so draining and shutdown work the
+ * same for HTTP/1.1 and HTTP/2 connections, plain or TLS.
+ */
+#ifndef PORTICO_CONN_H
+#define PORTICO_CONN_H
+
+#include <stdbool.h>
+#include <sys/queue.h>
+
+#include "portico/common.h"
+
+struct bufferevent;
+struct sockaddr;
+typedef struct st_ptc_worker_t ptc_worker_t;
+typedef struct st_ptc_conn_t ptc_conn_t;
+
+typedef struct st_ptc_conn_cb_t {
+    /* Draining: close now if idle, otherwise once the exchanges in progress are complete. */
+    void (*drain)(ptc_conn_t *c);
+    /* End every call in progress with grpc-status 14 and `message`, then close once flushed. */
+    void (*fail_calls)(ptc_conn_t *c, const char *message);
+    /* Close at once, cancelling calls in progress. */
+    void (*close)(ptc_conn_t *c);
+} ptc_conn_cb_t;
+
+struct st_ptc_conn_t {
+    const ptc_conn_cb_t *cb;
+    ptc_worker_t *worker;
+    TAILQ_ENTRY(st_ptc_conn_t) link;
+    char peer[64]; /* "ip:port" of the client, for logs */
+};
+
+/* Adds a connection to its worker's list (counted against limits.max_connections). */
+void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer);
+/* Removes it; a draining worker exits when the last one is gone. */
+void ptc_conn_unregister(ptc_conn_t *c);
+
+/* Formats a peer address as "ip:port" / "[ip6]:port". */
+void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len);
+
+/*
+ * Serves an accepted connection. `h2` is true when TLS negotiated ALPN "h2"; on a cleartext
+ * connection HTTP/2 is chosen when the client opens with the HTTP/2 connection preface (prior
+ * knowledge), HTTP/1.1 otherwise. Takes ownership of bev.
+ */
+void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool h2);
+
+#endif

@@ -1,0 +1,46 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+
+#include "portico/conn.h"
+#include "portico/http1.h"
+#include "portico/worker.h"
+
+void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer)
+{
+    c->cb = cb;
+    c->worker = w;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    TAILQ_INSERT_TAIL(&w->conns, c, link);
+    w->num_conns++;
+}
+
+void ptc_conn_unregister(ptc_conn_t *c)
+{
+    ptc_worker_t *w = c->worker;
+    TAILQ_REMOVE(&w->conns, c, link);
+    w->num_conns--;
+    ptc_worker_on_conn_closed(w);
+}
+
+void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char a[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+        snprintf(buf, len, "[%s]:%u", a, ntohs(s6->sin6_port));
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+        snprintf(buf, len, "%s:%u", a, ntohs(s4->sin_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+}
+
+void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool h2)
+{
+    (void)h2; /* HTTP/2 downstream: see the h2 adapter */
+    ptc_h1conn_start(w, bev, peer);
+}
