@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include "portico/common.h"
+#include "portico/cors.h"
 
 struct evbuffer;
 typedef struct st_ptc_worker_t ptc_worker_t;
@@ -34,6 +35,16 @@ typedef struct st_ptc_downstream_cb_t {
     /* The call is finished with the downstream: the response is complete, the call will not touch ds again. */
     void (*on_call_done)(ptc_downstream_t *ds);
     /*
+     * Trailers as HTTP/2 trailers (native gRPC responses only; gRPC-Web carries them in the body).
+     * Ends the response.
+     */
+    void (*send_trailers)(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n);
+    /*
+     * A complete local answer that is not gRPC (preflight, 403, 405, 415, health): status, fields and
+     * an optional text body. The request's body, if any, is to be discarded.
+     */
+    void (*respond)(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body);
+    /*
      * The call cannot end the response well-formed (it failed inside a message of which part was sent):
      * the downstream must cut the response off (e.g. close the connection without the last chunk). The
      * call will not touch ds again.
@@ -43,17 +54,33 @@ typedef struct st_ptc_downstream_cb_t {
 
 struct st_ptc_downstream_t {
     const ptc_downstream_cb_t *cb;
+    ptc_cors_decision_t cors; /* decided for the current request; adapters add its fields to every head they write */
 };
 
-/* The request head as the adapter parsed it. Slices are valid only during ptc_call_start(). */
+/* The CORS fields ds->cors calls for, given the fields of the head being written (see ptc_cors_response_headers). */
+size_t ptc_downstream_cors_fields(const ptc_downstream_t *ds, const ptc_header_t *sent, size_t nsent, ptc_header_t *out,
+                                  size_t cap, ptc_cors_scratch_t *scratch);
+
+/* The request head as the adapter parsed it. Slices are valid only during ptc_request_handle() / ptc_call_start(). */
 typedef struct st_ptc_request_t {
     ptc_iovec_t method;
-    ptc_iovec_t path; /* as received, query included */
+    ptc_iovec_t path;   /* as received, query included */
+    ptc_iovec_t scheme; /* "http" or "https": how the client reached the gateway */
     ptc_iovec_t authority;
-    const ptc_header_t *headers;
+    ptc_header_t *headers; /* room for num_headers + PTC_HTTP_HEADERS_MAX_FIELDS: $httpHeaders merge in place */
     size_t num_headers;
-    const char *peer; /* "ip:port" of the client, for logs */
+    const char *peer;  /* "ip:port" of the client, for logs */
+    bool allow_native; /* application/grpc is proxied as native gRPC (HTTP/2 downstreams) */
 } ptc_request_t;
+
+/*
+ * The policy step every adapter runs on a complete request head: CORS preflights, origin check,
+ * health, method, $httpHeaders, content type, then the call. Either answers locally through ds
+ * (respond, or a gRPC-Web error) and leaves *call NULL, or starts a call. *hparam is scratch space for
+ * $httpHeaders, allocated on first use and owned by the adapter (free() it).
+ */
+void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *req, ptc_http_headers_param_t **hparam,
+                        ptc_call_t **call);
 
 /*
  * Starts a call for a gRPC-Web request head. Always answers: either the call runs and *out is set,

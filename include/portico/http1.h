@@ -7,7 +7,9 @@
 struct bufferevent;
 typedef struct st_ptc_worker_t ptc_worker_t;
 
+#include <stdbool.h>
+
 /* Serves HTTP/1.1 on a connected bufferevent (plain or TLS); takes ownership of bev. */
-void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer);
+void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls);
 
 #endif

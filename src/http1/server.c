@@ -66,7 +66,6 @@ struct st_ptc_h1conn_t {
     const char *exec_start; /* the buffer given to the current llhttp_execute() */
     char prev_last;         /* the last byte of the previous llhttp_execute() buffer */
 
-    ptc_cors_decision_t cors;          /* for the current exchange; applied to every response head */
     ptc_http_headers_param_t *hparam;  /* $httpHeaders of the current request (allocated on first use) */
 
     ptc_call_t *call;
@@ -84,6 +83,7 @@ struct st_ptc_h1conn_t {
     bool closing;           /* close once the output is flushed */
     bool close_after_response;
     bool in_message_complete;
+    bool tls;
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
 };
 
@@ -165,7 +165,7 @@ static void write_cors(ptc_h1conn_t *conn, const ptc_header_t *sent, size_t nsen
 {
     ptc_header_t f[PTC_CORS_MAX_FIELDS];
     ptc_cors_scratch_t scratch;
-    size_t n = ptc_cors_response_headers(&conn->cors, sent, nsent, f, PTC_ARRAY_SIZE(f), &scratch);
+    size_t n = ptc_downstream_cors_fields(&conn->super, sent, nsent, f, PTC_ARRAY_SIZE(f), &scratch);
     for (size_t i = 0; i < n; i++)
         write_header(conn, f[i].name, f[i].value);
 }
@@ -333,6 +333,21 @@ static void ds_on_call_done(ptc_downstream_t *ds)
         conn->discard_body = true; /* the rest of the request body has nowhere to go */
 }
 
+static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    conn->discard_body = true;
+    write_simple(conn, status, headers, n, body);
+}
+
+static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n)
+{
+    /* HTTP/1.1 downstreams only carry gRPC-Web, whose trailers are in the body */
+    (void)trailers;
+    (void)n;
+    ds_send_end(ds);
+}
+
 static void ds_abort(ptc_downstream_t *ds)
 {
     ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
@@ -350,6 +365,8 @@ static const ptc_downstream_cb_t ds_callbacks = {
     .pause_read = ds_pause_read,
     .on_call_done = ds_on_call_done,
     .abort = ds_abort,
+    .send_trailers = ds_send_trailers,
+    .respond = ds_respond,
 };
 
 /* ---- request dispatch ---- */
@@ -362,100 +379,11 @@ static const ptc_header_t *find(ptc_h1conn_t *conn, ptc_iovec_t name)
     return NULL;
 }
 
-static bool path_is(ptc_iovec_t url, const char *path)
-{
-    const char *q = memchr(url.base, '?', url.len);
-    size_t len = q != NULL ? (size_t)(q - url.base) : url.len;
-    return len == strlen(path) && memcmp(url.base, path, len) == 0;
-}
-
-/* A gRPC-Web error made before any call exists (the request head itself was refused). */
-static void write_grpc_error(ptc_h1conn_t *conn, int status, const char *msg)
-{
-    char code[8], enc[1024];
-    snprintf(code, sizeof(code), "%d", status);
-    ptc_header_t h[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
-                        {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
-                        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))}};
-    ptc_log_info("http1 %s: grpc-status %d: %s", conn->base.peer, status, msg);
-    ds_send_head(&conn->super, 200, h, PTC_ARRAY_SIZE(h), true);
-    conn->response_complete = true;
-    conn->discard_body = true;
-}
-
-/* Answers a CORS preflight locally: never forwarded, never authenticated. */
-static void answer_preflight(ptc_h1conn_t *conn, const ptc_cors_config_t *policy, ptc_iovec_t origin)
-{
-    const ptc_header_t *rm = find(conn, PTC_STRLIT("access-control-request-method"));
-    const ptc_header_t *rh = find(conn, PTC_STRLIT("access-control-request-headers"));
-    const ptc_header_t *pn = find(conn, PTC_STRLIT("access-control-request-private-network"));
-    ptc_preflight_t pf = {
-        .origin = origin,
-        .request_method = rm->value,
-        .request_headers = rh != NULL ? rh->value : ptc_iov("", 0),
-        .request_private_network = pn != NULL && ptc_iov_eq_ci(ptc_iov_trim(pn->value), PTC_STRLIT("true")),
-    };
-    ptc_header_t f[PTC_CORS_MAX_FIELDS];
-    ptc_cors_scratch_t scratch;
-    size_t n;
-    const char *why = NULL;
-
-    conn->discard_body = true;
-    if (ptc_cors_preflight(policy, &pf, f, PTC_ARRAY_SIZE(f), &n, &scratch, &why) == 204) {
-        write_simple(conn, 204, f, n, NULL);
-        return;
-    }
-    ptc_log_warn("http1 %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", conn->base.peer,
-                 (int)PTC_MIN(origin.len, (size_t)200), origin.base, (int)PTC_MIN(pf.request_method.len, (size_t)32),
-                 pf.request_method.base, why);
-    write_simple(conn, 403, NULL, 0, "CORS preflight refused\n");
-}
-
-/*
- * Merges the $httpHeaders URL parameter (grpc-web suppressCorsPreflight) over the request's headers:
- * its fields come first and replace same-named ones. Returns false when the parameter was refused
- * (already answered).
- */
-static bool merge_http_headers_param(ptc_h1conn_t *conn, ptc_iovec_t url)
-{
-    const char *why = NULL;
-
-    if (memchr(url.base, '?', url.len) == NULL)
-        return true;
-    if (conn->hparam == NULL && (conn->hparam = malloc(sizeof(*conn->hparam))) == NULL) {
-        write_grpc_error(conn, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
-        return false;
-    }
-    if (ptc_http_headers_param_parse(url, conn->hparam, &why) != 0) {
-        write_grpc_error(conn, PTC_GRPC_INVALID_ARGUMENT, why);
-        return false;
-    }
-    if (!conn->hparam->present)
-        return true;
-    /* hdr_views has room for max_headers + PTC_HTTP_HEADERS_MAX_FIELDS entries */
-    size_t n = conn->hparam->num_fields;
-    ptc_header_t *v = conn->hdr_views;
-    memmove(v + n, v, conn->num_hdrs * sizeof(*v));
-    memcpy(v, conn->hparam->fields, n * sizeof(*v));
-    size_t total = n;
-    for (size_t i = n; i < n + conn->num_hdrs; i++) {
-        bool replaced = false;
-        for (size_t j = 0; j < n && !replaced; j++)
-            replaced = ptc_iov_eq_ci(v[i].name, v[j].name);
-        if (!replaced)
-            v[total++] = v[i];
-    }
-    conn->num_hdrs = total;
-    return true;
-}
-
 /* Decides what to do with a complete request head. Returns 0, or -1 when the connection was failed. */
 static int on_head(ptc_h1conn_t *conn)
 {
-    const ptc_config_t *cfg = conn->worker->config;
     ptc_iovec_t url = ptc_iov(conn->head + conn->url_off, conn->url_len);
-    llhttp_method_t method = llhttp_get_method(&conn->parser);
-    const char *mname = llhttp_method_name(method);
+    const char *mname = llhttp_method_name(llhttp_get_method(&conn->parser));
     const ptc_header_t *h;
 
     for (size_t i = 0; i < conn->num_hdrs; i++)
@@ -471,64 +399,6 @@ static int on_head(ptc_h1conn_t *conn)
     conn->keep_alive = llhttp_should_keep_alive(&conn->parser) != 0;
     timer_set(conn, 0);
 
-    const char *q = memchr(url.base, '?', url.len);
-    ptc_iovec_t path = ptc_iov(url.base, q != NULL ? (size_t)(q - url.base) : url.len);
-    const ptc_cors_config_t *policy = ptc_config_cors_for(cfg, ptc_config_match_route(cfg, path));
-    const ptc_header_t *origin_h = find(conn, PTC_STRLIT("origin"));
-    ptc_iovec_t origin = origin_h != NULL ? ptc_iov_trim(origin_h->value) : ptc_iov("", 0);
-
-    if (method == HTTP_OPTIONS) {
-        if (ptc_cors_is_preflight(ptc_iov(mname, strlen(mname)), origin_h != NULL,
-                                  find(conn, PTC_STRLIT("access-control-request-method")) != NULL)) {
-            answer_preflight(conn, policy, origin);
-            return 0;
-        }
-        ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
-        conn->discard_body = true;
-        write_simple(conn, 204, &allow, 1, NULL);
-        return 0;
-    }
-    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
-    char self[300];
-    int selflen = host != NULL ? snprintf(self, sizeof(self), "http://%.*s", (int)PTC_MIN(host->value.len, (size_t)256), host->value.base) : 0;
-    conn->cors = ptc_cors_decide(policy, origin, ptc_iov(self, selflen > 0 ? (size_t)selflen : 0));
-    if (conn->cors.verdict == PTC_CORS_DENIED) {
-        ptc_log_warn("http1 %s: %s %.*s refused: origin '%.*s' is not allowed by the CORS policy", conn->base.peer, mname,
-                     (int)PTC_MIN(path.len, (size_t)200), path.base, (int)PTC_MIN(origin.len, (size_t)200), origin.base);
-        conn->discard_body = true;
-        write_simple(conn, 403, NULL, 0, "origin not allowed by the CORS policy\n");
-        return 0;
-    }
-    if ((method == HTTP_GET || method == HTTP_HEAD) && path_is(url, cfg->health_path)) {
-        conn->discard_body = true;
-        write_simple(conn, 200, NULL, 0, "ok\n");
-        return 0;
-    }
-    if (method != HTTP_POST) {
-        ptc_header_t allow = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
-        char body[160];
-        snprintf(body, sizeof(body), "method %s is not allowed here: gRPC-Web calls use POST\n", mname);
-        ptc_log_info("http1 %s: 405 for %s %.*s", conn->base.peer, mname, (int)PTC_MIN(url.len, (size_t)200), url.base);
-        conn->discard_body = true;
-        write_simple(conn, 405, &allow, 1, body);
-        return 0;
-    }
-    if (!merge_http_headers_param(conn, url))
-        return 0;
-    h = find(conn, PTC_STRLIT("content-type"));
-    ptc_ctype_t ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
-    if ((ct.kind != PTC_CT_GRPC_WEB && ct.kind != PTC_CT_GRPC_WEB_TEXT) || ct.codec.len > 32) {
-        char body[400];
-        snprintf(body, sizeof(body),
-                 "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec] and "
-                 "application/grpc-web-text[+proto|+codec]\n",
-                 h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
-        ptc_log_info("http1 %s: 415 for POST %.*s (content-type '%.*s')", conn->base.peer, (int)PTC_MIN(url.len, (size_t)200), url.base,
-                     h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
-        conn->discard_body = true;
-        write_simple(conn, 415, NULL, 0, body);
-        return 0;
-    }
     if ((h = find(conn, PTC_STRLIT("expect"))) != NULL) {
         if (!ptc_iov_eq_ci(ptc_iov_trim(h->value), PTC_STRLIT("100-continue"))) {
             conn->discard_body = true;
@@ -536,18 +406,21 @@ static int on_head(ptc_h1conn_t *conn)
             write_simple(conn, 417, NULL, 0, "only 'Expect: 100-continue' is supported\n");
             return 0;
         }
-        evbuffer_add_printf(output(conn), "HTTP/1.1 100 Continue\r\n\r\n");
+        /* a final answer may still follow at once (RFC 9110 §10.1.1); the body is then discarded */
+        evbuffer_add(output(conn), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
-
+    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
     ptc_request_t req = {
         .method = ptc_iov(mname, strlen(mname)),
         .path = url,
+        .scheme = conn->tls ? PTC_STRLIT("https") : PTC_STRLIT("http"),
         .authority = host != NULL ? host->value : ptc_iov("", 0),
         .headers = conn->hdr_views,
         .num_headers = conn->num_hdrs,
         .peer = conn->base.peer,
+        .allow_native = false,
     };
-    ptc_call_start(conn->worker, &conn->super, &req, &conn->call);
+    ptc_request_handle(conn->worker, &conn->super, &req, &conn->hparam, &conn->call);
     return 0;
 }
 
@@ -584,7 +457,7 @@ static int on_message_begin(llhttp_t *p)
     conn->last_cb = CB_NONE;
     conn->head_error = 0;
     conn->head_error_msg = NULL;
-    conn->cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
+    conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
     timer_set(conn, conn->worker->config->timeouts.header_read_ms);
     return 0;
 }
@@ -864,7 +737,7 @@ static const ptc_conn_cb_t conn_callbacks = {
     .close = conn_close,
 };
 
-void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer)
+void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls)
 {
     const ptc_limits_config_t *lim = &w->config->limits;
     ptc_h1conn_t *conn = calloc(1, sizeof(*conn));
@@ -876,6 +749,7 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     conn->super.cb = &ds_callbacks;
     conn->worker = w;
     conn->bev = bev;
+    conn->tls = tls;
     conn->timer = evtimer_new(w->base, on_timer, conn);
     conn->resume_ev = event_new(w->base, -1, 0, on_resume, conn);
     conn->head = malloc(lim->max_header_size);
