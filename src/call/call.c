@@ -59,6 +59,8 @@ struct st_ptc_call_t {
     uint64_t start_ms;
     char peer[64];
 
+    bool native; /* native gRPC (HTTP/2 downstream): headers, frames and trailers pass through unchanged */
+
     /* request */
     bool req_text;
     bool req_ended;  /* the downstream request body is complete */
@@ -205,7 +207,10 @@ static void send_head(ptc_call_t *call, bool end_stream)
     if (call->hdrs.n + 1 > PTC_ARRAY_SIZE(stack) && (hv = malloc((call->hdrs.n + 1) * sizeof(*hv))) == NULL)
         hv = stack; /* forward what fits rather than fail the call */
     size_t cap = hv == stack ? PTC_ARRAY_SIZE(stack) : call->hdrs.n + 1;
-    hv[n++] = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
+    ptc_header_t ct;
+    if (!call->native || hdrstore_find(&call->hdrs, PTC_STRLIT("content-type"), &ct) == NULL)
+        ct = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
+    hv[n++] = ct; /* native gRPC keeps the upstream's content-type */
     for (size_t i = 0; i < call->hdrs.n && n < cap; i++) {
         ptc_header_t f = hdrstore_get(&call->hdrs, i);
         if (!is_hop_header(f.name))
@@ -346,9 +351,14 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
             ptc_header_t head[] = {{PTC_STRLIT("content-type"), resp_ctype(call)}, fields[0], fields[1]};
             call->ds->cb->send_head(call->ds, 200, head, PTC_ARRAY_SIZE(head), true);
         } else if (drop_partial_frame(call)) {
-            out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
-            out_flush(call);
-            call->ds->cb->send_end(call->ds);
+            if (call->native) {
+                out_flush(call);
+                call->ds->cb->send_trailers(call->ds, fields, PTC_ARRAY_SIZE(fields));
+            } else {
+                out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
+                out_flush(call);
+                call->ds->cb->send_end(call->ds);
+            }
         } else {
             /* part of a large message already went out: ending the body now would hand the client a
              * corrupt message, so the response is cut off and the client sees a transport error */
@@ -606,12 +616,18 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     ptc_header_t msg = {{"", 0}, {"", 0}};
     hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
     log_done(call, st, msg.value);
-    out_trailer_frame(call, tv, n);
+    if (call->native) {
+        out_flush(call);
+        if (call->ds != NULL)
+            call->ds->cb->send_trailers(call->ds, tv, n);
+    } else {
+        out_trailer_frame(call, tv, n);
+        out_flush(call);
+        if (call->ds != NULL)
+            call->ds->cb->send_end(call->ds);
+    }
     if (tv != stack)
         free(tv);
-    out_flush(call);
-    if (call->ds != NULL)
-        call->ds->cb->send_end(call->ds);
     (void)end_stream;
     /* the server is done; if the client still sends, the stream is reset (PROTOCOL-HTTP2.md) */
     if (!call->req_ended || evbuffer_get_length(call->req_buf) != 0)
@@ -952,8 +968,9 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->ds = ds;
     call->start_ms = ptc_now_ms();
     snprintf(call->peer, sizeof(call->peer), "%s", req->peer != NULL ? req->peer : "-");
+    call->native = ct.kind == PTC_CT_GRPC;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
-    call->resp_text = ptc_accept_wants_text(accept, call->req_text);
+    call->resp_text = !call->native && ptc_accept_wants_text(accept, call->req_text);
     ptc_b64_decoder_init(&call->req_b64);
     ptc_b64_encoder_init(&call->resp_b64);
     ptc_frame_parser_init(&call->req_parser);
@@ -961,7 +978,10 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->req_buf = evbuffer_new();
     call->out = evbuffer_new();
     call->held = evbuffer_new();
-    if (ptc_ctype_codec_is_proto(ct.codec))
+    if (call->native)
+        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "",
+                 (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
+    else if (ptc_ctype_codec_is_proto(ct.codec))
         snprintf(call->resp_ctype, sizeof(call->resp_ctype), "%s", call->resp_text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
     else
         snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc-web%s+%.*s", call->resp_text ? "-text" : "",

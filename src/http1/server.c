@@ -25,6 +25,7 @@
 #include "portico/codec.h"
 #include "portico/conn.h"
 #include "portico/cors.h"
+#include "portico/h2.h"
 #include "portico/http1.h"
 #include "portico/log.h"
 #include "portico/worker.h"
@@ -84,6 +85,7 @@ struct st_ptc_h1conn_t {
     bool close_after_response;
     bool in_message_complete;
     bool tls;
+    bool protocol_known; /* the first bytes were not the HTTP/2 preface */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
 };
 
@@ -610,6 +612,32 @@ static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
     fail_http(conn, bad_version ? 505 : 400, "malformed HTTP/1.1 request: %s (%s)", reason, llhttp_errno_name(err));
 }
 
+/*
+ * Cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3): a connection that opens with the HTTP/2
+ * preface is handed to the HTTP/2 adapter. Returns true when the connection is gone or more bytes
+ * are needed to decide.
+ */
+static bool switch_to_h2(ptc_h1conn_t *conn, struct evbuffer *in)
+{
+    char buf[PTC_H2_PREFACE_LEN];
+    size_t n = PTC_MIN(evbuffer_get_length(in), (size_t)PTC_H2_PREFACE_LEN);
+
+    evbuffer_copyout(in, buf, n);
+    if (memcmp(buf, PTC_H2_PREFACE, n) != 0) {
+        conn->protocol_known = true;
+        return false;
+    }
+    if (n < PTC_H2_PREFACE_LEN)
+        return true;
+    struct bufferevent *bev = conn->bev;
+    char peer[sizeof(conn->base.peer)];
+    memcpy(peer, conn->base.peer, sizeof(peer));
+    conn->bev = NULL;
+    ptc_h2conn_start(conn->worker, bev, peer, conn->tls);
+    conn_free(conn, "switched to HTTP/2");
+    return true;
+}
+
 static void parse_input(ptc_h1conn_t *conn)
 {
     struct evbuffer *in = bufferevent_get_input(conn->bev);
@@ -619,6 +647,8 @@ static void parse_input(ptc_h1conn_t *conn)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
+    if (!conn->protocol_known && switch_to_h2(conn, in))
+        return;
     while (!conn->parser_paused && !conn->read_paused && !conn->closing && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -716,7 +746,8 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         ptc_call_detach_downstream(call, reason);
     }
     ptc_log_debug("http1 %s: connection closed: %s", conn->base.peer, reason);
-    bufferevent_free(conn->bev);
+    if (conn->bev != NULL)
+        bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
     free(conn->head);

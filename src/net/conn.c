@@ -5,6 +5,7 @@
 #include <event2/bufferevent_ssl.h>
 
 #include "portico/conn.h"
+#include "portico/h2.h"
 #include "portico/http1.h"
 #include "portico/worker.h"
 
@@ -44,6 +45,8 @@ void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)
 void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool h2)
 {
     bool tls = bufferevent_openssl_get_ssl(bev) != NULL;
-    (void)h2; /* HTTP/2 downstream: see the h2 adapter */
-    ptc_h1conn_start(w, bev, peer, tls);
+    if (h2)
+        ptc_h2conn_start(w, bev, peer, tls);
+    else
+        ptc_h1conn_start(w, bev, peer, tls); /* switches to HTTP/2 itself on a cleartext preface */
 }

@@ -409,11 +409,18 @@ def test_unsupported_http_version_is_505(portico, version):
     assert_serves(gw)
 
 
-def test_http2_preface_is_400(portico):
+def test_http2_preface_switches_to_http2(portico):
+    """A cleartext connection that opens with the HTTP/2 preface is served as HTTP/2 (prior
+    knowledge): the server answers with its own SETTINGS frame, not an HTTP/1.1 status line."""
     gw = portico()
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
     settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-    _expect_400_and_close(gw, preface + settings)
+    with gw.connect() as conn:
+        conn.send(preface[:7])          # split inside the preface: still detected
+        conn.send(preface[7:] + settings)
+        data = conn.recv_raw()
+        assert not data.startswith(b"HTTP/1.1"), data[:40]
+        assert data[3] == 0x04 and data[4] == 0x00, data[:20]   # a SETTINGS frame, not an ACK
     assert_serves(gw)
 
 

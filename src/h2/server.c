@@ -1,0 +1,741 @@
+/*
+ * HTTP/2 downstream adapter (nghttp2 server sessions): many gRPC-Web calls — and native gRPC calls —
+ * multiplexed on one connection, over TLS (ALPN h2) or cleartext with prior knowledge.
+ *
+ * Flow control is end to end in both directions, with automatic WINDOW_UPDATE off:
+ *  - request bodies: DATA from the browser is credited back (nghttp2_session_consume) once the call
+ *    took it, except while the call applies backpressure (pause_read), so a slow upstream stops the
+ *    browser's uploads;
+ *  - response bodies: a stream's bytes wait in its `out` buffer until the browser's window lets
+ *    nghttp2 send them; the call sees that through `pending` and stops crediting the upstream.
+ *
+ * Re-entrancy: as in the upstream client, nghttp2_session_send() is never called from inside nghttp2;
+ * sends requested meanwhile are recorded in want_send and done by the outermost caller.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "portico/call.h"
+#include "portico/codec.h"
+#include "portico/conn.h"
+#include "portico/h2.h"
+#include "portico/log.h"
+#include "portico/worker.h"
+
+#define OUTPUT_WOULDBLOCK_THRESHOLD (64 * 1024)
+#define OUTPUT_LOW_WATERMARK (16 * 1024)
+#define MAX_CONCURRENT_STREAMS 128
+#define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
+
+typedef struct st_h2conn_t h2conn_t;
+
+typedef struct st_h2stream_t {
+    ptc_downstream_t super; /* the call's view of this stream; first, so the pointer casts */
+    h2conn_t *conn;
+    int32_t id;
+    TAILQ_ENTRY(st_h2stream_t) link;
+
+    /* request head, copied from nghttp2's header callbacks; capped at limits.max_header_size / max_headers */
+    char *head;
+    size_t head_len;
+    struct {
+        size_t name, name_len, value, value_len;
+    } *offs;
+    ptc_header_t *views; /* room for max_headers + PTC_HTTP_HEADERS_MAX_FIELDS */
+    size_t num_hdrs;
+    int head_error; /* HTTP status when the head was refused (431) */
+    ptc_http_headers_param_t *hparam;
+
+    ptc_call_t *call;
+    bool request_ended;
+    bool head_method;      /* HEAD: answers carry no body */
+    bool discard;          /* request body is ignored (local answer, or the call ended) */
+    bool read_paused;      /* the call applies backpressure: request DATA is not credited */
+    size_t unconsumed_req; /* request DATA received but not credited back */
+
+    /* response */
+    struct evbuffer *out;
+    bool head_sent;
+    bool eof;              /* the body is complete once `out` drains */
+    ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
+    size_t num_trailers;
+    char *trailer_mem;
+} h2stream_t;
+
+struct st_h2conn_t {
+    ptc_conn_t base;
+    ptc_worker_t *worker;
+    struct bufferevent *bev;
+    nghttp2_session *session;
+    bool tls;
+    TAILQ_HEAD(, st_h2stream_t) streams;
+    size_t num_streams;
+    struct event *timer;   /* idle timeout while no stream is open */
+    struct event *send_ev; /* deferred nghttp2_session_send() */
+    unsigned in_nghttp2;
+    bool want_send;
+    bool want_close;
+    bool goaway_sent;
+};
+
+static void conn_free(h2conn_t *conn, const char *reason);
+static void conn_send(h2conn_t *conn);
+
+/*
+ * Sending is deferred to the loop (or to the end of the nghttp2 call in progress): a send can
+ * complete and close a stream, which must not happen under the feet of a call that is still
+ * writing its response through the stream.
+ */
+static void conn_want_send(h2conn_t *conn)
+{
+    if (conn->in_nghttp2 != 0)
+        conn->want_send = true;
+    else
+        event_active(conn->send_ev, EV_WRITE, 0);
+}
+
+static void idle_timer_update(h2conn_t *conn)
+{
+    if (conn->num_streams == 0) {
+        uint64_t ms = conn->worker->config->timeouts.idle_ms;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+        evtimer_add(conn->timer, &tv);
+    } else {
+        evtimer_del(conn->timer);
+    }
+}
+
+/* ---- streams ---- */
+
+static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
+{
+    const ptc_limits_config_t *lim = &conn->worker->config->limits;
+    h2stream_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->conn = conn;
+    st->id = id;
+    st->head = malloc(lim->max_header_size);
+    st->offs = calloc(lim->max_headers, sizeof(*st->offs));
+    st->views = calloc((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS, sizeof(*st->views));
+    st->out = evbuffer_new();
+    if (st->head == NULL || st->offs == NULL || st->views == NULL || st->out == NULL) {
+        free(st->head);
+        free(st->offs);
+        free(st->views);
+        if (st->out != NULL)
+            evbuffer_free(st->out);
+        free(st);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&conn->streams, st, link);
+    conn->num_streams++;
+    idle_timer_update(conn);
+    return st;
+}
+
+static void stream_free(h2stream_t *st)
+{
+    h2conn_t *conn = st->conn;
+    if (st->call != NULL) {
+        ptc_call_t *call = st->call;
+        st->call = NULL;
+        ptc_call_detach_downstream(call, "stream reset by the client");
+    }
+    TAILQ_REMOVE(&conn->streams, st, link);
+    conn->num_streams--;
+    free(st->head);
+    free(st->offs);
+    free(st->views);
+    free(st->hparam);
+    free(st->trailers);
+    free(st->trailer_mem);
+    evbuffer_free(st->out);
+    free(st);
+    idle_timer_update(conn);
+}
+
+/* Credits request DATA back to the browser unless the call is applying backpressure. */
+static void stream_credit_request(h2stream_t *st)
+{
+    if (st->unconsumed_req == 0 || st->read_paused)
+        return;
+    nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
+    st->unconsumed_req = 0;
+    conn_want_send(st->conn);
+}
+
+/* Builds an nghttp2 header block: :status, the fields, and the CORS fields of the stream's decision. */
+static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, size_t n, const ptc_header_t *extra, size_t nextra,
+                       const nghttp2_data_provider *prd)
+{
+    ptc_header_t cors[PTC_CORS_MAX_FIELDS];
+    ptc_cors_scratch_t scratch;
+    size_t ncors = ptc_downstream_cors_fields(&st->super, headers, n, cors, PTC_ARRAY_SIZE(cors), &scratch);
+    nghttp2_nv stack[48], *nva = stack;
+    size_t total = 1 + n + nextra + ncors, k = 0;
+    char code[4];
+
+    if (total > PTC_ARRAY_SIZE(stack) && (nva = malloc(total * sizeof(*nva))) == NULL)
+        return NGHTTP2_ERR_NOMEM;
+    snprintf(code, sizeof(code), "%03d", status);
+    static char status_name[] = ":status";
+    nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
+#define ADD(list, count)                                                                                                           \
+    for (size_t i = 0; i < (count); i++)                                                                                           \
+        nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)(list)[i].name.base, (uint8_t *)(uintptr_t)(list)[i].value.base,          \
+                                (list)[i].name.len, (list)[i].value.len, NGHTTP2_NV_FLAG_NONE};
+    ADD(headers, n)
+    ADD(extra, nextra)
+    ADD(cors, ncors)
+#undef ADD
+    int rv = nghttp2_submit_response(st->conn->session, st->id, nva, k, prd);
+    if (nva != stack)
+        free(nva);
+    st->head_sent = true;
+    return rv;
+}
+
+static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                             nghttp2_data_source *source, void *user_data)
+{
+    (void)buf;
+    (void)source;
+    (void)user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (st == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t avail = evbuffer_get_length(st->out);
+    if (avail == 0 && !st->eof)
+        return NGHTTP2_ERR_DEFERRED;
+    size_t n = PTC_MIN(length, avail);
+    if (n != 0)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (st->eof && n == avail) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->trailers != NULL) {
+            /* native gRPC: the stream ends with a trailer HEADERS frame instead of END_STREAM on DATA */
+            nghttp2_nv nva[64];
+            size_t k = 0;
+            for (size_t i = 0; i < st->num_trailers && k < PTC_ARRAY_SIZE(nva); i++)
+                nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)st->trailers[i].name.base, (uint8_t *)(uintptr_t)st->trailers[i].value.base,
+                                        st->trailers[i].name.len, st->trailers[i].value.len, NGHTTP2_NV_FLAG_NONE};
+            if (nghttp2_submit_trailer(session, stream_id, nva, k) == 0)
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+    (void)source;
+    h2conn_t *conn = user_data;
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (st == NULL)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    evbuffer_add(out, framehd, 9);
+    evbuffer_remove_buffer(st->out, out, length);
+    /* the browser is reading: let the call credit its upstream again */
+    if (st->call != NULL && evbuffer_get_length(st->out) <= conn->worker->config->limits.call_buffer_size / 2)
+        ptc_call_on_downstream_writable(st->call);
+    return 0;
+}
+
+/* ---- the call's view (ptc_downstream_cb_t) ---- */
+
+static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+    /* HTTP/2 forbids connection-specific fields; the call never passes them */
+    if (submit_head(st, status, headers, n, NULL, 0, end_stream ? NULL : &prd) != 0)
+        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_want_send(st->conn);
+}
+
+static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    evbuffer_add_buffer(st->out, buf);
+    nghttp2_session_resume_data(st->conn->session, st->id);
+    conn_want_send(st->conn);
+}
+
+static void ds_send_end(ptc_downstream_t *ds)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    st->eof = true;
+    nghttp2_session_resume_data(st->conn->session, st->id);
+    conn_want_send(st->conn);
+}
+
+static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += trailers[i].name.len + trailers[i].value.len;
+    free(st->trailers);
+    free(st->trailer_mem);
+    st->trailers = calloc(n != 0 ? n : 1, sizeof(*st->trailers));
+    st->trailer_mem = malloc(bytes != 0 ? bytes : 1);
+    if (st->trailers != NULL && st->trailer_mem != NULL) {
+        char *p = st->trailer_mem;
+        for (size_t i = 0; i < n; i++) {
+            memcpy(p, trailers[i].name.base, trailers[i].name.len);
+            st->trailers[i].name = ptc_iov(p, trailers[i].name.len);
+            p += trailers[i].name.len;
+            if (trailers[i].value.len != 0)
+                memcpy(p, trailers[i].value.base, trailers[i].value.len);
+            st->trailers[i].value = ptc_iov(p, trailers[i].value.len);
+            p += trailers[i].value.len;
+        }
+        st->num_trailers = n;
+    } else {
+        free(st->trailers);
+        st->trailers = NULL;
+        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    }
+    ds_send_end(ds);
+}
+
+static size_t ds_pending(ptc_downstream_t *ds)
+{
+    return evbuffer_get_length(((h2stream_t *)ds)->out);
+}
+
+static void ds_pause_read(ptc_downstream_t *ds, bool pause)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    st->read_paused = pause;
+    if (!pause)
+        stream_credit_request(st);
+}
+
+static void ds_on_call_done(ptc_downstream_t *ds)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    st->call = NULL;
+    st->discard = true;
+    st->read_paused = false;
+    stream_credit_request(st);
+}
+
+static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    char len[24];
+    size_t blen = body != NULL ? strlen(body) : 0;
+    ptc_header_t extra[2];
+    size_t nextra = 0;
+    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+
+    st->discard = true;
+    stream_credit_request(st);
+    if (status != 204) {
+        snprintf(len, sizeof(len), "%zu", blen);
+        if (blen != 0)
+            extra[nextra++] = (ptc_header_t){PTC_STRLIT("content-type"), PTC_STRLIT("text/plain; charset=utf-8")};
+        extra[nextra++] = (ptc_header_t){PTC_STRLIT("content-length"), ptc_iov(len, strlen(len))};
+    }
+    bool with_body = blen != 0 && !st->head_method;
+    if (with_body)
+        evbuffer_add(st->out, body, blen);
+    st->eof = true;
+    if (submit_head(st, status, headers, n, extra, nextra, with_body ? &prd : NULL) != 0)
+        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_want_send(st->conn);
+}
+
+static void ds_abort(ptc_downstream_t *ds)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    st->call = NULL;
+    st->discard = true;
+    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    conn_want_send(st->conn);
+}
+
+static const ptc_downstream_cb_t ds_callbacks = {
+    .send_head = ds_send_head,
+    .send_body = ds_send_body,
+    .send_end = ds_send_end,
+    .pending = ds_pending,
+    .pause_read = ds_pause_read,
+    .on_call_done = ds_on_call_done,
+    .send_trailers = ds_send_trailers,
+    .respond = ds_respond,
+    .abort = ds_abort,
+};
+
+/* ---- receiving ---- */
+
+static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
+{
+    return value ? ptc_iov(st->head + st->offs[i].value, st->offs[i].value_len) : ptc_iov(st->head + st->offs[i].name, st->offs[i].name_len);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2conn_t *conn = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2stream_t *st = stream_new(conn, frame->hd.stream_id);
+    if (st == NULL) {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    st->super.cb = &ds_callbacks;
+    nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *user_data)
+{
+    (void)flags;
+    h2conn_t *conn = user_data;
+    const ptc_limits_config_t *lim = &conn->worker->config->limits;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* request trailers carry nothing a gRPC call uses */
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (st == NULL || st->head_error != 0)
+        return 0;
+    if (st->head_len + namelen + valuelen > lim->max_header_size || st->num_hdrs == lim->max_headers) {
+        st->head_error = 431;
+        return 0;
+    }
+    st->offs[st->num_hdrs].name = st->head_len;
+    st->offs[st->num_hdrs].name_len = namelen;
+    memcpy(st->head + st->head_len, name, namelen);
+    st->head_len += namelen;
+    st->offs[st->num_hdrs].value = st->head_len;
+    st->offs[st->num_hdrs].value_len = valuelen;
+    if (valuelen != 0)
+        memcpy(st->head + st->head_len, value, valuelen);
+    st->head_len += valuelen;
+    st->num_hdrs++;
+    return 0;
+}
+
+/* A complete request head: pseudo-headers apart, then the shared policy step. */
+static void on_request_head(h2conn_t *conn, h2stream_t *st)
+{
+    ptc_request_t req = {.scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .allow_native = true};
+    size_t n = 0;
+
+    if (st->head_error != 0) {
+        ptc_log_info("h2 %s: stream %" PRId32 ": request header fields too large", conn->base.peer, st->id);
+        ds_respond(&st->super, 431, NULL, 0, "request header fields too large\n");
+        return;
+    }
+    for (size_t i = 0; i < st->num_hdrs; i++) {
+        ptc_iovec_t name = stream_header(st, i, false), value = stream_header(st, i, true);
+        if (name.len != 0 && name.base[0] == ':') {
+            if (ptc_iov_eq_ci(name, PTC_STRLIT(":method")))
+                req.method = value;
+            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":path")))
+                req.path = value;
+            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":scheme")))
+                req.scheme = value;
+            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":authority")))
+                req.authority = value;
+            continue;
+        }
+        if (ptc_iov_eq_ci(name, PTC_STRLIT("host")) && req.authority.len == 0)
+            req.authority = value;
+        st->views[n++] = (ptc_header_t){name, value};
+    }
+    req.headers = st->views;
+    req.num_headers = n;
+    st->head_method = ptc_iov_eq_ci(req.method, PTC_STRLIT("HEAD"));
+    ptc_request_handle(conn->worker, &st->super, &req, &st->hparam, &st->call);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2conn_t *conn = user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+
+    if (st == NULL)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        on_request_head(conn, st);
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && end && !st->request_ended) {
+        st->request_ended = true;
+        if (st->call != NULL)
+            ptc_call_on_request_end(st->call);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (st == NULL) {
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    st->unconsumed_req += len;
+    if (st->call != NULL && !st->discard)
+        ptc_call_on_request_body(st->call, (const char *)data, len);
+    stream_credit_request(st);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    (void)user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (st == NULL)
+        return 0;
+    if (error_code != NGHTTP2_NO_ERROR && st->call != NULL)
+        ptc_log_info("h2 %s: stream %" PRId32 " reset by the client (%s)", st->conn->base.peer, stream_id,
+                     nghttp2_http2_strerror(error_code));
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    stream_free(st);
+    return 0;
+}
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
+{
+    (void)session;
+    (void)flags;
+    h2conn_t *conn = user_data;
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, data, length) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)length;
+}
+
+/* ---- connection ---- */
+
+static void conn_send(h2conn_t *conn)
+{
+    if (conn->in_nghttp2 != 0) {
+        conn->want_send = true;
+        return;
+    }
+    conn->in_nghttp2++;
+    do {
+        conn->want_send = false;
+        if (nghttp2_session_send(conn->session) != 0) {
+            conn->want_close = true;
+            break;
+        }
+    } while (conn->want_send);
+    conn->in_nghttp2--;
+    if (conn->want_close) {
+        conn_free(conn, "HTTP/2 send failed");
+        return;
+    }
+    if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+        conn_free(conn, conn->goaway_sent ? "closed after GOAWAY" : "HTTP/2 session finished");
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    h2conn_t *conn = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec vec[8];
+    bool proto_error = false;
+
+    conn->in_nghttp2++;
+    while (evbuffer_get_length(in) > 0 && !conn->want_close && !proto_error) {
+        int n = evbuffer_peek(in, -1, NULL, vec, PTC_ARRAY_SIZE(vec));
+        size_t consumed = 0;
+        for (int i = 0; i < n && i < (int)PTC_ARRAY_SIZE(vec); i++) {
+            ssize_t rv = nghttp2_session_mem_recv(conn->session, vec[i].iov_base, vec[i].iov_len);
+            if (rv < 0) {
+                ptc_log_info("h2 %s: protocol error from the client: %s", conn->base.peer, nghttp2_strerror((int)rv));
+                proto_error = true;
+                break;
+            }
+            consumed += (size_t)rv;
+        }
+        evbuffer_drain(in, consumed);
+    }
+    conn->in_nghttp2--;
+    if (conn->want_close || proto_error) {
+        conn_free(conn, proto_error ? "HTTP/2 protocol error" : "closed");
+        return;
+    }
+    conn_send(conn);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_send(arg);
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    (void)bev;
+    h2conn_t *conn = arg;
+    if (events & BEV_EVENT_EOF)
+        conn_free(conn, "client closed the connection");
+    else if (events & BEV_EVENT_ERROR)
+        conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void on_send_ev(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    conn_send(arg);
+}
+
+static void on_idle(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    h2conn_t *conn = arg;
+    if (conn->num_streams != 0)
+        return;
+    ptc_log_debug("h2 %s: idle connection timed out", conn->base.peer);
+    conn->goaway_sent = true;
+    nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
+    conn_send(conn);
+}
+
+static void conn_free(h2conn_t *conn, const char *reason)
+{
+    h2stream_t *st;
+    if (conn->in_nghttp2 != 0) {
+        conn->want_close = true;
+        return;
+    }
+    ptc_log_debug("h2 %s: connection closed: %s", conn->base.peer, reason);
+    while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
+        stream_free(st);
+    nghttp2_session_del(conn->session);
+    bufferevent_free(conn->bev);
+    event_free(conn->timer);
+    event_free(conn->send_ev);
+    ptc_conn_unregister(&conn->base);
+    free(conn);
+}
+
+static h2conn_t *from_base(ptc_conn_t *c)
+{
+    return (h2conn_t *)(void *)((char *)c - offsetof(h2conn_t, base));
+}
+
+static void conn_drain(ptc_conn_t *c)
+{
+    h2conn_t *conn = from_base(c);
+    if (conn->goaway_sent)
+        return;
+    /* GOAWAY with the last stream we processed: streams in flight finish, new ones are refused */
+    conn->goaway_sent = true;
+    nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
+    conn_send(conn);
+}
+
+static void conn_fail_calls(ptc_conn_t *c, const char *message)
+{
+    h2conn_t *conn = from_base(c);
+    h2stream_t *st, *next;
+    for (st = TAILQ_FIRST(&conn->streams); st != NULL; st = next) {
+        next = TAILQ_NEXT(st, link);
+        if (st->call != NULL)
+            ptc_call_abort(st->call, PTC_GRPC_UNAVAILABLE, message);
+    }
+    conn_drain(c);
+}
+
+static void conn_close(ptc_conn_t *c)
+{
+    conn_free(from_base(c), "gateway shutting down");
+}
+
+static const ptc_conn_cb_t conn_callbacks = {
+    .drain = conn_drain,
+    .fail_calls = conn_fail_calls,
+    .close = conn_close,
+};
+
+void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls)
+{
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    h2conn_t *conn = calloc(1, sizeof(*conn));
+
+    if (conn == NULL || nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+        goto fail;
+    conn->worker = w;
+    conn->bev = bev;
+    conn->tls = tls;
+    TAILQ_INIT(&conn->streams);
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (nghttp2_session_server_new2(&conn->session, cbs, conn, opt) != 0)
+        goto fail;
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    opt = NULL;
+    cbs = NULL;
+    if ((conn->timer = evtimer_new(w->base, on_idle, conn)) == NULL || (conn->send_ev = event_new(w->base, -1, 0, on_send_ev, conn)) == NULL)
+        goto fail;
+
+    const ptc_limits_config_t *lim = &w->config->limits;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
+    nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE);
+
+    ptc_conn_register(w, &conn->base, &conn_callbacks, peer);
+    bufferevent_setcb(bev, on_read, on_write, on_event, conn);
+    bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_LOW_WATERMARK, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    idle_timer_update(conn);
+    ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");
+    conn_send(conn);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
+        on_read(bev, conn); /* the preface was already read while the protocol was being detected */
+    return;
+
+fail:
+    if (opt != NULL)
+        nghttp2_option_del(opt);
+    if (cbs != NULL)
+        nghttp2_session_callbacks_del(cbs);
+    if (conn != NULL) {
+        if (conn->session != NULL)
+            nghttp2_session_del(conn->session);
+        if (conn->timer != NULL)
+            event_free(conn->timer);
+        free(conn);
+    }
+    bufferevent_free(bev);
+}
