@@ -21,6 +21,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <zlib.h>
 
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -86,6 +87,10 @@ struct st_ptc_call_t {
     struct evbuffer *out;  /* translated bytes on their way to the downstream */
     struct evbuffer *held; /* the current response frame, while it is small enough to be held whole */
     bool holding;          /* the current frame goes to held, not out */
+    int resp_encoding;     /* 0: identity; else the zlib windowBits for the upstream's grpc-encoding */
+    bool bad_encoding;     /* the upstream named a grpc-encoding we cannot decode */
+    char encoding_name[32];
+    z_stream *inflater;    /* decompressing the current compressed frame (gRPC-Web clients only) */
     size_t unconsumed;    /* upstream DATA bytes not yet credited back */
     char *non_grpc_body;  /* first bytes of a non-gRPC upstream body */
     size_t non_grpc_len;
@@ -213,7 +218,8 @@ static void send_head(ptc_call_t *call, bool end_stream)
     hv[n++] = ct; /* native gRPC keeps the upstream's content-type */
     for (size_t i = 0; i < call->hdrs.n && n < cap; i++) {
         ptc_header_t f = hdrstore_get(&call->hdrs, i);
-        if (!is_hop_header(f.name))
+        /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies */
+        if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq_ci(f.name, PTC_STRLIT("grpc-encoding"))))
             hv[n++] = f;
     }
     call->ds->cb->send_head(call->ds, 200, hv, n, end_stream);
@@ -261,6 +267,13 @@ static bool drop_partial_frame(ptc_call_t *call)
 {
     if (ptc_frame_parser_at_boundary(&call->resp_parser))
         return true;
+    if (call->inflater != NULL) {
+        inflateEnd(call->inflater);
+        free(call->inflater);
+        call->inflater = NULL;
+        evbuffer_drain(call->held, evbuffer_get_length(call->held));
+        return true;
+    }
     if (!call->holding)
         return false;
     evbuffer_drain(call->held, evbuffer_get_length(call->held));
@@ -581,6 +594,17 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             finish_downstream(call);
             return;
         }
+        if (!call->native && hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-encoding"), &f) != NULL) {
+            ptc_iovec_t enc = ptc_iov_trim(f.value);
+            if (ptc_iov_eq_ci(enc, PTC_STRLIT("gzip"))) {
+                call->resp_encoding = 16 + MAX_WBITS;
+            } else if (ptc_iov_eq_ci(enc, PTC_STRLIT("deflate"))) {
+                call->resp_encoding = MAX_WBITS; /* gRPC's "deflate" is the zlib format */
+            } else if (!ptc_iov_eq_ci(enc, PTC_STRLIT("identity"))) {
+                call->bad_encoding = true;
+            }
+            snprintf(call->encoding_name, sizeof(call->encoding_name), "%.*s", (int)PTC_MIN(enc.len, (size_t)24), enc.base);
+        }
         send_head(call, false);
         hdrstore_reset(&call->hdrs);
         return;
@@ -641,11 +665,89 @@ void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_categor
     maybe_free(call);
 }
 
+/* Inflates a piece of a compressed response message into call->held, within the message size limit. */
+static int inflate_piece(ptc_call_t *call, const uint8_t *data, size_t len, bool finish)
+{
+    z_stream *z = call->inflater;
+    z->next_in = (Bytef *)(uintptr_t)data;
+    z->avail_in = (uInt)len;
+    for (;;) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(call->held, 16384, &v, 1) < 1)
+            return PTC_GRPC_RESOURCE_EXHAUSTED;
+        z->next_out = v.iov_base;
+        z->avail_out = (uInt)v.iov_len;
+        int rv = inflate(z, Z_NO_FLUSH);
+        v.iov_len -= z->avail_out;
+        evbuffer_commit_space(call->held, &v, 1);
+        if (evbuffer_get_length(call->held) > call->cfg->limits.max_message_size)
+            return PTC_GRPC_RESOURCE_EXHAUSTED;
+        if (rv == Z_STREAM_END)
+            return z->avail_in == 0 ? 0 : PTC_GRPC_INTERNAL;
+        if (rv != Z_OK && rv != Z_BUF_ERROR)
+            return PTC_GRPC_INTERNAL;
+        if (z->avail_in == 0 && z->avail_out != 0)
+            return finish ? PTC_GRPC_INTERNAL : 0; /* all input used; at the end the stream must have ended */
+    }
+}
+
+/* gRPC-Web clients cannot read compressed frames (PROTOCOL.md §1.10): they are inflated here. */
+static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t length, const uint8_t *data, size_t len)
+{
+    int st = 0;
+    switch (ev) {
+    case PTC_FRAME_EV_HEADER:
+        if (call->resp_encoding == 0) {
+            call_fail(call, PTC_GRPC_INTERNAL, "upstream sent a compressed message with grpc-encoding '%s', which the gateway cannot decode",
+                      call->bad_encoding ? call->encoding_name : "identity");
+            return -1;
+        }
+        if ((call->inflater = calloc(1, sizeof(*call->inflater))) == NULL || inflateInit2(call->inflater, call->resp_encoding) != Z_OK) {
+            free(call->inflater);
+            call->inflater = NULL;
+            call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+            return -1;
+        }
+        return 0;
+    case PTC_FRAME_EV_DATA:
+        st = inflate_piece(call, data, len, false);
+        break;
+    case PTC_FRAME_EV_END:
+        st = inflate_piece(call, NULL, 0, true);
+        if (st == 0) {
+            uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+            size_t n = evbuffer_get_length(call->held);
+            inflateEnd(call->inflater);
+            free(call->inflater);
+            call->inflater = NULL;
+            ptc_frame_header_encode(hdr, 0, (uint32_t)n);
+            out_write(call, hdr, sizeof(hdr));
+            while (evbuffer_get_length(call->held) != 0) {
+                struct evbuffer_iovec v;
+                evbuffer_peek(call->held, -1, NULL, &v, 1);
+                out_write(call, v.iov_base, v.iov_len);
+                evbuffer_drain(call->held, v.iov_len);
+            }
+            out_end_segment(call);
+        }
+        break;
+    }
+    if (st == PTC_GRPC_RESOURCE_EXHAUSTED)
+        call_fail(call, st, "decompressed response message exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
+                  call->cfg->limits.max_message_size);
+    else if (st != 0)
+        call_fail(call, st, "upstream sent a corrupt %s-compressed message (%" PRIu32 " bytes)", call->encoding_name, length);
+    return st != 0 ? -1 : 0;
+}
+
 static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
 {
     ptc_call_t *call = ctx;
     uint8_t hdr[PTC_FRAME_HEADER_SIZE];
 
+    if ((flags & PTC_FRAME_FLAG_COMPRESSED) != 0 && !call->native && (flags & PTC_FRAME_FLAG_TRAILER) == 0 &&
+        length <= call->cfg->limits.max_message_size)
+        return compressed_frame(call, ev, length, data, len);
     switch (ev) {
     case PTC_FRAME_EV_HEADER:
         if (length > call->cfg->limits.max_message_size) {
@@ -806,6 +908,10 @@ static void maybe_free(ptc_call_t *call)
     evbuffer_free(call->req_buf);
     evbuffer_free(call->out);
     evbuffer_free(call->held);
+    if (call->inflater != NULL) {
+        inflateEnd(call->inflater);
+        free(call->inflater);
+    }
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
     free(call->nva);

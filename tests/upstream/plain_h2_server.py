@@ -13,6 +13,12 @@ The answer is chosen by the last segment of the request's :path (after the reque
   /<anything>/reset_mid
                        as `reset`, but the DATA frame carries only the first half of a gRPC
                        message before the RST_STREAM(INTERNAL_ERROR)
+  /<anything>/gzip     a gRPC response with grpc-encoding: gzip: one gzip-compressed message (flag
+                       0x01), one uncompressed message, then trailers grpc-status 0
+  /<anything>/deflate  the same with grpc-encoding: deflate (zlib format)
+  /<anything>/gzip_corrupt, /gzip_bomb, /snappy
+                       a compressed frame that is not valid gzip; one that inflates to 5 MiB; one
+                       with an encoding no gateway decodes
   anything else        --status (default 503)
 
 The gRPC message used by the reset modes is RESET_MESSAGE (an EchoResponse, see echo_pb.py).
@@ -26,6 +32,7 @@ import socket
 import struct
 import sys
 import threading
+import zlib
 
 import h2.config
 import h2.connection
@@ -44,6 +51,16 @@ RESET_MESSAGE = echo_pb.EchoResponse(message="partial", index=7)
 def grpc_frame(msg):
     payload = msg.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
+
+
+def compressed_frame(payload, wbits):
+    z = zlib.compressobj(wbits=wbits)
+    data = z.compress(payload) + z.flush()
+    return struct.pack(">BI", 1, len(data)) + data
+
+
+COMPRESSED_MESSAGES = [echo_pb.EchoResponse(message="compressed " + "z" * 200, index=0),
+                       echo_pb.EchoResponse(message="plain", index=1)]
 
 
 class Handler:
@@ -71,6 +88,22 @@ class Handler:
             self.conn.send_data(sid, frame)
             self.flush()
             self.conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.flush()
+            return
+        if last in ("gzip", "deflate", "gzip_corrupt", "gzip_bomb", "snappy"):
+            encoding = {"deflate": "deflate", "snappy": "snappy"}.get(last, "gzip")
+            wbits = 15 if last == "deflate" else 31
+            first = COMPRESSED_MESSAGES[0].SerializeToString()
+            if last == "gzip_corrupt":
+                frame = struct.pack(">BI", 1, 12) + b"not gzip at!"
+            elif last == "gzip_bomb":
+                frame = compressed_frame(b"\0" * (5 * 1024 * 1024), wbits)
+            else:
+                frame = compressed_frame(first, wbits)
+            self.conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                         ("grpc-encoding", encoding)])
+            self.conn.send_data(sid, frame + grpc_frame(COMPRESSED_MESSAGES[1]))
+            self.conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
             self.flush()
             return
         status = int(last) if last.isdigit() and len(last) == 3 else self.args.status
