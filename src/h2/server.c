@@ -140,13 +140,13 @@ static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
     return st;
 }
 
-static void stream_free(h2stream_t *st)
+static void stream_free(h2stream_t *st, const char *reason)
 {
     h2conn_t *conn = st->conn;
     if (st->call != NULL) {
         ptc_call_t *call = st->call;
         st->call = NULL;
-        ptc_call_detach_downstream(call, "stream reset by the client");
+        ptc_call_detach_downstream(call, reason);
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
@@ -507,7 +507,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         ptc_log_info("h2 %s: stream %" PRId32 " reset by the client (%s)", st->conn->base.peer, stream_id,
                      nghttp2_http2_strerror(error_code));
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    stream_free(st);
+    stream_free(st, error_code != NGHTTP2_NO_ERROR ? "stream reset by the client" : "stream closed");
     return 0;
 }
 
@@ -625,7 +625,7 @@ static void conn_free(h2conn_t *conn, const char *reason)
     }
     ptc_log_debug("h2 %s: connection closed: %s", conn->base.peer, reason);
     while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
-        stream_free(st);
+        stream_free(st, reason);
     nghttp2_session_del(conn->session);
     bufferevent_free(conn->bev);
     event_free(conn->timer);
@@ -646,9 +646,10 @@ static void conn_drain(ptc_conn_t *c)
         return;
     /* GOAWAY with the last stream we processed: streams in flight finish, new ones are refused */
     conn->goaway_sent = true;
+    /* (not terminate_session: that stops reading at once and would cut the streams in flight; once
+     * GOAWAY is out and the last stream closes, nghttp2 wants neither read nor write and conn_send closes) */
     nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->session), NGHTTP2_NO_ERROR,
                           NULL, 0);
-    nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
     conn_send(conn);
 }
 
