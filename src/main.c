@@ -16,6 +16,7 @@
 
 #include "portico/config.h"
 #include "portico/log.h"
+#include "portico/tls.h"
 #include "portico/worker.h"
 
 #define MAX_FLAG_ADDRS 64
@@ -24,14 +25,17 @@
 static const char usage[] =
     "usage: portico [options]\n"
     "\n"
-    "A gRPC-Web gateway: browsers call it with gRPC-Web over HTTP/1.1; it forwards each call to a gRPC\n"
-    "server over HTTP/2 (h2c).\n"
+    "A gRPC-Web gateway: browsers call it with gRPC-Web over HTTP/1.1 (cleartext or TLS); it forwards each\n"
+    "call to a gRPC server over HTTP/2 (h2c, or TLS as configured).\n"
     "\n"
     "options:\n"
     "  --config FILE        load configuration from a YAML file (default: built-in, see README)\n"
     "  --check-config       validate the configuration and exit (0 if valid)\n"
     "  --listen HOST:PORT   listen address (repeatable; replaces the configured listeners)\n"
     "  --upstream HOST:PORT upstream gRPC server (repeatable; replaces the endpoints of the first upstream)\n"
+    "  --tls-cert FILE      serve TLS with this certificate chain (PEM) on the --listen addresses (on every\n"
+    "                       listener without --listen); needs --tls-key\n"
+    "  --tls-key FILE       the private key (PEM, unencrypted) of --tls-cert\n"
     "  --allow-origin ORIGIN\n"
     "                       allow browser calls from ORIGIN (repeatable; added to the configured CORS\n"
     "                       allow_origins): an exact origin (https://app.example.com), a wildcard origin\n"
@@ -52,6 +56,8 @@ typedef struct st_options_t {
     size_t num_allow_origin;
     long workers; /* -1: not given */
     const char *log_level;
+    const char *tls_cert;
+    const char *tls_key;
 } options_t;
 
 static int parse_args(int argc, char **argv, options_t *o)
@@ -64,6 +70,8 @@ static int parse_args(int argc, char **argv, options_t *o)
         OPT_ALLOW_ORIGIN,
         OPT_WORKERS,
         OPT_LOG_LEVEL,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
         OPT_VERSION,
         OPT_HELP
     };
@@ -72,6 +80,7 @@ static int parse_args(int argc, char **argv, options_t *o)
         {"listen", required_argument, NULL, OPT_LISTEN},       {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"workers", required_argument, NULL, OPT_WORKERS},     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},   {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"version", no_argument, NULL, OPT_VERSION},           {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -133,6 +142,12 @@ static int parse_args(int argc, char **argv, options_t *o)
         case OPT_LOG_LEVEL:
             o->log_level = optarg;
             break;
+        case OPT_TLS_CERT:
+            o->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->tls_key = optarg;
+            break;
         case OPT_VERSION:
             printf("portico %s\n", PTC_VERSION);
             return 1;
@@ -150,6 +165,10 @@ static int parse_args(int argc, char **argv, options_t *o)
     }
     if (optind < argc) {
         fprintf(stderr, "portico: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
+        fprintf(stderr, "portico: --tls-cert and --tls-key go together\n");
         return 2;
     }
     return 0;
@@ -170,6 +189,8 @@ static int apply_flags(ptc_config_t *cfg, const options_t *o)
         return PTC_ENOMEM;
     if (o->num_upstream != 0 && ptc_config_set_upstream_endpoints(cfg, 0, o->upstream, o->num_upstream) != 0)
         return PTC_ENOMEM;
+    if (o->tls_cert != NULL && ptc_config_set_listener_cert(cfg, o->tls_cert, o->tls_key) != 0)
+        return PTC_ENOMEM;
     for (size_t i = 0; i < o->num_allow_origin; i++) {
         char err[256];
         int ret;
@@ -185,6 +206,36 @@ static int apply_flags(ptc_config_t *cfg, const options_t *o)
         return PTC_EINVAL;
     }
     return 0;
+}
+
+/*
+ * SIGHUP: the certificate, key and CA files named by the configuration are read again and the workers
+ * switch new connections to them; connections already open keep their certificates. Anything else in the
+ * configuration needs a restart. A file that fails to load keeps the current certificates in service.
+ */
+static void reload_certificates(const ptc_config_t *cfg, ptc_worker_t *workers, size_t n)
+{
+    ptc_tls_contexts_t *tls;
+    char err[512];
+
+    if (!ptc_config_uses_tls(cfg)) {
+        ptc_log_info("SIGHUP: no TLS certificates to reload (configuration reload is not supported; restart to apply "
+                     "changes)");
+        return;
+    }
+    if (ptc_tls_contexts_new(&tls, cfg, err, sizeof(err)) != 0) {
+        ptc_log_error("SIGHUP: certificate reload failed, the current certificates stay in use: %s", err);
+        return;
+    }
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ptc_worker_set_tls(&workers[i], tls) == 0)
+            ok++;
+    ptc_tls_contexts_free(tls); /* each worker holds its own references now */
+    if (ok != n)
+        ptc_log_error("SIGHUP: out of memory: %zu of %zu workers keep the previous certificates", n - ok, n);
+    ptc_log_info("SIGHUP: TLS certificates reloaded for new connections (only certificates: configuration reload is not "
+                 "supported; restart to apply other changes)");
 }
 
 int main(int argc, char **argv)
@@ -216,12 +267,21 @@ int main(int argc, char **argv)
         ptc_config_dispose(&cfg);
         return 1;
     }
+    /* certificates given by flags are checked here; those of a file were already checked by its loader */
+    ptc_tls_contexts_t *tls = NULL;
+    if (ptc_config_uses_tls(&cfg) && ptc_tls_contexts_new(&tls, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "portico: %s: %s\n", cfg.source, err);
+        ptc_config_dispose(&cfg);
+        return 1;
+    }
     if (opts.check_only) {
         printf("portico: configuration %s is valid\n", cfg.source);
+        ptc_tls_contexts_free(tls);
         ptc_config_dispose(&cfg);
         return 0;
     }
     ptc_log_set_level(cfg.log_level);
+    ptc_tls_log_warnings(&cfg);
 
     /* Signals are taken synchronously by this thread only (sigwait); workers inherit the mask. */
     sigset_t sigs;
@@ -233,6 +293,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (evthread_use_pthreads() != 0) {
         ptc_log_error("libevent has no pthreads support");
+        ptc_tls_contexts_free(tls);
         ptc_config_dispose(&cfg);
         return 1;
     }
@@ -241,13 +302,14 @@ int main(int argc, char **argv)
     size_t nworkers = cfg.workers != 0 ? cfg.workers : (size_t)(cores > 0 ? cores : 1);
     ptc_worker_t *workers = calloc(nworkers, sizeof(*workers));
     if (workers == NULL) {
+        ptc_tls_contexts_free(tls);
         ptc_config_dispose(&cfg);
         return 1;
     }
     size_t started = 0;
     rv = 0;
     for (size_t i = 0; i < nworkers && rv == 0; i++) {
-        if ((rv = ptc_worker_init(&workers[i], (unsigned)i, &cfg)) != 0) {
+        if ((rv = ptc_worker_init(&workers[i], (unsigned)i, &cfg, tls)) != 0) {
             ptc_log_error("worker %zu: start-up failed: %s", i, ptc_strerror(rv));
             ptc_worker_dispose(&workers[i]);
             break;
@@ -264,14 +326,14 @@ int main(int argc, char **argv)
                 ptc_worker_request_drain(&workers[i]);
     } else {
         for (size_t i = 0; i < cfg.num_listeners; i++)
-            ptc_log_info("portico %s listening on %s:%u (%zu workers)", PTC_VERSION, cfg.listeners[i].addr.host,
-                         cfg.listeners[i].addr.port, nworkers);
+            ptc_log_info("portico %s listening on %s:%u (%zu workers)%s", PTC_VERSION, cfg.listeners[i].addr.host,
+                         cfg.listeners[i].addr.port, nworkers, cfg.listeners[i].tls != NULL ? ", TLS" : "");
         for (;;) {
             int sig = 0;
             if (sigwait(&sigs, &sig) != 0)
                 continue;
             if (sig == SIGHUP) {
-                ptc_log_info("SIGHUP: configuration reload is not supported yet; ignoring");
+                reload_certificates(&cfg, workers, started);
                 continue;
             }
             ptc_log_info("%s: draining (up to %" PRIu64 " ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.timeouts.drain_ms);
@@ -286,6 +348,7 @@ int main(int argc, char **argv)
         ptc_worker_dispose(&workers[i]);
     }
     free(workers);
+    ptc_tls_contexts_free(tls);
     ptc_config_dispose(&cfg);
     libevent_global_shutdown();
     if (rv == 0)

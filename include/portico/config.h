@@ -21,9 +21,37 @@ typedef struct st_ptc_hostport_t {
     uint16_t port;
 } ptc_hostport_t;
 
+/* A certificate chain and its private key (PEM files; paths already resolved against the config file's directory). */
+typedef struct st_ptc_tls_keypair_config_t {
+    char *cert; /* leaf first, then intermediates */
+    char *key;
+} ptc_tls_keypair_config_t;
+
+typedef enum { PTC_TLS_CLIENT_AUTH_NONE, PTC_TLS_CLIENT_AUTH_OPTIONAL, PTC_TLS_CLIENT_AUTH_REQUIRED } ptc_tls_client_auth_t;
+typedef enum { PTC_TLS_1_2, PTC_TLS_1_3 } ptc_tls_version_t;
+
+/* TLS on a listener. */
+typedef struct st_ptc_listener_tls_config_t {
+    ptc_tls_keypair_config_t *certs; /* [0]: cert/key, the default; then `certificates`, chosen by SNI */
+    size_t num_certs;                /* >= 1 once valid */
+    ptc_tls_client_auth_t client_auth;
+    char *client_ca; /* CA file for client certificates; required unless client_auth is none */
+    ptc_tls_version_t min_version;
+} ptc_listener_tls_config_t;
+
 typedef struct st_ptc_listener_config_t {
     ptc_hostport_t addr;
+    ptc_listener_tls_config_t *tls; /* NULL: cleartext */
 } ptc_listener_config_t;
+
+/* TLS to an upstream (HTTP/2 over TLS, ALPN h2). */
+typedef struct st_ptc_upstream_tls_config_t {
+    char *ca;                  /* CA file; NULL = the system store */
+    char *server_name;         /* SNI and verification name; NULL = authority, else the endpoint host */
+    char *cert;                /* client certificate chain (mTLS); NULL = none */
+    char *key;                 /* its key; set iff cert is */
+    bool insecure_skip_verify; /* no verification at all (development only; warned about at start-up) */
+} ptc_upstream_tls_config_t;
 
 typedef struct st_ptc_upstream_config_t {
     char *name;
@@ -35,6 +63,7 @@ typedef struct st_ptc_upstream_config_t {
     uint32_t max_pending;        /* calls waiting for a connection or a free stream, per worker */
     uint64_t backoff_initial_ms; /* reconnect backoff after a failed connect, doubling up to max */
     uint64_t backoff_max_ms;
+    ptc_upstream_tls_config_t *tls; /* NULL: cleartext HTTP/2 (h2c) */
 } ptc_upstream_config_t;
 
 typedef enum { PTC_ROUTE_PREFIX, PTC_ROUTE_EXACT } ptc_route_match_t;
@@ -121,6 +150,14 @@ int ptc_size_parse(const char *s, uint64_t *out) PTC_WARN_UNUSED;
 int ptc_config_set_listeners(ptc_config_t *cfg, const ptc_hostport_t *addrs, size_t n) PTC_WARN_UNUSED;
 int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, const ptc_hostport_t *addrs,
                                       size_t n) PTC_WARN_UNUSED;
+/*
+ * Makes every listener a TLS listener with this certificate chain and key (command-line --tls-cert / --tls-key;
+ * paths are used as given). A listener that already has TLS settings keeps them and gets this pair as its
+ * default certificate. Returns 0 or PTC_ENOMEM (cfg unchanged).
+ */
+int ptc_config_set_listener_cert(ptc_config_t *cfg, const char *cert, const char *key) PTC_WARN_UNUSED;
+/* True when at least one listener or upstream uses TLS. */
+bool ptc_config_uses_tls(const ptc_config_t *cfg);
 
 /*
  * Checks cross-field rules (routes name existing upstreams and are in match order, sizes sane, at least one

@@ -37,6 +37,9 @@ void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
 void ptc__upstream_dispose(ptc_upstream_config_t *up);
 /* Deep copy; returns 0 or PTC_ENOMEM. */
 int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_UNUSED;
+/* Free what TLS settings own, and the struct itself; NULL is a no-op. */
+void ptc__listener_tls_free(ptc_listener_tls_config_t *tls);
+void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls);
 /* Frees what a route owns (its path and CORS policy) and zeroes it. */
 void ptc__route_dispose(ptc_route_config_t *r);
 /* Stable sort into match order: exact paths first, then prefixes longest first. */

@@ -16,6 +16,7 @@
 #include "portico/config.h"
 
 struct evbuffer;
+struct ssl_ctx_st;
 typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_call_t ptc_call_t;
 typedef struct st_ptc_h2client_t ptc_h2client_t;
@@ -47,6 +48,8 @@ struct st_ptc_upstream_t {
     size_t num_conns;
     TAILQ_HEAD(, st_ptc_upstream_call_link_t) pending; /* calls waiting for a stream */
     size_t num_pending;
+    struct ssl_ctx_st *tls_ctx; /* config->tls != NULL: context for new connections, borrowed from the worker
+                                 * (replaced on certificate reload; each connection's SSL holds its own reference) */
 };
 
 

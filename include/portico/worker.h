@@ -6,6 +6,7 @@
 #define PORTICO_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/queue.h>
 
@@ -17,6 +18,7 @@ struct evconnlistener;
 struct evdns_base;
 typedef struct st_ptc_upstream_t ptc_upstream_t;
 typedef struct st_ptc_conn_t ptc_conn_t;
+typedef struct st_ptc_tls_contexts_t ptc_tls_contexts_t;
 
 typedef struct st_ptc_worker_t {
     unsigned id;
@@ -34,13 +36,25 @@ typedef struct st_ptc_worker_t {
     struct event *accept_retry; /* re-enables listeners after EMFILE */
     bool draining;
     bool drain_expired; /* the drain timeout passed: calls were failed, connections are flushing */
+    ptc_tls_contexts_t *tls;                  /* contexts for new TLS connections (this worker's references); may be NULL */
+    _Atomic(ptc_tls_contexts_t *) tls_next;   /* handed over by ptc_worker_set_tls, taken by the worker */
+    struct event *tls_ev;                     /* activated by ptc_worker_set_tls */
     pthread_t thread;
 } ptc_worker_t;
 
-/* Creates the event base, listeners and pools. Returns 0 or a negative PTC_E*; logs the reason. */
-int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config) PTC_WARN_UNUSED;
+/*
+ * Creates the event base, listeners and pools. tls holds the contexts of config's TLS listeners and upstreams
+ * (ptc_tls_contexts_new; NULL when none uses TLS); the worker takes its own references. Returns 0 or a negative
+ * PTC_E*; logs the reason.
+ */
+int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, const ptc_tls_contexts_t *tls) PTC_WARN_UNUSED;
 /* Runs the loop on a new thread. */
 int ptc_worker_start(ptc_worker_t *w) PTC_WARN_UNUSED;
+/*
+ * Thread-safe: new TLS connections of this worker will use these contexts (certificate reload); connections
+ * already open keep theirs. The worker takes its own references. Returns 0 or PTC_ENOMEM.
+ */
+int ptc_worker_set_tls(ptc_worker_t *w, const ptc_tls_contexts_t *tls) PTC_WARN_UNUSED;
 /* Thread-safe: asks the worker to drain and exit its loop. */
 void ptc_worker_request_drain(ptc_worker_t *w);
 void ptc_worker_join(ptc_worker_t *w);

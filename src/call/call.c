@@ -1015,7 +1015,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     size_t n = 0;
 
     add_nv(nv, &n, &a, PTC_STRLIT(":method"), PTC_STRLIT("POST"), false);
-    add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), PTC_STRLIT("http"), false);
+    add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), ucfg->tls != NULL ? PTC_STRLIT("https") : PTC_STRLIT("http"), false);
     add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, false);
     add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, false);
     add_nv(nv, &n, &a, PTC_STRLIT("content-type"), ctv, false);

@@ -9,6 +9,16 @@
  *   listeners:                 # replaces the default listener 127.0.0.1:8080
  *     - address: 127.0.0.1:8080
  *     - "[::1]:8080"           # a bare string item is the address
+ *     - address: 0.0.0.0:8443
+ *       tls:                   # TLS 1.2/1.3, ALPN h2 then http/1.1 (a mapping; cert and key required)
+ *         cert: server.pem     # certificate chain, PEM, leaf first
+ *         key: server.key      # its private key, PEM, unencrypted
+ *         certificates:        # optional, non-empty: more certificates, chosen by the client's SNI name
+ *           - {cert: other.pem, key: other.key}   # (matched against each certificate's SAN DNS names, else its
+ *                                                 # CN; wildcards work); no match or no SNI: cert/key above
+ *         client_auth: none    # none (default) | optional | required: client certificates (mTLS)
+ *         client_ca: ca.pem    # CA file for client certificates: required with optional/required, refused with none
+ *         min_version: "1.2"   # "1.2" (default) or "1.3"
  *   upstreams:                 # replaces the default upstream "default" at 127.0.0.1:50051
  *     - name: echo             # required; 1-63 characters of A-Z a-z 0-9 . _ -; unique
  *       endpoints: [127.0.0.1:50051, "[::1]:50052", backend.local:50051]   # required, non-empty
@@ -17,6 +27,13 @@
  *       max_connections: 4           # per worker, default 4; >= 1
  *       max_pending: 1024            # per worker, default 1024; 0 allowed
  *       backoff: {initial: 100ms, max: 5s}   # defaults 100ms / 5s; both > 0, initial <= max
+ *       tls:                         # HTTP/2 over TLS with ALPN h2 instead of h2c; a mapping, `tls: {}` = defaults
+ *         ca: ca.pem                 # CA file the server is verified against; default: the system store
+ *         server_name: echo.test     # SNI and verified name; default: authority without its port, else the
+ *                                    # endpoint host (an IP address is verified as such and sent without SNI)
+ *         cert: client.pem           # optional client certificate chain (mTLS); cert and key go together
+ *         key: client.key
+ *         insecure_skip_verify: false  # true: no verification at all (warned about at start-up); not with ca
  *   routes:                    # replaces the current routes
  *     - prefix: /portico.test.Echo/   # or  path: /exact.Service/Method  (exactly one; starts with '/')
  *       upstream: echo                # required; must name an upstream
@@ -67,6 +84,11 @@
  *    the current global policy. Header names and methods must be HTTP tokens. Booleans are true or false.
  *  - Unknown keys, duplicate keys, wrong types, empty lists, duplicate upstream names, duplicate routes
  *    and duplicate listener addresses are errors.
+ *  - TLS file names are relative to the directory of the configuration file (as given for --tls-cert /
+ *    --tls-key). The files are read while loading: a certificate chain that does not parse, a key that does
+ *    not parse, is encrypted or does not match its certificate, or a CA file without a certificate is an
+ *    error naming the line and key of the file at fault. SIGHUP reads the same files again (certificate
+ *    reload); nothing else of the configuration is reloaded.
  *  - Integers are unsigned decimal. Durations are an unsigned decimal number, optionally with a fraction,
  *    and a unit ms, s, m or h with no space ("250ms", "3s", "1.5s", "2m", "1h"); a bare number is seconds
  *    ("0", "30", "0.5"). Values finer than a millisecond ("1.5ms") are rejected.
@@ -384,7 +406,32 @@ void ptc__upstream_dispose(ptc_upstream_config_t *up)
         ptc_hostport_dispose(&up->endpoints[i]);
     free(up->endpoints);
     free(up->authority);
+    ptc__upstream_tls_free(up->tls);
     memset(up, 0, sizeof(*up));
+}
+
+void ptc__listener_tls_free(ptc_listener_tls_config_t *tls)
+{
+    if (tls == NULL)
+        return;
+    for (size_t i = 0; i < tls->num_certs; i++) {
+        free(tls->certs[i].cert);
+        free(tls->certs[i].key);
+    }
+    free(tls->certs);
+    free(tls->client_ca);
+    free(tls);
+}
+
+void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls)
+{
+    if (tls == NULL)
+        return;
+    free(tls->ca);
+    free(tls->server_name);
+    free(tls->cert);
+    free(tls->key);
+    free(tls);
 }
 
 void ptc__route_dispose(ptc_route_config_t *r)
@@ -478,8 +525,10 @@ nomem:
 void ptc_config_dispose(ptc_config_t *cfg)
 {
     free(cfg->source);
-    for (size_t i = 0; i < cfg->num_listeners; i++)
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
         ptc_hostport_dispose(&cfg->listeners[i].addr);
+        ptc__listener_tls_free(cfg->listeners[i].tls);
+    }
     free(cfg->listeners);
     for (size_t i = 0; i < cfg->num_upstreams; i++)
         ptc__upstream_dispose(&cfg->upstreams[i]);
@@ -528,8 +577,10 @@ int ptc_config_set_listeners(ptc_config_t *cfg, const ptc_hostport_t *addrs, siz
         listeners[i].addr = copy[i]; /* moves the host strings */
     free(copy);
 
-    for (size_t i = 0; i < cfg->num_listeners; i++)
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
         ptc_hostport_dispose(&cfg->listeners[i].addr);
+        ptc__listener_tls_free(cfg->listeners[i].tls);
+    }
     free(cfg->listeners);
     cfg->listeners = listeners;
     cfg->num_listeners = n;
@@ -550,6 +601,59 @@ int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, 
     up->endpoints = copy;
     up->num_endpoints = n;
     return 0;
+}
+
+int ptc_config_set_listener_cert(ptc_config_t *cfg, const char *cert, const char *key)
+{
+    /* everything is allocated first, so that a failure leaves cfg as it was */
+    ptc_tls_keypair_config_t *pairs = calloc(cfg->num_listeners, sizeof(*pairs));
+    ptc_listener_tls_config_t **fresh = calloc(cfg->num_listeners, sizeof(*fresh));
+    bool ok = pairs != NULL && fresh != NULL;
+
+    for (size_t i = 0; ok && i < cfg->num_listeners; i++) {
+        ok = (pairs[i].cert = strdup(cert)) != NULL && (pairs[i].key = strdup(key)) != NULL;
+        if (ok && cfg->listeners[i].tls == NULL)
+            ok = (fresh[i] = calloc(1, sizeof(*fresh[i]))) != NULL &&
+                 (fresh[i]->certs = calloc(1, sizeof(*fresh[i]->certs))) != NULL;
+    }
+    if (!ok) {
+        for (size_t i = 0; i < cfg->num_listeners; i++) {
+            if (pairs != NULL) {
+                free(pairs[i].cert);
+                free(pairs[i].key);
+            }
+            if (fresh != NULL)
+                ptc__listener_tls_free(fresh[i]);
+        }
+        free(pairs);
+        free(fresh);
+        return PTC_ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        ptc_listener_tls_config_t *tls = cfg->listeners[i].tls;
+        if (tls == NULL) {
+            tls = cfg->listeners[i].tls = fresh[i];
+            tls->num_certs = 1; /* client_auth none, TLS 1.2 minimum: the zeroes */
+        } else {
+            free(tls->certs[0].cert);
+            free(tls->certs[0].key);
+        }
+        tls->certs[0] = pairs[i];
+    }
+    free(pairs);
+    free(fresh);
+    return 0;
+}
+
+bool ptc_config_uses_tls(const ptc_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        if (cfg->listeners[i].tls != NULL)
+            return true;
+    for (size_t i = 0; i < cfg->num_upstreams; i++)
+        if (cfg->upstreams[i].tls != NULL)
+            return true;
+    return false;
 }
 
 PTC_PRINTF(4, 5) static int invalid(const ptc_config_t *cfg, char *err, size_t errlen, const char *fmt, ...)
@@ -575,9 +679,22 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
 {
     if (cfg->num_listeners == 0)
         return invalid(cfg, err, errlen, "listeners: at least one listener is required");
-    for (size_t i = 0; i < cfg->num_listeners; i++)
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const ptc_listener_tls_config_t *tls = cfg->listeners[i].tls;
         if (!hostport_valid(&cfg->listeners[i].addr))
             return invalid(cfg, err, errlen, "listeners[%zu]: invalid address", i);
+        if (tls == NULL)
+            continue;
+        if (tls->num_certs == 0)
+            return invalid(cfg, err, errlen, "listeners[%zu].tls: a certificate (cert and key) is required", i);
+        for (size_t j = 0; j < tls->num_certs; j++)
+            if (tls->certs[j].cert == NULL || tls->certs[j].key == NULL)
+                return invalid(cfg, err, errlen, "listeners[%zu].tls: certificate %zu needs both cert and key", i, j);
+        if (tls->client_auth != PTC_TLS_CLIENT_AUTH_NONE && tls->client_ca == NULL)
+            return invalid(cfg, err, errlen, "listeners[%zu].tls.client_ca: required when client_auth is not none", i);
+        if (tls->client_auth == PTC_TLS_CLIENT_AUTH_NONE && tls->client_ca != NULL)
+            return invalid(cfg, err, errlen, "listeners[%zu].tls.client_ca: only used with client_auth optional or required", i);
+    }
 
     if (cfg->num_upstreams == 0)
         return invalid(cfg, err, errlen, "upstreams: at least one upstream is required");
@@ -606,6 +723,10 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
             return invalid(cfg, err, errlen, "upstreams[%zu].backoff.initial: must be greater than 0", i);
         if (up->backoff_initial_ms > up->backoff_max_ms)
             return invalid(cfg, err, errlen, "upstreams[%zu].backoff.max: must not be less than backoff.initial", i);
+        if (up->tls != NULL && (up->tls->cert == NULL) != (up->tls->key == NULL))
+            return invalid(cfg, err, errlen, "upstreams[%zu].tls: cert and key go together", i);
+        if (up->tls != NULL && up->tls->insecure_skip_verify && up->tls->ca != NULL)
+            return invalid(cfg, err, errlen, "upstreams[%zu].tls.ca: not used with insecure_skip_verify", i);
     }
 
     for (size_t i = 0; i < cfg->num_routes; i++) {

@@ -17,6 +17,7 @@
 #include <yaml.h>
 
 #include "portico/config_internal.h"
+#include "portico/tls.h"
 
 #define KEY_SIZE 256                      /* longest key path kept in messages */
 #define MAX_FILE_SIZE (16u * 1024 * 1024) /* a config file larger than this is surely a mistake */
@@ -33,15 +34,17 @@ typedef struct st_loader_t {
     yaml_node_t **route_upstream;
     yaml_node_t **route_match;
     bool has_listeners, has_upstreams, has_routes, has_cors;
+    size_t dir_len; /* file paths in the config are relative to name's first dir_len bytes (its directory) */
 } loader_t;
 
 typedef int (*field_cb)(loader_t *l, const char *key, yaml_node_t *value, void *obj);
 
-typedef enum { FIELD_UINT32, FIELD_SIZE32, FIELD_DURATION, FIELD_BOOL, FIELD_CUSTOM } field_kind_t;
+typedef enum { FIELD_UINT32, FIELD_SIZE32, FIELD_DURATION, FIELD_BOOL, FIELD_PATH, FIELD_CUSTOM } field_kind_t;
 
 /* One key of a mapping. FIELD_UINT32 / FIELD_SIZE32 store a uint32_t and FIELD_DURATION a uint64_t (ms) at
- * obj + offset, range-checked against [min, max]; FIELD_BOOL stores a bool (true or false); FIELD_CUSTOM
- * calls cb with the same obj. */
+ * obj + offset, range-checked against [min, max]; FIELD_BOOL stores a bool (true or false); FIELD_PATH stores
+ * a file name resolved against the config file's directory (a char *, malloc'ed); FIELD_CUSTOM calls cb with
+ * the same obj. */
 typedef struct st_field_t {
     const char *name;
     field_kind_t kind;
@@ -165,6 +168,24 @@ static int dup_string(loader_t *l, const char *s, char **out)
     return 0;
 }
 
+/* A file name from the config, made relative to the config file's directory unless absolute. */
+static int parse_path(loader_t *l, const char *key, yaml_node_t *value, char **out)
+{
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a file name", &s)) != 0)
+        return ret;
+    if (s[0] == '\0')
+        return fail(l, value, key, "must not be empty");
+    size_t dir_len = s[0] == '/' ? 0 : l->dir_len, len = strlen(s);
+    if ((*out = malloc(dir_len + len + 1)) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    memcpy(*out, l->name, dir_len);
+    memcpy(*out + dir_len, s, len + 1);
+    return 0;
+}
+
 static int apply_field(loader_t *l, const field_t *f, const char *key, yaml_node_t *value, void *obj)
 {
     char *dst = (char *)obj + f->offset;
@@ -212,6 +233,13 @@ static int apply_field(loader_t *l, const field_t *f, const char *key, yaml_node
             return fail(l, value, key, "invalid boolean \"%s\" (expected true or false)", s);
         memcpy(dst, &(bool){s[0] == 't'}, sizeof(bool));
         return 0;
+    case FIELD_PATH: {
+        char *path;
+        if ((ret = parse_path(l, key, value, &path)) != 0)
+            return ret;
+        memcpy(dst, &path, sizeof(path));
+        return 0;
+    }
     case FIELD_CUSTOM:
         return f->cb(l, key, value, obj);
     }
@@ -278,8 +306,168 @@ static int on_listener_address(loader_t *l, const char *key, yaml_node_t *value,
     return parse_address(l, key, value, &listener->addr);
 }
 
+/* ---- TLS ---- */
+
+/* Loads cert and key (they must match), blaming the node of the file at fault. */
+static int check_keypair(loader_t *l, const char *parent, const char *cert, yaml_node_t *cert_node, const char *key,
+                         yaml_node_t *key_node)
+{
+    char why[512], child[KEY_SIZE];
+    bool key_at_fault;
+
+    if (ptc_tls_check_keypair(cert, key, &key_at_fault, why, sizeof(why)) == 0)
+        return 0;
+    key_join(child, parent, key_at_fault ? "key" : "cert");
+    return fail(l, key_at_fault ? key_node : cert_node, child, "%s", why);
+}
+
+static int check_ca(loader_t *l, const char *parent, const char *name, const char *file, yaml_node_t *node)
+{
+    char why[512], child[KEY_SIZE];
+
+    if (ptc_tls_check_ca(file, why, sizeof(why)) == 0)
+        return 0;
+    key_join(child, parent, name);
+    return fail(l, node, child, "%s", why);
+}
+
+/* Fails on mapping node `at` for a missing key. */
+static int missing(loader_t *l, yaml_node_t *at, const char *parent, const char *name, const char *what)
+{
+    char child[KEY_SIZE];
+    key_join(child, parent, name);
+    return fail(l, at, child, "%s", what);
+}
+
+static const field_t keypair_fields[] = {
+    {"cert", FIELD_PATH, offsetof(ptc_tls_keypair_config_t, cert), 0, 0, NULL},
+    {"key", FIELD_PATH, offsetof(ptc_tls_keypair_config_t, key), 0, 0, NULL},
+};
+
+static int on_listener_tls_certificates(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_tls_config_t *tls = obj;
+    int ret;
+
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq_len(value);
+    ptc_tls_keypair_config_t *certs = realloc(tls->certs, (1 + n) * sizeof(*certs));
+    if (certs == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    memset(certs + 1, 0, n * sizeof(*certs));
+    tls->certs = certs;
+    tls->num_certs = 1 + n; /* zeroed entries are safe to free */
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        yaml_node_t *values[PTC_ARRAY_SIZE(keypair_fields)] = {NULL};
+        ptc_tls_keypair_config_t *kp = &tls->certs[1 + i];
+        char item_key[KEY_SIZE];
+        key_index(item_key, key, i);
+        if ((ret = walk_mapping(l, item_key, item, keypair_fields, PTC_ARRAY_SIZE(keypair_fields), kp, false, values, NULL)) != 0)
+            return ret;
+        if (values[0] == NULL)
+            return missing(l, item, item_key, "cert", "is required");
+        if (values[1] == NULL)
+            return missing(l, item, item_key, "key", "is required");
+        if ((ret = check_keypair(l, item_key, kp->cert, values[0], kp->key, values[1])) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int on_listener_tls_cert(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_tls_config_t *tls = obj;
+    return parse_path(l, key, value, &tls->certs[0].cert);
+}
+
+static int on_listener_tls_key(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_tls_config_t *tls = obj;
+    return parse_path(l, key, value, &tls->certs[0].key);
+}
+
+static int on_listener_tls_client_auth(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    static const char *const names[] = {"none", "optional", "required"};
+    ptc_listener_tls_config_t *tls = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "none, optional or required", &s)) != 0)
+        return ret;
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(names); i++) {
+        if (strcmp(s, names[i]) == 0) {
+            tls->client_auth = (ptc_tls_client_auth_t)i;
+            return 0;
+        }
+    }
+    return fail(l, value, key, "invalid value \"%s\" (expected none, optional or required)", s);
+}
+
+static int on_listener_tls_min_version(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_tls_config_t *tls = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a TLS version", &s)) != 0)
+        return ret;
+    if (strcmp(s, "1.2") == 0)
+        tls->min_version = PTC_TLS_1_2;
+    else if (strcmp(s, "1.3") == 0)
+        tls->min_version = PTC_TLS_1_3;
+    else
+        return fail(l, value, key, "invalid TLS version \"%s\" (expected \"1.2\" or \"1.3\")", s);
+    return 0;
+}
+
+enum { LTLS_CERT, LTLS_KEY, LTLS_CERTIFICATES, LTLS_CLIENT_AUTH, LTLS_CLIENT_CA, LTLS_MIN_VERSION };
+
+static const field_t listener_tls_fields[] = {
+    [LTLS_CERT] = {"cert", FIELD_CUSTOM, 0, 0, 0, on_listener_tls_cert},
+    [LTLS_KEY] = {"key", FIELD_CUSTOM, 0, 0, 0, on_listener_tls_key},
+    [LTLS_CERTIFICATES] = {"certificates", FIELD_CUSTOM, 0, 0, 0, on_listener_tls_certificates},
+    [LTLS_CLIENT_AUTH] = {"client_auth", FIELD_CUSTOM, 0, 0, 0, on_listener_tls_client_auth},
+    [LTLS_CLIENT_CA] = {"client_ca", FIELD_PATH, offsetof(ptc_listener_tls_config_t, client_ca), 0, 0, NULL},
+    [LTLS_MIN_VERSION] = {"min_version", FIELD_CUSTOM, 0, 0, 0, on_listener_tls_min_version},
+};
+
+static int on_listener_tls(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_listener_config_t *listener = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(listener_tls_fields)] = {NULL};
+    ptc_listener_tls_config_t *tls;
+    int ret;
+
+    if ((tls = listener->tls = calloc(1, sizeof(*tls))) == NULL || (tls->certs = calloc(1, sizeof(*tls->certs))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    tls->num_certs = 1; /* [0] is cert/key */
+    ret = walk_mapping(l, key, value, listener_tls_fields, PTC_ARRAY_SIZE(listener_tls_fields), tls, false, values, NULL);
+    if (ret != 0)
+        return ret;
+    if (values[LTLS_CERT] == NULL)
+        return missing(l, value, key, "cert", "is required");
+    if (values[LTLS_KEY] == NULL)
+        return missing(l, value, key, "key", "is required");
+    if (tls->client_auth != PTC_TLS_CLIENT_AUTH_NONE && values[LTLS_CLIENT_CA] == NULL)
+        return missing(l, value, key, "client_ca", "is required when client_auth is optional or required");
+    if (tls->client_auth == PTC_TLS_CLIENT_AUTH_NONE && values[LTLS_CLIENT_CA] != NULL) {
+        char child[KEY_SIZE];
+        key_join(child, key, "client_ca");
+        return fail(l, values[LTLS_CLIENT_CA], child, "only used with client_auth optional or required");
+    }
+    if ((ret = check_keypair(l, key, tls->certs[0].cert, values[LTLS_CERT], tls->certs[0].key, values[LTLS_KEY])) != 0)
+        return ret;
+    if (tls->client_ca != NULL && (ret = check_ca(l, key, "client_ca", tls->client_ca, values[LTLS_CLIENT_CA])) != 0)
+        return ret;
+    return 0;
+}
+
 static const field_t listener_fields[] = {
     {"address", FIELD_CUSTOM, 0, 0, 0, on_listener_address},
+    {"tls", FIELD_CUSTOM, 0, 0, 0, on_listener_tls},
 };
 
 static int on_listeners(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -305,11 +493,8 @@ static int on_listeners(loader_t *l, const char *key, yaml_node_t *value, void *
             if ((ret = walk_mapping(l, item_key, item, listener_fields, PTC_ARRAY_SIZE(listener_fields), listener, false, values,
                                     NULL)) != 0)
                 return ret;
-            if (values[0] == NULL) {
-                char child[KEY_SIZE];
-                key_join(child, item_key, "address");
-                return fail(l, item, child, "is required");
-            }
+            if (values[0] == NULL)
+                return missing(l, item, item_key, "address", "is required");
         } else if ((ret = parse_address(l, item_key, item, &listener->addr)) != 0) {
             return ret;
         }
@@ -401,6 +586,60 @@ static int on_upstream_backoff(loader_t *l, const char *key, yaml_node_t *value,
     return 0;
 }
 
+static int on_upstream_tls_server_name(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_tls_config_t *tls = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a host name", &s)) != 0)
+        return ret;
+    if (s[0] == '\0')
+        return fail(l, value, key, "must not be empty");
+    for (const char *p = s; *p != '\0'; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr(".-_:", *p) != NULL))
+            return fail(l, value, key, "invalid host name \"%s\"", s);
+    return dup_string(l, s, &tls->server_name);
+}
+
+enum { UTLS_CA, UTLS_SERVER_NAME, UTLS_CERT, UTLS_KEY, UTLS_INSECURE };
+
+static const field_t upstream_tls_fields[] = {
+    [UTLS_CA] = {"ca", FIELD_PATH, offsetof(ptc_upstream_tls_config_t, ca), 0, 0, NULL},
+    [UTLS_SERVER_NAME] = {"server_name", FIELD_CUSTOM, 0, 0, 0, on_upstream_tls_server_name},
+    [UTLS_CERT] = {"cert", FIELD_PATH, offsetof(ptc_upstream_tls_config_t, cert), 0, 0, NULL},
+    [UTLS_KEY] = {"key", FIELD_PATH, offsetof(ptc_upstream_tls_config_t, key), 0, 0, NULL},
+    [UTLS_INSECURE] = {"insecure_skip_verify", FIELD_BOOL, offsetof(ptc_upstream_tls_config_t, insecure_skip_verify), 0, 0, NULL},
+};
+
+static int on_upstream_tls(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(upstream_tls_fields)] = {NULL};
+    ptc_upstream_tls_config_t *tls;
+    int ret;
+
+    if ((tls = up->tls = calloc(1, sizeof(*tls))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    ret = walk_mapping(l, key, value, upstream_tls_fields, PTC_ARRAY_SIZE(upstream_tls_fields), tls, false, values, NULL);
+    if (ret != 0)
+        return ret;
+    if (values[UTLS_CERT] != NULL && values[UTLS_KEY] == NULL)
+        return missing(l, value, key, "key", "is required with cert");
+    if (values[UTLS_KEY] != NULL && values[UTLS_CERT] == NULL)
+        return missing(l, value, key, "cert", "is required with key");
+    if (tls->insecure_skip_verify && tls->ca != NULL) {
+        char child[KEY_SIZE];
+        key_join(child, key, "ca");
+        return fail(l, values[UTLS_CA], child, "not used with insecure_skip_verify: true");
+    }
+    if (tls->ca != NULL && (ret = check_ca(l, key, "ca", tls->ca, values[UTLS_CA])) != 0)
+        return ret;
+    if (tls->cert != NULL && (ret = check_keypair(l, key, tls->cert, values[UTLS_CERT], tls->key, values[UTLS_KEY])) != 0)
+        return ret;
+    return 0;
+}
+
 static const field_t upstream_fields[] = {
     {"name", FIELD_CUSTOM, 0, 0, 0, on_upstream_name},
     {"endpoints", FIELD_CUSTOM, 0, 0, 0, on_upstream_endpoints},
@@ -409,6 +648,7 @@ static const field_t upstream_fields[] = {
     {"max_connections", FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections), 1, UINT32_MAX, NULL},
     {"max_pending", FIELD_UINT32, offsetof(ptc_upstream_config_t, max_pending), 0, UINT32_MAX, NULL},
     {"backoff", FIELD_CUSTOM, 0, 0, 0, on_upstream_backoff},
+    {"tls", FIELD_CUSTOM, 0, 0, 0, on_upstream_tls},
 };
 
 static int on_upstreams(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -836,7 +1076,8 @@ static const field_t top_fields[] = {
 static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *doc, char *err, size_t errlen)
 {
     ptc_config_t next = {0};
-    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false, false};
+    const char *slash = strrchr(name, '/');
+    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false, false, 0};
     yaml_node_t *values[PTC_ARRAY_SIZE(top_fields)] = {NULL}, *keys[PTC_ARRAY_SIZE(top_fields)] = {NULL};
     yaml_node_t *root = yaml_document_get_root_node(doc);
     int ret;
@@ -845,6 +1086,7 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
     next.timeouts = cfg->timeouts;
     next.workers = cfg->workers;
     next.log_level = cfg->log_level;
+    l.dir_len = slash != NULL ? (size_t)(slash - name) + 1 : 0;
     if ((ret = dup_string(&l, name, &next.source)) != 0)
         goto fail;
     if (root != NULL && (ret = walk_mapping(&l, "", root, top_fields, PTC_ARRAY_SIZE(top_fields), &next, true, values, keys)) != 0)

@@ -5,6 +5,10 @@
  * Drain (SIGTERM/SIGINT): the main thread activates drain_ev; the worker closes its listeners and its
  * idle connections, lets calls in flight finish, and leaves its loop when the last connection closes
  * or when timeouts.drain expires, whichever comes first.
+ *
+ * TLS: a TLS listener's connections go through ptc_tls_accept (handshake, then ptc_conn_serve with the
+ * ALPN result). The worker owns references to the contexts in w->tls; a certificate reload hands it a new
+ * set through the atomic tls_next and tls_ev (ptc_worker_set_tls), which it swaps in from its own thread.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,6 +27,7 @@
 
 #include "portico/conn.h"
 #include "portico/log.h"
+#include "portico/tls.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
 
@@ -30,7 +35,6 @@
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
-    (void)l;
     (void)socklen;
     ptc_worker_t *w = arg;
     if (w->draining || w->num_conns >= w->config->limits.max_connections) {
@@ -42,6 +46,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     ptc_conn_format_peer(sa, peer, sizeof(peer));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    for (size_t i = 0; w->tls != NULL && i < w->num_listeners; i++) {
+        if (w->listeners[i] == l && w->tls->listeners[i] != NULL) {
+            ptc_tls_accept(w, fd, peer, w->tls->listeners[i]);
+            return;
+        }
+    }
     struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         evutil_closesocket(fd);
@@ -128,6 +138,38 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
     maybe_exit(w);
 }
 
+/* Points the upstreams at the current client contexts. */
+static void upstreams_use_tls(ptc_worker_t *w)
+{
+    for (size_t i = 0; i < w->config->num_upstreams; i++)
+        w->upstreams[i].tls_ctx = w->tls != NULL ? w->tls->upstreams[i] : NULL;
+}
+
+static void on_tls_update(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_worker_t *w = arg;
+    ptc_tls_contexts_t *next = atomic_exchange(&w->tls_next, NULL);
+    if (next == NULL)
+        return;
+    ptc_tls_contexts_free(w->tls); /* open connections hold their own references */
+    w->tls = next;
+    upstreams_use_tls(w);
+    ptc_log_debug("TLS certificates updated for new connections");
+}
+
+int ptc_worker_set_tls(ptc_worker_t *w, const ptc_tls_contexts_t *tls)
+{
+    ptc_tls_contexts_t *copy = ptc_tls_contexts_dup(tls);
+    if (copy == NULL)
+        return PTC_ENOMEM;
+    /* a set the worker has not taken yet is simply replaced: it never saw it */
+    ptc_tls_contexts_free(atomic_exchange(&w->tls_next, copy));
+    event_active(w->tls_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
 void ptc_worker_on_conn_closed(ptc_worker_t *w)
 {
     maybe_exit(w);
@@ -160,7 +202,7 @@ static int listen_on(ptc_worker_t *w, const ptc_hostport_t *hp, struct evconnlis
     return 0;
 }
 
-int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config)
+int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, const ptc_tls_contexts_t *tls)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -178,13 +220,18 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config)
     w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
     w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
+    w->tls_ev = event_new(w->base, -1, 0, on_tls_update, w);
+    atomic_init(&w->tls_next, NULL);
+    if (tls != NULL && (w->tls = ptc_tls_contexts_dup(tls)) == NULL)
+        return PTC_ENOMEM;
     w->listeners = calloc(config->num_listeners, sizeof(*w->listeners));
     w->upstreams = calloc(config->num_upstreams, sizeof(*w->upstreams));
-    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->listeners == NULL ||
-        w->upstreams == NULL)
+    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->tls_ev == NULL ||
+        w->listeners == NULL || w->upstreams == NULL)
         return PTC_ENOMEM;
     for (size_t i = 0; i < config->num_upstreams; i++)
         ptc_upstream_init(&w->upstreams[i], w, &config->upstreams[i]);
+    upstreams_use_tls(w);
     for (size_t i = 0; i < config->num_listeners; i++) {
         int rv = listen_on(w, &config->listeners[i].addr, &w->listeners[i]);
         if (rv != 0)
@@ -240,6 +287,10 @@ void ptc_worker_dispose(ptc_worker_t *w)
         event_free(w->drain_timer);
     if (w->accept_retry != NULL)
         event_free(w->accept_retry);
+    if (w->tls_ev != NULL)
+        event_free(w->tls_ev);
+    ptc_tls_contexts_free(atomic_exchange(&w->tls_next, NULL));
+    ptc_tls_contexts_free(w->tls);
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);
     if (w->base != NULL)

@@ -9,6 +9,12 @@
  * Re-entrancy: nghttp2 forbids nghttp2_session_send() inside its callbacks and freeing the session
  * from them. While a connection is inside nghttp2 (in_nghttp2), sends are recorded in want_send and a
  * close in want_close; both are carried out by the outermost caller once nghttp2 returns.
+ *
+ * TLS upstreams (config->tls): the connection is a bufferevent_openssl in connecting state whose socket is
+ * connected by bufferevent_socket_connect_hostname like a plain one; BEV_EVENT_CONNECTED then means the TCP
+ * connection and the TLS handshake (verification included) are done, and ALPN must have selected "h2". A
+ * handshake failure is the connection's failure reason, so the calls waiting for it end with
+ * UNAVAILABLE and OpenSSL's reason (e.g. "certificate verify failed: unable to get local issuer certificate").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,11 +25,14 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "portico/log.h"
+#include "portico/tls.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
 
@@ -317,8 +326,13 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
 
     if (events & BEV_EVENT_CONNECTED) {
         evutil_socket_t fd = bufferevent_getfd(bev);
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (ssl != NULL && !ptc_tls_alpn_is_h2(ssl)) {
+            conn_close(conn, "TLS: the server did not select HTTP/2 with ALPN (it must offer \"h2\")");
+            return;
+        }
         if (session_create(conn) != 0) {
             conn_close(conn, "cannot create HTTP/2 session (out of memory)");
             return;
@@ -329,12 +343,25 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
     }
     if (events & BEV_EVENT_ERROR) {
         int dnserr = bufferevent_socket_get_dns_error(bev);
-        if (dnserr != 0)
+        char tls_err[128] = "";
+        if (bufferevent_openssl_get_ssl(bev) != NULL)
+            ptc_tls_bev_error(bev, tls_err, sizeof(tls_err));
+        if (tls_err[0] != '\0')
+            snprintf(reason, sizeof(reason), "TLS: %s%s", tls_err,
+                     ptc_tls_client_cert_missing(bufferevent_openssl_get_ssl(bev)) ? " (the server asked for a client certificate "
+                                                                                    "and tls.cert is not configured)"
+                                                                                  : "");
+        else if (dnserr != 0)
             snprintf(reason, sizeof(reason), "cannot resolve %s: %s", conn_endpoint(conn)->host, evutil_gai_strerror(dnserr));
         else
             snprintf(reason, sizeof(reason), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     } else if (events & BEV_EVENT_EOF) {
-        snprintf(reason, sizeof(reason), "connection closed by upstream");
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl != NULL && conn->state == H2C_CONNECTING && ptc_tls_client_cert_missing(ssl))
+            snprintf(reason, sizeof(reason), "connection closed by upstream: it asked for a client certificate and tls.cert is "
+                                             "not configured");
+        else
+            snprintf(reason, sizeof(reason), "connection closed by upstream");
     } else {
         return;
     }
@@ -386,8 +413,8 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
     snprintf(why, sizeof(why), "%s", reason);
     if (conn->state == H2C_CONNECTING) {
         endpoint_failed(up, conn->endpoint, why);
-        ptc_log_warn("upstream %s: connection to %s failed: %s (retry in %" PRIu64 " ms)", up->config->name,
-                     up->endpoints[conn->endpoint].last_error, why, up->endpoints[conn->endpoint].backoff_ms);
+        ptc_log_warn("upstream %s: connection to %s:%u failed: %s (retry in %" PRIu64 " ms)", up->config->name,
+                     conn_endpoint(conn)->host, conn_endpoint(conn)->port, why, up->endpoints[conn->endpoint].backoff_ms);
     } else {
         ptc_log_info("upstream %s: connection to %s:%u closed: %s", up->config->name, conn_endpoint(conn)->host,
                      conn_endpoint(conn)->port, why);
@@ -429,13 +456,25 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
 {
     const ptc_hostport_t *hp = &up->config->endpoints[ep];
     ptc_h2client_t *conn = calloc(1, sizeof(*conn));
-    if (conn == NULL)
+    if (conn == NULL) {
+        endpoint_failed(up, ep, "out of memory"); /* back off: dispatch() must not retry it at once */
         return NULL;
+    }
     conn->up = up;
     conn->endpoint = ep;
     conn->state = H2C_CONNECTING;
     TAILQ_INIT(&conn->calls);
-    conn->bev = bufferevent_socket_new(up->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (up->config->tls != NULL) {
+        SSL *ssl = up->tls_ctx != NULL ? ptc_tls_client_new(up->tls_ctx, up->config, hp->host) : NULL;
+        /* From here libevent owns ssl: it is freed with the bufferevent (BEV_OPT_CLOSE_ON_FREE). Dirty shutdowns
+         * stay errors here, so that a socket error (connection refused) is reported as such; a peer closing
+         * without close_notify is still a plain EOF (SSL_OP_IGNORE_UNEXPECTED_EOF). */
+        conn->bev = ssl != NULL ? bufferevent_openssl_socket_new(up->worker->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                                 BEV_OPT_CLOSE_ON_FREE)
+                                : NULL;
+    } else {
+        conn->bev = bufferevent_socket_new(up->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     conn->timer = evtimer_new(up->worker->base, on_timeout, conn);
     if (conn->bev == NULL || conn->timer == NULL) {
         if (conn->bev != NULL)
@@ -443,6 +482,7 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
         if (conn->timer != NULL)
             event_free(conn->timer);
         free(conn);
+        endpoint_failed(up, ep, "out of memory");
         return NULL;
     }
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);

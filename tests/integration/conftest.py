@@ -66,12 +66,12 @@ def _tail(text, lines=LOG_TAIL_LINES):
 class EchoServer:
     """A running tests/upstream/echo_server.py."""
 
-    def __init__(self, log_path):
+    def __init__(self, log_path, extra_args=()):
         self.log_path = Path(log_path)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [PYTHON, str(UPSTREAM_DIR / "echo_server.py"), "--host", "127.0.0.1",
-                 "--port", "0"],
+                 "--port", "0", *map(str, extra_args)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
         self.pid = self.proc.pid
         self.port = self._read_port()

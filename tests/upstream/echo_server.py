@@ -3,6 +3,8 @@
 
 Prints exactly one line `PORT <n>` to stdout once listening; logs go to stderr.
 `--max-concurrent-streams N` caps the streams per HTTP/2 connection (grpc.max_concurrent_streams).
+`--tls-cert FILE --tls-key FILE` serve TLS (ALPN h2) instead of h2c; with `--tls-client-ca FILE` a
+client certificate signed by that CA is required (mTLS).
 SIGTERM/SIGINT stop the server (0.5 s grace) and exit 0.
 
 Response shape, per method:
@@ -242,7 +244,13 @@ def main():
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--max-concurrent-streams", type=int, default=0,
                         help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (0 = grpc default)")
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM); needs --tls-key")
+    parser.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
+    parser.add_argument("--tls-client-ca",
+                        help="require client certificates signed by this CA (PEM; needs --tls-cert)")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together; --tls-client-ca needs them")
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s echo_server[%(process)d] %(levelname)s %(message)s")
@@ -257,7 +265,18 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers), options=options)
     server.add_generic_rpc_handlers((generic_handler(EchoService()),))
     try:
-        port = server.add_insecure_port(f"{args.host}:{args.port}")
+        if args.tls_cert:
+            with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
+                pair = (k.read(), c.read())
+            client_ca = None
+            if args.tls_client_ca:
+                with open(args.tls_client_ca, "rb") as f:
+                    client_ca = f.read()
+            creds = grpc.ssl_server_credentials([pair], root_certificates=client_ca,
+                                                require_client_auth=client_ca is not None)
+            port = server.add_secure_port(f"{args.host}:{args.port}", creds)
+        else:
+            port = server.add_insecure_port(f"{args.host}:{args.port}")
     except RuntimeError as exc:
         log.error("cannot bind %s:%d: %s", args.host, args.port, exc)
         return 1

@@ -12,6 +12,7 @@
 #include <cmocka.h> /* after the headers it needs */
 
 #include "portico/config.h"
+#include "portico/tls.h"
 
 /*
  * Allocation-failure injection (nghttp2's failmalloc, curl's torture mode): malloc and friends are replaced
@@ -430,7 +431,7 @@ static const error_case_t error_cases[] = {
     {"workers: 1\nlimits:\n  max_mesage_size: 1\n", "t.yaml:3: limits.max_mesage_size: unknown key"},
     {"upstreams:\n  - name: a\n    endpoint: [h:1]\n", "t.yaml:3: upstreams[0].endpoint: unknown key"},
     {"routes:\n  - prefix: /\n    upstream: default\n    weight: 2\n", "t.yaml:4: routes[0].weight: unknown key"},
-    {"listeners:\n  - address: h:1\n    tls: true\n", "t.yaml:3: listeners[0].tls: unknown key"},
+    {"listeners:\n  - address: h:1\n    proxy_protocol: true\n", "t.yaml:3: listeners[0].proxy_protocol: unknown key"},
     {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    backoff: {initial: 1s, maximum: 2s}\n",
      "t.yaml:4: upstreams[0].backoff.maximum: unknown key"},
     {"workers: 1\nworkers: 2\n", "t.yaml:2: workers: duplicate key"},
@@ -1309,6 +1310,355 @@ static void test_validate(void **state)
     ptc_config_dispose(&cfg);
 }
 
+
+/* ---- TLS ---- */
+
+/* A self-signed EC certificate (CN config-test, SAN DNS:config.test, valid until 2126) and its key; another
+ * key that does not match it; the same key encrypted (passphrase "x"). */
+static const char TEST_CERT[] = "-----BEGIN CERTIFICATE-----\n"
+                                "MIIBmzCCAUGgAwIBAgIUDvyJGZBzQeck1HLBHnmtMVCIDuowCgYIKoZIzj0EAwIw\n"
+                                "FjEUMBIGA1UEAwwLY29uZmlnLXRlc3QwIBcNMjYxMTI2MDA1MzMxWhgPMjEyNjEx\n"
+                                "MDIwMDUzMzFaMBYxFDASBgNVBAMMC2NvbmZpZy10ZXN0MFkwEwYHKoZIzj0CAQYI\n"
+                                "KoZIzj0DAQcDQgAEdftTRSGljRpDRDQZNOEJLu+2Fv1c1zvwHKmtvl8WIof5rWpz\n"
+                                "psplLa/EJ2/PsPAIOkTVjZ1bceytX9rHz/OXQ6NrMGkwHQYDVR0OBBYEFGz93PtA\n"
+                                "z2XfCbyqNRig6N0+8brBMB8GA1UdIwQYMBaAFGz93PtAz2XfCbyqNRig6N0+8brB\n"
+                                "MA8GA1UdEwEB/wQFMAMBAf8wFgYDVR0RBA8wDYILY29uZmlnLnRlc3QwCgYIKoZI\n"
+                                "zj0EAwIDSAAwRQIhAKXRdwVSL/mCfXiBoNrOW2bUt2s0uWAF1dwF5Z66V+3UAiAw\n"
+                                "9iq540JWsUMRLSBJUjhgbcHjATjuh+660R+HeUMOxw==\n"
+                                "-----END CERTIFICATE-----\n";
+static const char TEST_KEY[] = "-----BEGIN PRIVATE KEY-----\n"
+                               "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgMpQLhnb9gmD0UqbN\n"
+                               "IvQT1kprJ+vVSSNY3ia7v1RJur+hRANCAAR1+1NFIaWNGkNENBk04Qku77YW/VzX\n"
+                               "O/Acqa2+XxYih/mtanOmymUtr8Qnb8+w8Ag6RNWNnVtx7K1f2sfP85dD\n"
+                               "-----END PRIVATE KEY-----\n";
+static const char OTHER_KEY[] = "-----BEGIN PRIVATE KEY-----\n"
+                                "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+UWXNbog79lm/Nj+\n"
+                                "EEuAH8cTld9aGOEDYRwkKtpXE26hRANCAAT7lc7fsn97nm9n8zliAQKjbBMDR+vr\n"
+                                "R5L0NfxsBpL4vcbd6+vqvXvg9ji0x/PpFkaE5JcIUMsXb0nSX/vSiRpe\n"
+                                "-----END PRIVATE KEY-----\n";
+
+static char tls_dir[64];
+
+static void write_file(const char *name, const char *text)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", tls_dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* Writes the PEM files into a fresh directory (tls_dir) and, with the openssl CLI, an encrypted key. */
+static int tls_setup(void **state)
+{
+    (void)state;
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/ptc-tls-test-XXXXXX");
+    if (mkdtemp(tls_dir) == NULL)
+        return -1;
+    write_file("a.pem", TEST_CERT);
+    write_file("a.key", TEST_KEY);
+    write_file("b.key", OTHER_KEY);
+    write_file("junk.pem", "not a certificate\n");
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "openssl pkey -in %s/a.key -aes128 -passout pass:x -out %s/enc.key 2>/dev/null", tls_dir, tls_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int tls_teardown(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"a.pem", "a.key", "b.key", "junk.pem", "enc.key"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s/%s", tls_dir, names[i]);
+        unlink(path);
+    }
+    return rmdir(tls_dir);
+}
+
+/* Replaces every '@' of tmpl with tls_dir. */
+static void expand(char *out, size_t len, const char *tmpl)
+{
+    size_t n = 0;
+    for (const char *p = tmpl; *p != '\0' && n + 1 < len; p++) {
+        if (*p == '@') {
+            n += (size_t)snprintf(out + n, len - n, "%s", tls_dir);
+            if (n >= len)
+                n = len - 1;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* Loads yaml as if from the file tls_dir/t.yaml, so that relative paths are relative to tls_dir. */
+static int load_in_dir(ptc_config_t *cfg, const char *yaml, char *err, size_t errlen)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "%s/t.yaml", tls_dir);
+    return ptc_config_load_string(cfg, name, yaml, strlen(yaml), err, errlen);
+}
+
+/* The TLS settings as documented (README and the format comment in config.c). */
+static const char TLS_EXAMPLE[] = "listeners:\n"
+                                  "  - address: 127.0.0.1:8080\n"
+                                  "  - address: 127.0.0.1:8443\n"
+                                  "    tls:\n"
+                                  "      cert: a.pem\n"
+                                  "      key: a.key\n"
+                                  "      certificates:\n"
+                                  "        - {cert: a.pem, key: \"@/a.key\"}\n"
+                                  "      client_auth: optional\n"
+                                  "      client_ca: a.pem\n"
+                                  "      min_version: \"1.3\"\n"
+                                  "  - address: 127.0.0.1:8444\n"
+                                  "    tls: {cert: a.pem, key: a.key}\n"
+                                  "upstreams:\n"
+                                  "  - name: secure\n"
+                                  "    endpoints: [127.0.0.1:50443]\n"
+                                  "    tls:\n"
+                                  "      ca: a.pem\n"
+                                  "      server_name: echo.test\n"
+                                  "      cert: a.pem\n"
+                                  "      key: a.key\n"
+                                  "      insecure_skip_verify: false\n"
+                                  "  - name: system\n"
+                                  "    endpoints: [backend:443]\n"
+                                  "    tls: {}\n"
+                                  "  - name: dev\n"
+                                  "    endpoints: [backend:443]\n"
+                                  "    tls: {insecure_skip_verify: true}\n"
+                                  "  - name: plain\n"
+                                  "    endpoints: [backend:80]\n"
+                                  "routes:\n"
+                                  "  - {prefix: /, upstream: secure}\n";
+
+static void assert_path(const char *got, const char *name)
+{
+    char expected[128];
+    snprintf(expected, sizeof(expected), "%s/%s", tls_dir, name);
+    assert_string_equal(got, expected);
+}
+
+static void test_tls_example(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char yaml[sizeof(TLS_EXAMPLE) + 128], err[512];
+
+    expand(yaml, sizeof(yaml), TLS_EXAMPLE);
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_false(ptc_config_uses_tls(&cfg));
+    if (load_in_dir(&cfg, yaml, err, sizeof(err)) != 0)
+        print_error("%s\n", err);
+    assert_int_equal(load_in_dir(&cfg, yaml, err, sizeof(err)), 0);
+    assert_true(ptc_config_uses_tls(&cfg));
+
+    assert_int_equal(cfg.num_listeners, 3);
+    assert_null(cfg.listeners[0].tls);
+    const ptc_listener_tls_config_t *tls = cfg.listeners[1].tls;
+    assert_non_null(tls);
+    assert_int_equal(tls->num_certs, 2);
+    assert_path(tls->certs[0].cert, "a.pem"); /* relative to the config file's directory */
+    assert_path(tls->certs[0].key, "a.key");
+    assert_path(tls->certs[1].cert, "a.pem");
+    assert_path(tls->certs[1].key, "a.key"); /* absolute, as written */
+    assert_int_equal(tls->client_auth, PTC_TLS_CLIENT_AUTH_OPTIONAL);
+    assert_path(tls->client_ca, "a.pem");
+    assert_int_equal(tls->min_version, PTC_TLS_1_3);
+    tls = cfg.listeners[2].tls;
+    assert_int_equal(tls->num_certs, 1);
+    assert_int_equal(tls->client_auth, PTC_TLS_CLIENT_AUTH_NONE);
+    assert_null(tls->client_ca);
+    assert_int_equal(tls->min_version, PTC_TLS_1_2);
+
+    assert_int_equal(cfg.num_upstreams, 4);
+    const ptc_upstream_tls_config_t *ut = cfg.upstreams[0].tls;
+    assert_path(ut->ca, "a.pem");
+    assert_string_equal(ut->server_name, "echo.test");
+    assert_path(ut->cert, "a.pem");
+    assert_path(ut->key, "a.key");
+    assert_false(ut->insecure_skip_verify);
+    ut = cfg.upstreams[1].tls;
+    assert_non_null(ut);
+    assert_null(ut->ca);
+    assert_null(ut->server_name);
+    assert_null(ut->cert);
+    assert_null(ut->key);
+    assert_false(ut->insecure_skip_verify);
+    assert_true(cfg.upstreams[2].tls->insecure_skip_verify);
+    assert_null(cfg.upstreams[3].tls);
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+
+    /* the contexts build from it */
+    ptc_tls_contexts_t *ctxs = NULL;
+    assert_int_equal(ptc_tls_contexts_new(&ctxs, &cfg, err, sizeof(err)), 0);
+    assert_null(ctxs->listeners[0]);
+    assert_non_null(ctxs->listeners[1]);
+    assert_non_null(ctxs->upstreams[0]);
+    assert_null(ctxs->upstreams[3]);
+    ptc_tls_contexts_t *copy = ptc_tls_contexts_dup(ctxs);
+    assert_non_null(copy);
+    assert_ptr_equal(copy->listeners[1], ctxs->listeners[1]);
+    ptc_tls_contexts_free(ctxs);
+    ptc_tls_contexts_free(copy);
+    ptc_tls_contexts_free(NULL);
+
+    /* a name without a directory: paths stay relative to the working directory */
+    assert_int_equal(load(&cfg, "upstreams: [{name: u, endpoints: [h:1], tls: {server_name: \"[::1]\"}}]\n", err, sizeof(err)),
+                     PTC_ECONFIG);
+    assert_int_equal(load(&cfg, "upstreams: [{name: u, endpoints: [h:1], tls: {server_name: \"::1\"}}]\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.upstreams[0].tls->server_name, "::1");
+    ptc_config_dispose(&cfg);
+}
+
+typedef struct {
+    const char *yaml;    /* '@' stands for the directory of the files */
+    const char *message; /* '@' likewise; ends in '*': a prefix (OpenSSL's wording follows) */
+} tls_error_case_t;
+
+static const tls_error_case_t tls_error_cases[] = {
+    /* structure */
+    {"listeners:\n  - address: h:1\n    tls: true\n", "@/t.yaml:3: listeners[0].tls: expected a mapping, got a string"},
+    {"listeners:\n  - address: h:1\n    tls:\n", "@/t.yaml:3: listeners[0].tls: expected a mapping, got null"},
+    {"listeners:\n  - address: h:1\n    tls: {key: a.key}\n", "@/t.yaml:3: listeners[0].tls.cert: is required"},
+    {"listeners:\n  - address: h:1\n    tls: {cert: a.pem}\n", "@/t.yaml:3: listeners[0].tls.key: is required"},
+    {"listeners:\n  - address: h:1\n    tls: {cert: a.pem, key: a.key, ca: a.pem}\n", "@/t.yaml:3: listeners[0].tls.ca: unknown key"},
+    {"listeners:\n  - address: h:1\n    tls: {cert: \"\", key: a.key}\n", "@/t.yaml:3: listeners[0].tls.cert: must not be empty"},
+    {"listeners:\n  - address: h:1\n    tls: {cert: [a.pem], key: a.key}\n",
+     "@/t.yaml:3: listeners[0].tls.cert: expected a file name, got a sequence"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      client_auth: yes\n",
+     "@/t.yaml:6: listeners[0].tls.client_auth: invalid value \"yes\" (expected none, optional or required)"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      client_auth: required\n",
+     "@/t.yaml:4: listeners[0].tls.client_ca: is required when client_auth is optional or required"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      client_ca: a.pem\n",
+     "@/t.yaml:6: listeners[0].tls.client_ca: only used with client_auth optional or required"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      min_version: 1.1\n",
+     "@/t.yaml:6: listeners[0].tls.min_version: invalid TLS version \"1.1\" (expected \"1.2\" or \"1.3\")"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      certificates: []\n",
+     "@/t.yaml:6: listeners[0].tls.certificates: must not be empty"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      certificates:\n        - {cert: a.pem}\n",
+     "@/t.yaml:7: listeners[0].tls.certificates[0].key: is required"},
+    /* files */
+    {"listeners:\n  - address: h:1\n    tls: {cert: nope.pem, key: a.key}\n",
+     "@/t.yaml:3: listeners[0].tls.cert: cannot load certificate chain \"@/nope.pem\": *"},
+    {"listeners:\n  - address: h:1\n    tls: {cert: junk.pem, key: a.key}\n",
+     "@/t.yaml:3: listeners[0].tls.cert: cannot load certificate chain \"@/junk.pem\": *"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: b.key\n",
+     "@/t.yaml:5: listeners[0].tls.key: private key \"@/b.key\" does not match the certificate in \"@/a.pem\" *"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: enc.key\n",
+     "@/t.yaml:5: listeners[0].tls.key: cannot load private key \"@/enc.key\": *"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: junk.pem\n",
+     "@/t.yaml:5: listeners[0].tls.key: cannot load private key \"@/junk.pem\": *"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      certificates:\n        - cert: a.pem\n"
+     "          key: b.key\n",
+     "@/t.yaml:8: listeners[0].tls.certificates[0].key: private key \"@/b.key\" does not match the certificate in \"@/a.pem\" *"},
+    {"listeners:\n  - address: h:1\n    tls:\n      cert: a.pem\n      key: a.key\n      client_auth: optional\n      client_ca: "
+     "junk.pem\n",
+     "@/t.yaml:7: listeners[0].tls.client_ca: cannot load CA certificates \"@/junk.pem\": *"},
+    /* upstreams */
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: true\n", "@/t.yaml:4: upstreams[0].tls: expected a mapping, got a string"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {cert: a.pem}\n", "@/t.yaml:4: upstreams[0].tls.key: is required with cert"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {key: a.key}\n", "@/t.yaml:4: upstreams[0].tls.cert: is required with key"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls:\n      ca: a.pem\n      insecure_skip_verify: true\n",
+     "@/t.yaml:5: upstreams[0].tls.ca: not used with insecure_skip_verify: true"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {insecure_skip_verify: 1}\n",
+     "@/t.yaml:4: upstreams[0].tls.insecure_skip_verify: invalid boolean \"1\" (expected true or false)"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {server_name: \"a b\"}\n",
+     "@/t.yaml:4: upstreams[0].tls.server_name: invalid host name \"a b\""},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {server_name: \"\"}\n",
+     "@/t.yaml:4: upstreams[0].tls.server_name: must not be empty"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls: {sni: x}\n", "@/t.yaml:4: upstreams[0].tls.sni: unknown key"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls:\n      ca: junk.pem\n",
+     "@/t.yaml:5: upstreams[0].tls.ca: cannot load CA certificates \"@/junk.pem\": *"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls:\n      cert: a.pem\n      key: b.key\n",
+     "@/t.yaml:6: upstreams[0].tls.key: private key \"@/b.key\" does not match the certificate in \"@/a.pem\" *"},
+    {"upstreams:\n  - name: u\n    endpoints: [h:1]\n    tls:\n      cert: /nonexistent/c.pem\n      key: a.key\n",
+     "@/t.yaml:5: upstreams[0].tls.cert: cannot load certificate chain \"/nonexistent/c.pem\": *"},
+};
+
+static void test_tls_errors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(tls_error_cases) / sizeof(tls_error_cases[0]); i++) {
+        ptc_config_t cfg;
+        char err[512], expected[512];
+        expand(expected, sizeof(expected), tls_error_cases[i].message);
+        size_t len = strlen(expected);
+        bool prefix = expected[len - 1] == '*';
+        if (prefix)
+            expected[--len] = '\0';
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        int ret = load_in_dir(&cfg, tls_error_cases[i].yaml, err, sizeof(err));
+        bool ok = ret == PTC_ECONFIG && (prefix ? strncmp(err, expected, len) == 0 && strlen(err) > len : strcmp(err, expected) == 0);
+        if (!ok)
+            print_error("case %zu:\n%s\nexpected: %s%s\ngot (%d): %s\n", i, tls_error_cases[i].yaml, expected, prefix ? "..." : "", ret,
+                        err);
+        assert_true(ok);
+        assert_is_default(&cfg);
+        ptc_config_dispose(&cfg);
+    }
+}
+
+static void test_set_listener_cert(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[512], yaml[512];
+
+    /* --tls-cert / --tls-key on the default listener: paths as given, the other settings at their defaults */
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(ptc_config_set_listener_cert(&cfg, "s.pem", "s.key"), 0);
+    const ptc_listener_tls_config_t *tls = cfg.listeners[0].tls;
+    assert_int_equal(tls->num_certs, 1);
+    assert_string_equal(tls->certs[0].cert, "s.pem");
+    assert_string_equal(tls->certs[0].key, "s.key");
+    assert_int_equal(tls->client_auth, PTC_TLS_CLIENT_AUTH_NONE);
+    assert_int_equal(tls->min_version, PTC_TLS_1_2);
+    assert_true(ptc_config_uses_tls(&cfg));
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    /* --listen replaces the listeners (and their TLS settings) */
+    char host[] = "127.0.0.1";
+    ptc_hostport_t hp = {host, 9443};
+    assert_int_equal(ptc_config_set_listeners(&cfg, &hp, 1), 0);
+    assert_null(cfg.listeners[0].tls);
+    ptc_config_dispose(&cfg);
+
+    /* a configured TLS listener keeps its SNI certificates and client settings; a plain one gets TLS */
+    expand(yaml, sizeof(yaml),
+           "listeners:\n  - address: h:1\n  - address: h:2\n    tls:\n      cert: a.pem\n      key: a.key\n"
+           "      certificates: [{cert: a.pem, key: a.key}]\n      client_auth: required\n      client_ca: a.pem\n");
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(load_in_dir(&cfg, yaml, err, sizeof(err)), 0);
+    assert_int_equal(ptc_config_set_listener_cert(&cfg, "/x/s.pem", "/x/s.key"), 0);
+    assert_string_equal(cfg.listeners[0].tls->certs[0].cert, "/x/s.pem");
+    tls = cfg.listeners[1].tls;
+    assert_int_equal(tls->num_certs, 2);
+    assert_string_equal(tls->certs[0].cert, "/x/s.pem");
+    assert_string_equal(tls->certs[0].key, "/x/s.key");
+    assert_path(tls->certs[1].cert, "a.pem");
+    assert_int_equal(tls->client_auth, PTC_TLS_CLIENT_AUTH_REQUIRED);
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+
+    /* cross-field rules on hand-built settings */
+    cfg.listeners[1].tls->client_auth = PTC_TLS_CLIENT_AUTH_NONE;
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(strchr(err, ' ') + 1, "listeners[1].tls.client_ca: only used with client_auth optional or required");
+    cfg.listeners[1].tls->client_auth = PTC_TLS_CLIENT_AUTH_OPTIONAL;
+    ptc_config_dispose(&cfg);
+
+    /* the contexts report a bad file given on the command line, naming the listener */
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(ptc_config_set_listener_cert(&cfg, "/nonexistent/s.pem", "s.key"), 0);
+    ptc_tls_contexts_t *ctxs = NULL;
+    assert_int_equal(ptc_tls_contexts_new(&ctxs, &cfg, err, sizeof(err)), PTC_ECONFIG);
+    assert_null(ctxs);
+    assert_true(strncmp(err, "listeners[0].tls.cert: cannot load certificate chain \"/nonexistent/s.pem\": ", 75) == 0);
+    ptc_config_dispose(&cfg);
+}
+
 #ifdef PTC_TEST_FAILMALLOC
 /* Runs init + load (+ a second load over the result) failing the i-th allocation, for every i. */
 static void failmalloc_run(const char *yaml, int expected, size_t num_routes)
@@ -1363,6 +1713,35 @@ static void test_allocation_failures(void **state)
     snprintf(cors_bad, sizeof(cors_bad), "%stimeouts_typo: 1\n", CORS_EXAMPLE);
     failmalloc_run(cors_bad, PTC_ECONFIG, 1);
     failmalloc_run("cors:\n  allow_origins: [\"~https://(x\"]\n", PTC_ECONFIG, 1);
+
+    /* --tls-cert: a failure leaves the listeners as they were */
+    for (long i = 0;; i++) {
+        ptc_config_t cfg;
+        char host[] = "h";
+        ptc_hostport_t hps[2] = {{host, 1}, {host, 2}};
+        long live = failmalloc_live;
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        assert_int_equal(ptc_config_set_listeners(&cfg, hps, 2), 0);
+        failmalloc_countdown = i;
+        int ret = ptc_config_set_listener_cert(&cfg, "c.pem", "c.key");
+        if (ret == 0)
+            ret = ptc_config_set_listener_cert(&cfg, "d.pem", "d.key");
+        int injected = failmalloc_countdown < 0;
+        failmalloc_countdown = -1;
+        if (ret == 0) {
+            assert_false(injected);
+            assert_string_equal(cfg.listeners[1].tls->certs[0].key, "d.key");
+        } else {
+            assert_true(injected);
+            assert_int_equal(ret, PTC_ENOMEM);
+            for (size_t j = 0; j < 2; j++)
+                assert_true(cfg.listeners[j].tls == NULL || strcmp(cfg.listeners[j].tls->certs[0].cert, "c.pem") == 0);
+        }
+        ptc_config_dispose(&cfg);
+        assert_int_equal(failmalloc_live, live);
+        if (!injected)
+            break;
+    }
 
     /* --allow-origin: a failure leaves the policy as it was */
     for (long i = 0;; i++) {
@@ -1422,6 +1801,9 @@ int main(void)
         cmocka_unit_test(test_route_order_and_match),
         cmocka_unit_test(test_set_listeners_and_endpoints),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test_setup_teardown(test_tls_example, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_set_listener_cert, tls_setup, tls_teardown),
         cmocka_unit_test(test_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
