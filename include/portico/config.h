@@ -84,6 +84,13 @@ typedef struct st_ptc_limits_config_t {
     uint32_t max_connections;    /* downstream connections per worker */
 } ptc_limits_config_t;
 
+/* HTTP Content-Encoding of gRPC-Web responses (not native gRPC: it has grpc-encoding). */
+typedef struct st_ptc_compression_config_t {
+    bool gzip;         /* answer `Accept-Encoding: gzip` with gzip; default false */
+    uint32_t min_size; /* compress only when the first message is at least this big; default 1 KiB */
+    uint32_t level;    /* zlib level 1..9; default 5 */
+} ptc_compression_config_t;
+
 typedef struct st_ptc_timeouts_config_t {
     uint64_t max_grpc_timeout_ms;     /* grpc-timeout is clamped to this; 0 = no clamp */
     uint64_t default_grpc_timeout_ms; /* applied when a call has none; 0 = none */
@@ -102,6 +109,7 @@ typedef struct st_ptc_config_t {
     size_t num_routes;
     ptc_limits_config_t limits;
     ptc_timeouts_config_t timeouts;
+    ptc_compression_config_t compression;
     ptc_cors_config_t cors; /* global CORS policy (cors.enabled false: none, no origin allowed) */
     char *health_path;
     uint32_t workers; /* 0 = number of cores */

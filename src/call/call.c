@@ -91,6 +91,12 @@ struct st_ptc_call_t {
     bool bad_encoding;     /* the upstream named a grpc-encoding we cannot decode */
     char encoding_name[32];
     z_stream *inflater;    /* decompressing the current compressed frame (gRPC-Web clients only) */
+    bool gzip_ok;          /* the client accepts gzip and compression.gzip is on (gRPC-Web only) */
+    bool head_pending;     /* the head waits in pending_head until the first message decides on gzip */
+    hdrstore_t pending_head;
+    bool first_seen;       /* first_len is the length of the first response message */
+    uint32_t first_len;
+    z_stream *deflater;    /* Content-Encoding: gzip of the response body */
     size_t unconsumed;    /* upstream DATA bytes not yet credited back */
     char *non_grpc_body;  /* first bytes of a non-gRPC upstream body */
     size_t non_grpc_len;
@@ -204,20 +210,22 @@ static ptc_iovec_t resp_ctype(const ptc_call_t *call)
 }
 
 /* Sends the response head: content-type plus the upstream's header fields (hop-by-hop removed). */
-static void send_head(ptc_call_t *call, bool end_stream)
+static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stream, const ptc_header_t *extra, size_t nextra)
 {
     ptc_header_t stack[32], *hv = stack;
-    size_t n = 0;
+    size_t n = 0, want = hs->n + 1 + nextra;
 
-    if (call->hdrs.n + 1 > PTC_ARRAY_SIZE(stack) && (hv = malloc((call->hdrs.n + 1) * sizeof(*hv))) == NULL)
+    if (want > PTC_ARRAY_SIZE(stack) && (hv = malloc(want * sizeof(*hv))) == NULL)
         hv = stack; /* forward what fits rather than fail the call */
-    size_t cap = hv == stack ? PTC_ARRAY_SIZE(stack) : call->hdrs.n + 1;
+    size_t cap = hv == stack ? PTC_ARRAY_SIZE(stack) : want;
     ptc_header_t ct;
-    if (!call->native || hdrstore_find(&call->hdrs, PTC_STRLIT("content-type"), &ct) == NULL)
+    if (!call->native || hdrstore_find(hs, PTC_STRLIT("content-type"), &ct) == NULL)
         ct = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
     hv[n++] = ct; /* native gRPC keeps the upstream's content-type */
-    for (size_t i = 0; i < call->hdrs.n && n < cap; i++) {
-        ptc_header_t f = hdrstore_get(&call->hdrs, i);
+    for (size_t i = 0; i < nextra && n < cap; i++)
+        hv[n++] = extra[i];
+    for (size_t i = 0; i < hs->n && n < cap; i++) {
+        ptc_header_t f = hdrstore_get(hs, i);
         /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies */
         if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq_ci(f.name, PTC_STRLIT("grpc-encoding"))))
             hv[n++] = f;
@@ -226,6 +234,69 @@ static void send_head(ptc_call_t *call, bool end_stream)
     if (hv != stack)
         free(hv);
     call->resp_state = end_stream ? RESP_DONE : RESP_HEADERS_SENT;
+}
+
+static void send_head(ptc_call_t *call, bool end_stream)
+{
+    send_head_from(call, &call->hdrs, end_stream, NULL, 0);
+}
+
+/*
+ * Sends the head that waited for the first message: gzip when that message is big enough to gain
+ * (compression.min_size), identity otherwise. Never for responses without a body.
+ */
+static void release_head(ptc_call_t *call)
+{
+    ptc_header_t extra[2];
+    size_t n = 0;
+
+    call->head_pending = false;
+    extra[n++] = (ptc_header_t){PTC_STRLIT("vary"), PTC_STRLIT("Accept-Encoding")};
+    if (call->first_seen && call->first_len >= call->cfg->compression.min_size && (call->deflater = calloc(1, sizeof(z_stream))) != NULL) {
+        if (deflateInit2(call->deflater, (int)call->cfg->compression.level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK) {
+            extra[n++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
+        } else {
+            free(call->deflater);
+            call->deflater = NULL;
+        }
+    }
+    if (call->ds != NULL)
+        send_head_from(call, &call->pending_head, false, extra, n);
+    hdrstore_dispose(&call->pending_head);
+}
+
+/* Compresses what is in out into a buffer of its own; Z_SYNC_FLUSH after every flush so a stream's
+ * messages are not held back, Z_FINISH at the end of the body. */
+static void out_deflate(ptc_call_t *call, bool final)
+{
+    struct evbuffer *z = evbuffer_new();
+    z_stream *d = call->deflater;
+    if (z == NULL)
+        return;
+    for (;;) {
+        struct evbuffer_iovec in = {NULL, 0};
+        bool last_piece = evbuffer_peek(call->out, -1, NULL, &in, 1) < 1;
+        d->next_in = in.iov_base;
+        d->avail_in = (uInt)in.iov_len;
+        int flush = last_piece ? (final ? Z_FINISH : Z_SYNC_FLUSH) : Z_NO_FLUSH;
+        int rv;
+        do {
+            struct evbuffer_iovec v;
+            if (evbuffer_reserve_space(z, 16384, &v, 1) < 1)
+                break;
+            d->next_out = v.iov_base;
+            d->avail_out = (uInt)v.iov_len;
+            rv = deflate(d, flush);
+            v.iov_len -= d->avail_out;
+            evbuffer_commit_space(z, &v, 1);
+        } while (d->avail_out == 0 && rv != Z_STREAM_END);
+        if (!last_piece)
+            evbuffer_drain(call->out, in.iov_len);
+        else
+            break;
+    }
+    evbuffer_add_buffer(call->out, z);
+    evbuffer_free(z);
 }
 
 /* Appends bytes to the output, base64-encoding them in text mode. */
@@ -284,13 +355,31 @@ static bool drop_partial_frame(ptc_call_t *call)
 
 static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
 {
-    if (evbuffer_get_length(call->out) != 0 && ds != NULL)
-        ds->cb->send_body(ds, call->out);
+    if (evbuffer_get_length(call->out) == 0 || ds == NULL)
+        return;
+    if (call->head_pending)
+        release_head(call);
+    if (call->deflater != NULL)
+        out_deflate(call, false);
+    ds->cb->send_body(ds, call->out);
 }
 
 static void out_flush(ptc_call_t *call)
 {
     out_flush_to(call, call->ds);
+}
+
+/* The last bytes of a gRPC-Web body: flushed, and the gzip stream (if any) finished. */
+static void out_flush_final(ptc_call_t *call)
+{
+    if (call->ds == NULL)
+        return;
+    if (call->head_pending)
+        release_head(call);
+    if (call->deflater != NULL)
+        out_deflate(call, true);
+    if (evbuffer_get_length(call->out) != 0)
+        call->ds->cb->send_body(call->ds, call->out);
 }
 
 /* Writes one complete trailer frame (a padded base64 segment of its own in text mode). */
@@ -359,6 +448,14 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
         {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
         {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))},
     };
+    if (call->head_pending) {
+        /* nothing went out yet: the error replaces the head that was waiting */
+        drop_partial_frame(call);
+        evbuffer_drain(call->out, evbuffer_get_length(call->out));
+        hdrstore_dispose(&call->pending_head);
+        call->head_pending = false;
+        call->resp_state = RESP_NONE;
+    }
     if (call->ds != NULL) {
         if (call->resp_state == RESP_NONE) {
             ptc_header_t head[] = {{PTC_STRLIT("content-type"), resp_ctype(call)}, fields[0], fields[1]};
@@ -369,7 +466,7 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
                 call->ds->cb->send_trailers(call->ds, fields, PTC_ARRAY_SIZE(fields));
             } else {
                 out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
-                out_flush(call);
+                out_flush_final(call);
                 call->ds->cb->send_end(call->ds);
             }
         } else {
@@ -605,6 +702,14 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             }
             snprintf(call->encoding_name, sizeof(call->encoding_name), "%.*s", (int)PTC_MIN(enc.len, (size_t)24), enc.base);
         }
+        if (call->gzip_ok) {
+            /* the head waits for the first message: is the response worth compressing? */
+            call->pending_head = call->hdrs;
+            memset(&call->hdrs, 0, sizeof(call->hdrs));
+            call->head_pending = true;
+            call->resp_state = RESP_HEADERS_SENT;
+            return;
+        }
         send_head(call, false);
         hdrstore_reset(&call->hdrs);
         return;
@@ -646,7 +751,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             call->ds->cb->send_trailers(call->ds, tv, n);
     } else {
         out_trailer_frame(call, tv, n);
-        out_flush(call);
+        out_flush_final(call);
         if (call->ds != NULL)
             call->ds->cb->send_end(call->ds);
     }
@@ -759,6 +864,10 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         if ((flags & PTC_FRAME_FLAG_TRAILER) != 0) {
             call_fail(call, PTC_GRPC_INTERNAL, "upstream sent a frame with flags 0x%02x inside the body", flags);
             return -1;
+        }
+        if (!call->first_seen) {
+            call->first_seen = true;
+            call->first_len = length;
         }
         /* frames up to the call buffer size are held until complete, so a failure mid-message can
          * still end the body with a clean trailer frame; larger ones stream through in pieces */
@@ -912,6 +1021,11 @@ static void maybe_free(ptc_call_t *call)
         inflateEnd(call->inflater);
         free(call->inflater);
     }
+    if (call->deflater != NULL) {
+        deflateEnd(call->deflater);
+        free(call->deflater);
+    }
+    hdrstore_dispose(&call->pending_head);
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
     free(call->nva);
@@ -1032,6 +1146,38 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     return 0;
 }
 
+/* True when an Accept-Encoding value lists gzip (or *) with a non-zero q-value. */
+static bool accepts_gzip(ptc_iovec_t value)
+{
+    while (value.len > 0) {
+        const char *comma = memchr(value.base, ',', value.len);
+        size_t n = comma != NULL ? (size_t)(comma - value.base) : value.len;
+        ptc_iovec_t elem = ptc_iov_trim(ptc_iov(value.base, n)), coding = elem;
+        const char *semi = memchr(elem.base, ';', elem.len);
+        if (semi != NULL)
+            coding = ptc_iov_trim(ptc_iov(elem.base, (size_t)(semi - elem.base)));
+        if (ptc_iov_eq_ci(coding, PTC_STRLIT("gzip")) || ptc_iov_eq_ci(coding, PTC_STRLIT("*"))) {
+            /* "q=0" (optionally "q=0.0…") refuses it */
+            bool refused = false;
+            if (semi != NULL) {
+                ptc_iovec_t p = ptc_iov_trim(ptc_iov(semi + 1, elem.len - (size_t)(semi + 1 - elem.base)));
+                if (p.len >= 3 && ptc_tolower(p.base[0]) == 'q' && p.base[1] == '=' && p.base[2] == '0') {
+                    refused = true;
+                    for (size_t i = 3; i < p.len; i++)
+                        if (p.base[i] != '.' && p.base[i] != '0')
+                            refused = false;
+                }
+            }
+            if (!refused)
+                return true;
+        }
+        if (comma == NULL)
+            break;
+        value = ptc_iov(comma + 1, value.len - n - 1);
+    }
+    return false;
+}
+
 static const ptc_header_t *find_header(const ptc_request_t *req, ptc_iovec_t name)
 {
     for (size_t i = 0; i < req->num_headers; i++)
@@ -1057,6 +1203,8 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
         accept = h->value;
     if ((h = find_header(req, PTC_STRLIT("grpc-accept-encoding"))) != NULL)
         accept_enc = h->value;
+    bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && (h = find_header(req, PTC_STRLIT("accept-encoding"))) != NULL &&
+                   accepts_gzip(h->value);
 
     ptc_call_t *call = calloc(1, sizeof(*call));
     if (call == NULL) {
@@ -1075,6 +1223,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->start_ms = ptc_now_ms();
     snprintf(call->peer, sizeof(call->peer), "%s", req->peer != NULL ? req->peer : "-");
     call->native = ct.kind == PTC_CT_GRPC;
+    call->gzip_ok = gzip_ok;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
     call->resp_text = !call->native && ptc_accept_wants_text(accept, call->req_text);
     ptc_b64_decoder_init(&call->req_b64);

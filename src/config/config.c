@@ -52,6 +52,10 @@
  *     idle: 60s                  # default 60s; > 0
  *     header_read: 10s           # default 10s; > 0
  *     drain: 10s                 # default 10s; 0 allowed
+ *   compression:               # HTTP Content-Encoding of gRPC-Web responses (Accept-Encoding: gzip)
+ *     gzip: false                # default false
+ *     min_size: 1KiB             # only when the first message is at least this big; default 1 KiB
+ *     level: 5                   # zlib level 1..9; default 5
  *   cors:                      # the global CORS policy; without this section no cross-origin request is allowed
  *     allow_origins:           # non-empty; each an exact origin, a *.-wildcard origin, ~REGEX (anchored PCRE2) or *
  *       - https://app.example.com          # exact: SCHEME://HOST[:PORT], no path; case-insensitive
@@ -482,6 +486,7 @@ int ptc_config_init_default(ptc_config_t *cfg)
         .header_read_ms = 10 * 1000,
         .drain_ms = 10 * 1000,
     };
+    cfg->compression = (ptc_compression_config_t){.gzip = false, .min_size = 1024, .level = 5};
     cfg->workers = 0;
     cfg->log_level = PTC_LOG_INFO;
 

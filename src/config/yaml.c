@@ -1037,6 +1037,20 @@ static const field_t timeouts_fields[] = {
     {"drain", FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_ms), 0, UINT64_MAX, NULL},
 };
 
+static const field_t compression_fields[] = {
+    {"gzip", FIELD_BOOL, offsetof(ptc_compression_config_t, gzip), 0, 0, NULL},
+    {"min_size", FIELD_SIZE32, offsetof(ptc_compression_config_t, min_size), 0, UINT32_MAX, NULL},
+    {"level", FIELD_UINT32, offsetof(ptc_compression_config_t, level), 1, 9, NULL},
+};
+
+static int on_compression(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(compression_fields)] = {NULL};
+    return walk_mapping(l, key, value, compression_fields, PTC_ARRAY_SIZE(compression_fields), &next->compression, true, values,
+                        NULL);
+}
+
 static int on_limits(loader_t *l, const char *key, yaml_node_t *value, void *obj)
 {
     ptc_config_t *next = obj;
@@ -1071,6 +1085,7 @@ static const field_t top_fields[] = {
     {"limits", FIELD_CUSTOM, 0, 0, 0, on_limits},
     {"timeouts", FIELD_CUSTOM, 0, 0, 0, on_timeouts},
     {"cors", FIELD_CUSTOM, 0, 0, 0, on_cors},
+    {"compression", FIELD_CUSTOM, 0, 0, 0, on_compression},
 };
 
 static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *doc, char *err, size_t errlen)
@@ -1084,6 +1099,7 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
 
     next.limits = cfg->limits;
     next.timeouts = cfg->timeouts;
+    next.compression = cfg->compression;
     next.workers = cfg->workers;
     next.log_level = cfg->log_level;
     l.dir_len = slash != NULL ? (size_t)(slash - name) + 1 : 0;

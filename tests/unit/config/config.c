@@ -598,6 +598,10 @@ static const error_case_t error_cases[] = {
     {"cors:\n  max_age: 10x\n", "t.yaml:2: cors.max_age: invalid duration \"10x\": expected a number followed by ms, s, m or h"},
     {"cors:\n  max_age: -1\n", "t.yaml:2: cors.max_age: invalid duration \"-1\": expected a number followed by ms, s, m or h"},
     {"cors:\n  max_age: [1s]\n", "t.yaml:2: cors.max_age: expected a duration, got a sequence"},
+    /* compression */
+    {"compression:\n  gzip: on\n", "t.yaml:2: compression.gzip: invalid boolean \"on\" (expected true or false)"},
+    {"compression:\n  level: 10\n", "t.yaml:2: compression.level: must be between 1 and 9"},
+    {"compression:\n  brotli: true\n", "t.yaml:2: compression.brotli: unknown key"},
 };
 
 /* Every error leaves the config as it was, and names file, line and key exactly. */
@@ -953,6 +957,26 @@ static void test_add_allow_origin(void **state)
     assert_true(allowed(&cfg.cors, "https://dev-12.test"));
     assert_false(allowed(ptc_config_cors_for(&cfg, match(&cfg, "/portico.test.Echo/E")), "https://dev-12.test"));
     assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    ptc_config_dispose(&cfg);
+}
+
+static void test_compression(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_false(cfg.compression.gzip);
+    assert_int_equal(cfg.compression.min_size, 1024);
+    assert_int_equal(cfg.compression.level, 5);
+    assert_int_equal(load(&cfg, "compression: {gzip: true, min_size: 4KiB, level: 9}\n", err, sizeof(err)), 0);
+    assert_true(cfg.compression.gzip);
+    assert_int_equal(cfg.compression.min_size, 4096);
+    assert_int_equal(cfg.compression.level, 9);
+    /* a later file without the section keeps it; a partial section overrides key by key */
+    assert_int_equal(load(&cfg, "compression: {level: 1}\n", err, sizeof(err)), 0);
+    assert_true(cfg.compression.gzip);
+    assert_int_equal(cfg.compression.level, 1);
     ptc_config_dispose(&cfg);
 }
 
@@ -1794,6 +1818,7 @@ int main(void)
         cmocka_unit_test(test_cors_partial_overrides),
         cmocka_unit_test(test_cors_dispose_after_failure),
         cmocka_unit_test(test_add_allow_origin),
+        cmocka_unit_test(test_compression),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_size_parse),
