@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "portico/config.h"
 #include "portico/log.h"
@@ -291,12 +290,8 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (evthread_use_pthreads() != 0) {
-        ptc_log_error("libevent has no pthreads support");
-        ptc_tls_contexts_free(tls);
-        ptc_config_dispose(&cfg);
-        return 1;
-    }
+    /* no evthread_use_pthreads(): each event base is used by one thread only (workers are woken
+     * through an eventfd), so libevent runs without locks */
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nworkers = cfg.workers != 0 ? cfg.workers : (size_t)(cores > 0 ? cores : 1);

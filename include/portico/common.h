@@ -55,17 +55,30 @@ typedef enum {
 
 const char *ptc_strerror(int err);
 
-/* Case-insensitive ASCII comparisons on slices. */
-int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b);
-int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix);
-ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
-
-/* Monotonic clock in milliseconds. */
-uint64_t ptc_now_ms(void);
-
 static inline char ptc_tolower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
+
+/* Case-insensitive ASCII comparisons on slices (inline: header lookups run them on every request). */
+static inline int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b)
+{
+    if (a.len != b.len)
+        return 0;
+    for (size_t i = 0; i < a.len; i++)
+        if (a.base[i] != b.base[i] && ptc_tolower(a.base[i]) != ptc_tolower(b.base[i]))
+            return 0;
+    return 1;
+}
+
+static inline int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix)
+{
+    return s.len >= prefix.len && ptc_iov_eq_ci(ptc_iov(s.base, prefix.len), prefix);
+}
+
+ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
+
+/* Monotonic clock in milliseconds. */
+uint64_t ptc_now_ms(void);
 
 #endif

@@ -31,15 +31,18 @@ typedef struct st_ptc_worker_t {
     TAILQ_HEAD(, st_ptc_conn_t) conns; /* downstream connections (ptc_conn_t) */
     size_t num_conns;
     size_t num_calls;           /* calls in flight */
-    struct event *drain_ev;     /* activated from the main thread on SIGTERM/SIGINT */
+    int notify_fd;              /* eventfd the main thread writes to (drain, TLS contexts); see worker.c */
+    struct event *drain_ev;     /* reads notify_fd */
+    atomic_bool drain_requested;
     struct event *drain_timer;  /* drain deadline */
     struct event *accept_retry; /* re-enables listeners after EMFILE */
     bool draining;
     bool drain_expired; /* the drain timeout passed: calls were failed, connections are flushing */
     ptc_tls_contexts_t *tls;                  /* contexts for new TLS connections (this worker's references); may be NULL */
     _Atomic(ptc_tls_contexts_t *) tls_next;   /* handed over by ptc_worker_set_tls, taken by the worker */
-    struct event *tls_ev;                     /* activated by ptc_worker_set_tls */
     pthread_t thread;
+    struct evbuffer *evbuf_cache[64]; /* empty evbuffers kept for the next calls (no malloc per call) */
+    size_t num_evbuf_cache;
 } ptc_worker_t;
 
 /*
@@ -59,6 +62,11 @@ int ptc_worker_set_tls(ptc_worker_t *w, const ptc_tls_contexts_t *tls) PTC_WARN_
 void ptc_worker_request_drain(ptc_worker_t *w);
 void ptc_worker_join(ptc_worker_t *w);
 void ptc_worker_dispose(ptc_worker_t *w);
+
+/* An empty evbuffer, from the worker's cache when it has one; NULL when out of memory. */
+struct evbuffer *ptc_worker_evbuffer(ptc_worker_t *w);
+/* Gives an evbuffer back (drained here); NULL is ignored. */
+void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b);
 
 /* Called by connections when they close, so a draining worker can finish. */
 void ptc_worker_on_conn_closed(ptc_worker_t *w);

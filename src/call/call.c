@@ -35,15 +35,21 @@
 #define MAX_GRPC_MESSAGE 1024    /* gateway-made grpc-message, before percent-encoding */
 
 /* A header block received from upstream, kept until it is forwarded. Names are lower-case (HTTP/2). */
+typedef struct st_hdrstore_item_t {
+    uint32_t name, name_len, value, value_len;
+} hdrstore_item_t;
+
 typedef struct st_hdrstore_t {
     char *buf;
     size_t len, cap;
-    struct {
-        size_t name, name_len, value, value_len;
-    } *items;
+    hdrstore_item_t *items;
     size_t n, items_cap;
-    bool overflow; /* a limit was hit; the block is unusable */
+    bool own_buf, own_items; /* heap storage (else the call's inline arrays, or none) */
+    bool overflow;           /* a limit was hit; the block is unusable */
 } hdrstore_t;
+
+#define HDRS_INLINE_BYTES 512 /* a typical gRPC response head or trailer block fits without malloc */
+#define HDRS_INLINE_ITEMS 12
 
 typedef enum {
     RESP_NONE,         /* nothing sent downstream yet */
@@ -79,6 +85,8 @@ struct st_ptc_call_t {
     resp_state_t resp_state;
     char resp_ctype[64];
     hdrstore_t hdrs;
+    char hdrs_buf[HDRS_INLINE_BYTES];
+    hdrstore_item_t hdrs_items[HDRS_INLINE_ITEMS];
     int upstream_status; /* :status of the upstream response, 0 until seen */
     bool upstream_grpc;  /* 200 with application/grpc content-type */
     bool upstream_ended; /* END_STREAM received */
@@ -108,6 +116,14 @@ struct st_ptc_call_t {
 
 static void maybe_free(ptc_call_t *call);
 
+/* Copies s into a NUL-terminated fixed buffer, truncating. */
+static void copy_str(char *dst, size_t cap, ptc_iovec_t s)
+{
+    size_t n = PTC_MIN(s.len, cap - 1);
+    memcpy(dst, s.base, n);
+    dst[n] = '\0';
+}
+
 /* Withdraws the upstream stream (or queue entry), returning the window of bytes never credited. */
 static void cancel_upstream(ptc_call_t *call)
 {
@@ -118,6 +134,15 @@ static void cancel_upstream(ptc_call_t *call)
 
 /* ---- header store ---- */
 
+static void hdrstore_init(hdrstore_t *h, char *buf, size_t cap, hdrstore_item_t *items, size_t icap)
+{
+    memset(h, 0, sizeof(*h));
+    h->buf = buf;
+    h->cap = cap;
+    h->items = items;
+    h->items_cap = icap;
+}
+
 static void hdrstore_reset(hdrstore_t *h)
 {
     h->len = 0;
@@ -127,9 +152,26 @@ static void hdrstore_reset(hdrstore_t *h)
 
 static void hdrstore_dispose(hdrstore_t *h)
 {
-    free(h->buf);
-    free(h->items);
+    if (h->own_buf)
+        free(h->buf);
+    if (h->own_items)
+        free(h->items);
     memset(h, 0, sizeof(*h));
+}
+
+/* Grows *p (capacity *cap elements of size sz) to hold `need`; the first growth leaves inline storage. */
+static bool grow(void **p, size_t *cap, bool *own, size_t need, size_t sz, size_t min)
+{
+    size_t ncap = PTC_MAX(PTC_MAX(*cap * 2, need), min);
+    void *np = *own ? realloc(*p, ncap * sz) : malloc(ncap * sz);
+    if (np == NULL)
+        return false;
+    if (!*own && *cap != 0)
+        memcpy(np, *p, *cap * sz);
+    *p = np;
+    *cap = ncap;
+    *own = true;
+    return true;
 }
 
 static void hdrstore_add(hdrstore_t *h, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -140,32 +182,14 @@ static void hdrstore_add(hdrstore_t *h, const char *name, size_t nlen, const cha
         h->overflow = true;
         return;
     }
-    if (h->len + nlen + vlen > h->cap) {
-        size_t cap = PTC_MAX(h->cap * 2, PTC_MAX(h->len + nlen + vlen, (size_t)1024));
-        char *b = realloc(h->buf, cap);
-        if (b == NULL) {
-            h->overflow = true;
-            return;
-        }
-        h->buf = b;
-        h->cap = cap;
+    if ((h->len + nlen + vlen > h->cap && !grow((void **)&h->buf, &h->cap, &h->own_buf, h->len + nlen + vlen, 1, 1024)) ||
+        (h->n == h->items_cap && !grow((void **)&h->items, &h->items_cap, &h->own_items, h->n + 1, sizeof(*h->items), 16))) {
+        h->overflow = true;
+        return;
     }
-    if (h->n == h->items_cap) {
-        size_t cap = h->items_cap == 0 ? 16 : h->items_cap * 2;
-        void *it = realloc(h->items, cap * sizeof(*h->items));
-        if (it == NULL) {
-            h->overflow = true;
-            return;
-        }
-        h->items = it;
-        h->items_cap = cap;
-    }
-    h->items[h->n].name = h->len;
-    h->items[h->n].name_len = nlen;
+    h->items[h->n] = (hdrstore_item_t){(uint32_t)h->len, (uint32_t)nlen, (uint32_t)(h->len + nlen), (uint32_t)vlen};
     memcpy(h->buf + h->len, name, nlen);
     h->len += nlen;
-    h->items[h->n].value = h->len;
-    h->items[h->n].value_len = vlen;
     if (vlen != 0)
         memcpy(h->buf + h->len, value, vlen);
     h->len += vlen;
@@ -704,8 +728,12 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
         }
         if (call->gzip_ok) {
             /* the head waits for the first message: is the response worth compressing? */
-            call->pending_head = call->hdrs;
-            memset(&call->hdrs, 0, sizeof(call->hdrs));
+            hdrstore_init(&call->pending_head, NULL, 0, NULL, 0);
+            for (size_t i = 0; i < call->hdrs.n; i++) {
+                ptc_header_t hf = hdrstore_get(&call->hdrs, i);
+                hdrstore_add(&call->pending_head, hf.name.base, hf.name.len, hf.value.base, hf.value.len);
+            }
+            hdrstore_reset(&call->hdrs);
             call->head_pending = true;
             call->resp_state = RESP_HEADERS_SENT;
             return;
@@ -1014,9 +1042,9 @@ static void maybe_free(ptc_call_t *call)
     call->worker->num_calls--;
     if (call->deadline != NULL)
         event_free(call->deadline);
-    evbuffer_free(call->req_buf);
-    evbuffer_free(call->out);
-    evbuffer_free(call->held);
+    ptc_worker_evbuffer_release(call->worker, call->req_buf);
+    ptc_worker_evbuffer_release(call->worker, call->out);
+    ptc_worker_evbuffer_release(call->worker, call->held);
     if (call->inflater != NULL) {
         inflateEnd(call->inflater);
         free(call->inflater);
@@ -1048,22 +1076,18 @@ static bool is_request_hop_header(ptc_iovec_t name)
     return false;
 }
 
-/* True when a Connection header of the request names `name` (RFC 9110 §7.6.1: such fields are hop-by-hop). */
-static bool connection_nominated(const ptc_request_t *req, ptc_iovec_t name)
+/* True when the request's Connection header value names `name` (RFC 9110 §7.6.1: such fields are hop-by-hop). */
+static bool connection_nominated(ptc_iovec_t connection, ptc_iovec_t name)
 {
-    for (size_t i = 0; i < req->num_headers; i++) {
-        if (!ptc_iov_eq_ci(req->headers[i].name, PTC_STRLIT("connection")))
-            continue;
-        ptc_iovec_t rest = req->headers[i].value;
-        while (rest.len > 0) {
-            const char *comma = memchr(rest.base, ',', rest.len);
-            size_t n = comma != NULL ? (size_t)(comma - rest.base) : rest.len;
-            if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(rest.base, n)), name))
-                return true;
-            if (comma == NULL)
-                break;
-            rest = ptc_iov(comma + 1, rest.len - n - 1);
-        }
+    ptc_iovec_t rest = connection;
+    while (rest.len > 0) {
+        const char *comma = memchr(rest.base, ',', rest.len);
+        size_t n = comma != NULL ? (size_t)(comma - rest.base) : rest.len;
+        if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(rest.base, n)), name))
+            return true;
+        if (comma == NULL)
+            break;
+        rest = ptc_iov(comma + 1, rest.len - n - 1);
     }
     return false;
 }
@@ -1076,8 +1100,12 @@ typedef struct {
 static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s, bool lower)
 {
     uint8_t *dst = (uint8_t *)a->p;
-    for (size_t i = 0; i < s.len; i++)
-        a->p[i] = lower ? ptc_tolower(s.base[i]) : s.base[i];
+    if (lower) {
+        for (size_t i = 0; i < s.len; i++)
+            a->p[i] = ptc_tolower(s.base[i]);
+    } else if (s.len != 0) {
+        memcpy(a->p, s.base, s.len);
+    }
     a->p[s.len] = '\0';
     a->p += s.len + 1;
     return dst;
@@ -1111,9 +1139,11 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
         int n = snprintf(authbuf, sizeof(authbuf), "%s:%u", ucfg->endpoints[0].host, ucfg->endpoints[0].port);
         authority = ptc_iov(authbuf, n > 0 ? PTC_MIN((size_t)n, sizeof(authbuf) - 1) : 0);
     }
-    int ctn = ptc_ctype_codec_is_proto(codec) ? snprintf(ct, sizeof(ct), "application/grpc")
-                                              : snprintf(ct, sizeof(ct), "application/grpc+%.*s", (int)codec.len, codec.base);
-    ptc_iovec_t ctv = ptc_iov(ct, ctn > 0 ? (size_t)ctn : 0);
+    ptc_iovec_t ctv = PTC_STRLIT("application/grpc");
+    if (!ptc_ctype_codec_is_proto(codec)) {
+        int ctn = snprintf(ct, sizeof(ct), "application/grpc+%.*s", (int)codec.len, codec.base);
+        ctv = ptc_iov(ct, ctn > 0 ? PTC_MIN((size_t)ctn, sizeof(ct) - 1) : 0);
+    }
 
     size_t max_nv = 8 + req->num_headers, bytes = 0;
     bytes += path.len + authority.len + ctv.len + 64 + (accept_enc.len != 0 ? accept_enc.len : 8) + 64;
@@ -1137,8 +1167,13 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     if (timeout != NULL)
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), false);
     add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc.len != 0 ? accept_enc : PTC_STRLIT("identity"), false);
+    ptc_iovec_t connection = {"", 0};
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (ptc_iov_eq_ci(req->headers[i].name, PTC_STRLIT("connection")))
+            connection = req->headers[i].value; /* HTTP/1.1 clients send one; a second one is not merged */
     for (size_t i = 0; i < req->num_headers; i++) {
-        if (!is_request_hop_header(req->headers[i].name) && !connection_nominated(req, req->headers[i].name))
+        if (!is_request_hop_header(req->headers[i].name) &&
+            (connection.len == 0 || !connection_nominated(connection, req->headers[i].name)))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
     }
     call->nva = nv;
@@ -1217,11 +1252,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     }
     w->num_calls++;
     call->link.call = call;
+    hdrstore_init(&call->hdrs, call->hdrs_buf, sizeof(call->hdrs_buf), call->hdrs_items, HDRS_INLINE_ITEMS);
     call->worker = w;
     call->cfg = cfg;
     call->ds = ds;
     call->start_ms = ptc_now_ms();
-    snprintf(call->peer, sizeof(call->peer), "%s", req->peer != NULL ? req->peer : "-");
+    copy_str(call->peer, sizeof(call->peer), req->peer != NULL ? ptc_iov(req->peer, strlen(req->peer)) : PTC_STRLIT("-"));
     call->native = ct.kind == PTC_CT_GRPC;
     call->gzip_ok = gzip_ok;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
@@ -1230,18 +1266,19 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     ptc_b64_encoder_init(&call->resp_b64);
     ptc_frame_parser_init(&call->req_parser);
     ptc_frame_parser_init(&call->resp_parser);
-    call->req_buf = evbuffer_new();
-    call->out = evbuffer_new();
-    call->held = evbuffer_new();
+    call->req_buf = ptc_worker_evbuffer(w);
+    call->out = ptc_worker_evbuffer(w);
+    call->held = ptc_worker_evbuffer(w);
     if (call->native)
         snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "",
                  (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
     else if (ptc_ctype_codec_is_proto(ct.codec))
-        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "%s", call->resp_text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
+        copy_str(call->resp_ctype, sizeof(call->resp_ctype),
+                 call->resp_text ? PTC_STRLIT("application/grpc-web-text+proto") : PTC_STRLIT("application/grpc-web+proto"));
     else
         snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc-web%s+%.*s", call->resp_text ? "-text" : "",
                  (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
-    snprintf(call->path, sizeof(call->path), "%.*s", (int)PTC_MIN(path.len, sizeof(call->path) - 1), path.base);
+    copy_str(call->path, sizeof(call->path), path);
     *out = call;
 
     int route = ptc_config_route(cfg, path);

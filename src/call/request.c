@@ -125,9 +125,11 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
         return;
     }
     char self[300];
-    int selflen = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(req->scheme.len, (size_t)8), req->scheme.base,
+    int selflen = 0;
+    if (origin.len != 0 && req->authority.len != 0)
+        selflen = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(req->scheme.len, (size_t)8), req->scheme.base,
                            (int)PTC_MIN(req->authority.len, (size_t)256), req->authority.base);
-    ds->cors = ptc_cors_decide(policy, origin, req->authority.len != 0 && selflen > 0 ? ptc_iov(self, (size_t)selflen) : ptc_iov("", 0));
+    ds->cors = ptc_cors_decide(policy, origin, ptc_iov(self, selflen > 0 ? PTC_MIN((size_t)selflen, sizeof(self) - 1) : 0));
     if (ds->cors.verdict == PTC_CORS_DENIED) {
         ptc_log_warn("request %.*s %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy", (int)PTC_MIN(req->method.len, (size_t)16),
                      req->method.base, (int)PTC_MIN(path.len, (size_t)200), path.base, req->peer, (int)PTC_MIN(origin.len, (size_t)200),

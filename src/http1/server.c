@@ -148,39 +148,103 @@ static const char *reason_phrase(int status)
     }
 }
 
-static void write_status_line(ptc_h1conn_t *conn, int status)
+/*
+ * A response head is assembled in one buffer and added to the output once: every evbuffer_add to a
+ * bufferevent's output runs its callbacks, and a head has a dozen pieces.
+ */
+typedef struct st_headbuf_t {
+    char stack[2048];
+    char *p;
+    size_t len, cap;
+    bool failed; /* out of memory: the head is dropped and the connection closes */
+} headbuf_t;
+
+static void hb_init(headbuf_t *hb)
 {
-    evbuffer_add_printf(output(conn), "HTTP/1.%d %d %s\r\n", conn->http10 ? 0 : 1, status, reason_phrase(status));
+    hb->p = hb->stack;
+    hb->len = 0;
+    hb->cap = sizeof(hb->stack);
+    hb->failed = false;
 }
 
-static void write_header(ptc_h1conn_t *conn, ptc_iovec_t name, ptc_iovec_t value)
+static void hb_add(headbuf_t *hb, const char *s, size_t n)
 {
-    struct evbuffer *out = output(conn);
-    evbuffer_add(out, name.base, name.len);
-    evbuffer_add(out, ": ", 2);
-    evbuffer_add(out, value.base, value.len);
-    evbuffer_add(out, "\r\n", 2);
+    if (hb->failed)
+        return;
+    if (hb->len + n > hb->cap) {
+        size_t cap = PTC_MAX(hb->cap * 2, hb->len + n);
+        char *np = hb->p == hb->stack ? malloc(cap) : realloc(hb->p, cap);
+        if (np == NULL) {
+            hb->failed = true;
+            return;
+        }
+        if (hb->p == hb->stack)
+            memcpy(np, hb->stack, hb->len);
+        hb->p = np;
+        hb->cap = cap;
+    }
+    if (n != 0)
+        memcpy(hb->p + hb->len, s, n);
+    hb->len += n;
 }
 
-/* Writes the CORS fields the exchange's decision calls for, given the fields already in the head. */
-static void write_cors(ptc_h1conn_t *conn, const ptc_header_t *sent, size_t nsent)
+static void hb_header(headbuf_t *hb, ptc_iovec_t name, ptc_iovec_t value)
+{
+    hb_add(hb, name.base, name.len);
+    hb_add(hb, ": ", 2);
+    hb_add(hb, value.base, value.len);
+    hb_add(hb, "\r\n", 2);
+}
+
+static void hb_status_line(ptc_h1conn_t *conn, headbuf_t *hb, int status)
+{
+    char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10), ' '};
+    const char *reason = reason_phrase(status);
+    hb_add(hb, conn->http10 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+    hb_add(hb, code, 4);
+    hb_add(hb, reason, strlen(reason));
+    hb_add(hb, "\r\n", 2);
+}
+
+/* The CORS fields the exchange's decision calls for, given the fields already in the head. */
+static void hb_cors(ptc_h1conn_t *conn, headbuf_t *hb, const ptc_header_t *sent, size_t nsent)
 {
     ptc_header_t f[PTC_CORS_MAX_FIELDS];
     ptc_cors_scratch_t scratch;
     size_t n = ptc_downstream_cors_fields(&conn->super, sent, nsent, f, PTC_ARRAY_SIZE(f), &scratch);
     for (size_t i = 0; i < n; i++)
-        write_header(conn, f[i].name, f[i].value);
+        hb_header(hb, f[i].name, f[i].value);
 }
 
-/* Ends the head with the connection decision. */
-static void write_head_end(ptc_h1conn_t *conn)
+/* Ends the head with the connection decision and adds it to the output. */
+static void hb_finish(ptc_h1conn_t *conn, headbuf_t *hb)
 {
     if (!conn->keep_alive || conn->close_after_response || conn->worker->draining) {
         conn->close_after_response = true;
-        evbuffer_add(output(conn), "connection: close\r\n\r\n", 21);
+        hb_add(hb, "connection: close\r\n\r\n", 21);
     } else {
-        evbuffer_add(output(conn), "\r\n", 2);
+        hb_add(hb, "\r\n", 2);
     }
+    if (!hb->failed)
+        evbuffer_add(output(conn), hb->p, hb->len);
+    else
+        conn->close_after_response = true;
+    if (hb->p != hb->stack)
+        free(hb->p);
+}
+
+/* Lower-case hex of v without a NUL; returns the length. */
+static size_t hex(char *dst, size_t v)
+{
+    char tmp[2 * sizeof(size_t)];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
 }
 
 /* A complete local (non-gRPC) answer with a small text body. */
@@ -188,20 +252,35 @@ static void write_simple(ptc_h1conn_t *conn, int status, const ptc_header_t *ext
 {
     char len[24];
     size_t blen = body != NULL ? strlen(body) : 0;
+    headbuf_t hb;
 
-    write_status_line(conn, status);
+    hb_init(&hb);
+    hb_status_line(conn, &hb, status);
     for (size_t i = 0; i < nextra; i++)
-        write_header(conn, extra[i].name, extra[i].value);
-    write_cors(conn, extra, nextra);
+        hb_header(&hb, extra[i].name, extra[i].value);
+    hb_cors(conn, &hb, extra, nextra);
     if (status != 204) {
-        snprintf(len, sizeof(len), "%zu", blen);
         if (blen != 0)
-            write_header(conn, PTC_STRLIT("content-type"), PTC_STRLIT("text/plain; charset=utf-8"));
-        write_header(conn, PTC_STRLIT("content-length"), ptc_iov(len, strlen(len)));
+            hb_header(&hb, PTC_STRLIT("content-type"), PTC_STRLIT("text/plain; charset=utf-8"));
+        int n = snprintf(len, sizeof(len), "%zu", blen);
+        hb_header(&hb, PTC_STRLIT("content-length"), ptc_iov(len, n > 0 ? (size_t)n : 0));
     }
-    write_head_end(conn);
-    if (blen != 0 && llhttp_get_method(&conn->parser) != HTTP_HEAD)
-        evbuffer_add(output(conn), body, blen);
+    if (blen != 0 && llhttp_get_method(&conn->parser) != HTTP_HEAD) {
+        /* the body goes out with the head */
+        bool close = !conn->keep_alive || conn->close_after_response || conn->worker->draining;
+        if (close) {
+            conn->close_after_response = true;
+            hb_add(&hb, "connection: close\r\n", 19);
+        }
+        hb_add(&hb, "\r\n", 2);
+        hb_add(&hb, body, blen);
+        if (!hb.failed)
+            evbuffer_add(output(conn), hb.p, hb.len);
+        if (hb.p != hb.stack)
+            free(hb.p);
+    } else {
+        hb_finish(conn, &hb);
+    }
     conn->response_complete = true;
 }
 
@@ -244,34 +323,44 @@ static void fail_http(ptc_h1conn_t *conn, int status, const char *fmt, ...)
 static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
 {
     ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    headbuf_t hb;
 
-    write_status_line(conn, status);
+    hb_init(&hb);
+    hb_status_line(conn, &hb, status);
     for (size_t i = 0; i < n; i++)
-        write_header(conn, headers[i].name, headers[i].value);
-    write_cors(conn, headers, n);
+        hb_header(&hb, headers[i].name, headers[i].value);
+    hb_cors(conn, &hb, headers, n);
     if (end_stream) {
-        write_header(conn, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+        hb_header(&hb, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
     } else if (conn->http10) {
         conn->close_after_response = true; /* HTTP/1.0 has no chunked coding: the body ends at close */
     } else {
         conn->chunked = true;
-        write_header(conn, PTC_STRLIT("transfer-encoding"), PTC_STRLIT("chunked"));
+        hb_header(&hb, PTC_STRLIT("transfer-encoding"), PTC_STRLIT("chunked"));
     }
-    write_head_end(conn);
+    hb_finish(conn, &hb);
     conn->response_active = !end_stream;
 }
 
+/*
+ * Chunked coding: the size line and the CRLF are added to the call's buffer (which has no callbacks),
+ * then the whole chunk moves to the output in one step.
+ */
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
     size_t len = evbuffer_get_length(buf);
     if (len == 0)
         return;
-    if (conn->chunked)
-        evbuffer_add_printf(output(conn), "%zx\r\n", len);
+    if (conn->chunked) {
+        char line[2 * sizeof(size_t) + 2];
+        size_t n = hex(line, len);
+        line[n++] = '\r';
+        line[n++] = '\n';
+        evbuffer_prepend(buf, line, n);
+        evbuffer_add(buf, "\r\n", 2);
+    }
     evbuffer_add_buffer(output(conn), buf);
-    if (conn->chunked)
-        evbuffer_add(output(conn), "\r\n", 2);
 }
 
 static void ds_send_end(ptc_downstream_t *ds)

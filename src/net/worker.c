@@ -2,20 +2,23 @@
  * Workers: each thread runs its own event base with its own SO_REUSEPORT listeners (the kernel spreads
  * connections over them), its own downstream connections and its own upstream pools.
  *
- * Drain (SIGTERM/SIGINT): the main thread activates drain_ev; the worker closes its listeners and its
+ * Drain (SIGTERM/SIGINT): the main thread wakes the worker through its eventfd; it closes its listeners and its
  * idle connections, lets calls in flight finish, and leaves its loop when the last connection closes
  * or when timeouts.drain expires, whichever comes first.
  *
  * TLS: a TLS listener's connections go through ptc_tls_accept (handshake, then ptc_conn_serve with the
  * ALPN result). The worker owns references to the contexts in w->tls; a certificate reload hands it a new
- * set through the atomic tls_next and tls_ev (ptc_worker_set_tls), which it swaps in from its own thread.
+ * set through the atomic tls_next and the eventfd (ptc_worker_set_tls), which it swaps in from its own thread.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -145,11 +148,23 @@ static void upstreams_use_tls(ptc_worker_t *w)
         w->upstreams[i].tls_ctx = w->tls != NULL ? w->tls->upstreams[i] : NULL;
 }
 
-static void on_tls_update(evutil_socket_t fd, short events, void *arg)
+/*
+ * Cross-thread wake-ups: the main thread sets a flag (drain) or a pointer (TLS contexts) and writes
+ * to the worker's eventfd; the worker acts on them from its own loop. This keeps libevent free of
+ * locks (no evthread_use_pthreads): nothing else in a worker's base is touched by another thread.
+ */
+static void notify(ptc_worker_t *w)
 {
-    (void)fd;
-    (void)events;
-    ptc_worker_t *w = arg;
+    uint64_t one = 1;
+    ssize_t n = write(w->notify_fd, &one, sizeof(one));
+    (void)n; /* EAGAIN only when the counter is already set: the worker wakes up anyway */
+}
+
+static void on_drain(evutil_socket_t fd, short events, void *arg);
+static void on_notify(evutil_socket_t fd, short events, void *arg);
+
+static void on_tls_update(ptc_worker_t *w)
+{
     ptc_tls_contexts_t *next = atomic_exchange(&w->tls_next, NULL);
     if (next == NULL)
         return;
@@ -166,8 +181,27 @@ int ptc_worker_set_tls(ptc_worker_t *w, const ptc_tls_contexts_t *tls)
         return PTC_ENOMEM;
     /* a set the worker has not taken yet is simply replaced: it never saw it */
     ptc_tls_contexts_free(atomic_exchange(&w->tls_next, copy));
-    event_active(w->tls_ev, EV_TIMEOUT, 0);
+    notify(w);
     return 0;
+}
+
+struct evbuffer *ptc_worker_evbuffer(ptc_worker_t *w)
+{
+    if (w->num_evbuf_cache != 0)
+        return w->evbuf_cache[--w->num_evbuf_cache];
+    return evbuffer_new();
+}
+
+void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b)
+{
+    if (b == NULL)
+        return;
+    if (w->num_evbuf_cache == PTC_ARRAY_SIZE(w->evbuf_cache)) {
+        evbuffer_free(b);
+        return;
+    }
+    evbuffer_drain(b, evbuffer_get_length(b));
+    w->evbuf_cache[w->num_evbuf_cache++] = b;
 }
 
 void ptc_worker_on_conn_closed(ptc_worker_t *w)
@@ -205,6 +239,7 @@ static int listen_on(ptc_worker_t *w, const ptc_hostport_t *hp, struct evconnlis
 int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, const ptc_tls_contexts_t *tls)
 {
     memset(w, 0, sizeof(*w));
+    w->notify_fd = -1;
     w->id = id;
     w->config = config;
     TAILQ_INIT(&w->conns);
@@ -217,16 +252,19 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, co
         if (w->dns != NULL)
             evdns_base_load_hosts(w->dns, NULL);
     }
-    w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
+    w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->drain_ev = w->notify_fd >= 0 ? event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w) : NULL;
+    if (w->drain_ev != NULL)
+        event_add(w->drain_ev, NULL);
+    atomic_init(&w->drain_requested, false);
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
     w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
-    w->tls_ev = event_new(w->base, -1, 0, on_tls_update, w);
     atomic_init(&w->tls_next, NULL);
     if (tls != NULL && (w->tls = ptc_tls_contexts_dup(tls)) == NULL)
         return PTC_ENOMEM;
     w->listeners = calloc(config->num_listeners, sizeof(*w->listeners));
     w->upstreams = calloc(config->num_upstreams, sizeof(*w->upstreams));
-    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->tls_ev == NULL ||
+    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL ||
         w->listeners == NULL || w->upstreams == NULL)
         return PTC_ENOMEM;
     for (size_t i = 0; i < config->num_upstreams; i++)
@@ -258,8 +296,20 @@ int ptc_worker_start(ptc_worker_t *w)
 
 void ptc_worker_request_drain(ptc_worker_t *w)
 {
-    /* event_active is thread-safe once evthread_use_pthreads() ran before the base was created */
-    event_active(w->drain_ev, EV_TIMEOUT, 0);
+    atomic_store(&w->drain_requested, true);
+    notify(w);
+}
+
+static void on_notify(evutil_socket_t fd, short events, void *arg)
+{
+    (void)events;
+    ptc_worker_t *w = arg;
+    uint64_t count;
+    ssize_t n = read(fd, &count, sizeof(count));
+    (void)n;
+    on_tls_update(w);
+    if (atomic_load(&w->drain_requested))
+        on_drain(-1, 0, w);
 }
 
 void ptc_worker_join(ptc_worker_t *w)
@@ -287,8 +337,10 @@ void ptc_worker_dispose(ptc_worker_t *w)
         event_free(w->drain_timer);
     if (w->accept_retry != NULL)
         event_free(w->accept_retry);
-    if (w->tls_ev != NULL)
-        event_free(w->tls_ev);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
+    while (w->num_evbuf_cache != 0)
+        evbuffer_free(w->evbuf_cache[--w->num_evbuf_cache]);
     ptc_tls_contexts_free(atomic_exchange(&w->tls_next, NULL));
     ptc_tls_contexts_free(w->tls);
     if (w->dns != NULL)
@@ -296,4 +348,5 @@ void ptc_worker_dispose(ptc_worker_t *w)
     if (w->base != NULL)
         event_base_free(w->base);
     memset(w, 0, sizeof(*w));
+    w->notify_fd = -1;
 }
