@@ -78,8 +78,8 @@ ptc_upstream_call_link_t *ptc__call_link(ptc_call_t *call);
 void ptc__call_request_headers(ptc_call_t *call, const nghttp2_nv **nva, size_t *n);
 /* Data provider read callback body (NGHTTP2_DATA_FLAG_NO_COPY); see nghttp2_data_source_read_callback. */
 ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_flags);
-/* Moves length bytes of request body into out (after the pool wrote the frame header). */
-void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, size_t length);
+/* Writes a DATA frame: its 9-byte header and length bytes of request body. */
+void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8_t *framehd, size_t length);
 void ptc__call_on_upstream_header(ptc_call_t *call, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
                                   const uint8_t *value, size_t valuelen);
 void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream);

@@ -637,9 +637,18 @@ ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_f
     return (ssize_t)n;
 }
 
-void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, size_t length)
+void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
-    evbuffer_remove_buffer(call->req_buf, out, length);
+    uint8_t small[2048];
+    if (length + 9 <= sizeof(small)) {
+        /* a small DATA frame is written in one piece: cheaper than moving buffer chains */
+        memcpy(small, framehd, 9);
+        evbuffer_remove(call->req_buf, small + 9, length);
+        evbuffer_add(out, small, length + 9);
+    } else {
+        evbuffer_add(out, framehd, 9);
+        evbuffer_remove_buffer(call->req_buf, out, length);
+    }
     if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
         call->ds->cb->pause_read(call->ds, false);

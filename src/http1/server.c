@@ -353,11 +353,20 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     if (len == 0)
         return;
     if (conn->chunked) {
-        char line[2 * sizeof(size_t) + 2];
-        size_t n = hex(line, len);
-        line[n++] = '\r';
-        line[n++] = '\n';
-        evbuffer_prepend(buf, line, n);
+        char small[2048];
+        size_t n = hex(small, len);
+        small[n++] = '\r';
+        small[n++] = '\n';
+        if (len + n + 2 <= sizeof(small)) {
+            /* small chunks are copied in one piece: cheaper than moving buffer chains around */
+            evbuffer_remove(buf, small + n, len);
+            n += len;
+            small[n++] = '\r';
+            small[n++] = '\n';
+            evbuffer_add(output(conn), small, n);
+            return;
+        }
+        evbuffer_prepend(buf, small, n);
         evbuffer_add(buf, "\r\n", 2);
     }
     evbuffer_add_buffer(output(conn), buf);

@@ -53,7 +53,8 @@ struct st_ptc_h2client_t {
     struct bufferevent *bev;
     nghttp2_session *session;
     h2c_state_t state;
-    struct event *timer; /* connect + handshake deadline */
+    struct event *timer;   /* connect + handshake deadline */
+    struct event *send_ev; /* deferred nghttp2_session_send(): one per loop pass for all calls */
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
     TAILQ_HEAD(, st_ptc_upstream_call_link_t) calls;
     TAILQ_ENTRY(st_ptc_h2client_t) link;
@@ -65,6 +66,26 @@ struct st_ptc_h2client_t {
 
 static void conn_close(ptc_h2client_t *conn, const char *reason);
 static void dispatch(ptc_upstream_t *up);
+static void conn_send(ptc_h2client_t *conn);
+
+/*
+ * Sends requested by calls (new streams, request bodies, window credits) are batched: they run once
+ * at the end of the loop pass, for every call that asked, instead of once per call.
+ */
+static void conn_want_send(ptc_h2client_t *conn)
+{
+    if (conn->in_nghttp2 != 0 || conn->session == NULL)
+        conn->want_send = true;
+    else
+        event_active(conn->send_ev, EV_WRITE, 0);
+}
+
+static void on_send_ev(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    conn_send(arg);
+}
 
 static const ptc_hostport_t *conn_endpoint(ptc_h2client_t *conn)
 {
@@ -136,9 +157,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
         return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, framehd, 9) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    ptc__call_write_request(call, out, length);
+    ptc__call_write_request(call, out, framehd, length);
     return 0;
 }
 
@@ -433,6 +452,7 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
         nghttp2_session_del(conn->session);
     bufferevent_free(conn->bev);
     event_free(conn->timer);
+    event_free(conn->send_ev);
     free(conn);
     dispatch(up);
 }
@@ -476,11 +496,14 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
         conn->bev = bufferevent_socket_new(up->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
     conn->timer = evtimer_new(up->worker->base, on_timeout, conn);
-    if (conn->bev == NULL || conn->timer == NULL) {
+    conn->send_ev = event_new(up->worker->base, -1, 0, on_send_ev, conn);
+    if (conn->bev == NULL || conn->timer == NULL || conn->send_ev == NULL) {
         if (conn->bev != NULL)
             bufferevent_free(conn->bev);
         if (conn->timer != NULL)
             event_free(conn->timer);
+        if (conn->send_ev != NULL)
+            event_free(conn->send_ev);
         free(conn);
         endpoint_failed(up, ep, "out of memory");
         return NULL;
@@ -530,7 +553,7 @@ static bool submit(ptc_h2client_t *conn, ptc_call_t *call)
     link->stream_id = id;
     conn->num_streams++;
     TAILQ_INSERT_TAIL(&conn->calls, link, conn_link);
-    conn_send(conn);
+    conn_want_send(conn);
     return true;
 }
 
@@ -693,7 +716,7 @@ void ptc_upstream_cancel_call(ptc_upstream_t *up, ptc_call_t *call, size_t uncon
     if (unconsumed != 0)
         nghttp2_session_consume_connection(conn->session, unconsumed);
     nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, link->stream_id, NGHTTP2_CANCEL);
-    conn_send(conn);
+    conn_want_send(conn);
 }
 
 void ptc_upstream_resume_data(ptc_call_t *call)
@@ -702,7 +725,7 @@ void ptc_upstream_resume_data(ptc_call_t *call)
     if (link->conn == NULL)
         return;
     nghttp2_session_resume_data(link->conn->session, link->stream_id);
-    conn_send(link->conn);
+    conn_want_send(link->conn);
 }
 
 void ptc_upstream_consume(ptc_call_t *call, size_t n)
@@ -711,5 +734,5 @@ void ptc_upstream_consume(ptc_call_t *call, size_t n)
     if (link->conn == NULL || n == 0)
         return;
     nghttp2_session_consume(link->conn->session, link->stream_id, n);
-    conn_send(link->conn);
+    conn_want_send(link->conn);
 }

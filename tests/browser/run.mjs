@@ -6,20 +6,32 @@
 //   node tests/browser/run.mjs --build-only      # just bundle the page into tests/browser/dist/
 //
 // Environment: PORTICO_BIN (default build/portico), PYTHON (default /usr/bin/python3),
-// CHROMIUM (default /usr/bin/chromium), BROWSER_TEST_TIMEOUT_MS (per case, default 30000).
+// CHROMIUM (default /usr/bin/chromium), BROWSER_TEST_TIMEOUT_MS (per case, default 30000),
+// PORTICO_LOG_LEVEL (log_level of both gateways, default info), BROWSER_TLS_TRUST (spki, the
+// default: --ignore-certificate-errors-spki-list=<server key hash>, falling back to "all" if
+// Chromium still refuses the certificate; all: --ignore-certificate-errors).
 //
 // What it starts, all on 127.0.0.1 with ports it picks, all stopped by PID at the end:
 //   * tests/upstream/echo_server.py (port E)
 //   * two static servers for the page: origin A (allowed) and origin C (not in the allowlist)
 //   * portico --config FILE --listen 127.0.0.1:B --upstream 127.0.0.1:E --workers 1
 //             --allow-origin http://127.0.0.1:A          (FILE has the `cors:` section)
-//   * chromium --headless … --remote-debugging-port=0 --user-data-dir=<fresh temp dir>, driven by
-//     playwright-core over CDP; every client × case gets a fresh browser context.
-// Prints a case × client table and "N passed, N failed, N skipped"; exits 1 if any case failed.
-import { spawn } from "node:child_process";
+//   * the HTTPS leg (only if a selected case needs it): a CA and a server certificate for
+//     127.0.0.1/localhost made with the openssl CLI in the temp dir, and a second
+//     portico --config FILE2 --listen 127.0.0.1:T --tls-cert … --tls-key … (same upstream and
+//     CORS; FILE2 adds `compression: {gzip: true, min_size: 1KiB}`): TLS with ALPN h2
+//   * chromium --headless … --remote-debugging-port=0 --user-data-dir=<fresh temp dir>
+//     --ignore-certificate-errors-spki-list=<sha256 of the server's SPKI>, driven by
+//     playwright-core over CDP; every client × case gets a fresh browser context. The page stays
+//     on http://127.0.0.1:A (an http page may fetch https).
+// Prints a case × client table and "N passed, N failed, N skipped[, N reported]"; exits 1 if any
+// case failed. Rows marked "(report)" measure without judging (HTTP/1.1 contrast).
+import { spawn, spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -41,12 +53,27 @@ const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
   "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
   "suppress_preflight",
+  "https_unary", "https_server_stream", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
 ];
 
-function corsConfigYaml(allowedOrigin) {
+// Rows that are not "the page case of the same name against the plain gateway". leg: which
+// gateway (plain = HTTP/1.1 on http://, tls = HTTPS with ALPN h2 and gzip on); page: the case
+// run in the page; reportOnly: measured and printed, never failed (the cell shows `cell`).
+const CASE_SPECS = {
+  https_unary: { leg: "tls", page: "unary" },
+  https_server_stream: { leg: "tls", page: "server_stream" },
+  h2_concurrent_streams: { leg: "tls", page: "concurrent_streams", protocol: "h2" },
+  h1_concurrent_streams: { leg: "plain", page: "concurrent_streams", protocol: "http/1.1", reportOnly: true },
+  gzip: { leg: "tls", page: "gzip" },
+};
+const caseSpec = (name) => CASE_SPECS[name] || { leg: "plain", page: name };
+const CONCURRENT_STREAMS = 8;
+
+function corsConfigYaml(allowedOrigin, { gzip = false } = {}) {
   return [
     "# Written by tests/browser/run.mjs for one run.",
-    "log_level: info",
+    `log_level: ${process.env.PORTICO_LOG_LEVEL || "info"}`,
+    ...(gzip ? ["compression:", "  gzip: true", "  min_size: 1KiB"] : []),
     "cors:",
     `  allow_origins: [${JSON.stringify(allowedOrigin)}]`,
     "  allow_credentials: true",
@@ -129,9 +156,12 @@ function freePort() {
   });
 }
 
-function httpGet(url, timeoutMs = 1000) {
+// GET over http or https (https: verified against `ca`, which also proves the test certificate is
+// valid for 127.0.0.1).
+function httpGet(url, timeoutMs = 1000, ca = undefined) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+    const mod = url.startsWith("https:") ? https : http;
+    const req = mod.get(url, { timeout: timeoutMs, ...(ca ? { ca } : {}) }, (res) => {
       let body = "";
       res.on("data", (d) => { body += d; });
       res.on("end", () => resolve({ status: res.statusCode, body }));
@@ -215,6 +245,41 @@ async function buildBundle(outDir, fdsBytes) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// test PKI, as tests/integration/certs.py makes it: a CA and a server certificate for
+// localhost / 127.0.0.1 (P-256 keys, valid two days), with the openssl CLI.
+
+function openssl(args) {
+  const r = spawnSync("openssl", args, { encoding: "utf8" });
+  if (r.error) throw new Error(`openssl CLI: ${r.error.message} (apt-get install openssl)`);
+  if (r.status !== 0) throw new Error(`openssl ${args.join(" ")} failed (${r.status}):\n${r.stderr}`);
+  return r.stdout;
+}
+
+function makeTestPki(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  const f = (name) => path.join(dir, name);
+  const keygen = (file) => openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file]);
+  keygen(f("ca.key"));
+  openssl(["req", "-x509", "-new", "-key", f("ca.key"), "-out", f("ca.pem"), "-subj", "/CN=Portico Browser Test CA",
+    "-days", "2", "-addext", "basicConstraints=critical,CA:TRUE",
+    "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-addext", "subjectKeyIdentifier=hash"]);
+  keygen(f("server.key"));
+  openssl(["req", "-new", "-key", f("server.key"), "-out", f("server.csr"), "-subj", "/CN=localhost"]);
+  fs.writeFileSync(f("server.ext"), [
+    "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature", "extendedKeyUsage=serverAuth",
+    "authorityKeyIdentifier=keyid", "subjectAltName=DNS:localhost,IP:127.0.0.1", ""].join("\n"));
+  openssl(["x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-out", f("server.pem"),
+    "-set_serial", "1000", "-days", "2", "-extfile", f("server.ext")]);
+  // What --ignore-certificate-errors-spki-list wants: base64(sha256(DER SubjectPublicKeyInfo)).
+  const spkiDer = crypto.createPublicKey(fs.readFileSync(f("server.key"))).export({ type: "spki", format: "der" });
+  return {
+    caFile: f("ca.pem"), certFile: f("server.pem"), keyFile: f("server.key"),
+    ca: fs.readFileSync(f("ca.pem")),
+    spki: crypto.createHash("sha256").update(spkiDer).digest("base64"),
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
 // servers
 
 function startStaticServer(dir) {
@@ -262,47 +327,56 @@ async function startEcho() {
   return entry;
 }
 
-async function startPortico(echoPort, allowedOrigin, tmp) {
+// The plain gateway (pki undefined): HTTP/1.1 on http://127.0.0.1:port. The HTTPS one (pki given):
+// --tls-cert/--tls-key on its --listen address and gzip compression on.
+async function startPortico(echoPort, allowedOrigin, tmp, pki = undefined) {
   if (!fs.existsSync(PORTICO_BIN)) throw new Error(`${PORTICO_BIN} not found (run make, or set PORTICO_BIN)`);
-  const configFile = path.join(tmp, "portico.yaml");
-  fs.writeFileSync(configFile, corsConfigYaml(allowedOrigin));
+  const name = pki ? "portico-tls" : "portico";
+  const configFile = path.join(tmp, `${name}.yaml`);
+  const configText = corsConfigYaml(allowedOrigin, { gzip: !!pki });
+  fs.writeFileSync(configFile, configText);
+  const scheme = pki ? "https" : "http";
+  let lastError = "";
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     const args = [
       "--config", configFile,
       "--listen", `127.0.0.1:${port}`,
+      ...(pki ? ["--tls-cert", pki.certFile, "--tls-key", pki.keyFile] : []),
       "--upstream", `127.0.0.1:${echoPort}`,
       "--workers", "1",
       "--allow-origin", allowedOrigin,
     ];
-    const entry = startChild("portico", PORTICO_BIN, args, { logLines: 2000 });
+    const entry = startChild(name, PORTICO_BIN, args, { logLines: 2000 });
     entry.port = port;
     entry.args = args;
     entry.configFile = configFile;
+    entry.origin = `${scheme}://127.0.0.1:${port}`;
     const t0 = Date.now();
     while (Date.now() - t0 < 10000) {
       if (entry.exited) break;
       try {
-        const r = await httpGet(`http://127.0.0.1:${port}/healthz`, 500);
+        const r = await httpGet(`${entry.origin}/healthz`, 500, pki && pki.ca);
         if (r.status === 200) return entry;
-      } catch { /* not yet */ }
+        lastError = `/healthz answered ${r.status}`;
+      } catch (e) { lastError = e.message; }
       await sleep(100);
     }
-    const why = entry.exited ? `exited (${entry.code})` : "no /healthz answer in 10 s";
+    const why = entry.exited ? `exited (${entry.code})` : `no /healthz answer in 10 s (last: ${lastError})`;
     const bindFailure = entry.log.tail(50).some((l) => /address already in use|EADDRINUSE|bind/i.test(l));
     await stopChild(entry);
     if (!bindFailure || attempt === 2) {
-      throw new Error(`portico ${why}\n  command: ${PORTICO_BIN} ${args.join(" ")}\n  config:\n`
-        + corsConfigYaml(allowedOrigin).replace(/^/gm, "    ")
+      throw new Error(`${name} ${why}\n  command: ${PORTICO_BIN} ${args.join(" ")}\n  config:\n`
+        + configText.replace(/^/gm, "    ")
         + `\n  log:\n${entry.log.tail(40).map((l) => `    ${l}`).join("\n")}`);
     }
   }
   throw new Error("unreachable");
 }
 
-async function startChromium(tmp) {
+async function startChromium(tmp, extraFlags = []) {
   const userDataDir = fs.mkdtempSync(path.join(tmp, "chromium-profile-"));
-  const args = [...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, "--remote-debugging-port=0",
+  const args = [...CHROMIUM_FLAGS, ...extraFlags, `--user-data-dir=${userDataDir}`, "--remote-debugging-port=0",
     "--remote-debugging-address=127.0.0.1", "about:blank"];
   const entry = startChild("chromium", CHROMIUM, args, { logLines: 300 });
   let buf = "";
@@ -317,7 +391,62 @@ async function startChromium(tmp) {
   const { chromium } = await import("playwright-core");
   const browser = await chromium.connectOverCDP(ws);
   entry.browser = browser;
+  entry.flags = extraFlags;
   return entry;
+}
+
+// Closes Chromium through CDP (Browser.close lets it reap its helper processes; a bare SIGTERM
+// leaves them to init, zombies in a container whose PID 1 does not reap), then stops it by PID.
+async function stopChromium(entry) {
+  if (!entry) return;
+  if (entry.browser) {
+    try {
+      const s = await entry.browser.newBrowserCDPSession();
+      await withTimeout(s.send("Browser.close").catch(() => {}), 3000, "Browser.close");
+    } catch { /* fall back to SIGTERM below */ }
+    const t0 = Date.now();
+    while (!entry.exited && Date.now() - t0 < 5000) await sleep(50);
+    await entry.browser.close().catch(() => {});
+  }
+  await stopChild(entry);
+}
+
+// Does Chromium accept the HTTPS gateway's certificate? A top-level navigation to its /healthz.
+async function probeTls(browser, origin) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const resp = await page.goto(`${origin}/healthz`, { timeout: 10000 });
+    const status = resp ? resp.status() : null;
+    return { ok: status === 200, detail: `GET /healthz → ${status}` };
+  } catch (e) {
+    return { ok: false, detail: e.message.split("\n")[0] };
+  } finally {
+    await context.close().catch(() => {});
+  }
+}
+
+// Chromium that trusts the HTTPS gateway: by the server key's SPKI hash (certificate verification
+// stays on for everything else), or, if this Chromium ignores that flag, --ignore-certificate-errors.
+async function startTrustingChromium(tmp, tls) {
+  const spkiFlag = `--ignore-certificate-errors-spki-list=${tls.pki.spki}`;
+  const mode = process.env.BROWSER_TLS_TRUST || "spki";
+  if (mode !== "spki" && mode !== "all") die(`BROWSER_TLS_TRUST=${mode}: spki or all`);
+  if (mode === "spki") {
+    const entry = await startChromium(tmp, [spkiFlag]);
+    const probe = await probeTls(entry.browser, tls.origin);
+    if (probe.ok) return { entry, trust: `${spkiFlag.split("=")[0]}=${tls.pki.spki}` };
+    console.log(`browser tests: Chromium refused ${tls.origin} with ${spkiFlag.split("=")[0]} (${probe.detail}); `
+      + "retrying with --ignore-certificate-errors");
+    await stopChromium(entry);
+  }
+  const entry = await startChromium(tmp, ["--ignore-certificate-errors"]);
+  const probe = await probeTls(entry.browser, tls.origin);
+  if (!probe.ok) {
+    await stopChromium(entry);
+    throw new Error(`Chromium cannot load ${tls.origin}/healthz even with --ignore-certificate-errors: ${probe.detail}`);
+  }
+  return { entry, trust: "--ignore-certificate-errors" };
 }
 
 // CancelStatus straight to the echo server over h2c (not through the gateway).
@@ -357,28 +486,44 @@ function cancelStatus(schema, echoPort, id) {
 // running one cell
 
 // Records every request of a page at the network level through CDP, preflights included
-// (playwright's own request events deliberately hide CORS preflights).
+// (playwright's own request events deliberately hide CORS preflights). Times (tSent, tResponse =
+// response head, tFirstData, tEnd = loadingFinished/Failed) are CDP monotonic seconds;
+// decodedBytes / encodedBytes sum Network.dataReceived, encodedDataLength is loadingFinished's.
 async function watchNetwork(context, page) {
   const requests = new Map();
   const cdp = await context.newCDPSession(page);
+  const upd = (id, fields) => requests.set(id, { ...(requests.get(id) || {}), ...fields });
   cdp.on("Network.requestWillBeSent", (e) => {
-    const r = requests.get(e.requestId) || {};
-    requests.set(e.requestId, { ...r, method: e.request.method, url: e.request.url, type: e.type, headers: e.request.headers });
+    upd(e.requestId, { method: e.request.method, url: e.request.url, type: e.type, headers: e.request.headers, tSent: e.timestamp });
   });
-  cdp.on("Network.requestWillBeSentExtraInfo", (e) => {
-    const r = requests.get(e.requestId) || {};
-    requests.set(e.requestId, { ...r, wireHeaders: e.headers });
-  });
+  cdp.on("Network.requestWillBeSentExtraInfo", (e) => upd(e.requestId, { wireHeaders: e.headers }));
   cdp.on("Network.responseReceived", (e) => {
     const r = requests.get(e.requestId) || {};
-    requests.set(e.requestId, { ...r, status: e.response.status, type: r.type || e.type, responseHeaders: e.response.headers });
+    upd(e.requestId, {
+      status: e.response.status, type: r.type || e.type, responseHeaders: e.response.headers,
+      protocol: e.response.protocol, connectionId: e.response.connectionId, tResponse: e.timestamp,
+    });
   });
-  cdp.on("Network.loadingFailed", (e) => {
+  cdp.on("Network.responseReceivedExtraInfo", (e) => upd(e.requestId, { wireResponseHeaders: e.headers }));
+  cdp.on("Network.dataReceived", (e) => {
     const r = requests.get(e.requestId) || {};
-    requests.set(e.requestId, { ...r, failed: e.errorText, corsError: e.corsErrorStatus && e.corsErrorStatus.corsError });
+    upd(e.requestId, {
+      tFirstData: r.tFirstData ?? e.timestamp,
+      decodedBytes: (r.decodedBytes || 0) + e.dataLength,
+      encodedBytes: (r.encodedBytes || 0) + e.encodedDataLength,
+    });
+  });
+  cdp.on("Network.loadingFinished", (e) => upd(e.requestId, { tEnd: e.timestamp, encodedDataLength: e.encodedDataLength }));
+  cdp.on("Network.loadingFailed", (e) => {
+    upd(e.requestId, { failed: e.errorText, corsError: e.corsErrorStatus && e.corsErrorStatus.corsError, tEnd: e.timestamp });
   });
   await cdp.send("Network.enable");
   return { list: () => [...requests.values()], cdp };
+}
+
+function headerValue(headers, name) {
+  for (const [k, v] of Object.entries(headers || {})) if (k.toLowerCase() === name) return v;
+  return undefined;
 }
 
 function toGateway(reqs, gatewayOrigin) {
@@ -386,7 +531,10 @@ function toGateway(reqs, gatewayOrigin) {
 }
 
 async function runCell(env, client, caseName) {
-  const { browser, gatewayOrigin, allowedOrigin, deniedOrigin } = env;
+  const { browser, allowedOrigin, deniedOrigin } = env;
+  const spec = caseSpec(caseName);
+  const gatewayOrigin = env.gateways[spec.leg];
+  if (!gatewayOrigin) return { pass: false, reason: `no ${spec.leg} gateway` };
   const timing = {};
   let tMark = Date.now();
   const lap = (name) => { const now = Date.now(); timing[name] = now - tMark; tMark = now; };
@@ -409,11 +557,12 @@ async function runCell(env, client, caseName) {
     await page.goto(`${origin}/index.html`);
     await page.waitForFunction(() => window.porticoReady === true, null, { timeout: 10000 });
     lap("load");
+    if (spec.page === "concurrent_streams") params.streams = CONCURRENT_STREAMS;
     const evaluate = (name) => withTimeout(
       page.evaluate(([c, n, g, p]) => window.runCase(c, n, g, p), [client, name, gatewayOrigin, params]),
       CASE_TIMEOUT_MS, `${client}/${name}`);
 
-    const result = await evaluate(caseName);
+    const result = await evaluate(spec.page);
     lap("case");
     const marks = { beforeControl: net.list().length };
     if (caseName === "suppress_preflight" && result.pass !== "n/a" && result.pass !== false) {
@@ -423,10 +572,10 @@ async function runCell(env, client, caseName) {
     await sleep(100); // let the last CDP events arrive
     const reqs = net.list();
     result.requests = toGateway(reqs, gatewayOrigin).map((r) => ({
-      method: r.method, url: r.url.slice(gatewayOrigin.length), type: r.type, status: r.status,
+      method: r.method, url: r.url.slice(gatewayOrigin.length), type: r.type, status: r.status, protocol: r.protocol,
       failed: r.failed, corsError: r.corsError, headers: r.wireHeaders || r.headers, responseHeaders: r.responseHeaders,
     }));
-    await finishCheck(env, client, caseName, result, reqs, marks, consoleLines);
+    await finishCheck({ ...env, gatewayOrigin, spec }, client, caseName, result, reqs, marks, consoleLines);
     lap("check");
     result.console = consoleLines;
     result.timing = timing;
@@ -440,10 +589,24 @@ async function runCell(env, client, caseName) {
 
 // Checks the page cannot make on its own.
 async function finishCheck(env, client, caseName, result, reqs, marks, consoleLines) {
-  if (result.pass !== null) return;
   const fail = (why) => { result.pass = false; result.reason = why; };
   const gw = (list) => toGateway(list, env.gatewayOrigin);
-  if (caseName === "cancel") {
+  const { spec } = env;
+  // Every call to the HTTPS gateway must have gone over HTTP/2 (ALPN h2).
+  if (spec.leg === "tls" && result.pass !== false && result.pass !== "n/a") {
+    const posts = gw(reqs).filter((r) => r.method === "POST");
+    const notH2 = posts.filter((r) => r.protocol !== "h2");
+    if (!posts.length) return fail("no POST to the HTTPS gateway seen on the network");
+    if (notH2.length) {
+      return fail(`${notH2.length} of ${posts.length} POSTs not over h2: ${notH2.map((r) => `${r.url.slice(env.gatewayOrigin.length)} protocol=${r.protocol}${r.failed ? ` (${r.failed})` : ""}`).join(", ")}`);
+    }
+  }
+  if (result.pass !== null) return;
+  if (spec.page === "concurrent_streams") {
+    checkConcurrentStreams(env, client, result, gw(reqs));
+  } else if (spec.page === "gzip") {
+    checkGzip(result, gw(reqs), env.gatewayOrigin);
+  } else if (caseName === "cancel") {
     let info;
     const t0 = Date.now();
     do {
@@ -485,6 +648,91 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
   }
 }
 
+// concurrent_streams: the page's measurements plus the network view. Over h2 (judged) all
+// CONCURRENT_STREAMS responses must have started before the first stream finished, all over h2;
+// over HTTP/1.1 (report only) the cell says "<started together>+<had to wait>".
+function checkConcurrentStreams(env, client, result, reqs) {
+  const { spec } = env;
+  const n = CONCURRENT_STREAMS;
+  const posts = reqs.filter((r) => r.method === "POST" && r.url.includes("/ServerStream"));
+  const preflights = reqs.filter((r) => r.method === "OPTIONS" || r.type === "Preflight");
+  const t0 = Math.min(...reqs.map((r) => r.tSent).filter((t) => t !== undefined));
+  const rel = (t) => (t === undefined ? null : Math.round((t - t0) * 1000));
+  const streams = posts.map((r) => ({
+    protocol: r.protocol, connection: r.connectionId, sent: rel(r.tSent), response: rel(r.tResponse),
+    firstData: rel(r.tFirstData), end: rel(r.tEnd), status: r.status, failed: r.failed,
+  }));
+  const ends = streams.map((x) => x.end).filter((v) => v !== null);
+  const firstEnd = ends.length ? Math.min(...ends) : Infinity;
+  const together = streams.filter((x) => x.response !== null && x.response < firstEnd).length;
+  const count = (xs) => Object.entries(xs.reduce((m, x) => ({ ...m, [x]: (m[x] || 0) + 1 }), {}))
+    .map(([k, v]) => `${k}×${v}`).join(" ");
+  const protocols = count(streams.map((x) => x.protocol ?? "none"));
+  const connections = new Set(streams.map((x) => x.connection).filter((c) => c !== undefined)).size;
+  result.network = {
+    protocols, connections, preflights: { count: preflights.length, protocols: count(preflights.map((r) => r.protocol ?? "none")) },
+    firstEndMs: Number.isFinite(firstEnd) ? firstEnd : null, startedBeforeFirstEnd: together, streams,
+  };
+  const summaryText = `${protocols || "no POSTs"} on ${connections} connection(s): ${together} of ${n} responses `
+    + `started before the first stream ended${Number.isFinite(firstEnd) ? ` (${firstEnd} ms)` : ""}, all done in ${result.totalMs} ms`
+    + (result.lastFirstMs !== null ? `, last first-message at ${result.lastFirstMs} ms` : "");
+  const problems = [...result.problems];
+  if (posts.length !== n) problems.push(`${posts.length} ServerStream POSTs on the network, expected ${n}`);
+  if (spec.reportOnly) {
+    result.pass = "info";
+    result.cell = `${together}+${n - together}`;
+    result.note = `HTTP/1.1 contrast — ${summaryText}${problems.length ? `; ${problems.join("; ")}` : ""}`;
+    if (posts.some((r) => r.protocol !== spec.protocol)) result.note += ` (expected ${spec.protocol})`;
+    return;
+  }
+  const wrong = posts.filter((r) => r.protocol !== spec.protocol);
+  if (wrong.length) problems.push(`protocol ${protocols}, expected ${spec.protocol} for all`);
+  if (together < n) {
+    problems.push(`only ${together} of ${n} responses started before the first stream ended at ${firstEnd} ms `
+      + `(response heads at ${JSON.stringify(streams.map((x) => x.response))} ms)`);
+  }
+  if (problems.length) {
+    result.pass = false;
+    result.reason = `${problems.join("; ")} — ${summaryText}`;
+    return;
+  }
+  result.pass = true;
+  result.note = summaryText + (result.incremental ? "" : " (client delivers messages at the end; judged on the network view)");
+}
+
+// gzip: both calls answered with content-encoding: gzip by the gateway, over h2, and fewer bytes
+// on the wire than the client got.
+function checkGzip(result, reqs, gatewayOrigin) {
+  const fail = (why) => { result.pass = false; result.reason = why; };
+  const posts = reqs.filter((r) => r.method === "POST");
+  const wire = {};
+  for (const [name, pathPart] of [["unary", "/Unary"], ["stream", "/ServerStream"]]) {
+    const r = posts.find((q) => q.url.includes(pathPart));
+    if (!r) return fail(`no ${pathPart} POST seen on the network`);
+    wire[name] = {
+      contentEncoding: headerValue(r.responseHeaders, "content-encoding") ?? null,
+      acceptEncoding: headerValue(r.wireHeaders || r.headers, "accept-encoding") ?? null,
+      encodedDataLength: r.encodedDataLength ?? null, decodedBytes: r.decodedBytes ?? null,
+      protocol: r.protocol,
+    };
+  }
+  result.wire = wire;
+  for (const [name, w] of Object.entries(wire)) {
+    if (w.contentEncoding !== "gzip") {
+      return fail(`${name} response content-encoding ${JSON.stringify(w.contentEncoding)}, expected "gzip" `
+        + `(request Accept-Encoding: ${JSON.stringify(w.acceptEncoding)}, response headers: ${JSON.stringify(posts.find((q) => q.url.includes(name === "unary" ? "/Unary" : "/ServerStream")).responseHeaders)})`);
+    }
+  }
+  const u = wire.unary;
+  if (u.encodedDataLength !== null && u.encodedDataLength > result.unaryBytes / 2) {
+    return fail(`unary: ${u.encodedDataLength} bytes on the wire for a ${result.unaryBytes}-byte compressible message: not compressed?`);
+  }
+  result.pass = true;
+  result.note = `content-encoding gzip on both; unary ${u.encodedDataLength ?? "?"} bytes on the wire for `
+    + `${u.decodedBytes ?? "?"} decoded; stream arrivals ${JSON.stringify(result.streamArrivalsMs)} ms`
+    + (result.note ? `; ${result.note}` : "");
+}
+
 // ------------------------------------------------------------------------------------------------
 // report
 
@@ -492,19 +740,32 @@ function cell(result) {
   if (!result) return " ";
   if (result.pass === true) return "✓";
   if (result.pass === "n/a") return "–";
+  if (result.pass === "info") return result.cell || "i";
   return "✗";
 }
 
+const rowLabel = (cs) => {
+  const spec = caseSpec(cs);
+  return spec.reportOnly ? `${cs} (report)` : cs;
+};
+
 function printTable(opts, results) {
-  const w0 = Math.max(...opts.cases.map((c) => c.length), 4) + 2;
+  const w0 = Math.max(...opts.cases.map((c) => rowLabel(c).length), 4) + 2;
   const widths = opts.clients.map((c) => Math.max(c.length, 3) + 2);
   const pad = (s, w) => s + " ".repeat(Math.max(0, w - [...s].length));
   const lines = [pad("case", w0) + opts.clients.map((c, i) => pad(c, widths[i])).join("")];
   lines.push("-".repeat(lines[0].length));
   for (const cs of opts.cases) {
-    lines.push(pad(cs, w0) + opts.clients.map((c, i) => pad(cell(results.get(`${c}/${cs}`)), widths[i])).join(""));
+    lines.push(pad(rowLabel(cs), w0) + opts.clients.map((c, i) => pad(cell(results.get(`${c}/${cs}`)), widths[i])).join(""));
   }
   console.log(lines.join("\n"));
+  const legs = new Set(opts.cases.map((c) => caseSpec(c).leg));
+  const legend = ["✓ pass, ✗ fail, – not applicable"];
+  if (legs.has("tls")) legend.push("https_*, h2_*, gzip: HTTPS gateway (TLS, ALPN h2, gzip on)");
+  if (opts.cases.includes("h1_concurrent_streams")) {
+    legend.push(`(report) not judged: k+m = k of ${CONCURRENT_STREAMS} streams started together over HTTP/1.1, m waited for a free connection`);
+  }
+  console.log(legend.join("; "));
 }
 
 function shorten(s, n = 220) {
@@ -535,18 +796,10 @@ async function main() {
   let failed = 0;
   let passed = 0;
   let skipped = 0;
+  let reported = 0;
+  const gatewayProcs = [];
   const cleanup = async () => {
-    if (chromiumEntry && chromiumEntry.browser) {
-      // Browser.close lets Chromium shut its helper processes down and reap them itself; a bare
-      // SIGTERM leaves them to init (zombies in a container whose PID 1 does not reap).
-      try {
-        const s = await chromiumEntry.browser.newBrowserCDPSession();
-        await withTimeout(s.send("Browser.close").catch(() => {}), 3000, "Browser.close");
-      } catch { /* fall back to SIGTERM below */ }
-      const t0 = Date.now();
-      while (!chromiumEntry.exited && Date.now() - t0 < 5000) await sleep(50);
-      await chromiumEntry.browser.close().catch(() => {});
-    }
+    await stopChromium(chromiumEntry);
     for (const e of [...children].reverse()) await stopChild(e);
     for (const s of servers) s.close();
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -564,13 +817,26 @@ async function main() {
     const denied = await startStaticServer(dist);
     servers.push(allowed.server, denied.server);
     const portico = await startPortico(echo.port, allowed.origin, tmp);
-    chromiumEntry = await startChromium(tmp);
-    const gatewayOrigin = `http://127.0.0.1:${portico.port}`;
+    gatewayProcs.push(portico);
+    const gateways = { plain: portico.origin };
+    let trust = null;
+    if (opts.cases.some((c) => caseSpec(c).leg === "tls")) {
+      const pki = makeTestPki(path.join(tmp, "pki"));
+      const tlsPortico = await startPortico(echo.port, allowed.origin, tmp, pki);
+      gatewayProcs.push(tlsPortico);
+      gateways.tls = tlsPortico.origin;
+      const started = await startTrustingChromium(tmp, { pki, origin: tlsPortico.origin });
+      chromiumEntry = started.entry;
+      trust = started.trust;
+    } else {
+      chromiumEntry = await startChromium(tmp);
+    }
     console.log(`browser tests: chromium ${chromiumEntry.browser.version()}, page ${allowed.origin} `
-      + `(denied origin ${denied.origin}), portico ${gatewayOrigin} → echo 127.0.0.1:${echo.port}`);
+      + `(denied origin ${denied.origin}), portico ${gateways.plain}${gateways.tls ? ` and ${gateways.tls} (TLS h2, gzip)` : ""} `
+      + `→ echo 127.0.0.1:${echo.port}${trust ? `; certificate trusted by ${trust}` : ""}`);
 
     const env = {
-      browser: chromiumEntry.browser, gatewayOrigin, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
+      browser: chromiumEntry.browser, gateways, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
       cancelStatus: (id) => cancelStatus(schema, echo.port, id),
     };
     const results = new Map();
@@ -582,22 +848,42 @@ async function main() {
         results.set(`${client}/${cs}`, r);
         if (r.pass === true) passed++;
         else if (r.pass === "n/a") skipped++;
+        else if (r.pass === "info") reported++;
         else failed++;
         const mark = cell(r);
-        console.log(`  ${mark} ${client} ${cs} (${r.ms} ms)${r.pass === true ? (r.note ? ` — ${r.note}` : "") : ` — ${shorten(r.reason)}`}`);
+        const ok = r.pass === true || r.pass === "info";
+        console.log(`  ${mark} ${client} ${cs} (${r.ms} ms)${ok ? (r.note ? ` — ${r.note}` : "") : ` — ${shorten(r.reason, 600)}`}`);
         if (opts.verbose) console.log(JSON.stringify(r, null, 2).replace(/^/gm, "      "));
-        if (portico.exited) break;
+        if (gatewayProcs.some((g) => g.exited)) break;
       }
-      if (portico.exited) {
-        console.log(`portico exited (${portico.code}) during the run`);
+      const dead = gatewayProcs.filter((g) => g.exited);
+      if (dead.length) {
+        for (const g of dead) console.log(`${g.name} exited (${g.code}) during the run`);
         failed++;
         break;
       }
     }
 
+    // Stop the gateways now (SIGTERM = drain, exit 0) so that an exit status or a sanitizer report
+    // at shutdown (ASan/LSan/UBSan builds) counts as a failure.
+    const gatewayTrouble = [];
+    for (const g of gatewayProcs) {
+      const wasRunning = !g.exited;
+      await stopChild(g, 15000);
+      const sanitizer = g.log.tail(2000).filter((l) => /ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer/.test(l));
+      if ((wasRunning && g.code !== 0) || sanitizer.length) {
+        gatewayTrouble.push(`${g.name} exit status ${g.code}${sanitizer.length ? `; sanitizer: ${sanitizer.slice(0, 6).join(" | ")}` : ""}`);
+      }
+    }
+
     console.log("");
     printTable(opts, results);
-    const failures = [...results.entries()].filter(([, r]) => r.pass !== true && r.pass !== "n/a");
+    const contrast = [...results.entries()].filter(([k]) => /\/h[12]_concurrent_streams$/.test(k));
+    if (contrast.length) {
+      console.log(`\n${CONCURRENT_STREAMS} concurrent ServerStreams (10 × 200 ms each) from one page, HTTP/2 vs HTTP/1.1:`);
+      for (const [k, r] of contrast) console.log(`  ${cell(r)} ${k}: ${shorten(r.pass === false ? r.reason : r.note, 400)}`);
+    }
+    const failures = [...results.entries()].filter(([, r]) => r.pass !== true && r.pass !== "n/a" && r.pass !== "info");
     if (failures.length) {
       console.log("\nfailures:");
       for (const [k, r] of failures) {
@@ -609,9 +895,16 @@ async function main() {
         if (cons.length) console.log(`      console: ${shorten(cons.join(" | "), 400)}`);
       }
     }
+    if (gatewayTrouble.length) {
+      console.log("\ngateway shutdown:");
+      for (const t of gatewayTrouble) console.log(`  ✗ ${shorten(t, 800)}`);
+      failed += gatewayTrouble.length;
+    }
     if (failed) {
-      console.log(`\nportico (${PORTICO_BIN} ${portico.args.join(" ")}) log tail:`);
-      console.log(portico.log.tail(60).map((l) => `  | ${l}`).join("\n"));
+      for (const g of gatewayProcs) {
+        console.log(`\n${g.name} (${PORTICO_BIN} ${g.args.join(" ")}) log tail:`);
+        console.log(g.log.tail(60).map((l) => `  | ${l}`).join("\n"));
+      }
       console.log("echo server log tail:");
       console.log(echo.log.tail(20).map((l) => `  | ${l}`).join("\n"));
     }
@@ -619,12 +912,12 @@ async function main() {
     failed++;
     console.log(`browser tests: setup failed: ${e.message}`);
     for (const c of children) {
-      if (c.name === "portico") console.log(`portico log tail:\n${c.log.tail(60).map((l) => `  | ${l}`).join("\n")}`);
+      if (c.name.startsWith("portico")) console.log(`${c.name} log tail:\n${c.log.tail(60).map((l) => `  | ${l}`).join("\n")}`);
     }
   } finally {
     await cleanup();
   }
-  console.log(`\nbrowser: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  console.log(`\nbrowser: ${passed} passed, ${failed} failed, ${skipped} skipped${reported ? `, ${reported} reported` : ""}`);
   return failed ? 1 : 0;
 }
 

@@ -20,6 +20,10 @@ export const CASES = [
   "disallowed_origin",
   "credentials",
   "suppress_preflight",
+  // Run against the HTTPS (TLS, ALPN h2, gzip-enabled) gateway, or the plain one for the contrast;
+  // the runner maps these rows onto the page cases below (see CASE_SPECS in run.mjs).
+  "concurrent_streams",
+  "gzip",
 ];
 // preflight_control is not a column of its own: the runner runs it right after
 // suppress_preflight, in the same browser context.
@@ -275,6 +279,114 @@ const RUNNERS = {
       [r && r.headers["x-echo-foo"] === value, `metadata from $httpHeaders did not reach the upstream (got ${JSON.stringify(r && r.headers)})`],
     ]);
     return { ...res, pass: res.pass ? null : false, call: summary(out) };
+  },
+
+  // `streams` (8) ServerStream calls at once from one page, count=10 interval_ms=200 each (≈ 1.8 s):
+  // over HTTP/2 they share one connection and all run together; over HTTP/1.1 Chromium's limit of
+  // 6 connections per origin makes the rest wait. The page only measures (per stream: first
+  // message, end, messages, status) and lists what looks wrong in `problems`; the runner judges,
+  // with the CDP view of the same requests (protocol, connection, response/finish times).
+  async concurrent_streams(client, base, params = {}) {
+    const n = params.streams || 8;
+    const count = 10;
+    const intervalMs = 200;
+    const giveUpMs = params.giveUpMs || 15000;
+    const c = makeClient(client, base);
+    const t0 = performance.now();
+    const rel = () => Math.round(performance.now() - t0);
+    const streams = [];
+    const dones = [];
+    for (let i = 0; i < n; i++) {
+      const s = { i, firstMs: null, endMs: null, messages: 0, code: null, message: "" };
+      streams.push(s);
+      const call = c.serverStream({ message: `stream-${i}`, count, intervalMs }, {}, (_m, idx) => {
+        s.messages = idx + 1;
+        if (idx === 0) s.firstMs = rel();
+      });
+      dones.push(call.done.then((out) => {
+        s.endMs = rel();
+        s.code = out.code;
+        s.message = out.message;
+        s.messages = out.responses.length;
+        s.inOrder = out.responses.every((r, k) => r.index === k && r.message === `stream-${i}`);
+        if (out.error) s.error = out.error;
+      }));
+    }
+    const allDone = await Promise.race([Promise.all(dones).then(() => true), sleep(giveUpMs).then(() => false)]);
+    const totalMs = rel();
+    const incremental = STREAMS_INCREMENTALLY[client];
+    const problems = [];
+    if (!allDone) {
+      const open = streams.filter((s) => s.endMs === null);
+      problems.push(`${open.length} of ${n} streams still open after ${giveUpMs} ms: `
+        + open.map((s) => `#${s.i} (${s.messages} msgs${s.firstMs !== null ? `, first at ${s.firstMs} ms` : ", none yet"})`).join(", "));
+    }
+    const bad = streams.filter((s) => s.endMs !== null && (s.code !== 0 || s.messages !== count || !s.inOrder));
+    if (bad.length) {
+      problems.push(`streams not OK: ${bad.map((s) => `#${s.i} code=${s.code} ${JSON.stringify(s.message)} ${s.messages}/${count} msgs${s.inOrder ? "" : " out of order"}${s.error ? ` ${s.error}` : ""}`).join("; ")}`);
+    }
+    const ends = streams.map((s) => s.endMs).filter((v) => v !== null);
+    const firstEnd = ends.length ? Math.min(...ends) : null;
+    const firsts = streams.map((s) => s.firstMs);
+    const lateFirst = incremental && firstEnd !== null ? streams.filter((s) => s.firstMs === null || s.firstMs > firstEnd) : [];
+    if (lateFirst.length) {
+      problems.push(`${lateFirst.length} stream(s) got their first message only after stream #${streams.find((s) => s.endMs === firstEnd).i} had finished at ${firstEnd} ms: `
+        + lateFirst.map((s) => `#${s.i} first at ${s.firstMs} ms`).join(", "));
+    }
+    if (totalMs >= (params.maxTotalMs || 4000)) problems.push(`${n} streams took ${totalMs} ms (one alone takes ≈ ${(count - 1) * intervalMs} ms)`);
+    return {
+      pass: null,
+      problems,
+      totalMs,
+      firstEndMs: firstEnd,
+      lastFirstMs: incremental && firsts.every((v) => v !== null) ? Math.max(...firsts) : null,
+      incremental,
+      streams,
+    };
+  },
+
+  // Against the gateway with compression.gzip on: a ~64 KiB compressible unary echo (decoded and
+  // compared by the client), then a ServerStream count=5 interval_ms=300 with 4 KiB payloads that
+  // must still arrive message by message. The runner checks content-encoding: gzip in CDP.
+  async gzip(client, base) {
+    const c = makeClient(client, base);
+    const text = unicodeString(64 * 1024);
+    const u0 = performance.now();
+    const u = await c.unary({ message: text });
+    const unaryMs = Math.round(performance.now() - u0);
+    const r = u.responses[0];
+    const same = !!r && r.message === text;
+    const count = 5;
+    const t0 = performance.now();
+    const s = await c.serverStream({ message: "gz", count, intervalMs: 300, size: 4096 }, {}).done;
+    const ts = s.responses.map((m) => Math.round(m.t - t0));
+    const first = ts[0];
+    const last = ts[ts.length - 1];
+    const incremental = ts.length === count && first < last - 800;
+    const conds = [
+      [u.code === 0, `unary failed: ${statusText(u)}`],
+      [same, r ? `64 KiB echo differs (sent ${text.length} chars, got ${r.message.length})` : "unary: no message"],
+      [s.code === 0, `stream failed: ${statusText(s)}`],
+      [s.responses.length === count, `stream: expected ${count} messages, got ${s.responses.length}`],
+      [s.responses.every((m, i) => m.index === i && m.payloadLen === 4096), `stream: wrong index/payload: ${JSON.stringify(s.responses.map((m) => [m.index, m.payloadLen]))}`],
+      [s.trailers["x-trailer-ok"] === "done", `stream: trailer x-trailer-ok not read (trailers: ${JSON.stringify(s.trailers)})`],
+    ];
+    let note;
+    if (STREAMS_INCREMENTALLY[client]) {
+      conds.push([incremental, `gzip stream not incremental: first message at ${first} ms, last at ${last} ms`]);
+    } else {
+      note = incremental ? "stream incremental (unexpected for this client)" : "stream delivered at once (expected: XHR arraybuffer)";
+    }
+    const res = check(conds);
+    return {
+      ...res,
+      pass: res.pass ? null : false,
+      note,
+      unaryBytes: new TextEncoder().encode(text).length,
+      unaryMs,
+      streamArrivalsMs: ts,
+      call: { unary: summary(u), stream: summary(s) },
+    };
   },
 
   // The same client without suppressCorsPreflight, in the same browser context right after
