@@ -35,8 +35,12 @@ test: unit integration browser demo-check
 asan:
 	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1
 
-# The full suite, as CI runs it: everything, then everything again under ASan+UBSan.
-check: test asan
+# The full suite, as CI runs it: everything, then everything again under ASan+UBSan, then a
+# seconds-long smoke of the benchmark harness (no timing judged) so bench/ does not rot.
+check: test asan bench-smoke
+
+bench-smoke:
+	bench/run --smoke
 
 demo: build
 	scripts/demo

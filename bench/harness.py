@@ -1,0 +1,1101 @@
+#!/usr/bin/python3
+"""Portico benchmark harness. Run it through bench/run, which installs what is missing, builds
+Portico (Release) and the grpc-go upstream, then calls this with their paths. See bench/README.md
+for what is measured and how.
+
+Systems (all in front of the same grpc-go upstream, all started once and kept for the whole run):
+  direct      h2load → upstream                                  native gRPC over h2c
+  haproxy     h2load → HAProxy → upstream                        h2c → h2c (the issue's reference)
+  haproxy-h1  h2load → HAProxy → upstream                        native gRPC over HTTP/1.1 → h2c
+  portico-h1  h2load → Portico → upstream                        gRPC-Web over HTTP/1.1 → h2c
+  portico-h2  (only if Portico answers HTTP/2 prior knowledge)    gRPC-Web over h2c → h2c
+
+Progress goes to stderr; the Markdown summary to stdout and, with everything else (h2load logs,
+JSON, callgrind output), to the run's directory under bench/.build/results/.
+Exit status: 0 if every step ran and every check passed, 1 otherwise. Timings are never checked.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from grpcclient import CallError, H1Client, H2Client, frame  # noqa: E402
+
+UNARY = "/portico.bench.Echo/Unary"
+STREAM = "/portico.bench.Echo/Stream"
+ACTIVE = "/portico.bench.Echo/Active"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MiB = 1 << 20
+
+FAILURES = []
+PASSED = [0]  # checks that passed (the closing "N passed, N failed" line)
+SERVERS = []
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def passed():
+    PASSED[0] += 1
+
+
+def fail(msg):
+    FAILURES.append(msg)
+    log("FAIL:", msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+
+
+def child_setup():
+    # a shell that started us in the background may have left SIGINT ignored: children get the
+    # default actions, so that stop() works
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    raise_nofile()
+
+
+def raise_nofile():
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, name, argv, port, outdir, timeout=20.0, more_ports=()):
+        self.name, self.argv, self.port = name, argv, port
+        self.logpath = os.path.join(outdir, "%s.log" % name)
+        self.logf = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, preexec_fn=child_setup,
+                                     start_new_session=True)
+        SERVERS.append(self)
+        deadline = time.monotonic() + timeout
+        for p in (port,) + tuple(more_ports):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("%s exited with %s at start; see %s" %
+                                       (name, self.proc.returncode, self.logpath))
+                try:
+                    socket.create_connection((HOST, p), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("%s: port %d not accepting after %.0fs" % (name, p, timeout))
+                    time.sleep(0.05)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def cpu_split(self):
+        """(utime, stime) in seconds of the whole process (all threads, dead ones included)."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+    def cpu_seconds(self):
+        return sum(self.cpu_split())
+
+    def status_kib(self, key):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def rss_kib(self):
+        return self.status_kib("VmRSS")
+
+    def peak_rss_kib(self):
+        return self.status_kib("VmHWM")
+
+    def reset_peak(self):
+        try:
+            with open("/proc/%d/clear_refs" % self.pid, "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass
+
+    def nfds(self):
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.pid))
+        except OSError:
+            return -1
+
+    def stop(self, sig=signal.SIGTERM, timeout=20.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+        if self in SERVERS:
+            SERVERS.remove(self)
+
+
+def stop_all():
+    for s in list(SERVERS):
+        try:
+            s.stop(timeout=5)
+        except Exception:
+            pass
+
+
+def haproxy_maxconn():
+    """HAProxy reserves two file descriptors per connection: keep maxconn within what this
+    process may open (the hard RLIMIT_NOFILE is 20000 in some sandboxes and cannot be raised)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    return max(1000, min(40000, (hard - 100) // 2))
+
+
+def haproxy_config(path, threads, port_h2, port_h1, upstream_port, maxconn=None):
+    maxconn = maxconn or haproxy_maxconn()
+    with open(path, "w") as f:
+        f.write("""# written by bench/harness.py
+global
+    nbthread %d
+    maxconn %d
+
+defaults
+    mode http
+    maxconn %d
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    timeout http-request 600s
+    timeout http-keep-alive 600s
+
+frontend grpc_h2c
+    bind %s:%d proto h2
+    default_backend echo
+
+frontend grpc_h1
+    bind %s:%d
+    default_backend echo
+    # HAProxy writes "HTTP/1.1 200 " (empty reason phrase) for a response that came over HTTP/2;
+    # h2load's HTTP/1.1 parser then records no status and counts the call as failed.
+    http-response set-status 200 reason OK if { status 200 }
+
+backend echo
+    server echo1 %s:%d proto h2
+""" % (threads, maxconn, maxconn, HOST, port_h2, HOST, port_h1, HOST, upstream_port))
+
+
+def portico_config(path):
+    # Only what the CLI cannot say: room for the 10,000-connection scenario, and an idle timeout
+    # longer than any scenario.
+    with open(path, "w") as f:
+        f.write("# written by bench/harness.py\nlimits:\n  max_connections: 40000\n"
+                "timeouts:\n  idle: 600s\n")
+
+
+def start_portico(args, name, workers, upstream_port, outdir, wrap=()):
+    port = free_port()
+    cfg = os.path.join(outdir, "portico.yaml")
+    portico_config(cfg)
+    argv = list(wrap) + [args.portico, "--config", cfg, "--listen", "%s:%d" % (HOST, port),
+                         "--upstream", "%s:%d" % (HOST, upstream_port), "--workers", str(workers),
+                         "--log-level", "warn"]
+    return Server(name, argv, port, outdir, timeout=120 if wrap else 20)
+
+
+def start_haproxy(name, threads, upstream_port, outdir, wrap=()):
+    p2, p1 = free_port(), free_port()
+    cfg = os.path.join(outdir, "%s.cfg" % name)
+    # under valgrind, a smaller maxconn (smaller fd tables to set up) starts much faster
+    haproxy_config(cfg, threads, p2, p1, upstream_port, 2000 if wrap else None)
+    srv = Server(name, list(wrap) + ["haproxy", "-db", "-f", cfg], p2, outdir,
+                 timeout=120 if wrap else 20, more_ports=(p1,))
+    srv.port_h1 = p1
+    return srv
+
+
+# ----------------------------------------------------------------------------------------------
+# systems and load
+
+
+class System:
+    """One way of reaching the upstream: where h2load connects and how it speaks."""
+
+    def __init__(self, name, desc, proto, mode, port, proxy, upstream):
+        self.name, self.desc = name, desc
+        self.proto, self.mode = proto, mode  # proto: h2 | h1; mode: grpc | grpc-web
+        self.port, self.proxy, self.upstream = port, proxy, upstream
+
+    def shape(self, inflight, streaming=False):
+        """(connections, streams per connection) for `inflight` calls in flight. HTTP/1.1 gets one
+        call per connection (-m > 1 with --h1 would be pipelining); HTTP/2 multiplexes 16 per
+        connection (or 1, for long streams)."""
+        if self.proto == "h1" or streaming:
+            return inflight, 1
+        m = min(16, inflight)
+        return max(1, inflight // m), m
+
+    def headers(self):
+        if self.mode == "grpc-web":
+            return ["content-type: application/grpc-web+proto", "x-grpc-web: 1"]
+        return ["content-type: application/grpc", "te: trailers"]
+
+    def client(self, **kw):
+        if self.proto == "h2":
+            return H2Client(HOST, self.port, mode=self.mode)
+        return H1Client(HOST, self.port, mode=self.mode, **kw)
+
+
+_DUR = re.compile(r"finished in ([\d.]+)(us|ms|s),")
+
+
+def parse_h2load(out):
+    r = {}
+    m = _DUR.search(out)
+    if m:
+        r["seconds"] = float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if m:
+        (r["total"], r["started"], r["done"], r["succeeded"], r["failed"], r["errored"],
+         r["timeout"]) = map(int, m.groups())
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        r["2xx"], r["3xx"], r["4xx"], r["5xx"] = map(int, m.groups())
+    m = re.search(r"\((\d+)\) data", out)
+    if m:
+        r["data_bytes"] = int(m.group(1))
+    return r
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(round(q * (len(sorted_vals) - 1))))]
+
+
+def run_h2load(ctx, system, path, body_file, n, conns, streams, tag, expect_body=None):
+    """One h2load run against `system`, with the proxy's and upstream's CPU time and peak RSS
+    read from /proc around it. Checks that every call succeeded with HTTP 200 and, when
+    `expect_body` (bytes per successful call, learnt by verify()) is given, that h2load counted
+    exactly n * expect_body response body bytes."""
+    logfile = os.path.join(ctx.outdir, "h2load.%s.%s.log" % (system.name, tag))
+    cmd = ["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), "-t", "1",
+           "-d", body_file, "--log-file", logfile]
+    if system.proto == "h1":
+        cmd.append("--h1")
+    for h in system.headers():
+        cmd += ["-H", h]
+    cmd.append("http://%s:%d%s" % (HOST, system.port, path))
+    procs = [p for p in (system.proxy, system.upstream) if p is not None]
+    for p in procs:
+        p.reset_peak()
+    cpu0 = {p.name: p.cpu_split() for p in procs}
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    try:
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=ctx.h2load_timeout)
+        out = cp.stdout + cp.stderr
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        fail("%s %s: h2load timed out after %ss" % (system.name, tag, ctx.h2load_timeout))
+    wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = parse_h2load(out)
+    r.update(system=system.name, tag=tag, n=n, conns=conns, streams=streams, wall=wall)
+    ok = (r.get("succeeded") == n and r.get("2xx") == n)
+    if not ok:
+        fail("%s %s: h2load: %s of %s calls succeeded with 2xx (%s)" %
+             (system.name, tag, r.get("2xx"), n, out.strip().splitlines()[-8:] if out else "no output"))
+    if expect_body is not None and r.get("data_bytes") != n * expect_body:
+        ok = False
+        fail("%s %s: h2load counted %s response body bytes, expected %d calls x %d bytes" %
+             (system.name, tag, r.get("data_bytes"), n, expect_body))
+    r["verified"] = ok and expect_body is not None
+    if ok:
+        passed()
+    calls = r.get("succeeded") or 0
+    secs = r.get("seconds") or wall
+    r["calls_per_s"] = calls / secs if secs else 0.0
+    r["mib_per_s"] = (r.get("data_bytes") or 0) / MiB / secs if secs else 0.0
+    for p in procs:
+        key = "proxy" if p is system.proxy else "upstream"
+        u1, s1 = p.cpu_split()
+        cpu = (u1 - cpu0[p.name][0]) + (s1 - cpu0[p.name][1])
+        r[key + "_cpu_s"] = cpu
+        r[key + "_sys_pct"] = 100.0 * (s1 - cpu0[p.name][1]) / cpu if cpu else float("nan")
+        r[key + "_cpu_us_per_call"] = cpu * 1e6 / calls if calls else float("nan")
+        r[key + "_peak_rss_mib"] = p.peak_rss_kib() / 1024
+        if not p.alive():
+            fail("%s died during %s %s" % (p.name, system.name, tag))
+    client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    r["client_cpu_pct"] = 100.0 * client_cpu / wall if wall else 0.0
+    lat = []
+    try:
+        with open(logfile) as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) >= 3:
+                    lat.append(int(parts[2]))
+    except OSError:
+        pass
+    lat.sort()
+    r["p50_ms"] = percentile(lat, 0.50) / 1000
+    r["p99_ms"] = percentile(lat, 0.99) / 1000
+    if not ctx.keep_logs:
+        try:
+            os.unlink(logfile)
+        except OSError:
+            pass
+    return r
+
+
+def verify(ctx, system, path, body, calls, check_messages, what):
+    """Makes `calls` calls with the Python client (over 1-4 connections), checks HTTP 200,
+    grpc-status 0 and the messages; returns the response body bytes one call produces (as h2load
+    counts them), or None after a failure."""
+    sizes = set()
+    nconn = max(1, min(4, calls // 50))
+    done = 0
+    try:
+        for c in range(nconn):
+            cl = system.client()
+            try:
+                for _ in range(calls // nconn if c < nconn - 1 else calls - done):
+                    r = cl.call(path, body)
+                    done += 1
+                    if r.http_status != 200 or r.grpc_status != 0:
+                        fail("%s %s: HTTP %s grpc-status %s %r" % (system.name, what, r.http_status,
+                                                                    r.grpc_status, r.grpc_message))
+                        return None
+                    if not check_messages(r.messages):
+                        fail("%s %s: wrong messages (%d received)" % (system.name, what,
+                                                                       len(r.messages)))
+                        return None
+                    sizes.add(r.body_bytes)
+            finally:
+                cl.close()
+    except (OSError, CallError) as e:
+        fail("%s %s: %s after %d calls" % (system.name, what, e, done))
+        return None
+    if len(sizes) != 1:
+        fail("%s %s: response body size varies between calls: %s" % (system.name, what, sorted(sizes)))
+        return None
+    ctx.verified_calls[system.name] = ctx.verified_calls.get(system.name, 0) + done
+    passed()
+    return sizes.pop()
+
+
+def median_run(runs):
+    """Median of each numeric field over repetitions (peak RSS: the maximum)."""
+    out = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        if len(vals) == len(runs):
+            out[k] = max(vals) if k.endswith("peak_rss_mib") else statistics.median(vals)
+        else:
+            out[k] = runs[0][k]
+    out["verified"] = all(r.get("verified") for r in runs)
+    out["reps"] = len(runs)
+    out["calls_per_s_all"] = [round(r["calls_per_s"]) for r in runs]
+    return out
+
+
+def body_file(ctx, name, body):
+    path = os.path.join(ctx.outdir, "body.%s.bin" % name)
+    with open(path, "wb") as f:
+        f.write(body)
+    return path
+
+
+def payload(size):
+    return bytes((i * 7 + 3) & 0xFF for i in range(size))
+
+
+# ----------------------------------------------------------------------------------------------
+# scenarios
+
+
+def scenario_unary(ctx, name, systems, size, n, reps, inflight):
+    log("scenario %s: unary %d-byte messages, %d calls x %d reps, %d in flight" %
+        (name, size, n, reps, inflight))
+    msg = payload(size)
+    body = frame(msg)
+    bf = body_file(ctx, name, body)
+    expect = {}
+    for s in systems:
+        expect[s.name] = verify(ctx, s, UNARY, body, ctx.verify_calls,
+                                lambda msgs: msgs == [msg], name)
+    runs = {s.name: [] for s in systems}
+    for s in systems:  # warm-up, not recorded
+        c, m = s.shape(inflight)
+        run_h2load(ctx, s, UNARY, bf, max(n // 10, 100), c, m, name + ".warmup")
+    for rep in range(reps):
+        k = rep % len(systems)
+        for s in systems[k:] + systems[:k]:
+            c, m = s.shape(inflight)
+            r = run_h2load(ctx, s, UNARY, bf, n, c, m, "%s.%d" % (name, rep), expect[s.name])
+            log("  %-16s rep %d: %8.0f calls/s  p50 %6.2f ms  p99 %6.2f ms  proxy %6.1f µs/call" %
+                (s.name, rep, r["calls_per_s"], r["p50_ms"], r["p99_ms"],
+                 r.get("proxy_cpu_us_per_call", float("nan"))))
+            runs[s.name].append(r)
+    res = {"kind": "unary", "size": size, "n": n, "reps": reps, "inflight": inflight,
+           "systems": {s.name: median_run(runs[s.name]) for s in systems},
+           "expect_body_bytes": expect}
+    ctx.results["scenarios"][name] = res
+    return res
+
+
+def scenario_stream(ctx, name, systems, count, size, n, reps, inflight):
+    log("scenario %s: server streaming, %d calls x %d messages x %d bytes, %d reps" %
+        (name, n, count, size, reps))
+    body = frame(struct.pack(">II", count, size))
+    bf = body_file(ctx, name, body)
+    expect = {}
+    for s in systems:
+        expect[s.name] = verify(ctx, s, STREAM, body, 2,
+                                lambda msgs: len(msgs) == count and all(len(x) == size for x in msgs),
+                                name)
+    runs = {s.name: [] for s in systems}
+    for rep in range(reps):
+        k = rep % len(systems)
+        for s in systems[k:] + systems[:k]:
+            c, m = s.shape(inflight, streaming=True)
+            r = run_h2load(ctx, s, STREAM, bf, n, c, m, "%s.%d" % (name, rep), expect[s.name])
+            mib = (r.get("data_bytes") or 0) / MiB
+            for key in ("proxy", "upstream"):
+                if key + "_cpu_s" in r:
+                    r[key + "_cpu_ms_per_mib"] = r[key + "_cpu_s"] * 1e3 / mib if mib else float("nan")
+            log("  %-16s rep %d: %8.1f MiB/s  proxy %s ms CPU/MiB" %
+                (s.name, rep, r["mib_per_s"], "%.2f" % r["proxy_cpu_ms_per_mib"]
+                 if "proxy_cpu_ms_per_mib" in r else "-"))
+            runs[s.name].append(r)
+    res = {"kind": "stream", "count": count, "size": size, "n": n, "reps": reps,
+           "inflight": inflight, "systems": {s.name: median_run(runs[s.name]) for s in systems}}
+    ctx.results["scenarios"][name] = res
+    return res
+
+
+def scenario_idle(ctx, name, targets, nconn):
+    """Opens nconn HTTP/1.1 keep-alive connections to each target, makes one call on each (so
+    every connection has served a request) and leaves them idle; RSS growth / nconn."""
+    log("scenario %s: %d idle keep-alive connections" % (name, nconn))
+    msg = payload(10)
+    res = {"kind": "idle", "nconn": nconn, "systems": {}}
+    for s in targets:
+        srv = s.proxy
+        want = nconn
+        if s.name.startswith("haproxy"):
+            want = min(nconn, haproxy_maxconn() - 500)
+            if want < nconn:
+                log("  %s: %d connections only (maxconn %d: file descriptor limit %d)" %
+                    (s.name, want, haproxy_maxconn(), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        time.sleep(ctx.settle / 3)
+        base_rss, base_fds = srv.rss_kib(), srv.nfds()
+        nfail = len(FAILURES)
+        conns, t0 = [], time.monotonic()
+        try:
+            for i in range(want):
+                c = H1Client(HOST, s.port, mode=s.mode, timeout=30)
+                conns.append(c)
+                r = c.call(UNARY, frame(msg))
+                if r.http_status != 200 or r.grpc_status != 0 or r.messages != [msg]:
+                    fail("%s %s: connection %d: HTTP %s grpc-status %s" %
+                         (s.name, name, i, r.http_status, r.grpc_status))
+                    break
+            opened = time.monotonic() - t0
+            time.sleep(ctx.settle)
+            rss, fds = srv.rss_kib(), srv.nfds()
+            # the connections are still usable after idling: one more call on a few of them
+            for c in conns[:: max(1, len(conns) // 10)]:
+                r = c.call(UNARY, frame(msg))
+                if r.grpc_status != 0:
+                    fail("%s %s: call on an idle connection: grpc-status %s" % (s.name, name, r.grpc_status))
+                    break
+        except (OSError, CallError) as e:
+            fail("%s %s: %s after %d connections" % (s.name, name, e, len(conns)))
+            rss, fds, opened = srv.rss_kib(), srv.nfds(), time.monotonic() - t0
+        n_ok = len(conns)
+        for c in conns:
+            c.close()
+        time.sleep(ctx.settle)
+        after = srv.rss_kib()
+        per = (rss - base_rss) * 1024 / n_ok if n_ok else float("nan")
+        if len(FAILURES) == nfail:
+            passed()
+        res["systems"][s.name] = {
+            "connections": n_ok, "rss_before_mib": base_rss / 1024, "rss_idle_mib": rss / 1024,
+            "rss_after_close_mib": after / 1024, "bytes_per_conn": per,
+            "fds_before": base_fds, "fds_idle": fds, "open_seconds": opened}
+        log("  %-16s %d conns: RSS %.1f → %.1f MiB (%.0f bytes/conn), after close %.1f MiB" %
+            (s.name, n_ok, base_rss / 1024, rss / 1024, per, after / 1024))
+    ctx.results["scenarios"][name] = res
+    return res
+
+
+def scenario_slow_reader(ctx, name, targets, count, size, rate, seconds, bound_mib):
+    """One server-streaming call of count x size bytes read at `rate` bytes/s through a small
+    socket receive buffer for `seconds`, then abandoned. Samples the proxy's RSS every 50 ms."""
+    log("scenario %s: slow reader, %d x %d-byte stream read at %.1f MiB/s for %.0fs" %
+        (name, count, size, rate / MiB, seconds))
+    res = {"kind": "slow_reader", "count": count, "size": size, "rate": rate,
+           "seconds": seconds, "bound_mib": bound_mib, "systems": {}}
+    body = frame(struct.pack(">II", count, size))
+    for s in targets:
+        srv = s.proxy
+        time.sleep(ctx.settle / 3)
+        base = srv.rss_kib()
+        peak, got, t_close = base, 0, time.monotonic()
+        try:
+            c = H1Client(HOST, s.port, mode=s.mode, timeout=30, rcvbuf=32768)
+            c.send(STREAM, body)
+            t0 = time.monotonic()
+            next_sample = t0
+            while True:
+                now = time.monotonic()
+                if now - t0 >= seconds:
+                    break
+                if now >= next_sample:
+                    peak = max(peak, srv.rss_kib())
+                    next_sample = now + 0.05
+                allowed = rate * (now - t0) - got
+                if allowed < 4096:
+                    time.sleep(0.005)
+                    continue
+                d = c.sock.recv(int(min(allowed, 16384)))
+                if not d:
+                    fail("%s %s: stream ended early after %d bytes" % (s.name, name, got))
+                    break
+                got += len(d)
+            peak = max(peak, srv.rss_kib())
+            c.close()  # abandon the call: the proxy should cancel the upstream stream
+            t_close = time.monotonic()
+        except (OSError, CallError) as e:
+            fail("%s %s: %s" % (s.name, name, e))
+        # the upstream's count of Stream calls still running, asked directly; 0 once the proxy
+        # has reset the abandoned stream (waits up to 10 s for it)
+        active, deadline = None, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                cl = H2Client(HOST, s.upstream.port)
+                rr = cl.call(ACTIVE, frame(b""))
+                cl.close()
+                active = struct.unpack(">Q", rr.messages[0])[0]
+            except (OSError, CallError, IndexError, struct.error) as e:
+                fail("%s %s: asking the upstream for active streams: %s" % (s.name, name, e))
+                break
+            if active == 0:
+                break
+            time.sleep(0.1)
+        cancel_s = time.monotonic() - t_close
+        time.sleep(ctx.settle)
+        after = srv.rss_kib()
+        growth = (peak - base) / 1024
+        stream_mib = count * size / MiB
+        r = {"rss_before_mib": base / 1024, "rss_peak_mib": peak / 1024, "growth_mib": growth,
+             "read_mib": got / MiB, "stream_mib": stream_mib, "rss_after_close_mib": after / 1024,
+             "upstream_active_after_close": active, "cancel_seconds": cancel_s,
+             "bounded": growth < bound_mib}
+        res["systems"][s.name] = r
+        log("  %-16s read %.1f of %.0f MiB; RSS %.1f MiB, peak +%.1f MiB, after close %.1f MiB" %
+            (s.name, got / MiB, stream_mib, base / 1024, growth, after / 1024))
+        if active != 0:
+            fail("%s %s: the upstream still runs %s stream(s) %.1fs after the client went away" %
+                 (s.name, name, active, cancel_s))
+        else:
+            passed()
+        if ctx.judge_bounds and not r["bounded"]:
+            fail("%s %s: RSS grew by %.1f MiB (bound %d MiB)" % (s.name, name, growth, bound_mib))
+        elif ctx.judge_bounds:
+            passed()
+    ctx.results["scenarios"][name] = res
+    return res
+
+
+def callgrind_totals(path):
+    ir = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                ir = int(line.split()[1])
+    return ir
+
+
+def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
+    """Instructions per call under callgrind: warm up, zero the counters, N calls, dump, divide.
+    User-space instructions of the proxy process only (all its threads), kernel work excluded."""
+    log("scenario %s: callgrind, %d warm-up + %d measured calls" % (name, warm, n))
+    res = {"kind": "callgrind", "n": n, "warmup": warm, "inflight": inflight, "systems": {}}
+    msg = payload(10)
+    body = frame(msg)
+    bf = body_file(ctx, name, body)
+    cgdir = os.path.join(ctx.outdir, "callgrind")
+    os.makedirs(cgdir, exist_ok=True)
+    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy")]
+    if ctx.results.get("portico_h2c"):
+        plans.append(("portico-h2", "portico"))
+    if ctx.args.smoke:
+        plans = plans[:2]  # seconds count: each valgrind start costs several
+    started = {}
+    for sysname, kind in plans:
+        out = os.path.join(cgdir, "callgrind.%s.out" % sysname)
+        wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+        try:
+            if kind == "portico":
+                srv = start_portico(ctx.args, "callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap)
+                s = System(sysname, "", "h2" if sysname == "portico-h2" else "h1", "grpc-web",
+                           srv.port, srv, upstream)
+            else:
+                srv = start_haproxy("callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap)
+                if sysname == "haproxy-h1":
+                    s = System(sysname, "", "h1", "grpc", srv.port_h1, srv, upstream)
+                else:
+                    s = System(sysname, "", "h2", "grpc", srv.port, srv, upstream)
+        except RuntimeError as e:
+            fail("%s: %s" % (name, e))
+            continue
+        try:
+            expect = verify(ctx, s, UNARY, body, 20, lambda msgs: msgs == [msg], name)
+            c, m = s.shape(inflight)
+            run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
+            before = set(os.listdir(cgdir))
+            subprocess.run(["callgrind_control", "-z", str(srv.pid)], capture_output=True, timeout=60)
+            r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
+            cp = subprocess.run(["callgrind_control", "-d", str(srv.pid)], capture_output=True,
+                                text=True, timeout=120)
+            new = sorted(set(os.listdir(cgdir)) - before)
+            dumps = [os.path.join(cgdir, f) for f in new if f.startswith("callgrind.%s.out" % sysname)]
+            if not dumps:
+                fail("%s %s: no callgrind dump (%s)" % (name, sysname, cp.stdout + cp.stderr))
+                continue
+            dump = max(dumps, key=os.path.getmtime)
+            ir = callgrind_totals(dump)
+            calls = r.get("succeeded") or 0
+            res["systems"][sysname] = {"instructions": ir, "calls": calls,
+                                       "instructions_per_call": ir / calls if ir and calls else None,
+                                       "dump": os.path.relpath(dump, ctx.outdir)}
+            started[sysname] = dump
+            if ir:
+                passed()
+            log("  %-16s %s instructions / %d calls = %.0f per call" %
+                (sysname, ir, calls, ir / calls if ir and calls else float("nan")))
+        finally:
+            srv.stop(timeout=60)
+    if "portico-h1" in started:
+        # shorten "/abs/…/bench/.build/src-SHA/src/x.c", "[/abs/…/portico]", library paths
+        strip = [re.compile(r"\S*\.build/src-[0-9a-f]+/"), re.escape(" [%s]" % os.path.abspath(ctx.args.portico)),
+                 re.escape(os.path.dirname(HERE) + "/"), "/usr/lib/x86_64-linux-gnu/", "/usr/share/llhttp/"]
+        for incl, label in (("yes", "inclusive"), ("no", "self")):
+            cp = subprocess.run(["callgrind_annotate", "--inclusive=" + incl, "--threshold=100",
+                                 started["portico-h1"]],
+                                capture_output=True, text=True)
+            path = os.path.join(ctx.outdir, "callgrind-portico-%s.txt" % label)
+            with open(path, "w") as f:
+                f.write(cp.stdout)
+            res["portico_top_" + label] = top_functions(cp.stdout, 25, strip, skip_total=(incl == "no"))
+    ctx.results["scenarios"][name] = res
+    return res
+
+
+def top_functions(annotate, k, strip=(), skip_total=False):
+    """The first k function lines of callgrind_annotate's output, paths shortened. skip_total
+    drops self-cost lines of ~100%: after `callgrind_control -z`, the frames that were on the
+    stack (thread start, worker loop, event_base_loop) show the whole total as their own cost."""
+    out, started = [], False
+    for line in annotate.splitlines():
+        if "file:function" in line:
+            started = True
+            continue
+        if not started or line.startswith("---"):
+            continue
+        if not line.strip():
+            if out:
+                break
+            continue
+        if skip_total and re.search(r"\((100\.0|99\.\d+)%\)", line):
+            continue
+        for pat in strip:
+            line = re.sub(pat, "", line)
+        out.append(line.rstrip())
+        if len(out) >= k:
+            break
+    return out
+
+
+class fresh_proxies:
+    """A new Portico (1 worker) and HAProxy (1 thread) for one scenario, as HTTP/1.1 systems."""
+
+    def __init__(self, ctx, upstream, tag):
+        self.ctx, self.upstream, self.tag = ctx, upstream, tag
+
+    def __enter__(self):
+        self.p = start_portico(self.ctx.args, "portico-" + self.tag, 1, self.upstream.port, self.ctx.outdir)
+        self.h = start_haproxy("haproxy-" + self.tag, 1, self.upstream.port, self.ctx.outdir)
+        time.sleep(self.ctx.settle / 2)
+        return (System("portico-h1", "", "h1", "grpc-web", self.p.port, self.p, self.upstream),
+                System("haproxy-h1", "", "h1", "grpc", self.h.port_h1, self.h, self.upstream))
+
+    def __exit__(self, *exc):
+        for srv in (self.p, self.h):
+            if not srv.alive():
+                fail("%s exited during the scenario (see %s)" % (srv.name, srv.logpath))
+        self.p.stop()
+        self.h.stop()
+        return False
+
+
+def scenario_workers(ctx, name, upstream, base_portico, base_haproxy, n, reps, inflight):
+    log("scenario %s: Portico --workers 1 vs 2, HAProxy nbthread 1 vs 2" % name)
+    p2 = start_portico(ctx.args, "portico-w2", 2, upstream.port, ctx.outdir)
+    h2 = start_haproxy("haproxy-t2", 2, upstream.port, ctx.outdir)
+    try:
+        systems = [
+            System("portico-h1 w1", "", "h1", "grpc-web", base_portico.port, base_portico, upstream),
+            System("portico-h1 w2", "", "h1", "grpc-web", p2.port, p2, upstream),
+            System("haproxy t1", "", "h2", "grpc", base_haproxy.port, base_haproxy, upstream),
+            System("haproxy t2", "", "h2", "grpc", h2.port, h2, upstream),
+        ]
+        return scenario_unary(ctx, name, systems, 10, n, reps, inflight)
+    finally:
+        p2.stop()
+        h2.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(v, spec="%.1f"):
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return spec % v
+
+
+def ratio(a, b):
+    if not a or not b or a != a or b != b:
+        return "–"
+    return "%.2f×" % (a / b)
+
+
+def report(ctx):
+    res, L = ctx.results, []
+    env = res["env"]
+    L.append("Run %s on %s (%d cores, %s), %s. Portico %s. %s. Load average (1 min) at start %s, "
+             "at end %s." %
+             (res["started"], env["cpu"], env["cores"], env["memory"], env["os"], env["portico"],
+              "SMOKE (tiny N, numbers meaningless)" if ctx.args.smoke else
+              "%d repetitions interleaved, medians" % ctx.reps, res.get("loadavg_start"),
+              res.get("loadavg_end")))
+    L.append("")
+    for name, sc in res["scenarios"].items():
+        if sc["kind"] == "unary":
+            L.append("### %s — unary, %d-byte message, %d calls/run, %d in flight" %
+                     (name, sc["size"], sc["n"], sc["inflight"]))
+            L.append("")
+            L.append("| system | conns×streams | calls/s | p50 ms | p99 ms | proxy CPU µs/call | "
+                     "(of it kernel) | upstream CPU µs/call | proxy peak RSS MiB | h2load CPU | all OK |")
+            L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+            for sname, r in sc["systems"].items():
+                L.append("| %s | %d×%d | %s | %s | %s | %s | %s | %s | %s | %s%% | %s |" % (
+                    sname, r["conns"], r["streams"], fmt(r["calls_per_s"], "%.0f"),
+                    fmt(r["p50_ms"], "%.2f"), fmt(r["p99_ms"], "%.2f"),
+                    fmt(r.get("proxy_cpu_us_per_call")),
+                    fmt(r.get("proxy_sys_pct"), "%.0f%%"), fmt(r.get("upstream_cpu_us_per_call")),
+                    fmt(r.get("proxy_peak_rss_mib")), fmt(r["client_cpu_pct"], "%.0f"),
+                    "yes" if r["verified"] else "**NO**"))
+            L.extend(ratio_lines(sc))
+            L.append("")
+        elif sc["kind"] == "stream":
+            L.append("### %s — server streaming, %d calls × %d messages × %d bytes, %d in flight" %
+                     (name, sc["n"], sc["count"], sc["size"], sc["inflight"]))
+            L.append("")
+            L.append("| system | MiB/s | proxy CPU ms/MiB | upstream CPU ms/MiB | proxy peak RSS MiB | "
+                     "h2load CPU | all OK |")
+            L.append("|---|---:|---:|---:|---:|---:|---|")
+            for sname, r in sc["systems"].items():
+                L.append("| %s | %s | %s | %s | %s | %s%% | %s |" % (
+                    sname, fmt(r["mib_per_s"]), fmt(r.get("proxy_cpu_ms_per_mib"), "%.2f"),
+                    fmt(r.get("upstream_cpu_ms_per_mib"), "%.2f"), fmt(r.get("proxy_peak_rss_mib")),
+                    fmt(r["client_cpu_pct"], "%.0f"), "yes" if r["verified"] else "**NO**"))
+            d = sc["systems"].get("direct")
+            if d:
+                L.append("")
+                L.append("Throughput relative to direct: " + ", ".join(
+                    "%s %s" % (sname, ratio(r["mib_per_s"], d["mib_per_s"]))
+                    for sname, r in sc["systems"].items() if sname != "direct"))
+            L.append("")
+        elif sc["kind"] == "idle":
+            L.append("### %s — %d idle HTTP/1.1 keep-alive connections (one call made on each)" %
+                     (name, sc["nconn"]))
+            L.append("")
+            L.append("| system | connections | RSS before MiB | RSS idle MiB | bytes/connection | "
+                     "RSS after close MiB |")
+            L.append("|---|---:|---:|---:|---:|---:|")
+            for sname, r in sc["systems"].items():
+                L.append("| %s | %d | %s | %s | %s | %s |" % (
+                    sname, r["connections"], fmt(r["rss_before_mib"]), fmt(r["rss_idle_mib"]),
+                    fmt(r["bytes_per_conn"], "%.0f"), fmt(r["rss_after_close_mib"])))
+            L.append("")
+        elif sc["kind"] == "slow_reader":
+            L.append("### %s — slow reader: %d × %d-byte stream (%.0f MiB) read at %.1f MiB/s "
+                     "for %.0f s, then abandoned" % (name, sc["count"], sc["size"],
+                                                     sc["count"] * sc["size"] / MiB,
+                                                     sc["rate"] / MiB, sc["seconds"]))
+            L.append("")
+            L.append("| system | read MiB | RSS before MiB | RSS peak growth MiB | RSS after close MiB "
+                     "| upstream stream cancelled after close | bounded (< %d MiB) |" % sc["bound_mib"])
+            L.append("|---|---:|---:|---:|---:|---|---|")
+            for sname, r in sc["systems"].items():
+                cancelled = ("yes, within %.1f s" % r["cancel_seconds"]
+                             if r["upstream_active_after_close"] == 0 else "**no**")
+                L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    sname, fmt(r["read_mib"]), fmt(r["rss_before_mib"]), fmt(r["growth_mib"]),
+                    fmt(r["rss_after_close_mib"]), cancelled, "yes" if r["bounded"] else "**no**"))
+            L.append("")
+        elif sc["kind"] == "callgrind":
+            L.append("### %s — instructions per call (callgrind, %d calls after %d warm-up, "
+                     "10-byte unary, %d in flight)" % (name, sc["n"], sc["warmup"], sc["inflight"]))
+            L.append("")
+            L.append("| system | instructions/call |")
+            L.append("|---|---:|")
+            for sname, r in sc["systems"].items():
+                L.append("| %s | %s |" % (sname, fmt(r["instructions_per_call"], "%.0f")))
+            for pn, hn in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"),
+                           ("portico-h2", "haproxy")):
+                p, h = sc["systems"].get(pn), sc["systems"].get(hn)
+                if p and h:
+                    L.append("")
+                    L.append("%s/%s instructions per call: %s" %
+                             (pn, hn, ratio(p["instructions_per_call"], h["instructions_per_call"])))
+            for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
+                if sc.get("portico_top_" + label):
+                    L.append("")
+                    L.append("Portico, top functions by %s cost (`callgrind_annotate %s`, "
+                             "all threads, %d calls):" % (label, how, sc["systems"]["portico-h1"]["calls"]))
+                    L.append("")
+                    L.append("```")
+                    L.extend(sc["portico_top_" + label])
+                    L.append("```")
+            L.append("")
+    L.append("Checks: %s. Calls verified by the Python client (grpc-status 0 and payload): %s." % (
+        "all passed" if not FAILURES else "%d FAILED" % len(FAILURES),
+        ", ".join("%s %d" % kv for kv in sorted(ctx.verified_calls.items()))))
+    return "\n".join(L) + "\n"
+
+
+def ratio_lines(sc):
+    s = sc["systems"]
+    out = []
+    for pn, ref in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"), ("portico-h2", "haproxy"),
+                    ("portico-h1 w2", "portico-h1 w1"), ("haproxy t2", "haproxy t1")):
+        p, h = s.get(pn), s.get(ref)
+        if p and h:
+            out.append("")
+            out.append("%s/%s: calls/s %s, CPU µs/call %s, peak RSS %s, p99 %s" % (
+                pn, ref, ratio(p["calls_per_s"], h["calls_per_s"]),
+                ratio(p.get("proxy_cpu_us_per_call"), h.get("proxy_cpu_us_per_call")),
+                ratio(p.get("proxy_peak_rss_mib"), h.get("proxy_peak_rss_mib")),
+                ratio(p["p99_ms"], h["p99_ms"])))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return ""
+
+
+def environment(args):
+    cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
+    mem = sh("awk '/MemTotal/ {printf \"%.0f GiB\", $2/1048576}' /proc/meminfo")
+    osr = sh(". /etc/os-release && echo $PRETTY_NAME") + ", Linux " + platform.release()
+    grpc = sh("grep -o '\"[0-9.]*\"' /usr/share/gocode/src/google.golang.org/grpc/version.go").strip('"')
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory": mem, "os": osr,
+        "portico": args.portico_desc or args.portico,
+        "haproxy": sh("haproxy -v | head -1"), "h2load": sh("h2load --version"),
+        "go": sh("go version"), "grpc_go": grpc, "valgrind": sh("valgrind --version"),
+    }
+
+
+class Ctx:
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--portico", required=True, help="the Portico binary to measure")
+    ap.add_argument("--portico-desc", help="how to describe it in the report (e.g. the git revision)")
+    ap.add_argument("--upstream-bin", required=True, help="the benchecho binary (bench/upstream)")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, one repetition: checks the harness runs")
+    ap.add_argument("--reps", type=int, help="repetitions of each timed scenario (default 5; smoke 1)")
+    ap.add_argument("--only", help="comma-separated scenarios: unary,sizes,stream,idle,slow,workers,callgrind")
+    ap.add_argument("--out", help="results directory (default bench/.build/results/DATE)")
+    ap.add_argument("--keep-logs", action="store_true", help="keep h2load's per-request logs")
+    args = ap.parse_args()
+
+    ctx = Ctx()
+    ctx.args = args
+    ctx.reps = args.reps or (1 if args.smoke else 5)
+    ctx.keep_logs = args.keep_logs
+    ctx.judge_bounds = not args.smoke
+    ctx.settle = 0.2 if args.smoke else 1.0  # seconds to let RSS / CPU settle between steps
+    ctx.verified_calls = {}
+    ctx.h2load_timeout = 120 if args.smoke else 600
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    ctx.outdir = os.path.abspath(args.out or os.path.join(HERE, ".build", "results",
+                                                          stamp + ("-smoke" if args.smoke else "")))
+    os.makedirs(ctx.outdir, exist_ok=True)
+    raise_nofile()
+    ctx.results = {"started": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                   "smoke": args.smoke, "reps": ctx.reps, "env": environment(args), "scenarios": {}}
+    ctx.results["loadavg_start"] = round(os.getloadavg()[0], 2)
+    if ctx.results["loadavg_start"] > 0.5 * (os.cpu_count() or 1) and not args.smoke:
+        log("warning: load average %.1f before the run: other work on this machine will skew "
+            "throughput and latency (CPU per call and instructions per call suffer less)" %
+            ctx.results["loadavg_start"])
+    only = set((args.only or "unary,sizes,stream,idle,slow,workers,callgrind").split(","))
+
+    S = args.smoke
+    inflight = 8 if S else 64
+    t_start = time.monotonic()
+    log("results in %s" % ctx.outdir)
+
+    def on_signal(signum, _frame):
+        stop_all()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        up_port = free_port()
+        upstream = Server("upstream", [args.upstream_bin, "-listen", "%s:%d" % (HOST, up_port)],
+                          up_port, ctx.outdir)
+        haproxy = start_haproxy("haproxy", 1, up_port, ctx.outdir)
+        portico = start_portico(args, "portico", 1, up_port, ctx.outdir)
+        direct = System("direct", "h2load → upstream, gRPC over h2c", "h2", "grpc", up_port, None, upstream)
+        hap = System("haproxy", "gRPC h2c → HAProxy → h2c", "h2", "grpc", haproxy.port, haproxy, upstream)
+        hap1 = System("haproxy-h1", "gRPC over HTTP/1.1 → HAProxy → h2c", "h1", "grpc",
+                      haproxy.port_h1, haproxy, upstream)
+        por1 = System("portico-h1", "gRPC-Web over HTTP/1.1 → Portico → h2c", "h1", "grpc-web",
+                      portico.port, portico, upstream)
+        systems = [direct, hap, hap1, por1]
+
+        # gRPC-Web over h2c, once Portico speaks it downstream.
+        probe = subprocess.run(["h2load", "-n", "1", "-c", "1", "-H",
+                                "content-type: application/grpc-web+proto", "-d",
+                                body_file(ctx, "probe", frame(b"probe")),
+                                "http://%s:%d%s" % (HOST, portico.port, UNARY)],
+                               capture_output=True, text=True, timeout=30)
+        pr = parse_h2load(probe.stdout)
+        ctx.results["portico_h2c"] = pr.get("2xx") == 1
+        if ctx.results["portico_h2c"]:
+            systems.append(System("portico-h2", "gRPC-Web over h2c → Portico → h2c", "h2", "grpc-web",
+                                  portico.port, portico, upstream))
+            log("Portico answers HTTP/2 (h2c): measuring portico-h2 too")
+        else:
+            log("Portico does not answer HTTP/2 prior knowledge (h2c) yet: HTTP/1.1 only")
+        ctx.verify_calls = 20 if S else 200
+
+        if "unary" in only:
+            scenario_unary(ctx, "unary-10B", systems, 10, 400 if S else 60000, ctx.reps, inflight)
+        if "sizes" in only:
+            reps = 1 if S else max(1, min(ctx.reps, 3))
+            scenario_unary(ctx, "unary-1KiB", systems, 1024, 300 if S else 60000, reps, inflight)
+            scenario_unary(ctx, "unary-64KiB", systems, 65536, 40 if S else 5000, reps, inflight)
+        if "stream" in only:
+            reps = 1 if S else max(1, min(ctx.reps, 3))
+            scenario_stream(ctx, "stream-64KiB", [s for s in systems if s.name != "haproxy-h1"],
+                            16 if S else 256, 65536, 2 if S else 16, reps, 2 if S else 4)
+        # Memory scenarios get fresh proxies: after the load above, freed-but-kept heap would hide
+        # (or inflate) what they measure.
+        if "idle" in only:
+            with fresh_proxies(ctx, upstream, "idle") as (p_, h_):
+                scenario_idle(ctx, "idle-conns", [p_, h_], 100 if S else 10000)
+        if "slow" in only:
+            with fresh_proxies(ctx, upstream, "slow") as (p_, h_):
+                scenario_slow_reader(ctx, "slow-reader", [p_, h_], 64 if S else 4096, 65536,
+                                     1 * MiB if S else 4 * MiB, 1.0 if S else 6.0, 32)
+        if "workers" in only:
+            scenario_workers(ctx, "workers", upstream, portico, haproxy, 300 if S else 60000,
+                             1 if S else max(1, min(ctx.reps, 3)), inflight)
+        if "callgrind" in only:
+            if shutil.which("valgrind") and shutil.which("callgrind_control"):
+                scenario_callgrind(ctx, "callgrind", upstream, 100 if S else 2000,
+                                   200 if S else 20000, inflight)
+            else:
+                fail("valgrind/callgrind_control not installed")
+        for s in (upstream, haproxy, portico):
+            if not s.alive():
+                fail("%s exited during the run (see %s)" % (s.name, s.logpath))
+    except Exception as e:  # a harness error is a failure, reported like the others
+        import traceback
+        traceback.print_exc()
+        fail("harness error: %s" % e)
+    finally:
+        stop_all()
+
+    ctx.results["loadavg_end"] = round(os.getloadavg()[0], 2)
+    ctx.results["failures"] = FAILURES
+    ctx.results["verified_calls"] = ctx.verified_calls
+    ctx.results["seconds"] = time.monotonic() - t_start
+    with open(os.path.join(ctx.outdir, "results.json"), "w") as f:
+        json.dump(ctx.results, f, indent=1, default=str)
+    md = report(ctx)
+    with open(os.path.join(ctx.outdir, "summary.md"), "w") as f:
+        f.write(md)
+    latest = os.path.join(HERE, ".build", "results", "latest" + ("-smoke" if args.smoke else ""))
+    try:
+        if os.path.islink(latest) or os.path.exists(latest):
+            os.unlink(latest)
+        os.symlink(ctx.outdir, latest)
+    except OSError:
+        pass
+    print(md)
+    log("done in %.0fs: %s" % (ctx.results["seconds"],
+                               "all checks passed" if not FAILURES else "%d FAILURES" % len(FAILURES)))
+    for f_ in FAILURES:
+        log("  FAIL:", f_)
+    # the closing line CI reads: checks, not timings
+    print("bench%s: %d passed, %d failed" % (" smoke" if args.smoke else "", PASSED[0], len(FAILURES)),
+          flush=True)
+    return 0 if not FAILURES else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
