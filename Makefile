@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test unit integration browser demo-check asan check clean demo
+.PHONY: all build test unit integration browser demo-check asan check bench-smoke clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
