@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <zlib.h>
 
+#include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
 #include "portico/log.h"
@@ -639,16 +640,7 @@ ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_f
 
 void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
-    uint8_t small[2048];
-    if (length + 9 <= sizeof(small)) {
-        /* a small DATA frame is written in one piece: cheaper than moving buffer chains */
-        memcpy(small, framehd, 9);
-        evbuffer_remove(call->req_buf, small + 9, length);
-        evbuffer_add(out, small, length + 9);
-    } else {
-        evbuffer_add(out, framehd, 9);
-        evbuffer_remove_buffer(call->req_buf, out, length);
-    }
+    ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0);
     if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
         call->ds->cb->pause_read(call->ds, false);

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
 #include "portico/conn.h"
@@ -244,16 +245,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
         return NGHTTP2_ERR_WOULDBLOCK;
-    uint8_t small[2048];
-    if (length + 9 <= sizeof(small)) {
-        /* a small DATA frame is written in one piece: cheaper than moving buffer chains */
-        memcpy(small, framehd, 9);
-        evbuffer_remove(st->out, small + 9, length);
-        evbuffer_add(out, small, length + 9);
-    } else {
-        evbuffer_add(out, framehd, 9);
-        evbuffer_remove_buffer(st->out, out, length);
-    }
+    ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0);
     /* the browser is reading: let the call credit its upstream again */
     if (st->call != NULL && evbuffer_get_length(st->out) <= conn->worker->config->limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
 #include "portico/conn.h"
@@ -342,34 +343,22 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn->response_active = !end_stream;
 }
 
-/*
- * Chunked coding: the size line and the CRLF are added to the call's buffer (which has no callbacks),
- * then the whole chunk moves to the output in one step.
- */
+/* Chunked coding: size line, data and CRLF go to the output together. */
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
     size_t len = evbuffer_get_length(buf);
     if (len == 0)
         return;
-    if (conn->chunked) {
-        char small[2048];
-        size_t n = hex(small, len);
-        small[n++] = '\r';
-        small[n++] = '\n';
-        if (len + n + 2 <= sizeof(small)) {
-            /* small chunks are copied in one piece: cheaper than moving buffer chains around */
-            evbuffer_remove(buf, small + n, len);
-            n += len;
-            small[n++] = '\r';
-            small[n++] = '\n';
-            evbuffer_add(output(conn), small, n);
-            return;
-        }
-        evbuffer_prepend(buf, small, n);
-        evbuffer_add(buf, "\r\n", 2);
+    if (!conn->chunked) {
+        evbuffer_add_buffer(output(conn), buf);
+        return;
     }
-    evbuffer_add_buffer(output(conn), buf);
+    char line[2 * sizeof(size_t) + 2];
+    size_t n = hex(line, len);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
 }
 
 static void ds_send_end(ptc_downstream_t *ds)
