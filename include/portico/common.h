@@ -4,6 +4,7 @@
 #ifndef PORTICO_COMMON_H
 #define PORTICO_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -77,6 +78,8 @@ static inline int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix)
 }
 
 ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
+/* True when the comma-separated list (e.g. a Connection or Allow-Methods value) holds token, ignoring case and spaces. */
+bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token);
 
 /* Monotonic clock in milliseconds. */
 uint64_t ptc_now_ms(void);

@@ -1077,21 +1077,6 @@ static bool is_request_hop_header(ptc_iovec_t name)
     return false;
 }
 
-/* True when the request's Connection header value names `name` (RFC 9110 §7.6.1: such fields are hop-by-hop). */
-static bool connection_nominated(ptc_iovec_t connection, ptc_iovec_t name)
-{
-    ptc_iovec_t rest = connection;
-    while (rest.len > 0) {
-        const char *comma = memchr(rest.base, ',', rest.len);
-        size_t n = comma != NULL ? (size_t)(comma - rest.base) : rest.len;
-        if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(rest.base, n)), name))
-            return true;
-        if (comma == NULL)
-            break;
-        rest = ptc_iov(comma + 1, rest.len - n - 1);
-    }
-    return false;
-}
 
 /* Bump allocator over the call's single header allocation. */
 typedef struct {
@@ -1171,10 +1156,10 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     ptc_iovec_t connection = {"", 0};
     for (size_t i = 0; i < req->num_headers; i++)
         if (ptc_iov_eq_ci(req->headers[i].name, PTC_STRLIT("connection")))
-            connection = req->headers[i].value; /* HTTP/1.1 clients send one; a second one is not merged */
+            connection = req->headers[i].value; /* names hop-by-hop fields (RFC 9110 §7.6.1); one such header is expected */
     for (size_t i = 0; i < req->num_headers; i++) {
         if (!is_request_hop_header(req->headers[i].name) &&
-            (connection.len == 0 || !connection_nominated(connection, req->headers[i].name)))
+            (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
     }
     call->nva = nv;

@@ -25,3 +25,17 @@ ptc_iovec_t ptc_iov_trim(ptc_iovec_t s)
         s.len--;
     return s;
 }
+
+bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token)
+{
+    while (list.len > 0) {
+        const char *comma = memchr(list.base, ',', list.len);
+        size_t n = comma != NULL ? (size_t)(comma - list.base) : list.len;
+        if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(list.base, n)), token))
+            return true;
+        if (comma == NULL)
+            break;
+        list = ptc_iov(comma + 1, list.len - n - 1);
+    }
+    return false;
+}

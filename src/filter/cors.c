@@ -413,21 +413,6 @@ size_t ptc_cors_response_headers(const ptc_cors_decision_t *d, const ptc_header_
     return n;
 }
 
-/* True when `method` is one of the comma-separated tokens of `allowed`. */
-static bool method_listed(const char *allowed, ptc_iovec_t method)
-{
-    ptc_iovec_t rest = ptc_iov(allowed, strlen(allowed));
-    while (rest.len > 0) {
-        const char *comma = memchr(rest.base, ',', rest.len);
-        size_t n = comma != NULL ? (size_t)(comma - rest.base) : rest.len;
-        if (ptc_iov_eq_ci(ptc_iov_trim(ptc_iov(rest.base, n)), method))
-            return true;
-        if (comma == NULL)
-            break;
-        rest = ptc_iov(comma + 1, rest.len - n - 1);
-    }
-    return false;
-}
 
 int ptc_cors_preflight(const ptc_cors_config_t *policy, const ptc_preflight_t *pf, ptc_header_t *out, size_t cap, size_t *nout,
                        ptc_cors_scratch_t *scratch, const char **why)
@@ -440,7 +425,7 @@ int ptc_cors_preflight(const ptc_cors_config_t *policy, const ptc_preflight_t *p
         *why = policy == NULL || !policy->enabled ? "no CORS policy is configured" : "origin not allowed";
         return 403;
     }
-    if (!method_listed(methods, ptc_iov_trim(pf->request_method))) {
+    if (!ptc_iov_list_contains_ci(ptc_iov(methods, strlen(methods)), ptc_iov_trim(pf->request_method))) {
         *why = "requested method not allowed";
         return 403;
     }
