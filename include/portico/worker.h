@@ -43,6 +43,8 @@ typedef struct st_ptc_worker_t {
     pthread_t thread;
     struct evbuffer *evbuf_cache[64]; /* empty evbuffers kept for the next calls (no malloc per call) */
     size_t num_evbuf_cache;
+    void *block_cache[64]; /* request-head blocks (ptc_worker_block_size()) of connections gone idle */
+    size_t num_block_cache;
 } ptc_worker_t;
 
 /*
@@ -67,6 +69,14 @@ void ptc_worker_dispose(ptc_worker_t *w);
 struct evbuffer *ptc_worker_evbuffer(ptc_worker_t *w);
 /* Gives an evbuffer back (drained here); NULL is ignored. */
 void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b);
+
+/*
+ * Request-head working memory (limits.max_header_size bytes of head plus header index arrays) is held
+ * by a connection only while a request is in progress, so idle keep-alive connections cost little.
+ */
+size_t ptc_worker_block_size(const ptc_worker_t *w);
+void *ptc_worker_block(ptc_worker_t *w);
+void ptc_worker_block_release(ptc_worker_t *w, void *block);
 
 /* Called by connections when they close, so a draining worker can finish. */
 void ptc_worker_on_conn_closed(ptc_worker_t *w);

@@ -55,7 +55,9 @@ struct st_ptc_h1conn_t {
     struct event *timer;
     struct event *resume_ev; /* deferred re-parse of buffered input */
 
-    /* request head, accumulated across reads; capped at limits.max_header_size / max_headers */
+    /* request head, accumulated across reads; capped at limits.max_header_size / max_headers. The three
+     * arrays live in one worker block, held only while a request is in progress (headmem). */
+    void *headmem;
     char *head;
     size_t head_len;
     size_t url_off, url_len;
@@ -398,6 +400,13 @@ static void exchange_done(ptc_h1conn_t *conn)
     conn->request_complete = false;
     conn->response_complete = false;
     conn->discard_body = false;
+    /* idle keep-alive connections hold no head memory (and nothing may point into it) */
+    conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
+    ptc_worker_block_release(conn->worker, conn->headmem);
+    conn->headmem = NULL;
+    conn->head = NULL;
+    conn->hdrs = NULL;
+    conn->hdr_views = NULL;
     conn->discarded = 0;
     conn->chunked = false;
     timer_set(conn, conn->worker->config->timeouts.idle_ms);
@@ -537,6 +546,18 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     ptc_h1conn_t *conn = conn_of(p);
+    if (conn->headmem == NULL) {
+        const ptc_limits_config_t *lim = &conn->worker->config->limits;
+        if ((conn->headmem = ptc_worker_block(conn->worker)) == NULL) {
+            conn->head_error = 503;
+            conn->head_error_msg = "gateway out of memory";
+            return HPE_USER;
+        }
+        size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
+        conn->head = conn->headmem;
+        conn->hdrs = (hdr_off_t *)(void *)((char *)conn->headmem + head);
+        conn->hdr_views = (ptc_header_t *)(void *)((char *)conn->headmem + head + (size_t)lim->max_headers * sizeof(hdr_off_t));
+    }
     conn->in_request = true;
     conn->request_complete = false;
     conn->response_complete = false;
@@ -837,9 +858,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
-    free(conn->head);
-    free(conn->hdrs);
-    free(conn->hdr_views);
+    ptc_worker_block_release(conn->worker, conn->headmem);
     free(conn->hparam);
     ptc_conn_unregister(&conn->base);
     free(conn);
@@ -870,18 +889,12 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     conn->tls = tls;
     conn->timer = evtimer_new(w->base, on_timer, conn);
     conn->resume_ev = event_new(w->base, -1, 0, on_resume, conn);
-    conn->head = malloc(lim->max_header_size);
-    conn->hdrs = calloc(lim->max_headers, sizeof(*conn->hdrs));
-    conn->hdr_views = calloc((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS, sizeof(*conn->hdr_views));
-    if (conn->timer == NULL || conn->resume_ev == NULL || conn->head == NULL || conn->hdrs == NULL || conn->hdr_views == NULL) {
+    if (conn->timer == NULL || conn->resume_ev == NULL) {
         bufferevent_free(bev);
         if (conn->timer != NULL)
             event_free(conn->timer);
         if (conn->resume_ev != NULL)
             event_free(conn->resume_ev);
-        free(conn->head);
-        free(conn->hdrs);
-        free(conn->hdr_views);
         free(conn);
         return;
     }

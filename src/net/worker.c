@@ -204,6 +204,31 @@ void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b)
     w->evbuf_cache[w->num_evbuf_cache++] = b;
 }
 
+size_t ptc_worker_block_size(const ptc_worker_t *w)
+{
+    const ptc_limits_config_t *lim = &w->config->limits;
+    /* head bytes, then 4 uint32 per field, then one ptc_header_t per field (+ $httpHeaders room) */
+    size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
+    return head + (size_t)lim->max_headers * 16 + ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
+}
+
+void *ptc_worker_block(ptc_worker_t *w)
+{
+    if (w->num_block_cache != 0)
+        return w->block_cache[--w->num_block_cache];
+    return malloc(ptc_worker_block_size(w));
+}
+
+void ptc_worker_block_release(ptc_worker_t *w, void *block)
+{
+    if (block == NULL)
+        return;
+    if (w->num_block_cache == PTC_ARRAY_SIZE(w->block_cache))
+        free(block);
+    else
+        w->block_cache[w->num_block_cache++] = block;
+}
+
 void ptc_worker_on_conn_closed(ptc_worker_t *w)
 {
     maybe_exit(w);
@@ -341,6 +366,8 @@ void ptc_worker_dispose(ptc_worker_t *w)
         close(w->notify_fd);
     while (w->num_evbuf_cache != 0)
         evbuffer_free(w->evbuf_cache[--w->num_evbuf_cache]);
+    while (w->num_block_cache != 0)
+        free(w->block_cache[--w->num_block_cache]);
     ptc_tls_contexts_free(atomic_exchange(&w->tls_next, NULL));
     ptc_tls_contexts_free(w->tls);
     if (w->dns != NULL)
