@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,37 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:")
 LOG_TAIL_LINES = 300
+
+
+def rss_kib(pid):
+    """Resident set size of a process, from /proc (KiB)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class RssSampler:
+    """Samples a process's VmRSS every 10 ms in a thread; `.stop()` returns the peak (KiB)."""
+
+    def __init__(self, pid):
+        self.pid, self.peak = pid, rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+            except (OSError, RuntimeError):
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak
 
 
 def free_port():

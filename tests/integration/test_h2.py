@@ -28,6 +28,7 @@ import pytest
 
 import echo_pb
 import grpcweb
+from conftest import RssSampler, rss_kib
 from echo_pb import EchoRequest, EchoResponse
 
 # Under ASan the allocator's quarantine and shadow memory dominate RSS (see test_lifecycle.py).
@@ -48,36 +49,6 @@ FLAG_END_STREAM = 0x1
 def config_yaml(extra=""):
     return ("workers: 1\nlog_level: debug\nlisteners: ['127.0.0.1:{listen_port}']\n"
             "upstreams:\n  - name: echo\n    endpoints: ['127.0.0.1:{upstream_port}']\n" + extra)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-class RssSampler:
-    """Samples a process's VmRSS every 10 ms in a thread; `.stop()` returns the peak (KiB)."""
-
-    def __init__(self, pid):
-        self.pid, self.peak = pid, rss_kib(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(0.01):
-            try:
-                self.peak = max(self.peak, rss_kib(self.pid))
-            except (OSError, RuntimeError):
-                return
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(2)
-        return self.peak
 
 
 # --------------------------------------------------------------------------- h2 client

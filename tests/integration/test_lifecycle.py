@@ -22,7 +22,7 @@ import grpcweb
 # Under ASan the allocator's quarantine and shadow memory dominate RSS: memory bounds are measured
 # only in the plain build (the behaviour itself is still exercised).
 SANITIZED = os.environ.get("PTC_SANITIZED") == "1"
-from conftest import PYTHON, UPSTREAM_DIR, EchoServer, free_port
+from conftest import PYTHON, UPSTREAM_DIR, EchoServer, RssSampler, free_port, rss_kib
 from echo_pb import EchoRequest, EchoResponse
 
 UNARY = "/portico.test.Echo/Unary"
@@ -141,36 +141,6 @@ def black_hole():
     bh = BlackHole()
     yield bh
     bh.close()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-class RssSampler:
-    """Samples a process's VmRSS every 10 ms in a thread; `.peak` is the maximum seen."""
-
-    def __init__(self, pid):
-        self.pid, self.peak = pid, rss_kib(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(0.01):
-            try:
-                self.peak = max(self.peak, rss_kib(self.pid))
-            except (OSError, RuntimeError):
-                return
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(2)
-        return self.peak
 
 
 # --------------------------------------------------------------------------- deadlines
