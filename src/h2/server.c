@@ -26,11 +26,10 @@
 #include "portico/codec.h"
 #include "portico/conn.h"
 #include "portico/h2.h"
+#include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/worker.h"
 
-#define OUTPUT_WOULDBLOCK_THRESHOLD (64 * 1024)
-#define OUTPUT_LOW_WATERMARK (16 * 1024)
 #define MAX_CONCURRENT_STREAMS 128
 #define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
 
@@ -243,7 +242,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (st == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+    if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
         return NGHTTP2_ERR_WOULDBLOCK;
     ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0);
     /* the browser is reading: let the call credit its upstream again */
@@ -516,12 +515,7 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     (void)session;
     (void)flags;
     h2conn_t *conn = user_data;
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, data, length) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return (ssize_t)length;
+    return ptc_h2_write(bufferevent_get_output(conn->bev), data, length);
 }
 
 /* ---- connection ---- */
@@ -553,28 +547,14 @@ static void conn_send(h2conn_t *conn)
 static void on_read(struct bufferevent *bev, void *arg)
 {
     h2conn_t *conn = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec vec[8];
-    bool proto_error = false;
 
     conn->in_nghttp2++;
-    while (evbuffer_get_length(in) > 0 && !conn->want_close && !proto_error) {
-        int n = evbuffer_peek(in, -1, NULL, vec, PTC_ARRAY_SIZE(vec));
-        size_t consumed = 0;
-        for (int i = 0; i < n && i < (int)PTC_ARRAY_SIZE(vec); i++) {
-            ssize_t rv = nghttp2_session_mem_recv(conn->session, vec[i].iov_base, vec[i].iov_len);
-            if (rv < 0) {
-                ptc_log_info("h2 %s: protocol error from the client: %s", conn->base.peer, nghttp2_strerror((int)rv));
-                proto_error = true;
-                break;
-            }
-            consumed += (size_t)rv;
-        }
-        evbuffer_drain(in, consumed);
-    }
+    int rv = ptc_h2_feed(conn->session, bufferevent_get_input(bev), &conn->want_close);
     conn->in_nghttp2--;
-    if (conn->want_close || proto_error) {
-        conn_free(conn, proto_error ? "HTTP/2 protocol error" : "closed");
+    if (rv != 0)
+        ptc_log_info("h2 %s: protocol error from the client: %s", conn->base.peer, nghttp2_strerror(rv));
+    if (conn->want_close || rv != 0) {
+        conn_free(conn, rv != 0 ? "HTTP/2 protocol error" : "closed");
         return;
     }
     conn_send(conn);
@@ -717,7 +697,7 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
 
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer);
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
-    bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_LOW_WATERMARK, 0);
+    bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     idle_timer_update(conn);
     ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");

@@ -31,14 +31,12 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
+#include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/tls.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
 
-/* Stop writing into a connection's output buffer beyond this (nghttp2 libevent-server.c uses 64 KiB). */
-#define OUTPUT_WOULDBLOCK_THRESHOLD (64 * 1024)
-#define OUTPUT_LOW_WATERMARK (16 * 1024)
 #define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
 
 typedef enum {
@@ -125,12 +123,7 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     (void)session;
     (void)flags;
     ptc_h2client_t *conn = user_data;
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, data, length) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return (ssize_t)length;
+    return ptc_h2_write(bufferevent_get_output(conn->bev), data, length);
 }
 
 static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
@@ -155,7 +148,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 
     if (call == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= OUTPUT_WOULDBLOCK_THRESHOLD)
+    if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
         return NGHTTP2_ERR_WOULDBLOCK;
     ptc__call_write_request(call, out, framehd, length);
     return 0;
@@ -266,26 +259,14 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 static void on_read(struct bufferevent *bev, void *arg)
 {
     ptc_h2client_t *conn = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec vec[8];
 
     conn->in_nghttp2++;
-    while (evbuffer_get_length(in) > 0 && !conn->want_close) {
-        int n = evbuffer_peek(in, -1, NULL, vec, PTC_ARRAY_SIZE(vec));
-        size_t consumed = 0;
-        for (int i = 0; i < n && i < (int)PTC_ARRAY_SIZE(vec); i++) {
-            ssize_t rv = nghttp2_session_mem_recv(conn->session, vec[i].iov_base, vec[i].iov_len);
-            if (rv < 0) {
-                snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 protocol error from upstream: %s",
-                         nghttp2_strerror((int)rv));
-                conn->want_close = true;
-                break;
-            }
-            consumed += (size_t)rv;
-        }
-        evbuffer_drain(in, consumed);
-    }
+    int rv = ptc_h2_feed(conn->session, bufferevent_get_input(bev), &conn->want_close);
     conn->in_nghttp2--;
+    if (rv != 0 && !conn->want_close) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 protocol error from upstream: %s", nghttp2_strerror(rv));
+        conn->want_close = true;
+    }
     if (conn->want_close) {
         conn_close(conn, conn->close_reason);
         return;
@@ -509,7 +490,7 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
         return NULL;
     }
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-    bufferevent_setwatermark(conn->bev, EV_WRITE, OUTPUT_LOW_WATERMARK, 0);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     TAILQ_INSERT_TAIL(&up->conns, conn, link);
     up->num_conns++;
     struct timeval tv = {(time_t)(up->config->connect_timeout_ms / 1000), (suseconds_t)(up->config->connect_timeout_ms % 1000 * 1000)};
