@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "portico/alloc.h"
 #include "portico/config.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -244,6 +245,7 @@ int main(int argc, char **argv)
     char err[512];
     int rv;
 
+    ptc_alloc_install_libevent(); /* before anything else touches libevent */
     if ((rv = parse_args(argc, argv, &opts)) != 0) {
         free_flag_addrs(&opts);
         return rv == 1 ? 0 : rv;
@@ -346,6 +348,7 @@ int main(int argc, char **argv)
     ptc_tls_contexts_free(tls);
     ptc_config_dispose(&cfg);
     libevent_global_shutdown();
+    ptc_alloc_thread_release();
     if (rv == 0)
         ptc_log_info("stopped");
     return rv == 0 ? 0 : 1;

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <zlib.h>
 
+#include "portico/alloc.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -1057,8 +1058,8 @@ static void maybe_free(ptc_call_t *call)
     hdrstore_dispose(&call->pending_head);
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
-    free(call->nva);
-    free(call);
+    ptc_free(call->nva);
+    ptc_free(call);
 }
 
 /* Request header fields that describe the downstream hop and are not forwarded (PROTOCOL.md §1.2, §1.8). */
@@ -1137,7 +1138,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
         bytes += req->headers[i].name.len + req->headers[i].value.len + 2;
     bytes += max_nv * 2 + 64;
 
-    char *mem = malloc(max_nv * sizeof(nghttp2_nv) + bytes);
+    char *mem = ptc_malloc(max_nv * sizeof(nghttp2_nv) + bytes);
     if (mem == NULL)
         return PTC_ENOMEM;
     nghttp2_nv *nv = (nghttp2_nv *)(void *)mem;
@@ -1227,7 +1228,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && (h = find_header(req, PTC_STRLIT("accept-encoding"))) != NULL &&
                    accepts_gzip(h->value);
 
-    ptc_call_t *call = calloc(1, sizeof(*call));
+    ptc_call_t *call = ptc_calloc(1, sizeof(*call));
     if (call == NULL) {
         ptc_header_t head[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
                                {PTC_STRLIT("grpc-status"), PTC_STRLIT("8")},

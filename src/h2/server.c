@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "portico/alloc.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -676,7 +677,7 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    if (nghttp2_session_server_new2(&conn->session, cbs, conn, opt) != 0)
+    if (nghttp2_session_server_new3(&conn->session, cbs, conn, opt, ptc_alloc_nghttp2_mem()) != 0)
         goto fail;
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);

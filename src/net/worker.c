@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "portico/alloc.h"
 #include "portico/conn.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -311,6 +312,7 @@ static void *run(void *arg)
     snprintf(name, sizeof(name), "w%u", w->id);
     ptc_log_set_thread_name(name);
     event_base_dispatch(w->base);
+    ptc_alloc_thread_release();
     return NULL;
 }
 

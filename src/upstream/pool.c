@@ -31,6 +31,7 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
+#include "portico/alloc.h"
 #include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -303,7 +304,7 @@ static int session_create(ptc_h2client_t *conn)
         return PTC_ENOMEM;
     }
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    rv = nghttp2_session_client_new2(&conn->session, cbs, conn, opt);
+    rv = nghttp2_session_client_new3(&conn->session, cbs, conn, opt, ptc_alloc_nghttp2_mem());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0)
