@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 
+#include "portico/codec.h"
 #include "portico/common.h"
 #include "portico/cors.h"
 
@@ -83,10 +84,11 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
                         ptc_call_t **call);
 
 /*
- * Starts a call for a gRPC-Web request head. Always answers: either the call runs and *out is set,
- * or a local gRPC-Web error was already sent through ds (send_head + on_call_done) and *out is NULL.
+ * Starts a call for a gRPC-Web (or native gRPC) request head whose Content-Type the policy step
+ * classified as ct. Always answers: either the call runs and *out is set, or a local gRPC-Web error
+ * was already sent through ds (send_head + on_call_done) and *out is NULL.
  */
-void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_call_t **out);
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_ctype_t ct, ptc_call_t **out);
 /* Request body bytes (as received: base64 for text requests). */
 void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len);
 /* The request body is complete. */

@@ -204,12 +204,14 @@ static ptc_header_t hdrstore_get(const hdrstore_t *h, size_t i)
                           ptc_iov(h->buf + h->items[i].value, h->items[i].value_len)};
 }
 
+/* name in lower case: the store holds HTTP/2 fields, and nghttp2 refuses upper-case names (RFC 9113 §8.2.1). */
 static const ptc_header_t *hdrstore_find(const hdrstore_t *h, ptc_iovec_t name, ptc_header_t *out)
 {
     for (size_t i = 0; i < h->n; i++) {
-        *out = hdrstore_get(h, i);
-        if (ptc_iov_eq_ci(out->name, name))
+        if (h->items[i].name_len == name.len && memcmp(h->buf + h->items[i].name, name.base, name.len) == 0) {
+            *out = hdrstore_get(h, i);
             return out;
+        }
     }
     return NULL;
 }
@@ -1063,21 +1065,56 @@ static void maybe_free(ptc_call_t *call)
 }
 
 /* Request header fields that describe the downstream hop and are not forwarded (PROTOCOL.md §1.2, §1.8). */
-static bool is_request_hop_header(ptc_iovec_t name)
+/* What a request header is to the call: read by it, not forwarded (hop-by-hop or rewritten), or passed on. */
+typedef enum {
+    REQ_HDR_FORWARD,
+    REQ_HDR_ACCEPT,          /* forwarded too */
+    REQ_HDR_ACCEPT_ENCODING, /* forwarded too */
+    REQ_HDR_GRPC_ACCEPT_ENCODING,
+    REQ_HDR_GRPC_TIMEOUT,
+    REQ_HDR_CONNECTION,
+    REQ_HDR_DROP, /* pseudo-headers, hop-by-hop fields, and fields the gateway writes itself */
+} req_hdr_kind_t;
+
+static bool req_hdr_forwarded(req_hdr_kind_t kind)
 {
-    static const ptc_iovec_t skip[] = {
-        PTC_STRLIT("host"),         PTC_STRLIT("content-length"), PTC_STRLIT("content-type"), PTC_STRLIT("connection"),
-        PTC_STRLIT("keep-alive"),   PTC_STRLIT("proxy-connection"), PTC_STRLIT("transfer-encoding"), PTC_STRLIT("upgrade"),
-        PTC_STRLIT("te"),           PTC_STRLIT("trailer"),        PTC_STRLIT("expect"),       PTC_STRLIT("http2-settings"),
-        PTC_STRLIT("grpc-timeout"), PTC_STRLIT("grpc-accept-encoding")};
-    if (name.len == 0 || name.base[0] == ':')
-        return true;
-    for (size_t i = 0; i < PTC_ARRAY_SIZE(skip); i++)
-        if (ptc_iov_eq_ci(name, skip[i]))
-            return true;
-    return false;
+    return kind == REQ_HDR_FORWARD || kind == REQ_HDR_ACCEPT || kind == REQ_HDR_ACCEPT_ENCODING;
 }
 
+/* One switch on the length, then at most two comparisons: this runs for every header of every call. */
+static req_hdr_kind_t classify_request_header(ptc_iovec_t name)
+{
+#define IS(lit) ptc_iov_eq_ci(name, PTC_STRLIT(lit))
+    if (name.len == 0 || name.base[0] == ':')
+        return REQ_HDR_DROP;
+    switch (name.len) {
+    case 2:
+        return IS("te") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 4:
+        return IS("host") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 6:
+        return IS("accept") ? REQ_HDR_ACCEPT : IS("expect") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 7:
+        return IS("upgrade") || IS("trailer") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 10:
+        return IS("connection") ? REQ_HDR_CONNECTION : IS("keep-alive") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 12:
+        return IS("content-type") ? REQ_HDR_DROP : IS("grpc-timeout") ? REQ_HDR_GRPC_TIMEOUT : REQ_HDR_FORWARD;
+    case 14:
+        return IS("content-length") || IS("http2-settings") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 15:
+        return IS("accept-encoding") ? REQ_HDR_ACCEPT_ENCODING : REQ_HDR_FORWARD;
+    case 16:
+        return IS("proxy-connection") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 17:
+        return IS("transfer-encoding") ? REQ_HDR_DROP : REQ_HDR_FORWARD;
+    case 20:
+        return IS("grpc-accept-encoding") ? REQ_HDR_GRPC_ACCEPT_ENCODING : REQ_HDR_FORWARD;
+    default:
+        return REQ_HDR_FORWARD;
+    }
+#undef IS
+}
 
 /* Bump allocator over the call's single header allocation. */
 typedef struct {
@@ -1114,7 +1151,7 @@ static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_
  * metadata with hop-by-hop fields removed and names lower-cased.
  */
 static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc_iovec_t path, ptc_iovec_t codec,
-                                 const char *timeout, ptc_iovec_t accept_enc)
+                                 const char *timeout, ptc_iovec_t accept_enc, ptc_iovec_t connection)
 {
     const ptc_upstream_config_t *ucfg = call->up->config;
     char ct[64], authbuf[300];
@@ -1154,12 +1191,8 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     if (timeout != NULL)
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), false);
     add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc.len != 0 ? accept_enc : PTC_STRLIT("identity"), false);
-    ptc_iovec_t connection = {"", 0};
-    for (size_t i = 0; i < req->num_headers; i++)
-        if (ptc_iov_eq_ci(req->headers[i].name, PTC_STRLIT("connection")))
-            connection = req->headers[i].value; /* names hop-by-hop fields (RFC 9110 §7.6.1); one such header is expected */
     for (size_t i = 0; i < req->num_headers; i++) {
-        if (!is_request_hop_header(req->headers[i].name) &&
+        if (req_hdr_forwarded(classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
     }
@@ -1200,33 +1233,43 @@ static bool accepts_gzip(ptc_iovec_t value)
     return false;
 }
 
-static const ptc_header_t *find_header(const ptc_request_t *req, ptc_iovec_t name)
-{
-    for (size_t i = 0; i < req->num_headers; i++)
-        if (ptc_iov_eq_ci(req->headers[i].name, name))
-            return &req->headers[i];
-    return NULL;
-}
-
-void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_call_t **out)
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_ctype_t ct, ptc_call_t **out)
 {
     const ptc_config_t *cfg = w->config;
-    const ptc_header_t *h;
-    ptc_iovec_t path = req->path, accept = {"", 0}, accept_enc = {"", 0};
-    ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
+    ptc_iovec_t path = req->path, connection = {"", 0};
+    const ptc_header_t *accept = NULL, *accept_enc = NULL, *timeout_hdr = NULL, *http_accept_enc = NULL;
 
     *out = NULL;
     const char *q = memchr(path.base, '?', path.len);
     if (q != NULL) /* gRPC servers match :path exactly; query parameters are for the gateway only */
         path.len = (size_t)(q - path.base);
-    if ((h = find_header(req, PTC_STRLIT("content-type"))) != NULL)
-        ct = ptc_ctype_classify(h->value);
-    if ((h = find_header(req, PTC_STRLIT("accept"))) != NULL)
-        accept = h->value;
-    if ((h = find_header(req, PTC_STRLIT("grpc-accept-encoding"))) != NULL)
-        accept_enc = h->value;
-    bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && (h = find_header(req, PTC_STRLIT("accept-encoding"))) != NULL &&
-                   accepts_gzip(h->value);
+    for (size_t i = 0; i < req->num_headers; i++) { /* the first of each, but Connection: the last */
+        const ptc_header_t *h = &req->headers[i];
+        switch (classify_request_header(h->name)) {
+        case REQ_HDR_ACCEPT:
+            if (accept == NULL)
+                accept = h;
+            break;
+        case REQ_HDR_GRPC_ACCEPT_ENCODING:
+            if (accept_enc == NULL)
+                accept_enc = h;
+            break;
+        case REQ_HDR_ACCEPT_ENCODING:
+            if (http_accept_enc == NULL)
+                http_accept_enc = h;
+            break;
+        case REQ_HDR_GRPC_TIMEOUT:
+            if (timeout_hdr == NULL)
+                timeout_hdr = h;
+            break;
+        case REQ_HDR_CONNECTION:
+            connection = h->value; /* names hop-by-hop fields (RFC 9110 §7.6.1); one such header is expected */
+            break;
+        default:
+            break;
+        }
+    }
+    bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && http_accept_enc != NULL && accepts_gzip(http_accept_enc->value);
 
     ptc_call_t *call = ptc_calloc(1, sizeof(*call));
     if (call == NULL) {
@@ -1248,7 +1291,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->native = ct.kind == PTC_CT_GRPC;
     call->gzip_ok = gzip_ok;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
-    call->resp_text = !call->native && ptc_accept_wants_text(accept, call->req_text);
+    call->resp_text = !call->native && ptc_accept_wants_text(accept != NULL ? accept->value : ptc_iov("", 0), call->req_text);
     ptc_b64_decoder_init(&call->req_b64);
     ptc_b64_encoder_init(&call->resp_b64);
     ptc_frame_parser_init(&call->req_parser);
@@ -1283,10 +1326,10 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     uint64_t timeout_ns = 0;
     bool has_timeout = false;
     char tbuf[PTC_GRPC_TIMEOUT_STRLEN];
-    if ((h = find_header(req, PTC_STRLIT("grpc-timeout"))) != NULL) {
-        if (ptc_grpc_timeout_parse(h->value, &timeout_ns) != 0) {
+    if (timeout_hdr != NULL) {
+        if (ptc_grpc_timeout_parse(timeout_hdr->value, &timeout_ns) != 0) {
             call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header '%.*s' (want 1-8 digits and a unit H M S m u n)",
-                      (int)PTC_MIN(h->value.len, (size_t)40), h->value.base);
+                      (int)PTC_MIN(timeout_hdr->value.len, (size_t)40), timeout_hdr->value.base);
             goto fail;
         }
         has_timeout = true;
@@ -1299,7 +1342,8 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     if (has_timeout)
         ptc_grpc_timeout_format(timeout_ns, tbuf);
 
-    if (build_request_headers(call, req, path, ct.codec, has_timeout ? tbuf : NULL, accept_enc) != 0) {
+    if (build_request_headers(call, req, path, ct.codec, has_timeout ? tbuf : NULL,
+                              accept_enc != NULL ? accept_enc->value : ptc_iov("", 0), connection) != 0) {
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         goto fail;
     }

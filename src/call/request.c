@@ -168,5 +168,5 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
         ds->cb->respond(ds, 415, NULL, 0, body);
         return;
     }
-    ptc_call_start(w, ds, req, call);
+    ptc_call_start(w, ds, req, ct, call);
 }

@@ -16,40 +16,37 @@ static ptc_iovec_t media_type(ptc_iovec_t v)
 
 ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
 {
-    static const struct {
-        ptc_iovec_t prefix;
-        ptc_ctype_kind_t kind;
-    } table[] = {
-        /* longest first: "application/grpc" is a prefix of the others */
-        {PTC_STRLIT("application/grpc-web-text"), PTC_CT_GRPC_WEB_TEXT},
-        {PTC_STRLIT("application/grpc-web"), PTC_CT_GRPC_WEB},
-        {PTC_STRLIT("application/grpc"), PTC_CT_GRPC},
-    };
+    static const ptc_iovec_t grpc = PTC_STRLIT("application/grpc"), web = PTC_STRLIT("-web"), text = PTC_STRLIT("-text");
     ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
     ptc_iovec_t mt = media_type(value);
 
-    for (size_t i = 0; i < PTC_ARRAY_SIZE(table); i++) {
-        if (!ptc_iov_startswith_ci(mt, table[i].prefix))
-            continue;
-        ptc_iovec_t rest = ptc_iov(mt.base + table[i].prefix.len, mt.len - table[i].prefix.len);
-        if (rest.len == 0) {
-            ct.kind = table[i].kind;
-        } else if (rest.base[0] == '+' && rest.len > 1) {
-            ct.kind = table[i].kind;
-            ct.codec = ptc_iov(rest.base + 1, rest.len - 1);
-            for (size_t j = 0; j < ct.codec.len; j++) {
-                char c = ct.codec.base[j];
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-                      c == '_')) {
-                    ct.kind = PTC_CT_OTHER;
-                    ct.codec = ptc_iov("", 0);
-                    break;
-                }
-            }
+    /* application/grpc, then -web, then -text: each a prefix of the next */
+    if (!ptc_iov_startswith_ci(mt, grpc))
+        return ct;
+    ptc_ctype_kind_t kind = PTC_CT_GRPC;
+    ptc_iovec_t rest = ptc_iov(mt.base + grpc.len, mt.len - grpc.len);
+    if (ptc_iov_startswith_ci(rest, web)) {
+        kind = PTC_CT_GRPC_WEB;
+        rest = ptc_iov(rest.base + web.len, rest.len - web.len);
+        if (ptc_iov_startswith_ci(rest, text)) {
+            kind = PTC_CT_GRPC_WEB_TEXT;
+            rest = ptc_iov(rest.base + text.len, rest.len - text.len);
         }
-        /* "application/grpc-webfoo" and the like are not gRPC at all */
+    }
+    if (rest.len == 0) {
+        ct.kind = kind;
         return ct;
     }
+    /* "+codec"; anything else ("application/grpc-webfoo", "application/grpc-web-tex") is not gRPC at all */
+    if (rest.base[0] != '+' || rest.len == 1)
+        return ct;
+    for (size_t j = 1; j < rest.len; j++) {
+        char c = rest.base[j];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
+            return ct;
+    }
+    ct.kind = kind;
+    ct.codec = ptc_iov(rest.base + 1, rest.len - 1);
     return ct;
 }
 
