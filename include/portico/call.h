@@ -68,7 +68,10 @@ typedef struct st_ptc_request_t {
     ptc_iovec_t path;   /* as received, query included */
     ptc_iovec_t scheme; /* "http" or "https": how the client reached the gateway */
     ptc_iovec_t authority;
-    ptc_header_t *headers; /* room for num_headers + PTC_HTTP_HEADERS_MAX_FIELDS: $httpHeaders merge in place */
+    /* Names in lower case: the HTTP/1.1 adapter lower-cases them as it reads, nghttp2 refuses others
+     * (RFC 9113 §8.2.1), the $httpHeaders parser lower-cases its own. Room for num_headers +
+     * PTC_HTTP_HEADERS_MAX_FIELDS: $httpHeaders merge in place. */
+    ptc_header_t *headers;
     size_t num_headers;
     const char *peer;  /* "ip:port" of the client, for logs */
     bool allow_native; /* application/grpc is proxied as native gRPC (HTTP/2 downstreams) */

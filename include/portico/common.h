@@ -72,6 +72,12 @@ static inline int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b)
     return 1;
 }
 
+/* Exact comparison; for header names, which Portico keeps in lower case (see ptc_request_t). */
+static inline int ptc_iov_eq(ptc_iovec_t a, ptc_iovec_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
+}
+
 static inline int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix)
 {
     return s.len >= prefix.len && ptc_iov_eq_ci(ptc_iov(s.base, prefix.len), prefix);

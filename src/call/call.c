@@ -225,7 +225,7 @@ static bool is_hop_header(ptc_iovec_t name)
     if (name.len > 0 && name.base[0] == ':')
         return true;
     for (size_t i = 0; i < PTC_ARRAY_SIZE(skip); i++)
-        if (ptc_iov_eq_ci(name, skip[i]))
+        if (ptc_iov_eq(name, skip[i])) /* HTTP/2 names: lower case */
             return true;
     return false;
 }
@@ -255,7 +255,7 @@ static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stre
     for (size_t i = 0; i < hs->n && n < cap; i++) {
         ptc_header_t f = hdrstore_get(hs, i);
         /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies */
-        if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq_ci(f.name, PTC_STRLIT("grpc-encoding"))))
+        if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq(f.name, PTC_STRLIT("grpc-encoding"))))
             hv[n++] = f;
     }
     call->ds->cb->send_head(call->ds, 200, hv, n, end_stream);
@@ -1081,10 +1081,10 @@ static bool req_hdr_forwarded(req_hdr_kind_t kind)
     return kind == REQ_HDR_FORWARD || kind == REQ_HDR_ACCEPT || kind == REQ_HDR_ACCEPT_ENCODING;
 }
 
-/* One switch on the length, then at most two comparisons: this runs for every header of every call. */
+/* One switch on the length, then at most two fixed-size compares: this runs for every header of every call. */
 static req_hdr_kind_t classify_request_header(ptc_iovec_t name)
 {
-#define IS(lit) ptc_iov_eq_ci(name, PTC_STRLIT(lit))
+#define IS(lit) (memcmp(name.base, lit, sizeof(lit) - 1) == 0) /* the case label checked the length */
     if (name.len == 0 || name.base[0] == ':')
         return REQ_HDR_DROP;
     switch (name.len) {
@@ -1121,27 +1121,31 @@ typedef struct {
     char *p, *end;
 } arena_t;
 
-static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s, bool lower)
+static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s)
 {
     uint8_t *dst = (uint8_t *)a->p;
-    if (lower) {
-        for (size_t i = 0; i < s.len; i++)
-            a->p[i] = ptc_tolower(s.base[i]);
-    } else if (s.len != 0) {
+    if (s.len != 0)
         memcpy(a->p, s.base, s.len);
-    }
     a->p[s.len] = '\0';
     a->p += s.len + 1;
     return dst;
 }
 
-static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_iovec_t value, bool lower_name)
+enum { NV_STATIC = 0, NV_COPY_NAME = 1, NV_COPY_VALUE = 2, NV_COPY = 3 };
+
+/*
+ * Appends a field to the upstream header block; what is not static is copied into the call's arena.
+ * nghttp2 copies nothing (NO_COPY_*): the block lives as long as the call, which outlives the HEADERS
+ * frame (a call withdrawn before its HEADERS went out resets the stream, and nghttp2 then drops the
+ * queued frame unserialised). Request names are lower case already (ptc_request_t), as HTTP/2 wants.
+ */
+static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_iovec_t value, int copy)
 {
-    nv[*n].name = arena_copy(a, name, lower_name);
+    nv[*n].name = (copy & NV_COPY_NAME) != 0 ? arena_copy(a, name) : (uint8_t *)(uintptr_t)name.base;
     nv[*n].namelen = name.len;
-    nv[*n].value = arena_copy(a, value, false);
+    nv[*n].value = (copy & NV_COPY_VALUE) != 0 ? arena_copy(a, value) : (uint8_t *)(uintptr_t)value.base;
     nv[*n].valuelen = value.len;
-    nv[*n].flags = NGHTTP2_NV_FLAG_NONE;
+    nv[*n].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     (*n)++;
 }
 
@@ -1182,19 +1186,22 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     arena_t a = {mem + max_nv * sizeof(nghttp2_nv), mem + max_nv * sizeof(nghttp2_nv) + bytes};
     size_t n = 0;
 
-    add_nv(nv, &n, &a, PTC_STRLIT(":method"), PTC_STRLIT("POST"), false);
-    add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), ucfg->tls != NULL ? PTC_STRLIT("https") : PTC_STRLIT("http"), false);
-    add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, false);
-    add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, false);
-    add_nv(nv, &n, &a, PTC_STRLIT("content-type"), ctv, false);
-    add_nv(nv, &n, &a, PTC_STRLIT("te"), PTC_STRLIT("trailers"), false);
+    add_nv(nv, &n, &a, PTC_STRLIT(":method"), PTC_STRLIT("POST"), NV_STATIC);
+    add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), ucfg->tls != NULL ? PTC_STRLIT("https") : PTC_STRLIT("http"), NV_STATIC);
+    add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, NV_COPY_VALUE);
+    add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, NV_COPY_VALUE);
+    add_nv(nv, &n, &a, PTC_STRLIT("content-type"), ctv, ctv.base == ct ? NV_COPY_VALUE : NV_STATIC);
+    add_nv(nv, &n, &a, PTC_STRLIT("te"), PTC_STRLIT("trailers"), NV_STATIC);
     if (timeout != NULL)
-        add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), false);
-    add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc.len != 0 ? accept_enc : PTC_STRLIT("identity"), false);
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), NV_COPY_VALUE);
+    if (accept_enc.len != 0)
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc, NV_COPY_VALUE);
+    else
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), PTC_STRLIT("identity"), NV_STATIC);
     for (size_t i = 0; i < req->num_headers; i++) {
         if (req_hdr_forwarded(classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)))
-            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, true);
+            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY);
     }
     call->nva = nv;
     call->nva_len = n;

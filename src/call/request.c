@@ -21,7 +21,7 @@ size_t ptc_downstream_cors_fields(const ptc_downstream_t *ds, const ptc_header_t
 static const ptc_header_t *find(const ptc_request_t *req, ptc_iovec_t name)
 {
     for (size_t i = 0; i < req->num_headers; i++)
-        if (ptc_iov_eq_ci(req->headers[i].name, name))
+        if (ptc_iov_eq(req->headers[i].name, name))
             return &req->headers[i];
     return NULL;
 }
@@ -96,7 +96,7 @@ static bool merge_http_headers_param(ptc_downstream_t *ds, ptc_request_t *req, p
     for (size_t i = n; i < n + req->num_headers; i++) {
         bool replaced = false;
         for (size_t j = 0; j < n && !replaced; j++)
-            replaced = ptc_iov_eq_ci(v[i].name, v[j].name);
+            replaced = ptc_iov_eq(v[i].name, v[j].name);
         if (!replaced)
             v[total++] = v[i];
     }

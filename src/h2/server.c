@@ -443,17 +443,17 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
     for (size_t i = 0; i < st->num_hdrs; i++) {
         ptc_iovec_t name = stream_header(st, i, false), value = stream_header(st, i, true);
         if (name.len != 0 && name.base[0] == ':') {
-            if (ptc_iov_eq_ci(name, PTC_STRLIT(":method")))
+            if (ptc_iov_eq(name, PTC_STRLIT(":method")))
                 req.method = value;
-            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":path")))
+            else if (ptc_iov_eq(name, PTC_STRLIT(":path")))
                 req.path = value;
-            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":scheme")))
+            else if (ptc_iov_eq(name, PTC_STRLIT(":scheme")))
                 req.scheme = value;
-            else if (ptc_iov_eq_ci(name, PTC_STRLIT(":authority")))
+            else if (ptc_iov_eq(name, PTC_STRLIT(":authority")))
                 req.authority = value;
             continue;
         }
-        if (ptc_iov_eq_ci(name, PTC_STRLIT("host")) && req.authority.len == 0)
+        if (ptc_iov_eq(name, PTC_STRLIT("host")) && req.authority.len == 0)
             req.authority = value;
         st->views[n++] = (ptc_header_t){name, value};
     }

@@ -472,7 +472,7 @@ static const ptc_downstream_cb_t ds_callbacks = {
 static const ptc_header_t *find(ptc_h1conn_t *conn, ptc_iovec_t name)
 {
     for (size_t i = 0; i < conn->num_hdrs; i++)
-        if (ptc_iov_eq_ci(conn->hdr_views[i].name, name))
+        if (ptc_iov_eq(conn->hdr_views[i].name, name))
             return &conn->hdr_views[i];
     return NULL;
 }
@@ -529,7 +529,7 @@ static ptc_h1conn_t *conn_of(llhttp_t *p)
     return p->data;
 }
 
-static int head_append(ptc_h1conn_t *conn, const char *at, size_t len)
+static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lower)
 {
     size_t cap = conn->worker->config->limits.max_header_size;
     if (conn->head_len + len > cap) {
@@ -538,7 +538,13 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len)
                                                        : "request header fields too large (limits.max_header_size)";
         return HPE_USER;
     }
-    memcpy(conn->head + conn->head_len, at, len);
+    if (lower) {
+        char *dst = conn->head + conn->head_len;
+        for (size_t i = 0; i < len; i++)
+            dst[i] = ptc_tolower(at[i]);
+    } else {
+        memcpy(conn->head + conn->head_len, at, len);
+    }
     conn->head_len += len;
     return 0;
 }
@@ -580,7 +586,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
         conn->url_off = conn->head_len;
     }
     conn->url_len += len;
-    return head_append(conn, at, len);
+    return head_append(conn, at, len, false);
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -596,7 +602,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         conn->hdrs[conn->num_hdrs++] = (hdr_off_t){(uint32_t)conn->head_len, 0, 0, 0};
     }
     conn->hdrs[conn->num_hdrs - 1].name_len += (uint32_t)len;
-    return head_append(conn, at, len);
+    return head_append(conn, at, len, true); /* names in lower case from here on */
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
@@ -617,7 +623,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         h->value = (uint32_t)conn->head_len;
     }
     h->value_len += (uint32_t)len;
-    return head_append(conn, at, len);
+    return head_append(conn, at, len, false);
 }
 
 static int on_headers_complete(llhttp_t *p)
