@@ -89,5 +89,7 @@ bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token);
 
 /* Monotonic clock in milliseconds. */
 uint64_t ptc_now_ms(void);
+/* The same clock at the kernel tick's resolution (a few ms), cheaper: for timeouts. */
+uint64_t ptc_now_coarse_ms(void);
 
 #endif

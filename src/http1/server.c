@@ -53,6 +53,8 @@ struct st_ptc_h1conn_t {
     struct bufferevent *bev;
     llhttp_t parser;
     struct event *timer;
+    uint64_t deadline_ms; /* the current timeout (0: none); the timer may be armed earlier, see timer_set() */
+    uint64_t timer_at_ms; /* when the armed timer fires (0: not armed) */
     struct event *resume_ev; /* deferred re-parse of buffered input */
 
     /* request head, accumulated across reads; capped at limits.max_header_size / max_headers. The three
@@ -95,13 +97,30 @@ struct st_ptc_h1conn_t {
 static void conn_free(ptc_h1conn_t *conn, const char *reason);
 static void parse_input(ptc_h1conn_t *conn);
 
-static void timer_set(ptc_h1conn_t *conn, uint64_t ms)
+static void timer_arm(ptc_h1conn_t *conn, uint64_t now, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
-    if (ms == 0)
-        evtimer_del(conn->timer);
-    else
-        evtimer_add(conn->timer, &tv);
+    evtimer_add(conn->timer, &tv);
+    conn->timer_at_ms = now + ms;
+}
+
+/*
+ * Sets the connection's one timeout, ms from now (0: none). A keep-alive connection moves it three
+ * times per call (header read, call running, idle), nearly always later; so the timer is re-armed only
+ * when the new deadline is earlier than the armed one, and on_timer() re-arms for the rest of a
+ * deadline that moved. A busy connection touches libevent's timer heap about once per timeout instead
+ * of three times per call.
+ */
+static void timer_set(ptc_h1conn_t *conn, uint64_t ms)
+{
+    if (ms == 0) {
+        conn->deadline_ms = 0; /* an armed timer fires for nothing */
+        return;
+    }
+    uint64_t now = ptc_now_coarse_ms();
+    conn->deadline_ms = now + ms;
+    if (conn->timer_at_ms == 0 || conn->deadline_ms < conn->timer_at_ms)
+        timer_arm(conn, now, ms);
 }
 
 /* ---- writing ---- */
@@ -821,6 +840,15 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
     (void)fd;
     (void)events;
     ptc_h1conn_t *conn = arg;
+    conn->timer_at_ms = 0;
+    if (conn->deadline_ms == 0)
+        return;
+    uint64_t now = ptc_now_coarse_ms();
+    if (now < conn->deadline_ms) { /* moved later since the timer was armed */
+        timer_arm(conn, now, conn->deadline_ms - now);
+        return;
+    }
+    conn->deadline_ms = 0;
     if (conn->closing) {
         conn_free(conn, "client did not read the last response");
     } else if (conn->in_request && conn->call == NULL && !conn->response_complete) {

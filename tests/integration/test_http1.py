@@ -606,6 +606,39 @@ def test_idle_timeout_closes_keep_alive_connection(portico):
     assert_serves(gw)
 
 
+def test_idle_timeout_after_shorter_header_timer(portico):
+    """The timer armed for the head (400 ms) fires before the idle deadline set after the call
+    (1 s): it must re-arm for the rest, closing the connection at ~1 s, not at 400 ms or never."""
+    gw = portico(config=config("timeouts: {idle: 1s, header_read: 400ms}\n"))
+    with gw.connect() as conn:
+        conn.request("POST", UNARY, grpc_headers(), unary_body("lazy"))
+        assert_unary_ok(*conn.response(), "lazy")
+        t0 = time.monotonic()
+        assert conn.wait_closed(5), "idle keep-alive connection was not closed"
+        elapsed = time.monotonic() - t0
+        assert 0.8 <= elapsed <= 2.0, elapsed
+    assert_serves(gw)
+
+
+def test_busy_keep_alive_connection_outlives_its_timeouts(portico):
+    """Calls back to back on one connection for 3x the idle and header_read timeouts: every call
+    moves the deadline, none is cut, and the connection still closes once idle."""
+    gw = portico(config=config("timeouts: {idle: 400ms, header_read: 300ms}\n"))
+    with gw.connect() as conn:
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 1.2:
+            conn.request("POST", UNARY, grpc_headers(), unary_body("busy%d" % n))
+            assert_unary_ok(*conn.response(), "busy%d" % n)
+            n += 1
+            time.sleep(0.05)
+        assert n >= 10
+        t1 = time.monotonic()
+        assert conn.wait_closed(5)
+        assert 0.25 <= time.monotonic() - t1 <= 2.0
+    assert_serves(gw)
+
+
 def test_idle_timeout_on_fresh_connection(portico):
     gw = portico(config=config("timeouts: {idle: 500ms}\n"))
     with gw.connect() as conn:
