@@ -1,15 +1,17 @@
 /*
- * The allocator behind libevent, nghttp2 and the per-call objects: small blocks come from a cache per
- * thread (size classes 32 B .. 4 KiB, each capped), everything else from malloc.
+ * The allocator behind libevent, nghttp2 and the per-call objects: freed small blocks (up to 4 KiB)
+ * wait in a cache per thread, by size class, for the next allocation of their class; everything else
+ * is plain malloc.
  *
  * Why: one unary call allocates and frees ~20 small objects (evbuffer chains, nghttp2 streams and
  * frames, the call). Under load a worker serves dozens of calls per wake-up, which overflows glibc's
  * per-thread cache (7 blocks per size) and sends the rest through its slower arena paths; this cache
- * keeps a few hundred blocks per size class instead.
+ * keeps up to 1024 blocks per class (2 MiB per thread in all).
  *
- * Every block carries a 16-byte header naming its class, so a block may be freed by any thread (it
- * joins that thread's cache, or goes back to malloc when the cache is full). Built with AddressSanitizer,
- * nothing is cached so that use-after-free is still caught.
+ * Every block is malloc's own (classes are glibc chunk sizes, and a block's class is read back with
+ * malloc_usable_size()), so a block may be freed by any thread, by free() too, and memory per block
+ * is what malloc alone would use. Built with AddressSanitizer nothing is cached, so use-after-free is
+ * still caught.
  */
 #ifndef PORTICO_ALLOC_H
 #define PORTICO_ALLOC_H

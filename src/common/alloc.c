@@ -1,4 +1,4 @@
-#include <assert.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,13 +8,15 @@
 #include "portico/alloc.h"
 #include "portico/common.h"
 
-#define HEADER_SIZE 16 /* keeps malloc's 16-byte alignment */
-#define NUM_CLASSES 8  /* 32, 64, ..., 4096 */
-#define MIN_CLASS_SHIFT 5
-#define CLASS_LARGE 0xff
-/* Per thread and class, the cache holds at most this many bytes (and at least MIN_CACHED blocks). */
-#define CACHE_BYTES_PER_CLASS (256 * 1024)
-#define MIN_CACHED 32
+/*
+ * Classes follow glibc's chunk sizes (16-byte steps; a request of 16*i + 8 bytes fills a chunk
+ * exactly), so a cached block wastes nothing and malloc_usable_size() tells a block's class at free
+ * time without a header of our own. Class i holds blocks with at least 16*i + 8 usable bytes.
+ */
+#define NUM_CLASSES 257 /* 1..256: 24 B .. 4104 B */
+#define MAX_CACHED_SIZE (16 * (NUM_CLASSES - 1) + 8)
+#define MAX_CACHED_PER_CLASS 1024
+#define MAX_CACHED_BYTES (2 * 1024 * 1024) /* per thread */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CACHING 0
@@ -27,66 +29,41 @@
 #define CACHING 1
 #endif
 
-typedef struct st_header_t {
-    uint8_t cls; /* size class, or CLASS_LARGE */
-} header_t;
-
 typedef struct st_free_block_t {
     struct st_free_block_t *next;
 } free_block_t;
 
 static _Thread_local struct {
     free_block_t *head[NUM_CLASSES];
-    unsigned count[NUM_CLASSES];
+    uint16_t count[NUM_CLASSES];
+    size_t bytes;
 } cache;
 
-static inline size_t class_size(unsigned cls)
+static inline size_t class_size(size_t cls)
 {
-    return (size_t)1 << (cls + MIN_CLASS_SHIFT);
+    return 16 * cls + 8;
 }
 
-static inline unsigned class_cap(unsigned cls)
+/* The smallest class whose blocks hold size bytes (size <= MAX_CACHED_SIZE). */
+static inline size_t class_ceil(size_t size)
 {
-    size_t n = CACHE_BYTES_PER_CLASS / class_size(cls);
-    return n < MIN_CACHED ? MIN_CACHED : (unsigned)n;
-}
-
-/* The smallest class that holds size, or CLASS_LARGE. */
-static inline unsigned class_of(size_t size)
-{
-    if (size > class_size(NUM_CLASSES - 1))
-        return CLASS_LARGE;
-    if (size <= class_size(0))
-        return 0;
-    /* ceil(log2(size)) - MIN_CLASS_SHIFT */
-    return (unsigned)(64 - __builtin_clzll((unsigned long long)(size - 1))) - MIN_CLASS_SHIFT;
-}
-
-static inline header_t *header_of(void *ptr)
-{
-    return (header_t *)((char *)ptr - HEADER_SIZE);
+    return size <= 24 ? 1 : (size + 7) >> 4;
 }
 
 void *ptc_malloc(size_t size)
 {
-    unsigned cls = class_of(size);
-    char *block;
-
-    if (cls != CLASS_LARGE) {
+    if (CACHING && size <= MAX_CACHED_SIZE) {
+        size_t cls = class_ceil(size);
         free_block_t *b = cache.head[cls];
-        if (CACHING && b != NULL) {
+        if (b != NULL) {
             cache.head[cls] = b->next;
             cache.count[cls]--;
+            cache.bytes -= class_size(cls);
             return b;
         }
-        if ((block = malloc(HEADER_SIZE + class_size(cls))) == NULL)
-            return NULL;
-    } else {
-        if (size > SIZE_MAX - HEADER_SIZE || (block = malloc(HEADER_SIZE + size)) == NULL)
-            return NULL;
+        return malloc(class_size(cls)); /* a whole chunk: reusable by the whole class later */
     }
-    ((header_t *)block)->cls = (uint8_t)cls;
-    return block + HEADER_SIZE;
+    return malloc(size);
 }
 
 void *ptc_calloc(size_t nmemb, size_t size)
@@ -103,16 +80,21 @@ void ptc_free(void *ptr)
 {
     if (ptr == NULL)
         return;
-    header_t *h = header_of(ptr);
-    unsigned cls = h->cls;
-    if (CACHING && cls != CLASS_LARGE && cache.count[cls] < class_cap(cls)) {
-        free_block_t *b = ptr;
-        b->next = cache.head[cls];
-        cache.head[cls] = b;
-        cache.count[cls]++;
-        return;
+    if (CACHING) {
+        size_t usable = malloc_usable_size(ptr);
+        if (usable >= 24 && usable <= MAX_CACHED_SIZE) {
+            size_t cls = (usable - 8) >> 4; /* the largest class this block can serve */
+            if (cache.count[cls] < MAX_CACHED_PER_CLASS && cache.bytes + class_size(cls) <= MAX_CACHED_BYTES) {
+                free_block_t *b = ptr;
+                b->next = cache.head[cls];
+                cache.head[cls] = b;
+                cache.count[cls]++;
+                cache.bytes += class_size(cls);
+                return;
+            }
+        }
     }
-    free(h);
+    free(ptr);
 }
 
 void *ptc_realloc(void *ptr, size_t size)
@@ -123,42 +105,27 @@ void *ptc_realloc(void *ptr, size_t size)
         ptc_free(ptr);
         return NULL;
     }
-    header_t *h = header_of(ptr);
-    if (h->cls == CLASS_LARGE && class_of(size) == CLASS_LARGE) {
-        if (size > SIZE_MAX - HEADER_SIZE)
-            return NULL;
-        char *block = realloc(h, HEADER_SIZE + size);
-        return block != NULL ? block + HEADER_SIZE : NULL;
-    }
-    if (h->cls != CLASS_LARGE && size <= class_size(h->cls))
+    if (CACHING && malloc_usable_size(ptr) >= size)
         return ptr;
-    void *p = ptc_malloc(size);
-    if (p == NULL)
-        return NULL;
-    size_t old = h->cls == CLASS_LARGE ? size : class_size(h->cls); /* a large block only moves when shrinking */
-    memcpy(p, ptr, PTC_MIN(old, size));
-    ptc_free(ptr);
-    return p;
+    return realloc(ptr, size); /* every block is malloc's own */
 }
 
 void ptc_alloc_thread_release(void)
 {
-    for (unsigned cls = 0; cls < NUM_CLASSES; cls++) {
+    for (size_t cls = 0; cls < NUM_CLASSES; cls++) {
         while (cache.head[cls] != NULL) {
             free_block_t *b = cache.head[cls];
             cache.head[cls] = b->next;
-            free(header_of(b));
+            free(b);
         }
         cache.count[cls] = 0;
     }
+    cache.bytes = 0;
 }
 
 size_t ptc_alloc_thread_cached(void)
 {
-    size_t n = 0;
-    for (unsigned cls = 0; cls < NUM_CLASSES; cls++)
-        n += cache.count[cls] * class_size(cls);
-    return n;
+    return cache.bytes;
 }
 
 void ptc_alloc_install_libevent(void)
