@@ -10,6 +10,7 @@
  * byte to the end of its head. Nothing times out a call in progress: its deadline is grpc-timeout.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -90,6 +91,7 @@ struct st_ptc_h1conn_t {
     bool close_after_response;
     bool in_message_complete;
     bool tls;
+    bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
 };
@@ -128,6 +130,25 @@ static void timer_set(ptc_h1conn_t *conn, uint64_t ms)
 static struct evbuffer *output(ptc_h1conn_t *conn)
 {
     return bufferevent_get_output(conn->bev);
+}
+
+/*
+ * Cleartext connections write their output themselves, once per loop pass (resume_ev with EV_WRITE,
+ * run after the callbacks that produced it), straight after the response is produced. Left to the
+ * bufferevent, every response would cost two epoll_ctl calls (arm EV_WRITE, disarm it once empty)
+ * and one more loop pass before the write. EV_WRITE is enabled only while the socket refuses bytes
+ * (write_blocked). TLS connections leave writing to bufferevent_openssl.
+ */
+static void want_flush(ptc_h1conn_t *conn)
+{
+    if (!conn->tls && !conn->write_blocked)
+        event_active(conn->resume_ev, EV_WRITE, 0);
+}
+
+static void out_add(ptc_h1conn_t *conn, const void *data, size_t len)
+{
+    evbuffer_add(output(conn), data, len);
+    want_flush(conn);
 }
 
 static const char *reason_phrase(int status)
@@ -248,7 +269,7 @@ static void hb_finish(ptc_h1conn_t *conn, headbuf_t *hb)
         hb_add(hb, "\r\n", 2);
     }
     if (!hb->failed)
-        evbuffer_add(output(conn), hb->p, hb->len);
+        out_add(conn, hb->p, hb->len);
     else
         conn->close_after_response = true;
     if (hb->p != hb->stack)
@@ -297,7 +318,7 @@ static void write_simple(ptc_h1conn_t *conn, int status, const ptc_header_t *ext
         hb_add(&hb, "\r\n", 2);
         hb_add(&hb, body, blen);
         if (!hb.failed)
-            evbuffer_add(output(conn), hb.p, hb.len);
+            out_add(conn, hb.p, hb.len);
         if (hb.p != hb.stack)
             free(hb.p);
     } else {
@@ -317,6 +338,8 @@ static void start_closing(ptc_h1conn_t *conn)
     timer_set(conn, CLOSE_LINGER_MS);
     if (evbuffer_get_length(output(conn)) == 0)
         event_active(conn->resume_ev, EV_TIMEOUT, 0);
+    else
+        want_flush(conn);
 }
 
 /* Answers an HTTP-level error and closes the connection. */
@@ -373,20 +396,21 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
         return;
     if (!conn->chunked) {
         evbuffer_add_buffer(output(conn), buf);
-        return;
+    } else {
+        char line[2 * sizeof(size_t) + 2];
+        size_t n = hex(line, len);
+        line[n++] = '\r';
+        line[n++] = '\n';
+        ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
     }
-    char line[2 * sizeof(size_t) + 2];
-    size_t n = hex(line, len);
-    line[n++] = '\r';
-    line[n++] = '\n';
-    ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
+    want_flush(conn);
 }
 
 static void ds_send_end(ptc_downstream_t *ds)
 {
     ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
     if (conn->chunked)
-        evbuffer_add(output(conn), "0\r\n\r\n", 5);
+        out_add(conn, "0\r\n\r\n", 5);
     conn->chunked = false;
     conn->response_active = false;
 }
@@ -524,7 +548,7 @@ static int on_head(ptc_h1conn_t *conn)
             return 0;
         }
         /* a final answer may still follow at once (RFC 9110 §10.1.1); the body is then discarded */
-        evbuffer_add(output(conn), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        out_add(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
     const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
     ptc_request_t req = {
@@ -813,9 +837,49 @@ static void on_read(struct bufferevent *bev, void *arg)
     parse_input(arg);
 }
 
+/* Direct write (see want_flush()). Returns false when the connection was freed. */
+static bool flush_output(ptc_h1conn_t *conn)
+{
+    struct evbuffer *out = output(conn);
+    size_t len;
+
+    while ((len = evbuffer_get_length(out)) != 0) {
+        evbuffer_unfreeze(out, 1); /* bufferevent_socket keeps its output's start frozen for others */
+        int n = evbuffer_write(out, bufferevent_getfd(conn->bev));
+        evbuffer_freeze(out, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            conn_free(conn, n < 0 ? evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) : "write failed");
+            return false;
+        }
+        if ((size_t)n < len)
+            break; /* a short write: the socket buffer is full (no need to hear EAGAIN) */
+    }
+    if (evbuffer_get_length(out) != 0) {
+        conn->write_blocked = true; /* the bufferevent writes the rest; on_write() hands back */
+        bufferevent_enable(conn->bev, EV_WRITE);
+        return true;
+    }
+    /* what on_write() would do once the output is empty */
+    if (conn->closing) {
+        conn_free(conn, "closed after response");
+        return false;
+    }
+    if (conn->call != NULL)
+        ptc_call_on_downstream_writable(conn->call);
+    return true;
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
     ptc_h1conn_t *conn = arg;
+    if (conn->write_blocked && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        conn->write_blocked = false; /* back to direct writes */
+        bufferevent_disable(bev, EV_WRITE);
+    }
     if (conn->closing) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
             conn_free(conn, "closed after response");
@@ -866,8 +930,11 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
 static void on_resume(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
-    (void)events;
     ptc_h1conn_t *conn = arg;
+    if ((events & EV_WRITE) != 0 && !conn->tls && !conn->write_blocked && !flush_output(conn))
+        return;
+    if ((events & (EV_READ | EV_TIMEOUT)) == 0)
+        return;
     if (conn->closing) {
         if (evbuffer_get_length(output(conn)) == 0)
             conn_free(conn, "closed after response");
@@ -941,6 +1008,8 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    if (!tls)
+        bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */
     timer_set(conn, w->config->timeouts.idle_ms);
     ptc_log_debug("http1 %s: accepted", conn->base.peer);
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
