@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include <event2/event.h>
@@ -43,7 +44,7 @@ typedef struct st_ptc_worker_t {
     pthread_t thread;
     struct evbuffer *evbuf_cache[64]; /* empty evbuffers kept for the next calls (no malloc per call) */
     size_t num_evbuf_cache;
-    void *block_cache[64]; /* request-head blocks (ptc_worker_block_size()) of connections gone idle */
+    void *block_cache[64]; /* request-head blocks (ptc_worker_head_block()) given back */
     size_t num_block_cache;
 } ptc_worker_t;
 
@@ -70,13 +71,28 @@ struct evbuffer *ptc_worker_evbuffer(ptc_worker_t *w);
 /* Gives an evbuffer back (drained here); NULL is ignored. */
 void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b);
 
+/* Where one request header field lies in a head block's bytes. */
+typedef struct st_ptc_head_off_t {
+    uint32_t name, name_len, value, value_len;
+} ptc_head_off_t;
+
 /*
- * Request-head working memory (limits.max_header_size bytes of head plus header index arrays) is held
- * by a connection only while a request is in progress, so idle keep-alive connections cost little.
+ * Request-head working memory, one block from a cache per worker: limits.max_header_size bytes of
+ * head, an offset entry per field (limits.max_headers) and the ptc_header_t views handed to the
+ * policy step (max_headers + PTC_HTTP_HEADERS_MAX_FIELDS). Held only while a request head is being
+ * read and dispatched, so idle connections and running calls cost little; never zeroed.
  */
-size_t ptc_worker_block_size(const ptc_worker_t *w);
-void *ptc_worker_block(ptc_worker_t *w);
-void ptc_worker_block_release(ptc_worker_t *w, void *block);
+typedef struct st_ptc_head_block_t {
+    void *mem; /* NULL: none held */
+    char *head;
+    ptc_head_off_t *offs;
+    ptc_header_t *views;
+} ptc_head_block_t;
+
+/* 0, or PTC_ENOMEM. */
+int ptc_worker_head_block(ptc_worker_t *w, ptc_head_block_t *b);
+/* Gives the block back (if any) and clears b. */
+void ptc_worker_head_block_release(ptc_worker_t *w, ptc_head_block_t *b);
 
 /* Called by connections when they close, so a draining worker can finish. */
 void ptc_worker_on_conn_closed(ptc_worker_t *w);

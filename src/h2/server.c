@@ -42,13 +42,10 @@ typedef struct st_h2stream_t {
     int32_t id;
     TAILQ_ENTRY(st_h2stream_t) link;
 
-    /* request head, copied from nghttp2's header callbacks; capped at limits.max_header_size / max_headers */
-    char *head;
+    /* request head, copied from nghttp2's header callbacks; capped at limits.max_header_size / max_headers.
+     * A worker block, held from the HEADERS frame to the end of the policy step (the call copies what it keeps). */
+    ptc_head_block_t hb;
     size_t head_len;
-    struct {
-        size_t name, name_len, value, value_len;
-    } *offs;
-    ptc_header_t *views; /* room for max_headers + PTC_HTTP_HEADERS_MAX_FIELDS */
     size_t num_hdrs;
     int head_error; /* HTTP status when the head was refused (431) */
     ptc_http_headers_param_t *hparam;
@@ -116,23 +113,16 @@ static void idle_timer_update(h2conn_t *conn)
 
 static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
 {
-    const ptc_limits_config_t *lim = &conn->worker->config->limits;
-    h2stream_t *st = calloc(1, sizeof(*st));
+    h2stream_t *st = ptc_calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
     st->conn = conn;
     st->id = id;
-    st->head = malloc(lim->max_header_size);
-    st->offs = calloc(lim->max_headers, sizeof(*st->offs));
-    st->views = calloc((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS, sizeof(*st->views));
     st->out = evbuffer_new();
-    if (st->head == NULL || st->offs == NULL || st->views == NULL || st->out == NULL) {
-        free(st->head);
-        free(st->offs);
-        free(st->views);
+    if (st->out == NULL || ptc_worker_head_block(conn->worker, &st->hb) != 0) {
         if (st->out != NULL)
             evbuffer_free(st->out);
-        free(st);
+        ptc_free(st);
         return NULL;
     }
     TAILQ_INSERT_TAIL(&conn->streams, st, link);
@@ -151,14 +141,12 @@ static void stream_free(h2stream_t *st, const char *reason)
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
-    free(st->head);
-    free(st->offs);
-    free(st->views);
+    ptc_worker_head_block_release(conn->worker, &st->hb);
     free(st->hparam);
     free(st->trailers);
     free(st->trailer_mem);
     evbuffer_free(st->out);
-    free(st);
+    ptc_free(st);
     idle_timer_update(conn);
 }
 
@@ -383,7 +371,8 @@ static const ptc_downstream_cb_t ds_callbacks = {
 
 static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
 {
-    return value ? ptc_iov(st->head + st->offs[i].value, st->offs[i].value_len) : ptc_iov(st->head + st->offs[i].name, st->offs[i].name_len);
+    const ptc_head_off_t *o = &st->hb.offs[i];
+    return value ? ptc_iov(st->hb.head + o->value, o->value_len) : ptc_iov(st->hb.head + o->name, o->name_len);
 }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -410,20 +399,18 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (st == NULL || st->head_error != 0)
+    if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
     if (st->head_len + namelen + valuelen > lim->max_header_size || st->num_hdrs == lim->max_headers) {
         st->head_error = 431;
         return 0;
     }
-    st->offs[st->num_hdrs].name = st->head_len;
-    st->offs[st->num_hdrs].name_len = namelen;
-    memcpy(st->head + st->head_len, name, namelen);
+    st->hb.offs[st->num_hdrs] = (ptc_head_off_t){(uint32_t)st->head_len, (uint32_t)namelen, (uint32_t)(st->head_len + namelen),
+                                                 (uint32_t)valuelen};
+    memcpy(st->hb.head + st->head_len, name, namelen);
     st->head_len += namelen;
-    st->offs[st->num_hdrs].value = st->head_len;
-    st->offs[st->num_hdrs].value_len = valuelen;
     if (valuelen != 0)
-        memcpy(st->head + st->head_len, value, valuelen);
+        memcpy(st->hb.head + st->head_len, value, valuelen);
     st->head_len += valuelen;
     st->num_hdrs++;
     return 0;
@@ -455,12 +442,14 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
         }
         if (ptc_iov_eq(name, PTC_STRLIT("host")) && req.authority.len == 0)
             req.authority = value;
-        st->views[n++] = (ptc_header_t){name, value};
+        st->hb.views[n++] = (ptc_header_t){name, value};
     }
-    req.headers = st->views;
+    req.headers = st->hb.views;
     req.num_headers = n;
     st->head_method = ptc_iov_eq_ci(req.method, PTC_STRLIT("HEAD"));
     ptc_request_handle(conn->worker, &st->super, &req, &st->hparam, &st->call);
+    /* nothing points into the head any more (ptc_request_t's slices end with the policy step) */
+    ptc_worker_head_block_release(conn->worker, &st->hb);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)

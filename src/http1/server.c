@@ -41,9 +41,6 @@ typedef enum {
     CB_VALUE,
 } last_cb_t;
 
-typedef struct st_hdr_off_t {
-    uint32_t name, name_len, value, value_len;
-} hdr_off_t;
 
 typedef struct st_ptc_h1conn_t ptc_h1conn_t;
 
@@ -59,12 +56,12 @@ struct st_ptc_h1conn_t {
     struct event *resume_ev; /* deferred re-parse of buffered input */
 
     /* request head, accumulated across reads; capped at limits.max_header_size / max_headers. The three
-     * arrays live in one worker block, held only while a request is in progress (headmem). */
-    void *headmem;
+     * arrays live in one worker block, held only while a request is in progress (headblk). */
+    ptc_head_block_t headblk;
     char *head;
     size_t head_len;
     size_t url_off, url_len;
-    hdr_off_t *hdrs;
+    ptc_head_off_t *hdrs;
     ptc_header_t *hdr_views;
     size_t num_hdrs;
     last_cb_t last_cb;
@@ -445,8 +442,7 @@ static void exchange_done(ptc_h1conn_t *conn)
     conn->discard_body = false;
     /* idle keep-alive connections hold no head memory (and nothing may point into it) */
     conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
-    ptc_worker_block_release(conn->worker, conn->headmem);
-    conn->headmem = NULL;
+    ptc_worker_head_block_release(conn->worker, &conn->headblk);
     conn->head = NULL;
     conn->hdrs = NULL;
     conn->hdr_views = NULL;
@@ -595,17 +591,15 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lowe
 static int on_message_begin(llhttp_t *p)
 {
     ptc_h1conn_t *conn = conn_of(p);
-    if (conn->headmem == NULL) {
-        const ptc_limits_config_t *lim = &conn->worker->config->limits;
-        if ((conn->headmem = ptc_worker_block(conn->worker)) == NULL) {
+    if (conn->headblk.mem == NULL) {
+        if (ptc_worker_head_block(conn->worker, &conn->headblk) != 0) {
             conn->head_error = 503;
             conn->head_error_msg = "gateway out of memory";
             return HPE_USER;
         }
-        size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
-        conn->head = conn->headmem;
-        conn->hdrs = (hdr_off_t *)(void *)((char *)conn->headmem + head);
-        conn->hdr_views = (ptc_header_t *)(void *)((char *)conn->headmem + head + (size_t)lim->max_headers * sizeof(hdr_off_t));
+        conn->head = conn->headblk.head;
+        conn->hdrs = conn->headblk.offs;
+        conn->hdr_views = conn->headblk.views;
     }
     conn->in_request = true;
     conn->request_complete = false;
@@ -642,7 +636,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return HPE_USER;
         }
         conn->last_cb = CB_FIELD;
-        conn->hdrs[conn->num_hdrs++] = (hdr_off_t){(uint32_t)conn->head_len, 0, 0, 0};
+        conn->hdrs[conn->num_hdrs++] = (ptc_head_off_t){(uint32_t)conn->head_len, 0, 0, 0};
     }
     conn->hdrs[conn->num_hdrs - 1].name_len += (uint32_t)len;
     return head_append(conn, at, len, true); /* names in lower case from here on */
@@ -651,7 +645,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     ptc_h1conn_t *conn = conn_of(p);
-    hdr_off_t *h = &conn->hdrs[conn->num_hdrs - 1];
+    ptc_head_off_t *h = &conn->hdrs[conn->num_hdrs - 1];
     /* llhttp 8 accepts obs-fold (a value continued on a line starting with SP/HT) even in strict mode;
      * RFC 9112 §5.2 lets a server reject it, and a proxy must not forward it. A value piece that
      * starts right after a line feed is such a continuation. */
@@ -959,7 +953,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
-    ptc_worker_block_release(conn->worker, conn->headmem);
+    ptc_worker_head_block_release(conn->worker, &conn->headblk);
     free(conn->hparam);
     ptc_conn_unregister(&conn->base);
     free(conn);

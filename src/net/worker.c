@@ -205,29 +205,32 @@ void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b)
     w->evbuf_cache[w->num_evbuf_cache++] = b;
 }
 
-size_t ptc_worker_block_size(const ptc_worker_t *w)
+int ptc_worker_head_block(ptc_worker_t *w, ptc_head_block_t *b)
 {
     const ptc_limits_config_t *lim = &w->config->limits;
-    /* head bytes, then 4 uint32 per field, then one ptc_header_t per field (+ $httpHeaders room) */
     size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
-    return head + (size_t)lim->max_headers * 16 + ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
-}
+    size_t offs = (size_t)lim->max_headers * sizeof(ptc_head_off_t);
+    size_t views = ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
 
-void *ptc_worker_block(ptc_worker_t *w)
-{
     if (w->num_block_cache != 0)
-        return w->block_cache[--w->num_block_cache];
-    return malloc(ptc_worker_block_size(w));
+        b->mem = w->block_cache[--w->num_block_cache];
+    else if ((b->mem = malloc(head + offs + views)) == NULL)
+        return PTC_ENOMEM;
+    b->head = b->mem;
+    b->offs = (ptc_head_off_t *)(void *)((char *)b->mem + head);
+    b->views = (ptc_header_t *)(void *)((char *)b->mem + head + offs);
+    return 0;
 }
 
-void ptc_worker_block_release(ptc_worker_t *w, void *block)
+void ptc_worker_head_block_release(ptc_worker_t *w, ptc_head_block_t *b)
 {
-    if (block == NULL)
-        return;
-    if (w->num_block_cache == PTC_ARRAY_SIZE(w->block_cache))
-        free(block);
-    else
-        w->block_cache[w->num_block_cache++] = block;
+    if (b->mem != NULL) {
+        if (w->num_block_cache == PTC_ARRAY_SIZE(w->block_cache))
+            free(b->mem);
+        else
+            w->block_cache[w->num_block_cache++] = b->mem;
+    }
+    *b = (ptc_head_block_t){NULL, NULL, NULL, NULL};
 }
 
 void ptc_worker_on_conn_closed(ptc_worker_t *w)
