@@ -10,7 +10,6 @@
  * byte to the end of its head. Nothing times out a call in progress: its deadline is grpc-timeout.
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -834,29 +833,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 /* Direct write (see want_flush()). Returns false when the connection was freed. */
 static bool flush_output(ptc_h1conn_t *conn)
 {
-    struct evbuffer *out = output(conn);
-    size_t len;
-
-    while ((len = evbuffer_get_length(out)) != 0) {
-        evbuffer_unfreeze(out, 1); /* bufferevent_socket keeps its output's start frozen for others */
-        int n = evbuffer_write(out, bufferevent_getfd(conn->bev));
-        evbuffer_freeze(out, 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n <= 0) {
-            conn_free(conn, n < 0 ? evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) : "write failed");
-            return false;
-        }
-        if ((size_t)n < len)
-            break; /* a short write: the socket buffer is full (no need to hear EAGAIN) */
+    if (ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
+        conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return false;
     }
-    if (evbuffer_get_length(out) != 0) {
-        conn->write_blocked = true; /* the bufferevent writes the rest; on_write() hands back */
-        bufferevent_enable(conn->bev, EV_WRITE);
-        return true;
-    }
+    if (conn->write_blocked)
+        return true; /* the bufferevent writes the rest; on_write() hands back */
     /* what on_write() would do once the output is empty */
     if (conn->closing) {
         conn_free(conn, "closed after response");
@@ -870,10 +852,8 @@ static bool flush_output(ptc_h1conn_t *conn)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     ptc_h1conn_t *conn = arg;
-    if (conn->write_blocked && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        conn->write_blocked = false; /* back to direct writes */
-        bufferevent_disable(bev, EV_WRITE);
-    }
+    if (!conn->tls)
+        ptc_bev_write_drained(bev, &conn->write_blocked); /* back to direct writes once empty */
     if (conn->closing) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
             conn_free(conn, "closed after response");

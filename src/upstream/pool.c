@@ -32,6 +32,7 @@
 #include <openssl/ssl.h>
 
 #include "portico/alloc.h"
+#include "portico/conn.h"
 #include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -54,6 +55,8 @@ struct st_ptc_h2client_t {
     h2c_state_t state;
     struct event *timer;   /* connect + handshake deadline */
     struct event *send_ev; /* deferred nghttp2_session_send(): one per loop pass for all calls */
+    bool direct_write;     /* cleartext: written by conn_send() itself (ptc_bev_write_now()) */
+    bool write_blocked;
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
     TAILQ_HEAD(, st_ptc_upstream_call_link_t) calls;
     TAILQ_ENTRY(st_ptc_h2client_t) link;
@@ -107,6 +110,17 @@ static void conn_send(ptc_h2client_t *conn)
             snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s", nghttp2_strerror(rv));
             conn->want_close = true;
             break;
+        }
+        if (conn->direct_write && !conn->write_blocked) {
+            /* nghttp2 stops at PTC_H2_OUTPUT_WOULDBLOCK: once that much went out, it may have more */
+            bool full = evbuffer_get_length(bufferevent_get_output(conn->bev)) >= PTC_H2_OUTPUT_WOULDBLOCK;
+            if (ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
+                snprintf(conn->close_reason, sizeof(conn->close_reason), "write failed: %s", strerror(errno));
+                conn->want_close = true;
+                break;
+            }
+            if (full && !conn->write_blocked)
+                conn->want_send = true;
         }
     } while (conn->want_send);
     conn->in_nghttp2--;
@@ -277,8 +291,9 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
     ptc_h2client_t *conn = arg;
+    if (conn->direct_write)
+        ptc_bev_write_drained(bev, &conn->write_blocked);
     if (conn->session != NULL)
         conn_send(conn);
 }
@@ -339,6 +354,9 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
             return;
         }
         bufferevent_enable(bev, EV_READ | EV_WRITE);
+        conn->direct_write = ssl == NULL;
+        if (conn->direct_write)
+            bufferevent_disable(bev, EV_WRITE); /* see ptc_bev_write_now() */
         conn_send(conn); /* preface and SETTINGS; READY once the server's SETTINGS arrive */
         return;
     }
