@@ -12,6 +12,7 @@
 
 #include "portico/common.h"
 
+struct bufferevent;
 struct evbuffer;
 
 /* nghttp2 stops writing into a connection's output beyond this (nghttp2's libevent-server.c uses 64 KiB);
@@ -28,5 +29,14 @@ ssize_t ptc_h2_write(struct evbuffer *out, const uint8_t *data, size_t length);
  * negative nghttp2 error of nghttp2_session_mem_recv().
  */
 int ptc_h2_feed(nghttp2_session *session, struct evbuffer *in, const bool *stop);
+
+/*
+ * Runs nghttp2_session_send() until the session has nothing more to write. On cleartext connections
+ * (blocked != NULL) the output is written straight away (ptc_bev_write_now(), *blocked as there), and
+ * the session is asked again when it had stopped at PTC_H2_OUTPUT_WOULDBLOCK. Callbacks that want
+ * another pass while it runs set *again. Returns 0, a negative nghttp2 error, or PTC_EIO when the
+ * socket write failed (errno says why).
+ */
+int ptc_h2_send(nghttp2_session *session, struct bufferevent *bev, bool *blocked, bool *again);
 
 #endif

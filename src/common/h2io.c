@@ -1,5 +1,7 @@
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
+#include "portico/conn.h"
 #include "portico/h2io.h"
 
 ssize_t ptc_h2_write(struct evbuffer *out, const uint8_t *data, size_t length)
@@ -28,5 +30,23 @@ int ptc_h2_feed(nghttp2_session *session, struct evbuffer *in, const bool *stop)
         }
         evbuffer_drain(in, consumed);
     }
+    return 0;
+}
+
+int ptc_h2_send(nghttp2_session *session, struct bufferevent *bev, bool *blocked, bool *again)
+{
+    do {
+        *again = false;
+        int rv = nghttp2_session_send(session);
+        if (rv != 0)
+            return rv;
+        if (blocked != NULL && !*blocked) {
+            bool full = evbuffer_get_length(bufferevent_get_output(bev)) >= PTC_H2_OUTPUT_WOULDBLOCK;
+            if (ptc_bev_write_now(bev, blocked) != 0)
+                return PTC_EIO;
+            if (full && !*blocked)
+                *again = true; /* nghttp2 stopped at the cap and may have more */
+        }
+    } while (*again);
     return 0;
 }

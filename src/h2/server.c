@@ -79,6 +79,7 @@ struct st_h2conn_t {
     unsigned in_nghttp2;
     bool want_send;
     bool want_close;
+    bool write_blocked; /* cleartext: see ptc_bev_write_now() */
     bool goaway_sent;
 };
 
@@ -517,13 +518,8 @@ static void conn_send(h2conn_t *conn)
         return;
     }
     conn->in_nghttp2++;
-    do {
-        conn->want_send = false;
-        if (nghttp2_session_send(conn->session) != 0) {
-            conn->want_close = true;
-            break;
-        }
-    } while (conn->want_send);
+    if (ptc_h2_send(conn->session, conn->bev, conn->tls ? NULL : &conn->write_blocked, &conn->want_send) != 0)
+        conn->want_close = true;
     conn->in_nghttp2--;
     if (conn->want_close) {
         conn_free(conn, "HTTP/2 send failed");
@@ -552,8 +548,10 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    conn_send(arg);
+    h2conn_t *conn = arg;
+    if (!conn->tls)
+        ptc_bev_write_drained(bev, &conn->write_blocked); /* back to direct writes once empty */
+    conn_send(conn);
 }
 
 static void on_event(struct bufferevent *bev, short events, void *arg)
@@ -689,6 +687,8 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (!tls)
+        bufferevent_disable(bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
     idle_timer_update(conn);
     ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");
     conn_send(conn);

@@ -103,26 +103,12 @@ static void conn_send(ptc_h2client_t *conn)
         return;
     }
     conn->in_nghttp2++;
-    do {
-        conn->want_send = false;
-        int rv = nghttp2_session_send(conn->session);
-        if (rv != 0) {
-            snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s", nghttp2_strerror(rv));
-            conn->want_close = true;
-            break;
-        }
-        if (conn->direct_write && !conn->write_blocked) {
-            /* nghttp2 stops at PTC_H2_OUTPUT_WOULDBLOCK: once that much went out, it may have more */
-            bool full = evbuffer_get_length(bufferevent_get_output(conn->bev)) >= PTC_H2_OUTPUT_WOULDBLOCK;
-            if (ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
-                snprintf(conn->close_reason, sizeof(conn->close_reason), "write failed: %s", strerror(errno));
-                conn->want_close = true;
-                break;
-            }
-            if (full && !conn->write_blocked)
-                conn->want_send = true;
-        }
-    } while (conn->want_send);
+    int rv = ptc_h2_send(conn->session, conn->bev, conn->direct_write ? &conn->write_blocked : NULL, &conn->want_send);
+    if (rv != 0) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s",
+                 rv == PTC_EIO ? strerror(errno) : nghttp2_strerror(rv));
+        conn->want_close = true;
+    }
     conn->in_nghttp2--;
     if (conn->want_close) {
         conn_close(conn, conn->close_reason);
