@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -32,6 +33,7 @@
 #include "portico/worker.h"
 
 #define CLOSE_LINGER_MS 5000 /* how long a closing connection may take to flush its last response */
+#define SHUT_LINGER_MS 2000  /* then, half-closed, how long it reads (and drops) what the client still sends */
 
 typedef enum {
     CB_NONE,
@@ -84,6 +86,7 @@ struct st_ptc_h1conn_t {
     size_t discarded;
     bool read_paused;       /* the call applied backpressure */
     bool closing;           /* close once the output is flushed */
+    bool shut;              /* closing, output flushed and the write side shut: waiting for the client's FIN */
     bool close_after_response;
     bool in_message_complete;
     bool tls;
@@ -323,7 +326,23 @@ static void write_simple(ptc_h1conn_t *conn, int status, const ptc_header_t *ext
     conn->response_complete = true;
 }
 
-/* Closes after the output is flushed (bounded by CLOSE_LINGER_MS). */
+/*
+ * The last response is out: shut the write side and keep reading (dropping what comes) until the
+ * client closes or SHUT_LINGER_MS pass. Closing at once with request bytes still unread (say the rest
+ * of an upload refused as too large) makes the kernel answer with a RST, which can destroy the response
+ * before the client has read it (RFC 9112 §9.6: a server closes in stages).
+ */
+static void shut_output(ptc_h1conn_t *conn)
+{
+    if (conn->shut)
+        return;
+    conn->shut = true;
+    shutdown(bufferevent_getfd(conn->bev), SHUT_WR);
+    bufferevent_enable(conn->bev, EV_READ); /* parse_input() drops input while closing */
+    timer_set(conn, SHUT_LINGER_MS);
+}
+
+/* Closes after the output is flushed (bounded by CLOSE_LINGER_MS), in stages (shut_output()). */
 static void start_closing(ptc_h1conn_t *conn)
 {
     if (conn->closing)
@@ -841,8 +860,8 @@ static bool flush_output(ptc_h1conn_t *conn)
         return true; /* the bufferevent writes the rest; on_write() hands back */
     /* what on_write() would do once the output is empty */
     if (conn->closing) {
-        conn_free(conn, "closed after response");
-        return false;
+        shut_output(conn);
+        return true;
     }
     if (conn->call != NULL)
         ptc_call_on_downstream_writable(conn->call);
@@ -856,7 +875,7 @@ static void on_write(struct bufferevent *bev, void *arg)
         ptc_bev_write_drained(bev, &conn->write_blocked); /* back to direct writes once empty */
     if (conn->closing) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_free(conn, "closed after response");
+            shut_output(conn);
         return;
     }
     if (conn->call != NULL)
@@ -888,7 +907,7 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
     }
     conn->deadline_ms = 0;
     if (conn->closing) {
-        conn_free(conn, "client did not read the last response");
+        conn_free(conn, conn->shut ? "closed after response" : "client did not read the last response");
     } else if (conn->in_request && conn->call == NULL && !conn->response_complete) {
         fail_http(conn, 408, "request head not received within %" PRIu64 " ms (timeouts.header_read)",
                   conn->worker->config->timeouts.header_read_ms);
@@ -911,7 +930,7 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
         return;
     if (conn->closing) {
         if (evbuffer_get_length(output(conn)) == 0)
-            conn_free(conn, "closed after response");
+            shut_output(conn);
         return;
     }
     parse_input(conn);

@@ -9,6 +9,7 @@ Every test checks the exact answer and then that the gateway still serves a norm
 
 import socket
 import time
+import urllib.parse
 
 import pytest
 
@@ -113,6 +114,26 @@ def test_connection_close_request(portico):
         assert_unary_ok(head, body, "bye")
         assert head.get("connection") == "close", head
         assert conn.wait_closed(5), "the gateway did not close the connection after Connection: close"
+    assert_serves(gw)
+
+
+def test_refused_upload_is_answered_not_reset(portico):
+    """A message over limits.max_message_size is refused at once while the client is still
+    uploading megabytes of it; the gateway must not close with those bytes unread (the kernel
+    would answer with a RST that can destroy the response): it half-closes and drops the rest,
+    so a client that sends everything before reading still gets the whole gRPC-Web answer."""
+    gw = portico(config=config("limits: {max_message_size: 64KiB}\n"))
+    body = grpcweb.frame(EchoRequest(payload=b"u" * (8 * 1024 * 1024)))
+    with gw.connect() as conn:
+        conn.request("POST", UNARY, grpc_headers(), body)   # all 8 MiB before reading a byte
+        head, resp = conn.response(timeout=10)
+        assert head.status == 200, head  # answered before the gateway knew it would close
+        frames, trailers = grpcweb.parse_body(resp)
+        status = trailers if trailers is not None else {k: head.get(k) for k in ("grpc-status", "grpc-message")}
+        assert status["grpc-status"] == "8", (head, trailers)
+        assert "65536" in urllib.parse.unquote(status["grpc-message"]), status
+        assert grpcweb.messages_of(frames) == []
+        assert conn.wait_closed(5)
     assert_serves(gw)
 
 
