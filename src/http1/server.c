@@ -42,7 +42,6 @@ typedef enum {
     CB_VALUE,
 } last_cb_t;
 
-
 typedef struct st_ptc_h1conn_t ptc_h1conn_t;
 
 struct st_ptc_h1conn_t {
