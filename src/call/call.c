@@ -1064,8 +1064,10 @@ static void maybe_free(ptc_call_t *call)
     ptc_free(call);
 }
 
-/* Request header fields that describe the downstream hop and are not forwarded (PROTOCOL.md §1.2, §1.8). */
-/* What a request header is to the call: read by it, not forwarded (hop-by-hop or rewritten), or passed on. */
+/*
+ * What a request header is to the call: read by it, passed on, or not forwarded because it describes
+ * the downstream hop or the gateway writes it itself (PROTOCOL.md §1.2, §1.8).
+ */
 typedef enum {
     REQ_HDR_FORWARD,
     REQ_HDR_ACCEPT,          /* forwarded too */
