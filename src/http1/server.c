@@ -55,14 +55,11 @@ struct st_ptc_h1conn_t {
     uint64_t timer_at_ms; /* when the armed timer fires (0: not armed) */
     struct event *resume_ev; /* deferred re-parse of buffered input */
 
-    /* request head, accumulated across reads; capped at limits.max_header_size / max_headers. The three
-     * arrays live in one worker block, held only while a request is in progress (headblk). */
+    /* request head, accumulated across reads; capped at limits.max_header_size / max_headers. Bytes,
+     * field offsets and views live in one worker block, held only while a request is in progress. */
     ptc_head_block_t headblk;
-    char *head;
     size_t head_len;
     size_t url_off, url_len;
-    ptc_head_off_t *hdrs;
-    ptc_header_t *hdr_views;
     size_t num_hdrs;
     last_cb_t last_cb;
     int head_error; /* HTTP status to answer when a callback stopped the parser (400, 414, 431, 505) */
@@ -460,9 +457,6 @@ static void exchange_done(ptc_h1conn_t *conn)
     /* idle keep-alive connections hold no head memory (and nothing may point into it) */
     conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
-    conn->head = NULL;
-    conn->hdrs = NULL;
-    conn->hdr_views = NULL;
     conn->discarded = 0;
     conn->chunked = false;
     timer_set(conn, conn->worker->config->timeouts.idle_ms);
@@ -528,21 +522,21 @@ static const ptc_downstream_cb_t ds_callbacks = {
 static const ptc_header_t *find(ptc_h1conn_t *conn, ptc_iovec_t name)
 {
     for (size_t i = 0; i < conn->num_hdrs; i++)
-        if (ptc_iov_eq(conn->hdr_views[i].name, name))
-            return &conn->hdr_views[i];
+        if (ptc_iov_eq(conn->headblk.views[i].name, name))
+            return &conn->headblk.views[i];
     return NULL;
 }
 
 /* Decides what to do with a complete request head. Returns 0, or -1 when the connection was failed. */
 static int on_head(ptc_h1conn_t *conn)
 {
-    ptc_iovec_t url = ptc_iov(conn->head + conn->url_off, conn->url_len);
+    ptc_iovec_t url = ptc_iov(conn->headblk.head + conn->url_off, conn->url_len);
     const char *mname = llhttp_method_name(llhttp_get_method(&conn->parser));
     const ptc_header_t *h;
 
     for (size_t i = 0; i < conn->num_hdrs; i++)
-        conn->hdr_views[i] = (ptc_header_t){ptc_iov(conn->head + conn->hdrs[i].name, conn->hdrs[i].name_len),
-                                            ptc_iov(conn->head + conn->hdrs[i].value, conn->hdrs[i].value_len)};
+        conn->headblk.views[i] = (ptc_header_t){ptc_iov(conn->headblk.head + conn->headblk.offs[i].name, conn->headblk.offs[i].name_len),
+                                            ptc_iov(conn->headblk.head + conn->headblk.offs[i].value, conn->headblk.offs[i].value_len)};
     if (llhttp_get_http_major(&conn->parser) != 1) {
         /* a request line without a version (HTTP/0.9) */
         conn->head_error = 400;
@@ -569,7 +563,7 @@ static int on_head(ptc_h1conn_t *conn)
         .path = url,
         .scheme = conn->tls ? PTC_STRLIT("https") : PTC_STRLIT("http"),
         .authority = host != NULL ? host->value : ptc_iov("", 0),
-        .headers = conn->hdr_views,
+        .headers = conn->headblk.views,
         .num_headers = conn->num_hdrs,
         .peer = conn->base.peer,
         .allow_native = false,
@@ -595,11 +589,11 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lowe
         return HPE_USER;
     }
     if (lower) {
-        char *dst = conn->head + conn->head_len;
+        char *dst = conn->headblk.head + conn->head_len;
         for (size_t i = 0; i < len; i++)
             dst[i] = ptc_tolower(at[i]);
     } else {
-        memcpy(conn->head + conn->head_len, at, len);
+        memcpy(conn->headblk.head + conn->head_len, at, len);
     }
     conn->head_len += len;
     return 0;
@@ -608,15 +602,10 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lowe
 static int on_message_begin(llhttp_t *p)
 {
     ptc_h1conn_t *conn = conn_of(p);
-    if (conn->headblk.mem == NULL) {
-        if (ptc_worker_head_block(conn->worker, &conn->headblk) != 0) {
-            conn->head_error = 503;
-            conn->head_error_msg = "gateway out of memory";
-            return HPE_USER;
-        }
-        conn->head = conn->headblk.head;
-        conn->hdrs = conn->headblk.offs;
-        conn->hdr_views = conn->headblk.views;
+    if (conn->headblk.mem == NULL && ptc_worker_head_block(conn->worker, &conn->headblk) != 0) {
+        conn->head_error = 503;
+        conn->head_error_msg = "gateway out of memory";
+        return HPE_USER;
     }
     conn->in_request = true;
     conn->request_complete = false;
@@ -653,16 +642,16 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return HPE_USER;
         }
         conn->last_cb = CB_FIELD;
-        conn->hdrs[conn->num_hdrs++] = (ptc_head_off_t){(uint32_t)conn->head_len, 0, 0, 0};
+        conn->headblk.offs[conn->num_hdrs++] = (ptc_head_off_t){(uint32_t)conn->head_len, 0, 0, 0};
     }
-    conn->hdrs[conn->num_hdrs - 1].name_len += (uint32_t)len;
+    conn->headblk.offs[conn->num_hdrs - 1].name_len += (uint32_t)len;
     return head_append(conn, at, len, true); /* names in lower case from here on */
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     ptc_h1conn_t *conn = conn_of(p);
-    ptc_head_off_t *h = &conn->hdrs[conn->num_hdrs - 1];
+    ptc_head_off_t *h = &conn->headblk.offs[conn->num_hdrs - 1];
     /* llhttp 8 accepts obs-fold (a value continued on a line starting with SP/HT) even in strict mode;
      * RFC 9112 §5.2 lets a server reject it, and a proxy must not forward it. A value piece that
      * starts right after a line feed is such a continuation. */
