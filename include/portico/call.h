@@ -21,6 +21,7 @@ struct evbuffer;
 typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_call_t ptc_call_t;
 typedef struct st_ptc_downstream_t ptc_downstream_t;
+typedef struct st_ptc_snapshot_t ptc_snapshot_t;
 
 typedef struct st_ptc_downstream_cb_t {
     /* Writes the response head. end_stream: the response has no body (trailers-only or a local error). */
@@ -74,6 +75,7 @@ typedef struct st_ptc_request_t {
     ptc_header_t *headers;
     size_t num_headers;
     const char *peer;  /* "ip:port" of the client, for logs */
+    ptc_snapshot_t *snap; /* the configuration the request is handled under (the adapter holds a reference) */
     bool allow_native; /* application/grpc is proxied as native gRPC (HTTP/2 downstreams) */
 } ptc_request_t;
 

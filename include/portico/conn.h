@@ -14,6 +14,7 @@ struct bufferevent;
 struct sockaddr;
 typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_conn_t ptc_conn_t;
+typedef struct st_ptc_snapshot_t ptc_snapshot_t;
 
 typedef struct st_ptc_conn_cb_t {
     /* Draining: close now if idle, otherwise once the exchanges in progress are complete. */
@@ -27,14 +28,24 @@ typedef struct st_ptc_conn_cb_t {
 struct st_ptc_conn_t {
     const ptc_conn_cb_t *cb;
     ptc_worker_t *worker;
+    ptc_snapshot_t *snap; /* pinned: the worker's snapshot when the connection (or its current exchange) began */
+    unsigned listener;    /* id of the listener that accepted it (ptc_listener_t.id) */
     TAILQ_ENTRY(st_ptc_conn_t) link;
     char peer[64]; /* "ip:port" of the client, for logs */
 };
 
-/* Adds a connection to its worker's list (counted against limits.max_connections). */
-void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer);
-/* Removes it; a draining worker exits when the last one is gone. */
+/*
+ * Adds a connection to its worker's list (counted against limits.max_connections) and pins the worker's
+ * current snapshot in c->snap.
+ */
+void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer, unsigned listener);
+/* Removes it and releases its snapshot; a draining worker exits when the last one is gone. */
 void ptc_conn_unregister(ptc_conn_t *c);
+/*
+ * Moves the connection to the worker's current snapshot (a reload happened since it was pinned). Call it
+ * only where nothing of the connection points into the old one: between exchanges.
+ */
+void ptc_conn_refresh(ptc_conn_t *c);
 
 /*
  * Direct writes for cleartext bufferevents. Left to itself, a bufferevent arms EV_WRITE whenever its
@@ -55,8 +66,8 @@ void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len);
 /*
  * Serves an accepted connection. `h2` is true when TLS negotiated ALPN "h2"; on a cleartext
  * connection HTTP/2 is chosen when the client opens with the HTTP/2 connection preface (prior
- * knowledge), HTTP/1.1 otherwise. Takes ownership of bev.
+ * knowledge), HTTP/1.1 otherwise. listener: the id of the listener that accepted it. Takes ownership of bev.
  */
-void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool h2);
+void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool h2);
 
 #endif

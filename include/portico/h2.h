@@ -15,6 +15,6 @@ typedef struct st_ptc_worker_t ptc_worker_t;
 
 /* Serves HTTP/2 on a connected bufferevent (after ALPN h2, or after seeing the preface on a plain
  * connection: bytes already in the input buffer are processed first). Takes ownership of bev. */
-void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls);
+void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls);
 
 #endif

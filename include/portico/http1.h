@@ -10,6 +10,6 @@ typedef struct st_ptc_worker_t ptc_worker_t;
 #include <stdbool.h>
 
 /* Serves HTTP/1.1 on a connected bufferevent (plain or TLS); takes ownership of bev. */
-void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls);
+void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls);
 
 #endif

@@ -4,10 +4,10 @@
  * (ALPN h2, verification, SNI, optional client certificate), the accept-side handshake, and the checks the
  * configuration loader runs on certificate and key files.
  *
- * Contexts are built by the main thread and shared by the workers: OpenSSL allows SSL_new() on one
- * SSL_CTX from several threads, and every SSL holds its own reference to its SSL_CTX. A certificate
- * reload (SIGHUP) builds a new ptc_tls_contexts_t and hands each worker its own reference-holding copy;
- * connections already open keep the context they started with.
+ * Contexts are built by the control thread as part of a configuration snapshot (ptc_snapshot_t) and
+ * shared by the workers: OpenSSL allows SSL_new() on one SSL_CTX from several threads, and every SSL
+ * holds its own reference to its SSL_CTX. A reload builds a new snapshot, hence new contexts (the files
+ * are read again); connections already open keep the context they started with.
  */
 #ifndef PORTICO_TLS_H
 #define PORTICO_TLS_H
@@ -56,7 +56,7 @@ void ptc_tls_log_warnings(const ptc_config_t *cfg);
  * OpenSSL's reason. Takes ownership of fd. While the handshake runs the connection is registered with the
  * worker (it counts against limits.max_connections, and a drain closes it).
  */
-void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, struct ssl_ctx_st *ctx);
+void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, unsigned listener, struct ssl_ctx_st *ctx);
 
 /*
  * A client SSL for one connection to an upstream endpoint: SNI and the verified name are tls.server_name,

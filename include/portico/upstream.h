@@ -1,8 +1,19 @@
 /*
- * Upstream pool: per worker and per named upstream, persistent HTTP/2 (h2c) connections that
- * multiplex calls, honour the server's SETTINGS_MAX_CONCURRENT_STREAMS (another connection is opened
+ * Upstream pool: per worker and per named upstream, persistent HTTP/2 (h2c or TLS) connections that
+ * multiplex streams, honour the server's SETTINGS_MAX_CONCURRENT_STREAMS (another connection is opened
  * when all are full), reconnect with exponential backoff per endpoint, and balance round-robin over
  * the endpoints. Host names are resolved with evdns, never blocking the loop.
+ *
+ * The pool knows streams, not calls (DESIGN.md, "Upstream client"): whoever wants an upstream stream
+ * embeds a ptc_upstream_stream_t, gives it callbacks, and drives it through the client interface
+ * (ptc_upstream_client_t). A call does; so can health checks, key fetches and unit tests, which may put
+ * a fake client in the pool's place.
+ *
+ * Lifetime and reloads: a pool belongs to a worker and holds a reference to the snapshot whose settings
+ * it uses. A reload that keeps an upstream's name and transport settings keeps the pool and its
+ * connections (ptc_upstream_update: new endpoints are connected as needed, connections to removed ones
+ * finish their streams and close); one that removes an upstream or changes how it is reached retires the
+ * pool (ptc_upstream_retire): it takes no new streams, finishes the ones it has, and is freed once idle.
  */
 #ifndef PORTICO_UPSTREAM_H
 #define PORTICO_UPSTREAM_H
@@ -10,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -18,19 +30,66 @@
 struct evbuffer;
 struct ssl_ctx_st;
 typedef struct st_ptc_worker_t ptc_worker_t;
-typedef struct st_ptc_call_t ptc_call_t;
+typedef struct st_ptc_snapshot_t ptc_snapshot_t;
 typedef struct st_ptc_h2client_t ptc_h2client_t;
 typedef struct st_ptc_upstream_t ptc_upstream_t;
+typedef struct st_ptc_upstream_stream_t ptc_upstream_stream_t;
+typedef struct st_ptc_upstream_client_t ptc_upstream_client_t;
 
-/* A call's place in the pool: its queue entry or its stream. Embedded in the call. */
-typedef struct st_ptc_upstream_call_link_t {
-    ptc_call_t *call;
-    ptc_h2client_t *conn; /* NULL until a stream is open, and again after it closed */
+/* What the owner of a stream hears and provides. Every callback may be called from inside the pool's
+ * nghttp2 callbacks: they must not call back into the client synchronously except as noted. */
+typedef struct st_ptc_upstream_stream_cb_t {
+    /* The request header block for nghttp2_submit_request(); it must stay valid until the stream closes. */
+    void (*request_headers)(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n);
+    /* Data provider read callback body (NGHTTP2_DATA_FLAG_NO_COPY); see nghttp2_data_source_read_callback. */
+    ssize_t (*read_request)(ptc_upstream_stream_t *s, size_t length, uint32_t *data_flags);
+    /* Writes a DATA frame: its 9-byte header and length bytes of request body. */
+    void (*write_request)(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length);
+    void (*on_header)(ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
+                      const uint8_t *value, size_t valuelen);
+    void (*on_headers_end)(ptc_upstream_stream_t *s, nghttp2_headers_category cat, bool end_stream);
+    void (*on_data)(ptc_upstream_stream_t *s, const uint8_t *data, size_t len);
+    void (*on_data_end)(ptc_upstream_stream_t *s);
+    /* The stream closed (error_code is the RST_STREAM code or 0; conn_error says why when the whole
+     * connection was lost). The stream is detached from the pool already. */
+    void (*on_close)(ptc_upstream_stream_t *s, uint32_t error_code, const char *conn_error);
+    /* No stream could be opened; message says why. The stream is detached from the pool already. May be
+     * called before start() returns. */
+    void (*on_error)(ptc_upstream_stream_t *s, const char *message);
+} ptc_upstream_stream_cb_t;
+
+/* An upstream stream as its owner embeds it. Set cb, leave the rest zero; the client manages it. */
+struct st_ptc_upstream_stream_t {
+    const ptc_upstream_stream_cb_t *cb;
+    ptc_upstream_client_t *client; /* set by start() while the stream is queued or open; NULL otherwise */
+    ptc_h2client_t *conn;  /* NULL until a stream is open, and again after it closed */
     int32_t stream_id;
-    bool pending;          /* in the upstream's pending queue */
-    TAILQ_ENTRY(st_ptc_upstream_call_link_t) pending_link; /* in ptc_upstream_t.pending, while pending */
-    TAILQ_ENTRY(st_ptc_upstream_call_link_t) conn_link;    /* in the connection's list of calls, while conn != NULL */
-} ptc_upstream_call_link_t;
+    bool pending;          /* in the pool's pending queue */
+    TAILQ_ENTRY(st_ptc_upstream_stream_t) pending_link; /* in ptc_upstream_t.pending, while pending */
+    TAILQ_ENTRY(st_ptc_upstream_stream_t) conn_link;    /* in the connection's list, while conn != NULL */
+};
+
+/*
+ * The client interface. The pool implements it (ptc_upstream_t begins with one); a test may implement
+ * its own.
+ */
+typedef struct st_ptc_upstream_client_cb_t {
+    /* Opens a stream now, or queues it until a connection is ready; failures come through cb->on_error. */
+    void (*start)(ptc_upstream_client_t *c, ptc_upstream_stream_t *s);
+    /* Withdraws a stream: removes it from the queue, or resets it (RST_STREAM CANCEL). unconsumed is the
+     * number of DATA bytes received but never credited; the connection window gets them back. No
+     * callback follows. A stream that is neither queued nor open is left alone. */
+    void (*cancel)(ptc_upstream_stream_t *s, size_t unconsumed);
+    /* More request body is available. */
+    void (*resume_data)(ptc_upstream_stream_t *s);
+    /* n bytes of response DATA were passed on: credit the stream's flow-control window. */
+    void (*consume)(ptc_upstream_stream_t *s, size_t n);
+} ptc_upstream_client_cb_t;
+
+struct st_ptc_upstream_client_t {
+    const ptc_upstream_client_cb_t *cb;
+    const ptc_upstream_config_t *config; /* the upstream's settings (name, authority, endpoints, tls) */
+};
 
 typedef struct st_ptc_endpoint_state_t {
     uint64_t retry_at_ms;  /* monotonic ms before which no new connection is attempted */
@@ -39,55 +98,41 @@ typedef struct st_ptc_endpoint_state_t {
 } ptc_endpoint_state_t;
 
 struct st_ptc_upstream_t {
+    ptc_upstream_client_t client; /* first: the interface calls use */
     ptc_worker_t *worker;
-    const ptc_upstream_config_t *config;
-    ptc_endpoint_state_t *endpoints;
+    ptc_snapshot_t *snap;          /* one reference: client.config points into it */
+    size_t index;                  /* of client.config in snap->config.upstreams */
+    ptc_endpoint_state_t *endpoints; /* per client.config->endpoints entry */
     size_t rr_next; /* next endpoint to connect to */
     size_t conn_rr; /* round-robin position over connections with free streams */
     TAILQ_HEAD(, st_ptc_h2client_t) conns;
     size_t num_conns;
-    TAILQ_HEAD(, st_ptc_upstream_call_link_t) pending; /* calls waiting for a stream */
+    TAILQ_HEAD(, st_ptc_upstream_stream_t) pending; /* streams waiting for a connection or a free stream */
     size_t num_pending;
-    struct ssl_ctx_st *tls_ctx; /* config->tls != NULL: context for new connections, borrowed from the worker
-                                 * (replaced on certificate reload; each connection's SSL holds its own reference) */
+    bool retired; /* removed or replaced by a reload: finishes what it has, takes nothing new */
+    TAILQ_ENTRY(st_ptc_upstream_t) retired_link; /* in the worker's list of retired pools */
 };
 
-
-void ptc_upstream_init(ptc_upstream_t *up, ptc_worker_t *w, const ptc_upstream_config_t *config);
-void ptc_upstream_dispose(ptc_upstream_t *up);
-
+/* A pool for upstream `index` of snap (the pool takes its own reference); NULL when out of memory. */
+ptc_upstream_t *ptc_upstream_new(ptc_worker_t *w, ptc_snapshot_t *snap, size_t index);
 /*
- * Opens a stream for the call now, or queues it until a connection is ready. When no stream can be
- * had (all endpoints failing, queue full) the call is told through ptc__call_on_upstream_error().
- * That may happen before this returns.
+ * Moves a pool to upstream `index` of a newer snapshot whose settings for it differ at most in the
+ * endpoint list (ptc_upstream_config_same_transport): connections to endpoints that remain are kept,
+ * those to removed endpoints take no new streams and close once their streams are done. Returns 0, or
+ * PTC_ENOMEM (the pool is left as it was).
  */
-void ptc_upstream_start_call(ptc_upstream_t *up, ptc_call_t *call);
-/*
- * Withdraws a call: removes it from the queue, or resets its stream (RST_STREAM CANCEL). unconsumed is
- * the number of DATA bytes the call received but never credited; the connection window gets them back.
- */
-void ptc_upstream_cancel_call(ptc_upstream_t *up, ptc_call_t *call, size_t unconsumed);
-/* More request body is available for the call's stream. */
-void ptc_upstream_resume_data(ptc_call_t *call);
-/* The call has passed n bytes of response DATA downstream: credit the stream's flow-control window. */
-void ptc_upstream_consume(ptc_call_t *call, size_t n);
+int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index) PTC_WARN_UNUSED;
+/* Retires a pool (see above). The worker frees it once ptc_upstream_idle() says so. */
+void ptc_upstream_retire(ptc_upstream_t *up);
+/* True when a retired pool has nothing left: no connection, no queued stream. */
+bool ptc_upstream_idle(const ptc_upstream_t *up);
+/* Closes every connection (streams end with a connection error, queued ones fail) and frees the pool. */
+void ptc_upstream_free(ptc_upstream_t *up);
 
-/* ---- implemented by call.c, called by the pool ---- */
-ptc_upstream_call_link_t *ptc__call_link(ptc_call_t *call);
-/* The request header block for nghttp2_submit_request(). */
-void ptc__call_request_headers(ptc_call_t *call, const nghttp2_nv **nva, size_t *n);
-/* Data provider read callback body (NGHTTP2_DATA_FLAG_NO_COPY); see nghttp2_data_source_read_callback. */
-ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_flags);
-/* Writes a DATA frame: its 9-byte header and length bytes of request body. */
-void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8_t *framehd, size_t length);
-void ptc__call_on_upstream_header(ptc_call_t *call, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
-                                  const uint8_t *value, size_t valuelen);
-void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream);
-void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t len);
-void ptc__call_on_upstream_data_end(ptc_call_t *call);
-/* The stream closed (error_code is the RST_STREAM code or 0); the link is already cleared. */
-void ptc__call_on_upstream_close(ptc_call_t *call, uint32_t error_code, const char *conn_error);
-/* No stream could be opened; message says why. The call is not in the queue any more. */
-void ptc__call_on_upstream_error(ptc_call_t *call, const char *message);
+/* The client interface of a pool. */
+static inline ptc_upstream_client_t *ptc_upstream_client(ptc_upstream_t *up)
+{
+    return &up->client;
+}
 
 #endif

@@ -28,6 +28,7 @@
 #include "portico/call.h"
 #include "portico/codec.h"
 #include "portico/log.h"
+#include "portico/snapshot.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
 
@@ -60,11 +61,12 @@ typedef enum {
 } resp_state_t;
 
 struct st_ptc_call_t {
+    ptc_upstream_stream_t us; /* the upstream stream (first: the pool's callbacks get a pointer to it) */
     ptc_worker_t *worker;
-    const ptc_config_t *cfg;
+    ptc_snapshot_t *snap;     /* pinned for the whole call */
+    const ptc_config_t *cfg;  /* &snap->config */
     ptc_downstream_t *ds; /* NULL once detached */
-    ptc_upstream_t *up;
-    ptc_upstream_call_link_t link;
+    ptc_upstream_client_t *up; /* the upstream the call goes to; NULL when none was found */
     uint64_t start_ms;
     char peer[64];
 
@@ -129,9 +131,22 @@ static void copy_str(char *dst, size_t cap, ptc_iovec_t s)
 /* Withdraws the upstream stream (or queue entry), returning the window of bytes never credited. */
 static void cancel_upstream(ptc_call_t *call)
 {
-    if (call->up != NULL)
-        ptc_upstream_cancel_call(call->up, call, call->unconsumed);
+    if (call->us.client != NULL)
+        call->us.client->cb->cancel(&call->us, call->unconsumed);
     call->unconsumed = 0;
+}
+
+/* Credits n bytes of response DATA to the upstream stream's window. */
+static void upstream_consume(ptc_call_t *call, size_t n)
+{
+    if (call->us.client != NULL)
+        call->us.client->cb->consume(&call->us, n);
+}
+
+static void upstream_resume_data(ptc_call_t *call)
+{
+    if (call->us.client != NULL)
+        call->us.client->cb->resume_data(&call->us);
 }
 
 /* ---- header store ---- */
@@ -547,7 +562,7 @@ static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
         call->req_paused = true;
         call->ds->cb->pause_read(call->ds, true);
     }
-    ptc_upstream_resume_data(call);
+    upstream_resume_data(call);
 }
 
 static void request_body(ptc_call_t *call, const char *data, size_t len)
@@ -604,7 +619,7 @@ static void request_end(ptc_call_t *call)
         return;
     }
     call->req_ended = true;
-    ptc_upstream_resume_data(call);
+    upstream_resume_data(call);
 }
 
 void ptc_call_on_request_end(ptc_call_t *call)
@@ -613,19 +628,21 @@ void ptc_call_on_request_end(ptc_call_t *call)
     maybe_free(call);
 }
 
-ptc_upstream_call_link_t *ptc__call_link(ptc_call_t *call)
+static ptc_call_t *call_of(ptc_upstream_stream_t *s)
 {
-    return &call->link;
+    return (ptc_call_t *)(void *)s;
 }
 
-void ptc__call_request_headers(ptc_call_t *call, const nghttp2_nv **nva, size_t *n)
+static void us_request_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n)
 {
+    ptc_call_t *call = call_of(s);
     *nva = call->nva;
     *n = call->nva_len;
 }
 
-ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_flags)
+static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t *data_flags)
 {
+    ptc_call_t *call = call_of(s);
     size_t avail = evbuffer_get_length(call->req_buf);
     if (avail == 0) {
         if (call->req_ended) {
@@ -641,8 +658,9 @@ ssize_t ptc__call_read_request(ptc_call_t *call, size_t length, uint32_t *data_f
     return (ssize_t)n;
 }
 
-void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8_t *framehd, size_t length)
+static void us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
+    ptc_call_t *call = call_of(s);
     ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0);
     if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
@@ -652,9 +670,10 @@ void ptc__call_write_request(ptc_call_t *call, struct evbuffer *out, const uint8
 
 /* ---- response side ---- */
 
-void ptc__call_on_upstream_header(ptc_call_t *call, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
-                                  const uint8_t *value, size_t valuelen)
+static void us_on_header(ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
+                         const uint8_t *value, size_t valuelen)
 {
+    ptc_call_t *call = call_of(s);
     if (cat == NGHTTP2_HCAT_RESPONSE && namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < valuelen && i < 3; i++)
@@ -796,8 +815,9 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     finish_downstream(call);
 }
 
-void ptc__call_on_upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
+static void us_on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category cat, bool end_stream)
 {
+    ptc_call_t *call = call_of(s);
     upstream_headers_end(call, cat, end_stream);
     maybe_free(call);
 }
@@ -925,7 +945,7 @@ static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
 {
     call->unconsumed += len;
     if (call->resp_state == RESP_DONE) {
-        ptc_upstream_consume(call, call->unconsumed);
+        upstream_consume(call, call->unconsumed);
         call->unconsumed = 0;
         return;
     }
@@ -941,7 +961,7 @@ static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
         if (call->non_grpc_len >= NON_GRPC_BODY_PREFIX || take == 0)
             fail_non_grpc(call); /* enough to explain; the rest is not read */
         else
-            ptc_upstream_consume(call, len);
+            upstream_consume(call, len);
         call->unconsumed = 0;
         return;
     }
@@ -950,13 +970,14 @@ static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
     out_flush(call);
     /* credit the upstream only while the downstream keeps up (end-to-end flow control) */
     if (call->ds != NULL && call->ds->cb->pending(call->ds) <= call->cfg->limits.call_buffer_size) {
-        ptc_upstream_consume(call, call->unconsumed);
+        upstream_consume(call, call->unconsumed);
         call->unconsumed = 0;
     }
 }
 
-void ptc__call_on_upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
+static void us_on_data(ptc_upstream_stream_t *s, const uint8_t *data, size_t len)
 {
+    ptc_call_t *call = call_of(s);
     upstream_data(call, data, len);
     maybe_free(call);
 }
@@ -972,14 +993,16 @@ static void upstream_data_end(ptc_call_t *call)
         call_fail(call, PTC_GRPC_INTERNAL, "upstream ended the stream without trailers");
 }
 
-void ptc__call_on_upstream_data_end(ptc_call_t *call)
+static void us_on_data_end(ptc_upstream_stream_t *s)
 {
+    ptc_call_t *call = call_of(s);
     upstream_data_end(call);
     maybe_free(call);
 }
 
-void ptc__call_on_upstream_close(ptc_call_t *call, uint32_t error_code, const char *conn_error)
+static void us_on_close(ptc_upstream_stream_t *s, uint32_t error_code, const char *conn_error)
 {
+    ptc_call_t *call = call_of(s);
     if (call->resp_state != RESP_DONE) {
         if (conn_error != NULL)
             call_fail(call, PTC_GRPC_UNAVAILABLE, "%s", conn_error);
@@ -994,18 +1017,24 @@ void ptc__call_on_upstream_close(ptc_call_t *call, uint32_t error_code, const ch
     maybe_free(call);
 }
 
-void ptc__call_on_upstream_error(ptc_call_t *call, const char *message)
+static void us_on_error(ptc_upstream_stream_t *s, const char *message)
 {
+    ptc_call_t *call = call_of(s);
     call_fail(call, PTC_GRPC_UNAVAILABLE, "%s", message);
     maybe_free(call);
 }
+
+static const ptc_upstream_stream_cb_t upstream_stream_callbacks = {
+    us_request_headers, us_read_request, us_write_request, us_on_header, us_on_headers_end,
+    us_on_data,         us_on_data_end,  us_on_close,      us_on_error,
+};
 
 void ptc_call_on_downstream_writable(ptc_call_t *call)
 {
     if (call->unconsumed != 0) {
         size_t n = call->unconsumed;
         call->unconsumed = 0;
-        ptc_upstream_consume(call, n);
+        upstream_consume(call, n);
     }
 }
 
@@ -1041,7 +1070,7 @@ static void on_deadline(evutil_socket_t fd, short events, void *arg)
 
 static void maybe_free(ptc_call_t *call)
 {
-    if (call->ds != NULL || call->link.conn != NULL || call->link.pending || call->resp_state != RESP_DONE)
+    if (call->ds != NULL || call->us.client != NULL || call->resp_state != RESP_DONE)
         return;
     call->worker->num_calls--;
     if (call->deadline != NULL)
@@ -1061,6 +1090,7 @@ static void maybe_free(ptc_call_t *call)
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
     ptc_free(call->nva);
+    ptc_snapshot_release(call->snap);
     ptc_free(call);
 }
 
@@ -1244,7 +1274,7 @@ static bool accepts_gzip(ptc_iovec_t value)
 
 void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_ctype_t ct, ptc_call_t **out)
 {
-    const ptc_config_t *cfg = w->config;
+    const ptc_config_t *cfg = &req->snap->config;
     ptc_iovec_t path = req->path, connection = {"", 0};
     const ptc_header_t *accept = NULL, *accept_enc = NULL, *timeout_hdr = NULL, *http_accept_enc = NULL;
 
@@ -1290,9 +1320,10 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
         return;
     }
     w->num_calls++;
-    call->link.call = call;
+    call->us.cb = &upstream_stream_callbacks;
     hdrstore_init(&call->hdrs, call->hdrs_buf, sizeof(call->hdrs_buf), call->hdrs_items, HDRS_INLINE_ITEMS);
     call->worker = w;
+    call->snap = ptc_snapshot_ref(req->snap);
     call->cfg = cfg;
     call->ds = ds;
     call->start_ms = ptc_now_ms();
@@ -1320,16 +1351,22 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     copy_str(call->path, sizeof(call->path), path);
     *out = call;
 
-    int route = ptc_config_route(cfg, path);
+    const ptc_route_config_t *route = ptc_config_match_route(cfg, path);
     if (call->req_buf == NULL || call->out == NULL || call->held == NULL) {
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         goto fail;
     }
-    if (route < 0) {
+    if (route == NULL) {
         call_fail(call, PTC_GRPC_UNIMPLEMENTED, "no route for %.*s", (int)PTC_MIN(path.len, (size_t)200), path.base);
         goto fail;
     }
-    call->up = &w->upstreams[route];
+    ptc_upstream_t *pool = ptc_worker_pool(w, req->snap, route->upstream_index);
+    if (pool == NULL) {
+        call_fail(call, PTC_GRPC_UNAVAILABLE, "upstream '%s' was removed by a configuration reload",
+                  cfg->upstreams[route->upstream_index].name);
+        goto fail;
+    }
+    call->up = ptc_upstream_client(pool);
 
     /* deadline: parse (overflow-safe), apply the default, clamp, forward the clamped value */
     uint64_t timeout_ns = 0;
@@ -1366,7 +1403,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     }
     ptc_log_debug("call %s from %s: starting (%s request, %s response)", call->path, call->peer, call->req_text ? "text" : "binary",
                   call->resp_text ? "text" : "binary");
-    ptc_upstream_start_call(call->up, call);
+    call->up->cb->start(call->up, &call->us);
     return;
 
 fail:

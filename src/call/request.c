@@ -10,6 +10,7 @@
 #include "portico/codec.h"
 #include "portico/config.h"
 #include "portico/log.h"
+#include "portico/snapshot.h"
 #include "portico/worker.h"
 
 size_t ptc_downstream_cors_fields(const ptc_downstream_t *ds, const ptc_header_t *sent, size_t nsent, ptc_header_t *out,
@@ -107,7 +108,7 @@ static bool merge_http_headers_param(ptc_downstream_t *ds, ptc_request_t *req, p
 void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *req, ptc_http_headers_param_t **hparam,
                         ptc_call_t **call)
 {
-    const ptc_config_t *cfg = w->config;
+    const ptc_config_t *cfg = &req->snap->config;
     const char *q = memchr(req->path.base, '?', req->path.len);
     ptc_iovec_t path = ptc_iov(req->path.base, q != NULL ? (size_t)(q - req->path.base) : req->path.len);
     const ptc_cors_config_t *policy = ptc_config_cors_for(cfg, ptc_config_match_route(cfg, path));

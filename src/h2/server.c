@@ -39,6 +39,7 @@ typedef struct st_h2conn_t h2conn_t;
 typedef struct st_h2stream_t {
     ptc_downstream_t super; /* the call's view of this stream; first, so the pointer casts */
     h2conn_t *conn;
+    ptc_snapshot_t *snap;   /* pinned: the worker's configuration when the stream opened */
     int32_t id;
     TAILQ_ENTRY(st_h2stream_t) link;
 
@@ -99,14 +100,48 @@ static void conn_want_send(h2conn_t *conn)
         event_active(conn->send_ev, EV_WRITE, 0);
 }
 
+static void conn_refresh(h2conn_t *conn);
+
 static void idle_timer_update(h2conn_t *conn)
 {
     if (conn->num_streams == 0) {
-        uint64_t ms = conn->worker->config->timeouts.idle_ms;
+        if (conn->base.snap != conn->worker->snap)
+            conn_refresh(conn); /* an idle connection does not hold on to an old configuration */
+        uint64_t ms = conn->base.snap->config.timeouts.idle_ms;
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
         evtimer_add(conn->timer, &tv);
     } else {
         evtimer_del(conn->timer);
+    }
+}
+
+/* Our SETTINGS, from the limits of the connection's snapshot. */
+static void submit_settings(h2conn_t *conn)
+{
+    const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
+}
+
+/*
+ * A stream opened under a newer configuration than the connection's: the connection moves to it (its
+ * idle timeout and limits) and tells the client about changed limits with a new SETTINGS frame. Streams
+ * already open keep their own snapshots.
+ */
+static void conn_refresh(h2conn_t *conn)
+{
+    const ptc_limits_config_t *old = &conn->base.snap->config.limits;
+    uint32_t window = old->stream_window_size, header = old->max_header_size;
+    ptc_conn_refresh(&conn->base);
+    const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
+    if (lim->stream_window_size != window || lim->max_header_size != header) {
+        submit_settings(conn);
+        conn_want_send(conn);
     }
 }
 
@@ -120,12 +155,15 @@ static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
     st->conn = conn;
     st->id = id;
     st->out = evbuffer_new();
-    if (st->out == NULL || ptc_worker_head_block(conn->worker, &st->hb) != 0) {
+    if (st->out == NULL || ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
         if (st->out != NULL)
             evbuffer_free(st->out);
         ptc_free(st);
         return NULL;
     }
+    st->snap = ptc_snapshot_ref(conn->worker->snap);
+    if (conn->base.snap != st->snap)
+        conn_refresh(conn);
     TAILQ_INSERT_TAIL(&conn->streams, st, link);
     conn->num_streams++;
     idle_timer_update(conn);
@@ -143,6 +181,7 @@ static void stream_free(h2stream_t *st, const char *reason)
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
     ptc_worker_head_block_release(conn->worker, &st->hb);
+    ptc_snapshot_release(st->snap);
     free(st->hparam);
     free(st->trailers);
     free(st->trailer_mem);
@@ -236,7 +275,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_WOULDBLOCK;
     ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0);
     /* the browser is reading: let the call credit its upstream again */
-    if (st->call != NULL && evbuffer_get_length(st->out) <= conn->worker->config->limits.call_buffer_size / 2)
+    if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
     return 0;
 }
@@ -395,13 +434,13 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    h2conn_t *conn = user_data;
-    const ptc_limits_config_t *lim = &conn->worker->config->limits;
+    (void)user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
+    const ptc_limits_config_t *lim = &st->snap->config.limits;
     if (st->head_len + namelen + valuelen > lim->max_header_size || st->num_hdrs == lim->max_headers) {
         st->head_error = 431;
         return 0;
@@ -420,7 +459,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 /* A complete request head: pseudo-headers apart, then the shared policy step. */
 static void on_request_head(h2conn_t *conn, h2stream_t *st)
 {
-    ptc_request_t req = {.scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .allow_native = true};
+    ptc_request_t req = {.scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .snap = st->snap, .allow_native = true};
     size_t n = 0;
 
     if (st->head_error != 0) {
@@ -644,7 +683,7 @@ static const ptc_conn_cb_t conn_callbacks = {
     .close = conn_close,
 };
 
-void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls)
+void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls)
 {
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
@@ -673,17 +712,10 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     if ((conn->timer = evtimer_new(w->base, on_idle, conn)) == NULL || (conn->send_ev = event_new(w->base, -1, 0, on_send_ev, conn)) == NULL)
         goto fail;
 
-    const ptc_limits_config_t *lim = &w->config->limits;
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window_size},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_size},
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-    };
-    nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
+    ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
+    submit_settings(conn);
     nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE);
 
-    ptc_conn_register(w, &conn->base, &conn_callbacks, peer);
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);

@@ -457,9 +457,10 @@ static void exchange_done(ptc_h1conn_t *conn)
     /* idle keep-alive connections hold no head memory (and nothing may point into it) */
     conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
+    ptc_conn_refresh(&conn->base); /* an idle connection does not hold on to an old configuration */
     conn->discarded = 0;
     conn->chunked = false;
-    timer_set(conn, conn->worker->config->timeouts.idle_ms);
+    timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
     if (conn->parser_paused) {
         conn->parser_paused = false;
         llhttp_resume(&conn->parser);
@@ -566,6 +567,7 @@ static int on_head(ptc_h1conn_t *conn)
         .headers = conn->headblk.views,
         .num_headers = conn->num_hdrs,
         .peer = conn->base.peer,
+        .snap = conn->base.snap,
         .allow_native = false,
     };
     ptc_request_handle(conn->worker, &conn->super, &req, &conn->hparam, &conn->call);
@@ -581,7 +583,7 @@ static ptc_h1conn_t *conn_of(llhttp_t *p)
 
 static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lower)
 {
-    size_t cap = conn->worker->config->limits.max_header_size;
+    size_t cap = conn->base.snap->config.limits.max_header_size;
     if (conn->head_len + len > cap) {
         conn->head_error = conn->last_cb == CB_URL ? 414 : 431;
         conn->head_error_msg = conn->last_cb == CB_URL ? "request URI too long (limits.max_header_size)"
@@ -602,7 +604,10 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lowe
 static int on_message_begin(llhttp_t *p)
 {
     ptc_h1conn_t *conn = conn_of(p);
-    if (conn->headblk.mem == NULL && ptc_worker_head_block(conn->worker, &conn->headblk) != 0) {
+    /* a new exchange: it runs under the newest configuration (nothing points into the old one now) */
+    if (conn->headblk.mem == NULL)
+        ptc_conn_refresh(&conn->base);
+    if (conn->headblk.mem == NULL && ptc_worker_head_block(conn->worker, conn->base.snap, &conn->headblk) != 0) {
         conn->head_error = 503;
         conn->head_error_msg = "gateway out of memory";
         return HPE_USER;
@@ -617,7 +622,7 @@ static int on_message_begin(llhttp_t *p)
     conn->head_error = 0;
     conn->head_error_msg = NULL;
     conn->super.cors = (ptc_cors_decision_t){PTC_CORS_NONE, NULL, {"", 0}};
-    timer_set(conn, conn->worker->config->timeouts.header_read_ms);
+    timer_set(conn, conn->base.snap->config.timeouts.header_read_ms);
     return 0;
 }
 
@@ -636,7 +641,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     ptc_h1conn_t *conn = conn_of(p);
     if (conn->last_cb != CB_FIELD) {
-        if (conn->num_hdrs == conn->worker->config->limits.max_headers) {
+        if (conn->num_hdrs == conn->base.snap->config.limits.max_headers) {
             conn->head_error = 431;
             conn->head_error_msg = "too many request header fields (limits.max_headers)";
             return HPE_USER;
@@ -693,7 +698,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     }
     /* discarding: a body after a local answer or an ended call; bounded so it cannot run forever */
     conn->discarded += len;
-    if (conn->discarded > (size_t)conn->worker->config->limits.max_message_size + 1024) {
+    if (conn->discarded > (size_t)conn->base.snap->config.limits.max_message_size + 1024) {
         conn->close_after_response = true;
         return HPE_USER;
     }
@@ -790,7 +795,7 @@ static bool switch_to_h2(ptc_h1conn_t *conn, struct evbuffer *in)
     char peer[sizeof(conn->base.peer)];
     memcpy(peer, conn->base.peer, sizeof(peer));
     conn->bev = NULL;
-    ptc_h2conn_start(conn->worker, bev, peer, conn->tls);
+    ptc_h2conn_start(conn->worker, bev, peer, conn->base.listener, conn->tls);
     conn_free(conn, "switched to HTTP/2");
     return true;
 }
@@ -827,7 +832,7 @@ static void parse_input(ptc_h1conn_t *conn)
             conn->prev_last = ((const char *)v.iov_base)[consumed - 1];
         evbuffer_drain(in, consumed);
         if (conn->discard_body && conn->in_request)
-            timer_set(conn, conn->worker->config->timeouts.header_read_ms);
+            timer_set(conn, conn->base.snap->config.timeouts.header_read_ms);
     }
 }
 
@@ -898,7 +903,7 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
         conn_free(conn, conn->shut ? "closed after response" : "client did not read the last response");
     } else if (conn->in_request && conn->call == NULL && !conn->response_complete) {
         fail_http(conn, 408, "request head not received within %" PRIu64 " ms (timeouts.header_read)",
-                  conn->worker->config->timeouts.header_read_ms);
+                  conn->base.snap->config.timeouts.header_read_ms);
     } else if (conn->in_request) {
         ptc_log_info("http1 %s: closing: request body stalled", conn->base.peer);
         conn_free(conn, "request body stalled");
@@ -956,9 +961,9 @@ static const ptc_conn_cb_t conn_callbacks = {
     .close = conn_close,
 };
 
-void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool tls)
+void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls)
 {
-    const ptc_limits_config_t *lim = &w->config->limits;
+    const ptc_limits_config_t *lim = &w->snap->config.limits;
     ptc_h1conn_t *conn = calloc(1, sizeof(*conn));
 
     if (conn == NULL) {
@@ -982,7 +987,7 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     }
     llhttp_init(&conn->parser, HTTP_REQUEST, &parser_settings);
     conn->parser.data = conn;
-    ptc_conn_register(w, &conn->base, &conn_callbacks, peer);
+    ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
 
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
     /* pipelined input waiting for its turn is bounded: reading stops above this */
@@ -991,7 +996,7 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     if (!tls)
         bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */
-    timer_set(conn, w->config->timeouts.idle_ms);
+    timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
     ptc_log_debug("http1 %s: accepted", conn->base.peer);
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
         event_active(conn->resume_ev, EV_READ, 0); /* bytes read while another layer looked at them */

@@ -10,12 +10,15 @@
 #include "portico/conn.h"
 #include "portico/h2.h"
 #include "portico/http1.h"
+#include "portico/snapshot.h"
 #include "portico/worker.h"
 
-void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer)
+void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer, unsigned listener)
 {
     c->cb = cb;
     c->worker = w;
+    c->snap = ptc_snapshot_ref(w->snap);
+    c->listener = listener;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->num_conns++;
@@ -26,7 +29,14 @@ void ptc_conn_unregister(ptc_conn_t *c)
     ptc_worker_t *w = c->worker;
     TAILQ_REMOVE(&w->conns, c, link);
     w->num_conns--;
+    ptc_snapshot_release(c->snap);
+    c->snap = NULL;
     ptc_worker_on_conn_closed(w);
+}
+
+void ptc_conn_refresh(ptc_conn_t *c)
+{
+    ptc_snapshot_set(&c->snap, c->worker->snap);
 }
 
 void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)
@@ -45,13 +55,13 @@ void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, bool h2)
+void ptc_conn_serve(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool h2)
 {
     bool tls = bufferevent_openssl_get_ssl(bev) != NULL;
     if (h2)
-        ptc_h2conn_start(w, bev, peer, tls);
+        ptc_h2conn_start(w, bev, peer, listener, tls);
     else
-        ptc_h1conn_start(w, bev, peer, tls); /* switches to HTTP/2 itself on a cleartext preface */
+        ptc_h1conn_start(w, bev, peer, listener, tls); /* switches to HTTP/2 itself on a cleartext preface */
 }
 
 int ptc_bev_write_now(struct bufferevent *bev, bool *blocked)

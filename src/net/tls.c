@@ -640,6 +640,7 @@ static void on_handshake_event(struct bufferevent *bev, short events, void *arg)
         unsigned int alpn_len = 0;
         const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
         char peer[sizeof(hs->super.peer)];
+        unsigned listener = hs->super.listener;
 
         SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
         ptc_log_debug("tls %s: %s %s, ALPN %.*s, SNI %s%s", hs->super.peer, SSL_get_version(ssl), SSL_get_cipher_name(ssl),
@@ -649,7 +650,7 @@ static void on_handshake_event(struct bufferevent *bev, short events, void *arg)
         bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
         hs->bev = NULL; /* handed over below */
         handshake_free(hs);
-        ptc_conn_serve(w, bev, peer, ptc_tls_alpn_is_h2(ssl));
+        ptc_conn_serve(w, bev, peer, listener, ptc_tls_alpn_is_h2(ssl));
         return;
     }
     ptc_tls_bev_error(bev, why, sizeof(why));
@@ -668,11 +669,11 @@ static void on_handshake_timeout(evutil_socket_t fd, short events, void *arg)
     (void)fd;
     (void)events;
     ptc_log_info("tls %s: handshake failed: not complete within %" PRIu64 " ms (timeouts.header_read)", hs->super.peer,
-                 hs->super.worker->config->timeouts.header_read_ms);
+                 hs->super.snap->config.timeouts.header_read_ms);
     handshake_free(hs);
 }
 
-void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, SSL_CTX *ctx)
+void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, unsigned listener, SSL_CTX *ctx)
 {
     tls_handshake_t *hs = calloc(1, sizeof(*hs));
     SSL *ssl = SSL_new(ctx);
@@ -696,8 +697,8 @@ void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, SSL_C
     }
     bufferevent_openssl_set_allow_dirty_shutdown(hs->bev, 1);
     bufferevent_setcb(hs->bev, NULL, NULL, on_handshake_event, hs);
-    ptc_conn_register(w, &hs->super, &handshake_callbacks, peer);
-    uint64_t ms = w->config->timeouts.header_read_ms;
+    ptc_conn_register(w, &hs->super, &handshake_callbacks, peer, listener);
+    uint64_t ms = hs->super.snap->config.timeouts.header_read_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
     evtimer_add(hs->timer, &tv);
 }

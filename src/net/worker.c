@@ -1,30 +1,39 @@
 /*
- * Workers: each thread runs its own event base with its own SO_REUSEPORT listeners (the kernel spreads
- * connections over them), its own downstream connections and its own upstream pools.
+ * Workers: each thread runs its own event base with its own SO_REUSEPORT listening sockets (the kernel
+ * spreads connections over them), its own downstream connections and its own upstream pools.
  *
- * Drain (SIGTERM/SIGINT): the main thread wakes the worker through its eventfd; it closes its listeners and its
- * idle connections, lets calls in flight finish, and leaves its loop when the last connection closes
- * or when timeouts.drain expires, whichever comes first.
+ * Configuration: the worker holds a reference to its current snapshot (w->snap). The control thread
+ * queues updates (ptc_worker_update) and wakes the worker through its eventfd; the worker applies them
+ * in order from its own thread, so nothing in its event base is ever touched by another thread and
+ * libevent runs without locks. Applying an update reconciles:
+ *  - listeners, by descriptor: an address that stays keeps its socket (closing a SO_REUSEPORT socket
+ *    would reset the connections in its accept queue); a new one gets the socket the control thread
+ *    bound for it; a removed one stops accepting, accepts what is already queued, and closes; the
+ *    connections it accepted drain (close once their exchanges are done);
+ *  - upstream pools, by name: same name and transport settings keep the pool and its connections (the
+ *    endpoint list may change: see ptc_upstream_update); otherwise the old pool is retired (its streams
+ *    finish, it is freed once idle) and a new one takes the name;
+ *  - the request-head block cache, emptied when the block size changes.
+ * Then the new snapshot becomes current: new connections and new requests use it, while connections,
+ * calls and pools keep the references they pinned.
  *
- * TLS: a TLS listener's connections go through ptc_tls_accept (handshake, then ptc_conn_serve with the
- * ALPN result). The worker owns references to the contexts in w->tls; a certificate reload hands it a new
- * set through the atomic tls_next and the eventfd (ptc_worker_set_tls), which it swaps in from its own thread.
+ * Drain (SIGTERM/SIGINT): the worker closes its listeners and its idle connections, lets calls in
+ * flight finish, and leaves its loop when the last connection closes or when timeouts.drain expires,
+ * whichever comes first.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <event2/thread.h>
-
-#include <event2/bufferevent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -36,32 +45,69 @@
 #include "portico/worker.h"
 
 #define ACCEPT_RETRY_MS 100 /* listeners pause this long after EMFILE/ENFILE instead of spinning */
+#define DRAIN_FLUSH_MS 1000 /* after the drain timeout: how long the final answers may take to flush */
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
+static ptc_listener_t *listener_of(ptc_worker_t *w, struct evconnlistener *l)
 {
-    (void)socklen;
-    ptc_worker_t *w = arg;
-    if (w->draining || w->num_conns >= w->config->limits.max_connections) {
+    for (size_t i = 0; i < w->num_listeners; i++)
+        if (w->listeners[i].ev == l)
+            return &w->listeners[i];
+    return NULL;
+}
+
+/* True when fd is one of the worker's listening sockets (open, or closed by a drain). */
+static bool listener_known(const ptc_worker_t *w, int fd)
+{
+    for (size_t i = 0; i < w->num_listeners; i++)
+        if (w->listeners[i].fd == fd)
+            return true;
+    return false;
+}
+
+/* Closes the descriptors of an update that the worker does not own yet (it will not take them). */
+static void close_new_fds(const ptc_worker_t *w, const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0 && !listener_known(w, fds[i]))
+            close(fds[i]);
+}
+
+/* Serves an accepted connection under the current snapshot; li->index is its listener in that snapshot. */
+static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd, struct sockaddr *sa)
+{
+    const ptc_snapshot_t *snap = w->snap;
+    char peer[64];
+    int one = 1;
+
+    if (w->draining || w->num_conns >= snap->config.limits.max_connections) {
         ptc_log_warn("refusing connection: %s", w->draining ? "draining" : "limits.max_connections reached");
         evutil_closesocket(fd);
         return;
     }
-    char peer[64];
-    int one = 1;
     ptc_conn_format_peer(sa, peer, sizeof(peer));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    for (size_t i = 0; w->tls != NULL && i < w->num_listeners; i++) {
-        if (w->listeners[i] == l && w->tls->listeners[i] != NULL) {
-            ptc_tls_accept(w, fd, peer, w->tls->listeners[i]);
-            return;
-        }
+    if (snap->tls != NULL && snap->tls->listeners[li->index] != NULL) {
+        ptc_tls_accept(w, fd, peer, li->id, snap->tls->listeners[li->index]);
+        return;
     }
     struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         evutil_closesocket(fd);
         return;
     }
-    ptc_conn_serve(w, bev, peer, false);
+    ptc_conn_serve(w, bev, peer, li->id, false);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
+{
+    (void)socklen;
+    ptc_worker_t *w = arg;
+    const ptc_listener_t *li = listener_of(w, l);
+    if (li == NULL) { /* cannot happen: listeners are freed with their evconnlistener */
+        evutil_closesocket(fd);
+        return;
+    }
+    serve(w, li, fd, sa);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -85,7 +131,52 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *arg)
     if (w->draining)
         return;
     for (size_t i = 0; i < w->num_listeners; i++)
-        evconnlistener_enable(w->listeners[i]);
+        if (w->listeners[i].ev != NULL)
+            evconnlistener_enable(w->listeners[i].ev);
+}
+
+/* Wraps a listening socket the control thread made; false when out of memory (fd is then closed). */
+static bool listener_open(ptc_worker_t *w, ptc_listener_t *li, int fd, size_t index)
+{
+    li->fd = fd;
+    li->index = index;
+    li->id = ++w->next_listener_id;
+    /* backlog 0: listen() was called already */
+    li->ev = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE | (w->draining ? LEV_OPT_DISABLED : 0), 0, fd);
+    if (li->ev == NULL) {
+        close(fd);
+        return false;
+    }
+    evconnlistener_set_error_cb(li->ev, on_accept_error);
+    return true;
+}
+
+/*
+ * A listener removed by a reload: it stops accepting, the connections already in its accept queue are
+ * accepted and served (closing the socket would reset them), and the connections it accepted before
+ * drain. Runs while w->snap is still the snapshot li->index refers to.
+ */
+static void listener_remove(ptc_worker_t *w, ptc_listener_t *li)
+{
+    evconnlistener_disable(li->ev);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(li->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break; /* EAGAIN: the queue is empty */
+        }
+        serve(w, li, fd, (struct sockaddr *)&ss);
+    }
+    for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->listener == li->id)
+            c->cb->drain(c);
+    }
+    evconnlistener_free(li->ev);
+    li->ev = NULL;
 }
 
 static void maybe_exit(ptc_worker_t *w)
@@ -94,32 +185,25 @@ static void maybe_exit(ptc_worker_t *w)
         event_base_loopexit(w->base, NULL);
 }
 
-static void on_drain(evutil_socket_t fd, short events, void *arg)
+static void on_drain(ptc_worker_t *w)
 {
-    (void)fd;
-    (void)events;
-    ptc_worker_t *w = arg;
-
     if (w->draining)
         return;
     w->draining = true;
-    for (size_t i = 0; i < w->num_listeners; i++) {
-        evconnlistener_free(w->listeners[i]);
-        w->listeners[i] = NULL;
+    for (size_t i = 0; i < w->num_listeners; i++) { /* the records stay: they name descriptors closed here */
+        evconnlistener_free(w->listeners[i].ev);
+        w->listeners[i].ev = NULL;
     }
-    w->num_listeners = 0;
     ptc_log_info("draining: %zu connections, %zu calls in flight", w->num_conns, w->num_calls);
     for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         c->cb->drain(c);
     }
-    uint64_t ms = w->config->timeouts.drain_ms;
+    uint64_t ms = w->snap->config.timeouts.drain_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
     evtimer_add(w->drain_timer, &tv);
     maybe_exit(w);
 }
-
-#define DRAIN_FLUSH_MS 1000 /* after the drain timeout: how long the final answers may take to flush */
 
 static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
 {
@@ -142,49 +226,238 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
     maybe_exit(w);
 }
 
-/* Points the upstreams at the current client contexts. */
-static void upstreams_use_tls(ptc_worker_t *w)
+/* ---- pools ---- */
+
+/* TEMPORARY until the config module's comparison lands. */
+static bool same_transport(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b)
 {
-    for (size_t i = 0; i < w->config->num_upstreams; i++)
-        w->upstreams[i].tls_ctx = w->tls != NULL ? w->tls->upstreams[i] : NULL;
+    return strcmp(a->name, b->name) == 0 && a->tls == NULL && b->tls == NULL &&
+           ((a->authority == NULL && b->authority == NULL) ||
+            (a->authority != NULL && b->authority != NULL && strcmp(a->authority, b->authority) == 0)) &&
+           a->connect_timeout_ms == b->connect_timeout_ms && a->max_connections == b->max_connections &&
+           a->max_pending == b->max_pending && a->backoff_initial_ms == b->backoff_initial_ms && a->backoff_max_ms == b->backoff_max_ms;
+}
+
+ptc_upstream_t *ptc_worker_pool(ptc_worker_t *w, const ptc_snapshot_t *snap, size_t index)
+{
+    if (snap == w->snap)
+        return w->pools[index];
+    const char *name = snap->config.upstreams[index].name;
+    for (size_t i = 0; i < w->snap->config.num_upstreams; i++)
+        if (strcmp(w->snap->config.upstreams[i].name, name) == 0)
+            return w->pools[i];
+    return NULL;
+}
+
+void ptc_worker_pool_idle(ptc_worker_t *w)
+{
+    event_active(w->gc_ev, EV_TIMEOUT, 0);
+}
+
+/* Frees retired pools that have nothing left (run from the loop, never from inside a pool). */
+static void on_gc(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_worker_t *w = arg;
+    for (ptc_upstream_t *up = TAILQ_FIRST(&w->retired_pools), *next; up != NULL; up = next) {
+        next = TAILQ_NEXT(up, retired_link);
+        ptc_upstream_retire(up); /* closes connections that became idle */
+        if (ptc_upstream_idle(up)) {
+            TAILQ_REMOVE(&w->retired_pools, up, retired_link);
+            ptc_log_debug("upstream %s: retired pool freed", up->client.config->name);
+            ptc_upstream_free(up);
+        }
+    }
+}
+
+static void pool_retire(ptc_worker_t *w, ptc_upstream_t *up)
+{
+    TAILQ_INSERT_TAIL(&w->retired_pools, up, retired_link);
+    ptc_upstream_retire(up);
+    ptc_worker_pool_idle(w);
 }
 
 /*
- * Cross-thread wake-ups: the main thread sets a flag (drain) or a pointer (TLS contexts) and writes
- * to the worker's eventfd; the worker acts on them from its own loop. This keeps libevent free of
- * locks (no evthread_use_pthreads): nothing else in a worker's base is touched by another thread.
+ * The pools for snap's upstreams, reusing the current ones by name. Returns the new array (the pools
+ * not reused are retired) or NULL when out of memory (nothing changed).
  */
-static void notify(ptc_worker_t *w)
+static ptc_upstream_t **pools_reconcile(ptc_worker_t *w, ptc_snapshot_t *snap)
+{
+    const ptc_config_t *cfg = &snap->config, *cur = w->snap != NULL ? &w->snap->config : NULL;
+    size_t ncur = cur != NULL ? cur->num_upstreams : 0;
+    ptc_upstream_t **pools = calloc(cfg->num_upstreams, sizeof(*pools));
+    size_t *from = calloc(cfg->num_upstreams + 1, sizeof(*from)); /* current index + 1 of each reused pool, 0: new */
+
+    if (pools == NULL || from == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        for (size_t j = 0; j < ncur && from[i] == 0; j++)
+            if (strcmp(cur->upstreams[j].name, cfg->upstreams[i].name) == 0 &&
+                same_transport(&cur->upstreams[j], &cfg->upstreams[i]))
+                from[i] = j + 1;
+        if (from[i] == 0 && (pools[i] = ptc_upstream_new(w, snap, i)) == NULL)
+            goto nomem;
+    }
+    /* from here nothing fails but an endpoint update, which leaves its pool as it was */
+    bool *kept = calloc(ncur + 1, sizeof(*kept));
+    if (kept == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        if (from[i] == 0)
+            continue;
+        ptc_upstream_t *up = w->pools[from[i] - 1];
+        if (ptc_upstream_update(up, snap, i) != 0) {
+            /* keep serving with the old endpoints rather than drop the pool's connections */
+            ptc_log_error("upstream %s: out of memory while applying its new endpoints; it keeps the previous ones",
+                          cfg->upstreams[i].name);
+        }
+        pools[i] = up;
+        kept[from[i] - 1] = true;
+    }
+    for (size_t j = 0; j < ncur; j++)
+        if (!kept[j])
+            pool_retire(w, w->pools[j]);
+    free(kept);
+    free(from);
+    return pools;
+
+nomem:
+    for (size_t i = 0; pools != NULL && from != NULL && i < cfg->num_upstreams; i++)
+        if (from[i] == 0)
+            ptc_upstream_free(pools[i]);
+    free(pools);
+    free(from);
+    return NULL;
+}
+
+/* ---- updates ---- */
+
+static void update_free(ptc_worker_update_t *u)
+{
+    ptc_snapshot_release(u->snap);
+    free(u->fds);
+    free(u);
+}
+
+static void ack(ptc_worker_t *w)
 {
     uint64_t one = 1;
-    ssize_t n = write(w->notify_fd, &one, sizeof(one));
-    (void)n; /* EAGAIN only when the counter is already set: the worker wakes up anyway */
+    if (w->ack_fd >= 0 && write(w->ack_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN only: the counter is already set and the control thread will look */
+    }
 }
 
-static void on_drain(evutil_socket_t fd, short events, void *arg);
-static void on_notify(evutil_socket_t fd, short events, void *arg);
-
-static void on_tls_update(ptc_worker_t *w)
+/* Applies one update (see the top of this file). On failure the worker stays on its current snapshot. */
+static void apply(ptc_worker_t *w, ptc_worker_update_t *u)
 {
-    ptc_tls_contexts_t *next = atomic_exchange(&w->tls_next, NULL);
-    if (next == NULL)
+    ptc_snapshot_t *snap = u->snap;
+    size_t n = snap->config.num_listeners;
+    ptc_listener_t *ls = calloc(n + 1, sizeof(*ls));
+    bool *kept = calloc(w->num_listeners + 1, sizeof(*kept));
+    ptc_upstream_t **pools = NULL;
+
+    if (w->draining) {
+        /* shutting down: the listeners are closed and stay so; the configuration changes nothing now */
+        close_new_fds(w, u->fds, n);
+        free(ls);
+        free(kept);
         return;
-    ptc_tls_contexts_free(w->tls); /* open connections hold their own references */
-    w->tls = next;
-    upstreams_use_tls(w);
-    ptc_log_debug("TLS certificates updated for new connections");
+    }
+    if (ls == NULL || kept == NULL || (pools = pools_reconcile(w, snap)) == NULL) {
+        ptc_log_error("configuration version %" PRIu64 ": out of memory; this worker keeps version %" PRIu64, snap->version,
+                      w->snap->version);
+        close_new_fds(w, u->fds, n);
+        free(ls);
+        free(kept);
+        return;
+    }
+    size_t opened = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < w->num_listeners && w->listeners[j].fd != u->fds[i])
+            j++;
+        if (j < w->num_listeners) {
+            ls[opened] = w->listeners[j];
+            ls[opened++].index = i;
+            kept[j] = true;
+        } else if (u->fds[i] < 0) {
+            continue; /* the control thread could not give this worker a socket for it */
+        } else if (listener_open(w, &ls[opened], u->fds[i], i)) {
+            opened++;
+        } else {
+            ptc_log_error("listen %s:%u: out of memory; this worker does not accept on it", snap->config.listeners[i].addr.host,
+                          snap->config.listeners[i].addr.port);
+        }
+    }
+    for (size_t j = 0; j < w->num_listeners; j++)
+        if (!kept[j])
+            listener_remove(w, &w->listeners[j]); /* under the old snapshot, whose index it has */
+    free(kept);
+    free(w->listeners);
+    w->listeners = ls;
+    w->num_listeners = opened;
+
+    free(w->pools);
+    w->pools = pools;
+    if (w->block_cache_size != snap->head_block_size) {
+        while (w->num_block_cache != 0)
+            free(w->block_cache[--w->num_block_cache]);
+        w->block_cache_size = snap->head_block_size;
+    }
+    ptc_snapshot_set(&w->snap, snap);
+    atomic_store(&w->applied_version, snap->version);
 }
 
-int ptc_worker_set_tls(ptc_worker_t *w, const ptc_tls_contexts_t *tls)
+int ptc_worker_update(ptc_worker_t *w, ptc_snapshot_t *snap, const int *fds)
 {
-    ptc_tls_contexts_t *copy = ptc_tls_contexts_dup(tls);
-    if (copy == NULL)
+    size_t n = snap->config.num_listeners;
+    ptc_worker_update_t *u = calloc(1, sizeof(*u));
+    if (u == NULL || (u->fds = malloc((n + 1) * sizeof(*u->fds))) == NULL) {
+        free(u);
         return PTC_ENOMEM;
-    /* a set the worker has not taken yet is simply replaced: it never saw it */
-    ptc_tls_contexts_free(atomic_exchange(&w->tls_next, copy));
-    notify(w);
+    }
+    memcpy(u->fds, fds, n * sizeof(*fds));
+    u->snap = ptc_snapshot_ref(snap);
+    pthread_mutex_lock(&w->updates_lock);
+    ptc_worker_update_t **tail = &w->updates;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = u;
+    pthread_mutex_unlock(&w->updates_lock);
+    uint64_t one = 1;
+    if (write(w->notify_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN only when the counter is already set: the worker wakes up anyway */
+    }
     return 0;
 }
+
+static void on_notify(evutil_socket_t fd, short events, void *arg)
+{
+    (void)events;
+    ptc_worker_t *w = arg;
+    uint64_t count;
+    ssize_t n = read(fd, &count, sizeof(count));
+    (void)n;
+
+    pthread_mutex_lock(&w->updates_lock);
+    ptc_worker_update_t *u = w->updates;
+    w->updates = NULL;
+    pthread_mutex_unlock(&w->updates_lock);
+    bool applied = u != NULL;
+    while (u != NULL) {
+        ptc_worker_update_t *next = u->next;
+        apply(w, u);
+        update_free(u);
+        u = next;
+    }
+    if (applied)
+        ack(w);
+    if (atomic_load(&w->drain_requested))
+        on_drain(w);
+}
+
+/* ---- caches ---- */
 
 struct evbuffer *ptc_worker_evbuffer(ptc_worker_t *w)
 {
@@ -205,17 +478,17 @@ void ptc_worker_evbuffer_release(ptc_worker_t *w, struct evbuffer *b)
     w->evbuf_cache[w->num_evbuf_cache++] = b;
 }
 
-int ptc_worker_head_block(ptc_worker_t *w, ptc_head_block_t *b)
+int ptc_worker_head_block(ptc_worker_t *w, const ptc_snapshot_t *snap, ptc_head_block_t *b)
 {
-    const ptc_limits_config_t *lim = &w->config->limits;
+    const ptc_limits_config_t *lim = &snap->config.limits;
     size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
     size_t offs = (size_t)lim->max_headers * sizeof(ptc_head_off_t);
-    size_t views = ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
 
-    if (w->num_block_cache != 0)
+    if (snap->head_block_size == w->block_cache_size && w->num_block_cache != 0)
         b->mem = w->block_cache[--w->num_block_cache];
-    else if ((b->mem = malloc(head + offs + views)) == NULL)
+    else if ((b->mem = malloc(snap->head_block_size)) == NULL)
         return PTC_ENOMEM;
+    b->size = snap->head_block_size;
     b->head = b->mem;
     b->offs = (ptc_head_off_t *)(void *)((char *)b->mem + head);
     b->views = (ptc_header_t *)(void *)((char *)b->mem + head + offs);
@@ -225,12 +498,13 @@ int ptc_worker_head_block(ptc_worker_t *w, ptc_head_block_t *b)
 void ptc_worker_head_block_release(ptc_worker_t *w, ptc_head_block_t *b)
 {
     if (b->mem != NULL) {
-        if (w->num_block_cache == PTC_ARRAY_SIZE(w->block_cache))
+        /* a block sized for another configuration's limits is never handed out again */
+        if (b->size != w->block_cache_size || w->num_block_cache == PTC_ARRAY_SIZE(w->block_cache))
             free(b->mem);
         else
             w->block_cache[w->num_block_cache++] = b->mem;
     }
-    *b = (ptc_head_block_t){NULL, NULL, NULL, NULL};
+    *b = (ptc_head_block_t){NULL, 0, NULL, NULL, NULL};
 }
 
 void ptc_worker_on_conn_closed(ptc_worker_t *w)
@@ -238,42 +512,23 @@ void ptc_worker_on_conn_closed(ptc_worker_t *w)
     maybe_exit(w);
 }
 
-static int listen_on(ptc_worker_t *w, const ptc_hostport_t *hp, struct evconnlistener **out)
-{
-    struct evutil_addrinfo hints = {0}, *res = NULL;
-    char port[8];
-    int rv;
+/* ---- life cycle ---- */
 
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
-    snprintf(port, sizeof(port), "%u", hp->port);
-    /* start-up only: listener addresses are resolved before the loop runs */
-    if ((rv = evutil_getaddrinfo(hp->host, port, &hints, &res)) != 0) {
-        ptc_log_error("listen %s:%u: cannot resolve: %s", hp->host, hp->port, evutil_gai_strerror(rv));
-        return PTC_EIO;
-    }
-    *out = evconnlistener_new_bind(w->base, on_accept, w,
-                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC, 1024,
-                                   res->ai_addr, (int)res->ai_addrlen);
-    evutil_freeaddrinfo(res);
-    if (*out == NULL) {
-        ptc_log_error("listen %s:%u: %s", hp->host, hp->port, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        return PTC_EIO;
-    }
-    evconnlistener_set_error_cb(*out, on_accept_error);
-    return 0;
-}
-
-int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, const ptc_tls_contexts_t *tls)
+int ptc_worker_init(ptc_worker_t *w, unsigned id, ptc_snapshot_t *snap, const int *fds, int ack_fd)
 {
+    const ptc_config_t *cfg = &snap->config;
+
     memset(w, 0, sizeof(*w));
     w->notify_fd = -1;
+    w->ack_fd = ack_fd;
     w->id = id;
-    w->config = config;
     TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->retired_pools);
+    pthread_mutex_init(&w->updates_lock, NULL);
+    atomic_init(&w->drain_requested, false);
+    atomic_init(&w->applied_version, snap->version);
     if ((w->base = event_base_new()) == NULL)
-        return PTC_ENOMEM;
+        goto nomem;
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (w->dns == NULL) {
         /* no resolv.conf: numeric addresses and /etc/hosts still work */
@@ -282,30 +537,34 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, const ptc_config_t *config, co
             evdns_base_load_hosts(w->dns, NULL);
     }
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    w->drain_ev = w->notify_fd >= 0 ? event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w) : NULL;
-    if (w->drain_ev != NULL)
-        event_add(w->drain_ev, NULL);
-    atomic_init(&w->drain_requested, false);
+    w->notify_ev = w->notify_fd >= 0 ? event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, on_notify, w) : NULL;
+    if (w->notify_ev != NULL)
+        event_add(w->notify_ev, NULL);
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
     w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
-    atomic_init(&w->tls_next, NULL);
-    if (tls != NULL && (w->tls = ptc_tls_contexts_dup(tls)) == NULL)
-        return PTC_ENOMEM;
-    w->listeners = calloc(config->num_listeners, sizeof(*w->listeners));
-    w->upstreams = calloc(config->num_upstreams, sizeof(*w->upstreams));
-    if (w->dns == NULL || w->drain_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL ||
-        w->listeners == NULL || w->upstreams == NULL)
-        return PTC_ENOMEM;
-    for (size_t i = 0; i < config->num_upstreams; i++)
-        ptc_upstream_init(&w->upstreams[i], w, &config->upstreams[i]);
-    upstreams_use_tls(w);
-    for (size_t i = 0; i < config->num_listeners; i++) {
-        int rv = listen_on(w, &config->listeners[i].addr, &w->listeners[i]);
-        if (rv != 0)
-            return rv;
+    w->gc_ev = event_new(w->base, -1, 0, on_gc, w);
+    w->listeners = calloc(cfg->num_listeners + 1, sizeof(*w->listeners));
+    if (w->dns == NULL || w->notify_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->gc_ev == NULL ||
+        w->listeners == NULL)
+        goto nomem;
+    if ((w->pools = pools_reconcile(w, snap)) == NULL)
+        goto nomem;
+    w->snap = ptc_snapshot_ref(snap);
+    w->block_cache_size = snap->head_block_size;
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        if (!listener_open(w, &w->listeners[w->num_listeners], fds[i], i)) {
+            for (size_t j = i + 1; j < cfg->num_listeners; j++)
+                close(fds[j]);
+            return PTC_ENOMEM;
+        }
         w->num_listeners++;
     }
     return 0;
+
+nomem:
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        close(fds[i]);
+    return PTC_ENOMEM;
 }
 
 static void *run(void *arg)
@@ -326,20 +585,11 @@ int ptc_worker_start(ptc_worker_t *w)
 
 void ptc_worker_request_drain(ptc_worker_t *w)
 {
+    uint64_t one = 1;
     atomic_store(&w->drain_requested, true);
-    notify(w);
-}
-
-static void on_notify(evutil_socket_t fd, short events, void *arg)
-{
-    (void)events;
-    ptc_worker_t *w = arg;
-    uint64_t count;
-    ssize_t n = read(fd, &count, sizeof(count));
-    (void)n;
-    on_tls_update(w);
-    if (atomic_load(&w->drain_requested))
-        on_drain(-1, 0, w);
+    if (write(w->notify_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN only when the counter is already set: the worker wakes up anyway */
+    }
 }
 
 void ptc_worker_join(ptc_worker_t *w)
@@ -352,17 +602,29 @@ void ptc_worker_dispose(ptc_worker_t *w)
     ptc_conn_t *c;
     while ((c = TAILQ_FIRST(&w->conns)) != NULL)
         c->cb->close(c);
-    for (size_t i = 0; i < w->num_listeners; i++)
-        if (w->listeners[i] != NULL)
-            evconnlistener_free(w->listeners[i]);
-    if (w->upstreams != NULL) {
-        for (size_t i = 0; i < w->config->num_upstreams; i++)
-            ptc_upstream_dispose(&w->upstreams[i]);
+    ptc_worker_update_t *u = w->updates;
+    while (u != NULL) {
+        ptc_worker_update_t *next = u->next;
+        close_new_fds(w, u->fds, u->snap->config.num_listeners);
+        update_free(u);
+        u = next;
     }
-    free(w->upstreams);
+    for (size_t i = 0; i < w->num_listeners; i++)
+        if (w->listeners[i].ev != NULL)
+            evconnlistener_free(w->listeners[i].ev);
     free(w->listeners);
-    if (w->drain_ev != NULL)
-        event_free(w->drain_ev);
+    for (size_t i = 0; w->pools != NULL && i < w->snap->config.num_upstreams; i++)
+        ptc_upstream_free(w->pools[i]);
+    free(w->pools);
+    ptc_upstream_t *up;
+    while ((up = TAILQ_FIRST(&w->retired_pools)) != NULL) {
+        TAILQ_REMOVE(&w->retired_pools, up, retired_link);
+        ptc_upstream_free(up);
+    }
+    if (w->gc_ev != NULL)
+        event_free(w->gc_ev);
+    if (w->notify_ev != NULL)
+        event_free(w->notify_ev);
     if (w->drain_timer != NULL)
         event_free(w->drain_timer);
     if (w->accept_retry != NULL)
@@ -373,12 +635,13 @@ void ptc_worker_dispose(ptc_worker_t *w)
         evbuffer_free(w->evbuf_cache[--w->num_evbuf_cache]);
     while (w->num_block_cache != 0)
         free(w->block_cache[--w->num_block_cache]);
-    ptc_tls_contexts_free(atomic_exchange(&w->tls_next, NULL));
-    ptc_tls_contexts_free(w->tls);
+    ptc_snapshot_release(w->snap);
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);
     if (w->base != NULL)
         event_base_free(w->base);
+    pthread_mutex_destroy(&w->updates_lock);
     memset(w, 0, sizeof(*w));
     w->notify_fd = -1;
+    w->ack_fd = -1;
 }

@@ -49,7 +49,8 @@ typedef enum {
 
 struct st_ptc_h2client_t {
     ptc_upstream_t *up;
-    size_t endpoint;
+    size_t endpoint;       /* index in up's endpoints; SIZE_MAX once a reload removed the endpoint */
+    char addr[80];         /* "host:port" of the endpoint, for log lines */
     struct bufferevent *bev;
     nghttp2_session *session;
     h2c_state_t state;
@@ -58,7 +59,7 @@ struct st_ptc_h2client_t {
     bool direct_write;     /* cleartext: written by conn_send() itself (ptc_bev_write_now()) */
     bool write_blocked;
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
-    TAILQ_HEAD(, st_ptc_upstream_call_link_t) calls;
+    TAILQ_HEAD(, st_ptc_upstream_stream_t) streams; /* open streams that still have an owner */
     TAILQ_ENTRY(st_ptc_h2client_t) link;
     unsigned in_nghttp2;
     bool want_send;
@@ -68,6 +69,7 @@ struct st_ptc_h2client_t {
 
 static void conn_close(ptc_h2client_t *conn, const char *reason);
 static void dispatch(ptc_upstream_t *up);
+static void stream_detach(ptc_upstream_stream_t *s);
 static void conn_send(ptc_h2client_t *conn);
 
 /*
@@ -89,9 +91,9 @@ static void on_send_ev(evutil_socket_t fd, short events, void *arg)
     conn_send(arg);
 }
 
-static const ptc_hostport_t *conn_endpoint(ptc_h2client_t *conn)
+static const ptc_upstream_config_t *up_config(const ptc_upstream_t *up)
 {
-    return &conn->up->config->endpoints[conn->endpoint];
+    return up->client.config;
 }
 
 /* ---- sending ---- */
@@ -133,10 +135,10 @@ static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t
     (void)buf;
     (void)source;
     (void)user_data;
-    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (call == NULL) /* the call was withdrawn; its RST_STREAM is queued */
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL) /* the stream was withdrawn; its RST_STREAM is queued */
         return NGHTTP2_ERR_DEFERRED;
-    return ptc__call_read_request(call, length, data_flags);
+    return s->cb->read_request(s, length, data_flags);
 }
 
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
@@ -145,13 +147,13 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     (void)source;
     ptc_h2client_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
-    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 
-    if (call == NULL)
+    if (s == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
         return NGHTTP2_ERR_WOULDBLOCK;
-    ptc__call_write_request(call, out, framehd, length);
+    s->cb->write_request(s, out, framehd, length);
     return 0;
 }
 
@@ -172,27 +174,30 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)user_data;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (call != NULL)
-        ptc__call_on_upstream_header(call, frame->headers.cat, name, namelen, value, valuelen);
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s != NULL)
+        s->cb->on_header(s, frame->headers.cat, name, namelen, value, valuelen);
     return 0;
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     ptc_h2client_t *conn = user_data;
-    ptc_call_t *call;
+    ptc_upstream_stream_t *s;
 
     switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && conn->state == H2C_CONNECTING) {
-            const ptc_hostport_t *ep = conn_endpoint(conn);
             conn->state = H2C_READY;
             evtimer_del(conn->timer);
-            conn->up->endpoints[conn->endpoint].backoff_ms = 0;
-            conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
-            ptc_log_debug("upstream %s: connected to %s:%u (max concurrent streams %" PRIu32 ")", conn->up->config->name,
-                          ep->host, ep->port, nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+            if (conn->endpoint != SIZE_MAX) {
+                conn->up->endpoints[conn->endpoint].backoff_ms = 0;
+                conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
+            } else {
+                conn->state = H2C_DRAINING; /* its endpoint was removed while it connected */
+            }
+            ptc_log_debug("upstream %s: connected to %s (max concurrent streams %" PRIu32 ")", up_config(conn->up)->name, conn->addr,
+                          nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
             dispatch(conn->up);
         } else if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) {
             /* MAX_CONCURRENT_STREAMS may have grown */
@@ -200,18 +205,17 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         break;
     case NGHTTP2_HEADERS:
-        if ((call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
-            ptc__call_on_upstream_headers_end(call, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
+        if ((s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            s->cb->on_headers_end(s, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
         break;
     case NGHTTP2_DATA:
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
-            ptc__call_on_upstream_data_end(call);
+            (s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            s->cb->on_data_end(s);
         break;
     case NGHTTP2_GOAWAY:
-        ptc_log_info("upstream %s: GOAWAY from %s:%u (last stream %" PRId32 ", error %" PRIu32 ")", conn->up->config->name,
-                     conn_endpoint(conn)->host, conn_endpoint(conn)->port, frame->goaway.last_stream_id,
-                     frame->goaway.error_code);
+        ptc_log_info("upstream %s: GOAWAY from %s (last stream %" PRId32 ", error %" PRIu32 ")", up_config(conn->up)->name,
+                     conn->addr, frame->goaway.last_stream_id, frame->goaway.error_code);
         conn->state = H2C_DRAINING;
         break;
     default:
@@ -225,31 +229,33 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 {
     (void)flags;
     (void)user_data;
-    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (call == NULL) {
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL) {
         /* nobody will read these bytes; give the window back so the connection does not stall */
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
-    ptc__call_on_upstream_data(call, data, len);
+    s->cb->on_data(s, data, len);
     return 0;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     ptc_h2client_t *conn = user_data;
-    ptc_call_t *call = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
 
     conn->num_streams--;
-    if (call != NULL) {
-        ptc_upstream_call_link_t *link = ptc__call_link(call);
-        TAILQ_REMOVE(&conn->calls, link, conn_link);
-        link->conn = NULL;
+    if (s != NULL) {
+        stream_detach(s);
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-        ptc__call_on_upstream_close(call, error_code, NULL);
+        s->cb->on_close(s, error_code, NULL);
     }
     if (conn->state == H2C_DRAINING && conn->num_streams == 0) {
-        snprintf(conn->close_reason, sizeof(conn->close_reason), "drained after GOAWAY");
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "%s",
+                 conn->endpoint == SIZE_MAX ? "endpoint removed by a reload" : "drained after GOAWAY");
+        conn->want_close = true;
+    } else if (conn->up->retired && conn->num_streams == 0 && conn->up->num_pending == 0) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "upstream removed or replaced by a reload");
         conn->want_close = true;
     } else {
         dispatch(conn->up);
@@ -286,7 +292,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static int session_create(ptc_h2client_t *conn)
 {
-    const ptc_config_t *cfg = conn->up->worker->config;
+    const ptc_config_t *cfg = &conn->up->snap->config;
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
     int rv;
@@ -357,7 +363,7 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
                                                                                     "and tls.cert is not configured)"
                                                                                   : "");
         else if (dnserr != 0)
-            snprintf(reason, sizeof(reason), "cannot resolve %s: %s", conn_endpoint(conn)->host, evutil_gai_strerror(dnserr));
+            snprintf(reason, sizeof(reason), "cannot resolve %s: %s", conn->addr, evutil_gai_strerror(dnserr));
         else
             snprintf(reason, sizeof(reason), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     } else if (events & BEV_EVENT_EOF) {
@@ -385,18 +391,18 @@ static void on_timeout(evutil_socket_t fd, short events, void *arg)
     ptc_h2client_t *conn = arg;
     char reason[96];
     snprintf(reason, sizeof(reason), "no HTTP/2 connection within %" PRIu64 " ms (connect_timeout)",
-             conn->up->config->connect_timeout_ms);
+             up_config(conn->up)->connect_timeout_ms);
     conn_close(conn, reason);
 }
 
 /* Backoff bookkeeping for a connection that never became ready. */
 static void endpoint_failed(ptc_upstream_t *up, size_t ep, const char *reason)
 {
+    const ptc_upstream_config_t *cfg = up_config(up);
     ptc_endpoint_state_t *st = &up->endpoints[ep];
-    st->backoff_ms = st->backoff_ms == 0 ? up->config->backoff_initial_ms : PTC_MIN(st->backoff_ms * 2, up->config->backoff_max_ms);
+    st->backoff_ms = st->backoff_ms == 0 ? cfg->backoff_initial_ms : PTC_MIN(st->backoff_ms * 2, cfg->backoff_max_ms);
     st->retry_at_ms = ptc_now_ms() + st->backoff_ms;
-    snprintf(st->last_error, sizeof(st->last_error), "%.64s:%u: %.160s", up->config->endpoints[ep].host, up->config->endpoints[ep].port,
-             reason);
+    snprintf(st->last_error, sizeof(st->last_error), "%.64s:%u: %.160s", cfg->endpoints[ep].host, cfg->endpoints[ep].port, reason);
 }
 
 /*
@@ -407,7 +413,7 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
 {
     ptc_upstream_t *up = conn->up;
     char why[200];
-    ptc_upstream_call_link_t *link;
+    ptc_upstream_stream_t *s;
 
     if (conn->in_nghttp2 != 0) {
         if (reason != conn->close_reason)
@@ -416,23 +422,21 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
         return;
     }
     snprintf(why, sizeof(why), "%s", reason);
-    if (conn->state == H2C_CONNECTING) {
+    if (conn->state == H2C_CONNECTING && conn->endpoint != SIZE_MAX) {
         endpoint_failed(up, conn->endpoint, why);
-        ptc_log_warn("upstream %s: connection to %s:%u failed: %s (retry in %" PRIu64 " ms)", up->config->name,
-                     conn_endpoint(conn)->host, conn_endpoint(conn)->port, why, up->endpoints[conn->endpoint].backoff_ms);
+        ptc_log_warn("upstream %s: connection to %s failed: %s (retry in %" PRIu64 " ms)", up_config(up)->name, conn->addr, why,
+                     up->endpoints[conn->endpoint].backoff_ms);
     } else {
-        ptc_log_info("upstream %s: connection to %s:%u closed: %s", up->config->name, conn_endpoint(conn)->host,
-                     conn_endpoint(conn)->port, why);
+        ptc_log_info("upstream %s: connection to %s closed: %s", up_config(up)->name, conn->addr, why);
     }
 
     TAILQ_REMOVE(&up->conns, conn, link);
     up->num_conns--;
-    while ((link = TAILQ_FIRST(&conn->calls)) != NULL) {
-        TAILQ_REMOVE(&conn->calls, link, conn_link);
-        link->conn = NULL;
+    while ((s = TAILQ_FIRST(&conn->streams)) != NULL) {
+        stream_detach(s);
         char msg[240];
         snprintf(msg, sizeof(msg), "upstream connection lost: %s", why);
-        ptc__call_on_upstream_close(link->call, NGHTTP2_INTERNAL_ERROR, msg);
+        s->cb->on_close(s, NGHTTP2_INTERNAL_ERROR, msg);
     }
     if (conn->session != NULL)
         nghttp2_session_del(conn->session);
@@ -441,13 +445,15 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
     event_free(conn->send_ev);
     free(conn);
     dispatch(up);
+    if (up->retired && ptc_upstream_idle(up))
+        ptc_worker_pool_idle(up->worker);
 }
 
 /* Picks the next endpoint round-robin among those not backing off; SIZE_MAX when all are. */
 static size_t pick_endpoint(ptc_upstream_t *up)
 {
     uint64_t now = ptc_now_ms();
-    size_t n = up->config->num_endpoints;
+    size_t n = up_config(up)->num_endpoints;
     for (size_t i = 0; i < n; i++) {
         size_t ep = (up->rr_next + i) % n;
         if (up->endpoints[ep].retry_at_ms <= now) {
@@ -460,7 +466,9 @@ static size_t pick_endpoint(ptc_upstream_t *up)
 
 static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
 {
-    const ptc_hostport_t *hp = &up->config->endpoints[ep];
+    const ptc_upstream_config_t *cfg = up_config(up);
+    const ptc_hostport_t *hp = &cfg->endpoints[ep];
+    SSL_CTX *tls_ctx = up->snap->tls != NULL ? up->snap->tls->upstreams[up->index] : NULL;
     ptc_h2client_t *conn = calloc(1, sizeof(*conn));
     if (conn == NULL) {
         endpoint_failed(up, ep, "out of memory"); /* back off: dispatch() must not retry it at once */
@@ -468,10 +476,11 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     }
     conn->up = up;
     conn->endpoint = ep;
+    snprintf(conn->addr, sizeof(conn->addr), strchr(hp->host, ':') != NULL ? "[%.64s]:%u" : "%.64s:%u", hp->host, hp->port);
     conn->state = H2C_CONNECTING;
-    TAILQ_INIT(&conn->calls);
-    if (up->config->tls != NULL) {
-        SSL *ssl = up->tls_ctx != NULL ? ptc_tls_client_new(up->tls_ctx, up->config, hp->host) : NULL;
+    TAILQ_INIT(&conn->streams);
+    if (cfg->tls != NULL) {
+        SSL *ssl = tls_ctx != NULL ? ptc_tls_client_new(tls_ctx, cfg, hp->host) : NULL;
         /* From here libevent owns ssl: it is freed with the bufferevent (BEV_OPT_CLOSE_ON_FREE). Dirty shutdowns
          * stay errors here, so that a socket error (connection refused) is reported as such; a peer closing
          * without close_notify is still a plain EOF (SSL_OP_IGNORE_UNEXPECTED_EOF). */
@@ -498,9 +507,9 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     bufferevent_setwatermark(conn->bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     TAILQ_INSERT_TAIL(&up->conns, conn, link);
     up->num_conns++;
-    struct timeval tv = {(time_t)(up->config->connect_timeout_ms / 1000), (suseconds_t)(up->config->connect_timeout_ms % 1000 * 1000)};
+    struct timeval tv = {(time_t)(cfg->connect_timeout_ms / 1000), (suseconds_t)(cfg->connect_timeout_ms % 1000 * 1000)};
     evtimer_add(conn->timer, &tv);
-    ptc_log_debug("upstream %s: connecting to %s:%u", up->config->name, hp->host, hp->port);
+    ptc_log_debug("upstream %s: connecting to %s", cfg->name, conn->addr);
     /* name resolution goes through evdns; numeric hosts are parsed without a query. Failure is reported
      * through on_event, possibly before this returns, so conn must already be fully set up. */
     conn->in_nghttp2++;
@@ -519,49 +528,63 @@ static bool conn_has_capacity(ptc_h2client_t *conn)
            conn->num_streams < nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-/* Opens a stream for call on conn; returns false if the connection cannot take it. */
-static bool submit(ptc_h2client_t *conn, ptc_call_t *call)
+/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
+static void stream_detach(ptc_upstream_stream_t *s)
 {
-    ptc_upstream_call_link_t *link = ptc__call_link(call);
+    TAILQ_REMOVE(&s->conn->streams, s, conn_link);
+    s->conn = NULL;
+    s->client = NULL;
+}
+
+/* Opens an HTTP/2 stream for s on conn; returns false if the connection cannot take it. */
+static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
+{
     const nghttp2_nv *nva;
     size_t n;
     nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_request};
 
-    ptc__call_request_headers(call, &nva, &n);
-    int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, call);
+    s->cb->request_headers(s, &nva, &n);
+    int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, s);
     if (id < 0) {
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
             conn->state = H2C_DRAINING;
-        ptc_log_warn("upstream %s: cannot open a stream: %s", conn->up->config->name, nghttp2_strerror(id));
+        ptc_log_warn("upstream %s: cannot open a stream: %s", up_config(conn->up)->name, nghttp2_strerror(id));
         return false;
     }
-    link->conn = conn;
-    link->stream_id = id;
+    s->conn = conn;
+    s->stream_id = id;
     conn->num_streams++;
-    TAILQ_INSERT_TAIL(&conn->calls, link, conn_link);
+    TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
     conn_want_send(conn);
     return true;
 }
 
+static void pending_remove(ptc_upstream_t *up, ptc_upstream_stream_t *s)
+{
+    TAILQ_REMOVE(&up->pending, s, pending_link);
+    s->pending = false;
+    up->num_pending--;
+}
+
 static void fail_pending(ptc_upstream_t *up, const char *message)
 {
-    ptc_upstream_call_link_t *link;
-    while ((link = TAILQ_FIRST(&up->pending)) != NULL) {
-        TAILQ_REMOVE(&up->pending, link, pending_link);
-        link->pending = false;
-        up->num_pending--;
-        ptc__call_on_upstream_error(link->call, message);
+    ptc_upstream_stream_t *s;
+    while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
+        pending_remove(up, s);
+        s->client = NULL;
+        s->cb->on_error(s, message);
     }
 }
 
 /*
- * Every endpoint not backing off gets a connection (within max_connections), so that calls spread over
+ * Every endpoint not backing off gets a connection (within max_connections), so that streams spread over
  * all of them rather than only failing over.
  */
 static void connect_endpoints(ptc_upstream_t *up)
 {
+    const ptc_upstream_config_t *cfg = up_config(up);
     uint64_t now = ptc_now_ms();
-    for (size_t ep = 0; ep < up->config->num_endpoints && up->num_conns < up->config->max_connections; ep++) {
+    for (size_t ep = 0; ep < cfg->num_endpoints && up->num_conns < cfg->max_connections; ep++) {
         ptc_h2client_t *conn;
         bool have = false;
         TAILQ_FOREACH(conn, &up->conns, link)
@@ -595,30 +618,29 @@ static ptc_h2client_t *pick_conn(ptc_upstream_t *up, bool *connecting)
     return NULL;
 }
 
-/* Moves queued calls onto connections with free streams, opening connections as needed. */
+/* Moves queued streams onto connections with free streams, opening connections as needed. */
 static void dispatch(ptc_upstream_t *up)
 {
-    ptc_upstream_call_link_t *link;
+    const ptc_upstream_config_t *cfg = up_config(up);
+    ptc_upstream_stream_t *s;
 
     if (!TAILQ_EMPTY(&up->pending))
         connect_endpoints(up);
-    while ((link = TAILQ_FIRST(&up->pending)) != NULL) {
+    while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
         bool connecting;
         ptc_h2client_t *target = pick_conn(up, &connecting);
         if (target != NULL) {
-            TAILQ_REMOVE(&up->pending, link, pending_link);
-            link->pending = false;
-            up->num_pending--;
-            if (!submit(target, link->call)) {
-                TAILQ_INSERT_HEAD(&up->pending, link, pending_link);
-                link->pending = true;
+            pending_remove(up, s);
+            if (!submit(target, s)) {
+                TAILQ_INSERT_HEAD(&up->pending, s, pending_link);
+                s->pending = true;
                 up->num_pending++;
             }
             continue;
         }
         if (connecting)
             return; /* wait for it */
-        if (up->num_conns < up->config->max_connections) {
+        if (up->num_conns < cfg->max_connections) {
             size_t ep = pick_endpoint(up);
             if (ep != SIZE_MAX) {
                 if (conn_open(up, ep) != NULL)
@@ -628,12 +650,12 @@ static void dispatch(ptc_upstream_t *up)
             if (up->num_conns == 0) {
                 /* every endpoint is backing off: report the one that comes back first */
                 const ptc_endpoint_state_t *st = &up->endpoints[0];
-                for (size_t i = 1; i < up->config->num_endpoints; i++)
+                for (size_t i = 1; i < cfg->num_endpoints; i++)
                     if (up->endpoints[i].retry_at_ms < st->retry_at_ms)
                         st = &up->endpoints[i];
                 uint64_t now = ptc_now_ms(), wait = st->retry_at_ms > now ? st->retry_at_ms - now : 0;
                 char msg[400];
-                snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", up->config->name,
+                snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", cfg->name,
                          st->last_error[0] != '\0' ? st->last_error : "no endpoint available", wait);
                 fail_pending(up, msg);
             }
@@ -642,83 +664,167 @@ static void dispatch(ptc_upstream_t *up)
     }
 }
 
-void ptc_upstream_init(ptc_upstream_t *up, ptc_worker_t *w, const ptc_upstream_config_t *config)
-{
-    memset(up, 0, sizeof(*up));
-    up->worker = w;
-    up->config = config;
-    up->endpoints = calloc(config->num_endpoints, sizeof(*up->endpoints));
-    TAILQ_INIT(&up->conns);
-    TAILQ_INIT(&up->pending);
-}
+/* ---- the client interface ---- */
 
-void ptc_upstream_dispose(ptc_upstream_t *up)
+static void client_start(ptc_upstream_client_t *c, ptc_upstream_stream_t *s)
 {
-    ptc_h2client_t *conn;
-    fail_pending(up, "gateway shutting down");
-    while ((conn = TAILQ_FIRST(&up->conns)) != NULL)
-        conn_close(conn, "gateway shutting down");
-    free(up->endpoints);
-    up->endpoints = NULL;
-}
+    ptc_upstream_t *up = (ptc_upstream_t *)(void *)c;
 
-void ptc_upstream_start_call(ptc_upstream_t *up, ptc_call_t *call)
-{
-    ptc_upstream_call_link_t *link = ptc__call_link(call);
-
-    if (up->endpoints == NULL) {
-        ptc__call_on_upstream_error(call, "out of memory");
-        return;
-    }
-    if (up->num_pending >= up->config->max_pending) {
+    if (up->num_pending >= up_config(up)->max_pending) {
         char msg[160];
         snprintf(msg, sizeof(msg), "upstream '%s' overloaded: %zu calls already waiting for a connection (max_pending)",
-                 up->config->name, up->num_pending);
-        ptc__call_on_upstream_error(call, msg);
+                 up_config(up)->name, up->num_pending);
+        s->cb->on_error(s, msg);
         return;
     }
-    TAILQ_INSERT_TAIL(&up->pending, link, pending_link);
-    link->pending = true;
+    s->client = c;
+    TAILQ_INSERT_TAIL(&up->pending, s, pending_link);
+    s->pending = true;
     up->num_pending++;
     dispatch(up);
 }
 
-void ptc_upstream_cancel_call(ptc_upstream_t *up, ptc_call_t *call, size_t unconsumed)
+static void client_cancel(ptc_upstream_stream_t *s, size_t unconsumed)
 {
-    ptc_upstream_call_link_t *link = ptc__call_link(call);
+    ptc_upstream_t *up = (ptc_upstream_t *)(void *)s->client;
 
-    if (link->pending) {
-        TAILQ_REMOVE(&up->pending, link, pending_link);
-        link->pending = false;
-        up->num_pending--;
+    if (s->pending) {
+        pending_remove(up, s);
+        s->client = NULL;
+        if (up->retired)
+            ptc_worker_pool_idle(up->worker); /* its idle connections may close now */
         return;
     }
-    ptc_h2client_t *conn = link->conn;
+    ptc_h2client_t *conn = s->conn;
     if (conn == NULL)
         return;
-    TAILQ_REMOVE(&conn->calls, link, conn_link);
-    link->conn = NULL;
-    nghttp2_session_set_stream_user_data(conn->session, link->stream_id, NULL);
+    int32_t id = s->stream_id;
+    stream_detach(s);
+    nghttp2_session_set_stream_user_data(conn->session, id, NULL);
     if (unconsumed != 0)
         nghttp2_session_consume_connection(conn->session, unconsumed);
-    nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, link->stream_id, NGHTTP2_CANCEL);
+    nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
     conn_want_send(conn);
 }
 
-void ptc_upstream_resume_data(ptc_call_t *call)
+static void client_resume_data(ptc_upstream_stream_t *s)
 {
-    ptc_upstream_call_link_t *link = ptc__call_link(call);
-    if (link->conn == NULL)
+    if (s->conn == NULL)
         return;
-    nghttp2_session_resume_data(link->conn->session, link->stream_id);
-    conn_want_send(link->conn);
+    nghttp2_session_resume_data(s->conn->session, s->stream_id);
+    conn_want_send(s->conn);
 }
 
-void ptc_upstream_consume(ptc_call_t *call, size_t n)
+static void client_consume(ptc_upstream_stream_t *s, size_t n)
 {
-    ptc_upstream_call_link_t *link = ptc__call_link(call);
-    if (link->conn == NULL || n == 0)
+    if (s->conn == NULL || n == 0)
         return;
-    nghttp2_session_consume(link->conn->session, link->stream_id, n);
-    conn_want_send(link->conn);
+    nghttp2_session_consume(s->conn->session, s->stream_id, n);
+    conn_want_send(s->conn);
+}
+
+static const ptc_upstream_client_cb_t pool_client = {client_start, client_cancel, client_resume_data, client_consume};
+
+/* ---- pools and reloads ---- */
+
+ptc_upstream_t *ptc_upstream_new(ptc_worker_t *w, ptc_snapshot_t *snap, size_t index)
+{
+    const ptc_upstream_config_t *cfg = &snap->config.upstreams[index];
+    ptc_upstream_t *up = calloc(1, sizeof(*up));
+
+    if (up == NULL || (up->endpoints = calloc(cfg->num_endpoints, sizeof(*up->endpoints))) == NULL) {
+        free(up);
+        return NULL;
+    }
+    up->client.cb = &pool_client;
+    up->client.config = cfg;
+    up->worker = w;
+    up->snap = ptc_snapshot_ref(snap);
+    up->index = index;
+    TAILQ_INIT(&up->conns);
+    TAILQ_INIT(&up->pending);
+    return up;
+}
+
+static bool same_endpoint(const ptc_hostport_t *a, const ptc_hostport_t *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
+{
+    const ptc_upstream_config_t *old = up_config(up), *cfg = &snap->config.upstreams[index];
+    ptc_endpoint_state_t *states = calloc(cfg->num_endpoints, sizeof(*states));
+    size_t *map = calloc(old->num_endpoints, sizeof(*map)); /* old endpoint index -> new (SIZE_MAX: removed) */
+    ptc_h2client_t *conn, *next;
+
+    if (states == NULL || map == NULL) {
+        free(states);
+        free(map);
+        return PTC_ENOMEM;
+    }
+    for (size_t i = 0; i < old->num_endpoints; i++) {
+        map[i] = SIZE_MAX;
+        for (size_t j = 0; j < cfg->num_endpoints && map[i] == SIZE_MAX; j++)
+            if (same_endpoint(&old->endpoints[i], &cfg->endpoints[j])) {
+                map[i] = j;
+                states[j] = up->endpoints[i]; /* an endpoint that stays keeps its backoff */
+            }
+    }
+    free(up->endpoints);
+    up->endpoints = states;
+    up->rr_next = 0;
+    up->client.config = cfg;
+    up->index = index;
+    /* the old snapshot goes only after every pointer into it (old, the endpoint hosts) was replaced */
+    ptc_snapshot_t *prev = up->snap;
+    up->snap = ptc_snapshot_ref(snap);
+    for (conn = TAILQ_FIRST(&up->conns); conn != NULL; conn = next) {
+        next = TAILQ_NEXT(conn, link);
+        if (conn->endpoint == SIZE_MAX || (conn->endpoint = map[conn->endpoint]) != SIZE_MAX)
+            continue;
+        /* its endpoint is gone: no new streams; it closes once the open ones are done */
+        if (conn->num_streams == 0)
+            conn_close(conn, "endpoint removed by a reload");
+        else if (conn->state != H2C_CONNECTING)
+            conn->state = H2C_DRAINING;
+    }
+    free(map);
+    ptc_snapshot_release(prev);
+    dispatch(up);
+    return 0;
+}
+
+void ptc_upstream_retire(ptc_upstream_t *up)
+{
+    ptc_h2client_t *conn, *next;
+
+    up->retired = true; /* idempotent: the worker calls it again while the pool waits to be freed */
+    if (up->num_pending != 0)
+        return; /* queued streams still need the connections; the last stream to close closes them */
+    for (conn = TAILQ_FIRST(&up->conns); conn != NULL; conn = next) {
+        next = TAILQ_NEXT(conn, link);
+        if (conn->num_streams == 0)
+            conn_close(conn, "upstream removed or replaced by a reload");
+    }
+}
+
+bool ptc_upstream_idle(const ptc_upstream_t *up)
+{
+    return up->num_conns == 0 && up->num_pending == 0;
+}
+
+void ptc_upstream_free(ptc_upstream_t *up)
+{
+    ptc_h2client_t *conn;
+
+    if (up == NULL)
+        return;
+    up->retired = true; /* conn_close must not dispatch into fresh connections */
+    fail_pending(up, "gateway shutting down");
+    while ((conn = TAILQ_FIRST(&up->conns)) != NULL)
+        conn_close(conn, "gateway shutting down");
+    free(up->endpoints);
+    ptc_snapshot_release(up->snap);
+    free(up);
 }

@@ -1,0 +1,67 @@
+/*
+ * Configuration snapshots: see include/portico/snapshot.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "portico/snapshot.h"
+#include "portico/tls.h"
+#include "portico/worker.h"
+
+static atomic_size_t live_count;
+
+size_t ptc_head_block_size(const ptc_limits_config_t *lim)
+{
+    size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
+    size_t offs = (size_t)lim->max_headers * sizeof(ptc_head_off_t);
+    size_t views = ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
+    return head + offs + views;
+}
+
+int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, char *err, size_t errlen)
+{
+    ptc_snapshot_t *s = calloc(1, sizeof(*s));
+    int ret;
+
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return PTC_ENOMEM;
+    }
+    if (ptc_config_uses_tls(cfg) && (ret = ptc_tls_contexts_new(&s->tls, cfg, err, errlen)) != 0) {
+        free(s);
+        return ret;
+    }
+    atomic_init(&s->_refs, 1);
+    s->version = version;
+    s->config = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    s->head_block_size = ptc_head_block_size(&s->config.limits);
+    atomic_fetch_add(&live_count, 1);
+    *out = s;
+    return 0;
+}
+
+void ptc_snapshot_release(ptc_snapshot_t *s)
+{
+    if (s == NULL || atomic_fetch_sub_explicit(&s->_refs, 1, memory_order_acq_rel) != 1)
+        return;
+    ptc_tls_contexts_free(s->tls);
+    ptc_config_dispose(&s->config);
+    free(s);
+    atomic_fetch_sub(&live_count, 1);
+}
+
+void ptc_snapshot_set(ptc_snapshot_t **slot, ptc_snapshot_t *s)
+{
+    if (*slot == s)
+        return;
+    if (s != NULL)
+        ptc_snapshot_ref(s);
+    ptc_snapshot_release(*slot);
+    *slot = s;
+}
+
+size_t ptc_snapshot_live_count(void)
+{
+    return atomic_load(&live_count);
+}
