@@ -177,7 +177,7 @@ static int check_config(const options_t *opts)
     ptc_snapshot_t *snap;
     char err[1024];
 
-    if (ptc_control_load(&cfg, opts->config_file, &opts->o, err, sizeof(err)) != 0) {
+    if (ptc_control_load(&cfg, opts->config_file, NULL, 0, &opts->o, err, sizeof(err)) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         return 1;
     }

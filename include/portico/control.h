@@ -32,11 +32,13 @@ typedef struct st_ptc_overrides_t {
 } ptc_overrides_t;
 
 /*
- * Builds the configuration to run: the embedded default, then the file (NULL: none), then the overrides,
- * then validation. On success *cfg is the result (dispose it). On failure returns the error and writes
- * "FILE:LINE: KEY: what is wrong" (or what else is wrong) into err; *cfg is left zeroed.
+ * Builds the configuration to run: the embedded default, then the file (NULL: none) whose content is
+ * given in text/len (text NULL: read the file now), then the overrides, then validation. On success *cfg
+ * is the result (dispose it). On failure returns the error and writes "FILE:LINE: KEY: what is wrong" (or
+ * what else is wrong) into err; *cfg is left zeroed.
  */
-int ptc_control_load(ptc_config_t *cfg, const char *file, const ptc_overrides_t *o, char *err, size_t errlen) PTC_WARN_UNUSED;
+int ptc_control_load(ptc_config_t *cfg, const char *file, const char *text, size_t len, const ptc_overrides_t *o, char *err,
+                     size_t errlen) PTC_WARN_UNUSED;
 
 /* Options of the running process that are not configuration. */
 typedef struct st_ptc_control_options_t {

@@ -24,6 +24,8 @@
 #include <event2/event.h>
 
 #include "portico/control.h"
+#include "portico/file.h"
+#include "portico/filewatch.h"
 #include "portico/listener.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
@@ -50,11 +52,16 @@ typedef struct st_control_t {
     size_t nsocks;
     uint64_t announced;   /* the last version all workers were seen to run */
     uint64_t reloads_ok, reloads_failed;
+    ptc_filewatch_t fw;   /* the configuration file (watching: fw is set up) */
+    bool watching;
+    struct event *fw_ev;       /* fw's inotify descriptor readable */
+    struct event *debounce_ev; /* the file is checked once events stop for fw.debounce_ms */
 } control_t;
 
 /* ---- configuration ---- */
 
-int ptc_control_load(ptc_config_t *cfg, const char *file, const ptc_overrides_t *o, char *err, size_t errlen)
+int ptc_control_load(ptc_config_t *cfg, const char *file, const char *text, size_t len, const ptc_overrides_t *o, char *err,
+                     size_t errlen)
 {
     int ret;
 
@@ -63,7 +70,11 @@ int ptc_control_load(ptc_config_t *cfg, const char *file, const ptc_overrides_t 
         snprintf(err, errlen, "out of memory");
         return ret;
     }
-    if (file != NULL && (ret = ptc_config_load_file(cfg, file, err, errlen)) != 0)
+    if (file != NULL && text != NULL)
+        ret = ptc_config_load_string(cfg, file, text, len, err, errlen);
+    else if (file != NULL)
+        ret = ptc_config_load_file(cfg, file, err, errlen);
+    if (ret != 0)
         goto fail;
     ret = PTC_ENOMEM;
     if (o->num_listen != 0 && ptc_config_set_listeners(cfg, o->listen, o->num_listen) != 0)
@@ -249,18 +260,101 @@ static int apply(control_t *ctl, ptc_config_t *cfg, const char *trigger, char *e
     return 0;
 }
 
-/* Reloads the configuration file (and the overrides), as SIGHUP asks. */
-static void reload(control_t *ctl, const char *trigger)
+/*
+ * Reloads the configuration file (and the overrides) whose content is text: SIGHUP and file changes.
+ * Returns true when the new configuration was applied.
+ */
+static bool reload_text(control_t *ctl, const char *text, size_t len, const char *trigger)
 {
     ptc_config_t cfg;
     char err[1024];
 
-    if (ptc_control_load(&cfg, ctl->opts->config_file, ctl->opts->overrides, err, sizeof(err)) != 0 ||
+    if (ptc_control_load(&cfg, ctl->opts->config_file, text, len, ctl->opts->overrides, err, sizeof(err)) != 0 ||
         apply(ctl, &cfg, trigger, err, sizeof(err)) != 0) {
         ctl->reloads_failed++;
         ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version,
                       err);
+        return false;
     }
+    if (ctl->watching)
+        ptc_filewatch_set_loaded(&ctl->fw, text, len);
+    return true;
+}
+
+/* SIGHUP: the file is read again even when its text is unchanged (certificate files may have changed). */
+static void reload(control_t *ctl, const char *trigger)
+{
+    char *text = NULL, err[512];
+    size_t len = 0;
+
+    if (ctl->opts->config_file != NULL && ptc_read_file(ctl->opts->config_file, PTC_FILEWATCH_MAX_SIZE, &text, &len, err, sizeof(err)) != 0) {
+        ctl->reloads_failed++;
+        ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version,
+                      err);
+        return;
+    }
+    reload_text(ctl, text, len, trigger);
+    free(text);
+}
+
+static void on_file_event(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    control_t *ctl = arg;
+    if (ptc_filewatch_read_events(&ctl->fw)) {
+        struct timeval tv = {(time_t)(ctl->fw.debounce_ms / 1000), (suseconds_t)(ctl->fw.debounce_ms % 1000 * 1000)};
+        evtimer_add(ctl->debounce_ev, &tv);
+    }
+}
+
+static void on_file_settled(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    control_t *ctl = arg;
+    char *text = NULL, err[512];
+    size_t len = 0;
+
+    switch (ptc_filewatch_check(&ctl->fw, &text, &len, err, sizeof(err))) {
+    case 1:
+        reload_text(ctl, text, len, "file changed");
+        break;
+    case 0:
+        break; /* the same text again (an editor's extra events, or our own write-back) */
+    default:
+        /* e.g. deleted, or half-way through a swap: the next event brings it back */
+        ptc_log_warn("configuration file: %s; version %" PRIu64 " stays in service", err, ctl->snap->version);
+        break;
+    }
+    free(text);
+}
+
+/*
+ * Starts watching the configuration file and reads its first text through the watcher, so that a change
+ * made between the first load and the start of the watch cannot go unnoticed. *text is NULL when there is
+ * no watch (it failed: a warning is logged and the file is read at load time as usual).
+ */
+static void watch_start(control_t *ctl, char **text, size_t *len)
+{
+    char err[512];
+    int ret;
+
+    *text = NULL;
+    if (ctl->opts->config_file == NULL)
+        return;
+    if (ptc_filewatch_init(&ctl->fw, ctl->opts->config_file, err, sizeof(err)) != 0) {
+        ptc_log_warn("configuration file: %s; changes are applied on SIGHUP only", err);
+        return;
+    }
+    if ((ret = ptc_filewatch_check(&ctl->fw, text, len, err, sizeof(err))) != 1) {
+        if (ret < 0)
+            fprintf(stderr, "portico: %s\n", err);
+        ptc_filewatch_dispose(&ctl->fw);
+        *text = NULL;
+        return;
+    }
+    ctl->watching = true;
 }
 
 /* ---- events ---- */
@@ -311,6 +405,12 @@ static int setup_events(control_t *ctl, const sigset_t *sigs)
 {
     if ((ctl->base = event_base_new()) == NULL)
         return PTC_ENOMEM;
+    if (ctl->watching /* MERGE: && config.watch */) {
+        ctl->fw_ev = event_new(ctl->base, ptc_filewatch_fd(&ctl->fw), EV_READ | EV_PERSIST, on_file_event, ctl);
+        ctl->debounce_ev = evtimer_new(ctl->base, on_file_settled, ctl);
+        if (ctl->fw_ev == NULL || ctl->debounce_ev == NULL || event_add(ctl->fw_ev, NULL) != 0)
+            return PTC_ENOMEM;
+    }
     if ((ctl->sig_fd = signalfd(-1, sigs, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
         return PTC_EIO;
     if ((ctl->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
@@ -324,6 +424,12 @@ static int setup_events(control_t *ctl, const sigset_t *sigs)
 
 static void teardown_events(control_t *ctl)
 {
+    if (ctl->fw_ev != NULL)
+        event_free(ctl->fw_ev);
+    if (ctl->debounce_ev != NULL)
+        event_free(ctl->debounce_ev);
+    if (ctl->watching)
+        ptc_filewatch_dispose(&ctl->fw);
     if (ctl->sig_ev != NULL)
         event_free(ctl->sig_ev);
     if (ctl->ack_ev != NULL)
@@ -340,12 +446,19 @@ int ptc_control_run(const ptc_control_options_t *opts)
 {
     control_t ctl = {.opts = opts, .sig_fd = -1, .ack_fd = -1};
     ptc_config_t cfg;
-    char err[1024];
+    char err[1024], *text;
+    size_t len;
     bool *fresh = NULL;
     int rv;
 
-    if (ptc_control_load(&cfg, opts->config_file, opts->overrides, err, sizeof(err)) != 0) {
+    watch_start(&ctl, &text, &len);
+    rv = ptc_control_load(&cfg, opts->config_file, text, len, opts->overrides, err, sizeof(err));
+    if (rv == 0 && ctl.watching)
+        ptc_filewatch_set_loaded(&ctl.fw, text, len);
+    free(text);
+    if (rv != 0) {
         fprintf(stderr, "portico: %s\n", err);
+        teardown_events(&ctl);
         return 1;
     }
     ptc_log_set_level(cfg.log_level);
@@ -353,12 +466,14 @@ int ptc_control_run(const ptc_control_options_t *opts)
     if (ptc_snapshot_new(&ctl.snap, &cfg, 1, err, sizeof(err)) != 0) {
         fprintf(stderr, "portico: %s: %s\n", cfg.source, err);
         ptc_config_dispose(&cfg);
+        teardown_events(&ctl);
         return 1;
     }
     ptc_tls_log_warnings(&ctl.snap->config);
     if (socks_build(&ctl.snap->config, NULL, 0, ctl.nworkers, &ctl.socks, &fresh, err, sizeof(err)) != 0) {
         ptc_log_error("%s", err);
         ptc_snapshot_release(ctl.snap);
+        teardown_events(&ctl);
         return 1;
     }
     free(fresh);

@@ -41,6 +41,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "portico/file.h"
 #include "portico/filewatch.h"
 
 #define MAX_SYMLINKS 40 /* as the kernel's path walk (ELOOP beyond, which open then reports) */
@@ -298,77 +299,6 @@ static int rewatch_retrying(ptc_filewatch_t *fw, char *err, size_t errlen)
     return ret == REWATCH_RACED ? PTC_EIO : ret;
 }
 
-/* Reads the whole file (following symlinks) into a malloc'd, NUL-terminated buffer of at most max bytes. */
-static int read_file(const char *path, size_t max, char **out, size_t *outlen, char *err, size_t errlen)
-{
-    int fd, ret;
-    struct stat st;
-    char *buf = NULL;
-    size_t len = 0, cap;
-
-    if (max > SIZE_MAX - 2)
-        max = SIZE_MAX - 2;
-    /* O_NONBLOCK: a FIFO at the path must not block the caller's event loop in open(); regular files ignore it. */
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
-        return fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0) {
-        ret = fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
-        goto Exit;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ret = fail(PTC_EIO, err, errlen, "cannot read %s: not a regular file", path);
-        goto Exit;
-    }
-    if (st.st_size < 0 || (uintmax_t)st.st_size > max)
-        goto TooBig;
-
-    /* The size is a hint: an in-place writer may still be at work. Read to EOF, one byte of room beyond the size to see
-     * EOF in the first read, and one for the NUL. */
-    cap = (size_t)st.st_size + 2;
-    if ((buf = malloc(cap)) == NULL) {
-        ret = fail(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
-        goto Exit;
-    }
-    for (;;) {
-        if (len + 1 == cap) {
-            if (len > max)
-                goto TooBig;
-            size_t ncap = cap > (max + 2) / 2 ? max + 2 : cap * 2;
-            char *nbuf = realloc(buf, ncap);
-            if (nbuf == NULL) {
-                ret = fail(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
-                goto Exit;
-            }
-            buf = nbuf;
-            cap = ncap;
-        }
-        ssize_t r = read(fd, buf + len, cap - 1 - len);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            ret = fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
-            goto Exit;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
-    if (len > max)
-        goto TooBig;
-    buf[len] = '\0';
-    *out = buf;
-    *outlen = len;
-    buf = NULL;
-    ret = 0;
-    goto Exit;
-
-TooBig:
-    ret = fail(PTC_ETOOBIG, err, errlen, "cannot read %s: larger than %zu bytes", path, max);
-Exit:
-    free(buf);
-    (void)close(fd); /* read-only: nothing to lose */
-    return ret;
-}
 
 /* The path made absolute against the current directory, lexically: symlinks stay, they are what the chain is made of. */
 static int make_absolute(const char *path, char **out, char *err, size_t errlen)
@@ -494,7 +424,7 @@ int ptc_filewatch_check(ptc_filewatch_t *fw, char **content, size_t *len, char *
     /* Watch first, read second: a change made after the read is then sure to queue an event. */
     if ((ret = rewatch_retrying(fw, err, errlen)) != 0)
         return ret;
-    if ((ret = read_file(fw->_path, fw->max_size, &buf, &n, err, errlen)) != 0)
+    if ((ret = ptc_read_file(fw->_path, fw->max_size, &buf, &n, err, errlen)) != 0)
         return ret;
 
     ptc_filewatch_fingerprint_t fp = fingerprint(buf, n);

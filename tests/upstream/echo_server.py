@@ -3,6 +3,7 @@
 
 Prints exactly one line `PORT <n>` to stdout once listening; logs go to stderr.
 `--max-concurrent-streams N` caps the streams per HTTP/2 connection (grpc.max_concurrent_streams).
+`--name NAME` adds the initial metadata `x-served-by: NAME` to every call (to tell upstreams apart).
 `--tls-cert FILE --tls-key FILE` serve TLS (ALPN h2) instead of h2c; with `--tls-client-ca FILE` a
 client certificate signed by that CA is required (mTLS).
 SIGTERM/SIGINT stop the server (0.5 s grace) and exit 0.
@@ -38,6 +39,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 SLEEP_STEP = 0.01
 ERROR_TRAILERS = (("x-trailer-custom", "custom-value"), ("x-trailer-bin", b"\x00\x01\xfe\xff"))
 OK_TRAILERS = (("x-trailer-ok", "done"),)
+SERVED_BY = None  # --name
 CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
@@ -112,6 +114,8 @@ def wait_active(context, ms):
 
 def initial_metadata(context):
     md = [("x-echo-initial", "yes")]
+    if SERVED_BY:
+        md.append(("x-served-by", SERVED_BY))
     for key, value in context.invocation_metadata():
         if key.startswith("x-echo-"):
             md.append(("x-echoed-" + key[len("x-echo-"):], value))
@@ -244,6 +248,7 @@ def main():
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--max-concurrent-streams", type=int, default=0,
                         help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (0 = grpc default)")
+    parser.add_argument("--name", help="sent as initial metadata x-served-by on every call")
     parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM); needs --tls-key")
     parser.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     parser.add_argument("--tls-client-ca",
@@ -252,6 +257,8 @@ def main():
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
         parser.error("--tls-cert and --tls-key go together; --tls-client-ca needs them")
 
+    global SERVED_BY
+    SERVED_BY = args.name
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s echo_server[%(process)d] %(levelname)s %(message)s")
 
@@ -259,6 +266,7 @@ def main():
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_metadata_size", 1024 * 1024),  # the gateway's header limits are what tests probe
     ]
     if args.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", args.max_concurrent_streams))
