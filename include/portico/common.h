@@ -56,6 +56,9 @@ typedef enum {
 
 const char *ptc_strerror(int err);
 
+/* Writes a message into err (when err is not NULL and errlen > 0) and returns ret: `return ptc_errorf(PTC_EIO, ...)`. */
+int ptc_errorf(int ret, char *err, size_t errlen, const char *fmt, ...) PTC_PRINTF(4, 5);
+
 static inline char ptc_tolower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;

@@ -13,17 +13,6 @@
 
 #include "portico/file.h"
 
-PTC_PRINTF(4, 5) static int fail(int ret, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return ret;
-}
-
 /* Reads the whole file (following symlinks) into a malloc'd, NUL-terminated buffer of at most max bytes. */
 int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char *err, size_t errlen)
 {
@@ -36,13 +25,13 @@ int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char
         max = SIZE_MAX - 2;
     /* O_NONBLOCK: a FIFO at the path must not block the caller's event loop in open(); regular files ignore it. */
     if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
-        return fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return ptc_errorf(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0) {
-        ret = fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
+        ret = ptc_errorf(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
         goto Exit;
     }
     if (!S_ISREG(st.st_mode)) {
-        ret = fail(PTC_EIO, err, errlen, "cannot read %s: not a regular file", path);
+        ret = ptc_errorf(PTC_EIO, err, errlen, "cannot read %s: not a regular file", path);
         goto Exit;
     }
     if (st.st_size < 0 || (uintmax_t)st.st_size > max)
@@ -52,7 +41,7 @@ int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char
      * EOF in the first read, and one for the NUL. */
     cap = (size_t)st.st_size + 2;
     if ((buf = malloc(cap)) == NULL) {
-        ret = fail(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
+        ret = ptc_errorf(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
         goto Exit;
     }
     for (;;) {
@@ -62,7 +51,7 @@ int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char
             size_t ncap = cap > (max + 2) / 2 ? max + 2 : cap * 2;
             char *nbuf = realloc(buf, ncap);
             if (nbuf == NULL) {
-                ret = fail(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
+                ret = ptc_errorf(PTC_ENOMEM, err, errlen, "cannot read %s: out of memory", path);
                 goto Exit;
             }
             buf = nbuf;
@@ -72,7 +61,7 @@ int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            ret = fail(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
+            ret = ptc_errorf(PTC_EIO, err, errlen, "cannot read %s: %s", path, strerror(errno));
             goto Exit;
         }
         if (r == 0)
@@ -89,7 +78,7 @@ int ptc_read_file(const char *path, size_t max, char **out, size_t *outlen, char
     goto Exit;
 
 TooBig:
-    ret = fail(PTC_ETOOBIG, err, errlen, "cannot read %s: larger than %zu bytes", path, max);
+    ret = ptc_errorf(PTC_ETOOBIG, err, errlen, "cannot read %s: larger than %zu bytes", path, max);
 Exit:
     free(buf);
     (void)close(fd); /* read-only: nothing to lose */

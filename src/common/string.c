@@ -1,3 +1,6 @@
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "portico/common.h"
 
 const char *ptc_strerror(int err)
@@ -38,4 +41,15 @@ bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token)
         list = ptc_iov(comma + 1, list.len - n - 1);
     }
     return false;
+}
+
+int ptc_errorf(int ret, char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return ret;
 }

@@ -80,17 +80,6 @@ typedef struct st_watch_list_t {
     size_t num, cap;
 } watch_list_t;
 
-PTC_PRINTF(4, 5) static int fail(int ret, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return ret;
-}
-
 static ptc_filewatch_fingerprint_t fingerprint(const char *s, size_t len)
 {
     uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a 64 offset basis */
@@ -255,7 +244,7 @@ static int rewatch(ptc_filewatch_t *fw, char *err, size_t errlen)
 
     if (resolve_chain(fw->_path, &next) != 0) {
         list_dispose(&next);
-        return fail(PTC_ENOMEM, err, errlen, "cannot watch %s: out of memory", fw->_path);
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "cannot watch %s: out of memory", fw->_path);
     }
 
     for (size_t i = 0; i < next.num; i++) {
@@ -271,7 +260,7 @@ static int rewatch(ptc_filewatch_t *fw, char *err, size_t errlen)
             continue;
         if ((w->wd = inotify_add_watch(fw->fd, w->dir, WATCH_MASK)) < 0 && ret == 0) {
             int raced = errno == ENOENT || errno == ENOTDIR;
-            ret = fail(raced ? REWATCH_RACED : PTC_EIO, err, errlen, "cannot watch %s: %s", w->dir, strerror(errno));
+            ret = ptc_errorf(raced ? REWATCH_RACED : PTC_EIO, err, errlen, "cannot watch %s: %s", w->dir, strerror(errno));
         }
     }
 
@@ -308,14 +297,14 @@ static int make_absolute(const char *path, char **out, char *err, size_t errlen)
 
     if (path[0] != '/') {
         if (getcwd(cwd, sizeof(cwd)) == NULL)
-            return fail(PTC_EIO, err, errlen, "cannot watch %s: cannot get the current directory: %s", path, strerror(errno));
+            return ptc_errorf(PTC_EIO, err, errlen, "cannot watch %s: cannot get the current directory: %s", path, strerror(errno));
         clen = strlen(cwd);
         if (clen == 1) /* "/" */
             clen = 0;
     }
     char *abs = malloc(clen + 1 + plen + 1);
     if (abs == NULL)
-        return fail(PTC_ENOMEM, err, errlen, "cannot watch %s: out of memory", path);
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "cannot watch %s: out of memory", path);
     if (clen != 0) {
         memcpy(abs, cwd, clen);
         abs[clen] = '/';
@@ -339,11 +328,11 @@ int ptc_filewatch_init(ptc_filewatch_t *fw, const char *path, char *err, size_t 
     fw->debounce_ms = PTC_FILEWATCH_DEBOUNCE_MS;
     fw->max_size = PTC_FILEWATCH_MAX_SIZE;
     if (path == NULL || path[0] == '\0')
-        return fail(PTC_EINVAL, err, errlen, "cannot watch an empty path");
+        return ptc_errorf(PTC_EINVAL, err, errlen, "cannot watch an empty path");
     if ((ret = make_absolute(path, &fw->_path, err, errlen)) != 0)
         goto Error;
     if ((fw->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
-        ret = fail(PTC_EIO, err, errlen, "cannot watch %s: inotify_init1: %s", fw->_path, strerror(errno));
+        ret = ptc_errorf(PTC_EIO, err, errlen, "cannot watch %s: inotify_init1: %s", fw->_path, strerror(errno));
         goto Error;
     }
     if ((ret = rewatch_retrying(fw, err, errlen)) != 0)
@@ -420,7 +409,7 @@ int ptc_filewatch_check(ptc_filewatch_t *fw, char **content, size_t *len, char *
     *content = NULL;
     *len = 0;
     if (fw->fd < 0)
-        return fail(PTC_EINVAL, err, errlen, "file watcher not initialized");
+        return ptc_errorf(PTC_EINVAL, err, errlen, "file watcher not initialized");
     /* Watch first, read second: a change made after the read is then sure to queue an event. */
     if ((ret = rewatch_retrying(fw, err, errlen)) != 0)
         return ret;
