@@ -14,6 +14,8 @@
 #include "portico/log.h"
 
 #define PTC_CONFIG_MAX_NAME 64
+/* What ptc_config_emit writes instead of a secret with PTC_CONFIG_EMIT_REDACT; the loader refuses it as a secret. */
+#define PTC_CONFIG_REDACTED "<redacted>"
 
 /* host:port as written; host may be a name, an IPv4 address, or a bracketed IPv6 address. */
 typedef struct st_ptc_hostport_t {
@@ -99,8 +101,18 @@ typedef struct st_ptc_timeouts_config_t {
     uint64_t drain_ms;                /* SIGTERM: wait this long for calls in flight */
 } ptc_timeouts_config_t;
 
+/* The admin HTTP API (read and edit the live configuration). */
+typedef struct st_ptc_admin_config_t {
+    ptc_hostport_t *address; /* where the admin API listens; NULL = no admin listener (the default) */
+    char *token_file;        /* file the token was read from (resolved like TLS paths); NULL = inline token or none */
+    char *token;             /* bearer token: token_file's contents, surrounding whitespace trimmed, or the inline
+                              * admin.token; NULL = none. A secret: never logged, redacted by ptc_config_emit */
+} ptc_admin_config_t;
+
 typedef struct st_ptc_config_t {
-    char *source; /* file name, or "<default>" */
+    char *source;   /* file name, or "<default>"; only used in messages */
+    char *base_dir; /* directory relative file names were resolved against: "" (the working directory) or a path
+                     * ending in '/'; the emitter writes file names under it relative to it again */
     ptc_listener_config_t *listeners;
     size_t num_listeners;
     ptc_upstream_config_t *upstreams;
@@ -114,6 +126,9 @@ typedef struct st_ptc_config_t {
     char *health_path;
     uint32_t workers; /* 0 = number of cores */
     ptc_log_level_t log_level;
+    ptc_admin_config_t admin;
+    char *pid_file; /* write the master's pid here; NULL = none (the default) */
+    bool watch;     /* watch the configuration file and reload it when it changes; default true */
 } ptc_config_t;
 
 /*
@@ -130,9 +145,16 @@ int ptc_config_init_default(ptc_config_t *cfg) PTC_WARN_UNUSED;
  * so it can still be used or disposed. On success the previous contents are released.
  */
 int ptc_config_load_file(ptc_config_t *cfg, const char *path, char *err, size_t errlen) PTC_WARN_UNUSED;
-/* Same for YAML text in memory; name is used in messages. */
+/* Same for YAML text in memory; name is used in messages, and relative file names are relative to its directory. */
 int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err,
                            size_t errlen) PTC_WARN_UNUSED;
+/*
+ * Same, but relative file names (TLS files, admin.token_file, pid_file) are resolved against base_dir (a directory,
+ * with or without a trailing '/'; NULL or "" = the working directory) instead of the directory of name, which is
+ * then only used in messages (e.g. "PUT /config"). JSON is YAML too, so this also loads JSON text.
+ */
+int ptc_config_load_string_in(ptc_config_t *cfg, const char *name, const char *base_dir, const char *yaml, size_t len, char *err,
+                              size_t errlen) PTC_WARN_UNUSED;
 
 /*
  * Parses "HOST:PORT" / "[V6]:PORT" (port 1..65535, decimal); returns 0 or PTC_EINVAL (out untouched) or
@@ -140,6 +162,8 @@ int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml
  */
 int ptc_hostport_parse(const char *s, ptc_hostport_t *out) PTC_WARN_UNUSED;
 void ptc_hostport_dispose(ptc_hostport_t *hp);
+/* Same host (byte-wise, as written) and port; two NULLs are equal, NULL and an address are not. */
+bool ptc_hostport_eq(const ptc_hostport_t *a, const ptc_hostport_t *b);
 /*
  * Parses a duration: "250ms", "3s", "1.5s", "2m", "1h", or a bare number of seconds ("0", "0.5"); returns 0 or
  * PTC_EINVAL (garbage, uint64 overflow, or finer than a millisecond; *out_ms untouched).
@@ -164,6 +188,11 @@ int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, 
  * default certificate. Returns 0 or PTC_ENOMEM (cfg unchanged).
  */
 int ptc_config_set_listener_cert(ptc_config_t *cfg, const char *cert, const char *key) PTC_WARN_UNUSED;
+/*
+ * Sets the admin API's address (command-line --admin; copied); NULL removes the admin listener. The token settings
+ * are left alone. Returns 0 or PTC_ENOMEM (cfg unchanged).
+ */
+int ptc_config_set_admin_address(ptc_config_t *cfg, const ptc_hostport_t *addr) PTC_WARN_UNUSED;
 /* True when at least one listener or upstream uses TLS. */
 bool ptc_config_uses_tls(const ptc_config_t *cfg);
 

@@ -40,6 +40,10 @@ int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_
 /* Free what TLS settings own, and the struct itself; NULL is a no-op. */
 void ptc__listener_tls_free(ptc_listener_tls_config_t *tls);
 void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls);
+/* Frees what the admin settings own (wiping the token) and zeroes them. */
+void ptc__admin_dispose(ptc_admin_config_t *admin);
+/* Frees a heap-allocated address and what it owns; NULL is a no-op. */
+void ptc__hostport_free(ptc_hostport_t *hp);
 /* Frees what a route owns (its path and CORS policy) and zeroes it. */
 void ptc__route_dispose(ptc_route_config_t *r);
 /* Stable sort into match order: exact paths first, then prefixes longest first. */

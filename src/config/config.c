@@ -6,6 +6,13 @@
  *   workers: 2                 # 0 or absent = number of cores; 0..1024
  *   log_level: info            # debug|info|warn|error (also accepted: warning, off)
  *   health_path: /healthz      # must start with '/'
+ *   watch: true                # reload when the configuration file changes; default true
+ *   pid_file: portico.pid      # write the process id here; default (or ~): none
+ *   admin:                     # the admin HTTP API (read and edit the live configuration); ~ = none (the default)
+ *     address: 127.0.0.1:9901  # where it listens; absent: no admin listener (unless --admin gives one)
+ *     token_file: admin.token  # the bearer token: this file's contents without surrounding whitespace, read while
+ *                              # loading; unreadable, empty, several lines or over 4 KiB: an error
+ *     token: s3cr3t            # or the token inline (not with token_file); "<redacted>" is refused
  *   listeners:                 # replaces the default listener 127.0.0.1:8080
  *     - address: 127.0.0.1:8080
  *     - "[::1]:8080"           # a bare string item is the address
@@ -76,10 +83,11 @@
  *       cors: {allow_origins: ["https://other.example"]}   # replaces the global policy for this route
  *
  * Rules:
- *  - A file without `listeners` keeps the current listeners. Without `upstreams` it keeps the current
- *    upstreams, and its routes (if any) may name them (e.g. `upstream: default`); without `routes` as well
- *    it keeps the current routes. With `upstreams` but no `routes`, a single upstream gets a catch-all
- *    route (prefix "/"); several upstreams without routes are an error. Other keys override one by one.
+ *  - A file without `listeners` keeps the current listeners, and one without `admin` the current admin
+ *    settings. Without `upstreams` it keeps the current upstreams, and its routes (if any) may name them
+ *    (e.g. `upstream: default`); without `routes` as well it keeps the current routes. With `upstreams` but
+ *    no `routes`, a single upstream gets a catch-all route (prefix "/"); several upstreams without routes are
+ *    an error. Other keys override one by one.
  *  - Routes are matched exact paths first, then prefixes longest first (equal lengths keep file order);
  *    the first match wins. Matching is byte-wise and case-sensitive on the path without its query.
  *  - A `cors` section (top level or in a route) is a whole policy: keys it does not give take the defaults
@@ -88,11 +96,13 @@
  *    the current global policy. Header names and methods must be HTTP tokens. Booleans are true or false.
  *  - Unknown keys, duplicate keys, wrong types, empty lists, duplicate upstream names, duplicate routes
  *    and duplicate listener addresses are errors.
- *  - TLS file names are relative to the directory of the configuration file (as given for --tls-cert /
- *    --tls-key). The files are read while loading: a certificate chain that does not parse, a key that does
- *    not parse, is encrypted or does not match its certificate, or a CA file without a certificate is an
- *    error naming the line and key of the file at fault. SIGHUP reads the same files again (certificate
- *    reload); nothing else of the configuration is reloaded.
+ *  - File names (TLS files, admin.token_file, pid_file) are relative to the directory of the configuration
+ *    file (as given for --tls-cert / --tls-key), or to the base directory given to ptc_config_load_string_in.
+ *    The TLS files and the token file are read while loading: a certificate chain that does not parse, a key
+ *    that does not parse, is encrypted or does not match its certificate, a CA file without a certificate,
+ *    or a token file that cannot be read or is empty is an error naming the line and key of the file at
+ *    fault. SIGHUP reads the same TLS files again (certificate reload).
+ *  - The admin address must differ from every listener's.
  *  - Integers are unsigned decimal. Durations are an unsigned decimal number, optionally with a fraction,
  *    and a unit ms, s, m or h with no space ("250ms", "3s", "1.5s", "2m", "1h"); a bare number is seconds
  *    ("0", "30", "0.5"). Values finer than a millisecond ("1.5ms") are rejected.
@@ -249,6 +259,23 @@ void ptc_hostport_dispose(ptc_hostport_t *hp)
     free(hp->host);
     hp->host = NULL;
     hp->port = 0;
+}
+
+void ptc__hostport_free(ptc_hostport_t *hp)
+{
+    if (hp == NULL)
+        return;
+    ptc_hostport_dispose(hp);
+    free(hp);
+}
+
+bool ptc_hostport_eq(const ptc_hostport_t *a, const ptc_hostport_t *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->port != b->port)
+        return false;
+    return a->host != NULL && b->host != NULL ? strcmp(a->host, b->host) == 0 : a->host == b->host;
 }
 
 int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src)
@@ -438,6 +465,17 @@ void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls)
     free(tls);
 }
 
+void ptc__admin_dispose(ptc_admin_config_t *admin)
+{
+    ptc__hostport_free(admin->address);
+    free(admin->token_file);
+    if (admin->token != NULL) {
+        explicit_bzero(admin->token, strlen(admin->token));
+        free(admin->token);
+    }
+    memset(admin, 0, sizeof(*admin));
+}
+
 void ptc__route_dispose(ptc_route_config_t *r)
 {
     free(r->path);
@@ -489,8 +527,10 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->compression = (ptc_compression_config_t){.gzip = false, .min_size = 1024, .level = 5};
     cfg->workers = 0;
     cfg->log_level = PTC_LOG_INFO;
+    cfg->watch = true;
 
-    if ((cfg->source = strdup("<default>")) == NULL || (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
+    if ((cfg->source = strdup("<default>")) == NULL || (cfg->base_dir = strdup("")) == NULL ||
+        (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
         goto nomem;
 
     if ((cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL)
@@ -543,6 +583,9 @@ void ptc_config_dispose(ptc_config_t *cfg)
     free(cfg->routes);
     ptc_cors_config_dispose(&cfg->cors);
     free(cfg->health_path);
+    ptc__admin_dispose(&cfg->admin);
+    free(cfg->pid_file);
+    free(cfg->base_dir);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -647,6 +690,23 @@ int ptc_config_set_listener_cert(ptc_config_t *cfg, const char *cert, const char
     }
     free(pairs);
     free(fresh);
+    return 0;
+}
+
+int ptc_config_set_admin_address(ptc_config_t *cfg, const ptc_hostport_t *addr)
+{
+    ptc_hostport_t *copy = NULL;
+
+    if (addr != NULL) {
+        if ((copy = malloc(sizeof(*copy))) == NULL)
+            return PTC_ENOMEM;
+        if (ptc__hostport_copy(copy, addr) != 0) {
+            free(copy);
+            return PTC_ENOMEM;
+        }
+    }
+    ptc__hostport_free(cfg->admin.address);
+    cfg->admin.address = copy;
     return 0;
 }
 
@@ -777,6 +837,20 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         return invalid(cfg, err, errlen, "workers: must be between 0 and %d", PTC_CONFIG_MAX_WORKERS);
     if ((int)cfg->log_level < (int)PTC_LOG_DEBUG || (int)cfg->log_level > (int)PTC_LOG_OFF)
         return invalid(cfg, err, errlen, "log_level: invalid");
+
+    if (cfg->admin.address != NULL) {
+        if (!hostport_valid(cfg->admin.address))
+            return invalid(cfg, err, errlen, "admin.address: invalid address");
+        for (size_t i = 0; i < cfg->num_listeners; i++)
+            if (ptc_hostport_eq(cfg->admin.address, &cfg->listeners[i].addr))
+                return invalid(cfg, err, errlen, "admin.address: same address as listeners[%zu]", i);
+    }
+    if (cfg->admin.token_file != NULL && cfg->admin.token_file[0] == '\0')
+        return invalid(cfg, err, errlen, "admin.token_file: must not be empty");
+    if (cfg->admin.token != NULL && cfg->admin.token[0] == '\0')
+        return invalid(cfg, err, errlen, "admin.token: must not be empty");
+    if (cfg->pid_file != NULL && cfg->pid_file[0] == '\0')
+        return invalid(cfg, err, errlen, "pid_file: must not be empty");
     return 0;
 }
 

@@ -33,8 +33,10 @@ typedef struct st_loader_t {
      * (upstreams may come after routes) and reporting duplicates once the whole file has been walked */
     yaml_node_t **route_upstream;
     yaml_node_t **route_match;
-    bool has_listeners, has_upstreams, has_routes, has_cors;
-    size_t dir_len; /* file paths in the config are relative to name's first dir_len bytes (its directory) */
+    bool has_listeners, has_upstreams, has_routes, has_cors, has_admin, has_pid_file;
+    yaml_node_t *admin_address; /* the admin.address node, for a clash with a listener found after the walk */
+    const char *dir;            /* relative file names in the config are relative to this ("" or ending in '/') */
+    size_t dir_len;
 } loader_t;
 
 typedef int (*field_cb)(loader_t *l, const char *key, yaml_node_t *value, void *obj);
@@ -168,7 +170,7 @@ static int dup_string(loader_t *l, const char *s, char **out)
     return 0;
 }
 
-/* A file name from the config, made relative to the config file's directory unless absolute. */
+/* A file name from the config, made relative to the base directory (normally the config file's) unless absolute. */
 static int parse_path(loader_t *l, const char *key, yaml_node_t *value, char **out)
 {
     const char *s;
@@ -181,7 +183,7 @@ static int parse_path(loader_t *l, const char *key, yaml_node_t *value, char **o
     size_t dir_len = s[0] == '/' ? 0 : l->dir_len, len = strlen(s);
     if ((*out = malloc(dir_len + len + 1)) == NULL)
         return nomem(l->name, l->err, l->errlen);
-    memcpy(*out, l->name, dir_len);
+    memcpy(*out, l->dir, dir_len);
     memcpy(*out + dir_len, s, len + 1);
     return 0;
 }
@@ -1073,6 +1075,134 @@ static int on_cors(loader_t *l, const char *key, yaml_node_t *value, void *obj)
     return parse_cors(l, key, value, &next->cors);
 }
 
+static int on_pid_file(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+
+    l->has_pid_file = true;
+    if (is_null(value))
+        return 0;
+    return parse_path(l, key, value, &next->pid_file);
+}
+
+/* ---- admin ---- */
+
+#define MAX_TOKEN_SIZE 4096
+
+/* Returns NULL when s (len bytes, already trimmed) is acceptable as a bearer token, otherwise what is wrong. */
+static const char *token_check(const char *s, size_t len)
+{
+    if (len == 0)
+        return "is empty";
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return "must be one line without control characters";
+    /* a redacted document sent back (GET /config, then PUT /config) must not set a publicly known token */
+    if (len == sizeof(PTC_CONFIG_REDACTED) - 1 && memcmp(s, PTC_CONFIG_REDACTED, len) == 0)
+        return "is the redaction placeholder " PTC_CONFIG_REDACTED ", not a token";
+    return NULL;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Reads the token from admin->token_file (already resolved), blaming node (the token_file value). */
+static int read_token(loader_t *l, const char *key, yaml_node_t *node, ptc_admin_config_t *admin)
+{
+    char buf[MAX_TOKEN_SIZE + 1];
+    const char *why;
+    size_t n = 0;
+    int ret = 0;
+
+    FILE *fp = fopen(admin->token_file, "rb");
+    if (fp == NULL && errno == ENOMEM)
+        return nomem(l->name, l->err, l->errlen);
+    if (fp == NULL)
+        return fail(l, node, key, "cannot read \"%s\": %s", admin->token_file, strerror(errno));
+    n = fread(buf, 1, sizeof(buf), fp);
+    if (ferror(fp)) {
+        ret = fail(l, node, key, "cannot read \"%s\": %s", admin->token_file, strerror(errno));
+        goto exit;
+    }
+    if (n > MAX_TOKEN_SIZE) {
+        ret = fail(l, node, key, "\"%s\" is larger than %u bytes", admin->token_file, MAX_TOKEN_SIZE);
+        goto exit;
+    }
+    const char *start = buf, *end = buf + n;
+    while (start < end && is_space(*start))
+        start++;
+    while (end > start && is_space(end[-1]))
+        end--;
+    if ((why = token_check(start, (size_t)(end - start))) != NULL) {
+        ret = fail(l, node, key, "\"%s\" %s", admin->token_file, why);
+        goto exit;
+    }
+    if ((admin->token = malloc((size_t)(end - start) + 1)) == NULL) {
+        ret = nomem(l->name, l->err, l->errlen);
+        goto exit;
+    }
+    memcpy(admin->token, start, (size_t)(end - start));
+    admin->token[end - start] = '\0';
+exit:
+    explicit_bzero(buf, sizeof(buf));
+    fclose(fp);
+    return ret;
+}
+
+static int on_admin_address(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_admin_config_t *admin = obj;
+
+    if ((admin->address = calloc(1, sizeof(*admin->address))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    l->admin_address = value;
+    return parse_address(l, key, value, admin->address);
+}
+
+static int on_admin_token(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_admin_config_t *admin = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a token", &s)) != 0)
+        return ret;
+    if ((why = token_check(s, strlen(s))) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &admin->token);
+}
+
+enum { ADMIN_ADDRESS, ADMIN_TOKEN_FILE, ADMIN_TOKEN };
+
+static const field_t admin_fields[] = {
+    [ADMIN_ADDRESS] = {"address", FIELD_CUSTOM, 0, 0, 0, on_admin_address},
+    [ADMIN_TOKEN_FILE] = {"token_file", FIELD_PATH, offsetof(ptc_admin_config_t, token_file), 0, 0, NULL},
+    [ADMIN_TOKEN] = {"token", FIELD_CUSTOM, 0, 0, 0, on_admin_token},
+};
+
+static int on_admin(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(admin_fields)] = {NULL};
+    char child[KEY_SIZE];
+    int ret;
+
+    l->has_admin = true;
+    if ((ret = walk_mapping(l, key, value, admin_fields, PTC_ARRAY_SIZE(admin_fields), &next->admin, true, values, NULL)) != 0)
+        return ret;
+    if (values[ADMIN_TOKEN] != NULL && values[ADMIN_TOKEN_FILE] != NULL) {
+        key_join(child, key, "token");
+        return fail(l, values[ADMIN_TOKEN], child, "give token or token_file, not both");
+    }
+    if (values[ADMIN_TOKEN_FILE] != NULL) {
+        key_join(child, key, "token_file");
+        return read_token(l, child, values[ADMIN_TOKEN_FILE], &next->admin);
+    }
+    return 0;
+}
+
 enum { TOP_UPSTREAMS = 4 };
 
 static const field_t top_fields[] = {
@@ -1086,13 +1216,17 @@ static const field_t top_fields[] = {
     {"timeouts", FIELD_CUSTOM, 0, 0, 0, on_timeouts},
     {"cors", FIELD_CUSTOM, 0, 0, 0, on_cors},
     {"compression", FIELD_CUSTOM, 0, 0, 0, on_compression},
+    {"admin", FIELD_CUSTOM, 0, 0, 0, on_admin},
+    {"pid_file", FIELD_CUSTOM, 0, 0, 0, on_pid_file},
+    {"watch", FIELD_BOOL, offsetof(ptc_config_t, watch), 0, 0, NULL},
 };
 
-static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *doc, char *err, size_t errlen)
+/* Loads doc over cfg; relative file names are resolved against the directory dir[0..dir_len) ("" = the working directory). */
+static int load_document(ptc_config_t *cfg, const char *name, const char *dir, size_t dir_len, yaml_document_t *doc, char *err,
+                         size_t errlen)
 {
     ptc_config_t next = {0};
-    const char *slash = strrchr(name, '/');
-    loader_t l = {name, err, errlen, doc, &next, NULL, NULL, false, false, false, false, 0};
+    loader_t l = {.name = name, .err = err, .errlen = errlen, .doc = doc, .next = &next};
     yaml_node_t *values[PTC_ARRAY_SIZE(top_fields)] = {NULL}, *keys[PTC_ARRAY_SIZE(top_fields)] = {NULL};
     yaml_node_t *root = yaml_document_get_root_node(doc);
     int ret;
@@ -1102,9 +1236,19 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
     next.compression = cfg->compression;
     next.workers = cfg->workers;
     next.log_level = cfg->log_level;
-    l.dir_len = slash != NULL ? (size_t)(slash - name) + 1 : 0;
+    next.watch = cfg->watch;
     if ((ret = dup_string(&l, name, &next.source)) != 0)
         goto fail;
+    if ((next.base_dir = malloc(dir_len + 2)) == NULL) {
+        ret = nomem(name, err, errlen);
+        goto fail;
+    }
+    memcpy(next.base_dir, dir, dir_len);
+    if (dir_len > 0 && dir[dir_len - 1] != '/')
+        next.base_dir[dir_len++] = '/';
+    next.base_dir[dir_len] = '\0';
+    l.dir = next.base_dir;
+    l.dir_len = dir_len;
     if (root != NULL && (ret = walk_mapping(&l, "", root, top_fields, PTC_ARRAY_SIZE(top_fields), &next, true, values, keys)) != 0)
         goto fail;
 
@@ -1145,6 +1289,18 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
         result.cors = cfg->cors;
     if (next.health_path == NULL)
         result.health_path = cfg->health_path;
+    if (!l.has_admin)
+        result.admin = cfg->admin;
+    if (!l.has_pid_file)
+        result.pid_file = cfg->pid_file;
+    if (l.admin_address != NULL) {
+        for (size_t i = 0; i < result.num_listeners; i++) {
+            if (ptc_hostport_eq(result.admin.address, &result.listeners[i].addr)) {
+                ret = fail(&l, l.admin_address, "admin.address", "same address as listeners[%zu]", i);
+                goto fail;
+            }
+        }
+    }
     if ((ret = ptc_config_validate(&result, err, errlen)) != 0)
         goto fail;
 
@@ -1165,6 +1321,10 @@ static int load_document(ptc_config_t *cfg, const char *name, yaml_document_t *d
         memset(&cfg->cors, 0, sizeof(cfg->cors));
     if (result.health_path == cfg->health_path)
         cfg->health_path = NULL;
+    if (!l.has_admin)
+        memset(&cfg->admin, 0, sizeof(cfg->admin));
+    if (!l.has_pid_file)
+        cfg->pid_file = NULL;
     ptc_config_dispose(cfg);
     *cfg = result;
     ret = 0;
@@ -1206,7 +1366,8 @@ static int syntax_error(const yaml_parser_t *parser, const char *name, const cha
     return PTC_ECONFIG;
 }
 
-int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+static int load_string(ptc_config_t *cfg, const char *name, const char *dir, size_t dir_len, const char *yaml, size_t len,
+                       char *err, size_t errlen)
 {
     yaml_parser_t parser;
     yaml_document_t doc, extra;
@@ -1239,13 +1400,27 @@ int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml
             goto exit_doc;
         }
     }
-    ret = load_document(cfg, name, &doc, err, errlen);
+    ret = load_document(cfg, name, dir, dir_len, &doc, err, errlen);
 
 exit_doc:
     yaml_document_delete(&doc);
 exit_parser:
     yaml_parser_delete(&parser);
     return ret;
+}
+
+int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    const char *slash = strrchr(name, '/');
+    return load_string(cfg, name, name, slash != NULL ? (size_t)(slash - name) + 1 : 0, yaml, len, err, errlen);
+}
+
+int ptc_config_load_string_in(ptc_config_t *cfg, const char *name, const char *base_dir, const char *yaml, size_t len, char *err,
+                              size_t errlen)
+{
+    if (base_dir == NULL)
+        base_dir = "";
+    return load_string(cfg, name, base_dir, strlen(base_dir), yaml, len, err, errlen);
 }
 
 int ptc_config_load_file(ptc_config_t *cfg, const char *path, char *err, size_t errlen)

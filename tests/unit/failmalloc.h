@@ -12,6 +12,7 @@
 #define PTC_TEST_FAILMALLOC_H
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,7 @@ static inline int failmalloc_fail_at(void *caller)
     if (failmalloc_countdown < 0 || failmalloc_countdown-- != 0)
         return 0;
     failmalloc_caller = caller;
+    errno = ENOMEM; /* as malloc does: callers such as fopen report it */
     return 1;
 }
 
@@ -60,6 +62,12 @@ static inline int failmalloc_failed_in_libyaml(void)
 static inline int failmalloc_failed_in_libpcre2(void)
 {
     return failmalloc_failed_in("libpcre2");
+}
+
+/* stdio falls back to an unbuffered stream when it cannot allocate its buffer: not an error either. */
+static inline int failmalloc_failed_in_libc(void)
+{
+    return failmalloc_failed_in("/libc.so");
 }
 
 void *malloc(size_t size)

@@ -1519,6 +1519,245 @@ static void test_set_listener_cert(void **state)
     ptc_config_dispose(&cfg);
 }
 
+/* ---- admin, pid_file, watch ---- */
+
+static const char ADMIN_EXAMPLE[] = "watch: false\n"
+                                    "pid_file: run/portico.pid\n"
+                                    "admin:\n"
+                                    "  address: 127.0.0.1:9901\n"
+                                    "  token_file: admin.token\n";
+
+static void test_admin_pid_watch(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[512], path[256];
+
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_null(cfg.admin.address);
+    assert_null(cfg.admin.token_file);
+    assert_null(cfg.admin.token);
+    assert_null(cfg.pid_file);
+    assert_true(cfg.watch);
+
+    /* the token is the file's contents without surrounding whitespace; paths are relative to the file */
+    write_file("admin.token", " \t s3cr3t-token.42 \r\n\n");
+    assert_int_equal(load_in_dir(&cfg, ADMIN_EXAMPLE, err, sizeof(err)), 0);
+    assert_false(cfg.watch);
+    assert_path(cfg.pid_file, "run/portico.pid");
+    assert_non_null(cfg.admin.address);
+    assert_string_equal(cfg.admin.address->host, "127.0.0.1");
+    assert_int_equal(cfg.admin.address->port, 9901);
+    assert_path(cfg.admin.token_file, "admin.token");
+    assert_string_equal(cfg.admin.token, "s3cr3t-token.42");
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+
+    /* a file without these keys keeps them */
+    assert_int_equal(load(&cfg, "workers: 3\n", err, sizeof(err)), 0);
+    assert_false(cfg.watch);
+    assert_path(cfg.pid_file, "run/portico.pid");
+    assert_int_equal(cfg.admin.address->port, 9901);
+    assert_string_equal(cfg.admin.token, "s3cr3t-token.42");
+
+    /* a failed load keeps them too */
+    assert_int_equal(load(&cfg, "watch: true\nadmin: ~\npid_file: ~\nworkers: x\n", err, sizeof(err)), PTC_ECONFIG);
+    assert_false(cfg.watch);
+    assert_non_null(cfg.pid_file);
+    assert_non_null(cfg.admin.address);
+
+    /* ~ removes them; an inline token; an admin section without an address */
+    assert_int_equal(load(&cfg, "watch: true\nadmin: ~\npid_file: ~\n", err, sizeof(err)), 0);
+    assert_true(cfg.watch);
+    assert_null(cfg.pid_file);
+    assert_null(cfg.admin.address);
+    assert_null(cfg.admin.token_file);
+    assert_null(cfg.admin.token);
+    assert_int_equal(load(&cfg, "admin: {token: \"abc def\"}\npid_file: /run/p.pid\n", err, sizeof(err)), 0);
+    assert_null(cfg.admin.address);
+    assert_null(cfg.admin.token_file);
+    assert_string_equal(cfg.admin.token, "abc def");
+    assert_string_equal(cfg.pid_file, "/run/p.pid"); /* absolute, as written */
+    assert_int_equal(load(&cfg, "admin: {address: \"[::1]:9901\"}\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.admin.address->host, "::1");
+    assert_null(cfg.admin.token); /* the section is replaced as a whole */
+    assert_int_equal(load(&cfg, "admin: {}\n", err, sizeof(err)), 0);
+    assert_null(cfg.admin.address);
+
+    /* an unreadable token file is an error naming the line of token_file; the config is kept */
+    assert_int_equal(load(&cfg, "admin: {address: h:1, token: x}\n", err, sizeof(err)), 0);
+    snprintf(path, sizeof(path), "%s/t.yaml", tls_dir);
+    assert_int_equal(load_in_dir(&cfg, "admin:\n  address: h:2\n  token_file: nope.token\n", err, sizeof(err)), PTC_ECONFIG);
+    char expected[512];
+    expand(expected, sizeof(expected), "@/t.yaml:3: admin.token_file: cannot read \"@/nope.token\": No such file or directory");
+    assert_string_equal(err, expected);
+    assert_int_equal(cfg.admin.address->port, 1);
+    assert_string_equal(cfg.admin.token, "x");
+    ptc_config_dispose(&cfg);
+}
+
+static const tls_error_case_t admin_error_cases[] = {
+    {"admin:\n  address: h:1\n  token_file: empty.token\n", "@/t.yaml:3: admin.token_file: \"@/empty.token\" is empty"},
+    {"admin:\n  token_file: two-lines.token\n",
+     "@/t.yaml:2: admin.token_file: \"@/two-lines.token\" must be one line without control characters"},
+    {"admin:\n  token_file: redacted.token\n",
+     "@/t.yaml:2: admin.token_file: \"@/redacted.token\" is the redaction placeholder <redacted>, not a token"},
+    {"admin:\n  token_file: big.token\n", "@/t.yaml:2: admin.token_file: \"@/big.token\" is larger than 4096 bytes"},
+    {"admin:\n  token_file: .\n", "@/t.yaml:2: admin.token_file: cannot read \"@/.\": Is a directory"},
+    {"admin:\n  token_file: \"\"\n", "@/t.yaml:2: admin.token_file: must not be empty"},
+    {"admin:\n  token: \"<redacted>\"\n", "@/t.yaml:2: admin.token: is the redaction placeholder <redacted>, not a token"},
+    {"admin:\n  token: \"\"\n", "@/t.yaml:2: admin.token: is empty"},
+    {"admin:\n  token: \"a\\tb\"\n", "@/t.yaml:2: admin.token: must be one line without control characters"},
+    {"admin:\n  token: [a]\n", "@/t.yaml:2: admin.token: expected a token, got a sequence"},
+    {"admin:\n  token_file: ok.token\n  token: x\n", "@/t.yaml:3: admin.token: give token or token_file, not both"},
+    {"admin:\n  address: h\n", "@/t.yaml:2: admin.address: invalid address \"h\": missing :PORT"},
+    {"admin:\n  address: 127.0.0.1:8080\n", "@/t.yaml:2: admin.address: same address as listeners[0]"},
+    {"listeners: [h:1, h:2]\nadmin:\n  address: h:2\n", "@/t.yaml:3: admin.address: same address as listeners[1]"},
+    {"admin:\n  adress: h:1\n", "@/t.yaml:2: admin.adress: unknown key"},
+    {"admin: h:1\n", "@/t.yaml:1: admin: expected a mapping, got a string"},
+    {"watch: yes\n", "@/t.yaml:1: watch: invalid boolean \"yes\" (expected true or false)"},
+    {"watch:\n", "@/t.yaml:1: watch: expected a boolean, got null"},
+    {"pid_file: [a]\n", "@/t.yaml:1: pid_file: expected a file name, got a sequence"},
+    {"pid_file: \"\"\n", "@/t.yaml:1: pid_file: must not be empty"},
+};
+
+static void test_admin_errors(void **state)
+{
+    (void)state;
+    char big[4098];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    write_file("empty.token", " \n\t\n");
+    write_file("two-lines.token", "abc\ndef\n");
+    write_file("redacted.token", "<redacted>\n");
+    write_file("big.token", big);
+    write_file("ok.token", "ok");
+    for (size_t i = 0; i < sizeof(admin_error_cases) / sizeof(admin_error_cases[0]); i++) {
+        ptc_config_t cfg;
+        char err[512], expected[512];
+        expand(expected, sizeof(expected), admin_error_cases[i].message);
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        int ret = load_in_dir(&cfg, admin_error_cases[i].yaml, err, sizeof(err));
+        if (ret != PTC_ECONFIG || strcmp(err, expected) != 0)
+            print_error("case %zu:\n%s\nexpected: %s\ngot (%d): %s\n", i, admin_error_cases[i].yaml, expected, ret, err);
+        assert_int_equal(ret, PTC_ECONFIG);
+        assert_string_equal(err, expected);
+        assert_is_default(&cfg);
+        assert_null(cfg.admin.address);
+        assert_null(cfg.admin.token);
+        ptc_config_dispose(&cfg);
+    }
+    /* 4096 bytes is still fine */
+    big[4096] = '\0';
+    write_file("big.token", big);
+    ptc_config_t cfg;
+    char err[512];
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(load_in_dir(&cfg, "admin:\n  token_file: big.token\n", err, sizeof(err)), 0);
+    assert_int_equal(strlen(cfg.admin.token), 4096);
+    ptc_config_dispose(&cfg);
+}
+
+static void test_set_admin_address(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[256], host[] = "127.0.0.1";
+    ptc_hostport_t hp = {host, 9901};
+
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(ptc_config_add_allow_origin(&cfg, "https://a.test", err, sizeof(err)), 0);
+    assert_int_equal(load(&cfg, "admin: {token: t0k}\n", err, sizeof(err)), 0);
+    assert_int_equal(ptc_config_set_admin_address(&cfg, &hp), 0);
+    assert_non_null(cfg.admin.address);
+    assert_true(cfg.admin.address->host != host); /* copied */
+    assert_string_equal(cfg.admin.address->host, "127.0.0.1");
+    assert_int_equal(cfg.admin.address->port, 9901);
+    assert_string_equal(cfg.admin.token, "t0k"); /* the token is left alone */
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+
+    /* replacing it, and the clash with a listener that validation reports */
+    hp.port = 8080;
+    assert_int_equal(ptc_config_set_admin_address(&cfg, &hp), 0);
+    assert_int_equal(cfg.admin.address->port, 8080);
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(err, "t.yaml: admin.address: same address as listeners[0]");
+    cfg.admin.address->port = 0;
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), PTC_ECONFIG);
+    assert_string_equal(err, "t.yaml: admin.address: invalid address");
+
+    /* NULL removes it */
+    assert_int_equal(ptc_config_set_admin_address(&cfg, NULL), 0);
+    assert_null(cfg.admin.address);
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    ptc_config_dispose(&cfg);
+}
+
+/* ptc_config_load_string_in: relative names against base_dir, name only in messages, base_dir recorded. */
+static void test_load_string_in(void **state)
+{
+    (void)state;
+    static const char yaml[] = "pid_file: p.pid\n"
+                               "admin: {token_file: admin.token}\n"
+                               "listeners:\n"
+                               "  - address: h:1\n"
+                               "    tls: {cert: a.pem, key: a.key}\n";
+    ptc_config_t cfg;
+    char err[512], dir[128], expected[256];
+
+    write_file("admin.token", "tok\n");
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_string_equal(cfg.base_dir, "");
+
+    /* with and without the trailing slash */
+    for (int slash = 0; slash < 2; slash++) {
+        snprintf(dir, sizeof(dir), "%s%s", tls_dir, slash ? "/" : "");
+        assert_int_equal(ptc_config_load_string_in(&cfg, "PUT /config", dir, yaml, strlen(yaml), err, sizeof(err)), 0);
+        assert_string_equal(cfg.source, "PUT /config");
+        snprintf(expected, sizeof(expected), "%s/", tls_dir);
+        assert_string_equal(cfg.base_dir, expected);
+        assert_path(cfg.pid_file, "p.pid");
+        assert_path(cfg.admin.token_file, "admin.token");
+        assert_string_equal(cfg.admin.token, "tok");
+        assert_path(cfg.listeners[0].tls->certs[0].cert, "a.pem");
+        assert_path(cfg.listeners[0].tls->certs[0].key, "a.key");
+    }
+
+    /* messages name `name`; files are looked for in base_dir, not name's directory */
+    assert_int_equal(ptc_config_load_string_in(&cfg, "/elsewhere/x.yaml", tls_dir, "pid_file: [x]\n", 14, err, sizeof(err)),
+                     PTC_ECONFIG);
+    assert_string_equal(err, "/elsewhere/x.yaml:1: pid_file: expected a file name, got a sequence");
+    assert_int_equal(ptc_config_load_string_in(&cfg, "/elsewhere/x.yaml", tls_dir, yaml, strlen(yaml), err, sizeof(err)), 0);
+    assert_path(cfg.pid_file, "p.pid");
+
+    /* NULL and "": the working directory */
+    assert_int_equal(ptc_config_load_string_in(&cfg, "PUT /config", NULL, "pid_file: p.pid\n", 16, err, sizeof(err)), 0);
+    assert_string_equal(cfg.pid_file, "p.pid");
+    assert_string_equal(cfg.base_dir, "");
+    assert_int_equal(ptc_config_load_string_in(&cfg, "PUT /config", "", "pid_file: q.pid\n", 16, err, sizeof(err)), 0);
+    assert_string_equal(cfg.pid_file, "q.pid");
+    assert_string_equal(cfg.base_dir, "");
+    assert_int_equal(ptc_config_load_string_in(&cfg, "PUT /config", "rel/dir", "pid_file: q.pid\n", 16, err, sizeof(err)), 0);
+    assert_string_equal(cfg.pid_file, "rel/dir/q.pid");
+    assert_string_equal(cfg.base_dir, "rel/dir/");
+
+    /* ptc_config_load_string: the directory of name */
+    assert_int_equal(load_in_dir(&cfg, "pid_file: r.pid\n", err, sizeof(err)), 0);
+    assert_path(cfg.pid_file, "r.pid");
+    snprintf(expected, sizeof(expected), "%s/", tls_dir);
+    assert_string_equal(cfg.base_dir, expected);
+    assert_int_equal(load(&cfg, "workers: 1\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.base_dir, "");
+    assert_path(cfg.pid_file, "r.pid"); /* kept, already resolved */
+
+    /* JSON is YAML */
+    static const char json[] = "{\"pid_file\": \"j.pid\", \"watch\": false, \"limits\": {\"max_headers\": 7}}";
+    assert_int_equal(ptc_config_load_string_in(&cfg, "PUT /config", tls_dir, json, strlen(json), err, sizeof(err)), 0);
+    assert_path(cfg.pid_file, "j.pid");
+    assert_false(cfg.watch);
+    assert_int_equal(cfg.limits.max_headers, 7);
+    ptc_config_dispose(&cfg);
+}
+
 #ifdef PTC_TEST_FAILMALLOC
 /* Runs init + load (+ a second load over the result) failing the i-th allocation, for every i. */
 static void failmalloc_run(const char *yaml, int expected, size_t num_routes)
@@ -1538,7 +1777,7 @@ static void failmalloc_run(const char *yaml, int expected, size_t num_routes)
         }
         int injected = failmalloc_countdown < 0;
         failmalloc_countdown = -1;
-        if (injected && ret == expected && failmalloc_failed_in_libpcre2()) {
+        if (injected && ret == expected && (failmalloc_failed_in_libpcre2() || failmalloc_failed_in_libc())) {
             ptc_config_dispose(&cfg);
         } else if (injected) {
             if (ret != PTC_ENOMEM)
@@ -1636,6 +1875,51 @@ static void test_allocation_failures(void **state)
 #endif
 }
 
+/* The admin settings, pid_file and base_dir: every allocation of the load (token read from a file) and of
+ * ptc_config_set_admin_address fails once; the config stays as it was. */
+static void test_allocation_failures_admin(void **state)
+{
+    (void)state;
+#ifdef PTC_TEST_FAILMALLOC
+    char yaml[512], path[256];
+    snprintf(path, sizeof(path), "%s/admin.token", tls_dir);
+    write_file("admin.token", "tok\n");
+    snprintf(yaml, sizeof(yaml), "admin:\n  address: h:9\n  token_file: %s\npid_file: p.pid\nwatch: false\n", path);
+    failmalloc_run(yaml, 0, 1);
+    failmalloc_run("admin: {token: x}\npid_file: p.pid\nworkers: bad\n", PTC_ECONFIG, 1);
+
+    for (long i = 0;; i++) {
+        ptc_config_t cfg;
+        char host[] = "h";
+        ptc_hostport_t hp = {host, 9};
+        long live = failmalloc_live;
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        failmalloc_countdown = i;
+        int ret = ptc_config_set_admin_address(&cfg, &hp);
+        if (ret == 0) {
+            hp.port = 10;
+            ret = ptc_config_set_admin_address(&cfg, &hp);
+        }
+        int injected = failmalloc_countdown < 0;
+        failmalloc_countdown = -1;
+        if (ret == 0) {
+            assert_false(injected);
+            assert_int_equal(cfg.admin.address->port, 10);
+        } else {
+            assert_true(injected);
+            assert_int_equal(ret, PTC_ENOMEM);
+            assert_true(cfg.admin.address == NULL || cfg.admin.address->port == 9);
+        }
+        ptc_config_dispose(&cfg);
+        assert_int_equal(failmalloc_live, live);
+        if (!injected)
+            break;
+    }
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1665,7 +1949,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_example, tls_setup, tls_teardown),
         cmocka_unit_test_setup_teardown(test_tls_errors, tls_setup, tls_teardown),
         cmocka_unit_test_setup_teardown(test_set_listener_cert, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_pid_watch, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_errors, tls_setup, tls_teardown),
+        cmocka_unit_test(test_set_admin_address),
+        cmocka_unit_test_setup_teardown(test_load_string_in, tls_setup, tls_teardown),
         cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test_setup_teardown(test_allocation_failures_admin, tls_setup, tls_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,17 +1,19 @@
 /*
  * TLS files for the config tests: a certificate, its key, a key that does not match, an encrypted key and a
- * junk file, written into a fresh temporary directory (tls_dir) by the tls_setup fixture and removed by
- * tls_teardown. Configs loaded "from" tls_dir/t.yaml find them by their relative names.
+ * junk file, written into a fresh temporary directory (tls_dir) by the tls_setup fixture and removed with
+ * whatever else was written there by tls_teardown. Configs loaded "from" tls_dir/t.yaml find them by their relative names.
  */
 #ifndef PTC_TEST_CONFIG_TLS_FILES_H
 #define PTC_TEST_CONFIG_TLS_FILES_H
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -68,15 +70,22 @@ static inline int tls_setup(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Removes tls_dir with every file in it (tests may add their own). */
 static inline int tls_teardown(void **state)
 {
     (void)state;
-    static const char *const names[] = {"a.pem", "a.key", "b.key", "junk.pem", "enc.key"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "%s/%s", tls_dir, names[i]);
+    DIR *d = opendir(tls_dir);
+    struct dirent *ent;
+    if (d == NULL)
+        return -1;
+    while ((ent = readdir(d)) != NULL) {
+        char path[512];
+        if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", tls_dir, ent->d_name);
         unlink(path);
     }
+    closedir(d);
     return rmdir(tls_dir);
 }
 
