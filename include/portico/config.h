@@ -220,6 +220,30 @@ const ptc_cors_config_t *ptc_config_cors_for(const ptc_config_t *cfg, const ptc_
  */
 int ptc_config_add_allow_origin(ptc_config_t *cfg, const char *pattern, char *err, size_t errlen) PTC_WARN_UNUSED;
 
+/*
+ * Comparisons, structural: the same values in the same order. File names are compared as resolved, never the
+ * files' contents. ptc_upstream_config_same_transport compares everything but the endpoints (the runtime keeps an
+ * upstream's connections when only its endpoints changed); ptc_listener_config_eq the address and TLS settings;
+ * ptc_config_eq everything but source and base_dir.
+ */
+bool ptc_listener_config_eq(const ptc_listener_config_t *a, const ptc_listener_config_t *b);
+bool ptc_upstream_config_eq(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b);
+bool ptc_upstream_config_same_transport(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b);
+bool ptc_config_eq(const ptc_config_t *a, const ptc_config_t *b);
+
+/*
+ * Writes a one-line summary of what changed from old to next into buf (len bytes, always NUL-terminated when len > 0),
+ * for the log line after a reload, e.g.
+ *   listeners: +127.0.0.1:9090, -127.0.0.1:8081; upstreams: +extra, -old, echo endpoints +127.0.0.1:50052
+ *   -127.0.0.1:50051; routes: /portico.test.Echo/ echo -> echo2; cors: +origin https://b.example;
+ *   limits.max_header_size 16KiB -> 64KiB; log_level info -> debug
+ * or "no changes" when ptc_config_eq(old, next). Listeners are matched by address, upstreams by name, routes by
+ * match and path (exact ones written "path /a.B/C"). Secrets are never written ("admin.token changed"), control
+ * characters are written as '?'. What does not fit is cut, at a UTF-8 character boundary, and ends in "…".
+ * Returns the length written (excluding the NUL).
+ */
+size_t ptc_config_diff(const ptc_config_t *old, const ptc_config_t *next, char *buf, size_t len);
+
 /* Frees everything cfg owns and zeroes it; safe on a zeroed or already disposed config. */
 void ptc_config_dispose(ptc_config_t *cfg);
 

@@ -28,6 +28,42 @@ int ptc__hostport_parse(const char *s, ptc_hostport_t *out, const char **why) PT
 int ptc__duration_parse(const char *s, uint64_t *out_ms, const char **why) PTC_WARN_UNUSED;
 int ptc__size_parse(const char *s, uint64_t *out, const char **why) PTC_WARN_UNUSED;
 
+/*
+ * The inverse of the parsers: the shortest exact text the loader reads back as the same value. Sizes use the
+ * largest binary unit that divides them ("4MiB", "1000"), durations the largest of h, m, s, ms ("1h", "90s",
+ * "250ms", "0s"). buf should have PTC__VALUE_SIZE bytes.
+ */
+#define PTC__VALUE_SIZE 32
+void ptc__format_size(uint64_t v, char *buf, size_t len);
+void ptc__format_duration(uint64_t ms, char *buf, size_t len);
+
+/*
+ * Scalar settings described once for comparison, diffs and the emitter (the loader has its own tables, with
+ * bounds; the emitter's round-trip tests keep the two in step). Each table ends with a NULL name.
+ */
+typedef enum {
+    PTC__FIELD_UINT32,   /* uint32_t, written as a decimal integer */
+    PTC__FIELD_SIZE32,   /* uint32_t, written as a size */
+    PTC__FIELD_DURATION, /* uint64_t milliseconds, written as a duration */
+    PTC__FIELD_BOOL,     /* bool */
+} ptc__field_kind_t;
+
+typedef struct st_ptc__field_t {
+    const char *name; /* the key in the file */
+    ptc__field_kind_t kind;
+    size_t offset;
+} ptc__field_t;
+
+extern const ptc__field_t ptc__limits_fields[];      /* in ptc_limits_config_t */
+extern const ptc__field_t ptc__timeouts_fields[];    /* in ptc_timeouts_config_t */
+extern const ptc__field_t ptc__compression_fields[]; /* in ptc_compression_config_t */
+extern const ptc__field_t ptc__upstream_fields[];    /* connect_timeout, max_connections, max_pending: in ptc_upstream_config_t */
+extern const ptc__field_t ptc__backoff_fields[];     /* initial, max: in ptc_upstream_config_t too */
+
+bool ptc__field_eq(const ptc__field_t *f, const void *a, const void *b);
+/* Writes the field's value as the loader reads it ("true", "16KiB", "3s", "100"); buf: PTC__VALUE_SIZE bytes. */
+void ptc__field_format(const ptc__field_t *f, const void *obj, char *buf, size_t len);
+
 /* Name and path rules; return NULL when valid, otherwise what is wrong. */
 const char *ptc__upstream_name_check(const char *name);
 const char *ptc__path_check(const char *path);

@@ -50,6 +50,11 @@ int ptc_origin_pattern_parse(const char *text, ptc_origin_pattern_t *out, char *
 void ptc_origin_pattern_dispose(ptc_origin_pattern_t *p);
 /* Deep copy (regexes are recompiled); returns 0 or PTC_ENOMEM. */
 int ptc_cors_config_copy(ptc_cors_config_t *dst, const ptc_cors_config_t *src) PTC_WARN_UNUSED;
+/*
+ * True when a and b are the same policy field by field: origin patterns compared by their configured text, lists
+ * in order, allow_methods as the stored text (NULL, the default, differs from an explicit "POST, OPTIONS").
+ */
+bool ptc_cors_config_eq(const ptc_cors_config_t *a, const ptc_cors_config_t *b);
 void ptc_cors_config_init(ptc_cors_config_t *c);
 void ptc_cors_config_dispose(ptc_cors_config_t *c);
 

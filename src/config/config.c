@@ -124,6 +124,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,6 +399,127 @@ int ptc_size_parse(const char *s, uint64_t *out)
 {
     const char *why;
     return ptc__size_parse(s, out, &why);
+}
+
+void ptc__format_size(uint64_t v, char *buf, size_t len)
+{
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = {{"GiB", 30}, {"MiB", 20}, {"KiB", 10}};
+    for (size_t i = 0; v != 0 && i < PTC_ARRAY_SIZE(units); i++) {
+        if (v % (1ull << units[i].shift) == 0) {
+            snprintf(buf, len, "%" PRIu64 "%s", v >> units[i].shift, units[i].suffix);
+            return;
+        }
+    }
+    snprintf(buf, len, "%" PRIu64, v);
+}
+
+void ptc__format_duration(uint64_t ms, char *buf, size_t len)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"h", 60 * 60 * 1000}, {"m", 60 * 1000}, {"s", 1000}};
+    if (ms == 0) {
+        snprintf(buf, len, "0s");
+        return;
+    }
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(units); i++) {
+        if (ms % units[i].ms == 0) {
+            snprintf(buf, len, "%" PRIu64 "%s", ms / units[i].ms, units[i].suffix);
+            return;
+        }
+    }
+    snprintf(buf, len, "%" PRIu64 "ms", ms);
+}
+
+const ptc__field_t ptc__limits_fields[] = {
+    {"max_message_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, max_message_size)},
+    {"max_header_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, max_header_size)},
+    {"max_headers", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_headers)},
+    {"call_buffer_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, call_buffer_size)},
+    {"stream_window_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size)},
+    {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__timeouts_fields[] = {
+    {"max_grpc_timeout", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, max_grpc_timeout_ms)},
+    {"default_grpc_timeout", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, default_grpc_timeout_ms)},
+    {"idle", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, idle_ms)},
+    {"header_read", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, header_read_ms)},
+    {"drain", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_ms)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__compression_fields[] = {
+    {"gzip", PTC__FIELD_BOOL, offsetof(ptc_compression_config_t, gzip)},
+    {"min_size", PTC__FIELD_SIZE32, offsetof(ptc_compression_config_t, min_size)},
+    {"level", PTC__FIELD_UINT32, offsetof(ptc_compression_config_t, level)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__upstream_fields[] = {
+    {"connect_timeout", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, connect_timeout_ms)},
+    {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections)},
+    {"max_pending", PTC__FIELD_UINT32, offsetof(ptc_upstream_config_t, max_pending)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__backoff_fields[] = {
+    {"initial", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, backoff_initial_ms)},
+    {"max", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, backoff_max_ms)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+/* The field's value widened to 64 bits (booleans as 0 or 1). */
+static uint64_t field_value(const ptc__field_t *f, const void *obj)
+{
+    const char *p = (const char *)obj + f->offset;
+    uint32_t u32;
+    uint64_t u64;
+    bool b;
+
+    switch (f->kind) {
+    case PTC__FIELD_UINT32:
+    case PTC__FIELD_SIZE32:
+        memcpy(&u32, p, sizeof(u32));
+        return u32;
+    case PTC__FIELD_DURATION:
+        memcpy(&u64, p, sizeof(u64));
+        return u64;
+    case PTC__FIELD_BOOL:
+        memcpy(&b, p, sizeof(b));
+        return b;
+    }
+    return 0;
+}
+
+bool ptc__field_eq(const ptc__field_t *f, const void *a, const void *b)
+{
+    return field_value(f, a) == field_value(f, b);
+}
+
+void ptc__field_format(const ptc__field_t *f, const void *obj, char *buf, size_t len)
+{
+    uint64_t v = field_value(f, obj);
+
+    switch (f->kind) {
+    case PTC__FIELD_UINT32:
+        snprintf(buf, len, "%" PRIu64, v);
+        break;
+    case PTC__FIELD_SIZE32:
+        ptc__format_size(v, buf, len);
+        break;
+    case PTC__FIELD_DURATION:
+        ptc__format_duration(v, buf, len);
+        break;
+    case PTC__FIELD_BOOL:
+        snprintf(buf, len, "%s", v ? "true" : "false");
+        break;
+    }
 }
 
 const char *ptc__upstream_name_check(const char *name)

@@ -324,6 +324,35 @@ nomem:
     return PTC_ENOMEM;
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+static bool strings_eq(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (!str_eq(a[i], b[i]))
+            return false;
+    return true;
+}
+
+bool ptc_cors_config_eq(const ptc_cors_config_t *a, const ptc_cors_config_t *b)
+{
+    if (a->enabled != b->enabled || a->num_origins != b->num_origins || a->allow_credentials != b->allow_credentials ||
+        a->reflect_headers != b->reflect_headers || a->max_age_s != b->max_age_s ||
+        a->allow_private_network != b->allow_private_network || !str_eq(a->allow_methods, b->allow_methods) ||
+        !strings_eq(a->allow_headers, a->num_allow_headers, b->allow_headers, b->num_allow_headers) ||
+        !strings_eq(a->expose_headers, a->num_expose_headers, b->expose_headers, b->num_expose_headers))
+        return false;
+    for (size_t i = 0; i < a->num_origins; i++)
+        if (!str_eq(a->origins[i].text, b->origins[i].text))
+            return false;
+    return true;
+}
+
 /* ---- decisions ---- */
 
 bool ptc_cors_is_preflight(ptc_iovec_t method, bool has_origin, bool has_request_method)

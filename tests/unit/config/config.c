@@ -1253,14 +1253,6 @@ static void test_validate(void **state)
 
 /* ---- TLS ---- */
 
-/* Loads yaml as if from the file tls_dir/t.yaml, so that relative paths are relative to tls_dir. */
-static int load_in_dir(ptc_config_t *cfg, const char *yaml, char *err, size_t errlen)
-{
-    char name[128];
-    snprintf(name, sizeof(name), "%s/t.yaml", tls_dir);
-    return ptc_config_load_string(cfg, name, yaml, strlen(yaml), err, errlen);
-}
-
 /* The TLS settings as documented (README and the format comment in config.c). */
 static const char TLS_EXAMPLE[] = "listeners:\n"
                                   "  - address: 127.0.0.1:8080\n"
@@ -1294,13 +1286,6 @@ static const char TLS_EXAMPLE[] = "listeners:\n"
                                   "    endpoints: [backend:80]\n"
                                   "routes:\n"
                                   "  - {prefix: /, upstream: secure}\n";
-
-static void assert_path(const char *got, const char *name)
-{
-    char expected[128];
-    snprintf(expected, sizeof(expected), "%s/%s", tls_dir, name);
-    assert_string_equal(got, expected);
-}
 
 static void test_tls_example(void **state)
 {

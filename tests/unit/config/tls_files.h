@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "portico/config.h"
+
 /* A self-signed EC certificate (CN config-test, SAN DNS:config.test, valid until 2126) and its key; another
  * key that does not match it; the same key encrypted (passphrase "x"). */
 static const char TEST_CERT[] = "-----BEGIN CERTIFICATE-----\n"
@@ -103,6 +105,21 @@ static inline void expand(char *out, size_t len, const char *tmpl)
         }
     }
     out[n] = '\0';
+}
+
+/* Loads yaml as if from the file tls_dir/t.yaml, so that relative paths are relative to tls_dir. */
+static inline int load_in_dir(ptc_config_t *cfg, const char *yaml, char *err, size_t errlen)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "%s/t.yaml", tls_dir);
+    return ptc_config_load_string(cfg, name, yaml, strlen(yaml), err, errlen);
+}
+
+static inline void assert_path(const char *got, const char *name)
+{
+    char expected[128];
+    snprintf(expected, sizeof(expected), "%s/%s", tls_dir, name);
+    assert_string_equal(got, expected);
 }
 
 #endif

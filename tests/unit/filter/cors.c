@@ -427,6 +427,94 @@ static void test_config_lifecycle(void **state)
     ptc_cors_config_dispose(&copy);
 }
 
+/* ptc_cors_config_eq: field by field, origins by their text, lists in order. */
+static void test_config_eq(void **state)
+{
+    (void)state;
+    static const char *const list[] = {"https://x.com", "https://*.example.com", "~^https://[a-z]+\\.org$", "*"};
+    static const char *const hdrs[] = {"authorization", "x-api-key"};
+    ptc_cors_config_t a, b, c;
+
+    ptc_cors_config_init(&a);
+    ptc_cors_config_init(&b);
+    assert_true(ptc_cors_config_eq(&a, &b));
+    b.enabled = true;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    ptc_cors_config_dispose(&b);
+
+    policy_init(&a, list, PTC_ARRAY_SIZE(list));
+    a.allow_headers = strings(hdrs, 2);
+    a.num_allow_headers = 2;
+    a.reflect_headers = false;
+    a.expose_headers = strings(hdrs, 1);
+    a.num_expose_headers = 1;
+    assert_non_null(a.allow_methods = strdup("POST"));
+    assert_int_equal(ptc_cors_config_copy(&b, &a), 0);
+    assert_true(ptc_cors_config_eq(&a, &b));
+    assert_true(ptc_cors_config_eq(&b, &a));
+
+    /* every field counts; each change is undone before the next */
+    b.allow_credentials = true;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.allow_credentials = false;
+    b.max_age_s = 1;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.max_age_s = a.max_age_s;
+    b.allow_private_network = true;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.allow_private_network = false;
+    b.reflect_headers = true;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.reflect_headers = false;
+    b.allow_headers[1][0] = 'X';
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.allow_headers[1][0] = 'x';
+    b.num_allow_headers = 1;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.num_allow_headers = 2;
+    b.expose_headers[0][0] = 'A';
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.expose_headers[0][0] = 'a';
+    b.allow_methods[0] = 'G';
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.allow_methods[0] = 'P';
+    char *methods = b.allow_methods;
+    b.allow_methods = NULL; /* the default differs from any text, even "POST, OPTIONS" */
+    assert_false(ptc_cors_config_eq(&a, &b));
+    assert_false(ptc_cors_config_eq(&b, &a));
+    b.allow_methods = methods;
+    assert_true(ptc_cors_config_eq(&a, &b));
+
+    /* origins: by text and in order */
+    b.origins[2].text[1] = '$';
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.origins[2].text[1] = '^';
+    b.num_origins = 3;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.num_origins = 4;
+    ptc_origin_pattern_t tmp = b.origins[0];
+    b.origins[0] = b.origins[1];
+    b.origins[1] = tmp;
+    assert_false(ptc_cors_config_eq(&a, &b));
+    b.origins[1] = b.origins[0];
+    b.origins[0] = tmp;
+    assert_true(ptc_cors_config_eq(&a, &b));
+
+    /* a policy built from the same texts is equal: compiled regexes are not compared */
+    policy_init(&c, list, PTC_ARRAY_SIZE(list));
+    assert_false(ptc_cors_config_eq(&a, &c)); /* ... but the other fields still differ */
+    c.reflect_headers = false;
+    c.allow_headers = strings(hdrs, 2);
+    c.num_allow_headers = 2;
+    c.expose_headers = strings(hdrs, 1);
+    c.num_expose_headers = 1;
+    assert_non_null(c.allow_methods = strdup("POST"));
+    assert_true(ptc_cors_config_eq(&a, &c));
+    ptc_cors_config_dispose(&a);
+    ptc_cors_config_dispose(&b);
+    ptc_cors_config_dispose(&c);
+}
+
 /* ---- decisions and actual responses ---- */
 
 static void test_decide(void **state)
@@ -983,7 +1071,8 @@ int main(void)
         cmocka_unit_test(test_pattern_parse),         cmocka_unit_test(test_match_exact),
         cmocka_unit_test(test_match_wildcard),        cmocka_unit_test(test_match_regex),
         cmocka_unit_test(test_match_any_and_null),    cmocka_unit_test(test_malformed_origins),
-        cmocka_unit_test(test_config_lifecycle),      cmocka_unit_test(test_decide),
+        cmocka_unit_test(test_config_lifecycle),      cmocka_unit_test(test_config_eq),
+        cmocka_unit_test(test_decide),
         cmocka_unit_test(test_response_headers),      cmocka_unit_test(test_preflight_allowed),
         cmocka_unit_test(test_preflight_refused),     cmocka_unit_test(test_http_headers_absent),
         cmocka_unit_test(test_http_headers_grpc_web), cmocka_unit_test(test_http_headers_limits),
