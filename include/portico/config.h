@@ -221,6 +221,30 @@ const ptc_cors_config_t *ptc_config_cors_for(const ptc_config_t *cfg, const ptc_
 int ptc_config_add_allow_origin(ptc_config_t *cfg, const char *pattern, char *err, size_t errlen) PTC_WARN_UNUSED;
 
 /*
+ * Deep copy of src into dst (uninitialised or disposed; written only on success), regexes recompiled. Returns 0 or
+ * PTC_ENOMEM.
+ */
+int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src) PTC_WARN_UNUSED;
+
+/*
+ * Edits for the admin API; each leaves cfg as it was when it fails, and none can make a valid config invalid.
+ *
+ * ptc_config_remove_allow_origin removes every origin of the global CORS policy whose configured text is exactly
+ * pattern; the policy stays enabled (with no origin left it allows none). Returns 0 or PTC_EINVAL (no such origin).
+ *
+ * ptc_config_set_route_upstream points routes[route_index] at the upstream of that name. Returns 0 or PTC_EINVAL with
+ * what is wrong in err ("routes[3]: no such route (there are 2)", "routes[0].upstream: unknown upstream \"x\"").
+ *
+ * ptc_config_find_route finds the route with that match ("prefix" or "path", as in the file) and path, and
+ * ptc_config_find_upstream the upstream of that name; both return its index or -1.
+ */
+int ptc_config_remove_allow_origin(ptc_config_t *cfg, const char *pattern) PTC_WARN_UNUSED;
+int ptc_config_set_route_upstream(ptc_config_t *cfg, size_t route_index, const char *upstream_name, char *err,
+                                  size_t errlen) PTC_WARN_UNUSED;
+int ptc_config_find_route(const ptc_config_t *cfg, const char *match, const char *path);
+int ptc_config_find_upstream(const ptc_config_t *cfg, const char *name);
+
+/*
  * Comparisons, structural: the same values in the same order. File names are compared as resolved, never the
  * files' contents. ptc_upstream_config_same_transport compares everything but the endpoints (the runtime keeps an
  * upstream's connections when only its endpoints changed); ptc_listener_config_eq the address and TLS settings;

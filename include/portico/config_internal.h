@@ -68,11 +68,15 @@ void ptc__field_format(const ptc__field_t *f, const void *obj, char *buf, size_t
 const char *ptc__upstream_name_check(const char *name);
 const char *ptc__path_check(const char *path);
 
+/* Copies the settings that own no memory (limits, timeouts, compression, workers, log_level, watch). */
+void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src);
 /* Sets an upstream's numeric fields to their defaults (leaves name, endpoints, authority alone). */
 void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
 void ptc__upstream_dispose(ptc_upstream_config_t *up);
 /* Deep copy; returns 0 or PTC_ENOMEM. */
 int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_UNUSED;
+/* Deep-copies n (> 0) addresses into a new array; NULL on allocation failure. */
+ptc_hostport_t *ptc__hostports_copy(const ptc_hostport_t *addrs, size_t n) PTC_WARN_UNUSED;
 /* Free what TLS settings own, and the struct itself; NULL is a no-op. */
 void ptc__listener_tls_free(ptc_listener_tls_config_t *tls);
 void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls);

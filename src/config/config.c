@@ -689,6 +689,16 @@ nomem:
     return PTC_ENOMEM;
 }
 
+void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src)
+{
+    dst->limits = src->limits;
+    dst->timeouts = src->timeouts;
+    dst->compression = src->compression;
+    dst->workers = src->workers;
+    dst->log_level = src->log_level;
+    dst->watch = src->watch;
+}
+
 void ptc_config_dispose(ptc_config_t *cfg)
 {
     free(cfg->source);
@@ -711,8 +721,7 @@ void ptc_config_dispose(ptc_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-/* Deep-copies n addresses into a new array; NULL on allocation failure. */
-static ptc_hostport_t *copy_hostports(const ptc_hostport_t *addrs, size_t n)
+ptc_hostport_t *ptc__hostports_copy(const ptc_hostport_t *addrs, size_t n)
 {
     ptc_hostport_t *copy = calloc(n, sizeof(*copy));
     if (copy == NULL)
@@ -733,7 +742,7 @@ int ptc_config_set_listeners(ptc_config_t *cfg, const ptc_hostport_t *addrs, siz
     if (n == 0)
         return PTC_EINVAL;
     ptc_listener_config_t *listeners = calloc(n, sizeof(*listeners));
-    ptc_hostport_t *copy = copy_hostports(addrs, n);
+    ptc_hostport_t *copy = ptc__hostports_copy(addrs, n);
     if (listeners == NULL || copy == NULL) {
         free(listeners);
         if (copy != NULL) {
@@ -761,7 +770,7 @@ int ptc_config_set_upstream_endpoints(ptc_config_t *cfg, size_t upstream_index, 
 {
     if (n == 0 || upstream_index >= cfg->num_upstreams)
         return PTC_EINVAL;
-    ptc_hostport_t *copy = copy_hostports(addrs, n);
+    ptc_hostport_t *copy = ptc__hostports_copy(addrs, n);
     if (copy == NULL)
         return PTC_ENOMEM;
     ptc_upstream_config_t *up = &cfg->upstreams[upstream_index];

@@ -1231,12 +1231,7 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
     yaml_node_t *root = yaml_document_get_root_node(doc);
     int ret;
 
-    next.limits = cfg->limits;
-    next.timeouts = cfg->timeouts;
-    next.compression = cfg->compression;
-    next.workers = cfg->workers;
-    next.log_level = cfg->log_level;
-    next.watch = cfg->watch;
+    ptc__config_copy_scalars(&next, cfg);
     if ((ret = dup_string(&l, name, &next.source)) != 0)
         goto fail;
     if ((next.base_dir = malloc(dir_len + 2)) == NULL) {

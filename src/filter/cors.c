@@ -264,9 +264,10 @@ void ptc_cors_config_init(ptc_cors_config_t *c)
     c->max_age_s = 600;
 }
 
+/* s may be NULL with n != 0: ptc_cors_config_copy sets the counts before it allocates the arrays. */
 static void free_strings(char **s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; s != NULL && i < n; i++)
         free(s[i]);
     free(s);
 }
