@@ -220,6 +220,25 @@ const ptc_cors_config_t *ptc_config_cors_for(const ptc_config_t *cfg, const ptc_
  */
 int ptc_config_add_allow_origin(ptc_config_t *cfg, const char *pattern, char *err, size_t errlen) PTC_WARN_UNUSED;
 
+typedef enum { PTC_CONFIG_YAML, PTC_CONFIG_JSON } ptc_config_format_t;
+
+#define PTC_CONFIG_EMIT_REDACT 0x1u /* write PTC_CONFIG_REDACTED instead of each secret (today: an inline admin.token) */
+
+/*
+ * Writes cfg as a configuration file: YAML (block style) or JSON (which the loader reads too). Loaded with the same
+ * base directory (ptc_config_load_string_in(..., cfg->base_dir, ...)) over ptc_config_init_default, the text gives
+ * back a config equal to cfg (ptc_config_eq). Every setting is written, defaults included, except what is unset by
+ * default (authority, pid_file, admin, per-route CORS, the global CORS policy when none is configured). File
+ * names under cfg->base_dir are written relative to it; the admin token is not written when it comes from
+ * token_file (the file is the setting), an inline one is redacted with PTC_CONFIG_EMIT_REDACT.
+ *
+ * On success *out is a malloc'ed NUL-terminated text of *outlen bytes (outlen may be NULL), and 0 is returned.
+ * Otherwise *out is not set and the return value is PTC_ENOMEM, or PTC_EINVAL when cfg holds what no file can
+ * say: a string that is not UTF-8 (a file name given on the command line, say), a route to a missing upstream,
+ * or a relative file name outside base_dir while the working directory cannot be found.
+ */
+int ptc_config_emit(const ptc_config_t *cfg, ptc_config_format_t fmt, unsigned flags, char **out, size_t *outlen) PTC_WARN_UNUSED;
+
 /*
  * Deep copy of src into dst (uninitialised or disposed; written only on success), regexes recompiled. Returns 0 or
  * PTC_ENOMEM.

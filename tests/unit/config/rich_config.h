@@ -96,7 +96,7 @@ static const char RICH_YAML[] =
     "    - \"*\"\n"
     "    - http://localhost:3000\n"
     "    - \"~^https://q\\\\.test/(\\\"|'|#|: "
-    "|\\\\{|\\\\}|\\\\[|\\\\]|,|&|\\\\*|!|\\\\||>|%|@|`|\\t|\\n|\\r|\\\\\\\\|\\x7f|\\u0085|"
+    "|\\\\{|\\\\}|\\\\[|\\\\]|,|&|\\\\*|!|\\\\||>|%|=|`|\\t|\\n|\\r|\\\\\\\\|\\x7f|\\u0085|"
     "\\u2028|\\ufeff|\\u00e9|\\u20ac|\\U0001F600)$\"\n"
     "  allow_credentials: false\n"
     "  allow_methods: [POST, OPTIONS, GET]\n"
@@ -106,7 +106,7 @@ static const char RICH_YAML[] =
     "  allow_private_network: false\n";
 
 /* The regex origin above as the loader stores it. */
-static const char RICH_REGEX[] = "~^https://q\\.test/(\"|'|#|: |\\{|\\}|\\[|\\]|,|&|\\*|!|\\||>|%|@|`|\t|\n|\r|\\\\|\x7f|\xc2\x85|"
+static const char RICH_REGEX[] = "~^https://q\\.test/(\"|'|#|: |\\{|\\}|\\[|\\]|,|&|\\*|!|\\||>|%|=|`|\t|\n|\r|\\\\|\x7f|\xc2\x85|"
                                  "\xe2\x80\xa8|\xef\xbb\xbf|\xc3\xa9|\xe2\x82\xac|\xf0\x9f\x98\x80)$";
 
 /* Writes the extra files RICH_YAML names into tls_dir and loads it from tls_dir/t.yaml over the defaults. */
