@@ -127,7 +127,7 @@ typedef struct st_ptc_config_t {
     uint32_t workers; /* 0 = number of cores */
     ptc_log_level_t log_level;
     ptc_admin_config_t admin;
-    char *pid_file; /* write the master's pid here; NULL = none (the default) */
+    char *pid_file; /* write the gateway's process id here (resolved like TLS paths); NULL = none (the default) */
     bool watch;     /* watch the configuration file and reload it when it changes; default true */
 } ptc_config_t;
 
