@@ -1,5 +1,6 @@
 /*
- * portico: argv, configuration, workers, signals. Nothing else lives here.
+ * portico: argv, then the control thread (src/control/control.c) or a one-shot command (--check-config,
+ * -s SIGNAL). Nothing else lives here.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +22,7 @@
 
 static const char usage[] =
     "usage: portico [options]\n"
+    "       portico -s reload|stop [--config FILE | --pid-file FILE]\n"
     "\n"
     "A gRPC-Web gateway: browsers call it with gRPC-Web over HTTP/1.1 (cleartext or TLS); it forwards each\n"
     "call to a gRPC server over HTTP/2 (h2c, or TLS as configured).\n"
@@ -39,12 +41,20 @@ static const char usage[] =
     "                       (https://*.example.com: subdomains only), ~REGEX (anchored), or *\n"
     "  --workers N          worker threads (default: number of cores)\n"
     "  --log-level LEVEL    debug, info, warn or error (default: info)\n"
+    "  --admin HOST:PORT    serve the admin API (configuration read and edits) on this address (replaces\n"
+    "                       admin.address; off by default)\n"
+    "  -s reload|stop       signal a running portico (SIGHUP: reload the configuration; SIGTERM: drain and\n"
+    "                       stop) found through its pid file (pid_file in --config, or --pid-file)\n"
+    "  --pid-file FILE      the pid file -s reads (default: pid_file of --config)\n"
     "  --version            print the version and exit\n"
     "  --help               print this help and exit\n";
 
 typedef struct st_options_t {
     const char *config_file;
     bool check_only;
+    const char *signal_name; /* -s */
+    const char *pid_file;    /* --pid-file */
+    ptc_hostport_t admin;    /* --admin (host NULL: not given) */
     ptc_overrides_t o;
 } options_t;
 
@@ -60,6 +70,8 @@ static int parse_args(int argc, char **argv, options_t *o)
         OPT_LOG_LEVEL,
         OPT_TLS_CERT,
         OPT_TLS_KEY,
+        OPT_ADMIN,
+        OPT_PID_FILE,
         OPT_VERSION,
         OPT_HELP
     };
@@ -69,6 +81,7 @@ static int parse_args(int argc, char **argv, options_t *o)
         {"workers", required_argument, NULL, OPT_WORKERS},     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},   {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"admin", required_argument, NULL, OPT_ADMIN},         {"pid-file", required_argument, NULL, OPT_PID_FILE},
         {"version", no_argument, NULL, OPT_VERSION},           {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -76,8 +89,27 @@ static int parse_args(int argc, char **argv, options_t *o)
 
     o->o.workers = -1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:", longopts, NULL)) != -1) {
         switch (c) {
+        case 's':
+            if (strcmp(optarg, "reload") != 0 && strcmp(optarg, "stop") != 0) {
+                fprintf(stderr, "portico: -s '%s': expected reload or stop\n", optarg);
+                return 2;
+            }
+            o->signal_name = optarg;
+            break;
+        case OPT_PID_FILE:
+            o->pid_file = optarg;
+            break;
+        case OPT_ADMIN:
+            if (o->admin.host != NULL)
+                ptc_hostport_dispose(&o->admin);
+            if (ptc_hostport_parse(optarg, &o->admin) != 0) {
+                fprintf(stderr, "portico: --admin '%s': expected HOST:PORT (e.g. 127.0.0.1:9901)\n", optarg);
+                return 2;
+            }
+            o->o.admin = &o->admin;
+            break;
         case OPT_CONFIG:
             o->config_file = optarg;
             break;
@@ -164,6 +196,8 @@ static int parse_args(int argc, char **argv, options_t *o)
 
 static void free_flag_addrs(options_t *o)
 {
+    if (o->admin.host != NULL)
+        ptc_hostport_dispose(&o->admin);
     for (size_t i = 0; i < o->o.num_listen; i++)
         ptc_hostport_dispose(&o->o.listen[i]);
     for (size_t i = 0; i < o->o.num_upstream; i++)
@@ -191,6 +225,51 @@ static int check_config(const options_t *opts)
     return 0;
 }
 
+/* -s reload|stop: the pid comes from --pid-file, or from the pid_file the configuration names. */
+static int signal_running(const options_t *opts)
+{
+    const char *path = opts->pid_file;
+    ptc_config_t cfg = {0};
+    char err[1024], buf[32];
+    int rv = 1;
+
+    if (path == NULL) {
+        if (ptc_control_load(&cfg, opts->config_file, NULL, 0, &opts->o, err, sizeof(err)) != 0) {
+            fprintf(stderr, "portico: %s\n", err);
+            return 1;
+        }
+        if ((path = cfg.pid_file) == NULL) {
+            fprintf(stderr, "portico: -s %s: no pid file: set pid_file in the configuration, or give --pid-file\n", opts->signal_name);
+            goto exit;
+        }
+    }
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        fprintf(stderr, "portico: -s %s: cannot read %s: %s (is portico running?)\n", opts->signal_name, path, strerror(errno));
+        goto exit;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    char *end;
+    errno = 0;
+    long pid = strtol(buf, &end, 10);
+    if (errno != 0 || end == buf || (*end != '\n' && *end != '\0') || pid <= 1) {
+        fprintf(stderr, "portico: -s %s: %s does not hold a process id\n", opts->signal_name, path);
+        goto exit;
+    }
+    int sig = strcmp(opts->signal_name, "reload") == 0 ? SIGHUP : SIGTERM;
+    if (kill((pid_t)pid, sig) != 0) {
+        fprintf(stderr, "portico: -s %s: process %ld (from %s): %s\n", opts->signal_name, pid, path, strerror(errno));
+        goto exit;
+    }
+    printf("portico: sent %s to process %ld\n", sig == SIGHUP ? "SIGHUP (reload)" : "SIGTERM (stop)", pid);
+    rv = 0;
+exit:
+    ptc_config_dispose(&cfg);
+    return rv;
+}
+
 int main(int argc, char **argv)
 {
     options_t opts = {0};
@@ -201,7 +280,9 @@ int main(int argc, char **argv)
         free_flag_addrs(&opts);
         return rv == 1 ? 0 : rv;
     }
-    if (opts.check_only) {
+    if (opts.signal_name != NULL) {
+        rv = signal_running(&opts);
+    } else if (opts.check_only) {
         rv = check_config(&opts);
     } else {
         ptc_control_options_t copts = {.config_file = opts.config_file, .overrides = &opts.o};

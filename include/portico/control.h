@@ -29,6 +29,7 @@ typedef struct st_ptc_overrides_t {
     const char *log_level;
     const char *tls_cert; /* --tls-cert / --tls-key */
     const char *tls_key;
+    const ptc_hostport_t *admin; /* --admin: the admin API's address */
 } ptc_overrides_t;
 
 /*

@@ -17,13 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "portico/control.h"
+#include "control_internal.h"
 #include "portico/file.h"
 #include "portico/filewatch.h"
 #include "portico/listener.h"
@@ -32,91 +37,84 @@
 #include "portico/tls.h"
 #include "portico/worker.h"
 
-/* The sockets of one listening address, one per worker. */
-typedef struct st_lsock_t {
-    ptc_hostport_t addr;
-    int *fds;
-} lsock_t;
 
-typedef struct st_control_t {
-    const ptc_control_options_t *opts;
-    struct event_base *base;
-    int sig_fd;
-    struct event *sig_ev;
-    int ack_fd;
-    struct event *ack_ev;
-    ptc_worker_t *workers;
-    size_t nworkers;
-    ptc_snapshot_t *snap; /* in service (the newest applied) */
-    lsock_t *socks;       /* per snap->config.listeners entry */
-    size_t nsocks;
-    uint64_t announced;   /* the last version all workers were seen to run */
-    uint64_t reloads_ok, reloads_failed;
-    ptc_filewatch_t fw;   /* the configuration file (watching: fw is set up) */
-    bool watching;
-    struct event *fw_ev;       /* fw's inotify descriptor readable */
-    struct event *debounce_ev; /* the file is checked once events stop for fw.debounce_ms */
-} control_t;
 
 /* ---- configuration ---- */
+
+/* The default, then the file (text: its content; NULL: read it now). */
+static int load_file_config(ptc_config_t *cfg, const char *file, const char *text, size_t len, char *err, size_t errlen)
+{
+    int ret;
+
+    memset(cfg, 0, sizeof(*cfg));
+    if ((ret = ptc_config_init_default(cfg)) != 0)
+        return ptc_errorf(ret, err, errlen, "out of memory");
+    if (file != NULL && text != NULL)
+        ret = ptc_config_load_string(cfg, file, text, len, err, errlen);
+    else if (file != NULL)
+        ret = ptc_config_load_file(cfg, file, err, errlen);
+    if (ret != 0) {
+        ptc_config_dispose(cfg);
+        memset(cfg, 0, sizeof(*cfg));
+    }
+    return ret;
+}
+
+/* The command-line overrides over cfg, then validation; cfg may be half-changed on failure. */
+static int apply_overrides(ptc_config_t *cfg, const ptc_overrides_t *o, char *err, size_t errlen)
+{
+    int ret;
+
+    if (o->num_listen != 0 && ptc_config_set_listeners(cfg, o->listen, o->num_listen) != 0)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    if (o->num_upstream != 0 && ptc_config_set_upstream_endpoints(cfg, 0, o->upstream, o->num_upstream) != 0)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    if (o->tls_cert != NULL && ptc_config_set_listener_cert(cfg, o->tls_cert, o->tls_key) != 0)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    for (size_t i = 0; i < o->num_allow_origin; i++) {
+        char why[256];
+        if ((ret = ptc_config_add_allow_origin(cfg, o->allow_origin[i], why, sizeof(why))) != 0)
+            return ptc_errorf(ret, err, errlen, "--allow-origin '%s': %s", o->allow_origin[i], why);
+    }
+    if (o->admin != NULL && ptc_config_set_admin_address(cfg, o->admin) != 0)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    if (o->workers >= 0)
+        cfg->workers = (uint32_t)o->workers;
+    if (o->log_level != NULL && ptc_log_level_parse(o->log_level, &cfg->log_level) != 0)
+        return ptc_errorf(PTC_EINVAL, err, errlen, "--log-level '%s': expected debug, info, warn or error", o->log_level);
+    return ptc_config_validate(cfg, err, errlen);
+}
+
+/* The configuration to run for base: a copy with the overrides applied. */
+static int effective(ptc_config_t *out, const ptc_config_t *base, const ptc_overrides_t *o, char *err, size_t errlen)
+{
+    int ret;
+    if (ptc_config_copy(out, base) != 0)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    if ((ret = apply_overrides(out, o, err, errlen)) != 0) {
+        ptc_config_dispose(out);
+        memset(out, 0, sizeof(*out));
+    }
+    return ret;
+}
 
 int ptc_control_load(ptc_config_t *cfg, const char *file, const char *text, size_t len, const ptc_overrides_t *o, char *err,
                      size_t errlen)
 {
     int ret;
 
-    memset(cfg, 0, sizeof(*cfg));
-    if ((ret = ptc_config_init_default(cfg)) != 0) {
-        snprintf(err, errlen, "out of memory");
+    if ((ret = load_file_config(cfg, file, text, len, err, errlen)) != 0)
         return ret;
+    if ((ret = apply_overrides(cfg, o, err, errlen)) != 0) {
+        ptc_config_dispose(cfg);
+        memset(cfg, 0, sizeof(*cfg));
     }
-    if (file != NULL && text != NULL)
-        ret = ptc_config_load_string(cfg, file, text, len, err, errlen);
-    else if (file != NULL)
-        ret = ptc_config_load_file(cfg, file, err, errlen);
-    if (ret != 0)
-        goto fail;
-    ret = PTC_ENOMEM;
-    if (o->num_listen != 0 && ptc_config_set_listeners(cfg, o->listen, o->num_listen) != 0)
-        goto nomem;
-    if (o->num_upstream != 0 && ptc_config_set_upstream_endpoints(cfg, 0, o->upstream, o->num_upstream) != 0)
-        goto nomem;
-    if (o->tls_cert != NULL && ptc_config_set_listener_cert(cfg, o->tls_cert, o->tls_key) != 0)
-        goto nomem;
-    for (size_t i = 0; i < o->num_allow_origin; i++) {
-        char why[256];
-        if ((ret = ptc_config_add_allow_origin(cfg, o->allow_origin[i], why, sizeof(why))) != 0) {
-            snprintf(err, errlen, "--allow-origin '%s': %s", o->allow_origin[i], why);
-            goto fail;
-        }
-    }
-    if (o->workers >= 0)
-        cfg->workers = (uint32_t)o->workers;
-    if (o->log_level != NULL && ptc_log_level_parse(o->log_level, &cfg->log_level) != 0) {
-        snprintf(err, errlen, "--log-level '%s': expected debug, info, warn or error", o->log_level);
-        ret = PTC_EINVAL;
-        goto fail;
-    }
-    if ((ret = ptc_config_validate(cfg, err, errlen)) != 0)
-        goto fail;
-    return 0;
-
-nomem:
-    snprintf(err, errlen, "out of memory");
-fail:
-    ptc_config_dispose(cfg);
-    memset(cfg, 0, sizeof(*cfg));
     return ret;
 }
 
 /* ---- listening sockets ---- */
 
-static bool hostport_eq(const ptc_hostport_t *a, const ptc_hostport_t *b)
-{
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
-}
-
-static void socks_free(lsock_t *socks, size_t n, size_t nworkers, bool close_fds)
+static void socks_free(ptc_lsock_t *socks, size_t n, size_t nworkers, bool close_fds)
 {
     for (size_t i = 0; socks != NULL && i < n; i++) {
         for (size_t j = 0; close_fds && socks[i].fds != NULL && j < nworkers; j++)
@@ -133,10 +131,10 @@ static void socks_free(lsock_t *socks, size_t n, size_t nworkers, bool close_fds
  * addresses get nworkers new sockets each. *fresh[i] tells which entries are new (their sockets are the
  * caller's to close should the change be abandoned). Returns 0 or an error with the reason in err.
  */
-static int socks_build(const ptc_config_t *cfg, const lsock_t *cur, size_t n, size_t nworkers, lsock_t **out, bool **fresh,
+static int socks_build(const ptc_config_t *cfg, const ptc_lsock_t *cur, size_t n, size_t nworkers, ptc_lsock_t **out, bool **fresh,
                        char *err, size_t errlen)
 {
-    lsock_t *socks = calloc(cfg->num_listeners + 1, sizeof(*socks));
+    ptc_lsock_t *socks = calloc(cfg->num_listeners + 1, sizeof(*socks));
     bool *isnew = calloc(cfg->num_listeners + 1, sizeof(*isnew));
     int ret = 0;
     size_t i;
@@ -150,7 +148,7 @@ static int socks_build(const ptc_config_t *cfg, const lsock_t *cur, size_t n, si
     for (i = 0; i < cfg->num_listeners && ret == 0; i++) {
         const ptc_hostport_t *hp = &cfg->listeners[i].addr;
         size_t j = 0;
-        while (j < n && !hostport_eq(&cur[j].addr, hp))
+        while (j < n && !ptc_hostport_eq(&cur[j].addr, hp))
             j++;
         if ((socks[i].fds = malloc(nworkers * sizeof(int))) == NULL || (socks[i].addr.host = strdup(hp->host)) == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -197,20 +195,23 @@ static size_t workers_for(const ptc_config_t *cfg)
 }
 
 /*
- * Puts cfg in service (taking it over; it is disposed on failure). trigger names what asked, for the
- * log. Returns 0, or an error with "what is wrong" in err and the running configuration unchanged.
+ * Puts cfg (a configuration with the overrides applied, validated) in service, taking it over (it is
+ * disposed on failure). trigger names what asked, for the log. Returns 0, or an error with "what is wrong"
+ * in err and the running configuration unchanged.
  */
-static int apply(control_t *ctl, ptc_config_t *cfg, const char *trigger, char *err, size_t errlen)
+static int apply(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, char *err, size_t errlen)
 {
     ptc_snapshot_t *snap = NULL;
-    lsock_t *socks = NULL;
+    ptc_lsock_t *socks = NULL;
     bool *fresh = NULL;
+    char diff[1024];
     int ret;
 
     if (workers_for(cfg) != ctl->nworkers) {
         ptc_log_warn("configuration (%s): workers: %zu -> %zu needs a restart; %zu workers keep running", trigger, ctl->nworkers,
                      workers_for(cfg), ctl->nworkers);
     }
+    ptc_config_diff(&ctl->snap->config, cfg, diff, sizeof(diff));
     if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, err, errlen)) != 0) {
         ptc_config_dispose(cfg);
         return ret;
@@ -221,7 +222,6 @@ static int apply(control_t *ctl, ptc_config_t *cfg, const char *trigger, char *e
     }
     int *col = malloc((snap->config.num_listeners + 1) * sizeof(*col));
     if (col == NULL) {
-        snprintf(err, errlen, "out of memory");
         for (size_t k = 0; k < snap->config.num_listeners; k++)
             if (!fresh[k]) {
                 free(socks[k].fds);
@@ -230,7 +230,7 @@ static int apply(control_t *ctl, ptc_config_t *cfg, const char *trigger, char *e
         socks_free(socks, snap->config.num_listeners, ctl->nworkers, true);
         free(fresh);
         ptc_snapshot_release(snap);
-        return PTC_ENOMEM;
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     }
     /* the hand-over: from here the change happens (a worker that runs out of memory keeps the old one) */
     for (size_t w = 0; w < ctl->nworkers; w++) {
@@ -252,56 +252,205 @@ static int apply(control_t *ctl, ptc_config_t *cfg, const char *trigger, char *e
     socks_free(ctl->socks, ctl->nsocks, ctl->nworkers, false);
     ctl->socks = socks;
     ctl->nsocks = snap->config.num_listeners;
+    ptc_log_set_level(PTC_MIN(snap->config.log_level, PTC_LOG_INFO)); /* the summary is written in any case */
+    ptc_log_info("configuration version %" PRIu64 " applied (%s): %s", snap->version, trigger, diff);
     ptc_log_set_level(snap->config.log_level);
-    ptc_log_info("configuration version %" PRIu64 " applied (%s)", snap->version, trigger);
     ptc_snapshot_set(&ctl->snap, snap);
     ptc_snapshot_release(snap);
     ctl->reloads_ok++;
     return 0;
 }
 
-/*
- * Reloads the configuration file (and the overrides) whose content is text: SIGHUP and file changes.
- * Returns true when the new configuration was applied.
- */
-static bool reload_text(control_t *ctl, const char *text, size_t len, const char *trigger)
+/* Waits (up to timeout_ms) until every worker runs version v; false when one did not in time. */
+static bool wait_applied(ptc_control_t *ctl, uint64_t v, int timeout_ms)
 {
-    ptc_config_t cfg;
-    char err[1024];
+    uint64_t deadline = ptc_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        size_t behind = 0;
+        for (size_t i = 0; i < ctl->nworkers; i++)
+            behind += atomic_load(&ctl->workers[i].applied_version) < v;
+        uint64_t now = ptc_now_ms();
+        if (behind == 0 || now >= deadline)
+            return behind == 0;
+        struct pollfd p = {ctl->ack_fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(deadline - now)) > 0) {
+            uint64_t count;
+            if (read(ctl->ack_fd, &count, sizeof(count)) < 0) {
+                /* EAGAIN: another reader took it */
+            }
+        }
+    }
+}
 
-    if (ptc_control_load(&cfg, ctl->opts->config_file, text, len, ctl->opts->overrides, err, sizeof(err)) != 0 ||
-        apply(ctl, &cfg, trigger, err, sizeof(err)) != 0) {
-        ctl->reloads_failed++;
-        ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version,
-                      err);
+/*
+ * Writes the configuration back to its file, atomically (a temporary file in the same directory, then a
+ * rename over the file the path resolves to, so that a symlink stays a symlink), so that a restart
+ * keeps what the admin API changed. The watcher is told it is our own text.
+ */
+static bool persist(ptc_control_t *ctl, char *why, size_t whylen)
+{
+    const char *path = ctl->opts->config_file;
+    char *text = NULL, *real = NULL, tmp[PATH_MAX + 32];
+    size_t len = 0;
+    int fd = -1;
+    bool ok = false;
+
+    if (path == NULL) {
+        ptc_errorf(0, why, whylen, "no configuration file (--config) to write the change to; it lasts until the next restart");
         return false;
+    }
+    if (ptc_config_emit(&ctl->config, PTC_CONFIG_YAML, 0, &text, &len) != 0) {
+        ptc_errorf(0, why, whylen, "not written to %s: out of memory", path);
+        return false;
+    }
+    if ((real = realpath(path, NULL)) == NULL) {
+        ptc_errorf(0, why, whylen, "not written to %s: %s", path, strerror(errno));
+        goto exit;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.portico-%d.tmp", real, (int)getpid());
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+        ptc_errorf(0, why, whylen, "not written to %s: %s: %s", path, tmp, strerror(errno));
+        goto exit;
+    }
+    struct stat st;
+    if (stat(real, &st) == 0 && fchmod(fd, st.st_mode & 07777) != 0) {
+        /* the old file's permissions are a courtesy; the content is what matters */
+    }
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ptc_errorf(0, why, whylen, "not written to %s: %s", path, strerror(errno));
+            goto exit;
+        }
+        off += (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        fd = -1;
+        ptc_errorf(0, why, whylen, "not written to %s: %s", path, strerror(errno));
+        goto exit;
+    }
+    fd = -1;
+    if (rename(tmp, real) != 0) {
+        ptc_errorf(0, why, whylen, "not written to %s: %s", path, strerror(errno));
+        goto exit;
     }
     if (ctl->watching)
         ptc_filewatch_set_loaded(&ctl->fw, text, len);
-    return true;
+    ok = true;
+
+exit:
+    if (fd >= 0)
+        close(fd);
+    if (!ok && real != NULL)
+        unlink(tmp);
+    free(real);
+    free(text);
+    return ok;
+}
+
+static void watch_reconcile(ptc_control_t *ctl);
+
+/*
+ * Makes base (taken over) the operator's configuration: the overrides on a copy of it, then apply().
+ * Returns 0 or an error with what is wrong in err; base is disposed on failure.
+ */
+static int change(ptc_control_t *ctl, ptc_config_t *base, const char *trigger, char *err, size_t errlen)
+{
+    ptc_config_t eff;
+    int ret;
+
+    if ((ret = effective(&eff, base, ctl->opts->overrides, err, errlen)) != 0 || (ret = apply(ctl, &eff, trigger, err, errlen)) != 0) {
+        ptc_config_dispose(base);
+        return ret;
+    }
+    ptc_config_dispose(&ctl->config);
+    ctl->config = *base;
+    watch_reconcile(ctl);
+    /* not from here: the change may come from the admin API's own request callback */
+    event_active(ctl->admin_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
+static void reload_failed(ptc_control_t *ctl, const char *trigger, const char *err)
+{
+    ctl->reloads_failed++;
+    ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version, err);
+}
+
+/* Reloads the configuration file whose content is text: SIGHUP and file changes. */
+static void reload_text(ptc_control_t *ctl, const char *text, size_t len, const char *trigger)
+{
+    ptc_config_t base;
+    char err[1024];
+
+    if (load_file_config(&base, ctl->opts->config_file, text, len, err, sizeof(err)) != 0 ||
+        change(ctl, &base, trigger, err, sizeof(err)) != 0) {
+        reload_failed(ctl, trigger, err);
+        return;
+    }
+    if (ctl->watching)
+        ptc_filewatch_set_loaded(&ctl->fw, text, len);
 }
 
 /* SIGHUP: the file is read again even when its text is unchanged (certificate files may have changed). */
-static void reload(control_t *ctl, const char *trigger)
+static void reload(ptc_control_t *ctl, const char *trigger)
 {
     char *text = NULL, err[512];
     size_t len = 0;
 
-    if (ctl->opts->config_file != NULL && ptc_read_file(ctl->opts->config_file, PTC_FILEWATCH_MAX_SIZE, &text, &len, err, sizeof(err)) != 0) {
-        ctl->reloads_failed++;
-        ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version,
-                      err);
+    if (ctl->opts->config_file != NULL &&
+        ptc_read_file(ctl->opts->config_file, PTC_FILEWATCH_MAX_SIZE, &text, &len, err, sizeof(err)) != 0) {
+        reload_failed(ctl, trigger, err);
         return;
     }
     reload_text(ctl, text, len, trigger);
     free(text);
 }
 
+int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next, const char *trigger,
+                        ptc_control_result_t *res, char *err, size_t errlen)
+{
+    ptc_config_t base;
+    int status;
+
+    memset(res, 0, sizeof(*res));
+    if (edit != NULL) {
+        if (ptc_config_copy(&base, &ctl->config) != 0)
+            return ptc_errorf(500, err, errlen, "out of memory");
+        if ((status = edit(ctl, &base, arg, err, errlen)) != 0 || (status = ptc_config_validate(&base, err, errlen) != 0 ? 400 : 0) != 0) {
+            ptc_config_dispose(&base);
+            return status;
+        }
+    } else {
+        base = *next;
+    }
+    if (ptc_config_eq(&base, &ctl->config)) {
+        ptc_config_dispose(&base);
+        res->version = ctl->snap->version;
+        res->persisted = true;
+        return 0;
+    }
+    if (change(ctl, &base, trigger, err, errlen) != 0) {
+        reload_failed(ctl, trigger, err);
+        return 400;
+    }
+    res->version = ctl->snap->version;
+    res->changed = true;
+    if (!wait_applied(ctl, res->version, 5000))
+        ptc_log_warn("configuration version %" PRIu64 ": not every worker has applied it after 5 s", res->version);
+    res->persisted = persist(ctl, res->warning, sizeof(res->warning));
+    if (!res->persisted)
+        ptc_log_warn("configuration version %" PRIu64 ": %s", res->version, res->warning);
+    return 0;
+}
+
 static void on_file_event(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    control_t *ctl = arg;
+    ptc_control_t *ctl = arg;
     if (ptc_filewatch_read_events(&ctl->fw)) {
         struct timeval tv = {(time_t)(ctl->fw.debounce_ms / 1000), (suseconds_t)(ctl->fw.debounce_ms % 1000 * 1000)};
         evtimer_add(ctl->debounce_ev, &tv);
@@ -312,7 +461,7 @@ static void on_file_settled(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    control_t *ctl = arg;
+    ptc_control_t *ctl = arg;
     char *text = NULL, err[512];
     size_t len = 0;
 
@@ -335,7 +484,7 @@ static void on_file_settled(evutil_socket_t fd, short events, void *arg)
  * made between the first load and the start of the watch cannot go unnoticed. *text is NULL when there is
  * no watch (it failed: a warning is logged and the file is read at load time as usual).
  */
-static void watch_start(control_t *ctl, char **text, size_t *len)
+static void watch_start(ptc_control_t *ctl, char **text, size_t *len)
 {
     char err[512];
     int ret;
@@ -357,12 +506,70 @@ static void watch_start(control_t *ctl, char **text, size_t *len)
     ctl->watching = true;
 }
 
+/* Follows the `watch` setting: the file's events are listened to only while it is true. */
+static void watch_reconcile(ptc_control_t *ctl)
+{
+    if (ctl->fw_ev == NULL)
+        return;
+    bool on = event_pending(ctl->fw_ev, EV_READ, NULL) != 0;
+    if (ctl->config.watch && !on) {
+        event_add(ctl->fw_ev, NULL);
+    } else if (!ctl->config.watch && on) {
+        event_del(ctl->fw_ev);
+        event_del(ctl->debounce_ev);
+        ptc_log_info("configuration file: not watched (watch: false); changes are applied on SIGHUP");
+    }
+}
+
+/* ---- the pid file (portico -s reload finds the process through it) ---- */
+
+static char *pidfile_path; /* the file this process wrote, removed at exit */
+
+static int pidfile_write(ptc_control_t *ctl, char *err, size_t errlen)
+{
+    const char *path = ctl->config.pid_file;
+    char buf[32];
+    int fd, n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+
+    if (path == NULL)
+        return 0;
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0 || write(fd, buf, (size_t)n) != n) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return ptc_errorf(PTC_EIO, err, errlen, "pid_file: cannot write %s: %s", path, strerror(e));
+    }
+    close(fd);
+    pidfile_path = strdup(path);
+    return 0;
+}
+
+static void pidfile_remove(ptc_control_t *ctl)
+{
+    (void)ctl;
+    if (pidfile_path != NULL) {
+        unlink(pidfile_path);
+        free(pidfile_path);
+        pidfile_path = NULL;
+    }
+}
+
 /* ---- events ---- */
+
+static void on_admin_change(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_control_t *ctl = arg;
+    char why[512];
+    if (ptc__admin_reconcile(ctl, why, sizeof(why)) != 0)
+        ptc_log_error("admin API: %s", why);
+}
 
 static void on_ack(evutil_socket_t fd, short events, void *arg)
 {
     (void)events;
-    control_t *ctl = arg;
+    ptc_control_t *ctl = arg;
     uint64_t count;
     if (read(fd, &count, sizeof(count)) < 0) {
         /* EAGAIN: nothing new */
@@ -379,7 +586,7 @@ static void on_ack(evutil_socket_t fd, short events, void *arg)
 static void on_signal(evutil_socket_t fd, short events, void *arg)
 {
     (void)events;
-    control_t *ctl = arg;
+    ptc_control_t *ctl = arg;
     struct signalfd_siginfo si;
 
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
@@ -401,15 +608,16 @@ static void on_signal(evutil_socket_t fd, short events, void *arg)
 
 /* ---- start-up and shutdown ---- */
 
-static int setup_events(control_t *ctl, const sigset_t *sigs)
+static int setup_events(ptc_control_t *ctl, const sigset_t *sigs)
 {
     if ((ctl->base = event_base_new()) == NULL)
         return PTC_ENOMEM;
-    if (ctl->watching /* MERGE: && config.watch */) {
+    if (ctl->watching) {
         ctl->fw_ev = event_new(ctl->base, ptc_filewatch_fd(&ctl->fw), EV_READ | EV_PERSIST, on_file_event, ctl);
         ctl->debounce_ev = evtimer_new(ctl->base, on_file_settled, ctl);
-        if (ctl->fw_ev == NULL || ctl->debounce_ev == NULL || event_add(ctl->fw_ev, NULL) != 0)
+        if (ctl->fw_ev == NULL || ctl->debounce_ev == NULL)
             return PTC_ENOMEM;
+        watch_reconcile(ctl);
     }
     if ((ctl->sig_fd = signalfd(-1, sigs, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
         return PTC_EIO;
@@ -417,12 +625,13 @@ static int setup_events(control_t *ctl, const sigset_t *sigs)
         return PTC_EIO;
     ctl->sig_ev = event_new(ctl->base, ctl->sig_fd, EV_READ | EV_PERSIST, on_signal, ctl);
     ctl->ack_ev = event_new(ctl->base, ctl->ack_fd, EV_READ | EV_PERSIST, on_ack, ctl);
-    if (ctl->sig_ev == NULL || ctl->ack_ev == NULL || event_add(ctl->sig_ev, NULL) != 0 || event_add(ctl->ack_ev, NULL) != 0)
+    ctl->admin_ev = event_new(ctl->base, -1, 0, on_admin_change, ctl);
+    if (ctl->sig_ev == NULL || ctl->ack_ev == NULL || ctl->admin_ev == NULL || event_add(ctl->sig_ev, NULL) != 0 || event_add(ctl->ack_ev, NULL) != 0)
         return PTC_ENOMEM;
     return 0;
 }
 
-static void teardown_events(control_t *ctl)
+static void teardown_events(ptc_control_t *ctl)
 {
     if (ctl->fw_ev != NULL)
         event_free(ctl->fw_ev);
@@ -432,6 +641,8 @@ static void teardown_events(control_t *ctl)
         ptc_filewatch_dispose(&ctl->fw);
     if (ctl->sig_ev != NULL)
         event_free(ctl->sig_ev);
+    if (ctl->admin_ev != NULL)
+        event_free(ctl->admin_ev);
     if (ctl->ack_ev != NULL)
         event_free(ctl->ack_ev);
     if (ctl->sig_fd >= 0)
@@ -444,7 +655,7 @@ static void teardown_events(control_t *ctl)
 
 int ptc_control_run(const ptc_control_options_t *opts)
 {
-    control_t ctl = {.opts = opts, .sig_fd = -1, .ack_fd = -1};
+    ptc_control_t ctl = {.opts = opts, .sig_fd = -1, .ack_fd = -1};
     ptc_config_t cfg;
     char err[1024], *text;
     size_t len;
@@ -452,7 +663,9 @@ int ptc_control_run(const ptc_control_options_t *opts)
     int rv;
 
     watch_start(&ctl, &text, &len);
-    rv = ptc_control_load(&cfg, opts->config_file, text, len, opts->overrides, err, sizeof(err));
+    rv = load_file_config(&ctl.config, opts->config_file, text, len, err, sizeof(err));
+    if (rv == 0 && (rv = effective(&cfg, &ctl.config, opts->overrides, err, sizeof(err))) != 0)
+        ptc_config_dispose(&ctl.config);
     if (rv == 0 && ctl.watching)
         ptc_filewatch_set_loaded(&ctl.fw, text, len);
     free(text);
@@ -466,6 +679,7 @@ int ptc_control_run(const ptc_control_options_t *opts)
     if (ptc_snapshot_new(&ctl.snap, &cfg, 1, err, sizeof(err)) != 0) {
         fprintf(stderr, "portico: %s: %s\n", cfg.source, err);
         ptc_config_dispose(&cfg);
+        ptc_config_dispose(&ctl.config);
         teardown_events(&ctl);
         return 1;
     }
@@ -473,6 +687,7 @@ int ptc_control_run(const ptc_control_options_t *opts)
     if (socks_build(&ctl.snap->config, NULL, 0, ctl.nworkers, &ctl.socks, &fresh, err, sizeof(err)) != 0) {
         ptc_log_error("%s", err);
         ptc_snapshot_release(ctl.snap);
+        ptc_config_dispose(&ctl.config);
         teardown_events(&ctl);
         return 1;
     }
@@ -489,6 +704,10 @@ int ptc_control_run(const ptc_control_options_t *opts)
     signal(SIGPIPE, SIG_IGN);
 
     rv = setup_events(&ctl, &sigs) != 0 ? PTC_EIO : 0;
+    if (rv == 0 && (rv = ptc__admin_reconcile(&ctl, err, sizeof(err))) != 0)
+        ptc_log_error("admin API: %s", err);
+    if (rv == 0 && (rv = pidfile_write(&ctl, err, sizeof(err))) != 0)
+        ptc_log_error("%s", err);
     if (rv == 0 && (ctl.workers = calloc(ctl.nworkers, sizeof(*ctl.workers))) == NULL)
         rv = PTC_ENOMEM;
     size_t started = 0, inited = 0;
@@ -533,8 +752,11 @@ int ptc_control_run(const ptc_control_options_t *opts)
         ptc_worker_dispose(&ctl.workers[i]);
     free(ctl.workers);
     socks_free(ctl.socks, ctl.nsocks, ctl.nworkers, table_owns);
+    ptc__admin_close(&ctl);
     teardown_events(&ctl);
+    pidfile_remove(&ctl);
     ptc_snapshot_release(ctl.snap);
+    ptc_config_dispose(&ctl.config);
     if (rv == 0)
         ptc_log_info("stopped");
     return rv == 0 ? 0 : 1;

@@ -34,6 +34,7 @@
 
 #define CLOSE_LINGER_MS 5000 /* how long a closing connection may take to flush its last response */
 #define SHUT_LINGER_MS 2000  /* then, half-closed, how long it reads (and drops) what the client still sends */
+#define DRAIN_FRESH_MS 1000  /* draining: how long a connection that has not sent a request yet may still send one */
 
 typedef enum {
     CB_NONE,
@@ -88,6 +89,7 @@ struct st_ptc_h1conn_t {
     bool tls;
     bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
+    unsigned exchanges;     /* requests begun on this connection */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
 };
 
@@ -613,6 +615,7 @@ static int on_message_begin(llhttp_t *p)
         return HPE_USER;
     }
     conn->in_request = true;
+    conn->exchanges++;
     conn->request_complete = false;
     conn->response_complete = false;
     conn->head_len = 0;
@@ -1012,10 +1015,16 @@ static void conn_drain(ptc_conn_t *c)
     ptc_h1conn_t *conn = from_base(c);
     if (conn->closing)
         return;
-    if (!conn->in_request && conn->call == NULL && !conn->response_active)
-        conn_free(conn, "gateway draining");
-    else
-        conn->close_after_response = true;
+    conn->close_after_response = true;
+    if (conn->in_request || conn->call != NULL || conn->response_active)
+        return; /* closes once this exchange is done */
+    if (conn->exchanges == 0 || evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0) {
+        /* just accepted (or bytes are waiting): its first request may be on its way; it gets an answer and
+         * the connection closes after it, or it closes after a short grace */
+        timer_set(conn, DRAIN_FRESH_MS);
+        return;
+    }
+    conn_free(conn, "gateway draining");
 }
 
 static void conn_fail_calls(ptc_conn_t *c, const char *message)

@@ -152,13 +152,19 @@ static bool listener_open(ptc_worker_t *w, ptc_listener_t *li, int fd, size_t in
 }
 
 /*
- * A listener removed by a reload: it stops accepting, the connections already in its accept queue are
- * accepted and served (closing the socket would reset them), and the connections it accepted before
- * drain. Runs while w->snap is still the snapshot li->index refers to.
+ * A listener removed by a reload: it stops accepting, the connections it accepted before drain (close
+ * once their exchanges are done), and the connections still in its accept queue are accepted and served
+ * like any other (closing the socket would reset them). Runs while w->snap is still the snapshot
+ * li->index refers to.
  */
 static void listener_remove(ptc_worker_t *w, ptc_listener_t *li)
 {
     evconnlistener_disable(li->ev);
+    for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->listener == li->id)
+            c->cb->drain(c);
+    }
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -169,11 +175,6 @@ static void listener_remove(ptc_worker_t *w, ptc_listener_t *li)
             break; /* EAGAIN: the queue is empty */
         }
         serve(w, li, fd, (struct sockaddr *)&ss);
-    }
-    for (ptc_conn_t *c = TAILQ_FIRST(&w->conns), *next; c != NULL; c = next) {
-        next = TAILQ_NEXT(c, link);
-        if (c->listener == li->id)
-            c->cb->drain(c);
     }
     evconnlistener_free(li->ev);
     li->ev = NULL;
@@ -228,15 +229,6 @@ static void on_drain_timeout(evutil_socket_t fd, short events, void *arg)
 
 /* ---- pools ---- */
 
-/* TEMPORARY until the config module's comparison lands. */
-static bool same_transport(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b)
-{
-    return strcmp(a->name, b->name) == 0 && a->tls == NULL && b->tls == NULL &&
-           ((a->authority == NULL && b->authority == NULL) ||
-            (a->authority != NULL && b->authority != NULL && strcmp(a->authority, b->authority) == 0)) &&
-           a->connect_timeout_ms == b->connect_timeout_ms && a->max_connections == b->max_connections &&
-           a->max_pending == b->max_pending && a->backoff_initial_ms == b->backoff_initial_ms && a->backoff_max_ms == b->backoff_max_ms;
-}
 
 ptc_upstream_t *ptc_worker_pool(ptc_worker_t *w, const ptc_snapshot_t *snap, size_t index)
 {
@@ -294,7 +286,7 @@ static ptc_upstream_t **pools_reconcile(ptc_worker_t *w, ptc_snapshot_t *snap)
     for (size_t i = 0; i < cfg->num_upstreams; i++) {
         for (size_t j = 0; j < ncur && from[i] == 0; j++)
             if (strcmp(cur->upstreams[j].name, cfg->upstreams[i].name) == 0 &&
-                same_transport(&cur->upstreams[j], &cfg->upstreams[i]))
+                ptc_upstream_config_same_transport(&cur->upstreams[j], &cfg->upstreams[i]))
                 from[i] = j + 1;
         if (from[i] == 0 && (pools[i] = ptc_upstream_new(w, snap, i)) == NULL)
             goto nomem;

@@ -746,11 +746,6 @@ ptc_upstream_t *ptc_upstream_new(ptc_worker_t *w, ptc_snapshot_t *snap, size_t i
     return up;
 }
 
-static bool same_endpoint(const ptc_hostport_t *a, const ptc_hostport_t *b)
-{
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
-}
-
 int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
 {
     const ptc_upstream_config_t *old = up_config(up), *cfg = &snap->config.upstreams[index];
@@ -766,7 +761,7 @@ int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
     for (size_t i = 0; i < old->num_endpoints; i++) {
         map[i] = SIZE_MAX;
         for (size_t j = 0; j < cfg->num_endpoints && map[i] == SIZE_MAX; j++)
-            if (same_endpoint(&old->endpoints[i], &cfg->endpoints[j])) {
+            if (ptc_hostport_eq(&old->endpoints[i], &cfg->endpoints[j])) {
                 map[i] = j;
                 states[j] = up->endpoints[i]; /* an endpoint that stays keeps its backoff */
             }

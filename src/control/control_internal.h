@@ -1,0 +1,81 @@
+/*
+ * Private to src/control/: the control thread's state, shared by control.c (reloads, signals, the file
+ * watch) and admin.c (the admin HTTP API).
+ */
+#ifndef PORTICO_CONTROL_INTERNAL_H
+#define PORTICO_CONTROL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "portico/config.h"
+#include "portico/control.h"
+#include "portico/filewatch.h"
+
+struct event_base;
+struct event;
+struct evhttp;
+struct evhttp_bound_socket;
+typedef struct st_ptc_worker_t ptc_worker_t;
+typedef struct st_ptc_snapshot_t ptc_snapshot_t;
+
+/* The sockets of one listening address, one per worker. */
+typedef struct st_ptc_lsock_t {
+    ptc_hostport_t addr;
+    int *fds;
+} ptc_lsock_t;
+
+typedef struct st_ptc_control_t {
+    const ptc_control_options_t *opts;
+    struct event_base *base;
+    int sig_fd;
+    struct event *sig_ev;
+    int ack_fd;
+    struct event *ack_ev;
+    ptc_worker_t *workers;
+    size_t nworkers;
+    ptc_config_t config;  /* the configuration as the operator wrote it: the file, or the admin API's edits of it,
+                           * without the command-line overrides (what is written back to the file) */
+    ptc_snapshot_t *snap; /* in service (the newest applied): config plus the overrides */
+    ptc_lsock_t *socks;   /* per snap->config.listeners entry */
+    size_t nsocks;
+    uint64_t announced;   /* the last version all workers were seen to run */
+    uint64_t reloads_ok, reloads_failed;
+    ptc_filewatch_t fw;   /* the configuration file (watching: fw is set up) */
+    bool watching;
+    struct event *fw_ev;       /* fw's inotify descriptor readable */
+    struct event *debounce_ev; /* the file is checked once events stop for fw.debounce_ms */
+    struct event *admin_ev;    /* re-binds the admin API after a change, outside of its own callbacks */
+    struct evhttp *http;       /* the admin API; NULL when none is configured */
+    struct evhttp_bound_socket *http_sock;
+    ptc_hostport_t http_addr;  /* where http_sock listens */
+} ptc_control_t;
+
+/*
+ * An edit of the configuration for the admin API. Returns 0, or an HTTP status (400 bad input, 404 no such
+ * thing, 409 conflicts with the command line) with what is wrong in err.
+ */
+typedef int (*ptc_control_edit_cb)(ptc_control_t *ctl, ptc_config_t *cfg, const void *arg, char *err, size_t errlen);
+
+/* The outcome of a change made through the admin API. */
+typedef struct st_ptc_control_result_t {
+    uint64_t version;   /* in service afterwards */
+    bool changed;       /* false: the edit changed nothing (no new version) */
+    bool persisted;     /* written back to the configuration file */
+    char warning[512];  /* why it was not persisted, or "" */
+} ptc_control_result_t;
+
+/*
+ * Applies edit (cfg is a copy of ctl->config) or, with edit NULL, replaces the configuration with *next
+ * (taken over). On success the configuration is in service on every worker when this returns, and written
+ * back to the configuration file if there is one. Returns 0, or an HTTP status with what is wrong in err
+ * (the running configuration is then unchanged).
+ */
+int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next, const char *trigger,
+                        ptc_control_result_t *res, char *err, size_t errlen);
+
+/* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
+int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);
+void ptc__admin_close(ptc_control_t *ctl);
+
+#endif
