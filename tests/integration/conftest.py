@@ -289,6 +289,22 @@ def fresh_echo_server(tmp_path, request):
 
 
 @pytest.fixture
+def named_echo(tmp_path, request):
+    """Factory of private echo upstreams that tag their answers with `x-served-by: NAME`."""
+    servers = []
+
+    def start(name):
+        s = EchoServer(tmp_path / f"echo-{name}.log", extra_args=["--name", name])
+        servers.append(s)
+        _attach_log(request.node, f"echo {name}", s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
 def portico(request, tmp_path):
     """Factory starting gateway processes:
 

@@ -22,20 +22,6 @@ from echo_pb import EchoRequest
 UNARY = "/portico.test.Echo/Unary"
 
 
-@pytest.fixture
-def named_echo(tmp_path):
-    servers = []
-
-    def start(name):
-        s = EchoServer(tmp_path / f"echo-{name}.log", extra_args=["--name", name])
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def config(port, admin_port, upstreams, routes, extra=""):
     out = ["workers: 2", "log_level: debug", f"listeners: ['127.0.0.1:{port}']",
            f"admin: {{address: '127.0.0.1:{admin_port}'}}", "upstreams:"]

@@ -25,21 +25,6 @@ STREAM = "/portico.test.Echo/ServerStream"
 SANITIZED = os.environ.get("PTC_SANITIZED") == "1"
 
 
-@pytest.fixture
-def named_echo(tmp_path, request):
-    """Factory of private echo upstreams that tag their answers with `x-served-by: NAME`."""
-    servers = []
-
-    def start(name):
-        s = EchoServer(tmp_path / f"echo-{name}.log", extra_args=["--name", name])
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def config(listen_ports, upstreams, routes, extra="", workers=1):
     """YAML: `listen_ports` [port], `upstreams` {name: [port]}, `routes` [(prefix, upstream)]."""
     out = [f"workers: {workers}", "log_level: debug",
