@@ -14,8 +14,10 @@
 // What it starts, all on 127.0.0.1 with ports it picks, all stopped by PID at the end:
 //   * tests/upstream/echo_server.py (port E)
 //   * two static servers for the page: origin A (allowed) and origin C (not in the allowlist)
+//   * a third static server, origin L: not allowed until the live_origin case adds it through the
+//     admin API (and removes it again), without restarting the gateway
 //   * portico --config FILE --listen 127.0.0.1:B --upstream 127.0.0.1:E --workers 1
-//             --allow-origin http://127.0.0.1:A          (FILE has the `cors:` section)
+//             --allow-origin http://127.0.0.1:A --admin 127.0.0.1:M   (FILE has the `cors:` section)
 //   * the HTTPS leg (only if a selected case needs it): a CA and a server certificate for
 //     127.0.0.1/localhost made with the openssl CLI in the temp dir, and a second
 //     portico --config FILE2 --listen 127.0.0.1:T --tls-cert … --tls-key … (same upstream and
@@ -52,7 +54,7 @@ const CLIENTS = ["grpcweb-text", "grpcweb-binary", "connect-web", "improbable", 
 const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
   "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
-  "suppress_preflight",
+  "suppress_preflight", "live_origin",
   "https_unary", "https_server_stream", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
 ];
 
@@ -168,6 +170,23 @@ function httpGet(url, timeoutMs = 1000, ca = undefined) {
     });
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", reject);
+  });
+}
+
+// A request to the gateway's admin API; resolves to { status, body (parsed JSON) }.
+function adminRequest(port, method, pathname, body = "") {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method, path: pathname, timeout: 10000,
+      headers: { "content-type": "text/plain", "content-length": Buffer.byteLength(body) } }, (res) => {
+      let text = "";
+      res.on("data", (d) => { text += d; });
+      res.on("end", () => {
+        try { resolve({ status: res.statusCode, body: JSON.parse(text) }); } catch (e) { reject(new Error(`admin API: ${text}`)); }
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error("admin API: timeout")));
+    req.on("error", reject);
+    req.end(body);
   });
 }
 
@@ -339,9 +358,11 @@ async function startPortico(echoPort, allowedOrigin, tmp, pki = undefined) {
   let lastError = "";
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
+    const adminPort = pki ? undefined : await freePort();
     const args = [
       "--config", configFile,
       "--listen", `127.0.0.1:${port}`,
+      ...(adminPort ? ["--admin", `127.0.0.1:${adminPort}`] : []),
       ...(pki ? ["--tls-cert", pki.certFile, "--tls-key", pki.keyFile] : []),
       "--upstream", `127.0.0.1:${echoPort}`,
       "--workers", "1",
@@ -349,6 +370,7 @@ async function startPortico(echoPort, allowedOrigin, tmp, pki = undefined) {
     ];
     const entry = startChild(name, PORTICO_BIN, args, { logLines: 2000 });
     entry.port = port;
+    entry.adminPort = adminPort;
     entry.args = args;
     entry.configFile = configFile;
     entry.origin = `${scheme}://127.0.0.1:${port}`;
@@ -552,7 +574,7 @@ async function runCell(env, client, caseName) {
     page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
     const net = await watchNetwork(context, page);
-    const origin = caseName === "disallowed_origin" ? deniedOrigin : allowedOrigin;
+    const origin = caseName === "disallowed_origin" ? deniedOrigin : caseName === "live_origin" ? env.liveOrigin : allowedOrigin;
     lap("page");
     await page.goto(`${origin}/index.html`);
     await page.waitForFunction(() => window.porticoReady === true, null, { timeout: 10000 });
@@ -562,6 +584,7 @@ async function runCell(env, client, caseName) {
       page.evaluate(([c, n, g, p]) => window.runCase(c, n, g, p), [client, name, gatewayOrigin, params]),
       CASE_TIMEOUT_MS, `${client}/${name}`);
 
+    if (caseName === "live_origin") return await liveOrigin(env, evaluate, consoleLines);
     const result = await evaluate(spec.page);
     lap("case");
     const marks = { beforeControl: net.list().length };
@@ -585,6 +608,23 @@ async function runCell(env, client, caseName) {
   } finally {
     await context.close().catch(() => {});
   }
+}
+
+// The page on origin L: refused, then L is allowed through the admin API and the same page (no
+// reload, same browser context) calls again, then L is removed again and refused again.
+async function liveOrigin(env, evaluate, consoleLines) {
+  const enc = encodeURIComponent(env.liveOrigin);
+  const before = await evaluate("disallowed_origin");
+  if (before.pass === false) return { ...before, reason: `before the API change: ${before.reason}` };
+  const add = await adminRequest(env.adminPort, "POST", "/config/cors/origins", env.liveOrigin);
+  if (add.status !== 200 || !add.body.changed) return { pass: false, reason: `admin API add: ${add.status} ${JSON.stringify(add.body)}` };
+  const after = await evaluate("unary");
+  const del = await adminRequest(env.adminPort, "DELETE", `/config/cors/origins/${enc}`);
+  if (del.status !== 200) return { pass: false, reason: `admin API remove: ${del.status} ${JSON.stringify(del.body)}` };
+  if (after.pass !== true) return { ...after, pass: false, reason: `after the API added the origin: ${after.reason}`, console: consoleLines };
+  const again = await evaluate("disallowed_origin");
+  if (again.pass === false) return { ...again, reason: `after the API removed the origin: ${again.reason}` };
+  return { pass: true, note: `refused, allowed by version ${add.body.version}, refused by version ${del.body.version}`, call: after.call };
 }
 
 // Checks the page cannot make on its own.
@@ -815,7 +855,8 @@ async function main() {
     const echo = await startEcho();
     const allowed = await startStaticServer(dist);
     const denied = await startStaticServer(dist);
-    servers.push(allowed.server, denied.server);
+    const live = await startStaticServer(dist);
+    servers.push(allowed.server, denied.server, live.server);
     const portico = await startPortico(echo.port, allowed.origin, tmp);
     gatewayProcs.push(portico);
     const gateways = { plain: portico.origin };
@@ -837,6 +878,7 @@ async function main() {
 
     const env = {
       browser: chromiumEntry.browser, gateways, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
+      liveOrigin: live.origin, adminPort: portico.adminPort,
       cancelStatus: (id) => cancelStatus(schema, echo.port, id),
     };
     const results = new Map();

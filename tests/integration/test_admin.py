@@ -6,7 +6,6 @@ If-Match, bearer tokens, write-back to the configuration file (edits survive a r
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -16,7 +15,7 @@ import urllib.request
 import pytest
 
 import grpcweb
-from conftest import EchoServer, Portico, _portico_binary, free_port
+from conftest import Portico, _portico_binary, free_port
 from echo_pb import EchoRequest
 
 UNARY = "/portico.test.Echo/Unary"

@@ -17,7 +17,7 @@ import pytest
 
 import echo_pb
 import grpcweb
-from conftest import EchoServer, Portico, _portico_binary, free_port
+from conftest import Portico, _portico_binary, free_port
 from echo_pb import EchoRequest
 
 UNARY = "/portico.test.Echo/Unary"
