@@ -70,11 +70,88 @@ typedef struct st_ptc_upstream_config_t {
 
 typedef enum { PTC_ROUTE_PREFIX, PTC_ROUTE_EXACT } ptc_route_match_t;
 
+/* ---- the request pipeline's filters ---- */
+
+/* A header rule: `{add|set: NAME, value: TEMPLATE}`, `{remove: NAME}`, `{rename: NAME, to: NAME}`. */
+typedef enum { PTC_HEADER_ADD, PTC_HEADER_SET, PTC_HEADER_REMOVE, PTC_HEADER_RENAME } ptc_header_op_t;
+
+typedef struct st_ptc_header_rule_config_t {
+    ptc_header_op_t op;
+    char *name;  /* lower case; never a pseudo-header or a hop-by-hop header */
+    char *value; /* ADD, SET: a template (literal text and %VARIABLES%, see include/portico/template.h) */
+    char *to;    /* RENAME: the new name */
+} ptc_header_rule_config_t;
+
+/* Rules on the request sent upstream, on the response head sent to the client, and on its trailers. */
+typedef struct st_ptc_header_rules_config_t {
+    ptc_header_rule_config_t *request, *response, *trailers;
+    size_t num_request, num_response, num_trailers;
+} ptc_header_rules_config_t;
+
+typedef struct st_ptc_request_id_config_t {
+    bool enabled;        /* default true */
+    char *header;        /* default "x-request-id" */
+    uint32_t max_length; /* an incoming id longer than this (or with other characters) is replaced; default 128 */
+    bool trust_incoming; /* keep a valid incoming id (default true); false: always generate */
+} ptc_request_id_config_t;
+
+typedef struct st_ptc_trace_config_t {
+    bool enabled; /* W3C traceparent/tracestate propagation with a span of the gateway's own; default true */
+    bool sampled; /* the sampled flag of the traces the gateway starts; default false */
+} ptc_trace_config_t;
+
+/* Where a provider finds the token: `Authorization: Bearer T` by default. */
+typedef enum { PTC_JWT_FROM_HEADER, PTC_JWT_FROM_COOKIE, PTC_JWT_FROM_QUERY } ptc_jwt_from_t;
+
+typedef struct st_ptc_jwt_claim_header_t {
+    char *claim;  /* dotted path */
+    char *header; /* the upstream header it is copied to (replacing whatever the client sent) */
+} ptc_jwt_claim_header_t;
+
+typedef struct st_ptc_jwt_provider_config_t {
+    char *name;
+    char *issuer;     /* required "iss"; NULL: not checked */
+    char **audiences; /* "aud" must hold one of them; none: not checked */
+    size_t num_audiences;
+    ptc_jwt_from_t from;
+    char *from_name;    /* header name (lower case), cookie name or query parameter; default "authorization" */
+    char *from_prefix;  /* HEADER: a prefix the value must start with (case-insensitive); default "Bearer " */
+    char *jwks_file;    /* a local JWKS, read with the configuration; NULL: none */
+    char *jwks_url;     /* an https:// JWKS fetched by the gateway; NULL: none (one of file or url is required) */
+    char *jwks_ca;      /* CA file for jwks_url; NULL: the system store */
+    uint64_t jwks_cache_ms;  /* how long fetched keys are used when the response says nothing; default 10 min */
+    uint64_t clock_skew_ms;  /* leeway for exp and nbf; default 60 s */
+    uint32_t max_token_size; /* default 8 KiB */
+    ptc_jwt_claim_header_t *claim_headers;
+    size_t num_claim_headers;
+    char *forward_payload; /* a header that carries the verified payload (base64url JSON) upstream; NULL: none */
+    bool strip_token;      /* remove the token (its header, cookie or query parameter) before forwarding */
+} ptc_jwt_provider_config_t;
+
+typedef struct st_ptc_jwt_claim_requirement_t {
+    char *claim; /* dotted path */
+    char *value; /* the claim equals it, or is an array holding it (or a space-separated string such as scope) */
+} ptc_jwt_claim_requirement_t;
+
+/* What a route (or every route, as jwt.default) requires. */
+typedef struct st_ptc_jwt_requirement_config_t {
+    bool set;                 /* given in the file (a route's own replaces jwt.default) */
+    bool disabled;            /* `jwt: disabled`: no check */
+    size_t *providers;        /* indexes into ptc_config_t.jwt_providers: one of them must accept the token */
+    size_t num_providers;     /* 0 with !disabled: no check either */
+    bool optional;            /* a request without a token passes; a token that is there must be valid */
+    ptc_jwt_claim_requirement_t *claims; /* all must hold, else PERMISSION_DENIED (7) */
+    size_t num_claims;
+} ptc_jwt_requirement_config_t;
+
 typedef struct st_ptc_route_config_t {
     ptc_route_match_t match;
     char *path;              /* the prefix or the exact path */
     size_t upstream_index;   /* index into ptc_config_t.upstreams */
     ptc_cors_config_t *cors; /* per-route CORS policy replacing the global one; NULL = global */
+    ptc_header_rules_config_t headers; /* run after the global rules */
+    ptc_jwt_requirement_config_t jwt;  /* jwt.set false: jwt.default applies */
+    bool native_filters;     /* the filters (ids, trace, header rules, JWT) run for native gRPC clients too; default true */
 } ptc_route_config_t;
 
 typedef struct st_ptc_limits_config_t {
@@ -127,6 +204,12 @@ typedef struct st_ptc_config_t {
     uint32_t workers; /* 0 = number of cores */
     ptc_log_level_t log_level;
     ptc_admin_config_t admin;
+    ptc_request_id_config_t request_id;
+    ptc_trace_config_t trace;
+    ptc_header_rules_config_t headers; /* global header rules, before a route's own */
+    ptc_jwt_provider_config_t *jwt_providers;
+    size_t num_jwt_providers;
+    ptc_jwt_requirement_config_t jwt_default; /* for routes without a jwt section; default: none */
     char *pid_file; /* write the gateway's process id here (resolved like TLS paths); NULL = none (the default) */
     bool watch;     /* watch the configuration file and reload it when it changes; default true */
 } ptc_config_t;

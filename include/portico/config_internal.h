@@ -14,6 +14,7 @@
 #define PTC_CONFIG_DEFAULT_UPSTREAM_HOST "127.0.0.1"
 #define PTC_CONFIG_DEFAULT_UPSTREAM_PORT 50051
 #define PTC_CONFIG_DEFAULT_HEALTH_PATH "/healthz"
+#define PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER "x-request-id"
 
 /* Bounds checked both by the loader (with a line number) and by ptc_config_validate. */
 #define PTC_CONFIG_MAX_WORKERS 1024
@@ -84,8 +85,11 @@ void ptc__upstream_tls_free(ptc_upstream_tls_config_t *tls);
 void ptc__admin_dispose(ptc_admin_config_t *admin);
 /* Frees a heap-allocated address and what it owns; NULL is a no-op. */
 void ptc__hostport_free(ptc_hostport_t *hp);
-/* Frees what a route owns (its path and CORS policy) and zeroes it. */
+/* Frees what a route owns (its path, CORS policy, header rules and JWT requirement) and zeroes it. */
 void ptc__route_dispose(ptc_route_config_t *r);
+void ptc__header_rules_dispose(ptc_header_rules_config_t *h);
+void ptc__jwt_provider_dispose(ptc_jwt_provider_config_t *p);
+void ptc__jwt_requirement_dispose(ptc_jwt_requirement_config_t *r);
 /* Stable sort into match order: exact paths first, then prefixes longest first. */
 void ptc__routes_sort(ptc_route_config_t *routes, size_t n);
 

@@ -598,8 +598,57 @@ void ptc__admin_dispose(ptc_admin_config_t *admin)
     memset(admin, 0, sizeof(*admin));
 }
 
+void ptc__header_rules_dispose(ptc_header_rules_config_t *h)
+{
+    ptc_header_rule_config_t *lists[] = {h->request, h->response, h->trailers};
+    size_t counts[] = {h->num_request, h->num_response, h->num_trailers};
+    for (size_t l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            free(lists[l][i].name);
+            free(lists[l][i].value);
+            free(lists[l][i].to);
+        }
+        free(lists[l]);
+    }
+    memset(h, 0, sizeof(*h));
+}
+
+void ptc__jwt_provider_dispose(ptc_jwt_provider_config_t *p)
+{
+    free(p->name);
+    free(p->issuer);
+    for (size_t i = 0; i < p->num_audiences; i++)
+        free(p->audiences[i]);
+    free(p->audiences);
+    free(p->from_name);
+    free(p->from_prefix);
+    free(p->jwks_file);
+    free(p->jwks_url);
+    free(p->jwks_ca);
+    for (size_t i = 0; i < p->num_claim_headers; i++) {
+        free(p->claim_headers[i].claim);
+        free(p->claim_headers[i].header);
+    }
+    free(p->claim_headers);
+    free(p->forward_payload);
+    memset(p, 0, sizeof(*p));
+}
+
+void ptc__jwt_requirement_dispose(ptc_jwt_requirement_config_t *r)
+{
+    free(r->providers);
+    for (size_t i = 0; i < r->num_claims; i++) {
+        free(r->claims[i].claim);
+        free(r->claims[i].value);
+    }
+    free(r->claims);
+    memset(r, 0, sizeof(*r));
+}
+
 void ptc__route_dispose(ptc_route_config_t *r)
 {
+    ptc__header_rules_dispose(&r->headers);
+    ptc__jwt_requirement_dispose(&r->jwt);
     free(r->path);
     if (r->cors != NULL) {
         ptc_cors_config_dispose(r->cors);
@@ -650,8 +699,11 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->workers = 0;
     cfg->log_level = PTC_LOG_INFO;
     cfg->watch = true;
+    cfg->request_id = (ptc_request_id_config_t){.enabled = true, .max_length = 128, .trust_incoming = true};
+    cfg->trace = (ptc_trace_config_t){.enabled = true, .sampled = false};
 
     if ((cfg->source = strdup("<default>")) == NULL || (cfg->base_dir = strdup("")) == NULL ||
+        (cfg->request_id.header = strdup(PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER)) == NULL ||
         (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
         goto nomem;
 
@@ -680,6 +732,7 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->num_routes = 1;
     cfg->routes[0].match = PTC_ROUTE_PREFIX;
     cfg->routes[0].upstream_index = 0;
+    cfg->routes[0].native_filters = true;
     if ((cfg->routes[0].path = strdup("/")) == NULL)
         goto nomem;
     return 0;
@@ -697,6 +750,9 @@ void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src)
     dst->workers = src->workers;
     dst->log_level = src->log_level;
     dst->watch = src->watch;
+    dst->request_id = src->request_id;
+    dst->request_id.header = NULL; /* the caller copies the strings */
+    dst->trace = src->trace;
 }
 
 void ptc_config_dispose(ptc_config_t *cfg)
@@ -716,6 +772,12 @@ void ptc_config_dispose(ptc_config_t *cfg)
     ptc_cors_config_dispose(&cfg->cors);
     free(cfg->health_path);
     ptc__admin_dispose(&cfg->admin);
+    free(cfg->request_id.header);
+    ptc__header_rules_dispose(&cfg->headers);
+    for (size_t i = 0; i < cfg->num_jwt_providers; i++)
+        ptc__jwt_provider_dispose(&cfg->jwt_providers[i]);
+    free(cfg->jwt_providers);
+    ptc__jwt_requirement_dispose(&cfg->jwt_default);
     free(cfg->pid_file);
     free(cfg->base_dir);
     memset(cfg, 0, sizeof(*cfg));

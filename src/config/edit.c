@@ -88,6 +88,7 @@ static int copy_route(ptc_route_config_t *dst, const ptc_route_config_t *src)
 {
     dst->match = src->match;
     dst->upstream_index = src->upstream_index;
+    dst->native_filters = src->native_filters;
     if (dup_opt(&dst->path, src->path) != 0)
         return PTC_ENOMEM;
     if (src->cors != NULL) {
@@ -131,6 +132,7 @@ int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src)
     ptc__config_copy_scalars(&c, src);
     if (dup_opt(&c.source, src->source) != 0 || dup_opt(&c.base_dir, src->base_dir) != 0 ||
         dup_opt(&c.health_path, src->health_path) != 0 || dup_opt(&c.pid_file, src->pid_file) != 0 ||
+        dup_opt(&c.request_id.header, src->request_id.header) != 0 ||
         copy_admin(&c.admin, &src->admin) != 0 || ptc_cors_config_copy(&c.cors, &src->cors) != 0)
         goto nomem;
 

@@ -948,6 +948,7 @@ static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj
         yaml_node_t *values[PTC_ARRAY_SIZE(route_fields)] = {NULL};
         route_parse_t rp = {&next->routes[i], NULL, NULL};
         char item_key[KEY_SIZE], child[KEY_SIZE];
+        next->routes[i].native_filters = true;
 
         key_index(item_key, key, i);
         if ((ret = walk_mapping(l, item_key, item, route_fields, PTC_ARRAY_SIZE(route_fields), &rp, false, values, NULL)) != 0)
@@ -1264,6 +1265,7 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         next.num_routes = 1;
         next.routes[0].match = PTC_ROUTE_PREFIX;
         next.routes[0].upstream_index = 0;
+        next.routes[0].native_filters = true;
     }
 
     /* the result: next, plus whatever the file did not replace borrowed from cfg */
