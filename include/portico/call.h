@@ -22,6 +22,7 @@ typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_call_t ptc_call_t;
 typedef struct st_ptc_downstream_t ptc_downstream_t;
 typedef struct st_ptc_snapshot_t ptc_snapshot_t;
+typedef struct st_ptc_filter_ctx_t ptc_filter_ctx_t;
 
 typedef struct st_ptc_downstream_cb_t {
     /* Writes the response head. end_stream: the response has no body (trailers-only or a local error). */
@@ -89,11 +90,12 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
                         ptc_call_t **call);
 
 /*
- * Starts a call for a gRPC-Web (or native gRPC) request head whose Content-Type the policy step
- * classified as ct. Always answers: either the call runs and *out is set, or a local gRPC-Web error
- * was already sent through ds (send_head + on_call_done) and *out is NULL.
+ * Starts a call for a gRPC-Web (or native gRPC) request head that went through the pipeline (ctx: its
+ * route, content type, edited headers, and the call info, which the call takes over). Always answers:
+ * either the call runs and *out is set, or a local gRPC error was already sent through ds (send_head +
+ * on_call_done) and *out is NULL.
  */
-void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_ctype_t ct, ptc_call_t **out);
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx, ptc_call_t **out);
 /* Request body bytes (as received: base64 for text requests). */
 void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len);
 /* The request body is complete. */

@@ -165,5 +165,12 @@ bool ptc_ctype_codec_is_proto(ptc_iovec_t codec);
  * or other types) the response uses the request's encoding. Returns true for text.
  */
 bool ptc_accept_wants_text(ptc_iovec_t accept, bool request_is_text);
+/*
+ * The response content type for a request of type ct (a gRPC-Web kind or native gRPC) with that Accept
+ * value: the same codec, text or binary per ptc_accept_wants_text (*text), `application/grpc[+codec]` for
+ * native gRPC. Used for every response to a gRPC request, gateway-made errors included. Writes into buf
+ * (64 bytes hold any; NUL-terminated) and returns the length.
+ */
+size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t cap, bool *text);
 
 #endif

@@ -24,12 +24,14 @@
 #include "portico/config.h"
 
 typedef struct st_ptc_tls_contexts_t ptc_tls_contexts_t;
+typedef struct st_ptc_pipeline_t ptc_pipeline_t;
 
 typedef struct st_ptc_snapshot_t {
     atomic_uint _refs;
     uint64_t version;         /* 1 for the configuration the process started with, +1 per applied change */
     ptc_config_t config;      /* validated; never modified */
     ptc_tls_contexts_t *tls;  /* contexts of config's TLS listeners and upstreams; NULL when none uses TLS */
+    ptc_pipeline_t *pipeline; /* the filter chains of config's routes */
     size_t head_block_size;   /* bytes of one request-head block for config.limits (ptc_worker_head_block) */
 } ptc_snapshot_t;
 
@@ -58,5 +60,7 @@ size_t ptc_snapshot_live_count(void);
 
 /* The size of one request-head block for these limits: head bytes, field offsets and header views. */
 size_t ptc_head_block_size(const ptc_limits_config_t *lim);
+/* How many header fields a request's view array holds: max_headers, $httpHeaders fields, filter additions. */
+size_t ptc_request_headers_cap(const ptc_limits_config_t *lim);
 
 #endif

@@ -115,7 +115,7 @@ typedef struct st_ptc_head_off_t {
 /*
  * Request-head working memory, one block from a cache per worker: limits.max_header_size bytes of
  * head, an offset entry per field (limits.max_headers) and the ptc_header_t views handed to the
- * policy step (max_headers + PTC_HTTP_HEADERS_MAX_FIELDS), for the limits of the snapshot the request
+ * policy step (ptc_request_headers_cap()), for the limits of the snapshot the request
  * is read under. Held only while a request head is being read and dispatched, so idle connections and
  * running calls cost little; never zeroed. The cache holds blocks of the current snapshot's size only: a
  * reload that changes the limits empties it, and a block for an older snapshot is never cached.

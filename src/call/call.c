@@ -27,6 +27,7 @@
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
+#include "portico/filter.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 #include "portico/upstream.h"
@@ -36,6 +37,13 @@
 #define MAX_UPSTREAM_HEADERS 256
 #define NON_GRPC_BODY_PREFIX 512 /* bytes of a non-gRPC upstream body quoted in grpc-message */
 #define MAX_GRPC_MESSAGE 1024    /* gateway-made grpc-message, before percent-encoding */
+
+/* Every log line about a call names it the same way: path, client, request id, trace and span. */
+#define CALL_FMT "call %s from %s%s%s%s%s%s%s"
+#define CALL_ARGS(c)                                                                                                               \
+    (c)->path, (c)->info.peer, (c)->info.request_id[0] != '\0' ? " id " : "", (c)->info.request_id,                              \
+        (c)->info.trace_id[0] != '\0' ? " trace " : "", (c)->info.trace_id, (c)->info.span_id[0] != '\0' ? " span " : "",           \
+        (c)->info.span_id
 
 /* A header block received from upstream, kept until it is forwarded. Names are lower-case (HTTP/2). */
 typedef struct st_hdrstore_item_t {
@@ -68,7 +76,7 @@ struct st_ptc_call_t {
     ptc_downstream_t *ds; /* NULL once detached */
     ptc_upstream_client_t *up; /* the upstream the call goes to; NULL when none was found */
     uint64_t start_ms;
-    char peer[64];
+    ptc_call_info_t info; /* ids, route, what the response filters read */
 
     bool native; /* native gRPC (HTTP/2 downstream): headers, frames and trailers pass through unchanged */
 
@@ -252,32 +260,39 @@ static ptc_iovec_t resp_ctype(const ptc_call_t *call)
     return ptc_iov(call->resp_ctype, strlen(call->resp_ctype));
 }
 
-/* Sends the response head: content-type plus the upstream's header fields (hop-by-hop removed). */
+/*
+ * Sends a response head: content-type, extra, then the upstream's header fields (hop-by-hop removed),
+ * edited by the response filters of the call's chain (request id, header rules).
+ */
 static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stream, const ptc_header_t *extra, size_t nextra)
 {
-    ptc_header_t stack[32], *hv = stack;
-    size_t n = 0, want = hs->n + 1 + nextra;
+    ptc_header_t stack[48], *hv = stack;
+    size_t room = call->info.chain != NULL ? call->info.chain->extra_fields : 0, want = hs->n + 1 + nextra + room;
 
     if (want > PTC_ARRAY_SIZE(stack) && (hv = malloc(want * sizeof(*hv))) == NULL)
         hv = stack; /* forward what fits rather than fail the call */
-    size_t cap = hv == stack ? PTC_ARRAY_SIZE(stack) : want;
+    ptc_filter_fields_t l = {hv, 0, hv == stack ? PTC_ARRAY_SIZE(stack) : want, NULL, 0, 0};
+    size_t cap = l.cap - PTC_MIN(room, l.cap / 2);
     ptc_header_t ct;
     if (!call->native || hdrstore_find(hs, PTC_STRLIT("content-type"), &ct) == NULL)
         ct = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
-    hv[n++] = ct; /* native gRPC keeps the upstream's content-type */
-    for (size_t i = 0; i < nextra && n < cap; i++)
-        hv[n++] = extra[i];
-    for (size_t i = 0; i < hs->n && n < cap; i++) {
+    hv[l.n++] = ct; /* native gRPC keeps the upstream's content-type */
+    for (size_t i = 0; i < nextra && l.n < cap; i++)
+        hv[l.n++] = extra[i];
+    for (size_t i = 0; i < hs->n && l.n < cap; i++) {
         ptc_header_t f = hdrstore_get(hs, i);
         /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies */
         if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq(f.name, PTC_STRLIT("grpc-encoding"))))
-            hv[n++] = f;
+            hv[l.n++] = f;
     }
-    call->ds->cb->send_head(call->ds, 200, hv, n, end_stream);
+    ptc_pipeline_response(&call->info, &l);
+    call->ds->cb->send_head(call->ds, 200, l.fields, l.n, end_stream);
+    ptc_filter_fields_dispose(&l);
     if (hv != stack)
         free(hv);
     call->resp_state = end_stream ? RESP_DONE : RESP_HEADERS_SENT;
 }
+
 
 static void send_head(ptc_call_t *call, bool end_stream)
 {
@@ -446,6 +461,34 @@ static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size
         free(block);
 }
 
+/* Sends trailers (an HTTP/2 trailer block for native gRPC, else a trailer frame), edited by the filters. */
+static void send_trailers(ptc_call_t *call, const ptc_header_t *fields, size_t n)
+{
+    ptc_header_t stack[48], *tv = stack;
+    size_t room = call->info.chain != NULL ? call->info.chain->extra_fields : 0, want = n + room;
+
+    if (want > PTC_ARRAY_SIZE(stack) && (tv = malloc(want * sizeof(*tv))) == NULL) {
+        tv = stack;
+        n = PTC_MIN(n, PTC_ARRAY_SIZE(stack)); /* grpc-status comes first in gateway-made trailers */
+    }
+    ptc_filter_fields_t l = {tv, n, tv == stack ? PTC_ARRAY_SIZE(stack) : want, NULL, 0, 0};
+    memcpy(tv, fields, n * sizeof(*tv));
+    ptc_pipeline_trailers(&call->info, &l);
+    if (call->native) {
+        out_flush(call);
+        if (call->ds != NULL)
+            call->ds->cb->send_trailers(call->ds, l.fields, l.n);
+    } else {
+        out_trailer_frame(call, l.fields, l.n);
+        out_flush_final(call);
+        if (call->ds != NULL)
+            call->ds->cb->send_end(call->ds);
+    }
+    ptc_filter_fields_dispose(&l);
+    if (tv != stack)
+        free(tv);
+}
+
 /* The call is finished with its downstream. */
 static void finish_downstream(ptc_call_t *call)
 {
@@ -463,9 +506,9 @@ static void log_done(ptc_call_t *call, int status, ptc_iovec_t message)
 {
     call->final_status = status;
     if (status == PTC_GRPC_OK)
-        ptc_log_debug("call %s from %s: OK in %" PRIu64 " ms", call->path, call->peer, ptc_now_ms() - call->start_ms);
+        ptc_log_debug(CALL_FMT ": OK in %" PRIu64 " ms", CALL_ARGS(call), ptc_now_ms() - call->start_ms);
     else
-        ptc_log_info("call %s from %s: %s (%d) in %" PRIu64 " ms: %.*s", call->path, call->peer, ptc_grpc_status_name(status), status,
+        ptc_log_info(CALL_FMT ": %s (%d) in %" PRIu64 " ms: %.*s", CALL_ARGS(call), ptc_grpc_status_name(status), status,
                      ptc_now_ms() - call->start_ms, (int)PTC_MIN(message.len, (size_t)512), message.base);
 }
 
@@ -501,22 +544,16 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
     }
     if (call->ds != NULL) {
         if (call->resp_state == RESP_NONE) {
-            ptc_header_t head[] = {{PTC_STRLIT("content-type"), resp_ctype(call)}, fields[0], fields[1]};
-            call->ds->cb->send_head(call->ds, 200, head, PTC_ARRAY_SIZE(head), true);
+            hdrstore_t none;
+            hdrstore_init(&none, NULL, 0, NULL, 0);
+            send_head_from(call, &none, true, fields, PTC_ARRAY_SIZE(fields));
         } else if (drop_partial_frame(call)) {
-            if (call->native) {
-                out_flush(call);
-                call->ds->cb->send_trailers(call->ds, fields, PTC_ARRAY_SIZE(fields));
-            } else {
-                out_trailer_frame(call, fields, PTC_ARRAY_SIZE(fields));
-                out_flush_final(call);
-                call->ds->cb->send_end(call->ds);
-            }
+            send_trailers(call, fields, PTC_ARRAY_SIZE(fields));
         } else {
             /* part of a large message already went out: ending the body now would hand the client a
              * corrupt message, so the response is cut off and the client sees a transport error */
-            ptc_log_warn("call %s from %s: failed inside a %" PRIu32 "-byte response message; aborting the response", call->path,
-                         call->peer, call->resp_parser.length);
+            ptc_log_warn(CALL_FMT ": failed inside a %" PRIu32 "-byte response message; aborting the response", CALL_ARGS(call),
+                         call->resp_parser.length);
             ptc_downstream_t *ds = call->ds;
             call->ds = NULL;
             out_flush_to(call, ds);
@@ -796,16 +833,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     ptc_header_t msg = {{"", 0}, {"", 0}};
     hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
     log_done(call, st, msg.value);
-    if (call->native) {
-        out_flush(call);
-        if (call->ds != NULL)
-            call->ds->cb->send_trailers(call->ds, tv, n);
-    } else {
-        out_trailer_frame(call, tv, n);
-        out_flush_final(call);
-        if (call->ds != NULL)
-            call->ds->cb->send_end(call->ds);
-    }
+    send_trailers(call, tv, n);
     if (tv != stack)
         free(tv);
     (void)end_stream;
@@ -1048,7 +1076,7 @@ void ptc_call_detach_downstream(ptc_call_t *call, const char *reason)
 {
     call->ds = NULL;
     if (call->resp_state != RESP_DONE) {
-        ptc_log_info("call %s from %s: client went away (%s); cancelling the upstream stream", call->path, call->peer, reason);
+        ptc_log_info(CALL_FMT ": client went away (%s); cancelling the upstream stream", CALL_ARGS(call), reason);
         call->final_status = PTC_GRPC_CANCELLED;
         cancel_upstream(call);
         finish_downstream(call);
@@ -1090,6 +1118,7 @@ static void maybe_free(ptc_call_t *call)
     hdrstore_dispose(&call->hdrs);
     free(call->non_grpc_body);
     ptc_free(call->nva);
+    ptc_call_info_dispose(&call->info);
     ptc_snapshot_release(call->snap);
     ptc_free(call);
 }
@@ -1272,16 +1301,15 @@ static bool accepts_gzip(ptc_iovec_t value)
     return false;
 }
 
-void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *req, ptc_ctype_t ct, ptc_call_t **out)
+void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx, ptc_call_t **out)
 {
+    const ptc_request_t *req = ctx->req;
     const ptc_config_t *cfg = &req->snap->config;
-    ptc_iovec_t path = req->path, connection = {"", 0};
+    ptc_ctype_t ct = ctx->ct;
+    ptc_iovec_t path = ctx->path, connection = {"", 0};
     const ptc_header_t *accept = NULL, *accept_enc = NULL, *timeout_hdr = NULL, *http_accept_enc = NULL;
 
-    *out = NULL;
-    const char *q = memchr(path.base, '?', path.len);
-    if (q != NULL) /* gRPC servers match :path exactly; query parameters are for the gateway only */
-        path.len = (size_t)(q - path.base);
+    *out = NULL; /* the path has no query: gRPC servers match :path exactly; the query is for the gateway */
     for (size_t i = 0; i < req->num_headers; i++) { /* the first of each, but Connection: the last */
         const ptc_header_t *h = &req->headers[i];
         switch (classify_request_header(h->name)) {
@@ -1312,11 +1340,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
 
     ptc_call_t *call = ptc_calloc(1, sizeof(*call));
     if (call == NULL) {
-        ptc_header_t head[] = {{PTC_STRLIT("content-type"), PTC_STRLIT("application/grpc-web+proto")},
-                               {PTC_STRLIT("grpc-status"), PTC_STRLIT("8")},
-                               {PTC_STRLIT("grpc-message"), PTC_STRLIT("gateway out of memory")}};
-        ds->cb->send_head(ds, 200, head, PTC_ARRAY_SIZE(head), true);
-        ds->cb->on_call_done(ds);
+        ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         return;
     }
     w->num_calls++;
@@ -1327,11 +1351,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->cfg = cfg;
     call->ds = ds;
     call->start_ms = ptc_now_ms();
-    copy_str(call->peer, sizeof(call->peer), req->peer != NULL ? ptc_iov(req->peer, strlen(req->peer)) : PTC_STRLIT("-"));
+    call->info = *ctx->info; /* the call owns what it points to from here */
+    memset(ctx->info, 0, sizeof(*ctx->info));
     call->native = ct.kind == PTC_CT_GRPC;
     call->gzip_ok = gzip_ok;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
-    call->resp_text = !call->native && ptc_accept_wants_text(accept != NULL ? accept->value : ptc_iov("", 0), call->req_text);
+    ptc_response_ctype(ct, accept != NULL ? accept->value : ptc_iov("", 0), call->resp_ctype, sizeof(call->resp_ctype), &call->resp_text);
     ptc_b64_decoder_init(&call->req_b64);
     ptc_b64_encoder_init(&call->resp_b64);
     ptc_frame_parser_init(&call->req_parser);
@@ -1339,25 +1364,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
     call->req_buf = ptc_worker_evbuffer(w);
     call->out = ptc_worker_evbuffer(w);
     call->held = ptc_worker_evbuffer(w);
-    if (call->native)
-        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "",
-                 (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
-    else if (ptc_ctype_codec_is_proto(ct.codec))
-        copy_str(call->resp_ctype, sizeof(call->resp_ctype),
-                 call->resp_text ? PTC_STRLIT("application/grpc-web-text+proto") : PTC_STRLIT("application/grpc-web+proto"));
-    else
-        snprintf(call->resp_ctype, sizeof(call->resp_ctype), "application/grpc-web%s+%.*s", call->resp_text ? "-text" : "",
-                 (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
     copy_str(call->path, sizeof(call->path), path);
     *out = call;
 
-    const ptc_route_config_t *route = ptc_config_match_route(cfg, path);
+    const ptc_route_config_t *route = ctx->route; /* the pipeline's route filter saw to it that there is one */
     if (call->req_buf == NULL || call->out == NULL || call->held == NULL) {
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
-        goto fail;
-    }
-    if (route == NULL) {
-        call_fail(call, PTC_GRPC_UNIMPLEMENTED, "no route for %.*s", (int)PTC_MIN(path.len, (size_t)200), path.base);
         goto fail;
     }
     ptc_upstream_t *pool = ptc_worker_pool(w, req->snap, route->upstream_index);
@@ -1401,7 +1413,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, const ptc_request_t *
         if (call->deadline != NULL)
             evtimer_add(call->deadline, &tv);
     }
-    ptc_log_debug("call %s from %s: starting (%s request, %s response)", call->path, call->peer, call->req_text ? "text" : "binary",
+    ptc_log_debug(CALL_FMT ": starting (%s request, %s response)", CALL_ARGS(call), call->req_text ? "text" : "binary",
                   call->resp_text ? "text" : "binary");
     call->up->cb->start(call->up, &call->us);
     return;

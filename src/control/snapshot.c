@@ -4,17 +4,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "portico/filter.h"
 #include "portico/snapshot.h"
 #include "portico/tls.h"
 #include "portico/worker.h"
 
 static atomic_size_t live_count;
 
+size_t ptc_request_headers_cap(const ptc_limits_config_t *lim)
+{
+    return (size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS + PTC_FILTER_MAX_ADDED_HEADERS;
+}
+
 size_t ptc_head_block_size(const ptc_limits_config_t *lim)
 {
     size_t head = ((size_t)lim->max_header_size + 15) & ~(size_t)15;
     size_t offs = (size_t)lim->max_headers * sizeof(ptc_head_off_t);
-    size_t views = ((size_t)lim->max_headers + PTC_HTTP_HEADERS_MAX_FIELDS) * sizeof(ptc_header_t);
+    size_t views = ptc_request_headers_cap(lim) * sizeof(ptc_header_t);
     return head + offs + views;
 }
 
@@ -27,7 +33,12 @@ int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, 
         snprintf(err, errlen, "out of memory");
         return PTC_ENOMEM;
     }
+    if ((ret = ptc_pipeline_new(&s->pipeline, cfg, err, errlen)) != 0) {
+        free(s);
+        return ret;
+    }
     if (ptc_config_uses_tls(cfg) && (ret = ptc_tls_contexts_new(&s->tls, cfg, err, errlen)) != 0) {
+        ptc_pipeline_free(s->pipeline);
         free(s);
         return ret;
     }
@@ -46,6 +57,7 @@ void ptc_snapshot_release(ptc_snapshot_t *s)
     if (s == NULL || atomic_fetch_sub_explicit(&s->_refs, 1, memory_order_acq_rel) != 1)
         return;
     ptc_tls_contexts_free(s->tls);
+    ptc_pipeline_free(s->pipeline);
     ptc_config_dispose(&s->config);
     free(s);
     atomic_fetch_sub(&live_count, 1);

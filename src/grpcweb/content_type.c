@@ -1,6 +1,7 @@
 /*
  * Content-Type classification and the text/binary response decision (PROTOCOL.md §1.1, §1.5).
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "portico/codec.h"
@@ -107,4 +108,20 @@ bool ptc_accept_wants_text(ptc_iovec_t accept, bool request_is_text)
     if (q_text == q_bin)
         return request_is_text;
     return q_text > q_bin;
+}
+
+size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t cap, bool *text)
+{
+    int n;
+    *text = false;
+    if (ct.kind == PTC_CT_GRPC) {
+        n = snprintf(buf, cap, "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "", (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
+    } else {
+        *text = ptc_accept_wants_text(accept, ct.kind == PTC_CT_GRPC_WEB_TEXT);
+        if (ptc_ctype_codec_is_proto(ct.codec))
+            n = snprintf(buf, cap, "%s", *text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
+        else
+            n = snprintf(buf, cap, "application/grpc-web%s+%.*s", *text ? "-text" : "", (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
+    }
+    return n > 0 ? PTC_MIN((size_t)n, cap - 1) : 0;
 }

@@ -1,0 +1,170 @@
+/*
+ * The request pipeline: what happens to a request head between the adapter and the call (DESIGN.md,
+ * "Filters"). Each configuration snapshot builds, once, one chain of filters per route (and one for
+ * requests that match no route); the route is matched once, before its chain runs. A filter is a small
+ * vtable over its own immutable configuration:
+ *
+ *   on_request   decides on the request head: continue (possibly after adding, replacing or removing
+ *                request headers through the context), or answer locally (a gRPC error in the caller's
+ *                protocol, or a plain HTTP answer) and stop the chain;
+ *   on_response  edits the response head on its way to the client;
+ *   on_trailers  edits the trailers (the gRPC-Web trailer frame, or HTTP/2 trailers for native gRPC).
+ *
+ * The chain of a route, in order: cors (preflights answered, origins checked), health, http_headers
+ * ($httpHeaders merged), grpc (method and content type), route (no route: UNIMPLEMENTED), request_id,
+ * trace, headers (the global rules, then the route's), jwt. Filters are pure functions of (snapshot,
+ * request head) where they can be, so they are tested without sockets (tests/unit/filter/pipeline.c).
+ * Every answer a filter makes is a well-formed response with the CORS fields the request earned.
+ */
+#ifndef PORTICO_FILTER_H
+#define PORTICO_FILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "portico/codec.h"
+#include "portico/common.h"
+#include "portico/config.h"
+#include "portico/cors.h"
+
+typedef struct st_ptc_worker_t ptc_worker_t;
+typedef struct st_ptc_snapshot_t ptc_snapshot_t;
+typedef struct st_ptc_request_t ptc_request_t;
+typedef struct st_ptc_downstream_t ptc_downstream_t;
+typedef struct st_ptc_filter_t ptc_filter_t;
+typedef struct st_ptc_filter_ctx_t ptc_filter_ctx_t;
+typedef struct st_ptc_call_info_t ptc_call_info_t;
+typedef struct st_ptc_template_t ptc_template_t;
+
+/* Header fields a filter may add to a request, beyond what the client sent. */
+#define PTC_FILTER_MAX_ADDED_HEADERS 64
+#define PTC_REQUEST_ID_MAX 128
+
+typedef enum { PTC_FILTER_CONTINUE, PTC_FILTER_STOP } ptc_filter_action_t;
+
+/* A list of header fields being edited (a response head, trailers). Values point into storage that
+ * lives until the list is sent; ptc_filter_fields_* manage it. */
+typedef struct st_ptc_filter_fields_t {
+    ptc_header_t *fields;
+    size_t n, cap;
+    char *arena; /* storage for values made by edits */
+    size_t arena_used, arena_cap;
+} ptc_filter_fields_t;
+
+typedef struct st_ptc_filter_type_t {
+    const char *name;
+    ptc_filter_action_t (*on_request)(const ptc_filter_t *f, ptc_filter_ctx_t *ctx);
+    /* NULL when the filter does not act on responses */
+    void (*on_response)(const ptc_filter_t *f, const ptc_call_info_t *info, ptc_filter_fields_t *head);
+    void (*on_trailers)(const ptc_filter_t *f, const ptc_call_info_t *info, ptc_filter_fields_t *trailers);
+    void (*dispose)(void *conf);
+} ptc_filter_type_t;
+
+struct st_ptc_filter_t {
+    const ptc_filter_type_t *type;
+    void *conf; /* owned by the filter (type->dispose), part of the snapshot */
+};
+
+typedef struct st_ptc_filter_chain_t {
+    ptc_filter_t *filters;
+    size_t n;
+    bool has_response;   /* some filter has on_response or on_trailers */
+    size_t extra_fields; /* how many fields the response filters may add to a head or trailers */
+    size_t num_capture;        /* request headers the response templates read (%REQ(name)%) */
+    const ptc_iovec_t *capture; /* their names */
+} ptc_filter_chain_t;
+
+/* The chains of one snapshot: routes[i] for config.routes[i], and one for requests without a route. */
+typedef struct st_ptc_pipeline_t {
+    ptc_filter_chain_t *routes;
+    size_t num_routes;
+    ptc_filter_chain_t noroute;
+} ptc_pipeline_t;
+
+/* Builds the chains for cfg. Returns 0, or PTC_ECONFIG / PTC_ENOMEM with what is wrong in err. */
+int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, char *err, size_t errlen) PTC_WARN_UNUSED;
+void ptc_pipeline_free(ptc_pipeline_t *p);
+
+/*
+ * What a call keeps of its request after the policy step, for its log lines and for the response side
+ * of the chain: ids, names, and the request values the response templates read. Lives in the call.
+ */
+struct st_ptc_call_info_t {
+    const ptc_filter_chain_t *chain; /* of the call's snapshot, which the call pins */
+    const ptc_route_config_t *route;
+    const char *upstream;            /* name, in the snapshot */
+    char peer[64];                   /* the client's "ip:port" */
+    char request_id[PTC_REQUEST_ID_MAX + 1]; /* "" when request ids are off */
+    char trace_id[33];               /* hex; "" when trace context is off */
+    char span_id[17];                /* the gateway's span */
+    char *jwt_subject;               /* "sub" of the verified token, or NULL */
+    void *jwt;                       /* the verified token (ptc_jwt_t *), or NULL; owned */
+    ptc_header_t *captured;          /* chain->capture's values, or absent */
+    size_t num_captured;
+    char *mem;                       /* what jwt_subject and captured point into */
+};
+
+/* Frees what info owns. */
+void ptc_call_info_dispose(ptc_call_info_t *info);
+
+/* One request going through a chain (on the stack of the policy step). */
+struct st_ptc_filter_ctx_t {
+    ptc_worker_t *worker;
+    const ptc_snapshot_t *snap;
+    const ptc_route_config_t *route; /* NULL: no route matched */
+    const ptc_filter_chain_t *chain;
+    ptc_request_t *req;              /* headers may be edited (room for PTC_FILTER_MAX_ADDED_HEADERS more) */
+    size_t headers_cap;
+    ptc_downstream_t *ds;
+    struct st_ptc_http_headers_param_t **hparam;
+    ptc_iovec_t path;   /* without the query */
+    ptc_iovec_t origin; /* trimmed Origin, or empty */
+    ptc_ctype_t ct;     /* set by the grpc filter */
+    bool native;        /* native gRPC (application/grpc) */
+    ptc_call_info_t *info;
+    char *mem;          /* storage for header values filters make (freed after the policy step) */
+    size_t mem_used, mem_cap;
+};
+
+/*
+ * Runs the chain of ctx->route (or the no-route chain) on a complete request head. Returns
+ * PTC_FILTER_CONTINUE when the request is to become a call (ctx->ct says how), or PTC_FILTER_STOP when
+ * a filter answered it. ptc_filter_ctx_dispose() afterwards.
+ */
+ptc_filter_action_t ptc_pipeline_run(ptc_filter_ctx_t *ctx);
+void ptc_filter_ctx_dispose(ptc_filter_ctx_t *ctx);
+
+/* Response side, called by the call before it sends its head / trailers. */
+void ptc_pipeline_response(const ptc_call_info_t *info, ptc_filter_fields_t *head);
+void ptc_pipeline_trailers(const ptc_call_info_t *info, ptc_filter_fields_t *trailers);
+
+/* ---- for filters ---- */
+
+/* Copies bytes into the request's storage; NULL when out of memory. */
+char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s);
+/* The first request header of that (lower-case) name, or NULL. */
+const ptc_header_t *ptc_filter_find(const ptc_filter_ctx_t *ctx, ptc_iovec_t name);
+/* Replaces every field of that name with one (value copied), or appends it. 0, or PTC_ENOMEM/PTC_ETOOBIG. */
+int ptc_filter_set(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value) PTC_WARN_UNUSED;
+int ptc_filter_add(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value) PTC_WARN_UNUSED;
+void ptc_filter_remove(ptc_filter_ctx_t *ctx, ptc_iovec_t name);
+void ptc_filter_rename(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t to);
+
+/*
+ * Answers with a gateway-made gRPC error in the caller's protocol (gRPC-Web trailers-only, or native
+ * gRPC trailers-only), with the CORS fields and the request id; logs it. Returns PTC_FILTER_STOP.
+ */
+ptc_filter_action_t ptc_filter_answer_grpc(ptc_filter_ctx_t *ctx, int status, const char *fmt, ...) PTC_PRINTF(3, 4);
+/* Answers with a plain HTTP response (not gRPC): status, fields, optional text body. Returns PTC_FILTER_STOP. */
+ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, const ptc_header_t *fields, size_t n,
+                                           const char *body);
+
+/* Field lists (response heads and trailers). */
+int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace) PTC_WARN_UNUSED;
+void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name);
+void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to);
+const ptc_header_t *ptc_filter_fields_find(const ptc_filter_fields_t *l, ptc_iovec_t name);
+void ptc_filter_fields_dispose(ptc_filter_fields_t *l);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * The request pipeline: chains built per snapshot, the context filters work on, local answers, and the
+ * edge filters every chain starts with (see include/portico/filter.h). The filters with settings of
+ * their own live beside this file: ids.c (request id, trace context), headers.c (header rules), jwt.c.
+ *
+ * Edge filters, in order:
+ *   cors          preflights are answered here, for any path, and never go further (PROTOCOL.md §1.13
+ *                 item 12: before authentication); a disallowed origin gets 403 and is not forwarded
+ *   health        GET/HEAD health_path → 200 "ok"
+ *   http_headers  $httpHeaders (grpc-web suppressCorsPreflight) merged over the request's headers
+ *   grpc          POST with a gRPC-Web (or, over HTTP/2, gRPC) content type; else 405 / 415
+ *   route         no route matched → UNIMPLEMENTED
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "portico/call.h"
+#include "portico/filter.h"
+#include "portico/log.h"
+#include "portico/snapshot.h"
+#include "portico/worker.h"
+
+#define MAX_GRPC_MESSAGE 1024
+
+/* ---- request storage and header edits ---- */
+
+char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
+{
+    if (ctx->mem_cap - ctx->mem_used < s.len + 1) {
+        /* a new block; the old one stays alive (values already point into it): blocks are chained */
+        size_t cap = PTC_MAX(s.len + 1 + sizeof(void *), (size_t)4096);
+        char *blk = malloc(cap);
+        if (blk == NULL)
+            return NULL;
+        memcpy(blk, &ctx->mem, sizeof(void *)); /* link to the previous block */
+        ctx->mem = blk;
+        ctx->mem_used = sizeof(void *);
+        ctx->mem_cap = cap;
+    }
+    char *p = ctx->mem + ctx->mem_used;
+    if (s.len != 0)
+        memcpy(p, s.base, s.len);
+    p[s.len] = '\0';
+    ctx->mem_used += s.len + 1;
+    return p;
+}
+
+void ptc_filter_ctx_dispose(ptc_filter_ctx_t *ctx)
+{
+    while (ctx->mem != NULL) {
+        char *prev;
+        memcpy(&prev, ctx->mem, sizeof(void *));
+        free(ctx->mem);
+        ctx->mem = prev;
+    }
+    ctx->mem_used = ctx->mem_cap = 0;
+}
+
+const ptc_header_t *ptc_filter_find(const ptc_filter_ctx_t *ctx, ptc_iovec_t name)
+{
+    for (size_t i = 0; i < ctx->req->num_headers; i++)
+        if (ptc_iov_eq(ctx->req->headers[i].name, name))
+            return &ctx->req->headers[i];
+    return NULL;
+}
+
+void ptc_filter_remove(ptc_filter_ctx_t *ctx, ptc_iovec_t name)
+{
+    ptc_request_t *req = ctx->req;
+    size_t n = 0;
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (!ptc_iov_eq(req->headers[i].name, name))
+            req->headers[n++] = req->headers[i];
+    req->num_headers = n;
+}
+
+void ptc_filter_rename(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t to)
+{
+    for (size_t i = 0; i < ctx->req->num_headers; i++)
+        if (ptc_iov_eq(ctx->req->headers[i].name, name))
+            ctx->req->headers[i].name = to; /* `to` is configuration: it lives as long as the snapshot */
+}
+
+static int add_field(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value)
+{
+    ptc_request_t *req = ctx->req;
+    if (req->num_headers >= ctx->headers_cap)
+        return PTC_ETOOBIG;
+    char *v = ptc_filter_strdup(ctx, value);
+    if (v == NULL)
+        return PTC_ENOMEM;
+    req->headers[req->num_headers++] = (ptc_header_t){name, ptc_iov(v, value.len)};
+    return 0;
+}
+
+int ptc_filter_add(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value)
+{
+    return add_field(ctx, name, value);
+}
+
+int ptc_filter_set(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value)
+{
+    ptc_filter_remove(ctx, name);
+    return add_field(ctx, name, value);
+}
+
+/* ---- answers ---- */
+
+ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, const ptc_header_t *fields, size_t n,
+                                           const char *body)
+{
+    ctx->ds->cb->respond(ctx->ds, status, fields, n, body);
+    return PTC_FILTER_STOP;
+}
+
+ptc_filter_action_t ptc_filter_answer_grpc(ptc_filter_ctx_t *ctx, int status, const char *fmt, ...)
+{
+    char msg[MAX_GRPC_MESSAGE], enc[MAX_GRPC_MESSAGE * 3], code[8];
+    va_list ap;
+    ptc_request_t *req = ctx->req;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(code, sizeof(code), "%d", status);
+    const char *rid = ctx->info != NULL ? ctx->info->request_id : "";
+    /* the caller's protocol decides the shape: the content type it sent (classified here if the grpc filter
+     * has not run yet) and, for gRPC-Web, the encoding its Accept asks for */
+    ptc_ctype_t ct = ctx->ct;
+    if (ct.kind == PTC_CT_OTHER) {
+        const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
+        ct = h != NULL ? ptc_ctype_classify(h->value) : ct;
+        if (ct.kind == PTC_CT_OTHER || (ct.kind == PTC_CT_GRPC && !req->allow_native))
+            ct = (ptc_ctype_t){PTC_CT_GRPC_WEB, {"", 0}};
+    }
+    const ptc_header_t *accept = ptc_filter_find(ctx, PTC_STRLIT("accept"));
+    char ctype[64];
+    bool text;
+    size_t ctlen = ptc_response_ctype(ct, accept != NULL ? accept->value : ptc_iov("", 0), ctype, sizeof(ctype), &text);
+    ptc_log_info("request %.*s from %s%s%s: grpc-status %d: %s", (int)PTC_MIN(ctx->path.len, (size_t)200), ctx->path.base, req->peer,
+                 rid[0] != '\0' ? " id " : "", rid, status, msg);
+    ptc_header_t h[4] = {
+        {PTC_STRLIT("content-type"), ptc_iov(ctype, ctlen)},
+        {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
+        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))},
+    };
+    size_t n = 3;
+    if (rid[0] != '\0')
+        h[n++] = (ptc_header_t){ptc_iov(ctx->snap->config.request_id.header, strlen(ctx->snap->config.request_id.header)),
+                                ptc_iov(rid, strlen(rid))};
+    ctx->ds->cb->send_head(ctx->ds, 200, h, n, true);
+    ctx->ds->cb->on_call_done(ctx->ds);
+    return PTC_FILTER_STOP;
+}
+
+/* ---- edge filters ---- */
+
+static ptc_iovec_t header_value(const ptc_filter_ctx_t *ctx, const char *name)
+{
+    const ptc_header_t *h = ptc_filter_find(ctx, ptc_iov(name, strlen(name)));
+    return h != NULL ? h->value : ptc_iov("", 0);
+}
+
+static ptc_filter_action_t answer_preflight(ptc_filter_ctx_t *ctx, const ptc_cors_config_t *policy)
+{
+    const ptc_header_t *rh = ptc_filter_find(ctx, PTC_STRLIT("access-control-request-headers"));
+    const ptc_header_t *pn = ptc_filter_find(ctx, PTC_STRLIT("access-control-request-private-network"));
+    ptc_preflight_t pf = {
+        .origin = ctx->origin,
+        .request_method = header_value(ctx, "access-control-request-method"),
+        .request_headers = rh != NULL ? rh->value : ptc_iov("", 0),
+        .request_private_network = pn != NULL && ptc_iov_eq_ci(ptc_iov_trim(pn->value), PTC_STRLIT("true")),
+    };
+    ptc_header_t f[PTC_CORS_MAX_FIELDS];
+    ptc_cors_scratch_t scratch;
+    size_t n;
+    const char *why = NULL;
+
+    if (ptc_cors_preflight(policy, &pf, f, PTC_ARRAY_SIZE(f), &n, &scratch, &why) == 204)
+        return ptc_filter_answer_http(ctx, 204, f, n, NULL);
+    ptc_log_warn("request from %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", ctx->req->peer,
+                 (int)PTC_MIN(ctx->origin.len, (size_t)200), ctx->origin.base, (int)PTC_MIN(pf.request_method.len, (size_t)32),
+                 pf.request_method.base, why);
+    return ptc_filter_answer_http(ctx, 403, NULL, 0, "CORS preflight refused\n");
+}
+
+static const ptc_header_t allow_post = {PTC_STRLIT("allow"), PTC_STRLIT("POST, OPTIONS")};
+
+static ptc_filter_action_t cors_on_request(const ptc_filter_t *f, ptc_filter_ctx_t *ctx)
+{
+    (void)f;
+    ptc_request_t *req = ctx->req;
+    const ptc_cors_config_t *policy = ptc_config_cors_for(&ctx->snap->config, ctx->route);
+
+    if (ptc_iov_eq_ci(req->method, PTC_STRLIT("OPTIONS"))) {
+        bool has_origin = ptc_filter_find(ctx, PTC_STRLIT("origin")) != NULL;
+        if (ptc_cors_is_preflight(req->method, has_origin, ptc_filter_find(ctx, PTC_STRLIT("access-control-request-method")) != NULL))
+            return answer_preflight(ctx, policy);
+        return ptc_filter_answer_http(ctx, 204, &allow_post, 1, NULL);
+    }
+    char self[300];
+    int selflen = 0;
+    if (ctx->origin.len != 0 && req->authority.len != 0)
+        selflen = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(req->scheme.len, (size_t)8), req->scheme.base,
+                           (int)PTC_MIN(req->authority.len, (size_t)256), req->authority.base);
+    ctx->ds->cors = ptc_cors_decide(policy, ctx->origin, ptc_iov(self, selflen > 0 ? PTC_MIN((size_t)selflen, sizeof(self) - 1) : 0));
+    if (ctx->ds->cors.verdict == PTC_CORS_DENIED) {
+        ptc_log_warn("request %.*s %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy",
+                     (int)PTC_MIN(req->method.len, (size_t)16), req->method.base, (int)PTC_MIN(ctx->path.len, (size_t)200), ctx->path.base,
+                     req->peer, (int)PTC_MIN(ctx->origin.len, (size_t)200), ctx->origin.base);
+        return ptc_filter_answer_http(ctx, 403, NULL, 0, "origin not allowed by the CORS policy\n");
+    }
+    return PTC_FILTER_CONTINUE;
+}
+
+static ptc_filter_action_t health_on_request(const ptc_filter_t *f, ptc_filter_ctx_t *ctx)
+{
+    (void)f;
+    const char *hp = ctx->snap->config.health_path;
+    bool get_or_head = ptc_iov_eq_ci(ctx->req->method, PTC_STRLIT("GET")) || ptc_iov_eq_ci(ctx->req->method, PTC_STRLIT("HEAD"));
+    if (get_or_head && ptc_iov_eq(ctx->path, ptc_iov(hp, strlen(hp))))
+        return ptc_filter_answer_http(ctx, 200, NULL, 0, "ok\n");
+    return PTC_FILTER_CONTINUE;
+}
+
+/*
+ * Merges the $httpHeaders URL parameter (grpc-web suppressCorsPreflight) over the request's headers:
+ * its fields come first and replace same-named ones. Only for POST: other methods are answered by the
+ * grpc filter anyway.
+ */
+static ptc_filter_action_t http_headers_on_request(const ptc_filter_t *f, ptc_filter_ctx_t *ctx)
+{
+    (void)f;
+    ptc_request_t *req = ctx->req;
+    const char *why = NULL;
+
+    if (ctx->path.len == req->path.len || !ptc_iov_eq_ci(req->method, PTC_STRLIT("POST")))
+        return PTC_FILTER_CONTINUE; /* no query */
+    if (*ctx->hparam == NULL && (*ctx->hparam = malloc(sizeof(**ctx->hparam))) == NULL)
+        return ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    ptc_http_headers_param_t *hp = *ctx->hparam;
+    if (ptc_http_headers_param_parse(req->path, hp, &why) != 0)
+        return ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT, "%s", why);
+    if (!hp->present)
+        return PTC_FILTER_CONTINUE;
+    size_t n = hp->num_fields;
+    ptc_header_t *v = req->headers;
+    memmove(v + n, v, req->num_headers * sizeof(*v));
+    memcpy(v, hp->fields, n * sizeof(*v));
+    size_t total = n;
+    for (size_t i = n; i < n + req->num_headers; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < n && !replaced; j++)
+            replaced = ptc_iov_eq(v[i].name, v[j].name);
+        if (!replaced)
+            v[total++] = v[i];
+    }
+    req->num_headers = total;
+    return PTC_FILTER_CONTINUE;
+}
+
+static ptc_filter_action_t grpc_on_request(const ptc_filter_t *f, ptc_filter_ctx_t *ctx)
+{
+    (void)f;
+    ptc_request_t *req = ctx->req;
+
+    if (!ptc_iov_eq_ci(req->method, PTC_STRLIT("POST"))) {
+        char body[160];
+        snprintf(body, sizeof(body), "method %.*s is not allowed here: gRPC-Web calls use POST\n", (int)PTC_MIN(req->method.len, (size_t)16),
+                 req->method.base);
+        ptc_log_info("request %.*s %.*s from %s: 405", (int)PTC_MIN(req->method.len, (size_t)16), req->method.base,
+                     (int)PTC_MIN(req->path.len, (size_t)200), req->path.base, req->peer);
+        return ptc_filter_answer_http(ctx, 405, &allow_post, 1, body);
+    }
+    const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
+    ctx->ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
+    bool accepted = ctx->ct.kind == PTC_CT_GRPC_WEB || ctx->ct.kind == PTC_CT_GRPC_WEB_TEXT || (ctx->ct.kind == PTC_CT_GRPC && req->allow_native);
+    if (!accepted || ctx->ct.codec.len > 32) {
+        char body[400];
+        snprintf(body, sizeof(body),
+                 "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec] and "
+                 "application/grpc-web-text[+proto|+codec]%s\n",
+                 h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "",
+                 req->allow_native ? " (and application/grpc over HTTP/2)" : "");
+        ptc_log_info("request POST %.*s from %s: 415 (content-type '%.*s')", (int)PTC_MIN(req->path.len, (size_t)200), req->path.base,
+                     req->peer, h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
+        return ptc_filter_answer_http(ctx, 415, NULL, 0, body);
+    }
+    ctx->native = ctx->ct.kind == PTC_CT_GRPC;
+    return PTC_FILTER_CONTINUE;
+}
+
+static ptc_filter_action_t route_on_request(const ptc_filter_t *f, ptc_filter_ctx_t *ctx)
+{
+    (void)f;
+    if (ctx->route == NULL)
+        return ptc_filter_answer_grpc(ctx, PTC_GRPC_UNIMPLEMENTED, "no route for %.*s", (int)PTC_MIN(ctx->path.len, (size_t)200),
+                                      ctx->path.base);
+    return PTC_FILTER_CONTINUE;
+}
+
+static const ptc_filter_type_t cors_filter = {"cors", cors_on_request, NULL, NULL, NULL};
+static const ptc_filter_type_t health_filter = {"health", health_on_request, NULL, NULL, NULL};
+static const ptc_filter_type_t http_headers_filter = {"http_headers", http_headers_on_request, NULL, NULL, NULL};
+static const ptc_filter_type_t grpc_filter = {"grpc", grpc_on_request, NULL, NULL, NULL};
+static const ptc_filter_type_t route_filter = {"route", route_on_request, NULL, NULL, NULL};
+
+static const ptc_filter_type_t *const edge_filters[] = {&cors_filter, &health_filter, &http_headers_filter, &grpc_filter, &route_filter};
+
+/* ---- chains ---- */
+
+static void chain_dispose(ptc_filter_chain_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->filters[i].type->dispose != NULL)
+            c->filters[i].type->dispose(c->filters[i].conf);
+    free(c->filters);
+    memset(c, 0, sizeof(*c));
+}
+
+/* The chain for one route (route NULL: requests without one). */
+static int chain_build(ptc_filter_chain_t *c, const ptc_config_t *cfg, const ptc_route_config_t *route, char *err, size_t errlen)
+{
+    size_t cap = PTC_ARRAY_SIZE(edge_filters) + 4;
+    (void)cfg;
+    (void)route;
+    if ((c->filters = calloc(cap, sizeof(*c->filters))) == NULL)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    for (size_t i = 0; i < PTC_ARRAY_SIZE(edge_filters); i++)
+        c->filters[c->n++] = (ptc_filter_t){edge_filters[i], NULL};
+    return 0;
+}
+
+int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, char *err, size_t errlen)
+{
+    ptc_pipeline_t *p = calloc(1, sizeof(*p));
+    int ret;
+
+    if (p == NULL || (p->routes = calloc(cfg->num_routes + 1, sizeof(*p->routes))) == NULL) {
+        free(p);
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    }
+    if ((ret = chain_build(&p->noroute, cfg, NULL, err, errlen)) != 0)
+        goto fail;
+    for (; p->num_routes < cfg->num_routes; p->num_routes++)
+        if ((ret = chain_build(&p->routes[p->num_routes], cfg, &cfg->routes[p->num_routes], err, errlen)) != 0)
+            goto fail;
+    *out = p;
+    return 0;
+
+fail:
+    ptc_pipeline_free(p);
+    return ret;
+}
+
+void ptc_pipeline_free(ptc_pipeline_t *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->num_routes; i++)
+        chain_dispose(&p->routes[i]);
+    chain_dispose(&p->noroute);
+    free(p->routes);
+    free(p);
+}
+
+ptc_filter_action_t ptc_pipeline_run(ptc_filter_ctx_t *ctx)
+{
+    const ptc_filter_chain_t *c = ctx->chain;
+    for (size_t i = 0; i < c->n; i++) {
+        /* native gRPC clients skip the route's own filters when the route says so */
+        if (ctx->native && ctx->route != NULL && !ctx->route->native_filters && i >= PTC_ARRAY_SIZE(edge_filters))
+            break;
+        if (c->filters[i].type->on_request(&c->filters[i], ctx) == PTC_FILTER_STOP)
+            return PTC_FILTER_STOP;
+    }
+    return PTC_FILTER_CONTINUE;
+}
+
+void ptc_pipeline_response(const ptc_call_info_t *info, ptc_filter_fields_t *head)
+{
+    const ptc_filter_chain_t *c = info->chain;
+    for (size_t i = 0; c != NULL && c->has_response && i < c->n; i++)
+        if (c->filters[i].type->on_response != NULL)
+            c->filters[i].type->on_response(&c->filters[i], info, head);
+}
+
+void ptc_pipeline_trailers(const ptc_call_info_t *info, ptc_filter_fields_t *trailers)
+{
+    const ptc_filter_chain_t *c = info->chain;
+    for (size_t i = 0; c != NULL && c->has_response && i < c->n; i++)
+        if (c->filters[i].type->on_trailers != NULL)
+            c->filters[i].type->on_trailers(&c->filters[i], info, trailers);
+}
+
+void ptc_call_info_dispose(ptc_call_info_t *info)
+{
+    free(info->mem);
+    info->mem = NULL;
+    info->captured = NULL;
+    info->num_captured = 0;
+    info->jwt_subject = NULL;
+}
+
+/* ---- field lists ---- */
+
+const ptc_header_t *ptc_filter_fields_find(const ptc_filter_fields_t *l, ptc_iovec_t name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (ptc_iov_eq(l->fields[i].name, name))
+            return &l->fields[i];
+    return NULL;
+}
+
+void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (!ptc_iov_eq(l->fields[i].name, name))
+            l->fields[n++] = l->fields[i];
+    l->n = n;
+}
+
+void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (ptc_iov_eq(l->fields[i].name, name))
+            l->fields[i].name = to;
+}
+
+int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)
+{
+    if (replace)
+        ptc_filter_fields_remove(l, name);
+    if (l->n == l->cap)
+        return PTC_ETOOBIG;
+    if (l->arena_cap - l->arena_used < value.len) {
+        /* values already in the arena must stay put: a full arena refuses (the cap is generous) */
+        if (l->arena == NULL) {
+            size_t cap = PTC_MAX(value.len, (size_t)2048);
+            if ((l->arena = malloc(cap)) == NULL)
+                return PTC_ENOMEM;
+            l->arena_cap = cap;
+            l->arena_used = 0;
+        } else {
+            return PTC_ETOOBIG;
+        }
+    }
+    char *v = l->arena + l->arena_used;
+    if (value.len != 0)
+        memcpy(v, value.base, value.len);
+    l->arena_used += value.len;
+    l->fields[l->n++] = (ptc_header_t){name, ptc_iov(v, value.len)};
+    return 0;
+}
+
+void ptc_filter_fields_dispose(ptc_filter_fields_t *l)
+{
+    free(l->arena);
+    l->arena = NULL;
+    l->arena_used = l->arena_cap = 0;
+}
