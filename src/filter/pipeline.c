@@ -65,21 +65,31 @@ const ptc_header_t *ptc_filter_find(const ptc_filter_ctx_t *ctx, ptc_iovec_t nam
     return NULL;
 }
 
+/* The edits shared by request headers and response field lists (names in lower case). */
+static void fields_remove(ptc_header_t *v, size_t *num, ptc_iovec_t name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < *num; i++)
+        if (!ptc_iov_eq(v[i].name, name))
+            v[n++] = v[i];
+    *num = n;
+}
+
+static void fields_rename(ptc_header_t *v, size_t num, ptc_iovec_t name, ptc_iovec_t to)
+{
+    for (size_t i = 0; i < num; i++)
+        if (ptc_iov_eq(v[i].name, name))
+            v[i].name = to; /* `to` is configuration: it lives as long as the snapshot */
+}
+
 void ptc_filter_remove(ptc_filter_ctx_t *ctx, ptc_iovec_t name)
 {
-    ptc_request_t *req = ctx->req;
-    size_t n = 0;
-    for (size_t i = 0; i < req->num_headers; i++)
-        if (!ptc_iov_eq(req->headers[i].name, name))
-            req->headers[n++] = req->headers[i];
-    req->num_headers = n;
+    fields_remove(ctx->req->headers, &ctx->req->num_headers, name);
 }
 
 void ptc_filter_rename(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t to)
 {
-    for (size_t i = 0; i < ctx->req->num_headers; i++)
-        if (ptc_iov_eq(ctx->req->headers[i].name, name))
-            ctx->req->headers[i].name = to; /* `to` is configuration: it lives as long as the snapshot */
+    fields_rename(ctx->req->headers, ctx->req->num_headers, name, to);
 }
 
 static int add_field(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value)
@@ -415,18 +425,12 @@ const ptc_header_t *ptc_filter_fields_find(const ptc_filter_fields_t *l, ptc_iov
 
 void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < l->n; i++)
-        if (!ptc_iov_eq(l->fields[i].name, name))
-            l->fields[n++] = l->fields[i];
-    l->n = n;
+    fields_remove(l->fields, &l->n, name);
 }
 
 void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (ptc_iov_eq(l->fields[i].name, name))
-            l->fields[i].name = to;
+    fields_rename(l->fields, l->n, name, to);
 }
 
 int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)
