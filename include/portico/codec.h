@@ -136,6 +136,11 @@ enum {
 };
 
 const char *ptc_grpc_status_name(int status);
+/*
+ * The one parser for status codes on the wire (`grpc-status`, `:status`): 1 to 9 ASCII digits and nothing
+ * else (no sign, no spaces). Returns 0 with the value, or PTC_EINVAL (*out untouched).
+ */
+int ptc_status_parse(ptc_iovec_t value, int *out) PTC_WARN_UNUSED;
 /* grpc/grpc doc/http-grpc-status-mapping.md, as Envoy's httpToGrpcStatus. */
 int ptc_grpc_status_from_http(int http_status);
 /* PROTOCOL-HTTP2.md "Errors": RST_STREAM error code → status. */

@@ -713,8 +713,8 @@ static void us_on_header(ptc_upstream_stream_t *s, nghttp2_headers_category cat,
     ptc_call_t *call = call_of(s);
     if (cat == NGHTTP2_HCAT_RESPONSE && namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            status = status * 10 + (value[i] - '0');
+        if (ptc_status_parse(ptc_iov((const char *)value, valuelen), &status) != 0 || status < 100 || status > 599)
+            status = 502; /* nghttp2 checks :status already; anything else is not an HTTP answer */
         if (status >= 100 && status < 200) /* informational: another HEADERS follows */
             return;
         call->upstream_status = status;
@@ -767,9 +767,12 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             ptc_header_t msg = {{"", 0}, {"", 0}};
             hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
             hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-status"), &f);
-            int st = 0;
-            for (size_t i = 0; i < f.value.len && i < 3; i++)
-                st = st * 10 + (f.value.base[i] - '0');
+            int st;
+            if (ptc_status_parse(f.value, &st) != 0) {
+                call_fail(call, PTC_GRPC_UNKNOWN, "upstream sent an invalid grpc-status '%.*s'", (int)PTC_MIN(f.value.len, (size_t)16),
+                          f.value.base);
+                return;
+            }
             log_done(call, st, msg.value);
             send_head(call, true);
             finish_downstream(call);
@@ -816,9 +819,11 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
         call_fail(call, PTC_GRPC_UNKNOWN, "upstream trailers carry no grpc-status");
         return;
     }
-    int st = 0;
-    for (size_t i = 0; i < f.value.len && i < 3; i++)
-        st = st * 10 + (f.value.base[i] - '0');
+    int st;
+    if (ptc_status_parse(f.value, &st) != 0) {
+        call_fail(call, PTC_GRPC_UNKNOWN, "upstream sent an invalid grpc-status '%.*s'", (int)PTC_MIN(f.value.len, (size_t)16), f.value.base);
+        return;
+    }
     ptc_header_t stack[32], *tv = stack;
     if (call->hdrs.n > PTC_ARRAY_SIZE(stack) && (tv = malloc(call->hdrs.n * sizeof(*tv))) == NULL) {
         call_fail(call, PTC_GRPC_INTERNAL, "out of memory forwarding trailers");

@@ -85,3 +85,17 @@ int ptc_grpc_status_from_h2_error(uint32_t h2_error)
         return PTC_GRPC_INTERNAL;
     }
 }
+
+int ptc_status_parse(ptc_iovec_t value, int *out)
+{
+    int v = 0;
+    if (value.len == 0 || value.len > 9)
+        return PTC_EINVAL;
+    for (size_t i = 0; i < value.len; i++) {
+        if (value.base[i] < '0' || value.base[i] > '9')
+            return PTC_EINVAL;
+        v = v * 10 + (value.base[i] - '0');
+    }
+    *out = v;
+    return 0;
+}

@@ -985,6 +985,18 @@ def test_upstream_reset_after_message(portico, plain_h2, text):
     assert_serves(gw2)
 
 
+@pytest.mark.parametrize("path", ["/plain.Test/bad_status", "/plain.Test/bad_status_only"])
+def test_upstream_invalid_grpc_status(portico, plain_h2, path):
+    """A grpc-status that is not a number is not passed on (a client would read it as OK, or fail to
+    parse it): the call ends with UNKNOWN and a message that says why."""
+    gw = portico(upstream=plain_h2.port)
+    ans = rpc(gw, path, EchoRequest())
+    assert_well_formed(ans)
+    assert ans.grpc_status == UNKNOWN, ans
+    assert "invalid grpc-status" in ans.grpc_message_decoded, ans
+    assert gw.wait_log(r"upstream sent an invalid grpc-status '(1x|-1)'")
+
+
 @pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
 def test_upstream_reset_mid_message(portico, plain_h2, text):
     """RST_STREAM after half of a gRPC message: the client must still get a parsable body that

@@ -19,6 +19,9 @@ The answer is chosen by the last segment of the request's :path (after the reque
   /<anything>/gzip_corrupt, /gzip_bomb, /snappy
                        a compressed frame that is not valid gzip; one that inflates to 5 MiB; one
                        with an encoding no gateway decodes
+  /<anything>/bad_status, /bad_status_only
+                       a gRPC response whose trailers carry grpc-status "1x" (after one message), or
+                       a Trailers-Only answer with grpc-status "-1"
   anything else        --status (default 503)
 
 The gRPC message used by the reset modes is RESET_MESSAGE (an EchoResponse, see echo_pb.py).
@@ -88,6 +91,17 @@ class Handler:
             self.conn.send_data(sid, frame)
             self.flush()
             self.conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.flush()
+            return
+        if last == "bad_status":
+            self.conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            self.conn.send_data(sid, grpc_frame(RESET_MESSAGE))
+            self.conn.send_headers(sid, [("grpc-status", "1x"), ("grpc-message", "odd")], end_stream=True)
+            self.flush()
+            return
+        if last == "bad_status_only":
+            self.conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "-1")],
+                                   end_stream=True)
             self.flush()
             return
         if last in ("gzip", "deflate", "gzip_corrupt", "gzip_bomb", "snappy"):

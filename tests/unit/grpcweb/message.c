@@ -278,6 +278,31 @@ static void test_status_from_h2_error(void **state)
         assert_int_equal(ptc_grpc_status_from_h2_error(map[i].code), map[i].status);
 }
 
+static void test_status_parse(void **state)
+{
+    (void)state;
+    int v = -7;
+    assert_int_equal(ptc_status_parse(PTC_STRLIT("0"), &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(ptc_status_parse(PTC_STRLIT("16"), &v), 0);
+    assert_int_equal(v, 16);
+    assert_int_equal(ptc_status_parse(PTC_STRLIT("200"), &v), 0);
+    assert_int_equal(v, 200);
+    assert_int_equal(ptc_status_parse(PTC_STRLIT("999999999"), &v), 0);
+    assert_int_equal(v, 999999999);
+    v = -7;
+    /* every byte that is not a digit, anywhere, is refused; so are empty and over-long values */
+    static const char *const bad[] = {"", " 1", "1 ", "+1", "-1", "1a", "a1", "0x1", "1.0", "1000000000", "１"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(ptc_status_parse(ptc_iov(bad[i], strlen(bad[i])), &v), PTC_EINVAL);
+        assert_int_equal(v, -7);
+    }
+    for (int c = 0; c < 256; c++) {
+        char b[2] = {'1', (char)c};
+        assert_int_equal(ptc_status_parse(ptc_iov(b, 2), &v) == 0, c >= '0' && c <= '9');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_status_from_http),
         cmocka_unit_test(test_status_from_h2_error),
+        cmocka_unit_test(test_status_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
