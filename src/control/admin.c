@@ -3,6 +3,8 @@
  * thread, never by the workers, and never forwarded upstream. Off unless `admin.address` (or --admin) is
  * set; with `admin.token_file` every request needs `Authorization: Bearer TOKEN`.
  *
+ *   GET    /status                           version in service (per worker too), reloads done and failed,
+ *                                            the last failure
  *   GET    /config                           the configuration in service (YAML; JSON with ?format=json or
  *                                            Accept: application/json), secrets redacted; ETag "VERSION"
  *   PUT    /config                           a whole new configuration (YAML or JSON body)
@@ -35,6 +37,7 @@
 #include <yaml.h>
 
 #include "control_internal.h"
+#include "portico/worker.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 
@@ -278,6 +281,27 @@ static void get_config(ptc_control_t *ctl, struct evhttp_request *req, const cha
     evbuffer_free(b);
 }
 
+static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"version\": %" PRIu64 ", \"workers\": [", ctl->snap->version);
+    for (size_t i = 0; i < ctl->nworkers; i++)
+        evbuffer_add_printf(b, "%s%" PRIu64, i != 0 ? ", " : "", (uint64_t)atomic_load(&ctl->workers[i].applied_version));
+    evbuffer_add_printf(b, "], \"reloads\": {\"ok\": %" PRIu64 ", \"failed\": %" PRIu64 "}, \"last_error\": ", ctl->reloads_ok,
+                        ctl->reloads_failed);
+    if (ctl->last_error[0] != '\0')
+        json_string(b, ctl->last_error);
+    else
+        evbuffer_add_printf(b, "null");
+    evbuffer_add_printf(b, "}\n");
+    reply(req, 200, "application/json", b);
+    evbuffer_free(b);
+}
+
 /* A change, answered with its result or its error. */
 static void change(ptc_control_t *ctl, struct evhttp_request *req, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next,
                    const char *trigger)
@@ -311,7 +335,7 @@ static void put_config(ptc_control_t *ctl, struct evhttp_request *req)
             snprintf(err, sizeof(err), "out of memory");
         ptc_config_dispose(&next);
         free(text);
-        ptc_log_warn("admin API: PUT /config refused: %s", err);
+        ptc__control_failed(ctl, "admin API: PUT /config", err);
         reply_error(req, 400, err);
         return;
     }
@@ -380,6 +404,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     size_t len;
+    if (strcmp(path, "/status") == 0) {
+        if (m != EVHTTP_REQ_GET)
+            goto not_allowed;
+        get_status(ctl, req);
+        goto exit;
+    }
     if (strcmp(path, "/config") == 0) {
         if (m == EVHTTP_REQ_GET)
             get_config(ctl, req, query);

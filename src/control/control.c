@@ -373,9 +373,10 @@ static int change(ptc_control_t *ctl, ptc_config_t *base, const char *trigger, c
     return 0;
 }
 
-static void reload_failed(ptc_control_t *ctl, const char *trigger, const char *err)
+void ptc__control_failed(ptc_control_t *ctl, const char *trigger, const char *err)
 {
     ctl->reloads_failed++;
+    snprintf(ctl->last_error, sizeof(ctl->last_error), "%s: %s", trigger, err);
     ptc_log_error("configuration reload (%s) failed; version %" PRIu64 " stays in service: %s", trigger, ctl->snap->version, err);
 }
 
@@ -387,7 +388,7 @@ static void reload_text(ptc_control_t *ctl, const char *text, size_t len, const 
 
     if (load_file_config(&base, ctl->opts->config_file, text, len, err, sizeof(err)) != 0 ||
         change(ctl, &base, trigger, err, sizeof(err)) != 0) {
-        reload_failed(ctl, trigger, err);
+        ptc__control_failed(ctl, trigger, err);
         return;
     }
     if (ctl->watching)
@@ -402,7 +403,7 @@ static void reload(ptc_control_t *ctl, const char *trigger)
 
     if (ctl->opts->config_file != NULL &&
         ptc_read_file(ctl->opts->config_file, PTC_FILEWATCH_MAX_SIZE, &text, &len, err, sizeof(err)) != 0) {
-        reload_failed(ctl, trigger, err);
+        ptc__control_failed(ctl, trigger, err);
         return;
     }
     reload_text(ctl, text, len, trigger);
@@ -433,7 +434,7 @@ int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void
         return 0;
     }
     if (change(ctl, &base, trigger, err, errlen) != 0) {
-        reload_failed(ctl, trigger, err);
+        ptc__control_failed(ctl, trigger, err);
         return 400;
     }
     res->version = ctl->snap->version;

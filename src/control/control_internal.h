@@ -41,6 +41,7 @@ typedef struct st_ptc_control_t {
     size_t nsocks;
     uint64_t announced;   /* the last version all workers were seen to run */
     uint64_t reloads_ok, reloads_failed;
+    char last_error[1024];     /* why the last failed change failed ("" before any) */
     ptc_filewatch_t fw;   /* the configuration file (watching: fw is set up) */
     bool watching;
     struct event *fw_ev;       /* fw's inotify descriptor readable */
@@ -73,6 +74,9 @@ typedef struct st_ptc_control_result_t {
  */
 int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next, const char *trigger,
                         ptc_control_result_t *res, char *err, size_t errlen);
+
+/* Counts and logs a change that was refused (an invalid configuration): "configuration reload (TRIGGER) failed". */
+void ptc__control_failed(ptc_control_t *ctl, const char *trigger, const char *err);
 
 /* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
 int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);

@@ -185,6 +185,11 @@ def test_put_config_whole(setup):
     assert served_by(gw) == "b"
     _, headers, _ = admin.request("GET", "/config")
     assert headers["ETag"] == '"2"'
+    status, _, st = admin.json("GET", "/status")
+    assert status == 200
+    assert st["version"] == 2 and st["workers"] == [2, 2]
+    assert st["reloads"] == {"ok": 1, "failed": 2}
+    assert st["last_error"].startswith("admin API: PUT /config: ") and "missing" in st["last_error"]
 
 
 def test_if_match(setup):
