@@ -11,8 +11,9 @@
  *   on_trailers  edits the trailers (the gRPC-Web trailer frame, or HTTP/2 trailers for native gRPC).
  *
  * The chain of a route, in order: cors (preflights answered, origins checked), health, http_headers
- * ($httpHeaders merged), grpc (method and content type), route (no route: UNIMPLEMENTED), request_id,
- * trace, headers (the global rules, then the route's), jwt. Filters are pure functions of (snapshot,
+ * ($httpHeaders merged), grpc (method and content type), request_id, trace, route (no route:
+ * UNIMPLEMENTED), headers (the global rules, then the route's), jwt. A route with native_filters false
+ * skips the filters after route for native gRPC clients (request id and trace context still apply). Filters are pure functions of (snapshot,
  * request head) where they can be, so they are tested without sockets (tests/unit/filter/pipeline.c).
  * Every answer a filter makes is a well-formed response with the CORS fields the request earned.
  */
@@ -70,6 +71,7 @@ typedef struct st_ptc_filter_chain_t {
     ptc_filter_t *filters;
     size_t n;
     bool has_response;   /* some filter has on_response or on_trailers */
+    size_t route_filters; /* index of the route filter: the route's own filters follow it */
     size_t extra_fields; /* how many fields the response filters may add to a head or trailers */
     size_t num_capture;        /* request headers the response templates read (%REQ(name)%) */
     const ptc_iovec_t *capture; /* their names */
@@ -140,6 +142,14 @@ void ptc_pipeline_response(const ptc_call_info_t *info, ptc_filter_fields_t *hea
 void ptc_pipeline_trailers(const ptc_call_info_t *info, ptc_filter_fields_t *trailers);
 
 /* ---- for filters ---- */
+
+/* Counts an outcome in the worker's ptc_filter_stats_t (when there is a worker: unit tests run without). */
+#define PTC_FILTER_STAT(ctx, field)                                                                                                \
+    do {                                                                                                                           \
+        if ((ctx)->worker != NULL)                                                                                                 \
+            ptc_filter_stats_of((ctx)->worker)->field++;                                                                           \
+    } while (0)
+struct st_ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w);
 
 /* Copies bytes into the request's storage; NULL when out of memory. */
 char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s);

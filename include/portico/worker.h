@@ -15,6 +15,7 @@
 
 #include "portico/config.h"
 #include "portico/snapshot.h"
+#include "portico/stats.h"
 
 struct evconnlistener;
 struct evdns_base;
@@ -72,6 +73,7 @@ typedef struct st_ptc_worker_t {
     void *block_cache[64]; /* request-head blocks (ptc_worker_head_block()) given back */
     size_t num_block_cache;
     size_t block_cache_size; /* the size of the cached blocks: the current snapshot's head_block_size */
+    ptc_filter_stats_t filter_stats; /* written by this worker only */
 } ptc_worker_t;
 
 /*

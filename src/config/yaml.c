@@ -1233,7 +1233,9 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
     int ret;
 
     ptc__config_copy_scalars(&next, cfg);
-    if ((ret = dup_string(&l, name, &next.source)) != 0)
+    if ((ret = dup_string(&l, name, &next.source)) != 0 ||
+        (ret = dup_string(&l, cfg->request_id.header != NULL ? cfg->request_id.header : PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER,
+                          &next.request_id.header)) != 0)
         goto fail;
     if ((next.base_dir = malloc(dir_len + 2)) == NULL) {
         ret = nomem(name, err, errlen);

@@ -29,23 +29,19 @@ int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, 
     ptc_snapshot_t *s = calloc(1, sizeof(*s));
     int ret;
 
-    if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return PTC_ENOMEM;
-    }
-    if ((ret = ptc_pipeline_new(&s->pipeline, cfg, err, errlen)) != 0) {
-        free(s);
-        return ret;
-    }
-    if (ptc_config_uses_tls(cfg) && (ret = ptc_tls_contexts_new(&s->tls, cfg, err, errlen)) != 0) {
+    if (s == NULL)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    /* what is derived points into the snapshot's own copy of the configuration: it moves in first */
+    s->config = *cfg;
+    if ((ret = ptc_pipeline_new(&s->pipeline, &s->config, err, errlen)) != 0 ||
+        (ptc_config_uses_tls(&s->config) && (ret = ptc_tls_contexts_new(&s->tls, &s->config, err, errlen)) != 0)) {
         ptc_pipeline_free(s->pipeline);
-        free(s);
+        free(s); /* *cfg still owns what s->config pointed to */
         return ret;
     }
+    memset(cfg, 0, sizeof(*cfg));
     atomic_init(&s->_refs, 1);
     s->version = version;
-    s->config = *cfg;
-    memset(cfg, 0, sizeof(*cfg));
     s->head_block_size = ptc_head_block_size(&s->config.limits);
     atomic_fetch_add(&live_count, 1);
     *out = s;

@@ -23,6 +23,11 @@
 
 #define MAX_GRPC_MESSAGE 1024
 
+ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w)
+{
+    return &w->filter_stats;
+}
+
 /* ---- request storage and header edits ---- */
 
 char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
@@ -187,8 +192,11 @@ static ptc_filter_action_t answer_preflight(ptc_filter_ctx_t *ctx, const ptc_cor
     size_t n;
     const char *why = NULL;
 
-    if (ptc_cors_preflight(policy, &pf, f, PTC_ARRAY_SIZE(f), &n, &scratch, &why) == 204)
+    if (ptc_cors_preflight(policy, &pf, f, PTC_ARRAY_SIZE(f), &n, &scratch, &why) == 204) {
+        PTC_FILTER_STAT(ctx, cors_preflights);
         return ptc_filter_answer_http(ctx, 204, f, n, NULL);
+    }
+    PTC_FILTER_STAT(ctx, cors_preflights_refused);
     ptc_log_warn("request from %s: CORS preflight refused for origin '%.*s' (method '%.*s'): %s", ctx->req->peer,
                  (int)PTC_MIN(ctx->origin.len, (size_t)200), ctx->origin.base, (int)PTC_MIN(pf.request_method.len, (size_t)32),
                  pf.request_method.base, why);
@@ -215,7 +223,10 @@ static ptc_filter_action_t cors_on_request(const ptc_filter_t *f, ptc_filter_ctx
         selflen = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(req->scheme.len, (size_t)8), req->scheme.base,
                            (int)PTC_MIN(req->authority.len, (size_t)256), req->authority.base);
     ctx->ds->cors = ptc_cors_decide(policy, ctx->origin, ptc_iov(self, selflen > 0 ? PTC_MIN((size_t)selflen, sizeof(self) - 1) : 0));
+    if (ctx->ds->cors.verdict == PTC_CORS_ALLOWED)
+        PTC_FILTER_STAT(ctx, cors_allowed);
     if (ctx->ds->cors.verdict == PTC_CORS_DENIED) {
+        PTC_FILTER_STAT(ctx, cors_denied);
         ptc_log_warn("request %.*s %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy",
                      (int)PTC_MIN(req->method.len, (size_t)16), req->method.base, (int)PTC_MIN(ctx->path.len, (size_t)200), ctx->path.base,
                      req->peer, (int)PTC_MIN(ctx->origin.len, (size_t)200), ctx->origin.base);
@@ -229,8 +240,10 @@ static ptc_filter_action_t health_on_request(const ptc_filter_t *f, ptc_filter_c
     (void)f;
     const char *hp = ctx->snap->config.health_path;
     bool get_or_head = ptc_iov_eq_ci(ctx->req->method, PTC_STRLIT("GET")) || ptc_iov_eq_ci(ctx->req->method, PTC_STRLIT("HEAD"));
-    if (get_or_head && ptc_iov_eq(ctx->path, ptc_iov(hp, strlen(hp))))
+    if (get_or_head && ptc_iov_eq(ctx->path, ptc_iov(hp, strlen(hp)))) {
+        PTC_FILTER_STAT(ctx, health);
         return ptc_filter_answer_http(ctx, 200, NULL, 0, "ok\n");
+    }
     return PTC_FILTER_CONTINUE;
 }
 
@@ -316,7 +329,7 @@ static const ptc_filter_type_t http_headers_filter = {"http_headers", http_heade
 static const ptc_filter_type_t grpc_filter = {"grpc", grpc_on_request, NULL, NULL, NULL};
 static const ptc_filter_type_t route_filter = {"route", route_on_request, NULL, NULL, NULL};
 
-static const ptc_filter_type_t *const edge_filters[] = {&cors_filter, &health_filter, &http_headers_filter, &grpc_filter, &route_filter};
+static const ptc_filter_type_t *const edge_filters[] = {&cors_filter, &health_filter, &http_headers_filter, &grpc_filter};
 
 /* ---- chains ---- */
 
@@ -329,16 +342,33 @@ static void chain_dispose(ptc_filter_chain_t *c)
     memset(c, 0, sizeof(*c));
 }
 
+extern const ptc_filter_type_t ptc_request_id_filter, ptc_trace_filter;
+
+/* Appends a filter; its response hooks count for the chain. */
+static void chain_add(ptc_filter_chain_t *c, const ptc_filter_type_t *type, void *conf, size_t fields)
+{
+    c->filters[c->n++] = (ptc_filter_t){type, conf};
+    if (type->on_response != NULL || type->on_trailers != NULL) {
+        c->has_response = true;
+        c->extra_fields += fields;
+    }
+}
+
 /* The chain for one route (route NULL: requests without one). */
 static int chain_build(ptc_filter_chain_t *c, const ptc_config_t *cfg, const ptc_route_config_t *route, char *err, size_t errlen)
 {
     size_t cap = PTC_ARRAY_SIZE(edge_filters) + 4;
-    (void)cfg;
     (void)route;
     if ((c->filters = calloc(cap, sizeof(*c->filters))) == NULL)
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     for (size_t i = 0; i < PTC_ARRAY_SIZE(edge_filters); i++)
-        c->filters[c->n++] = (ptc_filter_t){edge_filters[i], NULL};
+        chain_add(c, edge_filters[i], NULL, 0);
+    if (cfg->request_id.enabled)
+        chain_add(c, &ptc_request_id_filter, (void *)(uintptr_t)&cfg->request_id, 1);
+    if (cfg->trace.enabled)
+        chain_add(c, &ptc_trace_filter, (void *)(uintptr_t)&cfg->trace, 0);
+    c->route_filters = c->n; /* from here on: what a route with native_filters false skips for native gRPC */
+    chain_add(c, &route_filter, NULL, 0);
     return 0;
 }
 
@@ -380,7 +410,7 @@ ptc_filter_action_t ptc_pipeline_run(ptc_filter_ctx_t *ctx)
     const ptc_filter_chain_t *c = ctx->chain;
     for (size_t i = 0; i < c->n; i++) {
         /* native gRPC clients skip the route's own filters when the route says so */
-        if (ctx->native && ctx->route != NULL && !ctx->route->native_filters && i >= PTC_ARRAY_SIZE(edge_filters))
+        if (ctx->native && ctx->route != NULL && !ctx->route->native_filters && i > c->route_filters)
             break;
         if (c->filters[i].type->on_request(&c->filters[i], ctx) == PTC_FILTER_STOP)
             return PTC_FILTER_STOP;
