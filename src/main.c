@@ -215,7 +215,7 @@ static int check_config(const options_t *opts)
         fprintf(stderr, "portico: %s\n", err);
         return 1;
     }
-    if (ptc_snapshot_new(&snap, &cfg, 1, err, sizeof(err)) != 0) {
+    if (ptc_snapshot_new(&snap, &cfg, 1, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, "portico: %s: %s\n", cfg.source, err);
         ptc_config_dispose(&cfg);
         return 1;

@@ -92,6 +92,9 @@ typedef struct st_ptc_b64_encoder_t {
 void ptc_b64_encoder_init(ptc_b64_encoder_t *e);
 size_t ptc_b64_encode_update(ptc_b64_encoder_t *e, const uint8_t *src, size_t len, char *dst);
 size_t ptc_b64_encode_final(ptc_b64_encoder_t *e, char dst[4]);
+/* Encodes len bytes at once in the URL-safe alphabet without padding (RFC 4648 §5, as JWS uses it); dst
+ * needs PTC_B64_ENCODED_MAX(len) bytes. Returns the length written. */
+size_t ptc_b64url_encode(char *dst, const uint8_t *src, size_t len);
 
 /* ---- grpc-timeout (PROTOCOL-HTTP2.md: TimeoutValue TimeoutUnit) ---- */
 

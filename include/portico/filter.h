@@ -28,6 +28,7 @@
 #include "portico/common.h"
 #include "portico/config.h"
 #include "portico/cors.h"
+#include "portico/stats.h"
 
 typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_snapshot_t ptc_snapshot_t;
@@ -77,15 +78,30 @@ typedef struct st_ptc_filter_chain_t {
     const ptc_iovec_t *capture; /* their names */
 } ptc_filter_chain_t;
 
+typedef struct st_ptc_jwt_provider_t ptc_jwt_provider_t; /* a JWT provider with its keys, per snapshot (auth.c) */
+
 /* The chains of one snapshot: routes[i] for config.routes[i], and one for requests without a route. */
 typedef struct st_ptc_pipeline_t {
     ptc_filter_chain_t *routes;
     size_t num_routes;
     ptc_filter_chain_t noroute;
+    ptc_jwt_provider_t *providers; /* per config.jwt_providers entry */
+    size_t num_providers;
 } ptc_pipeline_t;
 
-/* Builds the chains for cfg. Returns 0, or PTC_ECONFIG / PTC_ENOMEM with what is wrong in err. */
-int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, char *err, size_t errlen) PTC_WARN_UNUSED;
+/* What a snapshot is built from besides its configuration: documents the control thread fetched. */
+typedef struct st_ptc_snapshot_inputs_t {
+    /* The last good JWKS fetched from url, or NULL (never fetched, or expired). */
+    const char *(*remote_jwks)(void *arg, const char *url, size_t *len);
+    void *arg;
+} ptc_snapshot_inputs_t;
+
+/*
+ * Builds the chains for cfg (reading the providers' JWKS files, taking their remote key sets from in,
+ * which may be NULL). Returns 0, or PTC_ECONFIG / PTC_ENOMEM with what is wrong in err.
+ */
+int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, const ptc_snapshot_inputs_t *in, char *err,
+                     size_t errlen) PTC_WARN_UNUSED;
 void ptc_pipeline_free(ptc_pipeline_t *p);
 
 /*
@@ -100,15 +116,25 @@ struct st_ptc_call_info_t {
     char request_id[PTC_REQUEST_ID_MAX + 1]; /* "" when request ids are off */
     char trace_id[33];               /* hex; "" when trace context is off */
     char span_id[17];                /* the gateway's span */
-    char *jwt_subject;               /* "sub" of the verified token, or NULL */
-    void *jwt;                       /* the verified token (ptc_jwt_t *), or NULL; owned */
+    struct st_ptc_jwt_t *jwt;        /* the verified token, or NULL; one reference, owned */
     ptc_header_t *captured;          /* chain->capture's values, or absent */
     size_t num_captured;
-    char *mem;                       /* what jwt_subject and captured point into */
+    char *mem;                       /* what captured points into */
 };
 
 /* Frees what info owns. */
 void ptc_call_info_dispose(ptc_call_info_t *info);
+
+/* ---- built by the pipeline (one file per filter) ---- */
+
+int ptc__jwt_providers_new(ptc_jwt_provider_t **out, const ptc_config_t *cfg, const ptc_snapshot_inputs_t *in, char *err,
+                           size_t errlen) PTC_WARN_UNUSED;
+void ptc__jwt_providers_free(ptc_jwt_provider_t *ps, size_t n);
+int ptc__auth_filter_new(void **out, const ptc_jwt_requirement_config_t *req, const ptc_jwt_provider_t *providers, char *err,
+                         size_t errlen) PTC_WARN_UNUSED;
+int ptc__headers_filter_new(void **out, size_t *added, const ptc_header_rules_config_t *global, const ptc_header_rules_config_t *route,
+                            char *err, size_t errlen) PTC_WARN_UNUSED;
+extern const ptc_filter_type_t ptc_request_id_filter, ptc_trace_filter, ptc_headers_filter, ptc_auth_filter;
 
 /* One request going through a chain (on the stack of the policy step). */
 struct st_ptc_filter_ctx_t {
@@ -147,7 +173,7 @@ void ptc_pipeline_trailers(const ptc_call_info_t *info, ptc_filter_fields_t *tra
 #define PTC_FILTER_STAT(ctx, field)                                                                                                \
     do {                                                                                                                           \
         if ((ctx)->worker != NULL)                                                                                                 \
-            ptc_filter_stats_of((ctx)->worker)->field++;                                                                           \
+            PTC_STAT_INC(ptc_filter_stats_of((ctx)->worker)->field);                                                               \
     } while (0)
 struct st_ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w);
 

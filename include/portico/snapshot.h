@@ -25,6 +25,7 @@
 
 typedef struct st_ptc_tls_contexts_t ptc_tls_contexts_t;
 typedef struct st_ptc_pipeline_t ptc_pipeline_t;
+struct st_ptc_snapshot_inputs_t;
 
 typedef struct st_ptc_snapshot_t {
     atomic_uint _refs;
@@ -37,11 +38,13 @@ typedef struct st_ptc_snapshot_t {
 
 /*
  * Builds a snapshot from a validated configuration, which it takes over (*cfg is zeroed on success, left
- * as it was on failure). Reads the TLS files again and builds the contexts. Returns 0 with one reference
+ * as it was on failure). Reads the TLS and JWKS files again and builds the contexts and the filter chains
+ * (remote JWKS documents come from in, which may be NULL). Returns 0 with one reference
  * held by the caller, PTC_ECONFIG with "KEY: what is wrong" in err (a certificate that no longer loads),
  * or PTC_ENOMEM.
  */
-int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, char *err, size_t errlen) PTC_WARN_UNUSED;
+int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, const struct st_ptc_snapshot_inputs_t *in,
+                     char *err, size_t errlen) PTC_WARN_UNUSED;
 
 static inline ptc_snapshot_t *ptc_snapshot_ref(ptc_snapshot_t *s)
 {

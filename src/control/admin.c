@@ -38,6 +38,7 @@
 
 #include "control_internal.h"
 #include "portico/worker.h"
+#include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 
@@ -297,7 +298,20 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
         json_string(b, ctl->last_error);
     else
         evbuffer_add_printf(b, "null");
-    evbuffer_add_printf(b, "}\n");
+    /* the filters' outcomes summed over the workers (each worker writes only its own) */
+    const char *sep = "";
+    evbuffer_add_printf(b, ", \"filters\": {");
+#define XX(name, _)                                                                                                                \
+    do {                                                                                                                           \
+        uint64_t sum = 0;                                                                                                          \
+        for (size_t i = 0; i < ctl->nworkers; i++)                                                                                 \
+            sum += atomic_load_explicit(&ctl->workers[i].filter_stats.name, memory_order_relaxed);                                 \
+        evbuffer_add_printf(b, "%s\"" #name "\": %" PRIu64, sep, sum);                                                              \
+        sep = ", ";                                                                                                                \
+    } while (0);
+    PTC_FILTER_STATS_MAP(XX)
+#undef XX
+    evbuffer_add_printf(b, "}, \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
     reply(req, 200, "application/json", b);
     evbuffer_free(b);
 }

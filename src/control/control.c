@@ -212,7 +212,7 @@ static int apply(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, cha
                      workers_for(cfg), ctl->nworkers);
     }
     ptc_config_diff(&ctl->snap->config, cfg, diff, sizeof(diff));
-    if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, err, errlen)) != 0) {
+    if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, NULL, err, errlen)) != 0) {
         ptc_config_dispose(cfg);
         return ret;
     }
@@ -677,7 +677,7 @@ int ptc_control_run(const ptc_control_options_t *opts)
     }
     ptc_log_set_level(cfg.log_level);
     ctl.nworkers = workers_for(&cfg);
-    if (ptc_snapshot_new(&ctl.snap, &cfg, 1, err, sizeof(err)) != 0) {
+    if (ptc_snapshot_new(&ctl.snap, &cfg, 1, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, "portico: %s: %s\n", cfg.source, err);
         ptc_config_dispose(&cfg);
         ptc_config_dispose(&ctl.config);

@@ -24,7 +24,8 @@ size_t ptc_head_block_size(const ptc_limits_config_t *lim)
     return head + offs + views;
 }
 
-int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, char *err, size_t errlen)
+int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, const ptc_snapshot_inputs_t *in, char *err,
+                     size_t errlen)
 {
     ptc_snapshot_t *s = calloc(1, sizeof(*s));
     int ret;
@@ -33,7 +34,7 @@ int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, 
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     /* what is derived points into the snapshot's own copy of the configuration: it moves in first */
     s->config = *cfg;
-    if ((ret = ptc_pipeline_new(&s->pipeline, &s->config, err, errlen)) != 0 ||
+    if ((ret = ptc_pipeline_new(&s->pipeline, &s->config, in, err, errlen)) != 0 ||
         (ptc_config_uses_tls(&s->config) && (ret = ptc_tls_contexts_new(&s->tls, &s->config, err, errlen)) != 0)) {
         ptc_pipeline_free(s->pipeline);
         free(s); /* *cfg still owns what s->config pointed to */

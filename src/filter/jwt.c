@@ -929,7 +929,7 @@ ptc_jwt_result_t ptc_jwt_verify(const ptc_jwt_params_t *p, ptc_iovec_t token, ui
     unsigned char *scratch = NULL;
     json_t *header = NULL;
     ptc_jwt_t *t = NULL;
-    const alg_info_t *alg;
+    const alg_info_t *alg = NULL;
     const char *kid;
     ptc_jwt_result_t res;
 

@@ -17,6 +17,7 @@
 
 #include "portico/call.h"
 #include "portico/filter.h"
+#include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 #include "portico/worker.h"
@@ -342,8 +343,6 @@ static void chain_dispose(ptc_filter_chain_t *c)
     memset(c, 0, sizeof(*c));
 }
 
-extern const ptc_filter_type_t ptc_request_id_filter, ptc_trace_filter;
-
 /* Appends a filter; its response hooks count for the chain. */
 static void chain_add(ptc_filter_chain_t *c, const ptc_filter_type_t *type, void *conf, size_t fields)
 {
@@ -355,10 +354,13 @@ static void chain_add(ptc_filter_chain_t *c, const ptc_filter_type_t *type, void
 }
 
 /* The chain for one route (route NULL: requests without one). */
-static int chain_build(ptc_filter_chain_t *c, const ptc_config_t *cfg, const ptc_route_config_t *route, char *err, size_t errlen)
+static int chain_build(ptc_filter_chain_t *c, const ptc_pipeline_t *p, const ptc_config_t *cfg, const ptc_route_config_t *route,
+                       char *err, size_t errlen)
 {
-    size_t cap = PTC_ARRAY_SIZE(edge_filters) + 4;
-    (void)route;
+    size_t cap = PTC_ARRAY_SIZE(edge_filters) + 6, added;
+    void *conf;
+    int ret;
+
     if ((c->filters = calloc(cap, sizeof(*c->filters))) == NULL)
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     for (size_t i = 0; i < PTC_ARRAY_SIZE(edge_filters); i++)
@@ -369,10 +371,22 @@ static int chain_build(ptc_filter_chain_t *c, const ptc_config_t *cfg, const ptc
         chain_add(c, &ptc_trace_filter, (void *)(uintptr_t)&cfg->trace, 0);
     c->route_filters = c->n; /* from here on: what a route with native_filters false skips for native gRPC */
     chain_add(c, &route_filter, NULL, 0);
+    if (route == NULL)
+        return 0;
+    /* the token first: header rules may read its claims (%JWT()%) */
+    const ptc_jwt_requirement_config_t *rq = route->jwt.set ? &route->jwt : &cfg->jwt_default;
+    if ((ret = ptc__auth_filter_new(&conf, rq, p->providers, err, errlen)) != 0)
+        return ret;
+    if (conf != NULL)
+        chain_add(c, &ptc_auth_filter, conf, 0);
+    if ((ret = ptc__headers_filter_new(&conf, &added, &cfg->headers, &route->headers, err, errlen)) != 0)
+        return ret;
+    if (conf != NULL)
+        chain_add(c, &ptc_headers_filter, conf, added);
     return 0;
 }
 
-int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, char *err, size_t errlen)
+int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, const ptc_snapshot_inputs_t *in, char *err, size_t errlen)
 {
     ptc_pipeline_t *p = calloc(1, sizeof(*p));
     int ret;
@@ -381,10 +395,13 @@ int ptc_pipeline_new(ptc_pipeline_t **out, const ptc_config_t *cfg, char *err, s
         free(p);
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     }
-    if ((ret = chain_build(&p->noroute, cfg, NULL, err, errlen)) != 0)
+    if ((ret = ptc__jwt_providers_new(&p->providers, cfg, in, err, errlen)) != 0)
+        goto fail;
+    p->num_providers = cfg->num_jwt_providers;
+    if ((ret = chain_build(&p->noroute, p, cfg, NULL, err, errlen)) != 0)
         goto fail;
     for (; p->num_routes < cfg->num_routes; p->num_routes++)
-        if ((ret = chain_build(&p->routes[p->num_routes], cfg, &cfg->routes[p->num_routes], err, errlen)) != 0)
+        if ((ret = chain_build(&p->routes[p->num_routes], p, cfg, &cfg->routes[p->num_routes], err, errlen)) != 0)
             goto fail;
     *out = p;
     return 0;
@@ -398,9 +415,10 @@ void ptc_pipeline_free(ptc_pipeline_t *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->num_routes; i++)
+    for (size_t i = 0; i <= p->num_routes; i++) /* routes has a spare entry: the one a failed build was making */
         chain_dispose(&p->routes[i]);
     chain_dispose(&p->noroute);
+    ptc__jwt_providers_free(p->providers, p->num_providers);
     free(p->routes);
     free(p);
 }
@@ -440,7 +458,8 @@ void ptc_call_info_dispose(ptc_call_info_t *info)
     info->mem = NULL;
     info->captured = NULL;
     info->num_captured = 0;
-    info->jwt_subject = NULL;
+    ptc_jwt_free(info->jwt);
+    info->jwt = NULL;
 }
 
 /* ---- field lists ---- */

@@ -146,3 +146,16 @@ size_t ptc_b64_encode_final(ptc_b64_encoder_t *e, char dst[4])
     e->_n = 0;
     return 4;
 }
+
+size_t ptc_b64url_encode(char *dst, const uint8_t *src, size_t len)
+{
+    ptc_b64_encoder_t e;
+    ptc_b64_encoder_init(&e);
+    size_t n = ptc_b64_encode_update(&e, src, len, dst);
+    n += ptc_b64_encode_final(&e, dst + n);
+    while (n > 0 && dst[n - 1] == '=') /* RFC 4648 §5 as JWS uses it: no padding */
+        n--;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dst[i] == '+' ? '-' : dst[i] == '/' ? '_' : dst[i];
+    return n;
+}

@@ -39,6 +39,7 @@
 
 #include "portico/alloc.h"
 #include "portico/conn.h"
+#include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/tls.h"
 #include "portico/upstream.h"
@@ -627,6 +628,7 @@ void ptc_worker_dispose(ptc_worker_t *w)
         evbuffer_free(w->evbuf_cache[--w->num_evbuf_cache]);
     while (w->num_block_cache != 0)
         free(w->block_cache[--w->num_block_cache]);
+    ptc_jwt_cache_free(w->jwt_cache);
     ptc_snapshot_release(w->snap);
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);

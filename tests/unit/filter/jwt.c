@@ -360,9 +360,10 @@ static const char *claims(const char *extra)
     static char buf[4][PTC_JWT_DEFAULT_MAX_TOKEN_SIZE];
     static int next;
     char *b = buf[next++ % 4];
-    snprintf(b, sizeof(buf[0]),
-             "{\"iss\":\"" ISSUER "\",\"aud\":\"api\",\"sub\":\"alice\",\"iat\":%" PRIu64 ",\"exp\":%" PRIu64 "%s}", NOW - 10,
-             NOW + 3600, extra != NULL ? extra : "");
+    int n = snprintf(b, sizeof(buf[0]),
+                     "{\"iss\":\"" ISSUER "\",\"aud\":\"api\",\"sub\":\"alice\",\"iat\":%" PRIu64 ",\"exp\":%" PRIu64 "%s}", NOW - 10,
+                     NOW + 3600, extra != NULL ? extra : "");
+    assert_true(n > 0 && (size_t)n < sizeof(buf[0]));
     return b;
 }
 

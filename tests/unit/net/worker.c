@@ -36,7 +36,7 @@ static ptc_snapshot_t *snap_of(const char *yaml, uint64_t version)
     assert_int_equal(ptc_config_init_default(&cfg), 0);
     if (ptc_config_load_string(&cfg, "test.yaml", yaml, strlen(yaml), err, sizeof(err)) != 0)
         fail_msg("%s", err);
-    assert_int_equal(ptc_snapshot_new(&s, &cfg, version, err, sizeof(err)), 0);
+    assert_int_equal(ptc_snapshot_new(&s, &cfg, version, NULL, err, sizeof(err)), 0);
     return s;
 }
 
@@ -112,7 +112,7 @@ static void test_snapshot_with_broken_certificate_is_refused(void **state)
     fclose(fp);
     assert_int_equal(ptc_config_set_listener_cert(&cfg, cert, cert), 0);
     size_t before = ptc_snapshot_live_count();
-    assert_int_not_equal(ptc_snapshot_new(&s, &cfg, 1, err, sizeof(err)), 0);
+    assert_int_not_equal(ptc_snapshot_new(&s, &cfg, 1, NULL, err, sizeof(err)), 0);
     assert_ptr_equal(s, (ptc_snapshot_t *)1);
     assert_non_null(strstr(err, "listeners[0].tls.cert"));
     assert_int_equal(ptc_snapshot_live_count(), before);
