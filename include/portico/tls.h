@@ -64,6 +64,20 @@ void ptc_tls_accept(ptc_worker_t *w, evutil_socket_t fd, const char *peer, unsig
  * sent without SNI). Returns NULL when out of memory.
  */
 struct ssl_st *ptc_tls_client_new(struct ssl_ctx_st *ctx, const ptc_upstream_config_t *up, const char *endpoint_host);
+/*
+ * A client context for HTTPS requests the gateway makes itself (JWKS documents: src/control/fetch.c): the
+ * upstream settings (TLS 1.2+, ECDHE with AEAD suites, the same groups), no ALPN, no client certificate;
+ * the server's chain is verified against ca_file (PEM) or, when ca_file is NULL, the system store. Returns
+ * 0, PTC_ENOMEM, or PTC_ECONFIG with what is wrong in err (`cannot load CA certificates "ca.pem": No such
+ * file or directory`, "cannot load the system CA store: ..."). *out holds one reference.
+ */
+int ptc_tls_client_ctx_new(struct ssl_ctx_st **out, const char *ca_file, char *err, size_t errlen) PTC_WARN_UNUSED;
+/*
+ * A client SSL on ctx for the server called name: SNI is name unless it is an IP literal (RFC 6066 §3),
+ * and with verify_name the certificate must match it (an IP address as such, else a DNS name without
+ * partial wildcards). Returns NULL when out of memory.
+ */
+struct ssl_st *ptc_tls_client_ssl_new(struct ssl_ctx_st *ctx, const char *name, bool verify_name);
 /* True when the server asked the client SSL for a certificate and it had none to give (a hint for errors). */
 bool ptc_tls_client_cert_missing(const struct ssl_st *ssl);
 /* True when ALPN on a finished handshake selected "h2". */

@@ -24,7 +24,8 @@
  *    no ALPN and HTTP/1.1. Upstreams: "h2" is offered and required (gRPC is HTTP/2 only).
  *  - Upstream verification: the chain against the configured CA file or the system store, and the name
  *    (server_name, else the authority, else the endpoint host) with X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, as
- *    curl does. Private keys must be unencrypted (a passphrase prompt would block start-up and reloads).
+ *    curl does. The gateway's own HTTPS requests (JWKS: ptc_tls_client_ctx_new) get the same, without ALPN.
+ *    Private keys must be unencrypted (a passphrase prompt would block start-up and reloads).
  *
  * SNI: the default SSL_CTX of a listener carries (in ex_data, freed with it) the table of the other
  * certificates' contexts; the servername callback moves the SSL to the context whose certificate matches
@@ -379,6 +380,22 @@ bool ptc_tls_client_cert_missing(const SSL *ssl)
     return cert_requested_index >= 0 && SSL_get_ex_data(ssl, cert_requested_index) != NULL;
 }
 
+/* Clients verify the server's chain against ca (a PEM file) or, when ca is NULL, the system store. */
+static int client_verify(SSL_CTX *ctx, const char *ca, char *why, size_t len)
+{
+    char reason[256];
+
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (ca != NULL)
+        return load_ca(ctx, ca, false, why, len);
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        openssl_reason(reason, sizeof(reason));
+        snprintf(why, len, "cannot load the system CA store: %s", reason);
+        return PTC_ECONFIG;
+    }
+    return 0;
+}
+
 static int upstream_ctx_new(SSL_CTX **out, const ptc_upstream_config_t *up, size_t index, char *err, size_t errlen)
 {
     static const unsigned char alpn_h2[] = {2, 'h', '2'};
@@ -398,20 +415,10 @@ static int upstream_ctx_new(SSL_CTX **out, const ptc_upstream_config_t *up, size
     }
     if (tls->insecure_skip_verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (tls->ca != NULL) {
-            if ((ret = load_ca(ctx, tls->ca, false, why, sizeof(why))) != 0) {
-                snprintf(err, errlen, "upstreams[%zu].tls.ca: %s", index, why);
-                SSL_CTX_free(ctx);
-                return ret;
-            }
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            openssl_reason(why, sizeof(why));
-            snprintf(err, errlen, "upstreams[%zu].tls: cannot load the system CA store: %s", index, why);
-            SSL_CTX_free(ctx);
-            return PTC_ECONFIG;
-        }
+    } else if ((ret = client_verify(ctx, tls->ca, why, sizeof(why))) != 0) {
+        snprintf(err, errlen, "upstreams[%zu].tls%s: %s", index, tls->ca != NULL ? ".ca" : "", why);
+        SSL_CTX_free(ctx);
+        return ret;
     }
     if (tls->cert != NULL && (ret = load_keypair(ctx, tls->cert, tls->key, &key_at_fault, why, sizeof(why))) != 0) {
         snprintf(err, errlen, "upstreams[%zu].tls.%s: %s", index, key_at_fault ? "key" : "cert", why);
@@ -421,6 +428,27 @@ static int upstream_ctx_new(SSL_CTX **out, const ptc_upstream_config_t *up, size
     if (tls->cert == NULL) {
         pthread_once(&cert_requested_once, cert_requested_init);
         SSL_CTX_set_client_cert_cb(ctx, on_client_cert_requested);
+    }
+    *out = ctx;
+    return 0;
+}
+
+int ptc_tls_client_ctx_new(SSL_CTX **out, const char *ca_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char why[512];
+    int ret;
+
+    if (ctx == NULL)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    if (!ctx_common(ctx, TLS1_2_VERSION)) {
+        openssl_reason(why, sizeof(why));
+        SSL_CTX_free(ctx);
+        return ptc_errorf(PTC_ECONFIG, err, errlen, "cannot set up TLS: %s", why);
+    }
+    if ((ret = client_verify(ctx, ca_file, why, sizeof(why))) != 0) {
+        SSL_CTX_free(ctx);
+        return ptc_errorf(ret, err, errlen, "%s", why);
     }
     *out = ctx;
     return 0;
@@ -516,7 +544,6 @@ static bool is_ip_address(const char *s)
 SSL *ptc_tls_client_new(SSL_CTX *ctx, const ptc_upstream_config_t *up, const char *endpoint_host)
 {
     char name[256];
-    SSL *ssl;
 
     if (up->tls->server_name != NULL) {
         snprintf(name, sizeof(name), "%s", up->tls->server_name);
@@ -531,13 +558,20 @@ SSL *ptc_tls_client_new(SSL_CTX *ctx, const ptc_upstream_config_t *up, const cha
     } else {
         snprintf(name, sizeof(name), "%s", endpoint_host);
     }
+    return ptc_tls_client_ssl_new(ctx, name, !up->tls->insecure_skip_verify);
+}
+
+SSL *ptc_tls_client_ssl_new(SSL_CTX *ctx, const char *name, bool verify_name)
+{
+    SSL *ssl;
+
     if ((ssl = SSL_new(ctx)) == NULL)
         return NULL;
     bool ip = is_ip_address(name);
     /* RFC 6066 §3: SNI carries host names only, never IP literals */
     if (!ip && SSL_set_tlsext_host_name(ssl, name) != 1)
         goto fail;
-    if (!up->tls->insecure_skip_verify) {
+    if (verify_name) {
         if (ip) {
             if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1)
                 goto fail;
