@@ -25,10 +25,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 
-#include "portico/control.h"
 #include "control_internal.h"
+#include "portico/control.h"
+#include "portico/filter.h"
 #include "portico/file.h"
 #include "portico/filewatch.h"
 #include "portico/listener.h"
@@ -212,7 +214,8 @@ static int apply(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, cha
                      workers_for(cfg), ctl->nworkers);
     }
     ptc_config_diff(&ctl->snap->config, cfg, diff, sizeof(diff));
-    if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, NULL, err, errlen)) != 0) {
+    ptc_snapshot_inputs_t in = {ptc__jwks_document, ctl};
+    if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, &in, err, errlen)) != 0) {
         ptc_config_dispose(cfg);
         return ret;
     }
@@ -351,6 +354,12 @@ exit:
 }
 
 static void watch_reconcile(ptc_control_t *ctl);
+static int change(ptc_control_t *ctl, ptc_config_t *base, const char *trigger, char *err, size_t errlen);
+
+int ptc__control_apply_config(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, char *err, size_t errlen)
+{
+    return change(ctl, cfg, trigger, err, errlen);
+}
 
 /*
  * Makes base (taken over) the operator's configuration: the overrides on a copy of it, then apply().
@@ -368,6 +377,9 @@ static int change(ptc_control_t *ctl, ptc_config_t *base, const char *trigger, c
     ptc_config_dispose(&ctl->config);
     ctl->config = *base;
     watch_reconcile(ctl);
+    char why[512];
+    if (ptc__jwks_reconcile(ctl, why, sizeof(why)) != 0)
+        ptc_log_error("%s", why);
     /* not from here: the change may come from the admin API's own request callback */
     event_active(ctl->admin_ev, EV_TIMEOUT, 0);
     return 0;
@@ -613,6 +625,11 @@ static int setup_events(ptc_control_t *ctl, const sigset_t *sigs)
 {
     if ((ctl->base = event_base_new()) == NULL)
         return PTC_ENOMEM;
+    ctl->dns = evdns_base_new(ctl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (ctl->dns == NULL && (ctl->dns = evdns_base_new(ctl->base, 0)) != NULL)
+        evdns_base_load_hosts(ctl->dns, NULL); /* no resolv.conf: numeric addresses and /etc/hosts still work */
+    if (ctl->dns == NULL)
+        return PTC_ENOMEM;
     if (ctl->watching) {
         ctl->fw_ev = event_new(ctl->base, ptc_filewatch_fd(&ctl->fw), EV_READ | EV_PERSIST, on_file_event, ctl);
         ctl->debounce_ev = evtimer_new(ctl->base, on_file_settled, ctl);
@@ -634,6 +651,9 @@ static int setup_events(ptc_control_t *ctl, const sigset_t *sigs)
 
 static void teardown_events(ptc_control_t *ctl)
 {
+    ptc__jwks_close(ctl);
+    if (ctl->dns != NULL)
+        evdns_base_free(ctl->dns, 0);
     if (ctl->fw_ev != NULL)
         event_free(ctl->fw_ev);
     if (ctl->debounce_ev != NULL)
@@ -707,6 +727,8 @@ int ptc_control_run(const ptc_control_options_t *opts)
     rv = setup_events(&ctl, &sigs) != 0 ? PTC_EIO : 0;
     if (rv == 0 && (rv = ptc__admin_reconcile(&ctl, err, sizeof(err))) != 0)
         ptc_log_error("admin API: %s", err);
+    if (rv == 0 && (rv = ptc__jwks_reconcile(&ctl, err, sizeof(err))) != 0)
+        ptc_log_error("%s", err);
     if (rv == 0 && (rv = pidfile_write(&ctl, err, sizeof(err))) != 0)
         ptc_log_error("%s", err);
     if (rv == 0 && (ctl.workers = calloc(ctl.nworkers, sizeof(*ctl.workers))) == NULL)

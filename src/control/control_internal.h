@@ -13,6 +13,8 @@
 #include "portico/filewatch.h"
 
 struct event_base;
+struct evdns_base;
+typedef struct st_ptc_jwks_source_t ptc_jwks_source_t;
 struct event;
 struct evhttp;
 struct evhttp_bound_socket;
@@ -46,6 +48,9 @@ typedef struct st_ptc_control_t {
     bool watching;
     struct event *fw_ev;       /* fw's inotify descriptor readable */
     struct event *debounce_ev; /* the file is checked once events stop for fw.debounce_ms */
+    struct evdns_base *dns;    /* for the fetches of remote JWKS */
+    ptc_jwks_source_t **jwks;  /* remote key sets of the providers in service (jwks.c) */
+    size_t num_jwks;
     struct event *admin_ev;    /* re-binds the admin API after a change, outside of its own callbacks */
     struct evhttp *http;       /* the admin API; NULL when none is configured */
     struct evhttp_bound_socket *http_sock;
@@ -74,6 +79,18 @@ typedef struct st_ptc_control_result_t {
  */
 int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next, const char *trigger,
                         ptc_control_result_t *res, char *err, size_t errlen);
+
+/*
+ * Puts cfg (the operator's configuration; taken over, disposed on failure) in service under trigger.
+ * Returns 0 or an error with what is wrong in err (the running configuration is then unchanged).
+ */
+int ptc__control_apply_config(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, char *err, size_t errlen);
+
+/* Remote JWKS (jwks.c): the last good document of a URL (the snapshot inputs' callback, arg: ctl); the
+ * refreshers for the providers in service (started, kept or stopped); all stopped. */
+const char *ptc__jwks_document(void *arg, const char *url, size_t *len);
+int ptc__jwks_reconcile(ptc_control_t *ctl, char *err, size_t errlen);
+void ptc__jwks_close(ptc_control_t *ctl);
 
 /* Counts and logs a change that was refused (an invalid configuration): "configuration reload (TRIGGER) failed". */
 void ptc__control_failed(ptc_control_t *ctl, const char *trigger, const char *err);
