@@ -163,6 +163,32 @@ static int want_sequence(loader_t *l, const char *key, yaml_node_t *node)
     return 0;
 }
 
+/*
+ * Checks that value is a non-empty sequence and returns a zeroed array of as many elements of size bytes, with their
+ * number in *n, for the caller to store in one statement (zeroed and partly parsed entries are safe to dispose); on
+ * error NULL, with *ret set.
+ */
+static void *new_items(loader_t *l, const char *key, yaml_node_t *value, size_t size, size_t *n, int *ret)
+{
+    void *items;
+
+    if ((*ret = want_sequence(l, key, value)) != 0)
+        return NULL;
+    if ((items = calloc(seq_len(value), size)) == NULL) {
+        *ret = nomem(l->name, l->err, l->errlen);
+        return NULL;
+    }
+    *n = seq_len(value);
+    return items;
+}
+
+/* The i-th item of the sequence seq at key; its own key ("KEY[i]") goes into item_key (KEY_SIZE bytes). */
+static yaml_node_t *seq_item(loader_t *l, const char *key, yaml_node_t *seq, size_t i, char *item_key)
+{
+    key_index(item_key, key, i);
+    return node_at(l, seq->data.sequence.items.start[i]);
+}
+
 static int dup_string(loader_t *l, const char *s, char **out)
 {
     if ((*out = strdup(s)) == NULL)
@@ -361,11 +387,10 @@ static int on_listener_tls_certificates(loader_t *l, const char *key, yaml_node_
     tls->certs = certs;
     tls->num_certs = 1 + n; /* zeroed entries are safe to free */
     for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        char item_key[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
         yaml_node_t *values[PTC_ARRAY_SIZE(keypair_fields)] = {NULL};
         ptc_tls_keypair_config_t *kp = &tls->certs[1 + i];
-        char item_key[KEY_SIZE];
-        key_index(item_key, key, i);
         if ((ret = walk_mapping(l, item_key, item, keypair_fields, PTC_ARRAY_SIZE(keypair_fields), kp, false, values, NULL)) != 0)
             return ret;
         if (values[0] == NULL)
@@ -478,18 +503,13 @@ static int on_listeners(loader_t *l, const char *key, yaml_node_t *value, void *
     int ret;
 
     l->has_listeners = true;
-    if ((ret = want_sequence(l, key, value)) != 0)
+    if ((next->listeners = new_items(l, key, value, sizeof(*next->listeners), &next->num_listeners, &ret)) == NULL)
         return ret;
-    size_t n = seq_len(value);
-    if ((next->listeners = calloc(n, sizeof(*next->listeners))) == NULL)
-        return nomem(l->name, l->err, l->errlen);
-    next->num_listeners = n; /* zeroed entries are safe to dispose */
 
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
-        ptc_listener_config_t *listener = &next->listeners[i];
+    for (size_t i = 0; i < next->num_listeners; i++) {
         char item_key[KEY_SIZE];
-        key_index(item_key, key, i);
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
+        ptc_listener_config_t *listener = &next->listeners[i];
         if (item->type == YAML_MAPPING_NODE) {
             yaml_node_t *values[PTC_ARRAY_SIZE(listener_fields)] = {NULL};
             if ((ret = walk_mapping(l, item_key, item, listener_fields, PTC_ARRAY_SIZE(listener_fields), listener, false, values,
@@ -529,16 +549,12 @@ static int on_upstream_endpoints(loader_t *l, const char *key, yaml_node_t *valu
     ptc_upstream_config_t *up = obj;
     int ret;
 
-    if ((ret = want_sequence(l, key, value)) != 0)
+    if ((up->endpoints = new_items(l, key, value, sizeof(*up->endpoints), &up->num_endpoints, &ret)) == NULL)
         return ret;
-    size_t n = seq_len(value);
-    if ((up->endpoints = calloc(n, sizeof(*up->endpoints))) == NULL)
-        return nomem(l->name, l->err, l->errlen);
-    up->num_endpoints = n;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < up->num_endpoints; i++) {
         char item_key[KEY_SIZE];
-        key_index(item_key, key, i);
-        if ((ret = parse_address(l, item_key, node_at(l, value->data.sequence.items.start[i]), &up->endpoints[i])) != 0)
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
+        if ((ret = parse_address(l, item_key, item, &up->endpoints[i])) != 0)
             return ret;
     }
     return 0;
@@ -659,20 +675,15 @@ static int on_upstreams(loader_t *l, const char *key, yaml_node_t *value, void *
     int ret;
 
     l->has_upstreams = true;
-    if ((ret = want_sequence(l, key, value)) != 0)
+    if ((next->upstreams = new_items(l, key, value, sizeof(*next->upstreams), &next->num_upstreams, &ret)) == NULL)
         return ret;
-    size_t n = seq_len(value);
-    if ((next->upstreams = calloc(n, sizeof(*next->upstreams))) == NULL)
-        return nomem(l->name, l->err, l->errlen);
-    next->num_upstreams = n;
 
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+    for (size_t i = 0; i < next->num_upstreams; i++) {
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
         yaml_node_t *values[PTC_ARRAY_SIZE(upstream_fields)] = {NULL};
         ptc_upstream_config_t *up = &next->upstreams[i];
-        char item_key[KEY_SIZE], child[KEY_SIZE];
 
-        key_index(item_key, key, i);
         ptc__upstream_init_defaults(up);
         if ((ret = walk_mapping(l, item_key, item, upstream_fields, PTC_ARRAY_SIZE(upstream_fields), up, false, values, NULL)) != 0)
             return ret;
@@ -715,17 +726,12 @@ static int parse_tokens(loader_t *l, const char *key, yaml_node_t *value, const 
 {
     int ret;
 
-    if ((ret = want_sequence(l, key, value)) != 0)
+    if ((*out = new_items(l, key, value, sizeof(char *), n, &ret)) == NULL)
         return ret;
-    size_t len = seq_len(value);
-    if ((*out = calloc(len, sizeof(char *))) == NULL)
-        return nomem(l->name, l->err, l->errlen);
-    *n = len; /* NULL entries are safe to free */
-    for (size_t i = 0; i < len; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+    for (size_t i = 0; i < *n; i++) {
         char item_key[KEY_SIZE], expected[64];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
         const char *s;
-        key_index(item_key, key, i);
         snprintf(expected, sizeof(expected), "a %s", what);
         if ((ret = want_scalar(l, item_key, item, expected, &s)) != 0)
             return ret;
@@ -742,17 +748,12 @@ static int on_cors_allow_origins(loader_t *l, const char *key, yaml_node_t *valu
     ptc_cors_config_t *c = obj;
     int ret;
 
-    if ((ret = want_sequence(l, key, value)) != 0)
+    if ((c->origins = new_items(l, key, value, sizeof(*c->origins), &c->num_origins, &ret)) == NULL)
         return ret;
-    size_t n = seq_len(value);
-    if ((c->origins = calloc(n, sizeof(*c->origins))) == NULL)
-        return nomem(l->name, l->err, l->errlen);
-    c->num_origins = n; /* zeroed entries are safe to dispose */
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+    for (size_t i = 0; i < c->num_origins; i++) {
         char item_key[KEY_SIZE], why[256];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
         const char *s;
-        key_index(item_key, key, i);
         if ((ret = want_scalar(l, item_key, item, "an origin", &s)) != 0)
             return ret;
         if ((ret = ptc_origin_pattern_parse(s, &c->origins[i], why, sizeof(why))) == PTC_ENOMEM)
@@ -944,13 +945,12 @@ static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj
     next->num_routes = n;
 
     for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(l, value->data.sequence.items.start[i]);
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
         yaml_node_t *values[PTC_ARRAY_SIZE(route_fields)] = {NULL};
         route_parse_t rp = {&next->routes[i], NULL, NULL};
-        char item_key[KEY_SIZE], child[KEY_SIZE];
-        next->routes[i].native_filters = true;
 
-        key_index(item_key, key, i);
+        next->routes[i].native_filters = true;
         if ((ret = walk_mapping(l, item_key, item, route_fields, PTC_ARRAY_SIZE(route_fields), &rp, false, values, NULL)) != 0)
             return ret;
         if (rp.match_node == NULL)

@@ -15,6 +15,7 @@
 #include "portico/tls.h"
 
 #include "../failmalloc.h"
+#include "load_failmalloc.h"
 #include "tls_files.h"
 
 static const char FULL_EXAMPLE[] = "workers: 2                 # 0 or absent = number of cores\n"
@@ -1429,19 +1430,8 @@ static void test_tls_errors(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(tls_error_cases) / sizeof(tls_error_cases[0]); i++) {
         ptc_config_t cfg;
-        char err[512], expected[512];
-        expand(expected, sizeof(expected), tls_error_cases[i].message);
-        size_t len = strlen(expected);
-        bool prefix = expected[len - 1] == '*';
-        if (prefix)
-            expected[--len] = '\0';
         assert_int_equal(ptc_config_init_default(&cfg), 0);
-        int ret = load_in_dir(&cfg, tls_error_cases[i].yaml, err, sizeof(err));
-        bool ok = ret == PTC_ECONFIG && (prefix ? strncmp(err, expected, len) == 0 && strlen(err) > len : strcmp(err, expected) == 0);
-        if (!ok)
-            print_error("case %zu:\n%s\nexpected: %s%s\ngot (%d): %s\n", i, tls_error_cases[i].yaml, expected, prefix ? "..." : "", ret,
-                        err);
-        assert_true(ok);
+        assert_load_error(&cfg, i, tls_error_cases[i].yaml, tls_error_cases[i].message);
         assert_is_default(&cfg);
         ptc_config_dispose(&cfg);
     }
@@ -1618,14 +1608,8 @@ static void test_admin_errors(void **state)
     write_file("ok.token", "ok");
     for (size_t i = 0; i < sizeof(admin_error_cases) / sizeof(admin_error_cases[0]); i++) {
         ptc_config_t cfg;
-        char err[512], expected[512];
-        expand(expected, sizeof(expected), admin_error_cases[i].message);
         assert_int_equal(ptc_config_init_default(&cfg), 0);
-        int ret = load_in_dir(&cfg, admin_error_cases[i].yaml, err, sizeof(err));
-        if (ret != PTC_ECONFIG || strcmp(err, expected) != 0)
-            print_error("case %zu:\n%s\nexpected: %s\ngot (%d): %s\n", i, admin_error_cases[i].yaml, expected, ret, err);
-        assert_int_equal(ret, PTC_ECONFIG);
-        assert_string_equal(err, expected);
+        assert_load_error(&cfg, i, admin_error_cases[i].yaml, admin_error_cases[i].message);
         assert_is_default(&cfg);
         assert_null(cfg.admin.address);
         assert_null(cfg.admin.token);
@@ -1744,42 +1728,18 @@ static void test_load_string_in(void **state)
 }
 
 #ifdef PTC_TEST_FAILMALLOC
+static size_t loaded_routes; /* what failmalloc_run expects of a config the first load made */
+
+static void has_loaded_routes(const ptc_config_t *cfg)
+{
+    assert_int_equal(cfg->num_routes, loaded_routes);
+}
+
 /* Runs init + load (+ a second load over the result) failing the i-th allocation, for every i. */
 static void failmalloc_run(const char *yaml, int expected, size_t num_routes)
 {
-    for (long i = 0;; i++) {
-        ptc_config_t cfg;
-        char err[256];
-        long live = failmalloc_live;
-        int ret;
-
-        failmalloc_countdown = i;
-        if ((ret = ptc_config_init_default(&cfg)) == 0) {
-            if ((ret = load(&cfg, yaml, err, sizeof(err))) == PTC_ENOMEM)
-                assert_is_default(&cfg); /* untouched */
-            if (ret == expected && (ret = load(&cfg, yaml, err, sizeof(err))) == PTC_ENOMEM)
-                assert_int_equal(cfg.num_routes, num_routes); /* the first load survives */
-        }
-        int injected = failmalloc_countdown < 0;
-        failmalloc_countdown = -1;
-        if (injected && ret == expected && (failmalloc_failed_in_libpcre2() || failmalloc_failed_in_libc())) {
-            ptc_config_dispose(&cfg);
-        } else if (injected) {
-            if (ret != PTC_ENOMEM)
-                print_error("allocation %ld: got %d %s\n", i, ret, err);
-            assert_int_equal(ret, PTC_ENOMEM);
-            if (cfg.source != NULL) /* init_default failed: it disposed of cfg itself */
-                ptc_config_dispose(&cfg);
-        } else {
-            assert_int_equal(ret, expected);
-            ptc_config_dispose(&cfg);
-        }
-        if (!injected || !failmalloc_failed_in_libyaml())
-            assert_int_equal(failmalloc_live, live);
-        failmalloc_live = live;
-        if (!injected)
-            break;
-    }
+    loaded_routes = num_routes;
+    failmalloc_load_run(load, yaml, NULL, expected, assert_is_default, has_loaded_routes);
 }
 #endif
 

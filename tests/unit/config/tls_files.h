@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -113,6 +114,26 @@ static inline int load_in_dir(ptc_config_t *cfg, const char *yaml, char *err, si
     char name[128];
     snprintf(name, sizeof(name), "%s/t.yaml", tls_dir);
     return ptc_config_load_string(cfg, name, yaml, strlen(yaml), err, errlen);
+}
+
+/*
+ * Loads yaml over cfg as load_in_dir does, which must fail with PTC_ECONFIG and message ('@' stands for tls_dir; a
+ * trailing '*': the message starts with the rest). case_no only appears in what is printed on failure.
+ */
+static inline void assert_load_error(ptc_config_t *cfg, size_t case_no, const char *yaml, const char *message)
+{
+    char err[512], expected[512];
+
+    expand(expected, sizeof(expected), message);
+    size_t len = strlen(expected);
+    bool prefix = len > 0 && expected[len - 1] == '*';
+    if (prefix)
+        expected[--len] = '\0';
+    int ret = load_in_dir(cfg, yaml, err, sizeof(err));
+    bool ok = ret == PTC_ECONFIG && (prefix ? strncmp(err, expected, len) == 0 && strlen(err) > len : strcmp(err, expected) == 0);
+    if (!ok)
+        print_error("case %zu:\n%s\nexpected: %s%s\ngot (%d): %s\n", case_no, yaml, expected, prefix ? "..." : "", ret, err);
+    assert_true(ok);
 }
 
 static inline void assert_path(const char *got, const char *name)
