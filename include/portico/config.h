@@ -115,8 +115,9 @@ typedef struct st_ptc_jwt_provider_config_t {
     size_t num_audiences;
     ptc_jwt_from_t from;
     char *from_name;    /* header name (lower case), cookie name or query parameter; default "authorization" */
-    char *from_prefix;  /* HEADER: a prefix the value must start with (case-insensitive); default "Bearer " */
-    char *jwks_file;    /* a local JWKS, read with the configuration; NULL: none */
+    char *from_prefix;  /* HEADER: a prefix the value must start with (case-insensitive); default "Bearer " (with the
+                         * default `from`; a `from` without a prefix: NULL, the whole value is the token) */
+    char *jwks_file;    /* a local JWKS (resolved like TLS paths, checked readable while loading); NULL: none */
     char *jwks_url;     /* an https:// JWKS fetched by the gateway; NULL: none (one of file or url is required) */
     char *jwks_ca;      /* CA file for jwks_url; NULL: the system store */
     uint64_t jwks_cache_ms;  /* how long fetched keys are used when the response says nothing; default 10 min */
@@ -232,7 +233,7 @@ int ptc_config_load_file(ptc_config_t *cfg, const char *path, char *err, size_t 
 int ptc_config_load_string(ptc_config_t *cfg, const char *name, const char *yaml, size_t len, char *err,
                            size_t errlen) PTC_WARN_UNUSED;
 /*
- * Same, but relative file names (TLS files, admin.token_file, pid_file) are resolved against base_dir (a directory,
+ * Same, but relative file names (TLS files, admin.token_file, pid_file, jwks_file, jwks_ca) are resolved against base_dir (a directory,
  * with or without a trailing '/'; NULL or "" = the working directory) instead of the directory of name, which is
  * then only used in messages (e.g. "PUT /config"). JSON is YAML too, so this also loads JSON text.
  */
@@ -311,7 +312,8 @@ typedef enum { PTC_CONFIG_YAML, PTC_CONFIG_JSON } ptc_config_format_t;
  * Writes cfg as a configuration file: YAML (block style) or JSON (which the loader reads too). Loaded with the same
  * base directory (ptc_config_load_string_in(..., cfg->base_dir, ...)) over ptc_config_init_default, the text gives
  * back a config equal to cfg (ptc_config_eq). Every setting is written, defaults included, except what is unset by
- * default (authority, pid_file, admin, per-route CORS, the global CORS policy when none is configured). File
+ * default (authority, pid_file, admin, per-route CORS, header rules and JWT requirements, optional JWT provider
+ * settings, jwt.default, the global CORS policy when none is configured). File
  * names under cfg->base_dir are written relative to it; the admin token is not written when it comes from
  * token_file (the file is the setting), an inline one is redacted with PTC_CONFIG_EMIT_REDACT.
  *
@@ -363,8 +365,10 @@ bool ptc_config_eq(const ptc_config_t *a, const ptc_config_t *b);
  *   listeners: +127.0.0.1:9090, -127.0.0.1:8081; upstreams: +extra, -old, echo endpoints +127.0.0.1:50052
  *   -127.0.0.1:50051; routes: /portico.test.Echo/ echo -> echo2; cors: +origin https://b.example;
  *   limits.max_header_size 16KiB -> 64KiB; log_level info -> debug
- * or "no changes" when ptc_config_eq(old, next). Listeners are matched by address, upstreams by name, routes by
- * match and path (exact ones written "path /a.B/C"). Secrets are never written ("admin.token changed"), control
+ * or "no changes" when ptc_config_eq(old, next); the filters' sections read "request_id off", "trace.sampled false ->
+ * true", "headers: changed", "routes: /pkg.Svc/ headers changed, /pkg.Svc/ jwt changed", "jwt: +provider main,
+ * -provider old, other changed, default changed". Listeners are matched by address, upstreams and JWT providers by
+ * name (requirements compare the names of their providers), routes by match and path (exact ones written "path /a.B/C"). Secrets are never written ("admin.token changed"), control
  * characters are written as '?'. What does not fit is cut, at a UTF-8 character boundary, and ends in "…".
  * Returns the length written (excluding the NUL).
  */

@@ -15,11 +15,16 @@
 #define PTC_CONFIG_DEFAULT_UPSTREAM_PORT 50051
 #define PTC_CONFIG_DEFAULT_HEALTH_PATH "/healthz"
 #define PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER "x-request-id"
+#define PTC_CONFIG_DEFAULT_JWT_HEADER "authorization"
+#define PTC_CONFIG_DEFAULT_JWT_PREFIX "Bearer "
 
 /* Bounds checked both by the loader (with a line number) and by ptc_config_validate. */
 #define PTC_CONFIG_MAX_WORKERS 1024
 #define PTC_CONFIG_MIN_STREAM_WINDOW 1024
 #define PTC_CONFIG_MAX_STREAM_WINDOW 0x7fffffffu /* RFC 9113 §6.9.1: 2^31-1 */
+#define PTC_CONFIG_MAX_REQUEST_ID_LENGTH 128     /* PTC_REQUEST_ID_MAX (portico/filter.h), checked in config.c */
+#define PTC_CONFIG_MIN_JWT_TOKEN_SIZE 256u
+#define PTC_CONFIG_MAX_JWT_TOKEN_SIZE (1u << 20)
 
 /*
  * Parsers behind ptc_hostport_parse / ptc_duration_parse / ptc_size_parse. On failure they return PTC_EINVAL
@@ -60,6 +65,13 @@ extern const ptc__field_t ptc__timeouts_fields[];    /* in ptc_timeouts_config_t
 extern const ptc__field_t ptc__compression_fields[]; /* in ptc_compression_config_t */
 extern const ptc__field_t ptc__upstream_fields[];    /* connect_timeout, max_connections, max_pending: in ptc_upstream_config_t */
 extern const ptc__field_t ptc__backoff_fields[];     /* initial, max: in ptc_upstream_config_t too */
+extern const ptc__field_t ptc__request_id_fields[];  /* max_length, trust_incoming: in ptc_request_id_config_t */
+extern const ptc__field_t ptc__trace_fields[];       /* sampled: in ptc_trace_config_t */
+extern const ptc__field_t ptc__jwt_provider_fields[]; /* jwks_cache, clock_skew, max_token_size, strip_token */
+
+/* The keys of a header rule by ptc_header_op_t, and of a provider's `from` by ptc_jwt_from_t. */
+extern const char *const ptc__header_op_names[4];
+extern const char *const ptc__jwt_from_names[3];
 
 bool ptc__field_eq(const ptc__field_t *f, const void *a, const void *b);
 /* Writes the field's value as the loader reads it ("true", "16KiB", "3s", "100"); buf: PTC__VALUE_SIZE bytes. */
@@ -68,11 +80,18 @@ void ptc__field_format(const ptc__field_t *f, const void *obj, char *buf, size_t
 /* Name and path rules; return NULL when valid, otherwise what is wrong. */
 const char *ptc__upstream_name_check(const char *name);
 const char *ptc__path_check(const char *path);
+/* A claim path (require_claims, claims_to_headers): non-empty printable ASCII without spaces. */
+const char *ptc__claim_path_check(const char *path);
 
 /* Copies the settings that own no memory (limits, timeouts, compression, workers, log_level, watch). */
 void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src);
 /* Sets an upstream's numeric fields to their defaults (leaves name, endpoints, authority alone). */
 void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
+/* Sets the request id settings to their defaults (the header is strdup'ed; the old one is not freed). Returns 0 or
+ * PTC_ENOMEM (then header is NULL). */
+int ptc__request_id_init(ptc_request_id_config_t *r) PTC_WARN_UNUSED;
+/* Sets a provider's scalar settings to their defaults (leaves the strings and lists alone). */
+void ptc__jwt_provider_init_defaults(ptc_jwt_provider_config_t *p);
 void ptc__upstream_dispose(ptc_upstream_config_t *up);
 /* Deep copy; returns 0 or PTC_ENOMEM. */
 int ptc__hostport_copy(ptc_hostport_t *dst, const ptc_hostport_t *src) PTC_WARN_UNUSED;
@@ -90,6 +109,9 @@ void ptc__route_dispose(ptc_route_config_t *r);
 void ptc__header_rules_dispose(ptc_header_rules_config_t *h);
 void ptc__jwt_provider_dispose(ptc_jwt_provider_config_t *p);
 void ptc__jwt_requirement_dispose(ptc_jwt_requirement_config_t *r);
+/* Deep copy into a zeroed dst; on failure dst holds what was copied so far, for the caller to dispose. Returns 0 or
+ * PTC_ENOMEM. */
+int ptc__route_copy(ptc_route_config_t *dst, const ptc_route_config_t *src) PTC_WARN_UNUSED;
 /* Stable sort into match order: exact paths first, then prefixes longest first. */
 void ptc__routes_sort(ptc_route_config_t *routes, size_t n);
 

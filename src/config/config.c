@@ -77,10 +77,54 @@
  *     max_age: 10m                 # Access-Control-Max-Age, whole seconds; default 10m; 0 = omitted
  *     allow_private_network: false # default false
  *
+ *   request_id:                # request ids, on by default; `request_id: false` turns them off (`true`: the defaults)
+ *     enabled: true              # default true
+ *     header: x-request-id       # default x-request-id; lower-cased; a header the gateway may set (see Rules)
+ *     max_length: 128            # a longer incoming id (or one with other characters) is replaced; 1..128, default 128
+ *     trust_incoming: true       # keep a valid incoming id (default true); false: always make a new one
+ *   trace:                     # W3C Trace Context, on by default; `trace: false` turns it off (`true`: the defaults)
+ *     enabled: true              # default true
+ *     sampled: false             # the sampled flag of the traces the gateway starts; default false
+ *   headers:                   # global header rules (default: none), run before a route's own
+ *     request:                   # on the request sent upstream
+ *       - {set: x-forwarded-origin, value: "%REQ(origin)%"}   # replace (or add) with a template
+ *       - {add: x-gateway, value: portico}                     # add a field, keeping the others of that name
+ *       - {remove: x-debug}
+ *       - {rename: x-old, to: x-new}
+ *     response: [{set: x-served-by, value: portico}]   # on the response head sent to the client
+ *     trailers: [{remove: x-internal}]                 # on the trailers
+ *   jwt:                       # JSON Web Tokens (default: no providers, no check)
+ *     providers:
+ *       - name: main             # required; 1-63 characters of A-Z a-z 0-9 . _ -; unique
+ *         issuer: https://issuer.example/      # "iss" must equal it; default: not checked
+ *         audiences: [api://portico]           # "aud" must hold one of them (a single string works too);
+ *                                              # default: not checked
+ *         from: {header: authorization, prefix: "Bearer "}   # where the token is; this is the default. Or
+ *                                              # {cookie: NAME} or {query: NAME}; {header: NAME} without a prefix
+ *                                              # takes the whole value
+ *         jwks_file: keys.json   # a local JWKS (must be readable; its keys are checked when the gateway uses it)
+ *         jwks_url: https://issuer.example/.well-known/jwks.json   # fetched by the gateway; at least one of
+ *                                                                  # jwks_file and jwks_url is required
+ *         jwks_ca: ca.pem        # CA file for jwks_url; default: the system store
+ *         jwks_cache: 10m        # how long fetched keys are used when the response does not say; > 0, default 10m
+ *         clock_skew: 60s        # leeway for exp and nbf; default 60s
+ *         max_token_size: 8KiB   # 256 .. 1MiB, default 8KiB
+ *         claims_to_headers:     # non-empty: claims copied into upstream headers (replacing what the client sent)
+ *           - {claim: sub, header: x-auth-user-id}
+ *         forward_payload: x-jwt-payload   # a header carrying the verified payload upstream; default: none
+ *         strip_token: false     # remove the token (header, cookie or query parameter) before forwarding
+ *     default:                   # what routes without their own `jwt` require; default (or `disabled`): nothing
+ *       providers: [main]        # required, non-empty: one of them must accept the token
+ *       optional: false          # true: a request without a token passes (a token that is there must be valid)
+ *       require_claims: {scope: read, "realm_access.roles": admin}   # non-empty; all must hold
+ *
  *   and in a route:
  *     - prefix: /portico.test.Echo/
  *       upstream: echo
  *       cors: {allow_origins: ["https://other.example"]}   # replaces the global policy for this route
+ *       headers: {request: [{set: x-route, value: "%ROUTE%"}]}   # the route's own rules, after the global ones
+ *       jwt: {providers: [main], optional: true}   # replaces jwt.default (entirely); `jwt: disabled`: no check
+ *       native_filters: true       # header rules and JWT run for native gRPC clients too; default true
  *
  * Rules:
  *  - A file without `listeners` keeps the current listeners, and one without `admin` the current admin
@@ -96,12 +140,26 @@
  *    the current global policy. Header names and methods must be HTTP tokens. Booleans are true or false.
  *  - Unknown keys, duplicate keys, wrong types, empty lists, duplicate upstream names, duplicate routes
  *    and duplicate listener addresses are errors.
- *  - File names (TLS files, admin.token_file, pid_file) are relative to the directory of the configuration
- *    file (as given for --tls-cert / --tls-key), or to the base directory given to ptc_config_load_string_in.
- *    The TLS files and the token file are read while loading: a certificate chain that does not parse, a key
- *    that does not parse, is encrypted or does not match its certificate, a CA file without a certificate,
- *    or a token file that cannot be read or is empty is an error naming the line and key of the file at
- *    fault. SIGHUP reads the same TLS files again (certificate reload).
+ *  - `request_id`, `trace`, `headers` and `jwt` are whole sections too: keys they do not give take the
+ *    defaults, and a file without one keeps the current settings. A route without `headers` has no rules of
+ *    its own; a route without `jwt` gets jwt.default.
+ *  - A header rule has exactly one of add, set, remove and rename; `value` goes with add and set (and only
+ *    them), `to` with rename. Names are lower-cased, and must be headers a rule may set: HTTP tokens, not
+ *    pseudo-headers, hop-by-hop headers, content-length, transfer-encoding or host (also for `to`,
+ *    request_id.header, claims_to_headers and forward_payload). A value is a template (literal text and
+ *    %VARIABLES%, see include/portico/template.h); request rules cannot use %RESP(...)%: there is no
+ *    response yet. The text is kept as written.
+ *  - JWT providers are referred to by name (jwt.default and a route's `jwt`), and must exist: in this file's
+ *    jwt section, or the current one when the file has none. A jwks_url is https:// (http:// only for
+ *    127.0.0.1, localhost and [::1]); jwks_ca goes with jwks_url only. Claim paths are printable ASCII
+ *    without spaces, "a.b" reaching into nested objects; require_claims values are compared as text.
+ *  - File names (TLS files, admin.token_file, pid_file, jwks_file, jwks_ca) are relative to the directory of
+ *    the configuration file (as given for --tls-cert / --tls-key), or to the base directory given to
+ *    ptc_config_load_string_in. The TLS files, the token file and the JWKS files are read while loading: a
+ *    certificate chain that does not parse, a key that does not parse, is encrypted or does not match its
+ *    certificate, a CA file without a certificate, a token file that cannot be read or is empty, or a
+ *    jwks_file that cannot be read is an error naming the line and key of the file at fault. SIGHUP reads
+ *    the same TLS files again (certificate reload).
  *  - The admin address must differ from every listener's.
  *  - Integers are unsigned decimal. Durations are an unsigned decimal number, optionally with a fraction,
  *    and a unit ms, s, m or h with no space ("250ms", "3s", "1.5s", "2m", "1h"); a bare number is seconds
@@ -130,6 +188,10 @@
 #include <string.h>
 
 #include "portico/config_internal.h"
+#include "portico/filter.h"
+#include "portico/template.h"
+
+_Static_assert(PTC_CONFIG_MAX_REQUEST_ID_LENGTH == PTC_REQUEST_ID_MAX, "request_id.max_length bound and the filter's buffer");
 
 static const char ERR_HOSTPORT[] = "expected HOST:PORT or [IPV6]:PORT";
 static const char ERR_DURATION[] = "expected a number followed by ms, s, m or h";
@@ -474,6 +536,30 @@ const ptc__field_t ptc__backoff_fields[] = {
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
+const ptc__field_t ptc__request_id_fields[] = {
+    {"max_length", PTC__FIELD_UINT32, offsetof(ptc_request_id_config_t, max_length)},
+    {"trust_incoming", PTC__FIELD_BOOL, offsetof(ptc_request_id_config_t, trust_incoming)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__trace_fields[] = {
+    {"sampled", PTC__FIELD_BOOL, offsetof(ptc_trace_config_t, sampled)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__jwt_provider_fields[] = {
+    {"jwks_cache", PTC__FIELD_DURATION, offsetof(ptc_jwt_provider_config_t, jwks_cache_ms)},
+    {"clock_skew", PTC__FIELD_DURATION, offsetof(ptc_jwt_provider_config_t, clock_skew_ms)},
+    {"max_token_size", PTC__FIELD_SIZE32, offsetof(ptc_jwt_provider_config_t, max_token_size)},
+    {"strip_token", PTC__FIELD_BOOL, offsetof(ptc_jwt_provider_config_t, strip_token)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const char *const ptc__header_op_names[4] = {
+    [PTC_HEADER_ADD] = "add", [PTC_HEADER_SET] = "set", [PTC_HEADER_REMOVE] = "remove", [PTC_HEADER_RENAME] = "rename"};
+const char *const ptc__jwt_from_names[3] = {
+    [PTC_JWT_FROM_HEADER] = "header", [PTC_JWT_FROM_COOKIE] = "cookie", [PTC_JWT_FROM_QUERY] = "query"};
+
 /* The field's value widened to 64 bits (booleans as 0 or 1). */
 static uint64_t field_value(const ptc__field_t *f, const void *obj)
 {
@@ -541,6 +627,31 @@ const char *ptc__path_check(const char *path)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f)
             return "must not contain spaces or control characters";
     return NULL;
+}
+
+const char *ptc__claim_path_check(const char *path)
+{
+    if (path[0] == '\0')
+        return "must not be empty";
+    for (const char *p = path; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return "must be printable ASCII without spaces";
+    return NULL;
+}
+
+int ptc__request_id_init(ptc_request_id_config_t *r)
+{
+    *r = (ptc_request_id_config_t){.enabled = true, .max_length = PTC_CONFIG_MAX_REQUEST_ID_LENGTH, .trust_incoming = true};
+    return (r->header = strdup(PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER)) == NULL ? PTC_ENOMEM : 0;
+}
+
+void ptc__jwt_provider_init_defaults(ptc_jwt_provider_config_t *p)
+{
+    p->from = PTC_JWT_FROM_HEADER;
+    p->jwks_cache_ms = 10 * 60 * 1000;
+    p->clock_skew_ms = 60 * 1000;
+    p->max_token_size = 8u << 10;
+    p->strip_token = false;
 }
 
 void ptc__upstream_init_defaults(ptc_upstream_config_t *up)
@@ -699,12 +810,10 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->workers = 0;
     cfg->log_level = PTC_LOG_INFO;
     cfg->watch = true;
-    cfg->request_id = (ptc_request_id_config_t){.enabled = true, .max_length = 128, .trust_incoming = true};
     cfg->trace = (ptc_trace_config_t){.enabled = true, .sampled = false};
 
-    if ((cfg->source = strdup("<default>")) == NULL || (cfg->base_dir = strdup("")) == NULL ||
-        (cfg->request_id.header = strdup(PTC_CONFIG_DEFAULT_REQUEST_ID_HEADER)) == NULL ||
-        (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
+    if (ptc__request_id_init(&cfg->request_id) != 0 || (cfg->source = strdup("<default>")) == NULL ||
+        (cfg->base_dir = strdup("")) == NULL || (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
         goto nomem;
 
     if ((cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL)
@@ -933,6 +1042,113 @@ static bool hostport_valid(const ptc_hostport_t *hp)
     return hp->host != NULL && hp->host[0] != '\0' && hp->port != 0;
 }
 
+static bool settable(const char *name)
+{
+    return name != NULL && ptc_header_name_settable(ptc_iov(name, strlen(name)));
+}
+
+/* The header rules at prefix ("headers", "routes[2].headers"). */
+static int validate_rules(const ptc_config_t *cfg, char *err, size_t errlen, const char *prefix, const ptc_header_rules_config_t *h)
+{
+    static const char *const lists[] = {"request", "response", "trailers"};
+    const ptc_header_rule_config_t *rules[] = {h->request, h->response, h->trailers};
+    size_t counts[] = {h->num_request, h->num_response, h->num_trailers};
+
+    for (size_t l = 0; l < PTC_ARRAY_SIZE(lists); l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            const ptc_header_rule_config_t *r = &rules[l][i];
+            bool with_value = r->op == PTC_HEADER_ADD || r->op == PTC_HEADER_SET, rename = r->op == PTC_HEADER_RENAME;
+            if ((int)r->op < (int)PTC_HEADER_ADD || (int)r->op > (int)PTC_HEADER_RENAME)
+                return invalid(cfg, err, errlen, "%s.%s[%zu]: invalid operation", prefix, lists[l], i);
+            if (!settable(r->name))
+                return invalid(cfg, err, errlen, "%s.%s[%zu]: missing or unsettable header name", prefix, lists[l], i);
+            if (with_value != (r->value != NULL))
+                return invalid(cfg, err, errlen, "%s.%s[%zu].value: %s", prefix, lists[l], i,
+                               with_value ? "missing" : "only used with add and set");
+            if (rename != (r->to != NULL) || (rename && !settable(r->to)))
+                return invalid(cfg, err, errlen, "%s.%s[%zu].to: %s", prefix, lists[l], i,
+                               rename ? "missing or unsettable header name" : "only used with rename");
+        }
+    }
+    return 0;
+}
+
+/* A requirement at prefix ("jwt.default", "routes[2].jwt"). */
+static int validate_requirement(const ptc_config_t *cfg, char *err, size_t errlen, const char *prefix,
+                                const ptc_jwt_requirement_config_t *r)
+{
+    for (size_t i = 0; i < r->num_providers; i++)
+        if (r->providers[i] >= cfg->num_jwt_providers)
+            return invalid(cfg, err, errlen, "%s.providers[%zu]: no provider with index %zu", prefix, i, r->providers[i]);
+    for (size_t i = 0; i < r->num_claims; i++)
+        if (r->claims[i].claim == NULL || ptc__claim_path_check(r->claims[i].claim) != NULL || r->claims[i].value == NULL)
+            return invalid(cfg, err, errlen, "%s.require_claims: invalid claim %zu", prefix, i);
+    return 0;
+}
+
+static int validate_jwt_provider(const ptc_config_t *cfg, char *err, size_t errlen, size_t i)
+{
+    const ptc_jwt_provider_config_t *p = &cfg->jwt_providers[i];
+    const char *why;
+
+    if (p->name == NULL)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].name: missing", i);
+    if ((why = ptc__upstream_name_check(p->name)) != NULL)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].name: %s", i, why);
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(cfg->jwt_providers[j].name, p->name) == 0)
+            return invalid(cfg, err, errlen, "jwt.providers[%zu].name: duplicate provider name \"%s\"", i, p->name);
+    if ((int)p->from < (int)PTC_JWT_FROM_HEADER || (int)p->from > (int)PTC_JWT_FROM_QUERY || p->from_name == NULL ||
+        p->from_name[0] == '\0')
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].from: missing name", i);
+    if (p->from_prefix != NULL && p->from != PTC_JWT_FROM_HEADER)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].from.prefix: only used with header", i);
+    if (p->jwks_file == NULL && p->jwks_url == NULL)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu]: needs jwks_file or jwks_url", i);
+    if (p->jwks_ca != NULL && p->jwks_url == NULL)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].jwks_ca: only used with jwks_url", i);
+    if (p->jwks_cache_ms == 0)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].jwks_cache: must be greater than 0", i);
+    if (p->max_token_size < PTC_CONFIG_MIN_JWT_TOKEN_SIZE || p->max_token_size > PTC_CONFIG_MAX_JWT_TOKEN_SIZE)
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].max_token_size: must be between %u and %u bytes", i,
+                       PTC_CONFIG_MIN_JWT_TOKEN_SIZE, PTC_CONFIG_MAX_JWT_TOKEN_SIZE);
+    for (size_t j = 0; j < p->num_claim_headers; j++)
+        if (p->claim_headers[j].claim == NULL || ptc__claim_path_check(p->claim_headers[j].claim) != NULL ||
+            !settable(p->claim_headers[j].header))
+            return invalid(cfg, err, errlen, "jwt.providers[%zu].claims_to_headers[%zu]: invalid", i, j);
+    if (p->forward_payload != NULL && !settable(p->forward_payload))
+        return invalid(cfg, err, errlen, "jwt.providers[%zu].forward_payload: not a header the gateway may set", i);
+    return 0;
+}
+
+/* request ids, header rules, JWT */
+static int validate_filters(const ptc_config_t *cfg, char *err, size_t errlen)
+{
+    char prefix[64];
+    int ret;
+
+    if (!settable(cfg->request_id.header))
+        return invalid(cfg, err, errlen, "request_id.header: missing or not a header the gateway may set");
+    if (cfg->request_id.max_length < 1 || cfg->request_id.max_length > PTC_CONFIG_MAX_REQUEST_ID_LENGTH)
+        return invalid(cfg, err, errlen, "request_id.max_length: must be between 1 and %d", PTC_CONFIG_MAX_REQUEST_ID_LENGTH);
+    if ((ret = validate_rules(cfg, err, errlen, "headers", &cfg->headers)) != 0)
+        return ret;
+    for (size_t i = 0; i < cfg->num_jwt_providers; i++)
+        if ((ret = validate_jwt_provider(cfg, err, errlen, i)) != 0)
+            return ret;
+    if ((ret = validate_requirement(cfg, err, errlen, "jwt.default", &cfg->jwt_default)) != 0)
+        return ret;
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        snprintf(prefix, sizeof(prefix), "routes[%zu].headers", i);
+        if ((ret = validate_rules(cfg, err, errlen, prefix, &cfg->routes[i].headers)) != 0)
+            return ret;
+        snprintf(prefix, sizeof(prefix), "routes[%zu].jwt", i);
+        if ((ret = validate_requirement(cfg, err, errlen, prefix, &cfg->routes[i].jwt)) != 0)
+            return ret;
+    }
+    return 0;
+}
+
 int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
 {
     if (cfg->num_listeners == 0)
@@ -1044,7 +1260,7 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         return invalid(cfg, err, errlen, "admin.token: must not be empty");
     if (cfg->pid_file != NULL && cfg->pid_file[0] == '\0')
         return invalid(cfg, err, errlen, "pid_file: must not be empty");
-    return 0;
+    return validate_filters(cfg, err, errlen);
 }
 
 const ptc_route_config_t *ptc_config_match_route(const ptc_config_t *cfg, ptc_iovec_t path)

@@ -81,9 +81,70 @@ static bool cors_eq(const ptc_cors_config_t *a, const ptc_cors_config_t *b)
     return ptc_cors_config_eq(a, b);
 }
 
+static bool rules_eq(const ptc_header_rule_config_t *a, size_t na, const ptc_header_rule_config_t *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (a[i].op != b[i].op || !str_eq(a[i].name, b[i].name) || !str_eq(a[i].value, b[i].value) || !str_eq(a[i].to, b[i].to))
+            return false;
+    return true;
+}
+
+static bool header_rules_eq(const ptc_header_rules_config_t *a, const ptc_header_rules_config_t *b)
+{
+    return rules_eq(a->request, a->num_request, b->request, b->num_request) &&
+           rules_eq(a->response, a->num_response, b->response, b->num_response) &&
+           rules_eq(a->trailers, a->num_trailers, b->trailers, b->num_trailers);
+}
+
+static bool claims_eq(const ptc_jwt_requirement_config_t *a, const ptc_jwt_requirement_config_t *b)
+{
+    if (a->num_claims != b->num_claims)
+        return false;
+    for (size_t i = 0; i < a->num_claims; i++)
+        if (!str_eq(a->claims[i].claim, b->claims[i].claim) || !str_eq(a->claims[i].value, b->claims[i].value))
+            return false;
+    return true;
+}
+
+/* Structurally: the same provider indexes (the providers themselves are compared on their own). */
+static bool requirement_eq(const ptc_jwt_requirement_config_t *a, const ptc_jwt_requirement_config_t *b)
+{
+    if (a->set != b->set || a->disabled != b->disabled || a->optional != b->optional || a->num_providers != b->num_providers)
+        return false;
+    for (size_t i = 0; i < a->num_providers; i++)
+        if (a->providers[i] != b->providers[i])
+            return false;
+    return claims_eq(a, b);
+}
+
+static bool jwt_provider_eq(const ptc_jwt_provider_config_t *a, const ptc_jwt_provider_config_t *b)
+{
+    if (!str_eq(a->name, b->name) || !str_eq(a->issuer, b->issuer) || a->num_audiences != b->num_audiences || a->from != b->from ||
+        !str_eq(a->from_name, b->from_name) || !str_eq(a->from_prefix, b->from_prefix) || !str_eq(a->jwks_file, b->jwks_file) ||
+        !str_eq(a->jwks_url, b->jwks_url) || !str_eq(a->jwks_ca, b->jwks_ca) || !fields_eq(ptc__jwt_provider_fields, a, b) ||
+        a->num_claim_headers != b->num_claim_headers || !str_eq(a->forward_payload, b->forward_payload))
+        return false;
+    for (size_t i = 0; i < a->num_audiences; i++)
+        if (!str_eq(a->audiences[i], b->audiences[i]))
+            return false;
+    for (size_t i = 0; i < a->num_claim_headers; i++)
+        if (!str_eq(a->claim_headers[i].claim, b->claim_headers[i].claim) ||
+            !str_eq(a->claim_headers[i].header, b->claim_headers[i].header))
+            return false;
+    return true;
+}
+
+static bool request_id_eq(const ptc_request_id_config_t *a, const ptc_request_id_config_t *b)
+{
+    return a->enabled == b->enabled && str_eq(a->header, b->header) && fields_eq(ptc__request_id_fields, a, b);
+}
+
 static bool route_eq(const ptc_route_config_t *a, const ptc_route_config_t *b)
 {
-    return a->match == b->match && str_eq(a->path, b->path) && a->upstream_index == b->upstream_index && cors_eq(a->cors, b->cors);
+    return a->match == b->match && str_eq(a->path, b->path) && a->upstream_index == b->upstream_index && cors_eq(a->cors, b->cors) &&
+           header_rules_eq(&a->headers, &b->headers) && requirement_eq(&a->jwt, &b->jwt) && a->native_filters == b->native_filters;
 }
 
 static bool admin_eq(const ptc_admin_config_t *a, const ptc_admin_config_t *b)
@@ -104,6 +165,15 @@ bool ptc_config_eq(const ptc_config_t *a, const ptc_config_t *b)
     for (size_t i = 0; i < a->num_routes; i++)
         if (!route_eq(&a->routes[i], &b->routes[i]))
             return false;
+    if (a->num_jwt_providers != b->num_jwt_providers)
+        return false;
+    for (size_t i = 0; i < a->num_jwt_providers; i++)
+        if (!jwt_provider_eq(&a->jwt_providers[i], &b->jwt_providers[i]))
+            return false;
+    if (!request_id_eq(&a->request_id, &b->request_id) || a->trace.enabled != b->trace.enabled ||
+        !fields_eq(ptc__trace_fields, &a->trace, &b->trace) || !header_rules_eq(&a->headers, &b->headers) ||
+        !requirement_eq(&a->jwt_default, &b->jwt_default))
+        return false;
     return fields_eq(ptc__limits_fields, &a->limits, &b->limits) && fields_eq(ptc__timeouts_fields, &a->timeouts, &b->timeouts) &&
            fields_eq(ptc__compression_fields, &a->compression, &b->compression) && ptc_cors_config_eq(&a->cors, &b->cors) &&
            str_eq(a->health_path, b->health_path) && a->workers == b->workers && a->log_level == b->log_level &&
@@ -392,6 +462,25 @@ static void diff_upstreams(summary_t *s, const ptc_config_t *a, const ptc_config
     }
 }
 
+/* The name of a requirement's i-th provider in c. */
+static const char *provider_name(const ptc_config_t *c, const ptc_jwt_requirement_config_t *r, size_t i)
+{
+    return r->providers[i] < c->num_jwt_providers ? c->jwt_providers[r->providers[i]].name : NULL;
+}
+
+/* Whether requirement ra of a and rb of b say the same, providers compared by name (indexes move with the list). */
+static bool requirement_same(const ptc_config_t *a, const ptc_jwt_requirement_config_t *ra, const ptc_config_t *b,
+                             const ptc_jwt_requirement_config_t *rb)
+{
+    if (ra->set != rb->set || ra->disabled != rb->disabled || ra->optional != rb->optional ||
+        ra->num_providers != rb->num_providers || !claims_eq(ra, rb))
+        return false;
+    for (size_t i = 0; i < ra->num_providers; i++)
+        if (!str_eq(provider_name(a, ra, i), provider_name(b, rb, i)))
+            return false;
+    return true;
+}
+
 static const ptc_route_config_t *find_route(const ptc_config_t *c, const ptc_route_config_t *r)
 {
     for (size_t i = 0; i < c->num_routes; i++)
@@ -444,6 +533,21 @@ static void diff_routes(summary_t *s, const ptc_config_t *a, const ptc_config_t 
             item(s, "routes");
             put_route(s, r);
             put(s, old->cors == NULL ? " cors added" : r->cors == NULL ? " cors removed" : " cors changed");
+        }
+        if (!header_rules_eq(&old->headers, &r->headers)) {
+            item(s, "routes");
+            put_route(s, r);
+            put(s, " headers changed");
+        }
+        if (!requirement_same(a, &old->jwt, b, &r->jwt)) {
+            item(s, "routes");
+            put_route(s, r);
+            put(s, " jwt changed");
+        }
+        if (old->native_filters != r->native_filters) {
+            item(s, "routes");
+            put_route(s, r);
+            putf(s, " native_filters %s -> %s", old->native_filters ? "true" : "false", r->native_filters ? "true" : "false");
         }
     }
     /* upstream indexes that moved with their upstreams are the upstreams' reordering, not the routes' */
@@ -526,6 +630,73 @@ static void diff_cors(summary_t *s, const ptc_cors_config_t *a, const ptc_cors_c
     }
 }
 
+static void diff_filters(summary_t *s, const ptc_config_t *a, const ptc_config_t *b)
+{
+    if (a->request_id.enabled != b->request_id.enabled) {
+        item(s, NULL);
+        put(s, b->request_id.enabled ? "request_id on" : "request_id off");
+    }
+    changed_string(s, "request_id.header", a->request_id.header, b->request_id.header);
+    diff_fields(s, "request_id.", ptc__request_id_fields, &a->request_id, &b->request_id);
+    if (a->trace.enabled != b->trace.enabled) {
+        item(s, NULL);
+        put(s, b->trace.enabled ? "trace on" : "trace off");
+    }
+    diff_fields(s, "trace.", ptc__trace_fields, &a->trace, &b->trace);
+    if (!header_rules_eq(&a->headers, &b->headers)) {
+        item(s, "headers");
+        put(s, "changed");
+    }
+}
+
+static const ptc_jwt_provider_config_t *find_jwt_provider(const ptc_config_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->num_jwt_providers; i++)
+        if (str_eq(c->jwt_providers[i].name, name))
+            return &c->jwt_providers[i];
+    return NULL;
+}
+
+/* "jwt: +provider new, -provider old, main changed, default changed" */
+static void diff_jwt(summary_t *s, const ptc_config_t *a, const ptc_config_t *b)
+{
+    size_t before = s->items;
+    bool same = a->num_jwt_providers == b->num_jwt_providers;
+
+    for (size_t i = 0; i < b->num_jwt_providers; i++) {
+        if (find_jwt_provider(a, b->jwt_providers[i].name) == NULL) {
+            item(s, "jwt");
+            put(s, "+provider ");
+            put_opt(s, b->jwt_providers[i].name);
+        }
+    }
+    for (size_t i = 0; i < a->num_jwt_providers; i++) {
+        same = same && jwt_provider_eq(&a->jwt_providers[i], &b->jwt_providers[i]);
+        if (find_jwt_provider(b, a->jwt_providers[i].name) == NULL) {
+            item(s, "jwt");
+            put(s, "-provider ");
+            put_opt(s, a->jwt_providers[i].name);
+        }
+    }
+    for (size_t i = 0; i < b->num_jwt_providers; i++) {
+        const ptc_jwt_provider_config_t *old = find_jwt_provider(a, b->jwt_providers[i].name);
+        if (old != NULL && !jwt_provider_eq(old, &b->jwt_providers[i])) {
+            item(s, "jwt");
+            put_opt(s, b->jwt_providers[i].name);
+            put(s, " changed");
+        }
+    }
+    if (!requirement_same(a, &a->jwt_default, b, &b->jwt_default)) {
+        item(s, "jwt");
+        put(s, "default changed");
+    }
+    /* provider indexes that moved with their providers are the providers' reordering, not the requirements' */
+    if (s->items == before && !same) {
+        item(s, "jwt");
+        put(s, "providers reordered");
+    }
+}
+
 static void diff_admin(summary_t *s, const ptc_admin_config_t *a, const ptc_admin_config_t *b)
 {
     if (!ptc_hostport_eq(a->address, b->address)) {
@@ -557,6 +728,8 @@ size_t ptc_config_diff(const ptc_config_t *old, const ptc_config_t *next, char *
     diff_upstreams(&s, old, next);
     diff_routes(&s, old, next);
     diff_cors(&s, &old->cors, &next->cors);
+    diff_filters(&s, old, next);
+    diff_jwt(&s, old, next);
     diff_fields(&s, "limits.", ptc__limits_fields, &old->limits, &next->limits);
     diff_fields(&s, "timeouts.", ptc__timeouts_fields, &old->timeouts, &next->timeouts);
     diff_fields(&s, "compression.", ptc__compression_fields, &old->compression, &next->compression);

@@ -83,13 +83,106 @@ static int copy_upstream(ptc_upstream_config_t *dst, const ptc_upstream_config_t
     return 0;
 }
 
+/* calloc(n, size), with n == 0 giving NULL without failing; false on allocation failure. */
+static bool alloc_array(void **out, size_t n, size_t size)
+{
+    *out = n != 0 ? calloc(n, size) : NULL;
+    return n == 0 || *out != NULL;
+}
+
+/* *dst (zeroed) = a copy of the n rules of src; *ndst counts them as soon as they exist (zeroed entries are safe to
+ * dispose). */
+static int copy_rules(ptc_header_rule_config_t **dst, size_t *ndst, const ptc_header_rule_config_t *src, size_t n)
+{
+    void *p;
+
+    if (!alloc_array(&p, n, sizeof(**dst)))
+        return PTC_ENOMEM;
+    *dst = p;
+    *ndst = n;
+    for (size_t i = 0; i < n; i++) {
+        (*dst)[i].op = src[i].op;
+        if (dup_opt(&(*dst)[i].name, src[i].name) != 0 || dup_opt(&(*dst)[i].value, src[i].value) != 0 ||
+            dup_opt(&(*dst)[i].to, src[i].to) != 0)
+            return PTC_ENOMEM;
+    }
+    return 0;
+}
+
+/* dst is zeroed; on failure it holds what was copied so far, for the caller to dispose. */
+static int copy_header_rules(ptc_header_rules_config_t *dst, const ptc_header_rules_config_t *src)
+{
+    return copy_rules(&dst->request, &dst->num_request, src->request, src->num_request) != 0 ||
+                   copy_rules(&dst->response, &dst->num_response, src->response, src->num_response) != 0 ||
+                   copy_rules(&dst->trailers, &dst->num_trailers, src->trailers, src->num_trailers) != 0
+               ? PTC_ENOMEM
+               : 0;
+}
+
 /* Likewise. */
-static int copy_route(ptc_route_config_t *dst, const ptc_route_config_t *src)
+static int copy_requirement(ptc_jwt_requirement_config_t *dst, const ptc_jwt_requirement_config_t *src)
+{
+    void *p;
+
+    dst->set = src->set;
+    dst->disabled = src->disabled;
+    dst->optional = src->optional;
+    if (!alloc_array(&p, src->num_providers, sizeof(*dst->providers)))
+        return PTC_ENOMEM;
+    dst->providers = p;
+    dst->num_providers = src->num_providers;
+    if (src->num_providers != 0)
+        memcpy(dst->providers, src->providers, src->num_providers * sizeof(*dst->providers));
+    if (!alloc_array(&p, src->num_claims, sizeof(*dst->claims)))
+        return PTC_ENOMEM;
+    dst->claims = p;
+    dst->num_claims = src->num_claims;
+    for (size_t i = 0; i < src->num_claims; i++)
+        if (dup_opt(&dst->claims[i].claim, src->claims[i].claim) != 0 || dup_opt(&dst->claims[i].value, src->claims[i].value) != 0)
+            return PTC_ENOMEM;
+    return 0;
+}
+
+/* Likewise. */
+static int copy_jwt_provider(ptc_jwt_provider_config_t *dst, const ptc_jwt_provider_config_t *src)
+{
+    void *p;
+
+    dst->from = src->from;
+    dst->jwks_cache_ms = src->jwks_cache_ms;
+    dst->clock_skew_ms = src->clock_skew_ms;
+    dst->max_token_size = src->max_token_size;
+    dst->strip_token = src->strip_token;
+    if (dup_opt(&dst->name, src->name) != 0 || dup_opt(&dst->issuer, src->issuer) != 0 ||
+        dup_opt(&dst->from_name, src->from_name) != 0 || dup_opt(&dst->from_prefix, src->from_prefix) != 0 ||
+        dup_opt(&dst->jwks_file, src->jwks_file) != 0 || dup_opt(&dst->jwks_url, src->jwks_url) != 0 ||
+        dup_opt(&dst->jwks_ca, src->jwks_ca) != 0 || dup_opt(&dst->forward_payload, src->forward_payload) != 0)
+        return PTC_ENOMEM;
+    if (!alloc_array(&p, src->num_audiences, sizeof(*dst->audiences)))
+        return PTC_ENOMEM;
+    dst->audiences = p;
+    dst->num_audiences = src->num_audiences;
+    for (size_t i = 0; i < src->num_audiences; i++)
+        if (dup_opt(&dst->audiences[i], src->audiences[i]) != 0)
+            return PTC_ENOMEM;
+    if (!alloc_array(&p, src->num_claim_headers, sizeof(*dst->claim_headers)))
+        return PTC_ENOMEM;
+    dst->claim_headers = p;
+    dst->num_claim_headers = src->num_claim_headers;
+    for (size_t i = 0; i < src->num_claim_headers; i++)
+        if (dup_opt(&dst->claim_headers[i].claim, src->claim_headers[i].claim) != 0 ||
+            dup_opt(&dst->claim_headers[i].header, src->claim_headers[i].header) != 0)
+            return PTC_ENOMEM;
+    return 0;
+}
+
+int ptc__route_copy(ptc_route_config_t *dst, const ptc_route_config_t *src)
 {
     dst->match = src->match;
     dst->upstream_index = src->upstream_index;
     dst->native_filters = src->native_filters;
-    if (dup_opt(&dst->path, src->path) != 0)
+    if (dup_opt(&dst->path, src->path) != 0 || copy_header_rules(&dst->headers, &src->headers) != 0 ||
+        copy_requirement(&dst->jwt, &src->jwt) != 0)
         return PTC_ENOMEM;
     if (src->cors != NULL) {
         if ((dst->cors = malloc(sizeof(*dst->cors))) == NULL)
@@ -117,13 +210,6 @@ static int copy_admin(ptc_admin_config_t *dst, const ptc_admin_config_t *src)
     return dup_opt(&dst->token_file, src->token_file) != 0 || dup_opt(&dst->token, src->token) != 0 ? PTC_ENOMEM : 0;
 }
 
-/* calloc(n, size), with n == 0 giving NULL without failing; false on allocation failure. */
-static bool alloc_array(void **out, size_t n, size_t size)
-{
-    *out = n != 0 ? calloc(n, size) : NULL;
-    return n == 0 || *out != NULL;
-}
-
 int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src)
 {
     ptc_config_t c = {0};
@@ -133,7 +219,8 @@ int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src)
     if (dup_opt(&c.source, src->source) != 0 || dup_opt(&c.base_dir, src->base_dir) != 0 ||
         dup_opt(&c.health_path, src->health_path) != 0 || dup_opt(&c.pid_file, src->pid_file) != 0 ||
         dup_opt(&c.request_id.header, src->request_id.header) != 0 ||
-        copy_admin(&c.admin, &src->admin) != 0 || ptc_cors_config_copy(&c.cors, &src->cors) != 0)
+        copy_admin(&c.admin, &src->admin) != 0 || ptc_cors_config_copy(&c.cors, &src->cors) != 0 ||
+        copy_header_rules(&c.headers, &src->headers) != 0 || copy_requirement(&c.jwt_default, &src->jwt_default) != 0)
         goto nomem;
 
     /* each array counts its entries as soon as it exists: zeroed and partly copied entries are safe to dispose */
@@ -157,7 +244,14 @@ int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src)
     c.routes = p;
     c.num_routes = src->num_routes;
     for (size_t i = 0; i < src->num_routes; i++)
-        if (copy_route(&c.routes[i], &src->routes[i]) != 0)
+        if (ptc__route_copy(&c.routes[i], &src->routes[i]) != 0)
+            goto nomem;
+    if (!alloc_array(&p, src->num_jwt_providers, sizeof(*c.jwt_providers)))
+        goto nomem;
+    c.jwt_providers = p;
+    c.num_jwt_providers = src->num_jwt_providers;
+    for (size_t i = 0; i < src->num_jwt_providers; i++)
+        if (copy_jwt_provider(&c.jwt_providers[i], &src->jwt_providers[i]) != 0)
             goto nomem;
     *dst = c;
     return 0;

@@ -4,8 +4,11 @@
  * the same base directory.
  *
  *  - Every setting is written, defaults included, except what is absent by default and then means the same:
- *    an unset authority, pid_file, TLS file or admin setting, a route without its own CORS policy, and the
- *    global CORS policy when none is configured (no file can say "no policy"; the defaults have none).
+ *    an unset authority, pid_file, TLS file or admin setting, a route without its own CORS policy, header
+ *    rules or JWT requirement, an unset JWT setting (issuer, audiences, jwks_*, forward_payload, jwt.default),
+ *    and the global CORS policy when none is configured (no file can say "no policy"; the defaults have none).
+ *    The global header rules and the jwt section are always written, `{}` when empty: a file without them
+ *    would keep the current ones.
  *  - File names under cfg->base_dir are written relative to it again, so that a config loaded from
  *    /x/portico.yaml and written back there refers to the same files. A relative name not under it (given
  *    on the command line, relative to the working directory) is made absolute.
@@ -25,7 +28,7 @@
 
 #include "portico/config_internal.h"
 
-#define MAX_DEPTH 8 /* root, listeners, a listener, its tls, certificates, a certificate: 6 */
+#define MAX_DEPTH 8 /* root, listeners, a listener, its tls, certificates, a certificate: 6 (as deep: a route's rules) */
 
 typedef struct st_frame_t {
     bool map;
@@ -275,7 +278,9 @@ static void begin_map(emitter_t *e)
     push(e, f);
 }
 
-static void key(emitter_t *e, const char *name)
+/* A key of the current mapping: one of ours (data false: written as it is), or text from the config (quoted and
+ * escaped as a string value would be, e.g. a claim path). */
+static void key_text(emitter_t *e, const char *name, bool data)
 {
     frame_t *f = &e->stack[e->depth - 1];
 
@@ -285,17 +290,30 @@ static void key(emitter_t *e, const char *name)
                 newline(e);
             spaces(e, f->indent);
         }
-        puts_(e, name);
+        if (data && !plain_ok(name, strlen(name)))
+            put_quoted(e, name, strlen(name));
+        else
+            puts_(e, name);
         put(e, ":", 1);
     } else {
         put(e, f->count != 0 ? ",\n" : "\n", f->count != 0 ? 2 : 1);
         spaces(e, f->indent + 2);
-        put(e, "\"", 1);
-        puts_(e, name);
-        put(e, "\": ", 3);
+        if (data) {
+            put_quoted(e, name, strlen(name));
+        } else {
+            put(e, "\"", 1);
+            puts_(e, name);
+            put(e, "\"", 1);
+        }
+        put(e, ": ", 2);
     }
     e->at_bol = false;
     f->count++;
+}
+
+static void key(emitter_t *e, const char *name)
+{
+    key_text(e, name, false);
 }
 
 /* Writes a key whose value is a mapping or a sequence, and opens that. */
@@ -530,6 +548,137 @@ static void upstream(emitter_t *e, const ptc_upstream_config_t *up)
     end(e);
 }
 
+static void invalid(emitter_t *e)
+{
+    e->err = e->err != 0 ? e->err : PTC_EINVAL;
+}
+
+static void rule_list(emitter_t *e, const char *name, const ptc_header_rule_config_t *rules, size_t n)
+{
+    if (n == 0) /* the loader refuses empty lists; absent means none */
+        return;
+    key_open(e, name, false);
+    for (size_t i = 0; i < n; i++) {
+        const ptc_header_rule_config_t *r = &rules[i];
+        if ((int)r->op < (int)PTC_HEADER_ADD || (int)r->op > (int)PTC_HEADER_RENAME || r->name == NULL) {
+            invalid(e);
+            break;
+        }
+        begin_map(e);
+        key_str(e, ptc__header_op_names[r->op], r->name);
+        if (r->value != NULL)
+            key_str(e, "value", r->value);
+        if (r->to != NULL)
+            key_str(e, "to", r->to);
+        end(e);
+    }
+    end(e);
+}
+
+static void header_rules(emitter_t *e, const ptc_header_rules_config_t *h)
+{
+    key_open(e, "headers", true);
+    rule_list(e, "request", h->request, h->num_request);
+    rule_list(e, "response", h->response, h->num_response);
+    rule_list(e, "trailers", h->trailers, h->num_trailers);
+    end(e);
+}
+
+/* jwt.default or a route's jwt; nothing when not set. */
+static void jwt_requirement(emitter_t *e, const ptc_config_t *cfg, const char *name, const ptc_jwt_requirement_config_t *r)
+{
+    if (!r->set)
+        return;
+    if (r->disabled) {
+        key_str(e, name, "disabled");
+        return;
+    }
+    if (r->num_providers == 0) { /* a check without providers: no file says that (providers are required) */
+        invalid(e);
+        return;
+    }
+    key_open(e, name, true);
+    key_open(e, "providers", false);
+    for (size_t i = 0; i < r->num_providers; i++) {
+        if (r->providers[i] >= cfg->num_jwt_providers || cfg->jwt_providers[r->providers[i]].name == NULL) {
+            invalid(e);
+            break;
+        }
+        str(e, cfg->jwt_providers[r->providers[i]].name);
+    }
+    end(e);
+    key_bool(e, "optional", r->optional);
+    if (r->num_claims != 0) {
+        key_open(e, "require_claims", true);
+        for (size_t i = 0; i < r->num_claims; i++) {
+            key_text(e, r->claims[i].claim != NULL ? r->claims[i].claim : "", true);
+            str(e, r->claims[i].value != NULL ? r->claims[i].value : "");
+        }
+        end(e);
+    }
+    end(e);
+}
+
+static void jwt_provider(emitter_t *e, const ptc_jwt_provider_config_t *p)
+{
+    begin_map(e);
+    key_str(e, "name", p->name != NULL ? p->name : "");
+    if (p->issuer != NULL)
+        key_str(e, "issuer", p->issuer);
+    key_strings(e, "audiences", p->audiences, p->num_audiences);
+    key_open(e, "from", true);
+    if ((int)p->from < (int)PTC_JWT_FROM_HEADER || (int)p->from > (int)PTC_JWT_FROM_QUERY)
+        invalid(e);
+    else
+        key_str(e, ptc__jwt_from_names[p->from], p->from_name != NULL ? p->from_name : "");
+    if (p->from_prefix != NULL)
+        key_str(e, "prefix", p->from_prefix);
+    end(e);
+    key_path(e, "jwks_file", p->jwks_file);
+    if (p->jwks_url != NULL)
+        key_str(e, "jwks_url", p->jwks_url);
+    key_path(e, "jwks_ca", p->jwks_ca);
+    key_fields(e, ptc__jwt_provider_fields, p);
+    if (p->num_claim_headers != 0) {
+        key_open(e, "claims_to_headers", false);
+        for (size_t i = 0; i < p->num_claim_headers; i++) {
+            begin_map(e);
+            key_str(e, "claim", p->claim_headers[i].claim != NULL ? p->claim_headers[i].claim : "");
+            key_str(e, "header", p->claim_headers[i].header != NULL ? p->claim_headers[i].header : "");
+            end(e);
+        }
+        end(e);
+    }
+    if (p->forward_payload != NULL)
+        key_str(e, "forward_payload", p->forward_payload);
+    end(e);
+}
+
+/* The filters' sections: always written (`headers: {}`, `jwt: {}` say "none", which leaving them out would not:
+ * a file without them keeps the current ones). */
+static void filters(emitter_t *e, const ptc_config_t *cfg)
+{
+    key_open(e, "request_id", true);
+    key_bool(e, "enabled", cfg->request_id.enabled);
+    key_str(e, "header", cfg->request_id.header != NULL ? cfg->request_id.header : "");
+    key_fields(e, ptc__request_id_fields, &cfg->request_id);
+    end(e);
+    key_open(e, "trace", true);
+    key_bool(e, "enabled", cfg->trace.enabled);
+    key_fields(e, ptc__trace_fields, &cfg->trace);
+    end(e);
+    header_rules(e, &cfg->headers);
+    key_open(e, "jwt", true);
+    if (cfg->num_jwt_providers != 0) {
+        key_open(e, "providers", false);
+        for (size_t i = 0; i < cfg->num_jwt_providers; i++)
+            jwt_provider(e, &cfg->jwt_providers[i]);
+        end(e);
+    }
+    jwt_requirement(e, cfg, "default", &cfg->jwt_default);
+    end(e);
+}
+
 static void route(emitter_t *e, const ptc_config_t *cfg, const ptc_route_config_t *r)
 {
     if (r->upstream_index >= cfg->num_upstreams || cfg->upstreams[r->upstream_index].name == NULL) {
@@ -541,6 +690,10 @@ static void route(emitter_t *e, const ptc_config_t *cfg, const ptc_route_config_
     key_str(e, "upstream", cfg->upstreams[r->upstream_index].name);
     if (r->cors != NULL)
         cors_policy(e, "cors", r->cors);
+    if (r->headers.num_request + r->headers.num_response + r->headers.num_trailers != 0)
+        header_rules(e, &r->headers);
+    jwt_requirement(e, cfg, "jwt", &r->jwt);
+    key_bool(e, "native_filters", r->native_filters);
     end(e);
 }
 
@@ -594,6 +747,7 @@ static void emit_config(emitter_t *e, const ptc_config_t *cfg)
     key_section(e, "compression", ptc__compression_fields, &cfg->compression);
     if (cfg->cors.enabled)
         cors_policy(e, "cors", &cfg->cors);
+    filters(e, cfg);
     end(e);
 }
 

@@ -14,9 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #include "portico/config_internal.h"
+#include "portico/template.h"
 #include "portico/tls.h"
 
 #define KEY_SIZE 256                      /* longest key path kept in messages */
@@ -33,7 +35,10 @@ typedef struct st_loader_t {
      * (upstreams may come after routes) and reporting duplicates once the whole file has been walked */
     yaml_node_t **route_upstream;
     yaml_node_t **route_match;
-    bool has_listeners, has_upstreams, has_routes, has_cors, has_admin, has_pid_file;
+    yaml_node_t **route_jwt;             /* the providers sequence of a route's jwt, or NULL; resolved like upstreams */
+    yaml_node_t *jwt_default_providers; /* the same for jwt.default */
+    yaml_node_t *jwt_node;              /* the jwt section, for an error about the routes it leaves behind */
+    bool has_listeners, has_upstreams, has_routes, has_cors, has_admin, has_pid_file, has_headers, has_jwt;
     yaml_node_t *admin_address; /* the admin.address node, for a clash with a listener found after the walk */
     const char *dir;            /* relative file names in the config are relative to this ("" or ending in '/') */
     size_t dir_len;
@@ -531,9 +536,9 @@ static int on_listeners(loader_t *l, const char *key, yaml_node_t *value, void *
 
 /* ---- upstreams ---- */
 
-static int on_upstream_name(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+/* An upstream's or a JWT provider's name. */
+static int parse_name(loader_t *l, const char *key, yaml_node_t *value, char **out)
 {
-    ptc_upstream_config_t *up = obj;
     const char *s, *why;
     int ret;
 
@@ -541,7 +546,13 @@ static int on_upstream_name(loader_t *l, const char *key, yaml_node_t *value, vo
         return ret;
     if ((why = ptc__upstream_name_check(s)) != NULL)
         return fail(l, value, key, "%s", why);
-    return dup_string(l, s, &up->name);
+    return dup_string(l, s, out);
+}
+
+static int on_upstream_name(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    return parse_name(l, key, value, &up->name);
 }
 
 static int on_upstream_endpoints(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -867,12 +878,701 @@ static int parse_cors(loader_t *l, const char *key, yaml_node_t *value, ptc_cors
     return walk_mapping(l, key, value, cors_fields, PTC_ARRAY_SIZE(cors_fields), c, false, values, NULL);
 }
 
+/* ---- header rules ---- */
+
+/* A header name the gateway sets (or removes), lower-cased into *out (NULL before; owned by the caller's struct
+ * even on failure); refused as ptc_header_name_unsettable_reason says, e.g. `cannot set header "host": ...`. */
+static int parse_settable_name(loader_t *l, const char *key, yaml_node_t *value, const char *verb, char **out)
+{
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a header name", &s)) != 0 || (ret = dup_string(l, s, out)) != 0)
+        return ret;
+    for (char *p = *out; *p != '\0'; p++)
+        *p = ptc_tolower(*p);
+    if ((why = ptc_header_name_unsettable_reason(ptc_iov(*out, strlen(*out)))) != NULL)
+        return fail(l, value, key, "cannot %s header \"%s\": %s", verb, *out, why);
+    return 0;
+}
+
+typedef struct st_rule_parse_t {
+    ptc_header_rule_config_t *rule;
+    yaml_node_t *op, *value, *to; /* the value nodes of the operation's key, of `value` and of `to` */
+} rule_parse_t;
+
+static int on_rule_op(loader_t *l, const char *key, yaml_node_t *value, rule_parse_t *rp, ptc_header_op_t op)
+{
+    if (rp->op != NULL)
+        return fail(l, value, key, "only one of add, set, remove and rename may be given");
+    rp->op = value;
+    rp->rule->op = op;
+    return parse_settable_name(l, key, value, ptc__header_op_names[op], &rp->rule->name);
+}
+
+static int on_rule_add(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_rule_op(l, key, value, obj, PTC_HEADER_ADD);
+}
+
+static int on_rule_set(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_rule_op(l, key, value, obj, PTC_HEADER_SET);
+}
+
+static int on_rule_remove(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_rule_op(l, key, value, obj, PTC_HEADER_REMOVE);
+}
+
+static int on_rule_rename(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_rule_op(l, key, value, obj, PTC_HEADER_RENAME);
+}
+
+/* value and to are parsed once the operation is known (it may come after them) */
+static int on_rule_value(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    (void)l, (void)key;
+    ((rule_parse_t *)obj)->value = value;
+    return 0;
+}
+
+static int on_rule_to(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    (void)l, (void)key;
+    ((rule_parse_t *)obj)->to = value;
+    return 0;
+}
+
+static const field_t rule_fields[] = {
+    {"add", FIELD_CUSTOM, 0, 0, 0, on_rule_add},       {"set", FIELD_CUSTOM, 0, 0, 0, on_rule_set},
+    {"remove", FIELD_CUSTOM, 0, 0, 0, on_rule_remove}, {"rename", FIELD_CUSTOM, 0, 0, 0, on_rule_rename},
+    {"value", FIELD_CUSTOM, 0, 0, 0, on_rule_value},   {"to", FIELD_CUSTOM, 0, 0, 0, on_rule_to},
+};
+
+/* The value of an add or set rule: a template, checked here and kept as written (the runtime parses it again).
+ * Request rules run before there is a response, so %RESP(...)% would always be empty there: refused. */
+static int parse_rule_value(loader_t *l, const char *key, yaml_node_t *value, bool request, char **out)
+{
+    ptc_template_t t;
+    char why[256];
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a header value", &s)) != 0)
+        return ret;
+    if ((ret = ptc_template_parse(s, &t, why, sizeof(why))) == PTC_ENOMEM)
+        return nomem(l->name, l->err, l->errlen);
+    if (ret != 0)
+        return fail(l, value, key, "%s", why);
+    for (size_t i = 0; request && i < t.num_parts; i++) {
+        if (t.parts[i].kind == PTC_TEMPLATE_RESP) {
+            ret = fail(l, value, key, "%%RESP(%.*s)%% cannot be used in request rules: there is no response yet",
+                       (int)t.parts[i].arg.len, t.parts[i].arg.base);
+            break;
+        }
+    }
+    ptc_template_dispose(&t);
+    return ret != 0 ? ret : dup_string(l, s, out);
+}
+
+/* A non-empty sequence of rules; request: the rules of the request sent upstream. */
+static int parse_rules(loader_t *l, const char *key, yaml_node_t *value, bool request, ptc_header_rule_config_t **out, size_t *n)
+{
+    int ret;
+
+    if ((*out = new_items(l, key, value, sizeof(**out), n, &ret)) == NULL)
+        return ret;
+    for (size_t i = 0; i < *n; i++) {
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
+        yaml_node_t *values[PTC_ARRAY_SIZE(rule_fields)] = {NULL};
+        ptc_header_rule_config_t *rule = &(*out)[i];
+        rule_parse_t rp = {rule, NULL, NULL, NULL};
+
+        if ((ret = walk_mapping(l, item_key, item, rule_fields, PTC_ARRAY_SIZE(rule_fields), &rp, false, values, NULL)) != 0)
+            return ret;
+        if (rp.op == NULL)
+            return fail(l, item, item_key, "needs one of add, set, remove or rename");
+        bool with_value = rule->op == PTC_HEADER_ADD || rule->op == PTC_HEADER_SET;
+        if (rp.value != NULL && !with_value) {
+            key_join(child, item_key, "value");
+            return fail(l, rp.value, child, "only used with add and set");
+        }
+        if (rp.to != NULL && rule->op != PTC_HEADER_RENAME) {
+            key_join(child, item_key, "to");
+            return fail(l, rp.to, child, "only used with rename");
+        }
+        if (with_value && rp.value == NULL)
+            return missing(l, item, item_key, "value", "is required with add and set");
+        if (rule->op == PTC_HEADER_RENAME && rp.to == NULL)
+            return missing(l, item, item_key, "to", "is required with rename");
+        if (rp.value != NULL) {
+            key_join(child, item_key, "value");
+            if ((ret = parse_rule_value(l, child, rp.value, request, &rule->value)) != 0)
+                return ret;
+        }
+        if (rp.to != NULL) {
+            key_join(child, item_key, "to");
+            if ((ret = parse_settable_name(l, child, rp.to, "set", &rule->to)) != 0)
+                return ret;
+        }
+    }
+    return 0;
+}
+
+static int on_rules_request(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_header_rules_config_t *h = obj;
+    return parse_rules(l, key, value, true, &h->request, &h->num_request);
+}
+
+static int on_rules_response(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_header_rules_config_t *h = obj;
+    return parse_rules(l, key, value, false, &h->response, &h->num_response);
+}
+
+static int on_rules_trailers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_header_rules_config_t *h = obj;
+    return parse_rules(l, key, value, false, &h->trailers, &h->num_trailers);
+}
+
+static const field_t header_rules_fields[] = {
+    {"request", FIELD_CUSTOM, 0, 0, 0, on_rules_request},
+    {"response", FIELD_CUSTOM, 0, 0, 0, on_rules_response},
+    {"trailers", FIELD_CUSTOM, 0, 0, 0, on_rules_trailers},
+};
+
+/* A whole `headers` section into h (zeroed). */
+static int parse_header_rules(loader_t *l, const char *key, yaml_node_t *value, ptc_header_rules_config_t *h)
+{
+    yaml_node_t *values[PTC_ARRAY_SIZE(header_rules_fields)] = {NULL};
+    return walk_mapping(l, key, value, header_rules_fields, PTC_ARRAY_SIZE(header_rules_fields), h, false, values, NULL);
+}
+
+/* ---- JWT ---- */
+
+static int want_nonempty(loader_t *l, const char *key, yaml_node_t *value, const char *what, const char **out)
+{
+    int ret;
+    if ((ret = want_scalar(l, key, value, what, out)) != 0)
+        return ret;
+    if ((*out)[0] == '\0')
+        return fail(l, value, key, "must not be empty");
+    return 0;
+}
+
+static int on_jwt_provider_name(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    return parse_name(l, key, value, &p->name);
+}
+
+static int on_jwt_issuer(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_nonempty(l, key, value, "an issuer", &s)) != 0)
+        return ret;
+    return dup_string(l, s, &p->issuer);
+}
+
+/* A non-empty sequence of audiences, or a single one. */
+static int on_jwt_audiences(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    bool seq = value->type == YAML_SEQUENCE_NODE;
+    int ret;
+
+    if (value->type == YAML_MAPPING_NODE || is_null(value))
+        return fail(l, value, key, "expected an audience or a sequence of them, got %s", kind_name(value));
+    if (seq && (ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    size_t n = seq ? seq_len(value) : 1;
+    if ((p->audiences = calloc(n, sizeof(*p->audiences))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    p->num_audiences = n; /* NULL entries are safe to free */
+    for (size_t i = 0; i < n; i++) {
+        char item_key[KEY_SIZE];
+        yaml_node_t *item = seq ? seq_item(l, key, value, i, item_key) : value;
+        const char *s;
+        if ((ret = want_nonempty(l, seq ? item_key : key, item, "an audience", &s)) != 0 ||
+            (ret = dup_string(l, s, &p->audiences[i])) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+typedef struct st_from_parse_t {
+    ptc_jwt_provider_config_t *provider;
+    yaml_node_t *where, *prefix; /* the value nodes of header/cookie/query and of prefix */
+} from_parse_t;
+
+static int on_from_where(loader_t *l, const char *key, yaml_node_t *value, from_parse_t *fp, ptc_jwt_from_t from)
+{
+    static const char *const what[] = {[PTC_JWT_FROM_HEADER] = "header name", [PTC_JWT_FROM_COOKIE] = "cookie name",
+                                       [PTC_JWT_FROM_QUERY] = "query parameter name"};
+    char expected[64];
+    const char *s;
+    char *name;
+    int ret;
+
+    if (fp->where != NULL)
+        return fail(l, value, key, "only one of header, cookie and query may be given");
+    fp->where = value;
+    fp->provider->from = from;
+    snprintf(expected, sizeof(expected), "a %s", what[from]);
+    if ((ret = want_scalar(l, key, value, expected, &s)) != 0 || (ret = dup_string(l, s, &fp->provider->from_name)) != 0)
+        return ret;
+    name = fp->provider->from_name;
+    switch (from) {
+    case PTC_JWT_FROM_HEADER:
+        for (char *p = name; *p != '\0'; p++)
+            *p = ptc_tolower(*p);
+        /* fall through */
+    case PTC_JWT_FROM_COOKIE: /* RFC 6265 §4.1.1: cookie-name = token */
+        if (!ptc_http_token_valid(ptc_iov(name, strlen(name))))
+            return fail(l, value, key, "invalid %s \"%s\": must be an HTTP token", what[from], name);
+        break;
+    case PTC_JWT_FROM_QUERY:
+        if (name[0] == '\0' || strpbrk(name, "&=#") != NULL || ptc__claim_path_check(name) != NULL)
+            return fail(l, value, key, "invalid %s \"%s\": must be printable ASCII without spaces, &, = or #", what[from], name);
+        break;
+    }
+    return 0;
+}
+
+static int on_from_header(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_from_where(l, key, value, obj, PTC_JWT_FROM_HEADER);
+}
+
+static int on_from_cookie(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_from_where(l, key, value, obj, PTC_JWT_FROM_COOKIE);
+}
+
+static int on_from_query(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    return on_from_where(l, key, value, obj, PTC_JWT_FROM_QUERY);
+}
+
+static int on_from_prefix(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    from_parse_t *fp = obj;
+    const char *s;
+    int ret;
+
+    fp->prefix = value;
+    if ((ret = want_nonempty(l, key, value, "a prefix", &s)) != 0)
+        return ret;
+    if (!ptc_header_value_literal_ok(s))
+        return fail(l, value, key, "must not contain control characters");
+    return dup_string(l, s, &fp->provider->from_prefix);
+}
+
+static const field_t from_fields[] = {
+    {"header", FIELD_CUSTOM, 0, 0, 0, on_from_header},
+    {"cookie", FIELD_CUSTOM, 0, 0, 0, on_from_cookie},
+    {"query", FIELD_CUSTOM, 0, 0, 0, on_from_query},
+    {"prefix", FIELD_CUSTOM, 0, 0, 0, on_from_prefix},
+};
+
+/* A whole `from`: without a prefix, the whole value is the token. */
+static int on_jwt_from(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    from_parse_t fp = {obj, NULL, NULL};
+    yaml_node_t *values[PTC_ARRAY_SIZE(from_fields)] = {NULL};
+    int ret;
+
+    if ((ret = walk_mapping(l, key, value, from_fields, PTC_ARRAY_SIZE(from_fields), &fp, false, values, NULL)) != 0)
+        return ret;
+    if (fp.where == NULL)
+        return fail(l, value, key, "needs one of header, cookie or query");
+    if (fp.prefix != NULL && fp.provider->from != PTC_JWT_FROM_HEADER) {
+        char child[KEY_SIZE];
+        key_join(child, key, "prefix");
+        return fail(l, fp.prefix, child, "only used with header");
+    }
+    return 0;
+}
+
+/* NULL when s is a URL the gateway may fetch keys from, otherwise what is wrong. Plain http is for tests and
+ * local key servers only: keys fetched in the clear could be replaced on the way. */
+static const char *jwks_url_check(const char *s)
+{
+    static const char *const local[] = {"127.0.0.1", "localhost", "[::1]"};
+    bool http = false;
+    const char *host;
+
+    if (strncasecmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else if (strncasecmp(s, "http://", 7) == 0)
+        host = s + 7, http = true;
+    else
+        return "must be an https:// URL";
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return "must not contain spaces, control characters or non-ASCII characters (percent-encode them)";
+    size_t hlen = strcspn(host, ":/?#");
+    if (host[0] == '[') {
+        const char *close = strchr(host, ']');
+        hlen = close != NULL ? (size_t)(close - host) + 1 : 0;
+    }
+    if (hlen == 0 || (host[hlen] != '\0' && strchr(":/?#", host[hlen]) == NULL))
+        return "has no valid host";
+    if (http) {
+        for (size_t i = 0; i < PTC_ARRAY_SIZE(local); i++)
+            if (strlen(local[i]) == hlen && strncasecmp(host, local[i], hlen) == 0)
+                return NULL;
+        return "http:// is only allowed for 127.0.0.1, localhost and [::1]; use https://";
+    }
+    return NULL;
+}
+
+static int on_jwt_jwks_url(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_nonempty(l, key, value, "a URL", &s)) != 0)
+        return ret;
+    if ((why = jwks_url_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &p->jwks_url);
+}
+
+/* A claim path into *out. */
+static int parse_claim_path(loader_t *l, const char *key, yaml_node_t *value, char **out)
+{
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a claim path", &s)) != 0)
+        return ret;
+    if ((why = ptc__claim_path_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, out);
+}
+
+static int on_claim_header_claim(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_claim_header_t *ch = obj;
+    return parse_claim_path(l, key, value, &ch->claim);
+}
+
+static int on_claim_header_header(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_claim_header_t *ch = obj;
+    return parse_settable_name(l, key, value, "set", &ch->header);
+}
+
+static const field_t claim_header_fields[] = {
+    {"claim", FIELD_CUSTOM, 0, 0, 0, on_claim_header_claim},
+    {"header", FIELD_CUSTOM, 0, 0, 0, on_claim_header_header},
+};
+
+static int on_jwt_claims_to_headers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    int ret;
+
+    if ((p->claim_headers = new_items(l, key, value, sizeof(*p->claim_headers), &p->num_claim_headers, &ret)) == NULL)
+        return ret;
+    for (size_t i = 0; i < p->num_claim_headers; i++) {
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
+        yaml_node_t *values[PTC_ARRAY_SIZE(claim_header_fields)] = {NULL};
+        ptc_jwt_claim_header_t *ch = &p->claim_headers[i];
+
+        ret = walk_mapping(l, item_key, item, claim_header_fields, PTC_ARRAY_SIZE(claim_header_fields), ch, false, values, NULL);
+        if (ret != 0)
+            return ret;
+        if (values[0] == NULL)
+            return missing(l, item, item_key, "claim", "is required");
+        if (values[1] == NULL)
+            return missing(l, item, item_key, "header", "is required");
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(p->claim_headers[j].header, ch->header) == 0) {
+                key_join(child, item_key, "header");
+                return fail(l, values[1], child, "same header as %s[%zu]", key, j);
+            }
+        }
+    }
+    return 0;
+}
+
+static int on_jwt_forward_payload(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_provider_config_t *p = obj;
+    return parse_settable_name(l, key, value, "set", &p->forward_payload);
+}
+
+/* Checks that the file can be opened and read, blaming node; what it holds is the runtime's business. */
+static int check_readable(loader_t *l, const char *key, yaml_node_t *node, const char *file)
+{
+    char byte;
+    int ret = 0;
+
+    FILE *fp = fopen(file, "rb");
+    if (fp == NULL && errno == ENOMEM)
+        return nomem(l->name, l->err, l->errlen);
+    if (fp == NULL)
+        return fail(l, node, key, "cannot read \"%s\": %s", file, strerror(errno));
+    size_t n = fread(&byte, 1, 1, fp); /* a directory opens, and fails here */
+    (void)n;
+    if (ferror(fp))
+        ret = fail(l, node, key, "cannot read \"%s\": %s", file, strerror(errno));
+    fclose(fp);
+    return ret;
+}
+
+enum {
+    JP_NAME,
+    JP_ISSUER,
+    JP_AUDIENCES,
+    JP_FROM,
+    JP_JWKS_FILE,
+    JP_JWKS_URL,
+    JP_JWKS_CA,
+    JP_JWKS_CACHE,
+    JP_CLOCK_SKEW,
+    JP_MAX_TOKEN_SIZE,
+    JP_CLAIMS_TO_HEADERS,
+    JP_FORWARD_PAYLOAD,
+    JP_STRIP_TOKEN,
+};
+
+static const field_t jwt_provider_fields[] = {
+    [JP_NAME] = {"name", FIELD_CUSTOM, 0, 0, 0, on_jwt_provider_name},
+    [JP_ISSUER] = {"issuer", FIELD_CUSTOM, 0, 0, 0, on_jwt_issuer},
+    [JP_AUDIENCES] = {"audiences", FIELD_CUSTOM, 0, 0, 0, on_jwt_audiences},
+    [JP_FROM] = {"from", FIELD_CUSTOM, 0, 0, 0, on_jwt_from},
+    [JP_JWKS_FILE] = {"jwks_file", FIELD_PATH, offsetof(ptc_jwt_provider_config_t, jwks_file), 0, 0, NULL},
+    [JP_JWKS_URL] = {"jwks_url", FIELD_CUSTOM, 0, 0, 0, on_jwt_jwks_url},
+    [JP_JWKS_CA] = {"jwks_ca", FIELD_PATH, offsetof(ptc_jwt_provider_config_t, jwks_ca), 0, 0, NULL},
+    [JP_JWKS_CACHE] = {"jwks_cache", FIELD_DURATION, offsetof(ptc_jwt_provider_config_t, jwks_cache_ms), 1, UINT64_MAX, NULL},
+    [JP_CLOCK_SKEW] = {"clock_skew", FIELD_DURATION, offsetof(ptc_jwt_provider_config_t, clock_skew_ms), 0, UINT64_MAX, NULL},
+    [JP_MAX_TOKEN_SIZE] = {"max_token_size", FIELD_SIZE32, offsetof(ptc_jwt_provider_config_t, max_token_size),
+                           PTC_CONFIG_MIN_JWT_TOKEN_SIZE, PTC_CONFIG_MAX_JWT_TOKEN_SIZE, NULL},
+    [JP_CLAIMS_TO_HEADERS] = {"claims_to_headers", FIELD_CUSTOM, 0, 0, 0, on_jwt_claims_to_headers},
+    [JP_FORWARD_PAYLOAD] = {"forward_payload", FIELD_CUSTOM, 0, 0, 0, on_jwt_forward_payload},
+    [JP_STRIP_TOKEN] = {"strip_token", FIELD_BOOL, offsetof(ptc_jwt_provider_config_t, strip_token), 0, 0, NULL},
+};
+
+static int on_jwt_providers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    int ret;
+
+    if ((next->jwt_providers = new_items(l, key, value, sizeof(*next->jwt_providers), &next->num_jwt_providers, &ret)) == NULL)
+        return ret;
+
+    for (size_t i = 0; i < next->num_jwt_providers; i++) {
+        char item_key[KEY_SIZE], child[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, value, i, item_key);
+        yaml_node_t *values[PTC_ARRAY_SIZE(jwt_provider_fields)] = {NULL};
+        ptc_jwt_provider_config_t *p = &next->jwt_providers[i];
+
+        ptc__jwt_provider_init_defaults(p);
+        ret = walk_mapping(l, item_key, item, jwt_provider_fields, PTC_ARRAY_SIZE(jwt_provider_fields), p, false, values, NULL);
+        if (ret != 0)
+            return ret;
+        if (values[JP_NAME] == NULL)
+            return missing(l, item, item_key, "name", "is required");
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(next->jwt_providers[j].name, p->name) == 0) {
+                key_join(child, item_key, "name");
+                return fail(l, values[JP_NAME], child, "duplicate provider name \"%s\" (also %s[%zu])", p->name, key, j);
+            }
+        }
+        if (values[JP_FROM] == NULL && ((ret = dup_string(l, PTC_CONFIG_DEFAULT_JWT_HEADER, &p->from_name)) != 0 ||
+                                        (ret = dup_string(l, PTC_CONFIG_DEFAULT_JWT_PREFIX, &p->from_prefix)) != 0))
+            return ret;
+        if (p->jwks_file == NULL && p->jwks_url == NULL)
+            return fail(l, item, item_key, "needs jwks_file or jwks_url");
+        if (p->jwks_ca != NULL && p->jwks_url == NULL) {
+            key_join(child, item_key, "jwks_ca");
+            return fail(l, values[JP_JWKS_CA], child, "only used with jwks_url");
+        }
+        if (p->jwks_file != NULL) {
+            key_join(child, item_key, "jwks_file");
+            if ((ret = check_readable(l, child, values[JP_JWKS_FILE], p->jwks_file)) != 0)
+                return ret;
+        }
+        if (p->jwks_ca != NULL && (ret = check_ca(l, item_key, "jwks_ca", p->jwks_ca, values[JP_JWKS_CA])) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* A requirement (jwt.default, a route's jwt) while it is parsed. */
+typedef struct st_requirement_parse_t {
+    ptc_jwt_requirement_config_t *req;
+    yaml_node_t *providers; /* the sequence of names, resolved once every provider is known */
+} requirement_parse_t;
+
+static int on_requirement_providers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    requirement_parse_t *rp = obj;
+    int ret;
+
+    if ((ret = want_sequence(l, key, value)) != 0)
+        return ret;
+    for (size_t i = 0; i < seq_len(value); i++) {
+        char item_key[KEY_SIZE];
+        const char *s;
+        if ((ret = want_scalar(l, item_key, seq_item(l, key, value, i, item_key), "a provider name", &s)) != 0)
+            return ret;
+    }
+    rp->providers = value;
+    return 0;
+}
+
+static int on_requirement_optional(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    static const field_t optional = {"optional", FIELD_BOOL, offsetof(ptc_jwt_requirement_config_t, optional), 0, 0, NULL};
+    requirement_parse_t *rp = obj;
+    return apply_field(l, &optional, key, value, rp->req);
+}
+
+/* A non-empty mapping of claim path -> value. */
+static int on_requirement_require_claims(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_jwt_requirement_config_t *req = ((requirement_parse_t *)obj)->req;
+
+    if (value->type != YAML_MAPPING_NODE)
+        return fail(l, value, key, "expected a mapping, got %s", kind_name(value));
+    size_t n = (size_t)(value->data.mapping.pairs.top - value->data.mapping.pairs.start);
+    if (n == 0)
+        return fail(l, value, key, "must not be empty");
+    if ((req->claims = calloc(n, sizeof(*req->claims))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    req->num_claims = n; /* zeroed entries are safe to dispose */
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pair = &value->data.mapping.pairs.start[i];
+        yaml_node_t *k = node_at(l, pair->key), *v = node_at(l, pair->value);
+        char child[KEY_SIZE];
+        const char *claim, *s;
+        int ret;
+
+        if (k->type != YAML_SCALAR_NODE || is_null(k))
+            return fail(l, k, key, "keys must be strings, got %s", kind_name(k));
+        claim = scalar_value(k);
+        key_join(child, key, claim);
+        if ((ret = parse_claim_path(l, child, k, &req->claims[i].claim)) != 0)
+            return ret;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(req->claims[j].claim, claim) == 0)
+                return fail(l, k, child, "duplicate key");
+        if ((ret = want_nonempty(l, child, v, "a claim value", &s)) != 0 || (ret = dup_string(l, s, &req->claims[i].value)) != 0)
+            return ret;
+    }
+    return 0;
+}
+
+static const field_t requirement_fields[] = {
+    {"providers", FIELD_CUSTOM, 0, 0, 0, on_requirement_providers},
+    {"optional", FIELD_CUSTOM, 0, 0, 0, on_requirement_optional},
+    {"require_claims", FIELD_CUSTOM, 0, 0, 0, on_requirement_require_claims},
+};
+
+/* `disabled` or a mapping into req (zeroed); *providers gets the node of the provider names (NULL when disabled). */
+static int parse_requirement(loader_t *l, const char *key, yaml_node_t *value, ptc_jwt_requirement_config_t *req,
+                             yaml_node_t **providers)
+{
+    requirement_parse_t rp = {req, NULL};
+    yaml_node_t *values[PTC_ARRAY_SIZE(requirement_fields)] = {NULL};
+    int ret;
+
+    req->set = true;
+    *providers = NULL;
+    if (value->type == YAML_SCALAR_NODE && !is_null(value)) {
+        if (strcmp(scalar_value(value), "disabled") != 0)
+            return fail(l, value, key, "invalid value \"%s\" (expected disabled or a mapping)", scalar_value(value));
+        req->disabled = true;
+        return 0;
+    }
+    if (value->type != YAML_MAPPING_NODE)
+        return fail(l, value, key, "expected a mapping or disabled, got %s", kind_name(value));
+    if ((ret = walk_mapping(l, key, value, requirement_fields, PTC_ARRAY_SIZE(requirement_fields), &rp, false, values, NULL)) != 0)
+        return ret;
+    if (rp.providers == NULL)
+        return missing(l, value, key, "providers", "is required");
+    *providers = rp.providers;
+    return 0;
+}
+
+/* Turns the names of node (the sequence at key) into indexes into provs. */
+static int resolve_requirement(loader_t *l, const char *key, yaml_node_t *node, ptc_jwt_requirement_config_t *req,
+                               const ptc_jwt_provider_config_t *provs, size_t nprovs)
+{
+    size_t n = seq_len(node);
+
+    if ((req->providers = calloc(n, sizeof(*req->providers))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    req->num_providers = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_key[KEY_SIZE];
+        yaml_node_t *item = seq_item(l, key, node, i, item_key);
+        const char *name = scalar_value(item);
+        size_t u;
+
+        for (u = 0; u < nprovs; u++)
+            if (strcmp(provs[u].name, name) == 0)
+                break;
+        if (u == nprovs)
+            return fail(l, item, item_key, "unknown provider \"%s\"", name);
+        for (size_t j = 0; j < i; j++)
+            if (req->providers[j] == u)
+                return fail(l, item, item_key, "duplicate provider \"%s\"", name);
+        req->providers[i] = u;
+    }
+    return 0;
+}
+
+static int on_jwt_default(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    return parse_requirement(l, key, value, &next->jwt_default, &l->jwt_default_providers);
+}
+
+static const field_t jwt_fields[] = {
+    {"providers", FIELD_CUSTOM, 0, 0, 0, on_jwt_providers},
+    {"default", FIELD_CUSTOM, 0, 0, 0, on_jwt_default},
+};
+
+/* A whole section: no `default` means none, no `providers` none either. */
+static int on_jwt(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(jwt_fields)] = {NULL};
+    char child[KEY_SIZE];
+    int ret;
+
+    l->has_jwt = true;
+    l->jwt_node = value;
+    if ((ret = walk_mapping(l, key, value, jwt_fields, PTC_ARRAY_SIZE(jwt_fields), next, false, values, NULL)) != 0)
+        return ret;
+    if (l->jwt_default_providers == NULL)
+        return 0;
+    key_join(child, key, "default.providers");
+    return resolve_requirement(l, child, l->jwt_default_providers, &next->jwt_default, next->jwt_providers, next->num_jwt_providers);
+}
+
 /* ---- routes ---- */
 
 typedef struct st_route_parse_t {
     ptc_route_config_t *route;
     yaml_node_t *match_node;
     yaml_node_t *upstream_node;
+    yaml_node_t *jwt_providers;
 } route_parse_t;
 
 static int on_route_match(loader_t *l, const char *key, yaml_node_t *value, route_parse_t *rp, ptc_route_match_t match)
@@ -922,11 +1622,33 @@ static int on_route_cors(loader_t *l, const char *key, yaml_node_t *value, void 
     return parse_cors(l, key, value, rp->route->cors);
 }
 
+static int on_route_headers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+    return parse_header_rules(l, key, value, &rp->route->headers);
+}
+
+static int on_route_jwt(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+    return parse_requirement(l, key, value, &rp->route->jwt, &rp->jwt_providers);
+}
+
+static int on_route_native_filters(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    static const field_t native = {"native_filters", FIELD_BOOL, offsetof(ptc_route_config_t, native_filters), 0, 0, NULL};
+    route_parse_t *rp = obj;
+    return apply_field(l, &native, key, value, rp->route);
+}
+
 static const field_t route_fields[] = {
     {"prefix", FIELD_CUSTOM, 0, 0, 0, on_route_prefix},
     {"path", FIELD_CUSTOM, 0, 0, 0, on_route_path},
     {"upstream", FIELD_CUSTOM, 0, 0, 0, on_route_upstream},
     {"cors", FIELD_CUSTOM, 0, 0, 0, on_route_cors},
+    {"headers", FIELD_CUSTOM, 0, 0, 0, on_route_headers},
+    {"jwt", FIELD_CUSTOM, 0, 0, 0, on_route_jwt},
+    {"native_filters", FIELD_CUSTOM, 0, 0, 0, on_route_native_filters},
 };
 
 static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -940,7 +1662,7 @@ static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj
     size_t n = seq_len(value);
     if ((next->routes = calloc(n, sizeof(*next->routes))) == NULL ||
         (l->route_upstream = calloc(n, sizeof(yaml_node_t *))) == NULL ||
-        (l->route_match = calloc(n, sizeof(yaml_node_t *))) == NULL)
+        (l->route_match = calloc(n, sizeof(yaml_node_t *))) == NULL || (l->route_jwt = calloc(n, sizeof(yaml_node_t *))) == NULL)
         return nomem(l->name, l->err, l->errlen);
     next->num_routes = n;
 
@@ -948,7 +1670,7 @@ static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj
         char item_key[KEY_SIZE], child[KEY_SIZE];
         yaml_node_t *item = seq_item(l, key, value, i, item_key);
         yaml_node_t *values[PTC_ARRAY_SIZE(route_fields)] = {NULL};
-        route_parse_t rp = {&next->routes[i], NULL, NULL};
+        route_parse_t rp = {&next->routes[i], NULL, NULL, NULL};
 
         next->routes[i].native_filters = true;
         if ((ret = walk_mapping(l, item_key, item, route_fields, PTC_ARRAY_SIZE(route_fields), &rp, false, values, NULL)) != 0)
@@ -961,20 +1683,29 @@ static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj
         }
         l->route_match[i] = rp.match_node;
         l->route_upstream[i] = rp.upstream_node;
+        l->route_jwt[i] = rp.jwt_providers;
     }
     return 0;
 }
 
-/* Gives routes their upstream index, rejects duplicates, and sorts them into match order. */
-static int resolve_routes(loader_t *l, const ptc_upstream_config_t *ups, size_t nups)
+/* Gives routes their upstream index and their providers' indexes, rejects duplicates, and sorts them into match
+ * order. */
+static int resolve_routes(loader_t *l, const ptc_upstream_config_t *ups, size_t nups, const ptc_jwt_provider_config_t *provs,
+                          size_t nprovs)
 {
     ptc_config_t *next = l->next;
     char key[KEY_SIZE];
+    int ret;
 
     for (size_t i = 0; i < next->num_routes; i++) {
         ptc_route_config_t *r = &next->routes[i];
         const char *name = scalar_value(l->route_upstream[i]);
         size_t u;
+        if (l->route_jwt[i] != NULL) {
+            snprintf(key, sizeof(key), "routes[%zu].jwt.providers", i);
+            if ((ret = resolve_requirement(l, key, l->route_jwt[i], &r->jwt, provs, nprovs)) != 0)
+                return ret;
+        }
         for (u = 0; u < nups; u++)
             if (strcmp(ups[u].name, name) == 0)
                 break;
@@ -991,6 +1722,42 @@ static int resolve_routes(loader_t *l, const ptc_upstream_config_t *ups, size_t 
         }
     }
     ptc__routes_sort(next->routes, next->num_routes);
+    return 0;
+}
+
+/*
+ * The file replaces the providers but keeps the current routes: routes that name providers (by index into the
+ * current list) are copied with their indexes following the names into the new list, and the copies replace the
+ * current routes as a routes section would. A provider they name that the file drops is an error.
+ */
+static int remap_kept_routes(loader_t *l, const ptc_config_t *cfg)
+{
+    ptc_config_t *next = l->next;
+    bool any = false;
+
+    for (size_t i = 0; i < cfg->num_routes; i++)
+        any = any || cfg->routes[i].jwt.num_providers != 0;
+    if (!any)
+        return 0; /* borrowed as they are */
+    if ((next->routes = calloc(cfg->num_routes, sizeof(*next->routes))) == NULL)
+        return nomem(l->name, l->err, l->errlen);
+    next->num_routes = cfg->num_routes;
+    l->has_routes = true;
+    for (size_t i = 0; i < cfg->num_routes; i++) {
+        ptc_jwt_requirement_config_t *req = &next->routes[i].jwt;
+        if (ptc__route_copy(&next->routes[i], &cfg->routes[i]) != 0)
+            return nomem(l->name, l->err, l->errlen);
+        for (size_t j = 0; j < req->num_providers; j++) {
+            const char *name = req->providers[j] < cfg->num_jwt_providers ? cfg->jwt_providers[req->providers[j]].name : NULL;
+            size_t u = 0;
+            while (u < next->num_jwt_providers && !(name != NULL && strcmp(next->jwt_providers[u].name, name) == 0))
+                u++;
+            if (u == next->num_jwt_providers)
+                return fail(l, l->jwt_node, "jwt", "the current routes[%zu] require provider \"%s\", which this file does not define; "
+                            "give the routes too", i, name != NULL ? name : "?");
+            req->providers[j] = u;
+        }
+    }
     return 0;
 }
 
@@ -1084,6 +1851,78 @@ static int on_pid_file(loader_t *l, const char *key, yaml_node_t *value, void *o
     if (is_null(value))
         return 0;
     return parse_path(l, key, value, &next->pid_file);
+}
+
+/* ---- request ids, trace context, header rules ---- */
+
+/* For a section that may also be written `true` or `false`: sets *enabled and returns 1 for those, returns 0 for a
+ * mapping (to walk), or an error. */
+static int section_switch(loader_t *l, const char *key, yaml_node_t *value, bool *enabled)
+{
+    if (value->type == YAML_MAPPING_NODE)
+        return 0;
+    if (value->type != YAML_SCALAR_NODE || is_null(value))
+        return fail(l, value, key, "expected a mapping, true or false, got %s", kind_name(value));
+    const char *s = scalar_value(value);
+    if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
+        return fail(l, value, key, "invalid value \"%s\" (expected true, false or a mapping)", s);
+    *enabled = s[0] == 't';
+    return 1;
+}
+
+static int on_request_id_header(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_request_id_config_t *r = obj;
+    free(r->header); /* the default */
+    r->header = NULL;
+    return parse_settable_name(l, key, value, "set", &r->header);
+}
+
+static const field_t request_id_fields[] = {
+    {"enabled", FIELD_BOOL, offsetof(ptc_request_id_config_t, enabled), 0, 0, NULL},
+    {"header", FIELD_CUSTOM, 0, 0, 0, on_request_id_header},
+    {"max_length", FIELD_UINT32, offsetof(ptc_request_id_config_t, max_length), 1, PTC_CONFIG_MAX_REQUEST_ID_LENGTH, NULL},
+    {"trust_incoming", FIELD_BOOL, offsetof(ptc_request_id_config_t, trust_incoming), 0, 0, NULL},
+};
+
+static int on_request_id(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_request_id_config_t *r = &((ptc_config_t *)obj)->request_id;
+    yaml_node_t *values[PTC_ARRAY_SIZE(request_id_fields)] = {NULL};
+    int ret;
+
+    /* a whole section: what it does not give takes the defaults, not the current values */
+    free(r->header);
+    if (ptc__request_id_init(r) != 0)
+        return nomem(l->name, l->err, l->errlen);
+    if ((ret = section_switch(l, key, value, &r->enabled)) != 0)
+        return ret < 0 ? ret : 0;
+    return walk_mapping(l, key, value, request_id_fields, PTC_ARRAY_SIZE(request_id_fields), r, false, values, NULL);
+}
+
+static const field_t trace_fields[] = {
+    {"enabled", FIELD_BOOL, offsetof(ptc_trace_config_t, enabled), 0, 0, NULL},
+    {"sampled", FIELD_BOOL, offsetof(ptc_trace_config_t, sampled), 0, 0, NULL},
+};
+
+static int on_trace(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_trace_config_t *t = &((ptc_config_t *)obj)->trace;
+    yaml_node_t *values[PTC_ARRAY_SIZE(trace_fields)] = {NULL};
+    int ret;
+
+    *t = (ptc_trace_config_t){.enabled = true, .sampled = false};
+    if ((ret = section_switch(l, key, value, &t->enabled)) != 0)
+        return ret < 0 ? ret : 0;
+    return walk_mapping(l, key, value, trace_fields, PTC_ARRAY_SIZE(trace_fields), t, false, values, NULL);
+}
+
+static int on_headers(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+
+    l->has_headers = true;
+    return parse_header_rules(l, key, value, &next->headers);
 }
 
 /* ---- admin ---- */
@@ -1220,6 +2059,10 @@ static const field_t top_fields[] = {
     {"admin", FIELD_CUSTOM, 0, 0, 0, on_admin},
     {"pid_file", FIELD_CUSTOM, 0, 0, 0, on_pid_file},
     {"watch", FIELD_BOOL, offsetof(ptc_config_t, watch), 0, 0, NULL},
+    {"request_id", FIELD_CUSTOM, 0, 0, 0, on_request_id},
+    {"trace", FIELD_CUSTOM, 0, 0, 0, on_trace},
+    {"headers", FIELD_CUSTOM, 0, 0, 0, on_headers},
+    {"jwt", FIELD_CUSTOM, 0, 0, 0, on_jwt},
 };
 
 /* Loads doc over cfg; relative file names are resolved against the directory dir[0..dir_len) ("" = the working directory). */
@@ -1250,10 +2093,12 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
     if (root != NULL && (ret = walk_mapping(&l, "", root, top_fields, PTC_ARRAY_SIZE(top_fields), &next, true, values, keys)) != 0)
         goto fail;
 
-    /* routes refer to the upstreams of this file, or to the current ones when the file has none */
+    /* routes refer to the upstreams and JWT providers of this file, or to the current ones when it has none */
     if (l.has_routes) {
         if ((ret = resolve_routes(&l, l.has_upstreams ? next.upstreams : cfg->upstreams,
-                                  l.has_upstreams ? next.num_upstreams : cfg->num_upstreams)) != 0)
+                                  l.has_upstreams ? next.num_upstreams : cfg->num_upstreams,
+                                  l.has_jwt ? next.jwt_providers : cfg->jwt_providers,
+                                  l.has_jwt ? next.num_jwt_providers : cfg->num_jwt_providers)) != 0)
             goto fail;
     } else if (l.has_upstreams) {
         if (next.num_upstreams != 1) {
@@ -1268,6 +2113,8 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         next.routes[0].match = PTC_ROUTE_PREFIX;
         next.routes[0].upstream_index = 0;
         next.routes[0].native_filters = true;
+    } else if (l.has_jwt && (ret = remap_kept_routes(&l, cfg)) != 0) {
+        goto fail;
     }
 
     /* the result: next, plus whatever the file did not replace borrowed from cfg */
@@ -1292,6 +2139,13 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         result.admin = cfg->admin;
     if (!l.has_pid_file)
         result.pid_file = cfg->pid_file;
+    if (!l.has_headers)
+        result.headers = cfg->headers;
+    if (!l.has_jwt) {
+        result.jwt_providers = cfg->jwt_providers;
+        result.num_jwt_providers = cfg->num_jwt_providers;
+        result.jwt_default = cfg->jwt_default;
+    }
     if (l.admin_address != NULL) {
         for (size_t i = 0; i < result.num_listeners; i++) {
             if (ptc_hostport_eq(result.admin.address, &result.listeners[i].addr)) {
@@ -1324,6 +2178,13 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         memset(&cfg->admin, 0, sizeof(cfg->admin));
     if (!l.has_pid_file)
         cfg->pid_file = NULL;
+    if (!l.has_headers)
+        memset(&cfg->headers, 0, sizeof(cfg->headers));
+    if (!l.has_jwt) {
+        cfg->jwt_providers = NULL;
+        cfg->num_jwt_providers = 0;
+        memset(&cfg->jwt_default, 0, sizeof(cfg->jwt_default));
+    }
     ptc_config_dispose(cfg);
     *cfg = result;
     ret = 0;
@@ -1334,6 +2195,7 @@ fail:
 exit:
     free(l.route_upstream);
     free(l.route_match);
+    free(l.route_jwt);
     return ret;
 }
 

@@ -42,6 +42,8 @@ static const char BASE[] = "workers: 2\n"
                            "  - prefix: /portico.test.Echo/\n"
                            "    upstream: echo\n"
                            "    cors: {allow_origins: [\"https://route.example\"]}\n"
+                           "    headers: {response: [{remove: x-r}]}\n"
+                           "    jwt: {providers: [legacy]}\n"
                            "  - path: /a.B/C\n"
                            "    upstream: old\n"
                            "  - prefix: /\n"
@@ -51,7 +53,16 @@ static const char BASE[] = "workers: 2\n"
                            "compression: {gzip: false}\n"
                            "cors:\n"
                            "  allow_origins: [\"https://a.example\", \"~^https://[a-z]+\\\\.example\\\\.org$\"]\n"
-                           "  expose_headers: [x-a]\n";
+                           "  expose_headers: [x-a]\n"
+                           "request_id: {header: x-request-id, max_length: 128}\n"
+                           "trace: {sampled: false}\n"
+                           "headers:\n"
+                           "  request: [{set: x-h, value: \"1\"}]\n"
+                           "jwt:\n"
+                           "  providers:\n"
+                           "    - {name: main, jwks_file: keys.json}\n"
+                           "    - {name: legacy, jwks_url: https://legacy.example/jwks}\n"
+                           "  default: {providers: [main]}\n";
 
 /* BASE with up to two replacements (find must occur exactly once), and the summary of BASE -> that. */
 typedef struct {
@@ -139,6 +150,33 @@ static const diff_case_t cases[] = {
     {"token: s3cret", "token_file: same.token", NULL, NULL, "admin.token_file none -> @/same.token"},
     {"token: s3cret", "token_file: other.token", NULL, NULL, "admin.token_file none -> @/other.token; admin.token changed"},
     {"  token: s3cret\n", "", NULL, NULL, "admin.token removed"},
+    /* request ids, trace context, header rules */
+    {"request_id: {header: x-request-id, max_length: 128}", "request_id: false", NULL, NULL, "request_id off"},
+    {"request_id: {header: x-request-id, max_length: 128}", "request_id: {header: X-Req, max_length: 64, trust_incoming: false}",
+     NULL, NULL, "request_id.header x-request-id -> x-req; request_id.max_length 128 -> 64; request_id.trust_incoming true -> false"},
+    {"trace: {sampled: false}", "trace: {sampled: true}", NULL, NULL, "trace.sampled false -> true"},
+    {"trace: {sampled: false}", "trace: false", NULL, NULL, "trace off"},
+    {"value: \"1\"", "value: \"2\"", NULL, NULL, "headers: changed"},
+    {"headers:\n  request: [{set: x-h, value: \"1\"}]\n", "headers: {}\n", NULL, NULL, "headers: changed"},
+    {"    headers: {response: [{remove: x-r}]}\n", "", NULL, NULL, "routes: /portico.test.Echo/ headers changed"},
+    {"  - prefix: /\n    upstream: echo\n", "  - prefix: /\n    upstream: echo\n    native_filters: false\n", NULL, NULL,
+     "routes: / native_filters true -> false"},
+    /* jwt */
+    {"    jwt: {providers: [legacy]}\n", "    jwt: {providers: [main]}\n", NULL, NULL, "routes: /portico.test.Echo/ jwt changed"},
+    {"    jwt: {providers: [legacy]}\n", "    jwt: {providers: [legacy], require_claims: {a: b}}\n", NULL, NULL,
+     "routes: /portico.test.Echo/ jwt changed"},
+    {"  - path: /a.B/C\n    upstream: old\n", "  - path: /a.B/C\n    upstream: old\n    jwt: disabled\n", NULL, NULL,
+     "routes: path /a.B/C jwt changed"},
+    {"jwks_url: https://legacy.example/jwks}", "jwks_url: https://legacy.example/jwks2}\n    - {name: new, jwks_file: keys.json}",
+     NULL, NULL, "jwt: +provider new, legacy changed"},
+    {"    - {name: main, jwks_file: keys.json}\n", "", "  default: {providers: [main]}\n", "  default: {providers: [legacy]}\n",
+     "jwt: -provider main, default changed"},
+    {"    - {name: main, jwks_file: keys.json}\n", "", "  default:", "    - {name: main, jwks_file: keys.json}\n  default:",
+     "jwt: providers reordered"},
+    {"  default: {providers: [main]}\n", "  default: {providers: [main], optional: true}\n", NULL, NULL, "jwt: default changed"},
+    {"  default: {providers: [main]}\n", "", NULL, NULL, "jwt: default changed"},
+    {"name: main, jwks_file: keys.json}", "name: main, jwks_file: keys.json, from: {cookie: c}}", "trace: {sampled: false}",
+     "trace: {sampled: true}", "trace.sampled false -> true; jwt: main changed"},
     /* several at once, in a fixed order whatever the order in the file */
     {"log_level: info", "log_level: debug", "https://a.example", "https://b.example",
      "cors: +origin https://b.example, -origin https://a.example; log_level info -> debug"},
@@ -161,6 +199,7 @@ static void load_case(ptc_config_t *cfg, const diff_case_t *c)
         snprintf(rest, sizeof(rest), "%s", at + strlen(finds[i]));
         snprintf(at, sizeof(yaml) - (size_t)(at - yaml), "%s%s", replaces[i], rest);
     }
+    write_file("keys.json", "{\"keys\": []}\n");
     assert_int_equal(ptc_config_init_default(cfg), 0);
     int ret = load_in_dir(cfg, yaml, err, sizeof(err));
     if (ret != 0)

@@ -51,6 +51,14 @@ static void test_copy(void **state)
     assert_int_equal(copy.upstreams[0].num_endpoints, 4);
     assert_non_null(copy.routes[0].cors);
     assert_null(copy.routes[3].cors);
+    assert_false(copy.request_id.enabled);
+    assert_true(copy.trace.sampled);
+    assert_int_equal(copy.headers.num_trailers, 2);
+    assert_int_equal(copy.num_jwt_providers, 3);
+    assert_int_equal(copy.jwt_default.num_providers, 2);
+    assert_true(copy.jwt_default.optional);
+    assert_true(copy.routes[0].jwt.disabled);
+    assert_false(copy.routes[2].native_filters);
 
     /* deep: nothing points into the original */
     assert_not_shared(copy.source, src.source);
@@ -70,6 +78,24 @@ static void test_copy(void **state)
     assert_not_shared(copy.upstreams[0].tls->server_name, src.upstreams[0].tls->server_name);
     assert_true(copy.routes[0].cors != src.routes[0].cors);
     assert_true(copy.cors.origins[2].regex != src.cors.origins[2].regex); /* recompiled */
+    assert_not_shared(copy.request_id.header, src.request_id.header);
+    assert_true(copy.headers.request != src.headers.request);
+    assert_not_shared(copy.headers.request[0].value, src.headers.request[0].value);
+    assert_not_shared(copy.headers.request[3].to, src.headers.request[3].to);
+    assert_not_shared(copy.headers.trailers[1].name, src.headers.trailers[1].name);
+    assert_true(copy.jwt_providers != src.jwt_providers);
+    assert_true(copy.jwt_providers[0].audiences != src.jwt_providers[0].audiences);
+    assert_not_shared(copy.jwt_providers[0].audiences[2], src.jwt_providers[0].audiences[2]);
+    assert_not_shared(copy.jwt_providers[0].from_prefix, src.jwt_providers[0].from_prefix);
+    assert_not_shared(copy.jwt_providers[0].jwks_ca, src.jwt_providers[0].jwks_ca);
+    assert_not_shared(copy.jwt_providers[0].claim_headers[1].claim, src.jwt_providers[0].claim_headers[1].claim);
+    assert_not_shared(copy.jwt_providers[2].jwks_url, src.jwt_providers[2].jwks_url);
+    assert_true(copy.jwt_default.providers != src.jwt_default.providers);
+    assert_not_shared(copy.jwt_default.claims[4].value, src.jwt_default.claims[4].value);
+    assert_true(copy.routes[2].headers.request != src.routes[2].headers.request);
+    assert_not_shared(copy.routes[2].headers.trailers[0].to, src.routes[2].headers.trailers[0].to);
+    assert_true(copy.routes[2].jwt.providers != src.routes[2].jwt.providers);
+    assert_not_shared(copy.routes[2].jwt.claims[0].claim, src.routes[2].jwt.claims[0].claim);
 
     /* the copy lives on its own */
     ptc_config_dispose(&src);

@@ -34,6 +34,7 @@ static const char DEFAULT_YAML[] = "workers: 0\n"
                                    "routes:\n"
                                    "  - prefix: /\n"
                                    "    upstream: default\n"
+                                   "    native_filters: true\n"
                                    "limits:\n"
                                    "  max_message_size: 4MiB\n"
                                    "  max_header_size: 16KiB\n"
@@ -50,7 +51,17 @@ static const char DEFAULT_YAML[] = "workers: 0\n"
                                    "compression:\n"
                                    "  gzip: false\n"
                                    "  min_size: 1KiB\n"
-                                   "  level: 5\n";
+                                   "  level: 5\n"
+                                   "request_id:\n"
+                                   "  enabled: true\n"
+                                   "  header: x-request-id\n"
+                                   "  max_length: 128\n"
+                                   "  trust_incoming: true\n"
+                                   "trace:\n"
+                                   "  enabled: true\n"
+                                   "  sampled: false\n"
+                                   "headers: {}\n"
+                                   "jwt: {}\n";
 
 static const char DEFAULT_JSON[] = "{\n"
                                    "  \"workers\": 0,\n"
@@ -80,7 +91,8 @@ static const char DEFAULT_JSON[] = "{\n"
                                    "  \"routes\": [\n"
                                    "    {\n"
                                    "      \"prefix\": \"/\",\n"
-                                   "      \"upstream\": \"default\"\n"
+                                   "      \"upstream\": \"default\",\n"
+                                   "      \"native_filters\": true\n"
                                    "    }\n"
                                    "  ],\n"
                                    "  \"limits\": {\n"
@@ -102,7 +114,19 @@ static const char DEFAULT_JSON[] = "{\n"
                                    "    \"gzip\": false,\n"
                                    "    \"min_size\": \"1KiB\",\n"
                                    "    \"level\": 5\n"
-                                   "  }\n"
+                                   "  },\n"
+                                   "  \"request_id\": {\n"
+                                   "    \"enabled\": true,\n"
+                                   "    \"header\": \"x-request-id\",\n"
+                                   "    \"max_length\": 128,\n"
+                                   "    \"trust_incoming\": true\n"
+                                   "  },\n"
+                                   "  \"trace\": {\n"
+                                   "    \"enabled\": true,\n"
+                                   "    \"sampled\": false\n"
+                                   "  },\n"
+                                   "  \"headers\": {},\n"
+                                   "  \"jwt\": {}\n"
                                    "}\n";
 
 /* ---- a strict JSON checker (RFC 8259), so that "valid JSON" is not taken on the loader's word ---- */
@@ -322,6 +346,39 @@ static void test_rich_round_trip(void **state)
     assert_string_equal(back.admin.token, "rich-token");
     assert_false(back.watch);
     assert_string_equal(back.routes[2].cors->allow_methods, "POST, X-Custom!");
+    /* the filters' sections */
+    assert_false(back.request_id.enabled);
+    assert_string_equal(back.request_id.header, "x-req");
+    assert_int_equal(back.request_id.max_length, 32);
+    assert_true(back.trace.sampled);
+    assert_int_equal(back.headers.num_request, 4);
+    assert_string_equal(back.headers.request[1].value, "portico \"q\" #1: \xc3\xa9 100%%");
+    assert_int_equal(back.headers.request[3].op, PTC_HEADER_RENAME);
+    assert_string_equal(back.headers.request[3].to, "x-new");
+    assert_string_equal(back.headers.trailers[0].value, "");
+    assert_string_equal(back.headers.trailers[1].value, "true");
+    assert_int_equal(back.num_jwt_providers, 3);
+    assert_path(back.jwt_providers[0].jwks_file, "keys.json");
+    assert_path(back.jwt_providers[0].jwks_ca, "a.pem");
+    assert_path(back.jwt_providers[1].jwks_file, "keys.json");
+    assert_string_equal(back.jwt_providers[0].from_prefix, "Bearer ");
+    assert_string_equal(back.jwt_providers[0].audiences[1], "true");
+    assert_int_equal(back.jwt_providers[0].clock_skew_ms, 0);
+    assert_int_equal(back.jwt_providers[1].from, PTC_JWT_FROM_COOKIE);
+    assert_null(back.jwt_providers[1].from_prefix);
+    assert_int_equal(back.jwt_providers[2].from, PTC_JWT_FROM_QUERY);
+    assert_int_equal(back.jwt_default.num_claims, 5);
+    assert_string_equal(back.jwt_default.claims[2].claim, "a:b");
+    assert_string_equal(back.jwt_default.claims[4].claim, "#k");
+    assert_string_equal(back.jwt_default.claims[4].value, "\"v\"");
+    assert_int_equal(back.jwt_default.providers[0], 1);
+    assert_true(back.routes[0].jwt.disabled); /* path /portico.test.Echo/Private */
+    assert_int_equal(back.routes[2].jwt.providers[0], 2);
+    assert_false(back.routes[2].native_filters);
+    assert_int_equal(back.routes[2].headers.num_trailers, 1);
+    assert_int_equal(back.routes[3].jwt.num_providers, 2); /* /sys. */
+    assert_false(back.routes[4].jwt.set);
+    assert_true(back.routes[4].native_filters);
     ptc_config_dispose(&back);
 
     /* file names under the base directory are written relative to it, others as they are */
@@ -354,6 +411,23 @@ static void test_rich_round_trip(void **state)
     assert_contains(yaml, "\n  call_buffer_size: 1000\n");
     assert_contains(yaml, "\n    cors:\n      allow_credentials: false\n      allow_headers: \"*\"\n      max_age: 10m\n");
     assert_contains(yaml, "\n    tls:\n      insecure_skip_verify: false\n  - name:");
+    /* the filters' sections: file names relative, claim paths quoted as keys where needed */
+    assert_contains(yaml, "\nrequest_id:\n  enabled: false\n  header: x-req\n  max_length: 32\n  trust_incoming: false\n"
+                          "trace:\n  enabled: true\n  sampled: true\nheaders:\n  request:\n"
+                          "    - set: x-forwarded-origin\n      value: \"%REQ(origin)%\"\n");
+    assert_contains(yaml, "\n    - rename: x-old\n      to: x-new\n  response:\n");
+    assert_contains(yaml, "\n    - add: x-t\n      value: \"\"\n    - set: x-u\n      value: \"true\"\njwt:\n  providers:\n");
+    assert_contains(yaml, "\n      from:\n        header: authorization\n        prefix: \"Bearer \"\n      jwks_file: keys.json\n"
+                          "      jwks_url: https://issuer.example/.well-known/jwks.json\n      jwks_ca: a.pem\n"
+                          "      jwks_cache: 90s\n      clock_skew: 0s\n      max_token_size: 1MiB\n      strip_token: true\n"
+                          "      claims_to_headers:\n        - claim: sub\n          header: x-user\n");
+    assert_contains(yaml, "\n    - name: cookie\n      from:\n        cookie: Session\n      jwks_file: keys.json\n");
+    assert_contains(yaml, "\n  default:\n    providers:\n      - cookie\n      - main\n    optional: true\n    require_claims:\n"
+                          "      scope: read\n      realm_access.roles: admin\n      a:b: \"x y\"\n      \"yes\": \"1\"\n"
+                          "      \"#k\": \"\\\"v\\\"\"\n");
+    assert_contains(yaml, "\n    jwt: disabled\n    native_filters: true\n");
+    assert_contains(yaml, "\n    jwt:\n      providers:\n        - q\n      optional: false\n      require_claims:\n"
+                          "        tenant: acme\n    native_filters: false\n");
     free(yaml);
 
     /* JSON: the same with the JSON spellings */
@@ -363,6 +437,10 @@ static void test_rich_round_trip(void **state)
     assert_contains(json, "\"watch\": false");
     assert_contains(json, "\"max_connections\": 4294967295");
     assert_contains(json, "\"connect_timeout\": \"1500ms\"");
+    assert_contains(json, "\"require_claims\": {\n        \"scope\": \"read\",\n        \"realm_access.roles\": \"admin\",\n"
+                          "        \"a:b\": \"x y\",\n        \"yes\": \"1\",\n        \"#k\": \"\\\"v\\\"\"\n      }");
+    assert_contains(json, "\"jwt\": \"disabled\"");
+    assert_contains(json, "\"headers\": {\n    \"request\": [\n");
     free(json);
     ptc_config_dispose(&cfg);
 }
@@ -505,6 +583,14 @@ static void test_unusual_values(void **state)
     assert_ptr_equal(out, untouched);
     assert_int_equal(len, 7);
     cfg.routes[0].upstream_index = 0;
+    cfg.routes[0].jwt.set = true; /* a JWT check without providers: `providers` is required */
+    assert_int_equal(ptc_config_emit(&cfg, PTC_CONFIG_JSON, 0, &out, &len), PTC_EINVAL);
+    size_t bad_index = 3;
+    cfg.routes[0].jwt.providers = &bad_index; /* a provider that is not there */
+    cfg.routes[0].jwt.num_providers = 1;
+    assert_int_equal(ptc_config_emit(&cfg, PTC_CONFIG_YAML, 0, &out, &len), PTC_EINVAL);
+    assert_ptr_equal(out, untouched);
+    cfg.routes[0].jwt = (ptc_jwt_requirement_config_t){0};
     assert_int_equal(ptc_config_emit(&cfg, PTC_CONFIG_YAML, 0, &out, NULL), 0); /* outlen may be NULL */
     assert_contains(out, "health_path: /badx\n");
     free(out);

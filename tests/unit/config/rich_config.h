@@ -1,7 +1,7 @@
 /*
  * A configuration that sets every key, several of them to values that need quoting or escaping (file names
- * with spaces, quotes, ':' and '#'; an origin regex with control characters, quotes and non-ASCII text), for
- * the copy and emitter tests. Needs the tls_files.h fixture.
+ * with spaces, quotes, ':' and '#'; an origin regex with control characters, quotes and non-ASCII text; claim
+ * paths and header values that are not plain YAML), for the copy and emitter tests. Needs the tls_files.h fixture.
  */
 #ifndef PTC_TEST_CONFIG_RICH_CONFIG_H
 #define PTC_TEST_CONFIG_RICH_CONFIG_H
@@ -65,6 +65,11 @@ static const char RICH_YAML[] =
     "routes:\n"
     "  - prefix: /portico.test.Echo/\n"
     "    upstream: echo\n"
+    "    headers:\n"
+    "      request: [{set: x-route, value: \"%ROUTE% %JWT(sub)%\"}, {remove: x-b}]\n"
+    "      trailers: [{rename: x-c, to: x-d}]\n"
+    "    jwt: {providers: [q], require_claims: {tenant: acme}}\n"
+    "    native_filters: false\n"
     "    cors:\n"
     "      allow_origins: [\"https://other.example\", \"null\"]\n"
     "      allow_credentials: true\n"
@@ -76,8 +81,11 @@ static const char RICH_YAML[] =
     "  - path: /portico.test.Echo/Private\n"
     "    upstream: dev\n"
     "    cors: {}\n"
+    "    jwt: disabled\n"
     "  - prefix: /sys.\n"
     "    upstream: sys\n"
+    "    jwt: {providers: [main, cookie], optional: true}\n"
+    "    headers: {response: [{add: x-sys, value: \"%RESP(x-a)%\"}]}\n"
     "  - prefix: \"/#x:\"\n"
     "    upstream: \"1.5\"\n"
     "  - path: /a.B/C\n"
@@ -103,7 +111,43 @@ static const char RICH_YAML[] =
     "  allow_headers: \"*\"\n"
     "  expose_headers: [x-custom, X-Trace-Bin]\n"
     "  max_age: 1h\n"
-    "  allow_private_network: false\n";
+    "  allow_private_network: false\n"
+    "request_id: {enabled: false, header: X-Req, max_length: 32, trust_incoming: false}\n"
+    "trace: {enabled: true, sampled: true}\n"
+    "headers:\n"
+    "  request:\n"
+    "    - {set: x-forwarded-origin, value: \"%REQ(origin)%\"}\n"
+    "    - {add: x-gateway, value: \"portico \\\"q\\\" #1: \\u00e9 100%%\"}\n"
+    "    - {remove: x-debug}\n"
+    "    - {rename: x-old, to: x-new}\n"
+    "  response: [{set: x-served-by, value: \"%UPSTREAM% %RESP(x-a)%\"}]\n"
+    "  trailers: [{add: x-t, value: \"\"}, {set: x-u, value: \"true\"}]\n"
+    "jwt:\n"
+    "  providers:\n"
+    "    - name: main\n"
+    "      issuer: https://issuer.example/\n"
+    "      audiences: [api://portico, \"true\", \"#x\"]\n"
+    "      from: {header: Authorization, prefix: \"Bearer \"}\n"
+    "      jwks_file: keys.json\n"
+    "      jwks_url: https://issuer.example/.well-known/jwks.json\n"
+    "      jwks_ca: a.pem\n"
+    "      jwks_cache: 90s\n"
+    "      clock_skew: 0\n"
+    "      max_token_size: 1MiB\n"
+    "      claims_to_headers: [{claim: sub, header: x-user}, {claim: \"https://x/roles\", header: x-roles}]\n"
+    "      forward_payload: x-jwt-payload\n"
+    "      strip_token: true\n"
+    "    - name: cookie\n"
+    "      from: {cookie: Session}\n"
+    "      jwks_file: \"@/keys.json\"\n"
+    "    - name: q\n"
+    "      audiences: single\n"
+    "      from: {query: access_token}\n"
+    "      jwks_url: \"http://[::1]:1/k\"\n"
+    "  default:\n"
+    "    providers: [cookie, main]\n"
+    "    optional: true\n"
+    "    require_claims: {scope: read, \"realm_access.roles\": admin, \"a:b\": \"x y\", \"yes\": \"1\", \"#k\": \"\\\"v\\\"\"}\n";
 
 /* The regex origin above as the loader stores it. */
 static const char RICH_REGEX[] = "~^https://q\\.test/(\"|'|#|: |\\{|\\}|\\[|\\]|,|&|\\*|!|\\||>|%|=|`|\t|\n|\r|\\\\|\x7f|\xc2\x85|"
@@ -115,6 +159,7 @@ static inline void load_rich(ptc_config_t *cfg)
     char yaml[sizeof(RICH_YAML) + 512], err[512];
 
     write_file("admin.token", "  rich-token\n");
+    write_file("keys.json", "{\"keys\": []}\n");
     write_file(ODD_PEM, TEST_CERT);
     expand(yaml, sizeof(yaml), RICH_YAML);
     assert_int_equal(ptc_config_init_default(cfg), 0);
