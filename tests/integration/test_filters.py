@@ -140,3 +140,62 @@ def test_invalid_tracestate_dropped(portico):
     _, resp, _ = echo(gw, {"traceparent": tp, "tracestate": "Bad Key=1"})
     assert TRACEPARENT.fullmatch(resp.headers["traceparent"]).group(1) == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert "tracestate" not in resp.headers
+
+
+# --------------------------------------------------------------------------- header rules
+
+RULES = """workers: 1
+log_level: debug
+listeners: ['127.0.0.1:{listen_port}']
+upstreams: [{name: echo, endpoints: ['127.0.0.1:{upstream_port}']}]
+headers:
+  request:
+    - {set: x-forwarded-origin, value: "%REQ(origin)% from %CLIENT_IP%"}
+    - {remove: x-debug}
+    - {rename: x-old, to: x-new}
+  response:
+    - {set: x-served-by-route, value: "%ROUTE% -> %UPSTREAM%"}
+    - {remove: x-echo-initial}
+  trailers:
+    - {add: x-trailer-rid, value: "%REQUEST_ID%"}
+routes:
+  - prefix: /portico.test.Echo/
+    upstream: echo
+    headers:
+      request: [{add: x-route-rule, value: "rid=%REQUEST_ID%"}]
+      response: [{set: x-echo-of-client, value: "%REQ(x-client)%/%RESP(x-trailer-ok)%"}]
+"""
+
+
+def test_header_rules_both_ways(portico):
+    gw = portico(config=RULES)
+    origin = f"http://127.0.0.1:{gw.port}"  # same origin: needs no CORS policy
+    head, resp, trailers = echo(gw, {"Origin": origin, "x-debug": "1", "x-old": "v", "x-client": "c1\\r\\nx-evil: 1",
+                                     "X-Request-Id": "rules-1"})
+    up = resp.headers
+    assert up["x-forwarded-origin"] == f"{origin} from 127.0.0.1"
+    assert "x-debug" not in up and "x-old" not in up and up["x-new"] == "v"
+    assert up["x-route-rule"] == "rid=rules-1"           # the route's rules run after the global ones
+    assert head["x-served-by-route"] == "/portico.test.Echo/ -> echo"
+    assert "x-echo-initial" not in head                   # removed from what the upstream sent
+    assert head["x-echo-of-client"] == "c1\\r\\nx-evil: 1/"  # (sent as text: the client's value is opaque)
+    assert trailers["x-trailer-rid"] == "rules-1"
+    assert trailers["x-trailer-ok"] == "done"
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{set: content-length, value: '1'}", 'cannot set header "content-length": the gateway frames each message itself'),
+    ("{set: ':path', value: /x}", 'cannot set header ":path": it is a pseudo-header'),
+    ("{add: connection, value: close}", 'cannot add header "connection": it is a hop-by-hop header'),
+    ("{set: x-a, value: '%RESP(x)%'}", "%RESP(x)% cannot be used in request rules: there is no response yet"),
+    ("{set: x-a, value: '%NOPE%'}", "unknown variable %NOPE%"),
+])
+def test_header_rule_config_errors(tmp_path, rule, message):
+    import subprocess
+    from conftest import _portico_binary
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"headers:\n  request:\n    - {rule}\n")
+    out = subprocess.run([str(_portico_binary()), "--config", str(cfg), "--check-config"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert re.search(rf"^portico: {re.escape(str(cfg))}:3: headers\.request\[0\](\.value|\.set|\.add)?: ", out.stderr), out.stderr
+    assert message in out.stderr, out.stderr
