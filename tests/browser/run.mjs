@@ -54,7 +54,7 @@ const CLIENTS = ["grpcweb-text", "grpcweb-binary", "connect-web", "improbable", 
 const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
   "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
-  "suppress_preflight", "live_origin",
+  "suppress_preflight", "live_origin", "jwt",
   "https_unary", "https_server_stream", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
 ];
 
@@ -71,11 +71,34 @@ const CASE_SPECS = {
 const caseSpec = (name) => CASE_SPECS[name] || { leg: "plain", page: name };
 const CONCURRENT_STREAMS = 8;
 
-function corsConfigYaml(allowedOrigin, { gzip = false } = {}) {
+// The jwt case: an ES256 key pair made here, its public half as the gateway's JWKS file, and two tokens
+// signed with it (node's crypto: raw r||s signatures as JWS wants).
+function makeJwt(tmp) {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const jwk = { ...publicKey.export({ format: "jwk" }), kid: "browser-key", use: "sig", alg: "ES256" };
+  const jwksFile = path.join(tmp, "browser-jwks.json");
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [jwk] }));
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const sign = (claims) => {
+    const input = `${b64({ alg: "ES256", kid: "browser-key", typ: "JWT" })}.${b64(claims)}`;
+    const sig = crypto.sign("sha256", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" });
+    return `${input}.${sig.toString("base64url")}`;
+  };
+  const now = Math.floor(Date.now() / 1000);
+  const base = { iss: "https://issuer.browser.test/", aud: "portico-browser", sub: "browser-user" };
+  return { jwksFile, tokens: { valid: sign({ ...base, exp: now + 3600 }), expired: sign({ ...base, iat: now - 7200, exp: now - 3600 }) } };
+}
+
+function corsConfigYaml(allowedOrigin, { gzip = false, jwksFile = undefined } = {}) {
   return [
     "# Written by tests/browser/run.mjs for one run.",
     `log_level: ${process.env.PORTICO_LOG_LEVEL || "info"}`,
     ...(gzip ? ["compression:", "  gzip: true", "  min_size: 1KiB"] : []),
+    // optional everywhere: the other cases send no token; the jwt case sends a valid and an expired one
+    ...(jwksFile ? ["jwt:", "  providers:", "    - name: browser", "      issuer: https://issuer.browser.test/",
+      "      audiences: [portico-browser]", `      jwks_file: ${JSON.stringify(jwksFile)}`,
+      "      claims_to_headers: [{claim: sub, header: x-auth-user-id}]", "      strip_token: true",
+      "  default: {providers: [browser], optional: true}"] : []),
     "cors:",
     `  allow_origins: [${JSON.stringify(allowedOrigin)}]`,
     "  allow_credentials: true",
@@ -348,11 +371,11 @@ async function startEcho() {
 
 // The plain gateway (pki undefined): HTTP/1.1 on http://127.0.0.1:port. The HTTPS one (pki given):
 // --tls-cert/--tls-key on its --listen address and gzip compression on.
-async function startPortico(echoPort, allowedOrigin, tmp, pki = undefined) {
+async function startPortico(echoPort, allowedOrigin, tmp, pki = undefined, jwksFile = undefined) {
   if (!fs.existsSync(PORTICO_BIN)) throw new Error(`${PORTICO_BIN} not found (run make, or set PORTICO_BIN)`);
   const name = pki ? "portico-tls" : "portico";
   const configFile = path.join(tmp, `${name}.yaml`);
-  const configText = corsConfigYaml(allowedOrigin, { gzip: !!pki });
+  const configText = corsConfigYaml(allowedOrigin, { gzip: !!pki, jwksFile });
   fs.writeFileSync(configFile, configText);
   const scheme = pki ? "https" : "http";
   let lastError = "";
@@ -580,6 +603,7 @@ async function runCell(env, client, caseName) {
     await page.waitForFunction(() => window.porticoReady === true, null, { timeout: 10000 });
     lap("load");
     if (spec.page === "concurrent_streams") params.streams = CONCURRENT_STREAMS;
+    if (caseName === "jwt") Object.assign(params, env.jwtTokens);
     const evaluate = (name) => withTimeout(
       page.evaluate(([c, n, g, p]) => window.runCase(c, n, g, p), [client, name, gatewayOrigin, params]),
       CASE_TIMEOUT_MS, `${client}/${name}`);
@@ -857,7 +881,8 @@ async function main() {
     const denied = await startStaticServer(dist);
     const live = await startStaticServer(dist);
     servers.push(allowed.server, denied.server, live.server);
-    const portico = await startPortico(echo.port, allowed.origin, tmp);
+    const jwt = makeJwt(tmp);
+    const portico = await startPortico(echo.port, allowed.origin, tmp, undefined, jwt.jwksFile);
     gatewayProcs.push(portico);
     const gateways = { plain: portico.origin };
     let trust = null;
@@ -878,7 +903,7 @@ async function main() {
 
     const env = {
       browser: chromiumEntry.browser, gateways, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
-      liveOrigin: live.origin, adminPort: portico.adminPort,
+      liveOrigin: live.origin, adminPort: portico.adminPort, jwtTokens: jwt.tokens,
       cancelStatus: (id) => cancelStatus(schema, echo.port, id),
     };
     const results = new Map();

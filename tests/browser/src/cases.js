@@ -20,6 +20,7 @@ export const CASES = [
   "disallowed_origin",
   "credentials",
   "suppress_preflight",
+  "jwt",
   // Run against the HTTPS (TLS, ALPN h2, gzip-enabled) gateway, or the plain one for the contrast;
   // the runner maps these rows onto the page cases below (see CASE_SPECS in run.mjs).
   "concurrent_streams",
@@ -196,6 +197,25 @@ const RUNNERS = {
         [out.headers["x-echoed-foo"] === value, `response header x-echoed-foo not readable (headers: ${JSON.stringify(out.headers)})`],
       ]),
       call: summary(out),
+    };
+  },
+
+  // A bearer token checked by the gateway (ES256, JWKS file): a valid one reaches the upstream with its
+  // subject as x-auth-user-id; an expired one is refused with UNAUTHENTICATED and a readable message.
+  async jwt(client, base, params = {}) {
+    const c = makeClient(client, base);
+    const ok = await c.unary({ message: "with token" }, { headers: { authorization: `Bearer ${params.valid}` } });
+    const r = ok.responses[0];
+    const bad = await c.unary({ message: "expired" }, { headers: { authorization: `Bearer ${params.expired}` } });
+    return {
+      ...check([
+        [ok.code === 0, `valid token: call failed: ${statusText(ok)}`],
+        [r && r.headers["x-auth-user-id"] === "browser-user", `upstream did not get the subject (got ${JSON.stringify(r && r.headers)})`],
+        [r && !("authorization" in r.headers), "the token was forwarded although strip_token is on"],
+        [bad.code === 16, `expired token: expected UNAUTHENTICATED (16), got ${statusText(bad)}`],
+        [/invalid token: token expired/.test(bad.message), `expired token: message not readable: ${JSON.stringify(bad.message)}`],
+      ]),
+      call: { ok: summary(ok), expired: summary(bad) },
     };
   },
 
