@@ -86,9 +86,10 @@ def _finish(reply: Reply, body: bytes, web: bool) -> Reply:
 
 
 class H1Client:
-    def __init__(self, host, port, mode="grpc-web", timeout=30.0, rcvbuf=None):
+    def __init__(self, host, port, mode="grpc-web", timeout=30.0, rcvbuf=None, extra_headers=()):
         assert mode in ("grpc-web", "grpc")
         self.mode = mode
+        self.extra = "".join("%s\r\n" % h for h in extra_headers)
         self.host, self.port = host, port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -109,7 +110,7 @@ class H1Client:
             head += "te: trailers\r\n"
         else:
             head += "x-grpc-web: 1\r\n"
-        return (head + "\r\n").encode() + body
+        return (head + self.extra + "\r\n").encode() + body
 
     def send(self, path: str, body: bytes):
         self.sock.sendall(self.request_bytes(path, body))

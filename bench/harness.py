@@ -216,18 +216,44 @@ backend echo
 """ % (threads, maxconn, maxconn, HOST, port_h2, HOST, port_h1, HOST, upstream_port))
 
 
-def portico_config(path):
+def portico_config(path, extra=""):
     # Only what the CLI cannot say: room for the 10,000-connection scenario, and an idle timeout
     # longer than any scenario.
     with open(path, "w") as f:
         f.write("# written by bench/harness.py\nlimits:\n  max_connections: 40000\n"
-                "timeouts:\n  idle: 600s\n")
+                "timeouts:\n  idle: 600s\n" + extra)
 
 
-def start_portico(args, name, workers, upstream_port, outdir, wrap=()):
+def jwt_setup(outdir):
+    """An ES256 key made with the openssl CLI, its JWKS, a token valid for an hour (PyJWT), and the
+    configuration that requires it on every call."""
+    import json
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from jwt.algorithms import ECAlgorithm
+    key_path = os.path.join(outdir, "jwt-es256.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key_path],
+                   check=True, capture_output=True)
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="bench", use="sig")
+    jwks = os.path.join(outdir, "jwks.json")
+    with open(jwks, "w") as f:
+        json.dump({"keys": [jwk]}, f)
+    now = int(time.time())
+    token = jwt.encode({"iss": "https://bench.test/", "aud": "bench", "sub": "bench-user", "exp": now + 3600}, key,
+                       algorithm="ES256", headers={"kid": "bench"})
+    cfg = ("jwt:\n  providers:\n    - {name: bench, issuer: 'https://bench.test/', audiences: [bench], jwks_file: %s,\n"
+           "       claims_to_headers: [{claim: sub, header: x-auth-user-id}]}\n"
+           "  default: {providers: [bench]}\n" % json.dumps(jwks))
+    return cfg, "authorization: Bearer " + token
+
+
+def start_portico(args, name, workers, upstream_port, outdir, wrap=(), extra_config=""):
     port = free_port()
-    cfg = os.path.join(outdir, "portico.yaml")
-    portico_config(cfg)
+    cfg = os.path.join(outdir, "%s.yaml" % name if extra_config else "portico.yaml")
+    portico_config(cfg, extra_config)
     argv = list(wrap) + [args.portico, "--config", cfg, "--listen", "%s:%d" % (HOST, port),
                          "--upstream", "%s:%d" % (HOST, upstream_port), "--workers", str(workers),
                          "--log-level", "warn"]
@@ -252,10 +278,11 @@ def start_haproxy(name, threads, upstream_port, outdir, wrap=()):
 class System:
     """One way of reaching the upstream: where h2load connects and how it speaks."""
 
-    def __init__(self, name, desc, proto, mode, port, proxy, upstream):
+    def __init__(self, name, desc, proto, mode, port, proxy, upstream, extra_headers=()):
         self.name, self.desc = name, desc
         self.proto, self.mode = proto, mode  # proto: h2 | h1; mode: grpc | grpc-web
         self.port, self.proxy, self.upstream = port, proxy, upstream
+        self.extra_headers = list(extra_headers)  # e.g. an Authorization header for the JWT-checked runs
 
     def shape(self, inflight, streaming=False):
         """(connections, streams per connection) for `inflight` calls in flight. HTTP/1.1 gets one
@@ -268,13 +295,14 @@ class System:
 
     def headers(self):
         if self.mode == "grpc-web":
-            return ["content-type: application/grpc-web+proto", "x-grpc-web: 1"]
-        return ["content-type: application/grpc", "te: trailers"]
+            return ["content-type: application/grpc-web+proto", "x-grpc-web: 1"] + self.extra_headers
+        return ["content-type: application/grpc", "te: trailers"] + self.extra_headers
 
     def client(self, **kw):
         if self.proto == "h2":
+            assert not self.extra_headers, "extra headers: HTTP/1.1 systems only"
             return H2Client(HOST, self.port, mode=self.mode)
-        return H1Client(HOST, self.port, mode=self.mode, **kw)
+        return H1Client(HOST, self.port, mode=self.mode, extra_headers=self.extra_headers, **kw)
 
 
 _DUR = re.compile(r"finished in ([\d.]+)(us|ms|s),")
@@ -662,20 +690,23 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
     bf = body_file(ctx, name, body)
     cgdir = os.path.join(ctx.outdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy")]
+    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy"), ("portico-h1-jwt", "portico")]
     if ctx.results.get("portico_h2c"):
         plans.append(("portico-h2", "portico"))
     if ctx.args.smoke:
-        plans = plans[:2]  # seconds count: each valgrind start costs several
+        plans = [plans[0], plans[1], plans[3]]  # seconds count: each valgrind start costs several
     started = {}
     for sysname, kind in plans:
         out = os.path.join(cgdir, "callgrind.%s.out" % sysname)
         wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
         try:
             if kind == "portico":
-                srv = start_portico(ctx.args, "callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap)
+                # the -jwt run: every call carries an ES256 token the gateway verifies (once per worker:
+                # the verified-token cache serves the repeats), maps its subject to a header
+                jcfg, auth = jwt_setup(ctx.outdir) if sysname.endswith("-jwt") else ("", None)
+                srv = start_portico(ctx.args, "callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap, jcfg)
                 s = System(sysname, "", "h2" if sysname == "portico-h2" else "h1", "grpc-web",
-                           srv.port, srv, upstream)
+                           srv.port, srv, upstream, [auth] if auth else ())
             else:
                 srv = start_haproxy("callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap)
                 if sysname == "haproxy-h1":

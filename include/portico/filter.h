@@ -151,8 +151,10 @@ struct st_ptc_filter_ctx_t {
     ptc_ctype_t ct;     /* set by the grpc filter */
     bool native;        /* native gRPC (application/grpc) */
     ptc_call_info_t *info;
-    char *mem;          /* storage for header values filters make (freed after the policy step) */
+    char *mem;          /* storage for header values filters make (freed after the policy step): blocks */
     size_t mem_used, mem_cap;
+    size_t inline_used;    /* the first values go here, without a malloc */
+    char inline_mem[512];
 };
 
 /*

@@ -1197,7 +1197,14 @@ static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s)
     return dst;
 }
 
-enum { NV_STATIC = 0, NV_COPY_NAME = 1, NV_COPY_VALUE = 2, NV_COPY = 3 };
+enum { NV_STATIC = 0, NV_COPY_NAME = 1, NV_COPY_VALUE = 2, NV_COPY = 3, NV_UNIQUE = 4 };
+
+/* Request fields whose value is new on every call. */
+static bool unique_per_call(const ptc_config_t *cfg, ptc_iovec_t name)
+{
+    return ptc_iov_eq(name, PTC_STRLIT("traceparent")) || ptc_iov_eq(name, PTC_STRLIT("authorization")) ||
+           (cfg->request_id.enabled && ptc_iov_eq(name, ptc_iov(cfg->request_id.header, strlen(cfg->request_id.header))));
+}
 
 /*
  * Appends a field to the upstream header block; what is not static is copied into the call's arena.
@@ -1212,6 +1219,10 @@ static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_
     nv[*n].value = (copy & NV_COPY_VALUE) != 0 ? arena_copy(a, value) : (uint8_t *)(uintptr_t)value.base;
     nv[*n].valuelen = value.len;
     nv[*n].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    /* values that differ on every call (request ids, trace context, tokens) would only churn the
+     * HPACK dynamic table: sent as literals without indexing */
+    if ((copy & NV_UNIQUE) != 0)
+        nv[*n].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     (*n)++;
 }
 
@@ -1267,7 +1278,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     for (size_t i = 0; i < req->num_headers; i++) {
         if (req_hdr_forwarded(classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)))
-            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY);
+            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY | (unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : 0));
     }
     call->nva = nv;
     call->nva_len = n;

@@ -45,7 +45,10 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
     ctx.origin = origin != NULL ? ptc_iov_trim(origin->value) : ptc_iov("", 0);
     info.chain = ctx.chain;
     info.upstream = route != NULL ? cfg->upstreams[route->upstream_index].name : NULL;
-    snprintf(info.peer, sizeof(info.peer), "%s", req->peer != NULL ? req->peer : "-");
+    const char *peer = req->peer != NULL ? req->peer : "-";
+    size_t plen = PTC_MIN(strlen(peer), sizeof(info.peer) - 1);
+    memcpy(info.peer, peer, plen);
+    info.peer[plen] = '\0';
     if (ptc_pipeline_run(&ctx) == PTC_FILTER_CONTINUE)
         ptc_call_start(w, ds, &ctx, call); /* takes info over */
     ptc_call_info_dispose(&info);

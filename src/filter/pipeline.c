@@ -33,6 +33,15 @@ ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w)
 
 char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
 {
+    /* a request id and a traceparent fit in the context itself: most requests never malloc here */
+    if (ctx->mem == NULL && sizeof(ctx->inline_mem) - ctx->inline_used >= s.len + 1) {
+        char *p = ctx->inline_mem + ctx->inline_used;
+        if (s.len != 0)
+            memcpy(p, s.base, s.len);
+        p[s.len] = '\0';
+        ctx->inline_used += s.len + 1;
+        return p;
+    }
     if (ctx->mem_cap - ctx->mem_used < s.len + 1) {
         /* a new block; the old one stays alive (values already point into it): blocks are chained */
         size_t cap = PTC_MAX(s.len + 1 + sizeof(void *), (size_t)4096);

@@ -118,9 +118,13 @@ size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t 
         n = snprintf(buf, cap, "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "", (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
     } else {
         *text = ptc_accept_wants_text(accept, ct.kind == PTC_CT_GRPC_WEB_TEXT);
-        if (ptc_ctype_codec_is_proto(ct.codec))
-            n = snprintf(buf, cap, "%s", *text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
-        else
+        if (ptc_ctype_codec_is_proto(ct.codec)) { /* nearly every call: no formatting */
+            ptc_iovec_t v = *text ? PTC_STRLIT("application/grpc-web-text+proto") : PTC_STRLIT("application/grpc-web+proto");
+            size_t len = PTC_MIN(v.len, cap - 1);
+            memcpy(buf, v.base, len);
+            buf[len] = '\0';
+            return len;
+        } else
             n = snprintf(buf, cap, "application/grpc-web%s+%.*s", *text ? "-text" : "", (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
     }
     return n > 0 ? PTC_MIN((size_t)n, cap - 1) : 0;
