@@ -1,8 +1,8 @@
 /*
  * TLS (OpenSSL 3 through libevent's bufferevent_openssl): server contexts for TLS listeners (ALPN h2 /
  * http/1.1, certificates chosen by SNI, optional client certificates), client contexts for TLS upstreams
- * (ALPN h2, verification, SNI, optional client certificate), the accept-side handshake, and the checks the
- * configuration loader runs on certificate and key files.
+ * (ALPN h2, verification, SNI, optional client certificate), and the accept-side handshake. Loading PEM
+ * files is src/common/pem.c (the configuration loader checks files with it too).
  *
  * Contexts are built by the control thread as part of a configuration snapshot (ptc_snapshot_t) and
  * shared by the workers: OpenSSL allows SSL_new() on one SSL_CTX from several threads, and every SSL
@@ -89,13 +89,6 @@ bool ptc_tls_alpn_is_h2(const struct ssl_st *ssl);
  */
 void ptc_tls_bev_error(struct bufferevent *bev, char *buf, size_t len);
 
-/*
- * Checks used by the configuration loader. Each returns 0, or PTC_ECONFIG with what is wrong in why:
- * ptc_tls_check_keypair loads a PEM certificate chain and its (unencrypted) PEM private key and checks that
- * they match; *key_at_fault tells which file the message is about. ptc_tls_check_ca loads a PEM file of CA
- * certificates (at least one).
- */
-int ptc_tls_check_keypair(const char *cert, const char *key, bool *key_at_fault, char *why, size_t len) PTC_WARN_UNUSED;
-int ptc_tls_check_ca(const char *file, char *why, size_t len) PTC_WARN_UNUSED;
+
 
 #endif

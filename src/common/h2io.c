@@ -1,7 +1,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
-#include "portico/conn.h"
+#include "portico/bev.h"
 #include "portico/h2io.h"
 
 ssize_t ptc_h2_write(struct evbuffer *out, const uint8_t *data, size_t length)

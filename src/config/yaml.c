@@ -19,7 +19,7 @@
 
 #include "portico/config_internal.h"
 #include "portico/template.h"
-#include "portico/tls.h"
+#include "portico/pem.h"
 
 #define KEY_SIZE 256                      /* longest key path kept in messages */
 #define MAX_FILE_SIZE (16u * 1024 * 1024) /* a config file larger than this is surely a mistake */
@@ -348,7 +348,7 @@ static int check_keypair(loader_t *l, const char *parent, const char *cert, yaml
     char why[512], child[KEY_SIZE];
     bool key_at_fault;
 
-    if (ptc_tls_check_keypair(cert, key, &key_at_fault, why, sizeof(why)) == 0)
+    if (ptc_pem_check_keypair(cert, key, &key_at_fault, why, sizeof(why)) == 0)
         return 0;
     key_join(child, parent, key_at_fault ? "key" : "cert");
     return fail(l, key_at_fault ? key_node : cert_node, child, "%s", why);
@@ -358,7 +358,7 @@ static int check_ca(loader_t *l, const char *parent, const char *name, const cha
 {
     char why[512], child[KEY_SIZE];
 
-    if (ptc_tls_check_ca(file, why, sizeof(why)) == 0)
+    if (ptc_pem_check_ca(file, why, sizeof(why)) == 0)
         return 0;
     key_join(child, parent, name);
     return fail(l, node, child, "%s", why);

@@ -50,6 +50,7 @@
 #include <openssl/x509v3.h>
 
 #include "portico/conn.h"
+#include "portico/pem.h"
 #include "portico/log.h"
 #include "portico/tls.h"
 #include "portico/worker.h"
@@ -62,144 +63,13 @@
 
 /* ---- errors ---- */
 
-/* Takes OpenSSL's earliest queued error (the cause; later ones are consequences) and clears the queue. */
-static void openssl_reason(char *buf, size_t len)
-{
-    unsigned long e = ERR_get_error();
-    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
-    if (e != 0 && ERR_SYSTEM_ERROR(e)) /* e.g. fopen failed: errno */
-        snprintf(buf, len, "%s", strerror(ERR_GET_REASON(e)));
-    else if (reason != NULL)
-        snprintf(buf, len, "%s", reason);
-    else if (e != 0)
-        snprintf(buf, len, "OpenSSL error %lx", e);
-    else
-        snprintf(buf, len, "unknown error");
-    ERR_clear_error();
-}
-
-/* Encrypted keys are refused rather than prompted for (that would block start-up and reloads). */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return -1;
-}
-
-/* A better reason than OpenSSL's for a key file that would not load, from what the file holds. */
-static const char *key_file_problem(const char *file)
-{
-    char head[8192];
-    size_t n = 0;
-    FILE *fp = fopen(file, "r");
-    if (fp == NULL)
-        return NULL;
-    n = fread(head, 1, sizeof(head) - 1, fp);
-    fclose(fp);
-    head[n] = '\0';
-    if (strstr(head, "ENCRYPTED") != NULL)
-        return "encrypted private keys are not supported (decrypt it, e.g. openssl pkey -in KEY -out KEY.plain)";
-    if (strstr(head, "PRIVATE KEY-----") == NULL)
-        return "no PEM private key in the file";
-    return NULL;
-}
-
-/*
- * Loads a certificate chain and its key into ctx. On failure writes what is wrong into why, sets
- * *key_at_fault, and returns PTC_ECONFIG (or PTC_ENOMEM).
- */
-static int load_keypair(SSL_CTX *ctx, const char *cert, const char *key, bool *key_at_fault, char *why, size_t len)
-{
-    char reason[256];
-    EVP_PKEY *pkey = NULL;
-    BIO *bio;
-
-    ERR_clear_error();
-    *key_at_fault = false;
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        openssl_reason(reason, sizeof(reason));
-        snprintf(why, len, "cannot load certificate chain \"%s\": %s", cert, reason);
-        return PTC_ECONFIG;
-    }
-    *key_at_fault = true;
-    if ((bio = BIO_new_file(key, "r")) != NULL) {
-        pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
-        BIO_free(bio);
-    }
-    if (pkey == NULL) {
-        const char *problem = key_file_problem(key);
-        openssl_reason(reason, sizeof(reason));
-        snprintf(why, len, "cannot load private key \"%s\": %s", key, problem != NULL ? problem : reason);
-        return PTC_ECONFIG;
-    }
-    int ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(pkey);
-    if (!ok) {
-        openssl_reason(reason, sizeof(reason));
-        snprintf(why, len, "private key \"%s\" does not match the certificate in \"%s\" (%s)", key, cert, reason);
-        return PTC_ECONFIG;
-    }
-    return 0;
-}
-
-/* Loads CA certificates into ctx's verification store (and, for servers, the list of acceptable CAs sent
- * to clients). */
-static int load_ca(SSL_CTX *ctx, const char *file, bool client_ca_list, char *why, size_t len)
-{
-    char reason[256];
-
-    ERR_clear_error();
-    if (SSL_CTX_load_verify_file(ctx, file) != 1) {
-        openssl_reason(reason, sizeof(reason));
-        snprintf(why, len, "cannot load CA certificates \"%s\": %s", file, reason);
-        return PTC_ECONFIG;
-    }
-    if (client_ca_list) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(file);
-        if (names == NULL) {
-            openssl_reason(reason, sizeof(reason));
-            snprintf(why, len, "cannot load CA certificates \"%s\": %s", file, reason);
-            return PTC_ECONFIG;
-        }
-        SSL_CTX_set_client_CA_list(ctx, names);
-    }
-    return 0;
-}
-
-int ptc_tls_check_keypair(const char *cert, const char *key, bool *key_at_fault, char *why, size_t len)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    *key_at_fault = false;
-    if (ctx == NULL) {
-        snprintf(why, len, "out of memory");
-        return PTC_ENOMEM;
-    }
-    int ret = load_keypair(ctx, cert, key, key_at_fault, why, len);
-    SSL_CTX_free(ctx);
-    return ret;
-}
-
-int ptc_tls_check_ca(const char *file, char *why, size_t len)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    if (ctx == NULL) {
-        snprintf(why, len, "out of memory");
-        return PTC_ENOMEM;
-    }
-    int ret = load_ca(ctx, file, false, why, len);
-    SSL_CTX_free(ctx);
-    return ret;
-}
-
 /* ---- contexts ---- */
 
 /* What every context gets, server or client. Returns false when OpenSSL refuses a setting. */
 static bool ctx_common(SSL_CTX *ctx, int min_version)
 {
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_default_passwd_cb(ctx, no_password);
+    SSL_CTX_set_default_passwd_cb(ctx, ptc_pem_no_password);
     return SSL_CTX_set_min_proto_version(ctx, min_version) == 1 && SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) == 1 &&
            SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) == 1;
 }
@@ -293,7 +163,7 @@ static int server_ctx_new(SSL_CTX **out, const ptc_listener_tls_config_t *tls, s
     if (ctx == NULL)
         return PTC_ENOMEM;
     if (!ctx_common(ctx, tls->min_version == PTC_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION)) {
-        openssl_reason(why, sizeof(why));
+        ptc_openssl_reason(why, sizeof(why));
         snprintf(err, errlen, "%s: cannot set up TLS: %s", where, why);
         SSL_CTX_free(ctx);
         return PTC_ECONFIG;
@@ -303,13 +173,13 @@ static int server_ctx_new(SSL_CTX **out, const ptc_listener_tls_config_t *tls, s
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
     /* sessions are resumable only into a context with the same id; required once client verification is on */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CONTEXT, sizeof(SESSION_ID_CONTEXT) - 1);
-    if ((ret = load_keypair(ctx, kp->cert, kp->key, &key_at_fault, why, sizeof(why))) != 0) {
+    if ((ret = ptc_pem_load_keypair(ctx, kp->cert, kp->key, &key_at_fault, why, sizeof(why))) != 0) {
         snprintf(err, errlen, "%s.%s: %s", where, key_at_fault ? "key" : "cert", why);
         SSL_CTX_free(ctx);
         return ret;
     }
     if (tls->client_auth != PTC_TLS_CLIENT_AUTH_NONE) {
-        if ((ret = load_ca(ctx, tls->client_ca, true, why, sizeof(why))) != 0) {
+        if ((ret = ptc_pem_load_ca(ctx, tls->client_ca, true, why, sizeof(why))) != 0) {
             snprintf(err, errlen, "%s.client_ca: %s", key, why);
             SSL_CTX_free(ctx);
             return ret;
@@ -387,9 +257,9 @@ static int client_verify(SSL_CTX *ctx, const char *ca, char *why, size_t len)
 
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (ca != NULL)
-        return load_ca(ctx, ca, false, why, len);
+        return ptc_pem_load_ca(ctx, ca, false, why, len);
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        openssl_reason(reason, sizeof(reason));
+        ptc_openssl_reason(reason, sizeof(reason));
         snprintf(why, len, "cannot load the system CA store: %s", reason);
         return PTC_ECONFIG;
     }
@@ -408,7 +278,7 @@ static int upstream_ctx_new(SSL_CTX **out, const ptc_upstream_config_t *up, size
     if (ctx == NULL)
         return PTC_ENOMEM;
     if (!ctx_common(ctx, TLS1_2_VERSION) || SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2)) != 0) {
-        openssl_reason(why, sizeof(why));
+        ptc_openssl_reason(why, sizeof(why));
         snprintf(err, errlen, "upstreams[%zu].tls: cannot set up TLS: %s", index, why);
         SSL_CTX_free(ctx);
         return PTC_ECONFIG;
@@ -420,7 +290,7 @@ static int upstream_ctx_new(SSL_CTX **out, const ptc_upstream_config_t *up, size
         SSL_CTX_free(ctx);
         return ret;
     }
-    if (tls->cert != NULL && (ret = load_keypair(ctx, tls->cert, tls->key, &key_at_fault, why, sizeof(why))) != 0) {
+    if (tls->cert != NULL && (ret = ptc_pem_load_keypair(ctx, tls->cert, tls->key, &key_at_fault, why, sizeof(why))) != 0) {
         snprintf(err, errlen, "upstreams[%zu].tls.%s: %s", index, key_at_fault ? "key" : "cert", why);
         SSL_CTX_free(ctx);
         return ret;
@@ -442,7 +312,7 @@ int ptc_tls_client_ctx_new(SSL_CTX **out, const char *ca_file, char *err, size_t
     if (ctx == NULL)
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     if (!ctx_common(ctx, TLS1_2_VERSION)) {
-        openssl_reason(why, sizeof(why));
+        ptc_openssl_reason(why, sizeof(why));
         SSL_CTX_free(ctx);
         return ptc_errorf(PTC_ECONFIG, err, errlen, "cannot set up TLS: %s", why);
     }
