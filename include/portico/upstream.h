@@ -71,7 +71,10 @@ struct st_ptc_upstream_stream_t {
 
 /*
  * The client interface. The pool implements it (ptc_upstream_t begins with one); a test may implement
- * its own.
+ * its own. A call reads nothing of the pool ptc_worker_pool() gives it but its client
+ * (ptc_upstream_client()), so a unit test stands a fake in for a pool by putting a ptc_upstream_t whose
+ * only field set is client (the test's callbacks and the upstream's config) in the worker's pools[] while
+ * its calls run, and the real pool back before ptc_worker_dispose() (tests/unit/call/call.c).
  */
 typedef struct st_ptc_upstream_client_cb_t {
     /* Opens a stream now, or queues it until a connection is ready; failures come through cb->on_error. */

@@ -107,6 +107,9 @@ struct st_ptc_call_t {
     struct evbuffer *out;  /* translated bytes on their way to the downstream */
     struct evbuffer *held; /* the current response frame, while it is small enough to be held whole */
     bool holding;          /* the current frame goes to held, not out */
+    bool resp_in_frame;    /* a response frame's header was parsed and its end has not come (see drop_partial_frame) */
+    bool held_lost;        /* out of memory writing to held: the held frame is incomplete and must be dropped */
+    bool out_lost;         /* out of memory writing to out: the body is corrupt and can only be cut off */
     int resp_encoding;     /* 0: identity; else the zlib windowBits for the upstream's grpc-encoding */
     bool bad_encoding;     /* the upstream named a grpc-encoding we cannot decode */
     char encoding_name[32];
@@ -329,8 +332,10 @@ static void out_deflate(ptc_call_t *call, bool final)
 {
     struct evbuffer *z = evbuffer_new();
     z_stream *d = call->deflater;
-    if (z == NULL)
+    if (z == NULL) {
+        call->out_lost = true;
         return;
+    }
     for (;;) {
         struct evbuffer_iovec in = {NULL, 0};
         bool last_piece = evbuffer_peek(call->out, -1, NULL, &in, 1) < 1;
@@ -340,8 +345,11 @@ static void out_deflate(ptc_call_t *call, bool final)
         int rv;
         do {
             struct evbuffer_iovec v;
-            if (evbuffer_reserve_space(z, 16384, &v, 1) < 1)
-                break;
+            if (evbuffer_reserve_space(z, 16384, &v, 1) < 1) {
+                call->out_lost = true;
+                evbuffer_free(z);
+                return;
+            }
             d->next_out = v.iov_base;
             d->avail_out = (uInt)v.iov_len;
             rv = deflate(d, flush);
@@ -363,16 +371,29 @@ static struct evbuffer *out_target(ptc_call_t *call)
     return call->holding ? call->held : call->out;
 }
 
+/* Out of memory on the way downstream: bytes lost from the held frame cost only that frame (it is
+ * dropped); bytes lost from out leave a body that can only be cut off. */
+static void out_lost(ptc_call_t *call, struct evbuffer *dst)
+{
+    if (dst == call->held)
+        call->held_lost = true;
+    else
+        call->out_lost = true;
+}
+
 static void out_write(ptc_call_t *call, const uint8_t *data, size_t len)
 {
     struct evbuffer *dst = out_target(call);
     if (!call->resp_text) {
-        evbuffer_add(dst, data, len);
+        if (evbuffer_add(dst, data, len) != 0)
+            out_lost(call, dst);
         return;
     }
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(dst, (ev_ssize_t)PTC_B64_ENCODED_MAX(len), &v, 1) < 1)
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)PTC_B64_ENCODED_MAX(len), &v, 1) < 1) {
+        out_lost(call, dst);
         return;
+    }
     v.iov_len = ptc_b64_encode_update(&call->resp_b64, data, len, v.iov_base);
     evbuffer_commit_space(dst, &v, 1);
 }
@@ -383,32 +404,38 @@ static void out_end_segment(ptc_call_t *call)
     if (call->resp_text) {
         char tail[4];
         size_t n = ptc_b64_encode_final(&call->resp_b64, tail);
-        evbuffer_add(out_target(call), tail, n);
+        if (evbuffer_add(out_target(call), tail, n) != 0)
+            out_lost(call, out_target(call));
     }
 }
 
 /*
  * The response body must stay a sequence of whole frames. A frame cut short by a failure is dropped
- * when it was being held (small frames are held until complete); returns false when part of it was
- * already sent, in which case no well-formed ending is possible.
+ * when it was being held (small frames are held until complete, compressed ones inflate into held), or
+ * when only part of its 5-byte header had arrived (nothing of it was written yet); returns false when
+ * part of it was already sent, or bytes on their way out were lost, in which case no well-formed ending
+ * is possible.
  */
 static bool drop_partial_frame(ptc_call_t *call)
 {
-    if (ptc_frame_parser_at_boundary(&call->resp_parser))
+    if (call->out_lost)
+        return false;
+    if (call->holding) { /* also inside the frame's end event, before held moved to out */
+        evbuffer_drain(call->held, evbuffer_get_length(call->held));
+        call->holding = false;
+        call->held_lost = false;
+        ptc_b64_encoder_init(&call->resp_b64);
         return true;
+    }
     if (call->inflater != NULL) {
         inflateEnd(call->inflater);
         free(call->inflater);
         call->inflater = NULL;
         evbuffer_drain(call->held, evbuffer_get_length(call->held));
+        call->held_lost = false;
         return true;
     }
-    if (!call->holding)
-        return false;
-    evbuffer_drain(call->held, evbuffer_get_length(call->held));
-    call->holding = false;
-    ptc_b64_encoder_init(&call->resp_b64);
-    return true;
+    return ptc_frame_parser_at_boundary(&call->resp_parser) || !call->resp_in_frame;
 }
 
 static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
@@ -419,6 +446,10 @@ static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
         release_head(call);
     if (call->deflater != NULL)
         out_deflate(call, false);
+    if (call->out_lost) { /* corrupt: never sent; the caller cuts the response off */
+        evbuffer_drain(call->out, evbuffer_get_length(call->out));
+        return;
+    }
     ds->cb->send_body(ds, call->out);
 }
 
@@ -436,7 +467,9 @@ static void out_flush_final(ptc_call_t *call)
         release_head(call);
     if (call->deflater != NULL)
         out_deflate(call, true);
-    if (evbuffer_get_length(call->out) != 0)
+    if (call->out_lost)
+        evbuffer_drain(call->out, evbuffer_get_length(call->out));
+    else if (evbuffer_get_length(call->out) != 0)
         call->ds->cb->send_body(call->ds, call->out);
 }
 
@@ -481,8 +514,14 @@ static void send_trailers(ptc_call_t *call, const ptc_header_t *fields, size_t n
     } else {
         out_trailer_frame(call, l.fields, l.n);
         out_flush_final(call);
-        if (call->ds != NULL)
+        if (call->ds != NULL && call->out_lost) {
+            ptc_log_warn(CALL_FMT ": out of memory writing the response body; aborting the response", CALL_ARGS(call));
+            ptc_downstream_t *ds = call->ds;
+            call->ds = NULL;
+            ds->cb->abort(ds);
+        } else if (call->ds != NULL) {
             call->ds->cb->send_end(call->ds);
+        }
     }
     ptc_filter_fields_dispose(&l);
     if (tv != stack)
@@ -594,7 +633,11 @@ static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
         call->req_failed = true;
         return;
     }
-    evbuffer_add(call->req_buf, data, len);
+    if (evbuffer_add(call->req_buf, data, len) != 0) {
+        call->req_failed = true;
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        return;
+    }
     if (!call->req_paused && evbuffer_get_length(call->req_buf) > call->cfg->limits.call_buffer_size && call->ds != NULL) {
         call->req_paused = true;
         call->ds->cb->pause_read(call->ds, true);
@@ -855,7 +898,10 @@ static void us_on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category
     maybe_free(call);
 }
 
-/* Inflates a piece of a compressed response message into call->held, within the message size limit. */
+/*
+ * Inflates a piece of a compressed response message into call->held, within the message size limit.
+ * Returns 0, a status (the message is too big or corrupt), or -1 when out of memory.
+ */
 static int inflate_piece(ptc_call_t *call, const uint8_t *data, size_t len, bool finish)
 {
     z_stream *z = call->inflater;
@@ -864,7 +910,7 @@ static int inflate_piece(ptc_call_t *call, const uint8_t *data, size_t len, bool
     for (;;) {
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(call->held, 16384, &v, 1) < 1)
-            return PTC_GRPC_RESOURCE_EXHAUSTED;
+            return -1;
         z->next_out = v.iov_base;
         z->avail_out = (uInt)v.iov_len;
         int rv = inflate(z, Z_NO_FLUSH);
@@ -922,7 +968,9 @@ static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t len
         }
         break;
     }
-    if (st == PTC_GRPC_RESOURCE_EXHAUSTED)
+    if (st < 0)
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    else if (st == PTC_GRPC_RESOURCE_EXHAUSTED)
         call_fail(call, st, "decompressed response message exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                   call->cfg->limits.max_message_size);
     else if (st != 0)
@@ -930,14 +978,27 @@ static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t len
     return st != 0 ? -1 : 0;
 }
 
+/* After a frame event: a write that ran out of memory ends the call (drop_partial_frame decides how). */
+static int frame_written(ptc_call_t *call)
+{
+    if (!call->held_lost && !call->out_lost)
+        return 0;
+    call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    return -1;
+}
+
 static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
 {
     ptc_call_t *call = ctx;
     uint8_t hdr[PTC_FRAME_HEADER_SIZE];
 
+    call->resp_in_frame = ev != PTC_FRAME_EV_END;
     if ((flags & PTC_FRAME_FLAG_COMPRESSED) != 0 && !call->native && (flags & PTC_FRAME_FLAG_TRAILER) == 0 &&
-        length <= call->cfg->limits.max_message_size)
-        return compressed_frame(call, ev, length, data, len);
+        length <= call->cfg->limits.max_message_size) {
+        if (compressed_frame(call, ev, length, data, len) != 0)
+            return -1;
+        return frame_written(call);
+    }
     switch (ev) {
     case PTC_FRAME_EV_HEADER:
         if (length > call->cfg->limits.max_message_size) {
@@ -965,13 +1026,15 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         break;
     case PTC_FRAME_EV_END:
         out_end_segment(call);
-        if (call->holding) {
-            evbuffer_add_buffer(call->out, call->held);
-            call->holding = false;
+        if (call->holding && !call->held_lost) {
+            if (evbuffer_add_buffer(call->out, call->held) == 0)
+                call->holding = false;
+            else
+                call->held_lost = true; /* nothing moved: the frame is still held, and dropped */
         }
         break;
     }
-    return 0;
+    return frame_written(call);
 }
 
 static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
@@ -1001,6 +1064,10 @@ static void upstream_data(ptc_call_t *call, const uint8_t *data, size_t len)
     if (ptc_frame_parser_feed(&call->resp_parser, data, len, resp_frame_cb, call) != 0)
         return;
     out_flush(call);
+    if (call->out_lost) { /* compressing the body ran out of memory */
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        return;
+    }
     /* credit the upstream only while the downstream keeps up (end-to-end flow control) */
     if (call->ds != NULL && call->ds->cb->pending(call->ds) <= call->cfg->limits.call_buffer_size) {
         upstream_consume(call, call->unconsumed);
