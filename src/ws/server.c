@@ -1,0 +1,768 @@
+/*
+ * The WebSocket adapter: one gRPC-Web call per WebSocket, improbable-eng's grpc-websockets protocol
+ * (include/portico/ws.h), framed by wslay over the connection's bufferevent. It drives the same call
+ * code as HTTP/1.1 and HTTP/2 through the downstream vtable (include/portico/call.h): the call sees a
+ * gRPC-Web binary exchange, this file turns it into messages.
+ *
+ * Reading: wslay runs without message buffering; frame payloads reach us chunk by chunk. The first
+ * message is the header block (collected up to limits.max_header_size, then parsed and merged over the
+ * upgrade request's headers: the request then goes through the policy step like any other). Every later
+ * message starts with a control byte: 0x00 and the bytes that follow are request body (streamed into the
+ * call as they arrive: a 4 MiB message is never held whole), a message of the single byte 0x01 ends the
+ * request. When the call asks for backpressure, the recv callback reports WOULDBLOCK and the socket is not
+ * read.
+ *
+ * Writing: the response head becomes a 0x80 frame with the header block; body bytes (the call's gRPC-Web
+ * frames, its final 0x80 trailer frame included) are sent as binary messages as they come; a response
+ * without body (trailers-only, a local answer) becomes a header frame and a trailer frame. Then close
+ * 1000. The pending byte count (bufferevent output and wslay's queue) is what the call compares with
+ * call_buffer_size.
+ *
+ * Timers: the header block must arrive within timeouts.header_read; with websocket.ping_interval the
+ * gateway pings, and a peer that has sent nothing (not even a pong) for two intervals is gone: the call is
+ * cancelled. A browser closing the socket, or the connection dropping, cancels the upstream stream at once.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <wslay/wslay.h>
+
+#include "portico/alloc.h"
+#include "portico/call.h"
+#include "portico/conn.h"
+#include "portico/filter.h"
+#include "portico/log.h"
+#include "portico/worker.h"
+#include "portico/ws.h"
+
+#define WS_OUTPUT_WOULDBLOCK (64 * 1024) /* wslay stops writing above this; the rest waits in its queue */
+#define CLOSE_LINGER_MS 5000             /* after our close frame: how long the peer may take to answer */
+
+typedef enum {
+    WS_HEAD,    /* waiting for the header block */
+    WS_CALL,    /* a call runs (or was answered) */
+    WS_CLOSING, /* our close frame is queued: the connection ends once it is out */
+} ws_state_t;
+
+typedef enum {
+    MSG_NONE,    /* between messages */
+    MSG_HEADERS, /* the header block */
+    MSG_CONTROL, /* first byte of a message not seen yet */
+    MSG_DATA,    /* 0x00: request body */
+    MSG_END,     /* 0x01: must stay one byte long */
+    MSG_IGNORE,  /* after an error: dropped */
+} msg_t;
+
+typedef struct st_ws_conn_t {
+    ptc_downstream_t super; /* the call's view; first */
+    ptc_conn_t base;
+    ptc_worker_t *worker;
+    struct bufferevent *bev;
+    wslay_event_context_ptr ws;
+    bool tls;
+    bool write_blocked;
+    ws_state_t state;
+    msg_t msg;
+    bool in_message;    /* a data message has started (continuation frames may follow) */
+    bool frame_control; /* the current frame is a control frame (ping, pong, close) */
+    bool read_paused;   /* the call applied backpressure */
+    bool req_ended;
+    bool close_queued;  /* closing was decided */
+    bool close_pending; /* ... and its frame waits for the queued messages */
+    uint16_t close_code;
+    char close_reason[124];
+    ptc_call_t *call;
+    ptc_http_headers_param_t *hparam;
+    /* the upgrade request, copied: path, authority and its header fields (merged under the block's) */
+    char *up_mem;
+    ptc_iovec_t up_path, up_authority;
+    ptc_header_t *up_fields;
+    size_t up_n;
+    /* the header block: collected bytes, then the parsed request's working memory */
+    char *hb;
+    size_t hb_len;
+    ptc_head_block_t views; /* ptc_request_t.headers for the policy step */
+    struct event *timer;
+    struct event *ping_timer;
+    uint64_t last_rx_ms;
+    bool in_recv; /* wslay_event_recv() runs: its callbacks must not send or free */
+} ws_conn_t;
+
+static void ws_free(ws_conn_t *c, const char *reason);
+static void flush(ws_conn_t *c);
+
+static const ptc_config_t *cfg_of(const ws_conn_t *c)
+{
+    return &c->base.snap->config;
+}
+
+static void timer_after(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    evtimer_add(ev, &tv);
+}
+
+/* ---- closing ---- */
+
+/*
+ * Closes (once): the close frame follows the messages queued before it (wslay sends control frames ahead
+ * of queued data, so flush() queues it only when they are out); the connection ends once it is written.
+ */
+static void close_with(ws_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->close_queued)
+        return;
+    c->close_queued = true;
+    c->close_pending = true;
+    c->close_code = code;
+    size_t len = reason != NULL ? PTC_MIN(strlen(reason), sizeof(c->close_reason) - 1) : 0; /* a reason fits 123 bytes */
+    memcpy(c->close_reason, reason != NULL ? reason : "", len);
+    c->close_reason[len] = '\0';
+    c->state = WS_CLOSING;
+    timer_after(c->timer, CLOSE_LINGER_MS);
+    flush(c);
+}
+
+/* A protocol failure from the client: logged, answered with a close code, nothing more reaches the upstream. */
+static void fail(ws_conn_t *c, uint16_t code, const char *what)
+{
+    ptc_log_info("websocket %s %.*s: closing (%u): %s", c->base.peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base,
+                 code, what);
+    c->msg = MSG_IGNORE;
+    if (c->call != NULL) {
+        ptc_call_t *call = c->call;
+        c->call = NULL;
+        ptc_call_detach_downstream(call, what);
+    }
+    close_with(c, code, what);
+}
+
+/* ---- wslay I/O ---- */
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user_data)
+{
+    (void)ctx;
+    (void)flags;
+    ws_conn_t *c = user_data;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->read_paused || evbuffer_get_length(in) == 0) {
+        wslay_event_set_error(c->ws, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    int n = evbuffer_remove(in, buf, len);
+    return n > 0 ? n : 0;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user_data)
+{
+    (void)ctx;
+    (void)flags;
+    ws_conn_t *c = user_data;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) >= WS_OUTPUT_WOULDBLOCK) {
+        wslay_event_set_error(c->ws, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (evbuffer_add(out, data, len) != 0) {
+        wslay_event_set_error(c->ws, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+/* Writes what wslay has queued; a finished close handshake frees the connection. */
+static void flush(ws_conn_t *c)
+{
+    if (c->in_recv)
+        return; /* inside wslay_event_recv(): on_read() flushes once it returns (wslay is not reentrant) */
+    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+        ws_free(c, "write error");
+        return;
+    }
+    if (c->close_pending && wslay_event_get_queued_msg_count(c->ws) == 0) {
+        c->close_pending = false;
+        if (!wslay_event_get_close_sent(c->ws))
+            wslay_event_queue_close(c->ws, c->close_code, (const uint8_t *)c->close_reason, strlen(c->close_reason));
+        if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+            ws_free(c, "write error");
+            return;
+        }
+    }
+    if (!c->tls && ptc_bev_write_now(c->bev, &c->write_blocked) != 0) {
+        ws_free(c, "write error");
+        return;
+    }
+    if (c->close_queued && wslay_event_get_close_sent(c->ws) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+        (wslay_event_get_close_received(c->ws) || c->call == NULL))
+        ws_free(c, "closed");
+}
+
+static void queue_binary(ws_conn_t *c, const uint8_t *data, size_t len)
+{
+    struct wslay_event_msg m = {WSLAY_BINARY_FRAME, data, len};
+    if (wslay_event_queue_msg(c->ws, &m) != 0 && !c->close_queued)
+        fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
+}
+
+/* ---- the request ---- */
+
+/* The header block is complete: merged over the upgrade request, it goes through the policy step. */
+static void start_call(ws_conn_t *c)
+{
+    const ptc_config_t *cfg = cfg_of(c);
+    size_t n = 0;
+    const char *why = NULL;
+
+    if (ptc_worker_head_block(c->worker, c->base.snap, &c->views) != 0) {
+        fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    ptc_header_t *v = c->views.views;
+    size_t room = cfg->limits.max_headers;
+    int rv = ptc_ws_header_block_parse(c->hb, c->hb_len, v, room, &n, &why);
+    if (rv != 0) {
+        char msg[120];
+        snprintf(msg, sizeof(msg), "malformed header block: %s", why);
+        fail(c, rv == PTC_ETOOBIG ? PTC_WS_CLOSE_TOO_BIG : PTC_WS_CLOSE_PROTOCOL, msg);
+        return;
+    }
+    /* Origin is the browser's (the upgrade's), never the page script's: the block cannot claim another */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!ptc_iov_eq(v[i].name, PTC_STRLIT("origin")))
+            v[kept++] = v[i];
+    n = kept;
+    /* the upgrade's fields that the block does not name (Origin, Cookie, Authorization from the browser) */
+    for (size_t i = 0; i < c->up_n; i++) {
+        bool named = false;
+        for (size_t j = 0; j < kept && !named; j++)
+            named = ptc_iov_eq(v[j].name, c->up_fields[i].name);
+        if (named)
+            continue;
+        if (n == room) {
+            fail(c, PTC_WS_CLOSE_TOO_BIG, "the header block and the upgrade request hold more than limits.max_headers fields");
+            return;
+        }
+        v[n++] = c->up_fields[i];
+    }
+    ptc_request_t req = {
+        .method = PTC_STRLIT("POST"),
+        .path = c->up_path,
+        .scheme = c->tls ? PTC_STRLIT("https") : PTC_STRLIT("http"),
+        .authority = c->up_authority,
+        .headers = v,
+        .num_headers = n,
+        .peer = c->base.peer,
+        .snap = c->base.snap,
+        .allow_native = false,
+    };
+    c->state = WS_CALL;
+    evtimer_del(c->timer);
+    ptc_request_handle(c->worker, &c->super, &req, &c->hparam, &c->call);
+    ptc_worker_head_block_release(c->worker, &c->views);
+    free(c->hb);
+    c->hb = NULL;
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg, void *user_data)
+{
+    (void)ctx;
+    ws_conn_t *c = user_data;
+    c->last_rx_ms = ptc_now_coarse_ms();
+    c->frame_control = (arg->opcode & 0x8) != 0;
+    if (c->frame_control || c->msg == MSG_IGNORE)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
+        fail(c, PTC_WS_CLOSE_UNSUPPORTED, "text messages are not part of the protocol (binary only)");
+        return;
+    }
+    if (arg->opcode == WSLAY_CONTINUATION_FRAME)
+        return; /* the message goes on in the state it had */
+    c->in_message = true;
+    if (c->state == WS_HEAD) {
+        c->msg = MSG_HEADERS;
+    } else {
+        c->msg = MSG_CONTROL;
+    }
+}
+
+static void on_frame_chunk(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user_data)
+{
+    (void)ctx;
+    ws_conn_t *c = user_data;
+    const uint8_t *p = arg->data;
+    size_t len = arg->data_length;
+
+    if (c->frame_control || len == 0)
+        return;
+    switch (c->msg) {
+    case MSG_HEADERS: {
+        size_t cap = cfg_of(c)->limits.max_header_size;
+        if (c->hb_len + len > cap) {
+            fail(c, PTC_WS_CLOSE_TOO_BIG, "header block over limits.max_header_size");
+            return;
+        }
+        if (c->hb == NULL && (c->hb = malloc(cap + 1)) == NULL) {
+            fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        memcpy(c->hb + c->hb_len, p, len);
+        c->hb_len += len;
+        return;
+    }
+    case MSG_CONTROL:
+        if (p[0] == 0x00) {
+            c->msg = MSG_DATA;
+        } else if (p[0] == 0x01) {
+            c->msg = MSG_END;
+        } else {
+            fail(c, PTC_WS_CLOSE_PROTOCOL, "a message that is neither data (0x00) nor the end of the request (0x01)");
+            return;
+        }
+        p++;
+        len--;
+        if (c->msg == MSG_DATA && c->req_ended) {
+            fail(c, PTC_WS_CLOSE_PROTOCOL, "data after the end of the request");
+            return;
+        }
+        if (len == 0)
+            return;
+        /* fall through */
+    case MSG_DATA:
+        if (c->msg == MSG_END) {
+            fail(c, PTC_WS_CLOSE_PROTOCOL, "the end-of-request message (0x01) carries data");
+            return;
+        }
+        if (c->call != NULL)
+            ptc_call_on_request_body(c->call, (const char *)p, len);
+        return;
+    case MSG_END:
+        fail(c, PTC_WS_CLOSE_PROTOCOL, "the end-of-request message (0x01) carries data");
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_frame_end(wslay_event_context_ptr ctx, void *user_data)
+{
+    ws_conn_t *c = user_data;
+    (void)ctx;
+    if (c->frame_control || c->msg == MSG_IGNORE)
+        return;
+    /* a message ends with a frame whose fin bit is set: wslay tells us through on_msg_recv below */
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user_data)
+{
+    (void)ctx;
+    ws_conn_t *c = user_data;
+
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        /* the browser closed (a tab closed, cancel()): the upstream stream is cancelled at once */
+        if (c->call != NULL) {
+            ptc_call_t *call = c->call;
+            c->call = NULL;
+            ptc_log_debug("websocket %s: closed by the client (%u)", c->base.peer, arg->status_code);
+            ptc_call_detach_downstream(call, "the client closed the WebSocket");
+        }
+        c->close_queued = true; /* wslay answered the close */
+        c->state = WS_CLOSING;
+        return;
+    }
+    if ((arg->opcode & 0x8) != 0 || c->msg == MSG_IGNORE)
+        return;
+    msg_t kind = c->msg;
+    c->msg = MSG_NONE;
+    c->in_message = false;
+    switch (kind) {
+    case MSG_HEADERS:
+        start_call(c);
+        return;
+    case MSG_CONTROL:
+        return; /* an empty message: nothing */
+    case MSG_END:
+        if (!c->req_ended) {
+            c->req_ended = true;
+            if (c->call != NULL)
+                ptc_call_on_request_end(c->call);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/* ---- bufferevent callbacks ---- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    ws_conn_t *c = arg;
+    if (c->in_recv)
+        return;
+    c->in_recv = true;
+    int rv = wslay_event_recv(c->ws);
+    c->in_recv = false;
+    if (rv != 0) {
+        ws_free(c, rv == WSLAY_ERR_NOMEM ? "out of memory" : "protocol error");
+        return;
+    }
+    if (!wslay_event_get_read_enabled(c->ws) && !c->close_queued) {
+        /* wslay refused something (a message over the limit, a bad frame) and queued its close */
+        ptc_log_info("websocket %s %.*s: closing: the client broke the framing (%u)", c->base.peer,
+                     (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base, wslay_event_get_status_code_sent(c->ws));
+        if (c->call != NULL) {
+            ptc_call_t *call = c->call;
+            c->call = NULL;
+            ptc_call_detach_downstream(call, "WebSocket framing error");
+        }
+        c->close_queued = true;
+        c->state = WS_CLOSING;
+        timer_after(c->timer, CLOSE_LINGER_MS);
+    }
+    flush(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    ws_conn_t *c = arg;
+    if (!c->tls)
+        ptc_bev_write_drained(bev, &c->write_blocked);
+    flush(c);
+    if (c->call != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) <= cfg_of(c)->limits.call_buffer_size / 2)
+        ptc_call_on_downstream_writable(c->call);
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    (void)bev;
+    ws_conn_t *c = arg;
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        ws_free(c, events & BEV_EVENT_EOF ? "connection closed by the client" : "connection error");
+}
+
+static void on_timer(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ws_conn_t *c = arg;
+    if (c->state == WS_CLOSING) {
+        ws_free(c, "the client did not answer the close");
+        return;
+    }
+    if (c->state == WS_HEAD) {
+        char msg[100];
+        snprintf(msg, sizeof(msg), "no header block within %" PRIu64 " ms", cfg_of(c)->timeouts.header_read_ms);
+        fail(c, PTC_WS_CLOSE_POLICY, msg);
+    }
+}
+
+static void on_ping_timer(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ws_conn_t *c = arg;
+    uint64_t every = cfg_of(c)->websocket.ping_interval_ms;
+    if (c->state == WS_CLOSING || every == 0)
+        return;
+    if (ptc_now_coarse_ms() - c->last_rx_ms > 2 * every) {
+        fail(c, PTC_WS_CLOSE_GOING_AWAY, "no answer to pings: the client is gone");
+        return;
+    }
+    struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"", 0};
+    wslay_event_queue_msg(c->ws, &ping);
+    timer_after(c->ping_timer, every);
+    flush(c);
+}
+
+/* ---- the call's view (ptc_downstream_cb_t) ---- */
+
+/* A 0x80 frame: a block of `name: value\r\n` lines. trailers: only the grpc-* status fields (else all but them). */
+static void header_frame(ws_conn_t *c, const ptc_header_t *h, size_t n, bool trailers)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += h[i].name.len + h[i].value.len + 4;
+    uint8_t *buf = malloc(len + 5);
+    if (buf == NULL) {
+        fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    size_t off = 5;
+    for (size_t i = 0; i < n; i++) {
+        bool status = ptc_iov_eq(h[i].name, PTC_STRLIT("grpc-status")) || ptc_iov_eq(h[i].name, PTC_STRLIT("grpc-message")) ||
+                      ptc_iov_eq(h[i].name, PTC_STRLIT("grpc-status-details-bin"));
+        if (status != trailers)
+            continue;
+        memcpy(buf + off, h[i].name.base, h[i].name.len);
+        off += h[i].name.len;
+        memcpy(buf + off, ": ", 2);
+        off += 2;
+        memcpy(buf + off, h[i].value.base, h[i].value.len);
+        off += h[i].value.len;
+        memcpy(buf + off, "\r\n", 2);
+        off += 2;
+    }
+    ptc_frame_header_encode(buf, PTC_FRAME_FLAG_TRAILER, (uint32_t)(off - 5));
+    queue_binary(c, buf, off);
+    free(buf);
+}
+
+static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    (void)status;
+    if (c->state == WS_CLOSING)
+        return;
+    header_frame(c, headers, n, false);
+    if (end_stream) {
+        /* trailers-only, or an answer of the gateway: the status goes in a trailer frame, as always */
+        header_frame(c, headers, n, true);
+        close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
+        return;
+    }
+    flush(c);
+}
+
+static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    size_t len = evbuffer_get_length(buf);
+    if (c->state == WS_CLOSING || len == 0) {
+        evbuffer_drain(buf, len);
+        return;
+    }
+    unsigned char *p = evbuffer_pullup(buf, -1);
+    if (p == NULL) {
+        fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    queue_binary(c, p, len);
+    evbuffer_drain(buf, len);
+    flush(c);
+}
+
+static void ds_send_end(ptc_downstream_t *ds)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
+}
+
+static size_t ds_pending(ptc_downstream_t *ds)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    return evbuffer_get_length(bufferevent_get_output(c->bev)) + wslay_event_get_queued_msg_length(c->ws);
+}
+
+static void ds_pause_read(ptc_downstream_t *ds, bool pause)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    c->read_paused = pause;
+    if (pause) {
+        bufferevent_disable(c->bev, EV_READ);
+    } else {
+        bufferevent_enable(c->bev, EV_READ);
+        on_read(c->bev, c); /* frames may wait in wslay's buffer or the input */
+    }
+}
+
+static void ds_on_call_done(ptc_downstream_t *ds)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    c->call = NULL;
+    if (!c->close_queued)
+        close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
+}
+
+static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n)
+{
+    /* native gRPC only (HTTP/2 trailers): a WebSocket call is gRPC-Web; keep the shape anyway */
+    ws_conn_t *c = (ws_conn_t *)ds;
+    header_frame(c, trailers, n, true);
+    close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
+}
+
+static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body)
+{
+    /* an answer that is not gRPC (405, 415, a refused origin): the client library reads grpc-status */
+    ws_conn_t *c = (ws_conn_t *)ds;
+    char code[8], enc[600];
+    (void)headers;
+    (void)n;
+    snprintf(code, sizeof(code), "%d", ptc_grpc_status_from_http(status));
+    const char *msg = body != NULL ? body : "";
+    size_t mlen = strlen(msg);
+    while (mlen > 0 && msg[mlen - 1] == '\n')
+        mlen--;
+    ptc_header_t t[] = {{PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
+                        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, mlen))}};
+    header_frame(c, t, 2, false);
+    header_frame(c, t, 2, true);
+    ds_on_call_done(ds);
+}
+
+static void ds_abort(ptc_downstream_t *ds)
+{
+    ws_conn_t *c = (ws_conn_t *)ds;
+    c->call = NULL;
+    close_with(c, PTC_WS_CLOSE_INTERNAL, "the call failed inside a response message");
+}
+
+static const ptc_downstream_cb_t ds_callbacks = {
+    .send_head = ds_send_head,
+    .send_body = ds_send_body,
+    .send_end = ds_send_end,
+    .pending = ds_pending,
+    .pause_read = ds_pause_read,
+    .on_call_done = ds_on_call_done,
+    .send_trailers = ds_send_trailers,
+    .respond = ds_respond,
+    .abort = ds_abort,
+};
+
+/* ---- the worker's view (ptc_conn_cb_t) ---- */
+
+static ws_conn_t *from_base(ptc_conn_t *b)
+{
+    return (ws_conn_t *)(void *)((char *)b - offsetof(ws_conn_t, base));
+}
+
+static void conn_drain(ptc_conn_t *b)
+{
+    ws_conn_t *c = from_base(b);
+    if (c->call == NULL)
+        close_with(c, PTC_WS_CLOSE_GOING_AWAY, "the gateway is shutting down");
+    /* a call in progress finishes first; its end closes the socket */
+}
+
+static void conn_fail_calls(ptc_conn_t *b, const char *message)
+{
+    ws_conn_t *c = from_base(b);
+    if (c->call != NULL)
+        ptc_call_abort(c->call, PTC_GRPC_UNAVAILABLE, message);
+    else
+        close_with(c, PTC_WS_CLOSE_GOING_AWAY, message);
+}
+
+static void conn_close(ptc_conn_t *b)
+{
+    ws_free(from_base(b), "gateway shutting down");
+}
+
+static const ptc_conn_cb_t conn_callbacks = {conn_drain, conn_fail_calls, conn_close};
+
+/* ---- life cycle ---- */
+
+static void ws_free(ws_conn_t *c, const char *reason)
+{
+    if (c->call != NULL) {
+        ptc_call_t *call = c->call;
+        c->call = NULL;
+        ptc_call_detach_downstream(call, reason);
+    }
+    ptc_log_debug("websocket %s: connection closed: %s", c->base.peer, reason);
+    wslay_event_context_free(c->ws);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    event_free(c->ping_timer);
+    ptc_worker_head_block_release(c->worker, &c->views);
+    free(c->hb);
+    free(c->up_mem);
+    free(c->hparam);
+    ptc_conn_unregister(&c->base);
+    free(c);
+}
+
+/* Copies the upgrade request's path, authority and forwardable fields (hop-by-hop and WebSocket fields not). */
+static bool copy_upgrade(ws_conn_t *c, const ptc_request_t *up)
+{
+    static const ptc_iovec_t skip[] = {PTC_STRLIT("connection"),
+                                       PTC_STRLIT("upgrade"),
+                                       PTC_STRLIT("sec-websocket-key"),
+                                       PTC_STRLIT("sec-websocket-version"),
+                                       PTC_STRLIT("sec-websocket-protocol"),
+                                       PTC_STRLIT("sec-websocket-extensions"),
+                                       PTC_STRLIT("host"),
+                                       PTC_STRLIT("content-length")};
+    size_t bytes = up->path.len + up->authority.len, n = 0;
+    for (size_t i = 0; i < up->num_headers; i++)
+        bytes += up->headers[i].name.len + up->headers[i].value.len;
+    if ((c->up_mem = malloc(bytes + 1 + up->num_headers * sizeof(ptc_header_t))) == NULL)
+        return false;
+    c->up_fields = (ptc_header_t *)(void *)c->up_mem;
+    char *p = c->up_mem + up->num_headers * sizeof(ptc_header_t);
+#define COPY(dst, src)                                                                                                             \
+    do {                                                                                                                           \
+        memcpy(p, (src).base, (src).len);                                                                                          \
+        (dst) = ptc_iov(p, (src).len);                                                                                             \
+        p += (src).len;                                                                                                            \
+    } while (0)
+    COPY(c->up_path, up->path);
+    COPY(c->up_authority, up->authority);
+    for (size_t i = 0; i < up->num_headers; i++) {
+        bool skipped = false;
+        for (size_t k = 0; k < PTC_ARRAY_SIZE(skip) && !skipped; k++)
+            skipped = ptc_iov_eq(up->headers[i].name, skip[k]);
+        if (skipped)
+            continue;
+        COPY(c->up_fields[n].name, up->headers[i].name);
+        COPY(c->up_fields[n].value, up->headers[i].value);
+        n++;
+    }
+#undef COPY
+    c->up_n = n;
+    return true;
+}
+
+void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t *upgrade, unsigned listener, bool tls)
+{
+    static const struct wslay_event_callbacks callbacks = {recv_cb,        send_cb,      NULL,  on_frame_start,
+                                                           on_frame_chunk, on_frame_end, on_msg};
+    ws_conn_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL || wslay_event_context_server_init(&c->ws, &callbacks, c) != 0 ||
+        (c->timer = evtimer_new(w->base, on_timer, c)) == NULL ||
+        (c->ping_timer = evtimer_new(w->base, on_ping_timer, c)) == NULL || !copy_upgrade(c, upgrade)) {
+        ptc_log_error("websocket %s: out of memory", upgrade->peer);
+        if (c != NULL) {
+            if (c->ws != NULL)
+                wslay_event_context_free(c->ws);
+            if (c->timer != NULL)
+                event_free(c->timer);
+            if (c->ping_timer != NULL)
+                event_free(c->ping_timer);
+            free(c->up_mem);
+            free(c);
+        }
+        bufferevent_free(bev);
+        return;
+    }
+    c->super.cb = &ds_callbacks;
+    c->worker = w;
+    c->bev = bev;
+    c->tls = tls;
+    c->state = WS_HEAD;
+    ptc_conn_register(w, &c->base, &conn_callbacks, upgrade->peer, listener);
+    const ptc_config_t *cfg = cfg_of(c);
+    wslay_event_config_set_no_buffering(c->ws, 1);
+    /* one gRPC frame per message, plus its control byte */
+    wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)cfg->limits.max_message_size + PTC_FRAME_HEADER_SIZE + 1);
+    c->last_rx_ms = ptc_now_coarse_ms();
+    timer_after(c->timer, cfg->timeouts.header_read_ms);
+    if (cfg->websocket.ping_interval_ms != 0)
+        timer_after(c->ping_timer, cfg->websocket.ping_interval_ms);
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(bev, EV_WRITE, cfg->limits.call_buffer_size / 2, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (!tls)
+        bufferevent_disable(bev, EV_WRITE); /* written directly: see ptc_bev_write_now() */
+    ptc_log_debug("websocket %s %.*s: upgraded", c->base.peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base);
+    flush(c); /* the 101 */
+    if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
+        on_read(bev, c); /* the first frames came with the upgrade */
+}
