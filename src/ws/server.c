@@ -124,15 +124,25 @@ static void close_with(ws_conn_t *c, uint16_t code, const char *reason)
     c->close_reason[len] = '\0';
     c->state = WS_CLOSING;
     timer_after(c->timer, CLOSE_LINGER_MS);
+    if (c->read_paused) { /* the peer's close is to be read (what comes before it is dropped) */
+        c->read_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
     flush(c);
 }
 
 /* A protocol failure from the client: logged, answered with a close code, nothing more reaches the upstream. */
 static void fail(ws_conn_t *c, uint16_t code, const char *what)
 {
+    if (c->state == WS_CLOSING) {
+        c->msg = MSG_IGNORE; /* our close is out or on its way: what the client still sends is dropped */
+        return;
+    }
     ptc_log_info("websocket %s %.*s: closing (%u): %s", c->base.peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base,
                  code, what);
     c->msg = MSG_IGNORE;
+    if (code != PTC_WS_CLOSE_GOING_AWAY && code != PTC_WS_CLOSE_INTERNAL)
+        PTC_STAT_INC(c->worker->filter_stats.websocket_protocol_errors);
     if (c->call != NULL) {
         ptc_call_t *call = c->call;
         c->call = NULL;
@@ -197,7 +207,7 @@ static void flush(ws_conn_t *c)
         return;
     }
     if (c->close_queued && wslay_event_get_close_sent(c->ws) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-        (wslay_event_get_close_received(c->ws) || c->call == NULL))
+        wslay_event_get_close_received(c->ws))
         ws_free(c, "closed");
 }
 
@@ -416,6 +426,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         /* wslay refused something (a message over the limit, a bad frame) and queued its close */
         ptc_log_info("websocket %s %.*s: closing: the client broke the framing (%u)", c->base.peer,
                      (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base, wslay_event_get_status_code_sent(c->ws));
+        PTC_STAT_INC(c->worker->filter_stats.websocket_protocol_errors);
         if (c->call != NULL) {
             ptc_call_t *call = c->call;
             c->call = NULL;

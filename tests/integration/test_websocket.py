@@ -385,3 +385,24 @@ def test_slow_reader_keeps_memory_bounded(portico):
     assert rss < 96 * 1024, f"gateway RSS {rss} KiB while a WebSocket reader stalls"
     c.finish(timeout=60)
     assert c.status == 0 and len(c.messages) == 400
+
+
+def test_counters_in_status(portico):
+    import json
+    import urllib.request
+    from conftest import free_port
+    admin = free_port()
+    gw = gw_with(portico, f"admin: {{address: '127.0.0.1:{admin}'}}\n")
+    for _ in range(3):
+        c = GrpcWs(gw.port, SVC + "Unary", origin=ORIGIN).open()
+        c.send(EchoRequest(message="n"))
+        c.end()
+        assert c.finish().status == 0
+    with pytest.raises(HandshakeRefused):
+        WebSocket(gw.port, SVC + "Unary", origin="http://evil.example")
+    c = GrpcWs(gw.port, SVC + "Unary", origin=ORIGIN)
+    c.ws.send_frame(TEXT, b"hello")
+    c.finish()
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as r:
+        f = json.loads(r.read())["filters"]
+    assert (f["websocket_upgrades"], f["websocket_refused"], f["websocket_protocol_errors"]) == (4, 1, 1), f
