@@ -55,11 +55,55 @@ int ptc_ws_accept_key(ptc_iovec_t key, char out[PTC_WS_ACCEPT_LEN + 1]) PTC_WARN
 int ptc_ws_header_block_parse(char *buf, size_t len, ptc_header_t *out, size_t cap, size_t *n, const char **why) PTC_WARN_UNUSED;
 
 /*
+ * A session: one gRPC-Web call over one WebSocket, whatever carries the WebSocket's bytes. The transport
+ * (ptc_ws_io_t) is an upgraded HTTP/1.1 connection (ptc_ws_start() below) or an HTTP/2 stream opened with
+ * extended CONNECT (RFC 8441, src/h2/server.c).
+ */
+typedef struct st_ptc_ws_t ptc_ws_t;
+typedef struct st_ptc_ws_io_t ptc_ws_io_t;
+struct st_ptc_request_t;
+struct st_ptc_snapshot_t;
+struct evbuffer;
+
+typedef struct st_ptc_ws_io_cb_t {
+    /* io->out has new bytes: send what can go now. Nonzero: the transport failed (the session then frees itself). */
+    int (*write)(ptc_ws_io_t *io);
+    /* Stop (true) or resume (false) delivering input: backpressure from the call. */
+    void (*pause_read)(ptc_ws_io_t *io, bool pause);
+    /* The session is over and freed; clean: the close handshake completed. The transport ends (the
+     * connection closes; the HTTP/2 stream ends, or is reset when not clean). */
+    void (*close)(ptc_ws_io_t *io, bool clean);
+} ptc_ws_io_cb_t;
+
+struct st_ptc_ws_io_t {
+    const ptc_ws_io_cb_t *cb;
+    struct evbuffer *in;  /* bytes received: the session takes frames from here */
+    struct evbuffer *out; /* the session writes frames here; what is in it counts as not sent yet */
+};
+
+/*
+ * The policy on a WebSocket handshake, the same for HTTP/1.1 upgrades and HTTP/2 extended CONNECT:
+ * websocket.enabled, Sec-WebSocket-Version 13, the grpc-websockets subprotocol offered, a route for the
+ * path, and an origin the route's CORS policy allows (a WebSocket gets no preflight: this is the only
+ * defence against cross-site WebSocket hijacking). Returns 0 (accepted), or the HTTP status to refuse
+ * with (400, 403, 404, 426) and why in `why`; refusals are logged and counted.
+ */
+int ptc_ws_check(ptc_worker_t *w, const struct st_ptc_request_t *req, char *why, size_t len) PTC_WARN_UNUSED;
+
+/* A session for an accepted upgrade (its slices are copied); NULL when out of memory. The transport calls: */
+ptc_ws_t *ptc_ws_new(ptc_worker_t *w, struct st_ptc_snapshot_t *snap, const struct st_ptc_request_t *upgrade, bool tls, ptc_ws_io_t *io);
+void ptc_ws_on_input(ptc_ws_t *ws);                        /* io->in has new bytes */
+void ptc_ws_on_writable(ptc_ws_t *ws);                     /* io->out drained (some of it was sent) */
+void ptc_ws_drain(ptc_ws_t *ws);                           /* the gateway drains: close once the call is over */
+void ptc_ws_fail_calls(ptc_ws_t *ws, const char *message); /* end the call with UNAVAILABLE, then close */
+void ptc_ws_close(ptc_ws_t *ws, const char *reason);       /* close now (the transport's close is called) */
+void ptc_ws_detach(ptc_ws_t *ws, const char *reason);      /* the transport is gone: free, without calling it */
+
+/*
  * Takes over an upgraded HTTP/1.1 connection (the 101 was written to bev's output already): serves one
  * gRPC-Web call over it. The upgrade request is given as it was parsed (its slices are copied); listener:
  * the id of the listener that accepted it.
  */
-struct st_ptc_request_t;
 void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const struct st_ptc_request_t *upgrade, unsigned listener, bool tls);
 
 #endif

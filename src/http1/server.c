@@ -555,9 +555,8 @@ static void request_of(ptc_h1conn_t *conn, ptc_request_t *req)
 /* Refuses a WebSocket upgrade with an HTTP answer (the connection closes after it). */
 static void ws_refuse(ptc_h1conn_t *conn, int status, const ptc_header_t *extra, size_t nextra, const char *why)
 {
-    char body[300];
+    char body[340];
     snprintf(body, sizeof(body), "WebSocket upgrade refused: %s\n", why);
-    PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
     conn->close_after_response = true;
     write_simple(conn, status, extra, nextra, body);
 }
@@ -570,59 +569,28 @@ static void ws_refuse(ptc_h1conn_t *conn, int status, const ptc_header_t *extra,
  */
 static void ws_upgrade(ptc_h1conn_t *conn, const ptc_request_t *req)
 {
-    const ptc_config_t *cfg = &conn->base.snap->config;
-    const ptc_header_t *connection = find(conn, PTC_STRLIT("connection")), *version = find(conn, PTC_STRLIT("sec-websocket-version")),
-                       *key = find(conn, PTC_STRLIT("sec-websocket-key")), *proto = find(conn, PTC_STRLIT("sec-websocket-protocol")),
-                       *origin = find(conn, PTC_STRLIT("origin"));
+    const ptc_header_t *connection = find(conn, PTC_STRLIT("connection")), *key = find(conn, PTC_STRLIT("sec-websocket-key"));
     static const ptc_header_t v13 = {PTC_STRLIT("sec-websocket-version"), PTC_STRLIT("13")};
-    const char *q = memchr(req->path.base, '?', req->path.len);
-    ptc_iovec_t path = ptc_iov(req->path.base, q != NULL ? (size_t)(q - req->path.base) : req->path.len);
     char why[300];
 
-    if (!cfg->websocket.enabled) {
-        ws_refuse(conn, 403, NULL, 0, "the WebSocket transport is disabled (websocket.enabled: false)");
-        return;
-    }
     if (!ptc_iov_eq(req->method, PTC_STRLIT("GET")) || conn->http10 || connection == NULL ||
         !ptc_iov_list_contains_ci(connection->value, PTC_STRLIT("upgrade"))) {
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
         ws_refuse(conn, 400, NULL, 0, "a WebSocket handshake is an HTTP/1.1 GET with 'Connection: Upgrade'");
         return;
     }
-    if (version == NULL || !ptc_iov_eq(ptc_iov_trim(version->value), PTC_STRLIT("13"))) {
-        ws_refuse(conn, 426, &v13, 1, "Sec-WebSocket-Version must be 13");
-        return;
+    int status = ptc_ws_check(conn->worker, req, why, sizeof(why));
+    if (status == 0 && (key == NULL || ptc_ws_accept_key(key->value, conn->ws_accept) != 0)) {
+        status = 400;
+        snprintf(why, sizeof(why), "Sec-WebSocket-Key is not the base64 of 16 bytes");
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
     }
-    if (key == NULL || ptc_ws_accept_key(key->value, conn->ws_accept) != 0) {
+    if (status != 0) {
         conn->ws_accept[0] = '\0';
-        ws_refuse(conn, 400, NULL, 0, "Sec-WebSocket-Key is not the base64 of 16 bytes");
+        ws_refuse(conn, status, status == 426 ? &v13 : NULL, status == 426 ? 1 : 0, why);
         return;
     }
     conn->ws_accept[PTC_WS_ACCEPT_LEN] = '\0';
-    const char *refusal = NULL;
-    int status = 400;
-    const ptc_route_config_t *route = ptc_config_match_route(cfg, path);
-    if (proto == NULL || !ptc_iov_list_contains_ci(proto->value, PTC_STRLIT(PTC_WS_SUBPROTOCOL))) {
-        refusal = "Sec-WebSocket-Protocol does not offer grpc-websockets (the only subprotocol served)";
-    } else if (route == NULL) {
-        status = 404;
-        snprintf(why, sizeof(why), "no route for '%.*s'", (int)PTC_MIN(path.len, (size_t)200), path.base);
-        refusal = why;
-    } else {
-        ptc_iovec_t o = origin != NULL ? ptc_iov_trim(origin->value) : ptc_iov("", 0);
-        ptc_cors_decision_t d = ptc_cors_decide_for(ptc_config_cors_for(cfg, route), o, req->scheme, req->authority);
-        if (d.verdict == PTC_CORS_DENIED) {
-            ptc_log_warn("websocket %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy", (int)PTC_MIN(path.len, (size_t)200),
-                         path.base, conn->base.peer, (int)PTC_MIN(o.len, (size_t)200), o.base);
-            status = 403;
-            refusal = "origin not allowed by the CORS policy";
-        }
-    }
-    if (refusal != NULL) {
-        conn->ws_accept[0] = '\0';
-        if (status != 403)
-            ptc_log_info("websocket %.*s from %s refused: %s", (int)PTC_MIN(path.len, (size_t)200), path.base, conn->base.peer, refusal);
-        ws_refuse(conn, status, NULL, 0, refusal);
-    }
 }
 
 /* The upgrade was accepted and its head consumed: the 101, then the WebSocket adapter takes the connection. */

@@ -57,14 +57,14 @@ typedef enum {
     MSG_IGNORE,  /* after an error: dropped */
 } msg_t;
 
-typedef struct st_ws_conn_t {
+struct st_ptc_ws_t {
     ptc_downstream_t super; /* the call's view; first */
-    ptc_conn_t base;
+    ptc_ws_io_t *io;        /* the transport; NULL once it is gone */
     ptc_worker_t *worker;
-    struct bufferevent *bev;
+    ptc_snapshot_t *snap;   /* pinned for the session's life */
+    char peer[64];
     wslay_event_context_ptr ws;
     bool tls;
-    bool write_blocked;
     ws_state_t state;
     msg_t msg;
     bool in_message;    /* a data message has started (continuation frames may follow) */
@@ -90,14 +90,17 @@ typedef struct st_ws_conn_t {
     struct event *ping_timer;
     uint64_t last_rx_ms;
     bool in_recv; /* wslay_event_recv() runs: its callbacks must not send or free */
-} ws_conn_t;
+    bool *freed;  /* set when the session is freed (see ptc_ws_on_writable()) */
+};
+
+typedef struct st_ptc_ws_t ws_conn_t;
 
 static void ws_free(ws_conn_t *c, const char *reason);
 static void flush(ws_conn_t *c);
 
 static const ptc_config_t *cfg_of(const ws_conn_t *c)
 {
-    return &c->base.snap->config;
+    return &c->snap->config;
 }
 
 static void timer_after(struct event *ev, uint64_t ms)
@@ -124,9 +127,9 @@ static void close_with(ws_conn_t *c, uint16_t code, const char *reason)
     c->close_reason[len] = '\0';
     c->state = WS_CLOSING;
     timer_after(c->timer, CLOSE_LINGER_MS);
-    if (c->read_paused) { /* the peer's close is to be read (what comes before it is dropped) */
+    if (c->read_paused && c->io != NULL) { /* the peer's close is to be read (what comes before it is dropped) */
         c->read_paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        c->io->cb->pause_read(c->io, false);
     }
     flush(c);
 }
@@ -138,7 +141,7 @@ static void fail(ws_conn_t *c, uint16_t code, const char *what)
         c->msg = MSG_IGNORE; /* our close is out or on its way: what the client still sends is dropped */
         return;
     }
-    ptc_log_info("websocket %s %.*s: closing (%u): %s", c->base.peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base,
+    ptc_log_info("websocket %s %.*s: closing (%u): %s", c->peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base,
                  code, what);
     c->msg = MSG_IGNORE;
     if (code != PTC_WS_CLOSE_GOING_AWAY && code != PTC_WS_CLOSE_INTERNAL)
@@ -158,7 +161,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     (void)ctx;
     (void)flags;
     ws_conn_t *c = user_data;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->io->in;
     if (c->read_paused || evbuffer_get_length(in) == 0) {
         wslay_event_set_error(c->ws, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -172,7 +175,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     (void)ctx;
     (void)flags;
     ws_conn_t *c = user_data;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->io->out;
     if (evbuffer_get_length(out) >= WS_OUTPUT_WOULDBLOCK) {
         wslay_event_set_error(c->ws, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -187,8 +190,8 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 /* Writes what wslay has queued; a finished close handshake frees the connection. */
 static void flush(ws_conn_t *c)
 {
-    if (c->in_recv)
-        return; /* inside wslay_event_recv(): on_read() flushes once it returns (wslay is not reentrant) */
+    if (c->in_recv || c->io == NULL)
+        return; /* inside wslay_event_recv(): ptc_ws_on_input() flushes once it returns (wslay is not reentrant) */
     if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
         ws_free(c, "write error");
         return;
@@ -202,11 +205,11 @@ static void flush(ws_conn_t *c)
             return;
         }
     }
-    if (!c->tls && ptc_bev_write_now(c->bev, &c->write_blocked) != 0) {
+    if (c->io->cb->write(c->io) != 0) {
         ws_free(c, "write error");
         return;
     }
-    if (c->close_queued && wslay_event_get_close_sent(c->ws) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+    if (c->close_queued && wslay_event_get_close_sent(c->ws) && evbuffer_get_length(c->io->out) == 0 &&
         wslay_event_get_close_received(c->ws))
         ws_free(c, "closed");
 }
@@ -227,7 +230,7 @@ static void start_call(ws_conn_t *c)
     size_t n = 0;
     const char *why = NULL;
 
-    if (ptc_worker_head_block(c->worker, c->base.snap, &c->views) != 0) {
+    if (ptc_worker_head_block(c->worker, c->snap, &c->views) != 0) {
         fail(c, PTC_WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
@@ -266,8 +269,8 @@ static void start_call(ws_conn_t *c)
         .authority = c->up_authority,
         .headers = v,
         .num_headers = n,
-        .peer = c->base.peer,
-        .snap = c->base.snap,
+        .peer = c->peer,
+        .snap = c->snap,
         .allow_native = false,
     };
     c->state = WS_CALL;
@@ -377,7 +380,7 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         if (c->call != NULL) {
             ptc_call_t *call = c->call;
             c->call = NULL;
-            ptc_log_debug("websocket %s: closed by the client (%u)", c->base.peer, arg->status_code);
+            ptc_log_debug("websocket %s: closed by the client (%u)", c->peer, arg->status_code);
             ptc_call_detach_downstream(call, "the client closed the WebSocket");
         }
         c->close_queued = true; /* wslay answered the close */
@@ -409,11 +412,9 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 
 /* ---- bufferevent callbacks ---- */
 
-static void on_read(struct bufferevent *bev, void *arg)
+void ptc_ws_on_input(ptc_ws_t *c)
 {
-    (void)bev;
-    ws_conn_t *c = arg;
-    if (c->in_recv)
+    if (c->in_recv || c->io == NULL)
         return;
     c->in_recv = true;
     int rv = wslay_event_recv(c->ws);
@@ -424,7 +425,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     }
     if (!wslay_event_get_read_enabled(c->ws) && !c->close_queued) {
         /* wslay refused something (a message over the limit, a bad frame) and queued its close */
-        ptc_log_info("websocket %s %.*s: closing: the client broke the framing (%u)", c->base.peer,
+        ptc_log_info("websocket %s %.*s: closing: the client broke the framing (%u)", c->peer,
                      (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base, wslay_event_get_status_code_sent(c->ws));
         PTC_STAT_INC(c->worker->filter_stats.websocket_protocol_errors);
         if (c->call != NULL) {
@@ -439,22 +440,29 @@ static void on_read(struct bufferevent *bev, void *arg)
     flush(c);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+void ptc_ws_on_writable(ptc_ws_t *c)
 {
-    ws_conn_t *c = arg;
-    if (!c->tls)
-        ptc_bev_write_drained(bev, &c->write_blocked);
+    if (c->io == NULL)
+        return;
+    bool freed = false;
+    c->freed = &freed;
     flush(c);
-    if (c->call != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) <= cfg_of(c)->limits.call_buffer_size / 2)
+    if (freed)
+        return;
+    c->freed = NULL;
+    if (c->call != NULL && evbuffer_get_length(c->io->out) <= cfg_of(c)->limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(c->call);
 }
 
-static void on_event(struct bufferevent *bev, short events, void *arg)
+void ptc_ws_close(ptc_ws_t *c, const char *reason)
 {
-    (void)bev;
-    ws_conn_t *c = arg;
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        ws_free(c, events & BEV_EVENT_EOF ? "connection closed by the client" : "connection error");
+    ws_free(c, reason);
+}
+
+void ptc_ws_detach(ptc_ws_t *c, const char *reason)
+{
+    c->io = NULL;
+    ws_free(c, reason);
 }
 
 static void on_timer(evutil_socket_t fd, short events, void *arg)
@@ -567,19 +575,18 @@ static void ds_send_end(ptc_downstream_t *ds)
 static size_t ds_pending(ptc_downstream_t *ds)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) + wslay_event_get_queued_msg_length(c->ws);
+    return (c->io != NULL ? evbuffer_get_length(c->io->out) : 0) + wslay_event_get_queued_msg_length(c->ws);
 }
 
 static void ds_pause_read(ptc_downstream_t *ds, bool pause)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     c->read_paused = pause;
-    if (pause) {
-        bufferevent_disable(c->bev, EV_READ);
-    } else {
-        bufferevent_enable(c->bev, EV_READ);
-        on_read(c->bev, c); /* frames may wait in wslay's buffer or the input */
-    }
+    if (c->io == NULL)
+        return;
+    c->io->cb->pause_read(c->io, pause);
+    if (!pause)
+        ptc_ws_on_input(c); /* frames may wait in the input */
 }
 
 static void ds_on_call_done(ptc_downstream_t *ds)
@@ -636,36 +643,22 @@ static const ptc_downstream_cb_t ds_callbacks = {
     .abort = ds_abort,
 };
 
-/* ---- the worker's view (ptc_conn_cb_t) ---- */
+/* ---- the worker's view ---- */
 
-static ws_conn_t *from_base(ptc_conn_t *b)
+void ptc_ws_drain(ptc_ws_t *c)
 {
-    return (ws_conn_t *)(void *)((char *)b - offsetof(ws_conn_t, base));
-}
-
-static void conn_drain(ptc_conn_t *b)
-{
-    ws_conn_t *c = from_base(b);
     if (c->call == NULL)
         close_with(c, PTC_WS_CLOSE_GOING_AWAY, "the gateway is shutting down");
     /* a call in progress finishes first; its end closes the socket */
 }
 
-static void conn_fail_calls(ptc_conn_t *b, const char *message)
+void ptc_ws_fail_calls(ptc_ws_t *c, const char *message)
 {
-    ws_conn_t *c = from_base(b);
     if (c->call != NULL)
         ptc_call_abort(c->call, PTC_GRPC_UNAVAILABLE, message);
     else
         close_with(c, PTC_WS_CLOSE_GOING_AWAY, message);
 }
-
-static void conn_close(ptc_conn_t *b)
-{
-    ws_free(from_base(b), "gateway shutting down");
-}
-
-static const ptc_conn_cb_t conn_callbacks = {conn_drain, conn_fail_calls, conn_close};
 
 /* ---- life cycle ---- */
 
@@ -676,16 +669,20 @@ static void ws_free(ws_conn_t *c, const char *reason)
         c->call = NULL;
         ptc_call_detach_downstream(call, reason);
     }
-    ptc_log_debug("websocket %s: connection closed: %s", c->base.peer, reason);
+    ptc_log_debug("websocket %s: closed: %s", c->peer, reason);
+    if (c->freed != NULL)
+        *c->freed = true;
+    bool clean = wslay_event_get_close_sent(c->ws) && wslay_event_get_close_received(c->ws);
     wslay_event_context_free(c->ws);
-    bufferevent_free(c->bev);
     event_free(c->timer);
     event_free(c->ping_timer);
     ptc_worker_head_block_release(c->worker, &c->views);
     free(c->hb);
     free(c->up_mem);
     free(c->hparam);
-    ptc_conn_unregister(&c->base);
+    ptc_snapshot_release(c->snap);
+    if (c->io != NULL)
+        c->io->cb->close(c->io, clean);
     free(c);
 }
 
@@ -730,15 +727,14 @@ static bool copy_upgrade(ws_conn_t *c, const ptc_request_t *up)
     return true;
 }
 
-void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t *upgrade, unsigned listener, bool tls)
+ptc_ws_t *ptc_ws_new(ptc_worker_t *w, ptc_snapshot_t *snap, const ptc_request_t *upgrade, bool tls, ptc_ws_io_t *io)
 {
-    static const struct wslay_event_callbacks callbacks = {recv_cb,        send_cb,      NULL,  on_frame_start,
-                                                           on_frame_chunk, on_frame_end, on_msg};
+    static const struct wslay_event_callbacks callbacks = {recv_cb, send_cb, NULL, on_frame_start, on_frame_chunk, on_frame_end, on_msg};
     ws_conn_t *c = calloc(1, sizeof(*c));
 
     if (c == NULL || wslay_event_context_server_init(&c->ws, &callbacks, c) != 0 ||
-        (c->timer = evtimer_new(w->base, on_timer, c)) == NULL ||
-        (c->ping_timer = evtimer_new(w->base, on_ping_timer, c)) == NULL || !copy_upgrade(c, upgrade)) {
+        (c->timer = evtimer_new(w->base, on_timer, c)) == NULL || (c->ping_timer = evtimer_new(w->base, on_ping_timer, c)) == NULL ||
+        !copy_upgrade(c, upgrade)) {
         ptc_log_error("websocket %s: out of memory", upgrade->peer);
         if (c != NULL) {
             if (c->ws != NULL)
@@ -750,15 +746,15 @@ void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t 
             free(c->up_mem);
             free(c);
         }
-        bufferevent_free(bev);
-        return;
+        return NULL;
     }
     c->super.cb = &ds_callbacks;
     c->worker = w;
-    c->bev = bev;
+    c->snap = ptc_snapshot_ref(snap);
+    c->io = io;
     c->tls = tls;
     c->state = WS_HEAD;
-    ptc_conn_register(w, &c->base, &conn_callbacks, upgrade->peer, listener);
+    snprintf(c->peer, sizeof(c->peer), "%s", upgrade->peer != NULL ? upgrade->peer : "-");
     const ptc_config_t *cfg = cfg_of(c);
     wslay_event_config_set_no_buffering(c->ws, 1);
     /* one gRPC frame per message, plus its control byte */
@@ -767,13 +763,160 @@ void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t 
     timer_after(c->timer, cfg->timeouts.header_read_ms);
     if (cfg->websocket.ping_interval_ms != 0)
         timer_after(c->ping_timer, cfg->websocket.ping_interval_ms);
-    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    ptc_log_debug("websocket %s %.*s: upgraded", c->peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base);
+    return c;
+}
+
+int ptc_ws_check(ptc_worker_t *w, const ptc_request_t *req, char *why, size_t len)
+{
+    const ptc_config_t *cfg = &req->snap->config;
+    const ptc_header_t *version = NULL, *proto = NULL, *origin = NULL;
+    const char *q = memchr(req->path.base, '?', req->path.len);
+    ptc_iovec_t path = ptc_iov(req->path.base, q != NULL ? (size_t)(q - req->path.base) : req->path.len);
+    int status = 400;
+
+    for (size_t i = 0; i < req->num_headers; i++) {
+        ptc_iovec_t name = req->headers[i].name;
+        if (ptc_iov_eq(name, PTC_STRLIT("sec-websocket-version")))
+            version = &req->headers[i];
+        else if (ptc_iov_eq(name, PTC_STRLIT("sec-websocket-protocol")))
+            proto = &req->headers[i];
+        else if (ptc_iov_eq(name, PTC_STRLIT("origin")))
+            origin = &req->headers[i];
+    }
+    const ptc_route_config_t *route = ptc_config_match_route(cfg, path);
+    ptc_iovec_t o = origin != NULL ? ptc_iov_trim(origin->value) : ptc_iov("", 0);
+    if (!cfg->websocket.enabled) {
+        status = 403;
+        snprintf(why, len, "the WebSocket transport is disabled (websocket.enabled: false)");
+    } else if (version == NULL || !ptc_iov_eq(ptc_iov_trim(version->value), PTC_STRLIT("13"))) {
+        status = 426;
+        snprintf(why, len, "Sec-WebSocket-Version must be 13");
+    } else if (proto == NULL || !ptc_iov_list_contains_ci(proto->value, PTC_STRLIT(PTC_WS_SUBPROTOCOL))) {
+        snprintf(why, len, "Sec-WebSocket-Protocol does not offer grpc-websockets (the only subprotocol served)");
+    } else if (route == NULL) {
+        status = 404;
+        snprintf(why, len, "no route for '%.*s'", (int)PTC_MIN(path.len, (size_t)200), path.base);
+    } else if (ptc_cors_decide_for(ptc_config_cors_for(cfg, route), o, req->scheme, req->authority).verdict == PTC_CORS_DENIED) {
+        ptc_log_warn("websocket %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy", (int)PTC_MIN(path.len, (size_t)200),
+                     path.base, req->peer, (int)PTC_MIN(o.len, (size_t)200), o.base);
+        PTC_STAT_INC(w->filter_stats.websocket_refused);
+        snprintf(why, len, "origin not allowed by the CORS policy");
+        return 403;
+    } else {
+        return 0;
+    }
+    ptc_log_info("websocket %.*s from %s refused: %s", (int)PTC_MIN(path.len, (size_t)200), path.base, req->peer, why);
+    PTC_STAT_INC(w->filter_stats.websocket_refused);
+    return status;
+}
+
+/* ---- over an upgraded HTTP/1.1 connection ---- */
+
+typedef struct st_ws_h1_t {
+    ptc_ws_io_t io; /* first */
+    ptc_conn_t base;
+    struct bufferevent *bev;
+    ptc_ws_t *ws;
+    bool tls;
+    bool write_blocked; /* cleartext: see ptc_bev_write_now() */
+} ws_h1_t;
+
+static int h1_write(ptc_ws_io_t *io)
+{
+    ws_h1_t *h = (ws_h1_t *)io;
+    return h->tls ? 0 : ptc_bev_write_now(h->bev, &h->write_blocked);
+}
+
+static void h1_pause_read(ptc_ws_io_t *io, bool pause)
+{
+    ws_h1_t *h = (ws_h1_t *)io;
+    if (pause)
+        bufferevent_disable(h->bev, EV_READ);
+    else
+        bufferevent_enable(h->bev, EV_READ);
+}
+
+static void h1_close(ptc_ws_io_t *io, bool clean)
+{
+    (void)clean;
+    ws_h1_t *h = (ws_h1_t *)io;
+    bufferevent_free(h->bev);
+    ptc_conn_unregister(&h->base);
+    free(h);
+}
+
+static const ptc_ws_io_cb_t h1_io_callbacks = {h1_write, h1_pause_read, h1_close};
+
+static void h1_on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    ptc_ws_on_input(((ws_h1_t *)arg)->ws);
+}
+
+static void h1_on_write(struct bufferevent *bev, void *arg)
+{
+    ws_h1_t *h = arg;
+    if (!h->tls)
+        ptc_bev_write_drained(bev, &h->write_blocked);
+    ptc_ws_on_writable(h->ws);
+}
+
+static void h1_on_event(struct bufferevent *bev, short events, void *arg)
+{
+    (void)bev;
+    ws_h1_t *h = arg;
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        ptc_ws_close(h->ws, events & BEV_EVENT_EOF ? "connection closed by the client" : "connection error");
+}
+
+static ws_h1_t *h1_from_base(ptc_conn_t *b)
+{
+    return (ws_h1_t *)(void *)((char *)b - offsetof(ws_h1_t, base));
+}
+
+static void h1_conn_drain(ptc_conn_t *b)
+{
+    ptc_ws_drain(h1_from_base(b)->ws);
+}
+
+static void h1_conn_fail_calls(ptc_conn_t *b, const char *message)
+{
+    ptc_ws_fail_calls(h1_from_base(b)->ws, message);
+}
+
+static void h1_conn_close(ptc_conn_t *b)
+{
+    ptc_ws_close(h1_from_base(b)->ws, "gateway shutting down");
+}
+
+static const ptc_conn_cb_t h1_conn_callbacks = {h1_conn_drain, h1_conn_fail_calls, h1_conn_close};
+
+void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t *upgrade, unsigned listener, bool tls)
+{
+    ws_h1_t *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        ptc_log_error("websocket %s: out of memory", upgrade->peer);
+        bufferevent_free(bev);
+        return;
+    }
+    h->io = (ptc_ws_io_t){&h1_io_callbacks, bufferevent_get_input(bev), bufferevent_get_output(bev)};
+    h->bev = bev;
+    h->tls = tls;
+    ptc_conn_register(w, &h->base, &h1_conn_callbacks, upgrade->peer, listener);
+    if ((h->ws = ptc_ws_new(w, h->base.snap, upgrade, tls, &h->io)) == NULL) {
+        h1_close(&h->io, false);
+        return;
+    }
+    const ptc_config_t *cfg = &h->base.snap->config;
+    bufferevent_setcb(bev, h1_on_read, h1_on_write, h1_on_event, h);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bufferevent_setwatermark(bev, EV_WRITE, cfg->limits.call_buffer_size / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (!tls)
         bufferevent_disable(bev, EV_WRITE); /* written directly: see ptc_bev_write_now() */
-    ptc_log_debug("websocket %s %.*s: upgraded", c->base.peer, (int)PTC_MIN(c->up_path.len, (size_t)200), c->up_path.base);
-    flush(c); /* the 101 */
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
-        on_read(bev, c); /* the first frames came with the upgrade */
+        ptc_ws_on_input(h->ws); /* the first frames came with the upgrade (then the 101 goes out with what they caused) */
+    else
+        ptc_ws_on_writable(h->ws); /* the 101 */
 }
