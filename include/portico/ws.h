@@ -94,6 +94,7 @@ int ptc_ws_check(ptc_worker_t *w, const struct st_ptc_request_t *req, char *why,
 ptc_ws_t *ptc_ws_new(ptc_worker_t *w, struct st_ptc_snapshot_t *snap, const struct st_ptc_request_t *upgrade, bool tls, ptc_ws_io_t *io);
 void ptc_ws_on_input(ptc_ws_t *ws);                        /* io->in has new bytes */
 void ptc_ws_on_writable(ptc_ws_t *ws);                     /* io->out drained (some of it was sent) */
+void ptc_ws_on_end(ptc_ws_t *ws);                          /* the peer sends no more (HTTP/2 END_STREAM) */
 void ptc_ws_drain(ptc_ws_t *ws);                           /* the gateway drains: close once the call is over */
 void ptc_ws_fail_calls(ptc_ws_t *ws, const char *message); /* end the call with UNAVAILABLE, then close */
 void ptc_ws_close(ptc_ws_t *ws, const char *reason);       /* close now (the transport's close is called) */

@@ -454,6 +454,13 @@ void ptc_ws_on_writable(ptc_ws_t *c)
         ptc_call_on_downstream_writable(c->call);
 }
 
+void ptc_ws_on_end(ptc_ws_t *c)
+{
+    /* after the close handshake the session ends by itself; before it, the peer just left */
+    if (!wslay_event_get_close_received(c->ws))
+        ws_free(c, "the client ended the stream without a close frame");
+}
+
 void ptc_ws_close(ptc_ws_t *c, const char *reason)
 {
     ws_free(c, reason);

@@ -12,7 +12,7 @@ import echo_pb
 import grpcweb
 from conftest import rss_kib
 from echo_pb import EchoRequest, EchoResponse
-from wsclient import BINARY, TEXT, Closed, GrpcWs, HandshakeRefused, WebSocket, header_block
+from wsclient import TEXT, GrpcWs, H2Tunnel, H2WebSocket, HandshakeRefused, WebSocket, header_block
 
 SVC = "/portico.test.Echo/"
 ORIGIN = "http://app.example"
@@ -406,3 +406,111 @@ def test_counters_in_status(portico):
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as r:
         f = json.loads(r.read())["filters"]
     assert (f["websocket_upgrades"], f["websocket_refused"], f["websocket_protocol_errors"]) == (4, 1, 1), f
+
+
+# --------------------------------------------------------------------------- over HTTP/2 (RFC 8441 extended CONNECT)
+
+
+def test_h2_extended_connect_calls(portico):
+    gw = gw_with(portico)
+    tunnel = H2Tunnel(gw.port)  # waits for SETTINGS_ENABLE_CONNECT_PROTOCOL = 1
+    assert tunnel.conn.remote_settings[8] == 1
+    try:
+        c = GrpcWs(gw.port, SVC + "Unary", {"x-echo-k": "v"}, origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        assert c.ws.status == 200 and c.ws.headers["sec-websocket-protocol"] == "grpc-websockets"
+        c.send(EchoRequest(message="over h2"))
+        c.end()
+        c.finish()
+        assert c.status == 0 and resp(c.messages[0]).message == "over h2" and c.headers["x-echoed-k"] == "v"
+        assert c.ws.wait_stream_end() == "ended"  # the close handshake, then END_STREAM: no reset
+
+        c = GrpcWs(gw.port, SVC + "Bidi", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        for i in range(200):
+            c.send(EchoRequest(message=f"b{i}"))
+            assert c.read_until(lambda c, n=i + 1: len(c.messages) >= n)
+        c.end()
+        assert c.finish().status == 0 and [resp(m).message for m in c.messages] == [f"b{i}" for i in range(200)]
+
+        c = GrpcWs(gw.port, SVC + "ClientStream", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        big = b"z" * (1024 * 1024)  # more than the stream window: flow control end to end
+        for i in range(3):
+            c.send(EchoRequest(message=str(i), payload=big))
+        c.end()
+        c.finish(timeout=30)
+        assert c.status == 0 and resp(c.messages[0]).payload == big * 3
+    finally:
+        tunnel.close()
+
+
+def test_h2_many_websockets_and_calls_share_one_connection(portico):
+    gw = gw_with(portico)
+    tunnel = H2Tunnel(gw.port)
+    try:
+        calls = [GrpcWs(gw.port, SVC + "Bidi", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open() for _ in range(40)]
+        for i, c in enumerate(calls):
+            c.send(EchoRequest(message=f"s{i}"))
+        for i, c in enumerate(calls):
+            assert c.read_until(lambda c: len(c.messages) >= 1)
+            assert resp(c.messages[0]).message == f"s{i}"
+            c.end()
+        for c in calls:
+            assert c.finish().status == 0
+        assert len({c.ws.sid for c in calls}) == 40
+    finally:
+        tunnel.close()
+
+
+@pytest.mark.parametrize("kw,status,text", [
+    ({"origin": "http://evil.example"}, 403, "origin not allowed"),
+    ({"protocols": None}, 400, "does not offer grpc-websockets"),
+    ({"version": "12"}, 426, "Sec-WebSocket-Version must be 13"),
+    ({"protocol": "webtransport"}, 501, "only websocket is served"),
+])
+def test_h2_refusals(portico, kw, status, text):
+    gw = gw_with(portico)
+    kw = {"origin": ORIGIN, **kw}
+    with pytest.raises(HandshakeRefused) as e:
+        H2WebSocket(gw.port, SVC + "Unary", **kw)
+    assert e.value.status == status and text in e.value.body, (e.value.status, e.value.body)
+
+
+def test_h2_cancel_by_close_reset_and_end_stream(portico, fresh_echo_server):
+    gw = portico(config=CONFIG, upstream=fresh_echo_server)
+    tunnel = H2Tunnel(gw.port)
+    try:
+        for how in ("close", "reset", "end_stream"):
+            cid = f"h2ws-{how}"
+            c = GrpcWs(gw.port, SVC + "Bidi", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+            c.send(EchoRequest(id=cid, message="x", delay_ms=5000))
+            assert fresh_echo_server.wait_cancel_status(cid, field="seen").seen
+            if how == "close":
+                c.ws.send_close(1000)
+            elif how == "reset":
+                tunnel.conn.reset_stream(c.ws.sid)
+                tunnel.flush()
+            else:
+                c.ws.end_stream()
+            assert fresh_echo_server.wait_cancel_status(cid).cancelled, how
+        # the connection is still fine for more
+        c = GrpcWs(gw.port, SVC + "Unary", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        c.send(EchoRequest(message="after"))
+        c.end()
+        assert c.finish().status == 0
+    finally:
+        tunnel.close()
+
+
+def test_h2_protocol_error_closes_only_its_stream(portico):
+    gw = gw_with(portico)
+    tunnel = H2Tunnel(gw.port)
+    try:
+        bad = GrpcWs(gw.port, SVC + "Unary", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel)
+        good = GrpcWs(gw.port, SVC + "Bidi", origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        bad.ws.send_frame(TEXT, b"not binary")
+        bad.finish()
+        assert bad.closed[0] == 1003
+        good.send(EchoRequest(message="still here"))
+        good.end()
+        assert good.finish().status == 0
+    finally:
+        tunnel.close()

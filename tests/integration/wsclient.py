@@ -6,12 +6,17 @@ close codes exactly. Only the standard library is used.
 """
 
 import base64
+import collections
 import hashlib
 import os
 import socket
 import ssl
 import struct
 import time
+
+import h2.config
+import h2.connection
+import h2.events
 
 import grpcweb
 
@@ -100,6 +105,9 @@ class WebSocket:
             headers[k.strip().lower()] = v.strip()
         return status, headers
 
+    def _send(self, data):
+        self.sock.sendall(data)
+
     def _fill(self, timeout=None):
         self.sock.settimeout(self.timeout if timeout is None else timeout)
         data = self.sock.recv(65536)
@@ -133,7 +141,7 @@ class WebSocket:
         return head + key + masked
 
     def send_frame(self, opcode, payload=b"", fin=True, mask=True):
-        self.sock.sendall(self.encode(opcode, payload, fin, mask))
+        self._send(self.encode(opcode, payload, fin, mask))
 
     def send_binary(self, payload, fragments=1):
         """One binary message, optionally split into several frames."""
@@ -237,8 +245,8 @@ class GrpcWs:
     """One grpc-websockets call: open() sends the header block, send() a message, end() the half-close;
     read() collects the response (headers, messages, trailers, close code) as it arrives."""
 
-    def __init__(self, port, path, metadata=(), origin=None, **kw):
-        self.ws = WebSocket(port, path, origin=origin, **kw)
+    def __init__(self, port, path, metadata=(), origin=None, transport=None, **kw):
+        self.ws = (transport or WebSocket)(port, path, origin=origin, **kw)
         self.stream = bytearray()
         self.headers = None
         self.trailers = None
@@ -301,3 +309,143 @@ class GrpcWs:
 
     def close(self):
         self.ws.close()
+
+
+# --------------------------------------------------------------------------- WebSockets over HTTP/2 (RFC 8441)
+
+
+class H2Tunnel:
+    """One prior-knowledge h2c connection carrying WebSockets on extended CONNECT streams."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=grpcweb.DEFAULT_TIMEOUT):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="latin-1"))
+        self.conn.initiate_connection()
+        self.flush()
+        self.data = collections.defaultdict(bytearray)   # stream id -> received DATA
+        self.heads = {}                                  # stream id -> response headers
+        self.ended = set()
+        self.resets = {}
+        self.goaway = None
+        self.settings_seen = False
+        while not self.settings_seen:
+            self.pump()
+
+    def flush(self):
+        out = self.conn.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+    def pump(self, timeout=None):
+        self.sock.settimeout(self.timeout if timeout is None else max(0.001, timeout))
+        data = self.sock.recv(65536)
+        if not data:
+            raise Closed(None, "HTTP/2 connection closed")
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.settings_seen = True
+            elif isinstance(ev, h2.events.ResponseReceived):
+                self.heads[ev.stream_id] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                self.data[ev.stream_id] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.ended.add(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                self.resets[ev.stream_id] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev.error_code
+        self.flush()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class H2WebSocket(WebSocket):
+    """A WebSocket on an extended CONNECT stream of an H2Tunnel (its own tunnel unless one is given)."""
+
+    def __init__(self, port, path, headers=(), origin=None, protocols=SUBPROTOCOL, tunnel=None, version="13",
+                 protocol="websocket", timeout=grpcweb.DEFAULT_TIMEOUT, **_):
+        self.timeout = timeout
+        self.tunnel = tunnel or H2Tunnel(port, timeout=timeout)
+        self.own_tunnel = tunnel is None
+        self.buf = bytearray()
+        self.pongs = self.pings_seen = 0
+        self.close_code = self.close_reason = None
+        t = self.tunnel
+        self.sid = t.conn.get_next_available_stream_id()
+        hdrs = [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"), (":path", path),
+                (":authority", f"127.0.0.1:{port}")]
+        if version is not None:
+            hdrs.append(("sec-websocket-version", version))
+        if protocols is not None:
+            hdrs.append(("sec-websocket-protocol", protocols))
+        if origin is not None:
+            hdrs.append(("origin", origin))
+        hdrs += [(k.lower(), v) for k, v in (headers.items() if isinstance(headers, dict) else headers)]
+        t.conn.send_headers(self.sid, hdrs)
+        t.flush()
+        deadline = time.monotonic() + timeout
+        while self.sid not in t.heads and self.sid not in t.resets:
+            t.pump(deadline - time.monotonic())
+        if self.sid in t.resets:
+            raise HandshakeRefused(None, {}, f"stream reset {t.resets[self.sid]}")
+        self.headers = {k: v for k, v in t.heads[self.sid].items() if not k.startswith(":")}
+        self.status = int(t.heads[self.sid][":status"])
+        if self.status != 200:
+            while self.sid not in t.ended and self.sid not in t.resets:
+                t.pump(deadline - time.monotonic())
+            body = bytes(t.data.pop(self.sid, b"")).decode(errors="replace")
+            if self.own_tunnel:
+                t.close()
+            raise HandshakeRefused(self.status, self.headers, body)
+
+    def _send(self, data):
+        t = self.tunnel
+        view = memoryview(data)
+        while view:
+            n = min(len(view), t.conn.local_flow_control_window(self.sid), t.conn.max_outbound_frame_size)
+            if n <= 0:
+                t.flush()  # what was queued must go out before waiting for the window to reopen
+                t.pump()
+                continue
+            t.conn.send_data(self.sid, bytes(view[:n]))
+            view = view[n:]
+        t.flush()
+
+    def _fill(self, timeout=None):
+        t = self.tunnel
+        while not t.data.get(self.sid):
+            if self.sid in t.ended:
+                raise Closed(None, "stream ended without a close frame")
+            if self.sid in t.resets:
+                raise Closed(None, f"stream reset ({t.resets[self.sid]})")
+            t.pump(self.timeout if timeout is None else timeout)
+        self.buf += t.data.pop(self.sid)
+
+    def end_stream(self):
+        self.tunnel.conn.end_stream(self.sid)
+        self.tunnel.flush()
+
+    def wait_stream_end(self, timeout=5.0):
+        """Pumps until the server ended (END_STREAM) or reset the stream; returns 'ended', 'reset:N' or None."""
+        t = self.tunnel
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sid in t.resets:
+                return f"reset:{t.resets[self.sid]}"
+            if self.sid in t.ended:
+                return "ended"
+            try:
+                t.pump(deadline - time.monotonic())
+            except (TimeoutError, socket.timeout):
+                break
+        return None
+
+    def close(self):
+        if self.own_tunnel:
+            self.tunnel.close()
