@@ -317,9 +317,11 @@ class GrpcWs:
 class H2Tunnel:
     """One prior-knowledge h2c connection carrying WebSockets on extended CONNECT streams."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=grpcweb.DEFAULT_TIMEOUT):
+    def __init__(self, port, host="127.0.0.1", timeout=grpcweb.DEFAULT_TIMEOUT, tls_context=None):
         self.host, self.port, self.timeout = host, port, timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls_context is not None:  # ALPN h2 is the caller's to offer
+            self.sock = tls_context.wrap_socket(self.sock, server_hostname="localhost")
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="latin-1"))
         self.conn.initiate_connection()
         self.flush()
