@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build deps check-only fuzzers fuzz fuzz-check test unit integration browser demo-check asan check bench-smoke clean demo
+.PHONY: all build deps check-only fuzzers fuzz fuzz-check test unit integration browser demo-check asan check bench-smoke deploy-check clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
@@ -35,12 +35,12 @@ test: unit integration browser demo-check
 asan:
 	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1
 
-# The full suite, as CI runs it: everything, then everything again under ASan+UBSan, then a
-# seconds-long smoke of the benchmark harness (no timing judged) so bench/ does not rot.
+# The full suite, as CI runs it: everything, the Dockerfile's steps, then everything again under
+# ASan+UBSan, then a seconds-long smoke of the benchmark harness (no timing judged) so bench/ does not rot.
 check: deps
 	$(MAKE) check-only
 
-check-only: test asan fuzz-check bench-smoke
+check-only: test deploy-check asan fuzz-check bench-smoke
 
 # libFuzzer targets (tests/fuzz/; clang with ASan+UBSan) in build-fuzz/fuzz/<name>.
 FUZZ_BUILD ?= build-fuzz
@@ -55,6 +55,12 @@ fuzz-check: fuzzers
 # A long run of one target: make fuzz TARGET=frame SECONDS=3600
 fuzz: fuzzers
 	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz run $(TARGET) $(or $(SECONDS),3600)
+
+# deploy/Dockerfile's steps run as a plain script (no Docker here): the build stage's packages cover
+# what the build uses, the runtime image's packages are exactly the libraries the binary links, and the
+# image's entry point starts, answers its HEALTHCHECK and drains on SIGTERM (reuses $(BUILD)'s binary).
+deploy-check: build
+	deploy/docker-build-steps --build-dir $(BUILD)
 
 # Every build and test dependency (apt, npm): idempotent, and quick when everything is there.
 deps:
