@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test unit integration browser demo-check asan check bench-smoke clean demo
+.PHONY: all build deps check-only test unit integration browser demo-check asan check bench-smoke clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
@@ -37,13 +37,21 @@ asan:
 
 # The full suite, as CI runs it: everything, then everything again under ASan+UBSan, then a
 # seconds-long smoke of the benchmark harness (no timing judged) so bench/ does not rot.
-check: test asan bench-smoke
+check: deps
+	$(MAKE) check-only
+
+check-only: test asan bench-smoke
+
+# Every build and test dependency (apt, npm): idempotent, and quick when everything is there.
+deps:
+	scripts/install-deps
 
 bench-smoke:
 	bench/run --smoke
 
-demo: build
-	scripts/demo
+demo: deps
+	$(MAKE) build
+	DEMO_SKIP_DEPS=1 scripts/demo
 
 clean:
 	rm -rf build build-asan

@@ -171,6 +171,13 @@ typedef struct st_ptc_compression_config_t {
     uint32_t level;    /* zlib level 1..9; default 5 */
 } ptc_compression_config_t;
 
+/* The WebSocket transport (improbable-eng's grpc-websockets: client and bidi streaming from browsers). */
+typedef struct st_ptc_websocket_config_t {
+    bool enabled;              /* answer WebSocket upgrades on routed paths; default true */
+    uint64_t ping_interval_ms; /* ping an idle WebSocket this often, close it when two go unanswered; 0 = never
+                                * (default 30 s) */
+} ptc_websocket_config_t;
+
 typedef struct st_ptc_timeouts_config_t {
     uint64_t max_grpc_timeout_ms;     /* grpc-timeout is clamped to this; 0 = no clamp */
     uint64_t default_grpc_timeout_ms; /* applied when a call has none; 0 = none */
@@ -200,6 +207,7 @@ typedef struct st_ptc_config_t {
     ptc_limits_config_t limits;
     ptc_timeouts_config_t timeouts;
     ptc_compression_config_t compression;
+    ptc_websocket_config_t websocket;
     ptc_cors_config_t cors; /* global CORS policy (cors.enabled false: none, no origin allowed) */
     char *health_path;
     uint32_t workers; /* 0 = number of cores */

@@ -63,6 +63,7 @@ typedef struct st_ptc__field_t {
 extern const ptc__field_t ptc__limits_fields[];      /* in ptc_limits_config_t */
 extern const ptc__field_t ptc__timeouts_fields[];    /* in ptc_timeouts_config_t */
 extern const ptc__field_t ptc__compression_fields[]; /* in ptc_compression_config_t */
+extern const ptc__field_t ptc__websocket_fields[];   /* in ptc_websocket_config_t */
 extern const ptc__field_t ptc__upstream_fields[];    /* connect_timeout, max_connections, max_pending: in ptc_upstream_config_t */
 extern const ptc__field_t ptc__backoff_fields[];     /* initial, max: in ptc_upstream_config_t too */
 extern const ptc__field_t ptc__request_id_fields[];  /* max_length, trust_incoming: in ptc_request_id_config_t */

@@ -81,6 +81,8 @@ typedef struct st_ptc_cors_decision_t {
  * request (no preflight) from any web page cannot reach the upstream.
  */
 ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t origin, ptc_iovec_t self_origin);
+/* The same, the gateway's own origin made of the request's scheme and authority (Host / :authority). */
+ptc_cors_decision_t ptc_cors_decide_for(const ptc_cors_config_t *policy, ptc_iovec_t origin, ptc_iovec_t scheme, ptc_iovec_t authority);
 
 /* A request is a preflight when it is OPTIONS with Origin and Access-Control-Request-Method. */
 bool ptc_cors_is_preflight(ptc_iovec_t method, bool has_origin, bool has_request_method);

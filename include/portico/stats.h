@@ -33,7 +33,10 @@ typedef _Atomic uint64_t ptc_counter_t;
     XX(jwt_missing, "no token where one was required: UNAUTHENTICATED")                                                            \
     XX(jwt_absent_allowed, "no token on a route where it is optional")                                                             \
     XX(jwt_invalid, "a token that did not verify: UNAUTHENTICATED")                                                                \
-    XX(jwt_forbidden, "a valid token without the required claims: PERMISSION_DENIED")
+    XX(jwt_forbidden, "a valid token without the required claims: PERMISSION_DENIED")                                              \
+    XX(websocket_upgrades, "WebSocket upgrades accepted (101)")                                                                    \
+    XX(websocket_refused, "WebSocket upgrades refused (origin, route, malformed handshake)")                                       \
+    XX(websocket_protocol_errors, "WebSockets closed for breaking the grpc-websockets protocol")
 
 typedef struct st_ptc_filter_stats_t {
 #define XX(name, _) ptc_counter_t name;

@@ -63,6 +63,9 @@
  *     gzip: false                # default false
  *     min_size: 1KiB             # only when the first message is at least this big; default 1 KiB
  *     level: 5                   # zlib level 1..9; default 5
+ *   websocket:                 # grpc-websockets transport (client and bidi streams from browsers)
+ *     enabled: true              # default true
+ *     ping_interval: 30s         # ping idle sockets; close after two unanswered; 0 = never (default 30s)
  *   cors:                      # the global CORS policy; without this section no cross-origin request is allowed
  *     allow_origins:           # non-empty; each an exact origin, a *.-wildcard origin, ~REGEX (anchored PCRE2) or *
  *       - https://app.example.com          # exact: SCHEME://HOST[:PORT], no path; case-insensitive
@@ -523,6 +526,12 @@ const ptc__field_t ptc__compression_fields[] = {
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
+const ptc__field_t ptc__websocket_fields[] = {
+    {"enabled", PTC__FIELD_BOOL, offsetof(ptc_websocket_config_t, enabled)},
+    {"ping_interval", PTC__FIELD_DURATION, offsetof(ptc_websocket_config_t, ping_interval_ms)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
 const ptc__field_t ptc__upstream_fields[] = {
     {"connect_timeout", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, connect_timeout_ms)},
     {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections)},
@@ -807,6 +816,7 @@ int ptc_config_init_default(ptc_config_t *cfg)
         .drain_ms = 10 * 1000,
     };
     cfg->compression = (ptc_compression_config_t){.gzip = false, .min_size = 1024, .level = 5};
+    cfg->websocket = (ptc_websocket_config_t){.enabled = true, .ping_interval_ms = 30000};
     cfg->workers = 0;
     cfg->log_level = PTC_LOG_INFO;
     cfg->watch = true;
@@ -856,6 +866,7 @@ void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src)
     dst->limits = src->limits;
     dst->timeouts = src->timeouts;
     dst->compression = src->compression;
+    dst->websocket = src->websocket;
     dst->workers = src->workers;
     dst->log_level = src->log_level;
     dst->watch = src->watch;

@@ -175,7 +175,8 @@ bool ptc_config_eq(const ptc_config_t *a, const ptc_config_t *b)
         !requirement_eq(&a->jwt_default, &b->jwt_default))
         return false;
     return fields_eq(ptc__limits_fields, &a->limits, &b->limits) && fields_eq(ptc__timeouts_fields, &a->timeouts, &b->timeouts) &&
-           fields_eq(ptc__compression_fields, &a->compression, &b->compression) && ptc_cors_config_eq(&a->cors, &b->cors) &&
+           fields_eq(ptc__compression_fields, &a->compression, &b->compression) &&
+           fields_eq(ptc__websocket_fields, &a->websocket, &b->websocket) && ptc_cors_config_eq(&a->cors, &b->cors) &&
            str_eq(a->health_path, b->health_path) && a->workers == b->workers && a->log_level == b->log_level &&
            admin_eq(&a->admin, &b->admin) && str_eq(a->pid_file, b->pid_file) && a->watch == b->watch;
 }
@@ -733,6 +734,7 @@ size_t ptc_config_diff(const ptc_config_t *old, const ptc_config_t *next, char *
     diff_fields(&s, "limits.", ptc__limits_fields, &old->limits, &next->limits);
     diff_fields(&s, "timeouts.", ptc__timeouts_fields, &old->timeouts, &next->timeouts);
     diff_fields(&s, "compression.", ptc__compression_fields, &old->compression, &next->compression);
+    diff_fields(&s, "websocket.", ptc__websocket_fields, &old->websocket, &next->websocket);
     changed_string(&s, "health_path", old->health_path, next->health_path);
     if (old->workers != next->workers) {
         item(&s, NULL);

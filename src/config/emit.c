@@ -745,6 +745,7 @@ static void emit_config(emitter_t *e, const ptc_config_t *cfg)
     key_section(e, "limits", ptc__limits_fields, &cfg->limits);
     key_section(e, "timeouts", ptc__timeouts_fields, &cfg->timeouts);
     key_section(e, "compression", ptc__compression_fields, &cfg->compression);
+    key_section(e, "websocket", ptc__websocket_fields, &cfg->websocket);
     if (cfg->cors.enabled)
         cors_policy(e, "cors", &cfg->cors);
     filters(e, cfg);

@@ -1821,6 +1821,18 @@ static int on_compression(loader_t *l, const char *key, yaml_node_t *value, void
                         NULL);
 }
 
+static const field_t websocket_fields[] = {
+    {"enabled", FIELD_BOOL, offsetof(ptc_websocket_config_t, enabled), 0, 0, NULL},
+    {"ping_interval", FIELD_DURATION, offsetof(ptc_websocket_config_t, ping_interval_ms), 0, UINT64_MAX, NULL},
+};
+
+static int on_websocket(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(websocket_fields)] = {NULL};
+    return walk_mapping(l, key, value, websocket_fields, PTC_ARRAY_SIZE(websocket_fields), &next->websocket, true, values, NULL);
+}
+
 static int on_limits(loader_t *l, const char *key, yaml_node_t *value, void *obj)
 {
     ptc_config_t *next = obj;
@@ -2056,6 +2068,7 @@ static const field_t top_fields[] = {
     {"timeouts", FIELD_CUSTOM, 0, 0, 0, on_timeouts},
     {"cors", FIELD_CUSTOM, 0, 0, 0, on_cors},
     {"compression", FIELD_CUSTOM, 0, 0, 0, on_compression},
+    {"websocket", FIELD_CUSTOM, 0, 0, 0, on_websocket},
     {"admin", FIELD_CUSTOM, 0, 0, 0, on_admin},
     {"pid_file", FIELD_CUSTOM, 0, 0, 0, on_pid_file},
     {"watch", FIELD_BOOL, offsetof(ptc_config_t, watch), 0, 0, NULL},

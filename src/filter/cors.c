@@ -370,6 +370,16 @@ ptc_cors_decision_t ptc_cors_decide(const ptc_cors_config_t *policy, ptc_iovec_t
     return d;
 }
 
+ptc_cors_decision_t ptc_cors_decide_for(const ptc_cors_config_t *policy, ptc_iovec_t origin, ptc_iovec_t scheme, ptc_iovec_t authority)
+{
+    char self[300];
+    int len = 0;
+    if (origin.len != 0 && authority.len != 0)
+        len = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(scheme.len, (size_t)8), scheme.base,
+                       (int)PTC_MIN(authority.len, (size_t)256), authority.base);
+    return ptc_cors_decide(policy, origin, ptc_iov(self, len > 0 ? PTC_MIN((size_t)len, sizeof(self) - 1) : 0));
+}
+
 /* A comma-separated list builder over the scratch buffer; drops names that do not fit. */
 typedef struct st_list_t {
     char *base;

@@ -227,12 +227,7 @@ static ptc_filter_action_t cors_on_request(const ptc_filter_t *f, ptc_filter_ctx
             return answer_preflight(ctx, policy);
         return ptc_filter_answer_http(ctx, 204, &allow_post, 1, NULL);
     }
-    char self[300];
-    int selflen = 0;
-    if (ctx->origin.len != 0 && req->authority.len != 0)
-        selflen = snprintf(self, sizeof(self), "%.*s://%.*s", (int)PTC_MIN(req->scheme.len, (size_t)8), req->scheme.base,
-                           (int)PTC_MIN(req->authority.len, (size_t)256), req->authority.base);
-    ctx->ds->cors = ptc_cors_decide(policy, ctx->origin, ptc_iov(self, selflen > 0 ? PTC_MIN((size_t)selflen, sizeof(self) - 1) : 0));
+    ctx->ds->cors = ptc_cors_decide_for(policy, ctx->origin, req->scheme, req->authority);
     if (ctx->ds->cors.verdict == PTC_CORS_ALLOWED)
         PTC_FILTER_STAT(ctx, cors_allowed);
     if (ctx->ds->cors.verdict == PTC_CORS_DENIED) {

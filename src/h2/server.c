@@ -9,6 +9,10 @@
  *  - response bodies: a stream's bytes wait in its `out` buffer until the browser's window lets
  *    nghttp2 send them; the call sees that through `pending` and stops crediting the upstream.
  *
+ * WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised; an extended CONNECT with
+ * :protocol websocket that passes ptc_ws_check() is answered 200 and its stream carries a grpc-websockets
+ * session (src/ws/server.c) whose frames travel in DATA frames, with the same flow control as a call.
+ *
  * Re-entrancy: as in the upstream client, nghttp2_session_send() is never called from inside nghttp2;
  * sends requested meanwhile are recorded in want_send and done by the outermost caller.
  */
@@ -30,6 +34,7 @@
 #include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/worker.h"
+#include "portico/ws.h"
 
 #define MAX_CONCURRENT_STREAMS 128
 #define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
@@ -65,6 +70,10 @@ typedef struct st_h2stream_t {
     ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
     size_t num_trailers;
     char *trailer_mem;
+
+    /* a WebSocket over this stream (extended CONNECT): its session and the transport it sees */
+    ptc_ws_t *ws;
+    ptc_ws_io_t wsio; /* in: request DATA not yet taken by the session; out: `out` */
 } h2stream_t;
 
 struct st_h2conn_t {
@@ -124,6 +133,9 @@ static void submit_settings(h2conn_t *conn)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        /* WebSockets over HTTP/2 (RFC 8441); never withdrawn once sent (§3), so always on: websocket.enabled
+         * false refuses the CONNECT instead */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
 }
@@ -173,6 +185,13 @@ static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
 static void stream_free(h2stream_t *st, const char *reason)
 {
     h2conn_t *conn = st->conn;
+    if (st->ws != NULL) {
+        ptc_ws_t *ws = st->ws;
+        st->ws = NULL;
+        ptc_ws_detach(ws, reason);
+    }
+    if (st->wsio.in != NULL)
+        evbuffer_free(st->wsio.in);
     if (st->call != NULL) {
         ptc_call_t *call = st->call;
         st->call = NULL;
@@ -277,6 +296,8 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     /* the browser is reading: let the call credit its upstream again */
     if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
+    if (st->ws != NULL)
+        ptc_ws_on_writable(st->ws);
     return 0;
 }
 
@@ -456,10 +477,87 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
+/* ---- WebSockets over HTTP/2 (RFC 8441) ---- */
+
+static h2stream_t *stream_of_io(ptc_ws_io_t *io)
+{
+    return (h2stream_t *)(void *)((char *)io - offsetof(h2stream_t, wsio));
+}
+
+static int wsio_write(ptc_ws_io_t *io)
+{
+    h2stream_t *st = stream_of_io(io);
+    nghttp2_session_resume_data(st->conn->session, st->id);
+    conn_want_send(st->conn);
+    return 0;
+}
+
+static void wsio_pause_read(ptc_ws_io_t *io, bool pause)
+{
+    h2stream_t *st = stream_of_io(io);
+    st->read_paused = pause;
+    if (!pause)
+        stream_credit_request(st);
+}
+
+/* The session is over: the stream ends after what it wrote (clean close), or is reset. */
+static void wsio_close(ptc_ws_io_t *io, bool clean)
+{
+    h2stream_t *st = stream_of_io(io);
+    st->ws = NULL;
+    st->discard = true;
+    st->read_paused = false;
+    stream_credit_request(st);
+    if (clean) {
+        st->eof = true;
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    } else {
+        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+    conn_want_send(st->conn);
+}
+
+static const ptc_ws_io_cb_t wsio_callbacks = {wsio_write, wsio_pause_read, wsio_close};
+
+/* An extended CONNECT (:protocol present): a WebSocket for a grpc-websockets call, or a refusal. */
+static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_iovec_t protocol)
+{
+    static const ptc_header_t accepted = {PTC_STRLIT("sec-websocket-protocol"), PTC_STRLIT(PTC_WS_SUBPROTOCOL)};
+    static const ptc_header_t v13 = {PTC_STRLIT("sec-websocket-version"), PTC_STRLIT("13")};
+    char why[300], body[340];
+    int status = 501;
+
+    if (!ptc_iov_eq_ci(protocol, PTC_STRLIT("websocket"))) {
+        snprintf(why, sizeof(why), "extended CONNECT for '%.*s': only websocket is served", (int)PTC_MIN(protocol.len, (size_t)40),
+                 protocol.base);
+        ptc_log_info("h2 %s: stream %" PRId32 ": %s", conn->base.peer, st->id, why);
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
+    } else {
+        status = ptc_ws_check(conn->worker, req, why, sizeof(why));
+    }
+    if (status == 0) {
+        nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+        st->wsio = (ptc_ws_io_t){&wsio_callbacks, evbuffer_new(), st->out};
+        if (st->wsio.in == NULL || (st->ws = ptc_ws_new(conn->worker, st->snap, req, conn->tls, &st->wsio)) == NULL) {
+            nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+            conn_want_send(conn);
+            return;
+        }
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_upgrades);
+        if (submit_head(st, 200, &accepted, 1, NULL, 0, &prd) != 0)
+            nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        conn_want_send(conn);
+        return;
+    }
+    snprintf(body, sizeof(body), "WebSocket refused: %s\n", why);
+    ds_respond(&st->super, status, status == 426 ? &v13 : NULL, status == 426 ? 1 : 0, body);
+}
+
 /* A complete request head: pseudo-headers apart, then the shared policy step. */
 static void on_request_head(h2conn_t *conn, h2stream_t *st)
 {
     ptc_request_t req = {.scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .snap = st->snap, .allow_native = true};
+    ptc_iovec_t protocol = {NULL, 0};
     size_t n = 0;
 
     if (st->head_error != 0) {
@@ -478,6 +576,8 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
                 req.scheme = value;
             else if (ptc_iov_eq(name, PTC_STRLIT(":authority")))
                 req.authority = value;
+            else if (ptc_iov_eq(name, PTC_STRLIT(":protocol")))
+                protocol = value;
             continue;
         }
         if (ptc_iov_eq(name, PTC_STRLIT("host")) && req.authority.len == 0)
@@ -487,6 +587,11 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
     req.headers = st->hb.views;
     req.num_headers = n;
     st->head_method = ptc_iov_eq_ci(req.method, PTC_STRLIT("HEAD"));
+    if (protocol.base != NULL) { /* nghttp2 lets :protocol through only on CONNECT, once we enabled it */
+        on_connect(conn, st, &req, protocol);
+        ptc_worker_head_block_release(conn->worker, &st->hb);
+        return;
+    }
     ptc_request_handle(conn->worker, &st->super, &req, &st->hparam, &st->call);
     /* nothing points into the head any more (ptc_request_t's slices end with the policy step) */
     ptc_worker_head_block_release(conn->worker, &st->hb);
@@ -506,6 +611,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         st->request_ended = true;
         if (st->call != NULL)
             ptc_call_on_request_end(st->call);
+        if (st->ws != NULL)
+            ptc_ws_on_end(st->ws);
     }
     return 0;
 }
@@ -522,6 +629,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     st->unconsumed_req += len;
     if (st->call != NULL && !st->discard)
         ptc_call_on_request_body(st->call, (const char *)data, len);
+    if (st->ws != NULL && !st->discard) {
+        /* credited as for a call: at once, except while the session's call applies backpressure */
+        evbuffer_add(st->wsio.in, data, len);
+        ptc_ws_on_input(st->ws);
+    }
     stream_credit_request(st);
     return 0;
 }
@@ -657,6 +769,12 @@ static void conn_drain(ptc_conn_t *c)
      * GOAWAY is out and the last stream closes, nghttp2 wants neither read nor write and conn_send closes) */
     nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->session), NGHTTP2_NO_ERROR,
                           NULL, 0);
+    h2stream_t *st, *next;
+    for (st = TAILQ_FIRST(&conn->streams); st != NULL; st = next) {
+        next = TAILQ_NEXT(st, link);
+        if (st->ws != NULL)
+            ptc_ws_drain(st->ws);
+    }
     conn_send(conn);
 }
 
@@ -668,6 +786,8 @@ static void conn_fail_calls(ptc_conn_t *c, const char *message)
         next = TAILQ_NEXT(st, link);
         if (st->call != NULL)
             ptc_call_abort(st->call, PTC_GRPC_UNAVAILABLE, message);
+        else if (st->ws != NULL)
+            ptc_ws_fail_calls(st->ws, message);
     }
     conn_drain(c);
 }

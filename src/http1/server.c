@@ -8,6 +8,9 @@
  *
  * Timers: idle_ms while no request is in progress (keep-alive), header_read_ms from a request's first
  * byte to the end of its head. Nothing times out a call in progress: its deadline is grpc-timeout.
+ *
+ * A WebSocket upgrade for the grpc-websockets transport is checked here (handshake, route, origin) and,
+ * once accepted, the connection is handed to the WebSocket adapter (src/ws/server.c) after the 101.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -31,6 +34,7 @@
 #include "portico/http1.h"
 #include "portico/log.h"
 #include "portico/worker.h"
+#include "portico/ws.h"
 
 #define CLOSE_LINGER_MS 5000 /* how long a closing connection may take to flush its last response */
 #define SHUT_LINGER_MS 2000  /* then, half-closed, how long it reads (and drops) what the client still sends */
@@ -89,6 +93,7 @@ struct st_ptc_h1conn_t {
     bool tls;
     bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
+    char ws_accept[PTC_WS_ACCEPT_LEN + 1]; /* a WebSocket upgrade was accepted: its Sec-WebSocket-Accept */
     unsigned exchanges;     /* requests begun on this connection */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
 };
@@ -530,12 +535,88 @@ static const ptc_header_t *find(ptc_h1conn_t *conn, ptc_iovec_t name)
     return NULL;
 }
 
+static void request_of(ptc_h1conn_t *conn, ptc_request_t *req)
+{
+    const char *mname = llhttp_method_name(llhttp_get_method(&conn->parser));
+    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
+    *req = (ptc_request_t){
+        .method = ptc_iov(mname, strlen(mname)),
+        .path = ptc_iov(conn->headblk.head + conn->url_off, conn->url_len),
+        .scheme = conn->tls ? PTC_STRLIT("https") : PTC_STRLIT("http"),
+        .authority = host != NULL ? host->value : ptc_iov("", 0),
+        .headers = conn->headblk.views,
+        .num_headers = conn->num_hdrs,
+        .peer = conn->base.peer,
+        .snap = conn->base.snap,
+        .allow_native = false,
+    };
+}
+
+/* Refuses a WebSocket upgrade with an HTTP answer (the connection closes after it). */
+static void ws_refuse(ptc_h1conn_t *conn, int status, const ptc_header_t *extra, size_t nextra, const char *why)
+{
+    char body[340];
+    snprintf(body, sizeof(body), "WebSocket upgrade refused: %s\n", why);
+    conn->close_after_response = true;
+    write_simple(conn, status, extra, nextra, body);
+}
+
+/*
+ * A request with `Upgrade: websocket` (RFC 6455 §4.2.1). Accepted (ws_accept set; parse_input() hands the
+ * connection over) when it is a well-formed handshake naming the grpc-websockets subprotocol, on a routed
+ * path, from an origin the route's CORS policy allows: a WebSocket gets no preflight, so this is the only
+ * defence against cross-site WebSocket hijacking. Anything else is answered here.
+ */
+static void ws_upgrade(ptc_h1conn_t *conn, const ptc_request_t *req)
+{
+    const ptc_header_t *connection = find(conn, PTC_STRLIT("connection")), *key = find(conn, PTC_STRLIT("sec-websocket-key"));
+    static const ptc_header_t v13 = {PTC_STRLIT("sec-websocket-version"), PTC_STRLIT("13")};
+    char why[300];
+
+    if (!ptc_iov_eq(req->method, PTC_STRLIT("GET")) || conn->http10 || connection == NULL ||
+        !ptc_iov_list_contains_ci(connection->value, PTC_STRLIT("upgrade"))) {
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
+        ws_refuse(conn, 400, NULL, 0, "a WebSocket handshake is an HTTP/1.1 GET with 'Connection: Upgrade'");
+        return;
+    }
+    int status = ptc_ws_check(conn->worker, req, why, sizeof(why));
+    if (status == 0 && (key == NULL || ptc_ws_accept_key(key->value, conn->ws_accept) != 0)) {
+        status = 400;
+        snprintf(why, sizeof(why), "Sec-WebSocket-Key is not the base64 of 16 bytes");
+        PTC_STAT_INC(conn->worker->filter_stats.websocket_refused);
+    }
+    if (status != 0) {
+        conn->ws_accept[0] = '\0';
+        ws_refuse(conn, status, status == 426 ? &v13 : NULL, status == 426 ? 1 : 0, why);
+        return;
+    }
+    conn->ws_accept[PTC_WS_ACCEPT_LEN] = '\0';
+}
+
+/* The upgrade was accepted and its head consumed: the 101, then the WebSocket adapter takes the connection. */
+static void ws_handoff(ptc_h1conn_t *conn)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                     "sec-websocket-accept: %s\r\nsec-websocket-protocol: " PTC_WS_SUBPROTOCOL "\r\n\r\n",
+                     conn->ws_accept);
+    ptc_request_t req;
+    request_of(conn, &req);
+    evbuffer_add(output(conn), head, (size_t)n);
+    PTC_STAT_INC(conn->worker->filter_stats.websocket_upgrades);
+    struct bufferevent *bev = conn->bev;
+    conn->bev = NULL;
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    ptc_ws_start(conn->worker, bev, &req, conn->base.listener, conn->tls);
+    conn_free(conn, "upgraded to WebSocket");
+}
+
 /* Decides what to do with a complete request head. Returns 0, or -1 when the connection was failed. */
 static int on_head(ptc_h1conn_t *conn)
 {
-    ptc_iovec_t url = ptc_iov(conn->headblk.head + conn->url_off, conn->url_len);
-    const char *mname = llhttp_method_name(llhttp_get_method(&conn->parser));
     const ptc_header_t *h;
+    ptc_request_t req;
 
     for (size_t i = 0; i < conn->num_hdrs; i++)
         conn->headblk.views[i] = (ptc_header_t){ptc_iov(conn->headblk.head + conn->headblk.offs[i].name, conn->headblk.offs[i].name_len),
@@ -549,7 +630,12 @@ static int on_head(ptc_h1conn_t *conn)
     conn->http10 = llhttp_get_http_minor(&conn->parser) == 0;
     conn->keep_alive = llhttp_should_keep_alive(&conn->parser) != 0;
     timer_set(conn, 0);
+    request_of(conn, &req);
 
+    if ((h = find(conn, PTC_STRLIT("upgrade"))) != NULL && ptc_iov_list_contains_ci(h->value, PTC_STRLIT("websocket"))) {
+        ws_upgrade(conn, &req);
+        return 0;
+    }
     if ((h = find(conn, PTC_STRLIT("expect"))) != NULL) {
         if (!ptc_iov_eq_ci(ptc_iov_trim(h->value), PTC_STRLIT("100-continue"))) {
             conn->discard_body = true;
@@ -560,18 +646,6 @@ static int on_head(ptc_h1conn_t *conn)
         /* a final answer may still follow at once (RFC 9110 §10.1.1); the body is then discarded */
         out_add(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
-    const ptc_header_t *host = find(conn, PTC_STRLIT("host"));
-    ptc_request_t req = {
-        .method = ptc_iov(mname, strlen(mname)),
-        .path = url,
-        .scheme = conn->tls ? PTC_STRLIT("https") : PTC_STRLIT("http"),
-        .authority = host != NULL ? host->value : ptc_iov("", 0),
-        .headers = conn->headblk.views,
-        .num_headers = conn->num_hdrs,
-        .peer = conn->base.peer,
-        .snap = conn->base.snap,
-        .allow_native = false,
-    };
     ptc_request_handle(conn->worker, &conn->super, &req, &conn->hparam, &conn->call);
     return 0;
 }
@@ -681,14 +755,17 @@ static int on_headers_complete(llhttp_t *p)
 {
     ptc_h1conn_t *conn = conn_of(p);
     bool freed = false;
-    /* Upgrade (h2c, websocket) is not offered on this path: answer as plain HTTP/1.1 and keep parsing
-     * the connection as HTTP/1.1 (llhttp would otherwise stop after this message) */
+    /* llhttp stops after a message with Upgrade; h2c is not offered: such a request is answered as plain
+     * HTTP/1.1 and the connection parsed on. An accepted WebSocket upgrade pauses the parser right after the
+     * head instead: parse_input() hands the connection over. */
     p->upgrade = 0;
     conn->freed = &freed;
     int rv = on_head(conn);
     if (freed)
         return HPE_USER;
     conn->freed = NULL;
+    if (rv == 0 && conn->ws_accept[0] != '\0')
+        return HPE_PAUSED;
     return rv == 0 ? 0 : HPE_USER;
 }
 
@@ -834,6 +911,10 @@ static void parse_input(ptc_h1conn_t *conn)
         if (consumed != 0)
             conn->prev_last = ((const char *)v.iov_base)[consumed - 1];
         evbuffer_drain(in, consumed);
+        if (conn->ws_accept[0] != '\0') {
+            ws_handoff(conn);
+            return;
+        }
         if (conn->discard_body && conn->in_request)
             timer_set(conn, conn->base.snap->config.timeouts.header_read_ms);
     }

@@ -329,3 +329,28 @@ def test_token_from_cookie_or_query_and_forwarded_payload(portico, keys, tmp_pat
         ans = grpcweb.call(g.port, UNARY + "?x=1", EchoRequest(), headers={"Authorization": f"Bearer {tok}"})
     status, head, msgs, trailers = ans
     assert head["grpc-status"] == "16" and f"tok {where}" in urllib.parse.unquote(head["grpc-message"]).replace(" query parameter", " query")
+
+
+def test_jwt_over_websocket(gw, keys):
+    """The WebSocket transport: the token in the header block (improbable's metadata) or in the upgrade
+    request (a cookie-less Authorization a non-browser client sets); checked exactly as for HTTP calls."""
+    from wsclient import GrpcWs
+
+    def ws_call(path, block=None, upgrade=()):
+        c = GrpcWs(gw.port, path, block or {}, origin=ORIGIN, headers=upgrade).open()
+        c.send(EchoRequest(message="ws"))
+        c.end()
+        return c.finish()
+
+    c = ws_call(UNARY, {"authorization": f"Bearer {keys.token()}"})
+    assert c.status == 0, c.trailers
+    seen = EchoResponse.FromString(c.messages[0]).headers
+    assert seen["x-auth-user-id"] == "user-42" and "authorization" not in seen
+    c = ws_call(UNARY, upgrade=[("Authorization", f"Bearer {keys.token(kid='ec1')}")])
+    assert c.status == 0, c.trailers
+    c = ws_call(UNARY)
+    assert c.status == 16 and c.messages == [] and c.closed[0] == 1000
+    c = ws_call(UNARY, {"authorization": f"Bearer {keys.token(exp=int(time.time()) - 60)}"})
+    assert c.status == 16 and "expired" in c.trailers["grpc-message"]
+    c = ws_call("/portico.test.Echo/Bidi", {"authorization": f"Bearer {keys.token()}"})
+    assert c.status == 7, c.trailers  # valid, but without the required scope claim

@@ -560,3 +560,27 @@ def test_sslscan_finds_no_weak_protocol_or_cipher(portico, pki, tmp_path):
         groups = re.findall(r"^TLSv1\.[23]\s+\d+ bits\s+(.+?)\s*$", out, re.MULTILINE)
         assert groups and all(re.match(r"(x25519|secp256r1|secp384r1)\b", g) for g in groups), groups
         gw.stop()
+
+
+def test_websockets_over_tls(portico, pki):
+    """wss://: the upgrade on an HTTP/1.1 TLS connection, and extended CONNECT on an h2 one (ALPN h2)."""
+    from wsclient import GrpcWs, H2Tunnel, H2WebSocket
+    from echo_pb import EchoRequest, EchoResponse
+    gw = portico(config=tls_config(pki))
+    c = GrpcWs(gw.port, "/portico.test.Echo/ClientStream", tls_context=client_context(pki)).open()
+    for m in ("a", "b", "c"):
+        c.send(EchoRequest(message=m))
+    c.end()
+    assert c.finish().status == 0 and EchoResponse.FromString(c.messages[0]).message == "a|b|c"
+    tunnel = H2Tunnel(gw.port, tls_context=client_context(pki, alpn=("h2",)))
+    try:
+        assert tunnel.sock.selected_alpn_protocol() == "h2"
+        c = GrpcWs(gw.port, "/portico.test.Echo/Bidi", transport=H2WebSocket, tunnel=tunnel).open()
+        for i in range(20):
+            c.send(EchoRequest(message=f"t{i}"))
+            assert c.read_until(lambda c, n=i + 1: len(c.messages) >= n)
+        c.end()
+        assert c.finish().status == 0 and len(c.messages) == 20
+        assert c.ws.wait_stream_end() == "ended"
+    finally:
+        tunnel.close()

@@ -112,6 +112,16 @@ def wait_active(context, ms):
         time.sleep(min(SLEEP_STEP, remaining))
 
 
+def request_stream_over(context):
+    """After a request iterator ended: False when the client cancelled. grpcio ends the iterator normally
+    also on RST_STREAM (the pending receive fails before the termination is processed), so the
+    termination is given a moment to show in is_active()."""
+    if not context.is_active():
+        return False
+    time.sleep(0.1)
+    return context.is_active()
+
+
 def initial_metadata(context):
     md = [("x-echo-initial", "yes")]
     if SERVED_BY:
@@ -189,7 +199,7 @@ class EchoService:
                 rec = self.registry.start(req.id, context)
             messages.append(req.message)
             payloads.append(req.payload)
-        if not context.is_active():
+        if not request_stream_over(context):
             self.registry.mark_cancelled(rec)
             return echo_pb.EchoResponse()
         self.registry.finish(rec, context)
@@ -214,7 +224,7 @@ class EchoService:
                 return
             yield echo_pb.EchoResponse(message=req.message, index=i,
                                        payload=req.payload or b"x" * req.size)
-        if not context.is_active():
+        if not request_stream_over(context):
             self.registry.mark_cancelled(rec)
             return
         self.registry.finish(rec, context)

@@ -250,7 +250,7 @@ typedef struct {
     size_t unconsumed_at_cancel; /* what cancel() was told */
     size_t consumed;             /* credits in all */
     fieldset_t req;              /* the request header block */
-    bool nv_no_copy;             /* every field was flagged NO_COPY_NAME | NO_COPY_VALUE */
+    bool nv_no_copy;             /* every field was flagged NO_COPY_NAME | NO_COPY_VALUE (NO_INDEX allowed) */
     const char *refuse;          /* start() fails the stream at once with this (a pool over max_pending) */
     struct evbuffer *wire;       /* where write_request() puts DATA frames */
     uint8_t body[BODY_MAX];      /* the request body as pulled */
@@ -277,7 +277,7 @@ static void up_start(ptc_upstream_client_t *c, ptc_upstream_stream_t *s)
     u->nv_no_copy = true;
     for (size_t i = 0; i < n; i++) {
         fs_add(&u->req, (const char *)nva[i].name, nva[i].namelen, (const char *)nva[i].value, nva[i].valuelen);
-        u->nv_no_copy = u->nv_no_copy && nva[i].flags == (NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE);
+        u->nv_no_copy = u->nv_no_copy && (nva[i].flags & ~NGHTTP2_NV_FLAG_NO_INDEX) == (NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE);
     }
 }
 
