@@ -28,8 +28,10 @@
 //     on http://127.0.0.1:A (an http page may fetch https).
 // The WebSocket clients (improbable-ws, nice-grpc-ws: grpc-websockets) call the same gateways
 // through ws:// and wss://; CDP shows their handshakes and frames, and the runner checks they used
-// nothing else. Cells that cannot apply (request streaming for the HTTP clients; h2, gzip and
-// preflight rows for WebSockets) are "–" with the reason, decided before a page is opened.
+// nothing else (on the HTTPS gateway a WebSocket is an HTTP/1.1 upgrade, or an RFC 8441 extended
+// CONNECT stream when the page already has an h2 connection to it). Cells that cannot apply (request
+// streaming for the HTTP clients; gzip and preflight rows for WebSockets) are "–" with the reason,
+// decided before a page is opened.
 // Prints a case × client table and "N passed, N failed, N skipped[, N reported]"; exits 1 if any
 // case failed. Rows marked "(report)" measure without judging (HTTP/1.1 contrast); rows run "once"
 // (h2_request_stream: the page's own fetch(), no client library) have one cell.
@@ -58,7 +60,7 @@ const CHROMIUM_FLAGS = [
 const CLIENTS = [
   "grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts", "improbable-ws", "nice-grpc-ws",
 ];
-// The clients that use the grpc-websockets transport (one WebSocket per call, HTTP/1.1 upgrade).
+// The clients that use the grpc-websockets transport (one WebSocket per call).
 const WS_CLIENTS = new Set(["improbable-ws", "nice-grpc-ws"]);
 const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
