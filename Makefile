@@ -7,7 +7,7 @@ SANITIZED ?=
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build deps check-only test unit integration browser demo-check asan check bench-smoke clean demo
+.PHONY: all build deps check-only fuzzers fuzz fuzz-check test unit integration browser demo-check asan check bench-smoke clean demo
 all: build
 
 $(BUILD)/CMakeCache.txt:
@@ -40,7 +40,21 @@ asan:
 check: deps
 	$(MAKE) check-only
 
-check-only: test asan bench-smoke
+check-only: test asan fuzz-check bench-smoke
+
+# libFuzzer targets (tests/fuzz/; clang with ASan+UBSan) in build-fuzz/fuzz/<name>.
+FUZZ_BUILD ?= build-fuzz
+fuzzers:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPTC_FUZZ=ON -DBUILD_TESTING=OFF -DPTC_WERROR=$(WERROR)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+# Every corpus replayed and a few seconds of fresh fuzzing per target (CI).
+fuzz-check: fuzzers
+	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz check
+
+# A long run of one target: make fuzz TARGET=frame SECONDS=3600
+fuzz: fuzzers
+	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz run $(TARGET) $(or $(SECONDS),3600)
 
 # Every build and test dependency (apt, npm): idempotent, and quick when everything is there.
 deps:

@@ -9,3 +9,15 @@ if(PTC_SAN_FLAGS)
   add_compile_options(${PTC_SAN_FLAGS})
   add_link_options(${PTC_SAN_FLAGS})
 endif()
+
+# Fuzzing (clang + libFuzzer, Debian clang and libclang-rt-14-dev): the library is built with coverage
+# instrumentation (fuzzer-no-link), ASan and UBSan; each target in tests/fuzz/ links the libFuzzer driver.
+option(PTC_FUZZ "Build the libFuzzer targets (tests/fuzz; needs clang)" OFF)
+if(PTC_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "PTC_FUZZ needs clang (CC=clang)")
+  endif()
+  set(PTC_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
+  add_compile_options(${PTC_FUZZ_FLAGS})
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -1174,9 +1174,14 @@ ssize_t ptc_jwt_header_param(const ptc_jwt_t *t, const char *path, char *out, si
 
 /* ---- cache ---- */
 
+/* LRU list links: first in an entry, so a link is its entry; the cache's sentinel is a bare link */
+typedef struct st_lru_link_t {
+    struct st_lru_link_t *prev, *next; /* most recently used first */
+} lru_link_t;
+
 typedef struct st_cache_entry_t {
-    struct st_cache_entry_t *hnext;       /* bucket chain */
-    struct st_cache_entry_t *prev, *next; /* LRU list: most recently used first */
+    lru_link_t lru;                 /* first */
+    struct st_cache_entry_t *hnext; /* bucket chain */
     uint64_t hash;
     uint64_t params_id;
     uint64_t deadline; /* served while now < deadline */
@@ -1191,7 +1196,7 @@ struct st_ptc_jwt_cache_t {
     size_t capacity;
     uint64_t max_age_s;
     uint64_t seed;     /* random: chains do not depend on what clients send */
-    cache_entry_t lru; /* sentinel: lru.next the most recent, lru.prev the least */
+    lru_link_t lru; /* sentinel: lru.next the most recent, lru.prev the least */
     ptc_jwt_cache_stats_t stats;
 };
 
@@ -1246,16 +1251,16 @@ int ptc_jwt_cache_new(size_t capacity, uint64_t max_age_s, ptc_jwt_cache_t **out
 
 static void lru_unlink(cache_entry_t *e)
 {
-    e->prev->next = e->next;
-    e->next->prev = e->prev;
+    e->lru.prev->next = e->lru.next;
+    e->lru.next->prev = e->lru.prev;
 }
 
 static void lru_push_front(ptc_jwt_cache_t *c, cache_entry_t *e)
 {
-    e->prev = &c->lru;
-    e->next = c->lru.next;
-    e->next->prev = e;
-    c->lru.next = e;
+    e->lru.prev = &c->lru;
+    e->lru.next = c->lru.next;
+    e->lru.next->prev = &e->lru;
+    c->lru.next = &e->lru;
 }
 
 static void cache_remove(ptc_jwt_cache_t *c, cache_entry_t *e)
@@ -1273,7 +1278,7 @@ static void cache_remove(ptc_jwt_cache_t *c, cache_entry_t *e)
 void ptc_jwt_cache_clear(ptc_jwt_cache_t *c)
 {
     while (c->lru.next != &c->lru)
-        cache_remove(c, c->lru.next);
+        cache_remove(c, (cache_entry_t *)(void *)c->lru.next);
 }
 
 void ptc_jwt_cache_free(ptc_jwt_cache_t *c)
@@ -1301,7 +1306,7 @@ static void cache_insert(ptc_jwt_cache_t *c, uint64_t hash, uint64_t params_id, 
     if (e == NULL)
         return; /* not cached: the next request verifies again */
     if (c->stats.size >= c->capacity) {
-        cache_remove(c, c->lru.prev);
+        cache_remove(c, (cache_entry_t *)(void *)c->lru.prev);
         c->stats.evictions++;
     }
     e->hash = hash;

@@ -68,10 +68,11 @@
 /* What every context gets, server or client. Returns false when OpenSSL refuses a setting. */
 static bool ctx_common(SSL_CTX *ctx, int min_version)
 {
+    static char groups[] = TLS_GROUPS; /* writable: OpenSSL's macro casts the const away */
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_default_passwd_cb(ctx, ptc_pem_no_password);
     return SSL_CTX_set_min_proto_version(ctx, min_version) == 1 && SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) == 1 &&
-           SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) == 1;
+           SSL_CTX_set1_groups_list(ctx, groups) == 1;
 }
 
 /* RFC 7301: the server picks from the client's list by its own preference. */
@@ -439,7 +440,8 @@ SSL *ptc_tls_client_ssl_new(SSL_CTX *ctx, const char *name, bool verify_name)
         return NULL;
     bool ip = is_ip_address(name);
     /* RFC 6066 §3: SNI carries host names only, never IP literals */
-    if (!ip && SSL_set_tlsext_host_name(ssl, name) != 1)
+    char sni[256]; /* a DNS name is at most 253 characters; OpenSSL's macro takes a writable pointer */
+    if (!ip && (strlen(name) >= sizeof(sni) || SSL_set_tlsext_host_name(ssl, strcpy(sni, name)) != 1))
         goto fail;
     if (verify_name) {
         if (ip) {
