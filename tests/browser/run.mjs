@@ -26,8 +26,15 @@
 //     --ignore-certificate-errors-spki-list=<sha256 of the server's SPKI>, driven by
 //     playwright-core over CDP; every client × case gets a fresh browser context. The page stays
 //     on http://127.0.0.1:A (an http page may fetch https).
+// The WebSocket clients (improbable-ws, nice-grpc-ws: grpc-websockets) call the same gateways
+// through ws:// and wss://; CDP shows their handshakes and frames, and the runner checks they used
+// nothing else (on the HTTPS gateway a WebSocket is an HTTP/1.1 upgrade, or an RFC 8441 extended
+// CONNECT stream when the page already has an h2 connection to it). Cells that cannot apply (request
+// streaming for the HTTP clients; gzip and preflight rows for WebSockets) are "–" with the reason,
+// decided before a page is opened.
 // Prints a case × client table and "N passed, N failed, N skipped[, N reported]"; exits 1 if any
-// case failed. Rows marked "(report)" measure without judging (HTTP/1.1 contrast).
+// case failed. Rows marked "(report)" measure without judging (HTTP/1.1 contrast); rows run "once"
+// (h2_request_stream: the page's own fetch(), no client library) have one cell.
 import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -50,12 +57,17 @@ const CHROMIUM_FLAGS = [
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
 
-const CLIENTS = ["grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts"];
+const CLIENTS = [
+  "grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts", "improbable-ws", "nice-grpc-ws",
+];
+// The clients that use the grpc-websockets transport (one WebSocket per call).
+const WS_CLIENTS = new Set(["improbable-ws", "nice-grpc-ws"]);
 const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
   "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
-  "suppress_preflight", "live_origin", "jwt",
-  "https_unary", "https_server_stream", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
+  "suppress_preflight", "live_origin", "jwt", "client_stream", "bidi", "bidi_cancel",
+  "https_unary", "https_server_stream", "https_bidi", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
+  "h2_request_stream",
 ];
 
 // Rows that are not "the page case of the same name against the plain gateway". leg: which
@@ -64,12 +76,32 @@ const CASES = [
 const CASE_SPECS = {
   https_unary: { leg: "tls", page: "unary" },
   https_server_stream: { leg: "tls", page: "server_stream" },
+  // WebSocket clients only: bidi over an extended CONNECT stream (RFC 8441) of the page's h2 connection
+  https_bidi: { leg: "tls", page: "bidi", warmUp: true, wsProtocol: "h2" },
   h2_concurrent_streams: { leg: "tls", page: "concurrent_streams", protocol: "h2" },
   h1_concurrent_streams: { leg: "plain", page: "concurrent_streams", protocol: "http/1.1", reportOnly: true },
   gzip: { leg: "tls", page: "gzip" },
+  // once: not per client (plain fetch() in the page, no client library): one run, one cell.
+  h2_request_stream: { leg: "tls", page: "h2_request_stream", once: true },
 };
 const caseSpec = (name) => CASE_SPECS[name] || { leg: "plain", page: name };
+const ONCE = "fetch"; // the client name of `once` rows: the page's own fetch(), no library
 const CONCURRENT_STREAMS = 8;
+
+// Cells that cannot apply, decided before a page is opened: the reason shown for the "–".
+const REQUEST_STREAMING = new Set(["client_stream", "bidi", "bidi_cancel", "https_bidi"]);
+function notApplicable(client, caseName) {
+  if (!WS_CLIENTS.has(client)) {
+    return REQUEST_STREAMING.has(caseName)
+      ? "gRPC-Web over HTTP: the client sends the request body whole (no client streaming); only the WebSocket clients can"
+      : null;
+  }
+  switch (caseName) {
+  case "suppress_preflight": return "WebSocket: a handshake is never preflighted";
+  case "gzip": return "WebSocket: no content-encoding (permessage-deflate not offered)";
+  default: return null;
+  }
+}
 
 // The jwt case: an ES256 key pair made here, its public half as the gateway's JWKS file, and two tokens
 // signed with it (node's crypto: raw r||s signatures as JWS wants).
@@ -534,8 +566,16 @@ function cancelStatus(schema, echoPort, id) {
 // (playwright's own request events deliberately hide CORS preflights). Times (tSent, tResponse =
 // response head, tFirstData, tEnd = loadingFinished/Failed) are CDP monotonic seconds;
 // decodedBytes / encodedBytes sum Network.dataReceived, encodedDataLength is loadingFinished's.
+// WebSockets are recorded apart (`sockets`): URL, handshake request headers and response status,
+// frames sent and received (count, the first sent one, i.e. the header block, as text, control
+// bytes), errors, close.
 async function watchNetwork(context, page) {
   const requests = new Map();
+  const sockets = new Map();
+  const sock = (id) => {
+    if (!sockets.has(id)) sockets.set(id, { framesSent: 0, framesReceived: 0, controlBytes: [], errors: [] });
+    return sockets.get(id);
+  };
   const cdp = await context.newCDPSession(page);
   const upd = (id, fields) => requests.set(id, { ...(requests.get(id) || {}), ...fields });
   cdp.on("Network.requestWillBeSent", (e) => {
@@ -562,8 +602,33 @@ async function watchNetwork(context, page) {
   cdp.on("Network.loadingFailed", (e) => {
     upd(e.requestId, { failed: e.errorText, corsError: e.corsErrorStatus && e.corsErrorStatus.corsError, tEnd: e.timestamp });
   });
+  cdp.on("Network.webSocketCreated", (e) => { sock(e.requestId).url = e.url; });
+  cdp.on("Network.webSocketWillSendHandshakeRequest", (e) => {
+    Object.assign(sock(e.requestId), { handshakeHeaders: e.request.headers, tSent: e.timestamp });
+  });
+  cdp.on("Network.webSocketHandshakeResponseReceived", (e) => {
+    Object.assign(sock(e.requestId), {
+      status: e.response.status, responseHeaders: e.response.headers, tResponse: e.timestamp,
+    });
+  });
+  cdp.on("Network.webSocketFrameSent", (e) => {
+    const w = sock(e.requestId);
+    const bytes = e.response.opcode === 2 ? Buffer.from(e.response.payloadData, "base64") : Buffer.from(e.response.payloadData || "");
+    if (w.framesSent === 0) w.headerBlock = bytes.toString("latin1");
+    else if (bytes.length) w.controlBytes.push(bytes[0]);
+    w.framesSent++;
+  });
+  cdp.on("Network.webSocketFrameReceived", (e) => { sock(e.requestId).framesReceived++; });
+  cdp.on("Network.webSocketFrameError", (e) => {
+    const w = sock(e.requestId);
+    w.errors.push(e.errorMessage);
+    // a refused handshake gets no webSocketHandshakeResponseReceived, only this error
+    const m = /Unexpected response code: (\d+)/.exec(e.errorMessage || "");
+    if (m && w.status === undefined) w.status = Number(m[1]);
+  });
+  cdp.on("Network.webSocketClosed", (e) => { sock(e.requestId).tClosed = e.timestamp; });
   await cdp.send("Network.enable");
-  return { list: () => [...requests.values()], cdp };
+  return { list: () => [...requests.values()], sockets: () => [...sockets.values()], cdp };
 }
 
 function headerValue(headers, name) {
@@ -575,11 +640,19 @@ function toGateway(reqs, gatewayOrigin) {
   return reqs.filter((r) => r.url && r.url.startsWith(gatewayOrigin));
 }
 
+// The gateway's WebSockets: http://h:p → ws://h:p, https → wss.
+function socketsToGateway(sockets, gatewayOrigin) {
+  const wsOrigin = gatewayOrigin.replace(/^http/, "ws");
+  return sockets.filter((w) => w.url && w.url.startsWith(wsOrigin));
+}
+
 async function runCell(env, client, caseName) {
   const { browser, allowedOrigin, deniedOrigin } = env;
   const spec = caseSpec(caseName);
   const gatewayOrigin = env.gateways[spec.leg];
   if (!gatewayOrigin) return { pass: false, reason: `no ${spec.leg} gateway` };
+  const na = notApplicable(client, caseName);
+  if (na) return { pass: "n/a", reason: na };
   const timing = {};
   let tMark = Date.now();
   const lap = (name) => { const now = Date.now(); timing[name] = now - tMark; tMark = now; };
@@ -603,7 +676,9 @@ async function runCell(env, client, caseName) {
     await page.waitForFunction(() => window.porticoReady === true, null, { timeout: 10000 });
     lap("load");
     if (spec.page === "concurrent_streams") params.streams = CONCURRENT_STREAMS;
+    if (WS_CLIENTS.has(client) && (spec.warmUp || (spec.page === "concurrent_streams" && spec.leg === "tls"))) params.warmUp = true;
     if (caseName === "jwt") Object.assign(params, env.jwtTokens);
+    if (caseName === "h2_request_stream") params.probeGateway = env.gateways.plain;
     const evaluate = (name) => withTimeout(
       page.evaluate(([c, n, g, p]) => window.runCase(c, n, g, p), [client, name, gatewayOrigin, params]),
       CASE_TIMEOUT_MS, `${client}/${name}`);
@@ -621,6 +696,11 @@ async function runCell(env, client, caseName) {
     result.requests = toGateway(reqs, gatewayOrigin).map((r) => ({
       method: r.method, url: r.url.slice(gatewayOrigin.length), type: r.type, status: r.status, protocol: r.protocol,
       failed: r.failed, corsError: r.corsError, headers: r.wireHeaders || r.headers, responseHeaders: r.responseHeaders,
+    }));
+    result.sockets = socketsToGateway(net.sockets(), gatewayOrigin).map((w) => ({
+      url: w.url.slice(gatewayOrigin.length - 2), status: w.status, framesSent: w.framesSent, framesReceived: w.framesReceived,
+      headerBlock: w.headerBlock, controlBytes: w.controlBytes.join(","), errors: w.errors,
+      handshakeHeaders: w.handshakeHeaders, responseHeaders: w.responseHeaders,
     }));
     await finishCheck({ ...env, gatewayOrigin, spec }, client, caseName, result, reqs, marks, consoleLines);
     lap("check");
@@ -656,8 +736,30 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
   const fail = (why) => { result.pass = false; result.reason = why; };
   const gw = (list) => toGateway(list, env.gatewayOrigin);
   const { spec } = env;
-  // Every call to the HTTPS gateway must have gone over HTTP/2 (ALPN h2).
-  if (spec.leg === "tls" && result.pass !== false && result.pass !== "n/a") {
+  const ws = WS_CLIENTS.has(client);
+  // A WebSocket client must really have used WebSockets: no POST to the gateway, and every
+  // handshake answered 101 (HTTP/1.1 upgrade), or 200 on the HTTPS gateway (RFC 8441 extended
+  // CONNECT over h2, which Chromium uses when it already has an h2 connection to the origin); 403
+  // from the disallowed origin.
+  if (ws && result.pass !== false && result.pass !== "n/a") {
+    const posts = gw(reqs).filter((r) => r.method === "POST");
+    const sockets = result.sockets || [];
+    const want = caseName === "disallowed_origin" ? [403] : spec.leg === "tls" ? [101, 200] : [101];
+    if (posts.length) return fail(`${posts.length} POST(s) to the gateway from a WebSocket client`);
+    if (!sockets.length) return fail("no WebSocket to the gateway seen on the network");
+    const other = sockets.filter((w) => !want.includes(w.status));
+    if (other.length) return fail(`WebSocket handshake answered ${other.map((w) => w.status ?? "nothing").join(", ")}, expected ${want.join(" or ")}`);
+    if (spec.wsProtocol === "h2" && sockets.some((w) => w.status !== 200)) {
+      return fail(`WebSocket(s) not over h2 although the page had an h2 connection: status ${sockets.map((w) => w.status).join(", ")} (200 = extended CONNECT)`);
+    }
+    if (spec.leg === "tls" && result.pass === true) {
+      const h2 = sockets.filter((w) => w.status === 200).length;
+      result.note = [result.note, `wss: ${sockets.length - h2} over HTTP/1.1 (101), ${h2} over h2 (extended CONNECT, 200)`].filter(Boolean).join("; ");
+    }
+  }
+  // Every call to the HTTPS gateway must have gone over HTTP/2 (ALPN h2); a WebSocket client's
+  // over wss (checked above).
+  if (spec.leg === "tls" && !ws && result.pass !== false && result.pass !== "n/a") {
     const posts = gw(reqs).filter((r) => r.method === "POST");
     const notH2 = posts.filter((r) => r.protocol !== "h2");
     if (!posts.length) return fail("no POST to the HTTPS gateway seen on the network");
@@ -666,11 +768,13 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
     }
   }
   if (result.pass !== null) return;
-  if (spec.page === "concurrent_streams") {
+  if (spec.page === "concurrent_streams" && ws) {
+    checkConcurrentSockets(env, result);
+  } else if (spec.page === "concurrent_streams") {
     checkConcurrentStreams(env, client, result, gw(reqs));
   } else if (spec.page === "gzip") {
     checkGzip(result, gw(reqs), env.gatewayOrigin);
-  } else if (caseName === "cancel") {
+  } else if (caseName === "cancel" || caseName === "bidi_cancel") {
     let info;
     const t0 = Date.now();
     do {
@@ -686,10 +790,20 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
     await sleep(300);
     const info = await env.cancelStatus(result.id);
     result.upstream = { seen: info.seen };
+    if (info.seen) return fail("the call reached the upstream although the origin is not allowed");
+    if (ws) {
+      // no CORS for WebSockets: the gateway checks the handshake's Origin itself and answers 403
+      const refused = (result.sockets || []).filter((w) => w.status === 403);
+      const consoleSaw = consoleLines.some((l) => /WebSocket connection to .* failed/i.test(l));
+      result.refusalReported = { handshake403: refused.length, console: consoleSaw };
+      if (!refused.length) return fail(`call failed (${result.call.code}) but no WebSocket handshake was refused with 403`);
+      result.pass = true;
+      result.note = `handshake refused with 403; the client saw ${JSON.stringify(result.call.message)}`;
+      return;
+    }
     const corsConsole = consoleLines.some((l) => /CORS policy|Access-Control-Allow-Origin/i.test(l));
     const corsNet = gw(reqs).some((r) => r.corsError);
     result.corsReported = { console: corsConsole, network: corsNet };
-    if (info.seen) return fail("the call reached the upstream although the origin is not allowed");
     if (!corsConsole && !corsNet) return fail(`call failed (${result.call.code}) but not at the CORS layer`);
     result.pass = true;
   } else if (caseName === "suppress_preflight") {
@@ -764,6 +878,38 @@ function checkConcurrentStreams(env, client, result, reqs) {
   result.note = summaryText + (result.incremental ? "" : " (client delivers messages at the end; judged on the network view)");
 }
 
+// concurrent_streams for a WebSocket client: one WebSocket per call, so the page's own times tell
+// how many streams ran together (first message before the first end). Over HTTP/1.1 (report) each is
+// its own TCP connection; on the HTTPS gateway (judged) the page first opened an h2 connection, and
+// every WebSocket must then be an extended CONNECT stream on it (RFC 8441: CDP shows 200, not 101).
+function checkConcurrentSockets(env, result) {
+  const n = CONCURRENT_STREAMS;
+  const sockets = result.sockets || [];
+  const firstEnd = result.firstEndMs;
+  const together = result.streams.filter((x) => x.firstMs !== null && (firstEnd === null || x.firstMs <= firstEnd)).length;
+  const over = (status) => sockets.filter((w) => w.status === status).length;
+  const summaryText = `${sockets.length} WebSocket(s): ${over(101)} HTTP/1.1 upgrades, ${over(200)} h2 extended CONNECTs; `
+    + `${together} of ${n} streams had their first message before the first stream ended${firstEnd !== null ? ` (${firstEnd} ms)` : ""}, `
+    + `all done in ${result.totalMs} ms${result.lastFirstMs !== null ? `, last first-message at ${result.lastFirstMs} ms` : ""}`;
+  if (env.spec.reportOnly) {
+    result.pass = "info";
+    result.cell = `${together}+${n - together}`;
+    result.note = `WebSockets — ${summaryText}${result.problems.length ? `; ${result.problems.join("; ")}` : ""}`;
+    return;
+  }
+  const problems = [...result.problems];
+  if (sockets.length !== n) problems.push(`${sockets.length} WebSockets on the network, expected ${n}`);
+  if (over(200) !== sockets.length) problems.push(`${sockets.length - over(200)} WebSocket(s) not over h2 (status ${sockets.map((w) => w.status).join(",")})`);
+  if (together < n) problems.push(`only ${together} of ${n} streams started before the first one ended`);
+  if (problems.length) {
+    result.pass = false;
+    result.reason = `${problems.join("; ")} — ${summaryText}`;
+    return;
+  }
+  result.pass = true;
+  result.note = `WebSockets over h2 (RFC 8441) — ${summaryText}`;
+}
+
 // gzip: both calls answered with content-encoding: gzip by the gateway, over h2, and fewer bytes
 // on the wire than the client got.
 function checkGzip(result, reqs, gatewayOrigin) {
@@ -820,12 +966,17 @@ function printTable(opts, results) {
   const lines = [pad("case", w0) + opts.clients.map((c, i) => pad(c, widths[i])).join("")];
   lines.push("-".repeat(lines[0].length));
   for (const cs of opts.cases) {
+    if (caseSpec(cs).once) {
+      const r = results.get(`${ONCE}/${cs}`);
+      lines.push(pad(rowLabel(cs), w0) + (r ? `${cell(r)} (once, no client library: the page's own fetch())` : ""));
+      continue;
+    }
     lines.push(pad(rowLabel(cs), w0) + opts.clients.map((c, i) => pad(cell(results.get(`${c}/${cs}`)), widths[i])).join(""));
   }
   console.log(lines.join("\n"));
   const legs = new Set(opts.cases.map((c) => caseSpec(c).leg));
   const legend = ["✓ pass, ✗ fail, – not applicable"];
-  if (legs.has("tls")) legend.push("https_*, h2_*, gzip: HTTPS gateway (TLS, ALPN h2, gzip on)");
+  if (legs.has("tls")) legend.push("https_*, h2_*, gzip: HTTPS gateway (TLS, ALPN h2, gzip on; the WebSocket clients: wss)");
   if (opts.cases.includes("h1_concurrent_streams")) {
     legend.push(`(report) not judged: k+m = k of ${CONCURRENT_STREAMS} streams started together over HTTP/1.1, m waited for a free connection`);
   }
@@ -907,27 +1058,39 @@ async function main() {
       cancelStatus: (id) => cancelStatus(schema, echo.port, id),
     };
     const results = new Map();
-    for (const client of opts.clients) {
-      for (const cs of opts.cases) {
-        const t0 = Date.now();
-        const r = await runCell(env, client, cs);
-        r.ms = Date.now() - t0;
-        results.set(`${client}/${cs}`, r);
-        if (r.pass === true) passed++;
-        else if (r.pass === "n/a") skipped++;
-        else if (r.pass === "info") reported++;
-        else failed++;
-        const mark = cell(r);
-        const ok = r.pass === true || r.pass === "info";
-        console.log(`  ${mark} ${client} ${cs} (${r.ms} ms)${ok ? (r.note ? ` — ${r.note}` : "") : ` — ${shorten(r.reason, 600)}`}`);
-        if (opts.verbose) console.log(JSON.stringify(r, null, 2).replace(/^/gm, "      "));
-        if (gatewayProcs.some((g) => g.exited)) break;
-      }
+    const runOne = async (client, cs) => {
+      const t0 = Date.now();
+      const r = await runCell(env, client, cs);
+      r.ms = Date.now() - t0;
+      results.set(`${client}/${cs}`, r);
+      if (r.pass === true) passed++;
+      else if (r.pass === "n/a") skipped++;
+      else if (r.pass === "info") reported++;
+      else failed++;
+      const mark = cell(r);
+      const ok = r.pass === true || r.pass === "info";
+      console.log(`  ${mark} ${client} ${cs} (${r.ms} ms)${ok ? (r.note ? ` — ${r.note}` : "") : ` — ${shorten(r.reason, 600)}`}`);
+      if (opts.verbose) console.log(JSON.stringify(r, null, 2).replace(/^/gm, "      "));
+    };
+    const gatewayDied = () => {
       const dead = gatewayProcs.filter((g) => g.exited);
-      if (dead.length) {
-        for (const g of dead) console.log(`${g.name} exited (${g.code}) during the run`);
-        failed++;
-        break;
+      for (const g of dead) console.log(`${g.name} exited (${g.code}) during the run`);
+      if (dead.length) failed++;
+      return dead.length > 0;
+    };
+    const anyExited = () => gatewayProcs.some((g) => g.exited);
+    // rows that are not per client run once, under the pseudo-client ONCE
+    for (const cs of opts.cases.filter((c) => caseSpec(c).once)) {
+      await runOne(ONCE, cs);
+      if (anyExited()) break;
+    }
+    if (!gatewayDied()) {
+      for (const client of opts.clients) {
+        for (const cs of opts.cases.filter((c) => !caseSpec(c).once)) {
+          await runOne(client, cs);
+          if (anyExited()) break;
+        }
+        if (gatewayDied()) break;
       }
     }
 
@@ -945,7 +1108,7 @@ async function main() {
 
     console.log("");
     printTable(opts, results);
-    const contrast = [...results.entries()].filter(([k]) => /\/h[12]_concurrent_streams$/.test(k));
+    const contrast = [...results.entries()].filter(([k, r]) => /\/h[12]_concurrent_streams$/.test(k) && r.pass !== "n/a");
     if (contrast.length) {
       console.log(`\n${CONCURRENT_STREAMS} concurrent ServerStreams (10 × 200 ms each) from one page, HTTP/2 vs HTTP/1.1:`);
       for (const [k, r] of contrast) console.log(`  ${cell(r)} ${k}: ${shorten(r.pass === false ? r.reason : r.note, 400)}`);
@@ -958,6 +1121,8 @@ async function main() {
         if (r.call && !opts.verbose) console.log(`      call: ${shorten(JSON.stringify(r.call), 400)}`);
         const gw = (r.requests || []).map((q) => `${q.method} ${q.status ?? "-"}${q.corsError ? ` cors:${q.corsError}` : ""}${q.failed ? ` (${q.failed})` : ""}`);
         if (gw.length) console.log(`      network: ${gw.join(", ")}`);
+        const ws = (r.sockets || []).map((w) => `WebSocket ${w.url} ${w.status ?? "-"} sent ${w.framesSent} received ${w.framesReceived}${w.errors.length ? ` (${w.errors.join("; ")})` : ""}`);
+        if (ws.length) console.log(`      sockets: ${shorten(ws.join(", "), 400)}`);
         const cons = (r.console || []).filter((l) => !/^(log|debug):/.test(l));
         if (cons.length) console.log(`      console: ${shorten(cons.join(" | "), 400)}`);
       }

@@ -5,7 +5,8 @@
 // server, disallowed_origin → upstream never reached + CORS console error, suppress_preflight →
 // no OPTIONS seen on the wire). Expectations are about the gateway; where a client library simply
 // cannot do something, the per-client table below says so and the case reports it without failing.
-import { makeClient, supportsSuppressPreflight } from "./clients.js";
+import { makeClient, supportsSuppressPreflight, isWebSocketClient } from "./clients.js";
+import { SERVICE_NAME, encodeRequest, decodeResponse, encodeCancelQuery, decodeCancelInfo } from "./proto.js";
 
 export const CASES = [
   "unary",
@@ -21,10 +22,16 @@ export const CASES = [
   "credentials",
   "suppress_preflight",
   "jwt",
+  // Request streaming: only the WebSocket clients can (client_stream, bidi, bidi_cancel).
+  "client_stream",
+  "bidi",
+  "bidi_cancel",
   // Run against the HTTPS (TLS, ALPN h2, gzip-enabled) gateway, or the plain one for the contrast;
   // the runner maps these rows onto the page cases below (see CASE_SPECS in run.mjs).
   "concurrent_streams",
   "gzip",
+  // No client library: plain fetch() with a ReadableStream body over HTTP/2 (TLS gateway).
+  "h2_request_stream",
 ];
 // preflight_control is not a column of its own: the runner runs it right after
 // suppress_preflight, in the same browser context.
@@ -33,7 +40,11 @@ export const CASES = [
 // response is complete: server streaming works but is delivered all at once at the end.
 const STREAMS_INCREMENTALLY = {
   "grpcweb-text": true, "grpcweb-binary": false, "connect-web": true, improbable: true, "protobuf-ts": true,
+  "improbable-ws": true, "nice-grpc-ws": true,
 };
+
+const NO_REQUEST_STREAMING = "a gRPC-Web HTTP client sends the request body whole: no client streaming from a browser "
+  + "(only the WebSocket clients can; see h2_request_stream for fetch upload streaming)";
 
 export const ERROR_MESSAGE = "not found: ✗ ünïcödé 100% sure";
 const CUSTOM_TRAILER = ["x-trailer-custom", "custom-value"];
@@ -98,6 +109,49 @@ function expectError(out, code, message, { responses = 0 } = {}) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// An h2 connection to the (HTTPS) gateway before any WebSocket: Chromium opens a wss:// WebSocket
+// as an extended CONNECT stream (RFC 8441) only on an h2 connection it already has to that origin, in
+// the same pool: credentials "include", as a WebSocket handshake carries cookies.
+async function warmUp(base) {
+  await fetch(`${base}/healthz`, { mode: "no-cors", credentials: "include" });
+}
+
+function errMessage(e) {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+}
+
+// gRPC-Web framing by hand, for the fetch-only case: flag byte, 4-byte big-endian length, payload.
+function grpcWebFrame(payload, flag = 0) {
+  const f = new Uint8Array(5 + payload.length);
+  f[0] = flag;
+  new DataView(f.buffer).setUint32(1, payload.length);
+  f.set(payload, 5);
+  return f;
+}
+
+// A whole gRPC-Web response body → {messages: [Uint8Array], trailers: {name: value}, rest: bytes
+// left over (an incomplete frame)}.
+function parseGrpcWeb(buf) {
+  const messages = [];
+  const trailers = {};
+  let off = 0;
+  while (off + 5 <= buf.length) {
+    const len = new DataView(buf.buffer, buf.byteOffset + off + 1, 4).getUint32(0);
+    if (off + 5 + len > buf.length) break;
+    const payload = buf.subarray(off + 5, off + 5 + len);
+    if (buf[off] & 0x80) {
+      for (const line of new TextDecoder().decode(payload).split("\r\n")) {
+        const i = line.indexOf(":");
+        if (i > 0) trailers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+    } else {
+      messages.push(payload);
+    }
+    off += 5 + len;
+  }
+  return { messages, trailers, rest: buf.length - off };
+}
 
 const RUNNERS = {
   async unary(client, base) {
@@ -288,6 +342,7 @@ const RUNNERS = {
   },
 
   async suppress_preflight(client, base) {
+    if (isWebSocketClient(client)) return { pass: "n/a", reason: "WebSocket: a handshake is never preflighted" };
     if (!supportsSuppressPreflight(client)) return { pass: "n/a", reason: "client has no suppressCorsPreflight" };
     const c = makeClient(client, base, { suppressCorsPreflight: true });
     const value = `sp-${rand()}`;
@@ -301,6 +356,114 @@ const RUNNERS = {
     return { ...res, pass: res.pass ? null : false, call: summary(out) };
   },
 
+  // ClientStream: `n` messages sent one after the other, then the end of the request; the echo server
+  // answers once with the messages joined by '|' and index = how many it got.
+  async client_stream(client, base) {
+    const c = makeClient(client, base);
+    if (!c.clientStream) return { pass: "n/a", reason: NO_REQUEST_STREAMING };
+    const n = 20;
+    const id = `cs-${client}-${rand()}`;
+    const reqs = Array.from({ length: n }, (_, i) => ({ message: `m${i}-${"é".repeat(i)}`, ...(i === 0 ? { id } : {}) }));
+    const value = `cs-${rand()}`;
+    const out = await c.clientStream(reqs, { headers: { "x-echo-foo": value } });
+    const r = out.responses[0];
+    const joined = reqs.map((q) => q.message).join("|");
+    return {
+      ...check([
+        [out.code === 0, `call failed: ${statusText(out)}`],
+        [out.responses.length === 1, `expected 1 response, got ${out.responses.length}`],
+        [r && r.message === joined, `joined messages differ: ${JSON.stringify(r && r.message)}`],
+        [r && r.index === n, `index (messages the upstream got) ${r && r.index}, expected ${n}`],
+        // the echo server answers metadata x-echo-foo with the response header x-echoed-foo
+        [out.headers["x-echoed-foo"] === value, `metadata x-echo-foo not echoed as response header x-echoed-foo (headers: ${JSON.stringify(out.headers)})`],
+        [out.trailers["x-trailer-ok"] === "done", `trailer x-trailer-ok not read (trailers: ${JSON.stringify(out.trailers)})`],
+      ]),
+      call: summary(out),
+    };
+  },
+
+  // Bidi ping-pong: send one message, wait for its echo, `rounds` times, then end the request; every
+  // echo in order, OK status, trailers. Proves each request message is forwarded at once (not held
+  // until the request ends) and each response delivered at once.
+  async bidi(client, base, params = {}) {
+    const c = makeClient(client, base);
+    if (!c.bidi) return { pass: "n/a", reason: NO_REQUEST_STREAMING };
+    if (params.warmUp) await warmUp(base);
+    const rounds = 50;
+    const call = c.bidi({ headers: { "x-echo-foo": "bidi" } });
+    const pending = new Map();
+    call.onMessage = (m, i) => { const w = pending.get(i); if (w) w(m); };
+    const rtts = [];
+    const problems = [];
+    const t0 = performance.now();
+    for (let i = 0; i < rounds; i++) {
+      const text = `ping-${i}`;
+      const echoed = new Promise((resolve) => pending.set(i, resolve));
+      const ts = performance.now();
+      call.send({ message: text });
+      const m = await Promise.race([echoed, call.done.then(() => null), sleep(5000).then(() => undefined)]);
+      if (!m) {
+        problems.push(m === null ? `call ended at round ${i}` : `no echo of round ${i} within 5 s`);
+        break;
+      }
+      rtts.push(performance.now() - ts);
+      if (m.message !== text || m.index !== i) {
+        problems.push(`round ${i}: got ${JSON.stringify([m.message, m.index])}`);
+        break;
+      }
+    }
+    call.end();
+    const out = await Promise.race([call.done, sleep(5000).then(() => null)]);
+    if (!out) {
+      call.cancel();
+      return { pass: false, reason: `${problems.concat("no status within 5 s of the end of the request").join("; ")}` };
+    }
+    const indexes = out.responses.map((r) => r.index);
+    return {
+      ...check([
+        [problems.length === 0, problems.join("; ")],
+        [out.code === 0, `call failed: ${statusText(out)}`],
+        [out.responses.length === rounds, `expected ${rounds} messages, got ${out.responses.length}`],
+        [indexes.every((v, i) => v === i), `messages out of order: ${JSON.stringify(indexes)}`],
+        [out.headers["x-echoed-foo"] === "bidi", `response header x-echoed-foo not readable (headers: ${JSON.stringify(out.headers)})`],
+        [out.trailers["x-trailer-ok"] === "done", `trailer x-trailer-ok not read (trailers: ${JSON.stringify(out.trailers)})`],
+      ]),
+      note: `${rounds} round trips in ${Math.round(performance.now() - t0)} ms `
+        + `(median ${rtts.length ? rtts.sort((a, b) => a - b)[rtts.length >> 1].toFixed(1) : "?"} ms)`,
+      call: { ...summary(out), responses: `${out.responses.length} messages` },
+    };
+  },
+
+  // Bidi cancelled by the client after two round trips; the runner asks the echo server
+  // (CancelStatus) whether the upstream call was cancelled, as for `cancel`.
+  async bidi_cancel(client, base) {
+    const c = makeClient(client, base);
+    if (!c.bidi) return { pass: "n/a", reason: NO_REQUEST_STREAMING };
+    const id = `bidi-cancel-${client}-${rand()}`;
+    const call = c.bidi({});
+    let got = 0;
+    let next;
+    call.onMessage = (_m, i) => { got = i + 1; if (next) next(); };
+    for (let i = 0; i < 2; i++) {
+      const echoed = new Promise((resolve) => { next = resolve; });
+      call.send(i === 0 ? { id, message: "first" } : { message: "second" });
+      const ok = await Promise.race([echoed.then(() => true), call.done.then(() => false), sleep(5000).then(() => false)]);
+      if (!ok) {
+        call.cancel();
+        return { pass: false, reason: `no echo of message ${i} before cancelling (${got} received)`, id };
+      }
+    }
+    call.cancel();
+    const out = await Promise.race([call.done, sleep(2000).then(() => null)]);
+    await sleep(200);
+    return {
+      pass: null,
+      id,
+      cancelledAfter: `${got} echoes, request still open`,
+      clientSaw: out ? statusText(out) : "done promise did not settle after cancel()",
+    };
+  },
+
   // `streams` (8) ServerStream calls at once from one page, count=10 interval_ms=200 each (≈ 1.8 s):
   // over HTTP/2 they share one connection and all run together; over HTTP/1.1 Chromium's limit of
   // 6 connections per origin makes the rest wait. The page only measures (per stream: first
@@ -312,6 +475,7 @@ const RUNNERS = {
     const intervalMs = 200;
     const giveUpMs = params.giveUpMs || 15000;
     const c = makeClient(client, base);
+    if (params.warmUp) await warmUp(base);
     const t0 = performance.now();
     const rel = () => Math.round(performance.now() - t0);
     const streams = [];
@@ -406,6 +570,110 @@ const RUNNERS = {
       unaryMs,
       streamArrivalsMs: ts,
       call: { unary: summary(u), stream: summary(s) },
+    };
+  },
+
+  // No client library: the page's own fetch() with a ReadableStream request body (duplex: "half";
+  // Chromium streams request bodies over HTTP/2 or QUIC only, hence the HTTPS gateway). Part 1:
+  // ClientStream, `n` gRPC-Web frames enqueued 100 ms apart; while the body is still open (after frame
+  // 3), a second fetch asks the echo server (CancelStatus, through the plain gateway
+  // params.probeGateway: another connection, the echo server is the same) whether it has already seen
+  // the call (the id rides in the first message): proof that the body is streamed all the way to the
+  // upstream, not buffered by Chromium or the gateway. Then the response: the joined messages and
+  // grpc-status 0 in the 0x80 trailer frame. Part 2: Bidi, one frame, then up to 1.5 s to see whether
+  // fetch() hands over the response while the request body is still open (the echo server answers
+  // each message at once), then the rest and the whole response.
+  async h2_request_stream(_client, base, params = {}) {
+    const headers = { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" };
+    const url = (method) => `${base}/${SERVICE_NAME}/${method}`;
+    const streamed = (method) => {
+      let ctrl;
+      const body = new ReadableStream({ start(c) { ctrl = c; } });
+      const t0 = performance.now();
+      const state = { ctrl, respMs: null, response: null };
+      state.response = fetch(url(method), { method: "POST", body, duplex: "half", headers }).then((r) => {
+        state.respMs = Math.round(performance.now() - t0);
+        return r;
+      });
+      state.response.catch(() => {});
+      return state;
+    };
+    const read = async (resp) => ({ status: resp.status, ...parseGrpcWeb(new Uint8Array(await resp.arrayBuffer())) });
+
+    // part 1: ClientStream
+    const n = 10;
+    const id = `h2rs-${rand()}`;
+    const msgs = Array.from({ length: n }, (_, i) => `chunk-${i}`);
+    const cs = streamed("ClientStream");
+    let probe = null;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      cs.ctrl.enqueue(grpcWebFrame(encodeRequest({ message: msgs[i], ...(i === 0 ? { id } : {}) })));
+      if (i === 3) {
+        const p0 = performance.now();
+        const probeUrl = `${(params.probeGateway || base).replace(/\/+$/, "")}/${SERVICE_NAME}/CancelStatus`;
+        const r = await read(await fetch(probeUrl, { method: "POST", headers, body: grpcWebFrame(encodeCancelQuery({ id })) }));
+        const info = r.messages.length ? decodeCancelInfo(r.messages[0]) : null;
+        probe = { seen: !!(info && info.seen), grpcStatus: r.trailers["grpc-status"], atMs: Math.round(p0 - t0), responseAlready: cs.respMs !== null };
+      }
+      await sleep(100);
+    }
+    const closedMs = Math.round(performance.now() - t0);
+    cs.ctrl.close();
+    let csOut;
+    try {
+      csOut = await read(await cs.response);
+    } catch (e) {
+      return { pass: false, reason: `ClientStream fetch failed: ${errMessage(e)}`, probe };
+    }
+    const reply = csOut.messages.length === 1 ? decodeResponse(csOut.messages[0]) : null;
+
+    // part 2: Bidi
+    const k = 5;
+    const bd = streamed("Bidi");
+    bd.ctrl.enqueue(grpcWebFrame(encodeRequest({ message: "bidi-0" })));
+    const early = await Promise.race([bd.response.then(() => true, () => false), sleep(1500).then(() => false)]);
+    for (let i = 1; i < k; i++) bd.ctrl.enqueue(grpcWebFrame(encodeRequest({ message: `bidi-${i}` })));
+    bd.ctrl.close();
+    let bdOut;
+    try {
+      bdOut = await read(await bd.response);
+    } catch (e) {
+      return { pass: false, reason: `Bidi fetch failed: ${errMessage(e)}`, probe };
+    }
+    const echoes = bdOut.messages.map((m) => decodeResponse(m).message);
+
+    // part 3 (reported, not judged): the same streaming body to the plain HTTP/1.1 gateway
+    let h1 = "not tried";
+    if (params.probeGateway) {
+      const body = new ReadableStream({ start(c) { c.enqueue(grpcWebFrame(encodeRequest({ message: "h1" }))); c.close(); } });
+      const probeBase = params.probeGateway.replace(/\/+$/, "");
+      h1 = await fetch(`${probeBase}/${SERVICE_NAME}/ClientStream`, { method: "POST", body, duplex: "half", headers })
+        .then((r) => `answered ${r.status}`, (e) => `refused by Chromium (${errMessage(e)})`);
+    }
+
+    const conds = [
+      [csOut.status === 200, `ClientStream: HTTP ${csOut.status}`],
+      [csOut.trailers["grpc-status"] === "0", `ClientStream: grpc-status ${JSON.stringify(csOut.trailers["grpc-status"])} ${JSON.stringify(csOut.trailers["grpc-message"] || "")}`],
+      [csOut.trailers["x-trailer-ok"] === "done", `ClientStream: trailer x-trailer-ok missing (${JSON.stringify(csOut.trailers)})`],
+      [reply && reply.message === msgs.join("|") && reply.index === n, `ClientStream: echo ${JSON.stringify(reply && [reply.message, reply.index])}`],
+      [csOut.rest === 0, `ClientStream: ${csOut.rest} stray bytes after the frames`],
+      [probe && probe.grpcStatus === "0", `CancelStatus probe failed: ${JSON.stringify(probe)}`],
+      [probe && probe.seen, "the upstream had not seen the call 300 ms after its first message, with the request body still open: the body was not streamed"],
+      [bdOut.status === 200 && bdOut.trailers["grpc-status"] === "0", `Bidi: HTTP ${bdOut.status} grpc-status ${JSON.stringify(bdOut.trailers["grpc-status"])}`],
+      [JSON.stringify(echoes) === JSON.stringify(Array.from({ length: k }, (_, i) => `bidi-${i}`)), `Bidi: echoes ${JSON.stringify(echoes)}`],
+    ];
+    return {
+      ...check(conds),
+      note: `ClientStream: ${n} frames over ${closedMs} ms, upstream saw the call at ${probe && probe.atMs} ms with the body open; `
+        + `response ${cs.respMs} ms after the start (body closed at ${closedMs} ms). Bidi: response `
+        + `${early ? "handed over while the request body was open" : "not handed over while the request body was open (1.5 s; half duplex)"}. `
+        + `Over HTTP/1.1: ${h1}`,
+      probe,
+      responseBeforeEnd: { clientStream: probe && probe.responseAlready, bidi: early },
+      http1: h1,
+      clientStream: { ...csOut, messages: csOut.messages.length },
+      bidi: { status: bdOut.status, trailers: bdOut.trailers, echoes },
     };
   },
 

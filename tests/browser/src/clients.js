@@ -4,10 +4,14 @@
 //   makeClient(name, gatewayUrl, {withCredentials, suppressCorsPreflight}) → adapter
 //   adapter.unary(req, opts)                    → Promise<Outcome>
 //   adapter.serverStream(req, opts, onMessage)  → {done: Promise<Outcome>, cancel()}
+//   adapter.clientStream(reqs, opts)            → Promise<Outcome>          (WebSocket clients only)
+//   adapter.bidi(opts)                          → {send(req), end(), cancel(), done, onMessage}
+//                                                                           (WebSocket clients only)
 //
-// req is a plain init object in camelCase ({message, count, intervalMs, statusCode, ...});
-// opts = {headers: {name: value}, timeoutMs}. onMessage(plainResponse, index) fires as each
-// message is delivered to the page.
+// req is a plain init object in camelCase ({message, count, intervalMs, statusCode, ...}); reqs an
+// array of them; opts = {headers: {name: value}, timeoutMs}. onMessage(plainResponse, index) fires as
+// each message is delivered to the page (bidi: assign call.onMessage). The HTTP clients have no
+// clientStream / bidi: a browser cannot stream a request body through them.
 //
 // Outcome: {code, message, headers, trailers, responses: [{t, message, index, payloadLen,
 // headers}], error} with code a number (0 = OK), message the status message as the client hands
@@ -18,14 +22,25 @@ import * as grpcWeb from "grpc-web";
 import { createClient, ConnectError } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { grpc } from "@improbable-eng/grpc-web";
+import {
+  createChannel, createClient as createNiceClient, WebsocketTransport as NiceWebsocketTransport,
+  Metadata as NiceMetadata, ClientError as NiceClientError, Status as NiceStatus,
+} from "nice-grpc-web";
 import { GrpcWebFetchTransport, GrpcStatusCode } from "@protobuf-ts/grpcweb-transport";
 import { RpcError } from "@protobuf-ts/runtime-rpc";
 import {
-  EchoService, SERVICE_NAME, encodeRequest, decodeResponse, plainResponse,
+  EchoService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse, plainResponse,
   PtEchoRequest, PtEchoService,
 } from "./proto.js";
 
-export const CLIENTS = ["grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts"];
+export const CLIENTS = [
+  "grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts", "improbable-ws", "nice-grpc-ws",
+];
+
+// The clients that speak the grpc-websockets transport (one WebSocket per call) instead of HTTP.
+export function isWebSocketClient(name) {
+  return name === "improbable-ws" || name === "nice-grpc-ws";
+}
 
 function newOutcome() {
   return { code: null, message: "", headers: {}, trailers: {}, responses: [], error: undefined };
@@ -216,8 +231,11 @@ function connectClient(base, { withCredentials = false } = {}) {
 
 // ---------------------------------------------------------------------------------------------
 // @improbable-eng/grpc-web: CrossBrowserHttpTransport (fetch + ReadableStream in Chromium,
-// credentials 'same-origin' or 'include'), binary only. No deadline option: grpc-timeout is sent
-// as plain metadata. Message classes are duck-typed (serializeBinary / deserializeBinary).
+// credentials 'same-origin' or 'include'), binary only; or, as `improbable-ws`, its
+// WebsocketTransport (grpc-websockets: the metadata goes out as the first binary message, each
+// request message as 0x00 + frame, 0x01 ends the request; cancel = WebSocket close()). No deadline
+// option: grpc-timeout is sent as plain metadata. Message classes are duck-typed (serializeBinary /
+// deserializeBinary).
 class ImpRequest {
   constructor(init) { this.init = init; }
   serializeBinary() { return encodeRequest(this.init); }
@@ -235,12 +253,14 @@ class ImpResponse {
 }
 
 const impService = { serviceName: SERVICE_NAME };
-const impMethod = (methodName, responseStream) => ({
-  methodName, service: impService, requestStream: false, responseStream,
+const impMethod = (methodName, requestStream, responseStream) => ({
+  methodName, service: impService, requestStream, responseStream,
   requestType: ImpRequest, responseType: ImpResponse,
 });
-const ImpUnary = impMethod("Unary", false);
-const ImpServerStream = impMethod("ServerStream", true);
+const ImpUnary = impMethod("Unary", false, false);
+const ImpServerStream = impMethod("ServerStream", false, true);
+const ImpClientStream = impMethod("ClientStream", true, false);
+const ImpBidi = impMethod("Bidi", true, true);
 
 function impMetadataObj(md) {
   const out = {};
@@ -248,14 +268,44 @@ function impMetadataObj(md) {
   return out;
 }
 
-function improbableClient(base, { withCredentials = false } = {}) {
-  const transport = grpc.CrossBrowserHttpTransport({ withCredentials });
+function improbableClient(base, { withCredentials = false } = {}, websocket = false) {
+  const transport = websocket ? grpc.WebsocketTransport() : grpc.CrossBrowserHttpTransport({ withCredentials });
   function metadata(opts) {
     const md = { ...(opts.headers || {}) };
     if (opts.timeoutMs) md["grpc-timeout"] = `${opts.timeoutMs}m`;
     return md;
   }
-  return {
+
+  // grpc.client: the general form (any method type); `send` may be called until finishSend().
+  function open(method, opts, onMessage) {
+    const out = newOutcome();
+    let resolveDone;
+    const done = new Promise((r) => { resolveDone = r; });
+    const client = grpc.client(method, { host: base, transport });
+    client.onHeaders((h) => { out.headers = impMetadataObj(h); });
+    client.onMessage((m) => record(out, m.toObject(), onMessage));
+    client.onEnd((code, message, trailers) => {
+      out.code = code;
+      out.message = message;
+      out.trailers = impMetadataObj(trailers);
+      resolveDone(out);
+    });
+    client.start(metadata(opts));
+    return {
+      out,
+      done,
+      send: (req) => client.send(new ImpRequest(req)),
+      end: () => client.finishSend(),
+      cancel() {
+        client.close();
+        out.cancelledByClient = true;
+        if (out.code === null) out.code = 1;
+        resolveDone(out);
+      },
+    };
+  }
+
+  const adapter = {
     unary(req, opts = {}) {
       return new Promise((resolve) => {
         grpc.unary(ImpUnary, {
@@ -302,6 +352,176 @@ function improbableClient(base, { withCredentials = false } = {}) {
           resolveDone(out);
         },
       };
+    },
+  };
+  if (!websocket) return adapter;
+  adapter.clientStream = (reqs, opts = {}) => {
+    const call = open(ImpClientStream, opts);
+    for (const r of reqs) call.send(r);
+    call.end();
+    return call.done;
+  };
+  adapter.bidi = (opts = {}) => {
+    const handle = { onMessage: null };
+    const call = open(ImpBidi, opts, (m, i) => { if (handle.onMessage) handle.onMessage(m, i); });
+    return Object.assign(handle, { send: call.send, end: call.end, cancel: call.cancel, done: call.done });
+  };
+  return adapter;
+}
+
+// ---------------------------------------------------------------------------------------------
+// nice-grpc-web with its WebsocketTransport (createChannel(url, WebsocketTransport())): async
+// iterables in and out, AbortSignal to cancel (the transport then closes the WebSocket). The service
+// definition is written by hand in ts-proto's "generic definitions" shape ({name, fullName,
+// methods: {key: {name, requestType, requestStream, responseType, responseStream, options}}}, the
+// message types being {encode(m) → {finish()}, decode(bytes), fromPartial(init)}) over the
+// @bufbuild/protobuf codecs. Errors are ClientError {code, details} with no metadata: the trailers
+// come through onTrailer (grpc-status and grpc-message removed), the headers through onHeader. No
+// deadline option in the browser package: grpc-timeout goes out as plain metadata.
+const niceType = (encode, decode) => ({
+  fromPartial: (init) => init,
+  encode: (init) => ({ finish: () => encode(init) }),
+  decode,
+});
+const NiceEchoRequest = niceType(encodeRequest, decodeRequest);
+const NiceEchoResponse = niceType(() => { throw new Error("server side only"); }, decodeResponse);
+const niceMethod = (name, requestStream, responseStream) => ({
+  name, requestType: NiceEchoRequest, requestStream, responseType: NiceEchoResponse, responseStream, options: {},
+});
+export const NiceEchoDefinition = {
+  name: "Echo",
+  fullName: SERVICE_NAME,
+  methods: {
+    unary: niceMethod("Unary", false, false),
+    serverStream: niceMethod("ServerStream", false, true),
+    clientStream: niceMethod("ClientStream", true, false),
+    bidi: niceMethod("Bidi", true, true),
+  },
+};
+
+function niceMetadataObj(md) {
+  const out = {};
+  if (md) {
+    for (const [k, values] of md) {
+      out[k.toLowerCase()] = values.map((v) => (typeof v === "string" ? v : `<${v.length} bytes>`)).join(", ");
+    }
+  }
+  return out;
+}
+
+// An async iterable the page pushes into (a bidi request stream).
+function pushable() {
+  const items = [];
+  const waiting = [];
+  let ended = false;
+  return {
+    push(v) {
+      if (ended) throw new Error("request stream already ended");
+      if (waiting.length) waiting.shift()({ value: v, done: false });
+      else items.push(v);
+    },
+    end() {
+      ended = true;
+      while (waiting.length) waiting.shift()({ value: undefined, done: true });
+    },
+    [Symbol.asyncIterator]() {
+      return {
+        next: () => {
+          if (items.length) return Promise.resolve({ value: items.shift(), done: false });
+          if (ended) return Promise.resolve({ value: undefined, done: true });
+          return new Promise((resolve) => waiting.push(resolve));
+        },
+        return: () => { ended = true; return Promise.resolve({ value: undefined, done: true }); },
+      };
+    },
+  };
+}
+
+function niceGrpcClient(base) {
+  const client = createNiceClient(NiceEchoDefinition, createChannel(base, NiceWebsocketTransport()));
+
+  function callOptions(opts, out, signal) {
+    const md = { ...(opts.headers || {}) };
+    if (opts.timeoutMs) md["grpc-timeout"] = `${opts.timeoutMs}m`;
+    return {
+      metadata: NiceMetadata(md),
+      signal,
+      onHeader: (h) => { out.headers = niceMetadataObj(h); },
+      onTrailer: (t) => { out.trailers = niceMetadataObj(t); },
+    };
+  }
+
+  function fail(out, e) {
+    if (e instanceof NiceClientError) {
+      out.code = e.code;
+      out.message = e.details;
+    } else if (e && e.name === "AbortError") {
+      out.code = NiceStatus.CANCELLED;
+      out.message = e.message;
+    } else {
+      out.code = NiceStatus.UNKNOWN;
+      out.message = String(e && e.message);
+    }
+    out.error = errText(e);
+  }
+
+  // A response stream (server streaming or bidi) read into `out`.
+  function readAll(iterable, out, onMessage) {
+    return (async () => {
+      try {
+        for await (const resp of iterable) record(out, resp, onMessage);
+        out.code = 0;
+      } catch (e) {
+        if (out.cancelledByClient && out.code === null) out.code = NiceStatus.CANCELLED;
+        else fail(out, e);
+      }
+      return out;
+    })();
+  }
+
+  return {
+    async unary(req, opts = {}) {
+      const out = newOutcome();
+      try {
+        record(out, await client.unary(req, callOptions(opts, out)));
+        out.code = 0;
+      } catch (e) {
+        fail(out, e);
+      }
+      return out;
+    },
+    serverStream(req, opts = {}, onMessage) {
+      const out = newOutcome();
+      const ac = new AbortController();
+      const done = readAll(client.serverStream(req, callOptions(opts, out, ac.signal)), out, onMessage);
+      return { done, cancel() { out.cancelledByClient = true; ac.abort(); } };
+    },
+    async clientStream(reqs, opts = {}) {
+      const out = newOutcome();
+      async function* requests() {
+        for (const r of reqs) yield r;
+      }
+      try {
+        record(out, await client.clientStream(requests(), callOptions(opts, out)));
+        out.code = 0;
+      } catch (e) {
+        fail(out, e);
+      }
+      return out;
+    },
+    bidi(opts = {}) {
+      const out = newOutcome();
+      const ac = new AbortController();
+      const requests = pushable();
+      const handle = { onMessage: null };
+      const done = readAll(client.bidi(requests, callOptions(opts, out, ac.signal)), out,
+        (m, i) => { if (handle.onMessage) handle.onMessage(m, i); });
+      return Object.assign(handle, {
+        done,
+        send: (req) => requests.push(req),
+        end: () => requests.end(),
+        cancel() { out.cancelledByClient = true; ac.abort(); },
+      });
     },
   };
 }
@@ -382,6 +602,8 @@ export function makeClient(name, base, opts = {}) {
     case "connect-web": return connectClient(base, opts);
     case "improbable": return improbableClient(base, opts);
     case "protobuf-ts": return protobufTsClient(base, opts);
+    case "improbable-ws": return improbableClient(base, opts, true);
+    case "nice-grpc-ws": return niceGrpcClient(base);
     default: throw new Error(`unknown client ${name}`);
   }
 }

@@ -17,6 +17,8 @@ function need(kind, value, name) {
 
 export const EchoRequestSchema = need("message", registry.getMessage("portico.test.EchoRequest"), "EchoRequest");
 export const EchoResponseSchema = need("message", registry.getMessage("portico.test.EchoResponse"), "EchoResponse");
+const CancelQuerySchema = need("message", registry.getMessage("portico.test.CancelQuery"), "CancelQuery");
+const CancelInfoSchema = need("message", registry.getMessage("portico.test.CancelInfo"), "CancelInfo");
 export const EchoService = need("service", registry.getService("portico.test.Echo"), "portico.test.Echo");
 export const SERVICE_NAME = EchoService.typeName;
 
@@ -27,4 +29,18 @@ export function encodeRequest(init) {
 
 export function decodeResponse(bytes) {
   return fromBinary(EchoResponseSchema, bytes);
+}
+
+export function decodeRequest(bytes) {
+  return fromBinary(EchoRequestSchema, bytes);
+}
+
+// CancelStatus (the echo server's record of calls that carried an `id`): {id} → bytes, bytes →
+// {cancelled, finished, seen}.
+export function encodeCancelQuery(init) {
+  return toBinary(CancelQuerySchema, create(CancelQuerySchema, init));
+}
+
+export function decodeCancelInfo(bytes) {
+  return fromBinary(CancelInfoSchema, bytes);
 }

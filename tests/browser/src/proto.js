@@ -3,10 +3,12 @@
 // Two independent encoders, on purpose:
 //  * @bufbuild/protobuf v2, from the FileDescriptorSet that tests/upstream/echo_pb.py prints
 //    (echo-schema.js, shared with the demo page; the runner injects the set base64-encoded as
-//    __ECHO_FDS_B64__ at bundle time). Used by grpc-web, connect-web and improbable.
+//    __ECHO_FDS_B64__ at bundle time). Used by grpc-web, connect-web, improbable and
+//    nice-grpc-web.
 //  * @protobuf-ts/runtime MessageType with hand-written field info. Used by protobuf-ts.
 export {
-  EchoRequestSchema, EchoResponseSchema, EchoService, SERVICE_NAME, encodeRequest, decodeResponse,
+  EchoRequestSchema, EchoResponseSchema, EchoService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse,
+  encodeCancelQuery, decodeCancelInfo,
 } from "./echo-schema.js";
 import { MessageType, ScalarType } from "@protobuf-ts/runtime";
 import { ServiceType } from "@protobuf-ts/runtime-rpc";
