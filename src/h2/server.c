@@ -55,6 +55,7 @@ typedef struct st_h2stream_t {
     size_t num_hdrs;
     int head_error; /* HTTP status when the head was refused (431) */
     ptc_http_headers_param_t *hparam;
+    char *cors_origin; /* the allowed origin the CORS decision echoes: a copy, the head block goes back early */
 
     ptc_call_t *call;
     bool request_ended;
@@ -202,6 +203,7 @@ static void stream_free(h2stream_t *st, const char *reason)
     ptc_worker_head_block_release(conn->worker, &st->hb);
     ptc_snapshot_release(st->snap);
     free(st->hparam);
+    free(st->cors_origin);
     free(st->trailers);
     free(st->trailer_mem);
     evbuffer_free(st->out);
@@ -593,7 +595,19 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
         return;
     }
     ptc_request_handle(conn->worker, &st->super, &req, &st->hparam, &st->call);
-    /* nothing points into the head any more (ptc_request_t's slices end with the policy step) */
+    /* the CORS decision still points at the request's Origin: it must outlive the head block, which goes back
+     * to the worker now (a later stream's head is written into it) */
+    ptc_cors_decision_t *cors = &st->super.cors;
+    if (cors->origin.len != 0 && st->cors_origin == NULL) {
+        if ((st->cors_origin = malloc(cors->origin.len)) != NULL) {
+            memcpy(st->cors_origin, cors->origin.base, cors->origin.len);
+            cors->origin = ptc_iov(st->cors_origin, cors->origin.len);
+        } else {
+            cors->verdict = PTC_CORS_NONE; /* out of memory: no CORS fields rather than wrong ones */
+            cors->origin = ptc_iov("", 0);
+        }
+    }
+    /* nothing else points into the head any more (ptc_request_t's slices end with the policy step) */
     ptc_worker_head_block_release(conn->worker, &st->hb);
 }
 

@@ -769,9 +769,6 @@ def test_cors_over_h2(portico, echo_server):
     assert_serves(gw)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug, found by the browser case h2_request_stream: the CORS decision "
-                   "(ds->cors.origin) points into the stream's request-head block, which src/h2/server.c gives back "
-                   "to the worker right after the policy step; a later request's head reuses it")
 def test_cors_origin_of_a_late_response_head_over_h2(portico):
     """A response head written after another request's HEADERS arrived on the same connection (here a
     Trailers-Only answer 500 ms late; a gzip-deferred head or a ClientStream answered after its
