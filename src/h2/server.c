@@ -438,6 +438,25 @@ static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
     return value ? ptc_iov(st->hb.head + o->value, o->value_len) : ptc_iov(st->hb.head + o->name, o->name_len);
 }
 
+/*
+ * RFC 9113 §5.1.1: a HEADERS frame that would open a stream with an id lower than one already opened is a
+ * connection error PROTOCOL_ERROR. nghttp2 1.52 silently ignores such a header block, so we check the
+ * frame header ourselves: a HEADERS frame for a client stream id at or below the last one processed that
+ * names no live stream (not trailers for an open one) ends the connection with GOAWAY.
+ */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    h2conn_t *conn = user_data;
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id == 0 || (hd->stream_id & 1) == 0 ||
+        hd->stream_id > nghttp2_session_get_last_proc_stream_id(session) || nghttp2_session_find_stream(session, hd->stream_id) != NULL)
+        return 0;
+    ptc_log_info("h2 %s: HEADERS for stream %" PRId32 ", not above the last stream opened (%" PRId32 "): PROTOCOL_ERROR", conn->base.peer,
+                 hd->stream_id, nghttp2_session_get_last_proc_stream_id(session));
+    conn->goaway_sent = true;
+    nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     h2conn_t *conn = user_data;
@@ -831,6 +850,7 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     TAILQ_INIT(&conn->streams);
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);
     nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);

@@ -873,3 +873,34 @@ def test_nghttp_cli_unary(portico, tmp_path):
     assert trailers is not None and trailers["grpc-status"] == "0", out.stdout
     assert grpcweb.frame(EchoResponse.FromString(msgs[0])) in out.stdout or msgs[0] in out.stdout
     assert_serves(gw)
+
+
+def test_headers_with_a_lower_stream_id_is_a_connection_error(portico):
+    """RFC 9113 §5.1.1: a new stream id lower than one already opened → GOAWAY PROTOCOL_ERROR (nghttp2 alone
+    would ignore the header block and keep the connection)."""
+    import hpack
+    gw = portico()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    hdrs = [(":method", "POST"), (":path", "/portico.test.Echo/Unary"), (":scheme", "http"), (":authority", "x"),
+            ("content-type", "application/grpc-web+proto")]
+    conn.send_headers(3, hdrs)
+    sock.sendall(conn.data_to_send())
+    block = hpack.Encoder().encode(hdrs)  # stream 1, by hand: h2 itself refuses to send it
+    sock.sendall(len(block).to_bytes(3, "big") + bytes([0x1, 0x4]) + (1).to_bytes(4, "big") + block)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    frames, i = [], 0
+    while i + 9 <= len(data):
+        n = int.from_bytes(data[i:i + 3], "big")
+        frames.append((data[i + 3], data[i + 9:i + 9 + n]))
+        i += 9 + n
+    goaways = [p for t, p in frames if t == 7]
+    assert goaways and int.from_bytes(goaways[0][4:8], "big") == 1, frames  # PROTOCOL_ERROR
+    assert gw.wait_log(r"HEADERS for stream 1, not above the last stream opened \(3\): PROTOCOL_ERROR")
