@@ -532,6 +532,11 @@ const ptc__field_t ptc__websocket_fields[] = {
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
+const ptc__field_t ptc__metrics_fields[] = {
+    {"max_methods", PTC__FIELD_UINT32, offsetof(ptc_metrics_config_t, max_methods)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
 const ptc__field_t ptc__upstream_fields[] = {
     {"connect_timeout", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, connect_timeout_ms)},
     {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections)},
@@ -821,6 +826,8 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->log_level = PTC_LOG_INFO;
     cfg->watch = true;
     cfg->trace = (ptc_trace_config_t){.enabled = true, .sampled = false};
+    cfg->metrics.max_methods = 1000;
+    cfg->access_log.buffer_size = PTC_CONFIG_DEFAULT_ACCESS_LOG_BUFFER;
 
     if (ptc__request_id_init(&cfg->request_id) != 0 || (cfg->source = strdup("<default>")) == NULL ||
         (cfg->base_dir = strdup("")) == NULL || (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
@@ -873,6 +880,8 @@ void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src)
     dst->request_id = src->request_id;
     dst->request_id.header = NULL; /* the caller copies the strings */
     dst->trace = src->trace;
+    dst->metrics = src->metrics;
+    dst->access_log.buffer_size = src->access_log.buffer_size; /* the caller copies the strings */
 }
 
 void ptc_config_dispose(ptc_config_t *cfg)
@@ -899,6 +908,8 @@ void ptc_config_dispose(ptc_config_t *cfg)
     free(cfg->jwt_providers);
     ptc__jwt_requirement_dispose(&cfg->jwt_default);
     free(cfg->pid_file);
+    free(cfg->access_log.path);
+    free(cfg->access_log.format);
     free(cfg->base_dir);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1133,6 +1144,28 @@ static int validate_jwt_provider(const ptc_config_t *cfg, char *err, size_t errl
 }
 
 /* request ids, header rules, JWT */
+static int validate_access_log(const ptc_config_t *cfg, char *err, size_t errlen)
+{
+    const ptc_access_log_config_t *al = &cfg->access_log;
+    char why[256];
+    ptc_template_t t;
+    int ret;
+
+    if (al->path != NULL && al->path[0] == '\0')
+        return invalid(cfg, err, errlen, "access_log.path: must not be empty");
+    if (al->buffer_size < PTC_CONFIG_MIN_ACCESS_LOG_BUFFER || al->buffer_size > PTC_CONFIG_MAX_ACCESS_LOG_BUFFER)
+        return invalid(cfg, err, errlen, "access_log.buffer: must be between %u and %u bytes", PTC_CONFIG_MIN_ACCESS_LOG_BUFFER,
+                       PTC_CONFIG_MAX_ACCESS_LOG_BUFFER);
+    if (al->format == NULL || strcmp(al->format, PTC_ACCESS_LOG_JSON) == 0)
+        return 0;
+    if ((ret = ptc_template_parse_log(al->format, &t, why, sizeof(why))) == PTC_ENOMEM)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    ptc_template_dispose(&t);
+    if (ret != 0)
+        return invalid(cfg, err, errlen, "access_log.format: %s", why);
+    return 0;
+}
+
 static int validate_filters(const ptc_config_t *cfg, char *err, size_t errlen)
 {
     char prefix[64];
@@ -1271,7 +1304,10 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         return invalid(cfg, err, errlen, "admin.token: must not be empty");
     if (cfg->pid_file != NULL && cfg->pid_file[0] == '\0')
         return invalid(cfg, err, errlen, "pid_file: must not be empty");
-    return validate_filters(cfg, err, errlen);
+    if (cfg->metrics.max_methods > PTC_CONFIG_MAX_METHODS)
+        return invalid(cfg, err, errlen, "metrics.max_methods: must be between 0 and %d", PTC_CONFIG_MAX_METHODS);
+    int ret = validate_access_log(cfg, err, errlen);
+    return ret != 0 ? ret : validate_filters(cfg, err, errlen);
 }
 
 const ptc_route_config_t *ptc_config_match_route(const ptc_config_t *cfg, ptc_iovec_t path)

@@ -746,6 +746,19 @@ static void emit_config(emitter_t *e, const ptc_config_t *cfg)
     key_section(e, "timeouts", ptc__timeouts_fields, &cfg->timeouts);
     key_section(e, "compression", ptc__compression_fields, &cfg->compression);
     key_section(e, "websocket", ptc__websocket_fields, &cfg->websocket);
+    key_section(e, "metrics", ptc__metrics_fields, &cfg->metrics);
+    if (cfg->access_log.path != NULL) {
+        key_open(e, "access_log", true);
+        if (strcmp(cfg->access_log.path, PTC_ACCESS_LOG_STDERR) == 0)
+            key_str(e, "path", cfg->access_log.path);
+        else
+            key_path(e, "path", cfg->access_log.path);
+        key_str(e, "format", cfg->access_log.format != NULL ? cfg->access_log.format : PTC_ACCESS_LOG_JSON);
+        ptc__format_size(cfg->access_log.buffer_size, v, sizeof(v));
+        key(e, "buffer");
+        scalar(e, v, strlen(v), SCALAR_WORD);
+        end(e);
+    }
     if (cfg->cors.enabled)
         cors_policy(e, "cors", &cfg->cors);
     filters(e, cfg);
