@@ -22,6 +22,7 @@ void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, 
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->num_conns++;
+    PTC_STAT_INC(w->metrics.conns_opened);
 }
 
 void ptc_conn_unregister(ptc_conn_t *c)
@@ -29,6 +30,7 @@ void ptc_conn_unregister(ptc_conn_t *c)
     ptc_worker_t *w = c->worker;
     TAILQ_REMOVE(&w->conns, c, link);
     w->num_conns--;
+    PTC_STAT_INC(w->metrics.conns_closed);
     ptc_snapshot_release(c->snap);
     c->snap = NULL;
     ptc_worker_on_conn_closed(w);
