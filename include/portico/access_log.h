@@ -72,8 +72,15 @@ bool ptc_access_log_same(const ptc_access_log_t *l, const ptc_access_log_config_
 int ptc_access_log_reopen(ptc_access_log_t *l, char *err, size_t errlen) PTC_WARN_UNUSED;
 /* Worker `worker`'s ring: appends a whole line (with its '\n'); false when it was dropped. Never blocks. */
 bool ptc_access_log_append(ptc_access_log_t *l, size_t worker, const char *line, size_t len);
-/* Totals over every sink of the process: bytes written, failed writes (lines lost), reopens. */
-void ptc_access_log_totals(uint64_t *bytes, uint64_t *write_errors, uint64_t *reopens);
+/* Totals over every sink of the process. */
+typedef struct st_ptc_access_log_totals_t {
+    uint64_t bytes;        /* written to the outputs */
+    uint64_t write_errors; /* failed writes */
+    uint64_t lost;         /* lines queued that never reached the output: failed writes, or an output still stalled
+                            * when its sink was let go (dropped lines, whose ring was full, are counted by the workers) */
+    uint64_t reopens;
+} ptc_access_log_totals_t;
+void ptc_access_log_totals(ptc_access_log_totals_t *t);
 /* Waits up to timeout_ms for the writers of released sinks to finish (at exit); false when one did not. */
 bool ptc_access_log_wait_all(int timeout_ms);
 

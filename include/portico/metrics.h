@@ -155,7 +155,7 @@ typedef struct st_ptc_metrics_source_t {
 /* What the control thread adds: configuration, access log writer, process figures. */
 typedef struct st_ptc_metrics_process_t {
     uint64_t config_version, reloads_ok, reloads_failed;
-    uint64_t access_log_bytes, access_log_write_errors, access_log_reopens; /* summed over the writers */
+    uint64_t access_log_bytes, access_log_write_errors, access_log_lost, access_log_reopens; /* summed over the writers */
     size_t workers;
     bool have_proc; /* the figures below were read */
     double cpu_seconds, start_time_seconds;

@@ -135,6 +135,7 @@ struct st_ptc_call_t {
     uint64_t upstream_start_us; /* monotonic: the upstream stream was asked for; 0: never */
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
     ptc_iovec_t final_message; /* set with final_status; valid until finish_downstream() returns */
+    bool final_message_encoded; /* it is the upstream's grpc-message, percent-encoded */
     bool recorded;
     char upstream_host[80]; /* the endpoint that answered (access log only) */
 };
@@ -576,6 +577,10 @@ static void record_end(ptc_call_t *call)
     ptc_metrics_call_ended(&w->metrics, &r);
     if (al == NULL)
         return;
+    char decoded[PTC_ACCESS_LOG_VALUE_MAX];
+    ptc_iovec_t message = call->final_message;
+    if (call->final_message_encoded)
+        message = ptc_iov(decoded, ptc_grpc_message_decode(decoded, sizeof(decoded), message));
     ptc_access_entry_t e = {
         .start_us = ptc_access_log_wall_us(call->start_us, now),
         .info = &call->info,
@@ -585,7 +590,7 @@ static void record_end(ptc_call_t *call)
         .protocol = ptc_proto_names[r.proto],
         .transport = ptc_transport_names[r.transport],
         .grpc_status = call->final_status,
-        .grpc_message = call->final_message,
+        .grpc_message = message,
         .http_status = r.http_status,
         .bytes_in = r.bytes_in,
         .bytes_out = r.bytes_out,
@@ -622,6 +627,7 @@ static void log_done(ptc_call_t *call, int status, ptc_iovec_t message)
 {
     call->final_status = status;
     call->final_message = message;
+    call->final_message_encoded = false;
     if (status == PTC_GRPC_OK)
         ptc_log_debug(CALL_FMT ": OK in %" PRIu64 " ms", CALL_ARGS(call), (ptc_now_us() - call->start_us) / 1000);
     else
@@ -897,6 +903,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
                 return;
             }
             log_done(call, st, msg.value);
+            call->final_message_encoded = true;
             send_head(call, true);
             finish_downstream(call);
             return;
@@ -961,6 +968,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     ptc_header_t msg = {{"", 0}, {"", 0}};
     hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
     log_done(call, st, msg.value);
+    call->final_message_encoded = true;
     send_trailers(call, tv, n);
     if (tv != stack)
         free(tv);

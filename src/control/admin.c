@@ -314,16 +314,17 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
     } while (0);
     PTC_FILTER_STATS_MAP(XX)
 #undef XX
-    uint64_t lines = 0, dropped = 0, bytes, errors, reopens;
+    uint64_t lines = 0, dropped = 0;
+    ptc_access_log_totals_t t;
     for (size_t i = 0; i < ctl->nworkers && ctl->workers != NULL; i++) {
         lines += atomic_load_explicit(&ctl->workers[i].metrics.access_log_lines, memory_order_relaxed);
         dropped += atomic_load_explicit(&ctl->workers[i].metrics.access_log_dropped, memory_order_relaxed);
     }
-    ptc_access_log_totals(&bytes, &errors, &reopens);
+    ptc_access_log_totals(&t);
     evbuffer_add_printf(b,
-                        "}, \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"bytes\": %" PRIu64
-                        ", \"write_errors\": %" PRIu64 ", \"reopens\": %" PRIu64 "}",
-                        ctl->snap->access_log != NULL ? "true" : "false", lines, dropped, bytes, errors, reopens);
+                        "}, \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"lost\": %" PRIu64
+                        ", \"bytes\": %" PRIu64 ", \"write_errors\": %" PRIu64 ", \"reopens\": %" PRIu64 "}",
+                        ctl->snap->access_log != NULL ? "true" : "false", lines, dropped, t.lost, t.bytes, t.write_errors, t.reopens);
     evbuffer_add_printf(b, ", \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
     reply(req, 200, "application/json", b);
     evbuffer_free(b);

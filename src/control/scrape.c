@@ -38,7 +38,12 @@ void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req)
     }
     for (size_t i = 0; i < n; i++)
         src[i] = (ptc_metrics_source_t){&ctl->workers[i].metrics, &ctl->workers[i].filter_stats};
-    ptc_access_log_totals(&p.access_log_bytes, &p.access_log_write_errors, &p.access_log_reopens);
+    ptc_access_log_totals_t t;
+    ptc_access_log_totals(&t);
+    p.access_log_bytes = t.bytes;
+    p.access_log_write_errors = t.write_errors;
+    p.access_log_lost = t.lost;
+    p.access_log_reopens = t.reopens;
     ptc_metrics_read_process(&p);
     if (ptc_metrics_render(b, src, n, &p, om) != 0) {
         free(src);

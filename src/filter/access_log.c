@@ -95,16 +95,30 @@ struct st_ptc_access_log_t {
     bool failing;          /* the last write failed (logged once per streak) */
 };
 
-static atomic_uint_fast64_t total_bytes, total_errors, total_reopens;
+static atomic_uint_fast64_t total_bytes, total_errors, total_lost, total_reopens;
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t live_cond = PTHREAD_COND_INITIALIZER;
 static size_t live_writers;
 
-void ptc_access_log_totals(uint64_t *bytes, uint64_t *write_errors, uint64_t *reopens)
+void ptc_access_log_totals(ptc_access_log_totals_t *t)
 {
-    *bytes = atomic_load(&total_bytes);
-    *write_errors = atomic_load(&total_errors);
-    *reopens = atomic_load(&total_reopens);
+    t->bytes = atomic_load(&total_bytes);
+    t->write_errors = atomic_load(&total_errors);
+    t->lost = atomic_load(&total_lost);
+    t->reopens = atomic_load(&total_reopens);
+}
+
+/* Lines in bytes that will never be written. */
+static size_t lines_in(const ptc_iovec_t *piece, size_t npieces, size_t n)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < npieces && n > 0; i++) {
+        size_t len = PTC_MIN(piece[i].len, n);
+        for (const char *p = piece[i].base; (p = memchr(p, '\n', (size_t)(piece[i].base + len - p))) != NULL; p++)
+            lines++;
+        n -= len;
+    }
+    return lines;
 }
 
 bool ptc_access_log_wait_all(int timeout_ms)
@@ -208,6 +222,7 @@ static ssize_t write_ring(ptc_access_log_t *l, ptc_log_ring_t *r)
             ptc_log_warn("access log %s: write failed: %s; lines are lost until it works again", l->path, strerror(errno));
         l->failing = true;
         atomic_fetch_add(&total_errors, 1);
+        atomic_fetch_add(&total_lost, lines_in(piece, 2, lost));
         ptc_log_ring_consume(r, lost);
         return (ssize_t)lost;
     }
@@ -275,11 +290,12 @@ static void *writer_main(void *arg)
     size_t left = 0;
     for (size_t i = 0; i < l->nrings; i++) {
         ptc_iovec_t piece[2];
-        left += ptc_log_ring_peek(&l->rings[i], piece) != 0;
+        size_t n = ptc_log_ring_peek(&l->rings[i], piece);
+        left += lines_in(piece, 2, n);
     }
     if (left != 0) {
-        atomic_fetch_add(&total_errors, left);
-        ptc_log_warn("access log %s: the output did not take the last lines in %d ms; they are lost", l->path, STOP_FLUSH_MS);
+        atomic_fetch_add(&total_lost, left);
+        ptc_log_warn("access log %s: the output did not take the last %zu lines in %d ms; they are lost", l->path, left, STOP_FLUSH_MS);
     }
     sink_free(l);
     pthread_mutex_lock(&live_lock);
@@ -479,7 +495,7 @@ size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
         len += n;
         p += adv;
     }
-    if (cut) {
+    if (cut && cap - 1 >= sizeof(ellipsis) - 1) {
         /* whole pieces go until the ellipsis fits (pieces are at most 6 bytes: 8 remembered are enough) */
         for (size_t back = 1; len + sizeof(ellipsis) - 1 > cap - 1 && back <= PTC_MIN(pieces, PTC_ARRAY_SIZE(starts)); back++)
             len = starts[(pieces - back) % PTC_ARRAY_SIZE(starts)];

@@ -767,8 +767,11 @@ static void render_process(render_t *r, const ptc_metrics_process_t *p)
     counter(r, "portico_config_reloads", &l, p->reloads_failed);
     family(r, "portico_access_log_bytes", "counter", "Bytes of access-log lines written.");
     counter(r, "portico_access_log_bytes", NULL, p->access_log_bytes);
-    family(r, "portico_access_log_write_errors", "counter", "Failed writes to the access log (the lines are lost).");
+    family(r, "portico_access_log_write_errors", "counter", "Failed writes to the access log.");
     counter(r, "portico_access_log_write_errors", NULL, p->access_log_write_errors);
+    family(r, "portico_access_log_lost", "counter",
+           "Access-log lines queued but never written (failed writes, or an output still stalled when its sink was let go).");
+    counter(r, "portico_access_log_lost", NULL, p->access_log_lost);
     family(r, "portico_access_log_reopens", "counter", "Times the access log file was reopened (SIGUSR1).");
     counter(r, "portico_access_log_reopens", NULL, p->access_log_reopens);
     if (!p->have_proc)
