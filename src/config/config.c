@@ -8,6 +8,14 @@
  *   health_path: /healthz      # must start with '/'
  *   watch: true                # reload when the configuration file changes; default true
  *   pid_file: portico.pid      # write the process id here; default (or ~): none
+ *   metrics:                   # GET /metrics on the admin listener
+ *     max_methods: 1000          # method paths counted one by one per worker, 0..65536 (default 1000); the rest share
+ *                                # grpc_method="other"
+ *   access_log:                # one line per call and per local answer; default (or ~): none
+ *     path: access.log           # required: a file (appended to, created 0644; resolved like pid_file) or "-" (stderr)
+ *     format: json               # json (default) or a template: the header-rule variables and the log variables
+ *                                # of include/portico/template.h ("%START_TIME% %PATH% %GRPC_STATUS%")
+ *     buffer: 256KiB             # per worker: lines waiting for the writer; 16KiB..1GiB (default 256KiB)
  *   admin:                     # the admin HTTP API (read and edit the live configuration); ~ = none (the default)
  *     address: 127.0.0.1:9901  # where it listens; absent: no admin listener (unless --admin gives one)
  *     token_file: admin.token  # the bearer token: this file's contents without surrounding whitespace, read while
@@ -130,11 +138,11 @@
  *       native_filters: true       # header rules and JWT run for native gRPC clients too; default true
  *
  * Rules:
- *  - A file without `listeners` keeps the current listeners, and one without `admin` the current admin
- *    settings. Without `upstreams` it keeps the current upstreams, and its routes (if any) may name them
- *    (e.g. `upstream: default`); without `routes` as well it keeps the current routes. With `upstreams` but
- *    no `routes`, a single upstream gets a catch-all route (prefix "/"); several upstreams without routes are
- *    an error. Other keys override one by one.
+ *  - A file without `listeners` keeps the current listeners, one without `admin` the current admin
+ *    settings, and one without `access_log` the current access log. Without `upstreams` it keeps the current
+ *    upstreams, and its routes (if any) may name them (e.g. `upstream: default`); without `routes` as well it
+ *    keeps the current routes. With `upstreams` but no `routes`, a single upstream gets a catch-all route
+ *    (prefix "/"); several upstreams without routes are an error. Other keys override one by one.
  *  - Routes are matched exact paths first, then prefixes longest first (equal lengths keep file order);
  *    the first match wins. Matching is byte-wise and case-sensitive on the path without its query.
  *  - A `cors` section (top level or in a route) is a whole policy: keys it does not give take the defaults

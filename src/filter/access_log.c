@@ -434,6 +434,12 @@ const ptc_template_t *ptc_access_log_template(const ptc_access_log_t *l)
 
 /* ---- lines ---- */
 
+/* Bytes a JSON string carries as they are: printable ASCII but '"' and '\'. */
+static bool json_plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
 {
     static const char hex[] = "0123456789abcdef", ellipsis[] = "\\u2026";
@@ -444,6 +450,27 @@ size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
     if (cap == 0)
         return 0;
     while (p < end) {
+        /* the common case: a run of plain ASCII, copied at once (each byte a piece of its own) */
+        const unsigned char *run = p;
+        while (p < end && json_plain(*p))
+            p++;
+        if (p != run) {
+            size_t n = (size_t)(p - run), room = cap - 1 - len;
+            if (n > room) {
+                n = room;
+                p = run + n;
+                cut = true;
+            }
+            memcpy(out + len, run, n);
+            for (size_t i = n > PTC_ARRAY_SIZE(starts) ? n - PTC_ARRAY_SIZE(starts) : 0; i < n; i++)
+                starts[pieces++ % PTC_ARRAY_SIZE(starts)] = len + i;
+            len += n;
+            if (len == cap - 1 && p < end) {
+                cut = true;
+                break;
+            }
+            continue;
+        }
         char esc[8];
         const char *piece = (const char *)p;
         uint32_t c;
@@ -546,28 +573,64 @@ static void put_cstr(line_t *l, const char *key, const char *s)
     put_str(l, key, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
 }
 
+/* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen
+ * numbers: snprintf would cost more than the rest of the line. */
+static size_t u64_text(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static void put_u64(line_t *l, const char *key, uint64_t v)
 {
-    char num[32];
+    char num[20];
     puts_(l, key);
-    put(l, num, (size_t)snprintf(num, sizeof(num), "%" PRIu64, v));
+    put(l, num, u64_text(num, v));
 }
 
-/* Milliseconds with microsecond digits: "2.345". */
-static size_t ms_text(char *buf, size_t len, uint64_t us)
+/* Milliseconds with microsecond digits: "2.345" (buf: at least 24 bytes, no NUL). */
+static size_t ms_text(char *buf, uint64_t us)
 {
-    int n = snprintf(buf, len, "%" PRIu64 ".%03" PRIu64, us / 1000, us % 1000);
-    return n > 0 ? PTC_MIN((size_t)n, len - 1) : 0;
+    size_t n = u64_text(buf, us / 1000);
+    buf[n++] = '.';
+    buf[n++] = (char)('0' + us / 100 % 10);
+    buf[n++] = (char)('0' + us / 10 % 10);
+    buf[n++] = (char)('0' + us % 10);
+    return n;
 }
 
+/* RFC 3339 UTC with milliseconds (buf: 32 bytes). The part down to the second changes once a second: each
+ * thread keeps the last one it formatted. */
 static size_t time_text(char *buf, size_t len, uint64_t us)
 {
-    time_t secs = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    int n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (unsigned)(us / 1000 % 1000));
-    return n > 0 ? PTC_MIN((size_t)n, len - 1) : 0;
+    static __thread uint64_t cached_sec = UINT64_MAX;
+    static __thread char cached[64];
+    static __thread size_t cached_len;
+    uint64_t sec = us / 1000000, ms = us / 1000 % 1000;
+    if (sec != cached_sec) {
+        time_t secs = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        int n = snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                         tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_len = n > 0 ? PTC_MIN((size_t)n, sizeof(cached) - 1) : 0;
+        cached_sec = sec;
+    }
+    size_t n = PTC_MIN(cached_len, len - 6);
+    memcpy(buf, cached, n);
+    buf[n++] = '.';
+    buf[n++] = (char)('0' + ms / 100);
+    buf[n++] = (char)('0' + ms / 10 % 10);
+    buf[n++] = (char)('0' + ms % 10);
+    buf[n++] = 'Z';
+    return n;
 }
 
 static ssize_t jwt_sub(const ptc_access_entry_t *e, char *buf, size_t len)
@@ -615,11 +678,11 @@ static void format_json(line_t *l, const ptc_access_entry_t *e)
     put_u64(l, ",\"messages_out\":", e->msgs_out);
     puts_(l, ",\"ttfb_ms\":");
     if (e->ttfb_us >= 0)
-        put(l, buf, ms_text(buf, sizeof(buf), (uint64_t)e->ttfb_us));
+        put(l, buf, ms_text(buf, (uint64_t)e->ttfb_us));
     else
         puts_(l, "null");
     puts_(l, ",\"duration_ms\":");
-    put(l, buf, ms_text(buf, sizeof(buf), e->duration_us));
+    put(l, buf, ms_text(buf, e->duration_us));
     put_cstr(l, ",\"upstream\":", info != NULL ? info->upstream : NULL);
     put_cstr(l, ",\"upstream_host\":", e->upstream_host);
     put_cstr(l, ",\"route\":", info != NULL && info->route != NULL ? info->route->path : NULL);
@@ -648,8 +711,7 @@ static ptc_iovec_t cstr(const char *s)
 
 static ptc_iovec_t num(source_t *s, uint64_t v)
 {
-    int n = snprintf(s->buf, sizeof(s->buf), "%" PRIu64, v);
-    return ptc_iov(s->buf, n > 0 ? (size_t)n : 0);
+    return ptc_iov(s->buf, u64_text(s->buf, v));
 }
 
 static ptc_iovec_t source_get(void *arg, ptc_template_var_t kind, ptc_iovec_t name)
@@ -716,9 +778,9 @@ static ptc_iovec_t source_get(void *arg, ptc_template_var_t kind, ptc_iovec_t na
     case PTC_TEMPLATE_MESSAGES_OUT:
         return num(s, e->msgs_out);
     case PTC_TEMPLATE_TTFB_MS:
-        return e->ttfb_us >= 0 ? ptc_iov(s->buf, ms_text(s->buf, sizeof(s->buf), (uint64_t)e->ttfb_us)) : PTC_STRLIT("-");
+        return e->ttfb_us >= 0 ? ptc_iov(s->buf, ms_text(s->buf, (uint64_t)e->ttfb_us)) : PTC_STRLIT("-");
     case PTC_TEMPLATE_DURATION_MS:
-        return ptc_iov(s->buf, ms_text(s->buf, sizeof(s->buf), e->duration_us));
+        return ptc_iov(s->buf, ms_text(s->buf, e->duration_us));
     case PTC_TEMPLATE_UPSTREAM_HOST:
         return cstr(e->upstream_host);
     case PTC_TEMPLATE_KIND:

@@ -170,6 +170,25 @@ static void test_format(void **state)
                               "\"bytes_in\":0,\"bytes_out\":0,\"messages_in\":0,\"messages_out\":0,\"ttfb_ms\":null,"
                               "\"duration_ms\":0.000,\"upstream\":null,\"upstream_host\":null,\"route\":null,\"jwt_sub\":null}\n");
 
+    /* the time down to the second is kept per thread: the next second, and back, are formatted anew */
+    static const struct {
+        uint64_t start_us, duration_us;
+        const char *time, *duration;
+    } times[] = {
+        {1700000000999999ull, 0, "\"time\":\"2023-11-14T22:13:20.999Z\"", "\"duration_ms\":0.000,"},
+        {1700000001000000ull, 999, "\"time\":\"2023-11-14T22:13:21.000Z\"", "\"duration_ms\":0.999,"},
+        {1700000001001000ull, 1000, "\"time\":\"2023-11-14T22:13:21.001Z\"", "\"duration_ms\":1.000,"},
+        {1700000000000000ull, UINT64_MAX, "\"time\":\"2023-11-14T22:13:20.000Z\"", "\"duration_ms\":18446744073709551.615,"},
+    };
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        e.start_us = times[i].start_us;
+        e.duration_us = times[i].duration_us;
+        n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+        line[n] = '\0';
+        assert_non_null(strstr(line, times[i].time));
+        assert_non_null(strstr(line, times[i].duration));
+    }
+
     /* long values are cut: a line always ends with its '\n' and stays JSON */
     char big[4000];
     memset(big, '"', sizeof(big) - 1);
