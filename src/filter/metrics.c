@@ -238,7 +238,12 @@ void ptc_metrics_read_process(ptc_metrics_process_t *p)
     long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
     if (tick <= 0 || page <= 0)
         return;
-    p->cpu_seconds = (double)(utime + stime) / (double)tick;
+    /* CPU time from getrusage: microseconds, where /proc counts ticks (10 ms) */
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        p->cpu_seconds = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    else
+        p->cpu_seconds = (double)(utime + stime) / (double)tick;
     p->virtual_bytes = vsize;
     p->resident_bytes = rss > 0 ? (uint64_t)rss * (uint64_t)page : 0;
 
@@ -777,7 +782,7 @@ static void render_process(render_t *r, const ptc_metrics_process_t *p)
     if (!p->have_proc)
         return;
     family(r, "process_cpu_seconds", "counter", "Total user and system CPU time spent in seconds.");
-    printf_(r, "process_cpu_seconds_total %.2f\n", p->cpu_seconds);
+    printf_(r, "process_cpu_seconds_total %.6f\n", p->cpu_seconds);
     family(r, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
     sample_u(r, "process_resident_memory_bytes", "", NULL, p->resident_bytes);
     family(r, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");

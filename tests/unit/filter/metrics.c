@@ -335,6 +335,42 @@ static void test_openmetrics(void **state)
     assert_false(ptc_metrics_wants_openmetrics("*/*"));
 }
 
+static void test_process(void **state)
+{
+    (void)state;
+    /* this process, read from /proc/self and getrusage: CPU time at microsecond resolution */
+    ptc_metrics_process_t p = {.workers = 1};
+    for (volatile unsigned i = 0; i < 20000000u; i++)
+        ;
+    ptc_metrics_read_process(&p);
+    assert_true(p.have_proc);
+    assert_true(p.cpu_seconds > 0.0 && p.cpu_seconds < 600.0);
+    assert_true(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
+    assert_true(p.open_fds >= 3 && p.open_fds < p.max_fds);
+    assert_true(p.start_time_seconds > 1.6e9);
+
+    p = (ptc_metrics_process_t){.workers = 1, .have_proc = true, .cpu_seconds = 0.001234, .start_time_seconds = 1700000000.5,
+                                .resident_bytes = 4096, .virtual_bytes = 8192, .open_fds = 9, .max_fds = 1024};
+    struct evbuffer *b = evbuffer_new();
+    ptc_worker_metrics_t *w = metrics_new();
+    ptc_metrics_source_t src = {w, NULL};
+    assert_int_equal(ptc_metrics_render(b, &src, 1, &p, false), 0);
+    size_t len = evbuffer_get_length(b);
+    char *t = calloc(1, len + 1);
+    assert_non_null(t);
+    evbuffer_remove(b, t, len);
+    assert_line(t, "# TYPE process_cpu_seconds_total counter");
+    assert_line(t, "process_cpu_seconds_total 0.001234");
+    assert_line(t, "process_resident_memory_bytes 4096");
+    assert_line(t, "process_virtual_memory_bytes 8192");
+    assert_line(t, "process_open_fds 9");
+    assert_line(t, "process_max_fds 1024");
+    assert_line(t, "process_start_time_seconds 1700000000.50");
+    free(t);
+    evbuffer_free(b);
+    metrics_free(w);
+}
+
 static void test_code_names(void **state)
 {
     (void)state;
@@ -350,7 +386,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_label),      cmocka_unit_test(test_histogram_buckets),  cmocka_unit_test(test_sum_across_workers),
         cmocka_unit_test(test_cardinality),       cmocka_unit_test(test_upstreams_and_local), cmocka_unit_test(test_openmetrics),
-        cmocka_unit_test(test_code_names),
+        cmocka_unit_test(test_code_names),        cmocka_unit_test(test_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
