@@ -20,7 +20,7 @@ import echo_pb
 import grpcweb
 from conftest import free_port
 from echo_pb import EchoRequest
-from wsclient import GrpcWs
+from wsclient import GrpcWs, H2Tunnel, H2WebSocket
 
 SVC = "portico.test.Echo"
 UNARY, STREAM = f"/{SVC}/Unary", f"/{SVC}/ServerStream"
@@ -131,8 +131,18 @@ def test_json_lines_for_each_kind(portico, tmp_path, echo_server):
                        response_deserializer=echo_pb.EchoResponse.FromString)(EchoRequest(message="n"), timeout=10,
                                                                               metadata=[("x-request-id", "rid-10")])
 
-    lines = read_lines(log, 10)
-    assert len(lines) == 10, lines
+    # 11 WebSocket over HTTP/2 (extended CONNECT)
+    tunnel = H2Tunnel(gw.port)
+    try:
+        c = GrpcWs(gw.port, UNARY, {"x-request-id": "rid-11"}, origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        c.send(EchoRequest(message="ws2"))
+        c.end()
+        assert c.finish().status == 0
+    finally:
+        tunnel.close()
+
+    lines = read_lines(log, 11)
+    assert len(lines) == 11, lines
     entries = [json.loads(line) for line in lines]
     for e in entries:
         assert list(e) == KEYS  # one schema: every key on every line
@@ -168,11 +178,15 @@ def test_json_lines_for_each_kind(portico, tmp_path, echo_server):
     assert bad["jwt_sub"] is None and "invalid token" in bad["grpc_message"]
     ws = by["rid-9"]
     assert (ws["transport"], ws["protocol"], ws["grpc_status"], ws["messages_out"]) == ("websocket", "grpc-web", 0, 1)
+    ws2 = by["rid-11"]
+    assert (ws2["transport"], ws2["protocol"], ws2["http_method"], ws2["grpc_status"]) == ("websocket", "grpc-web", "POST", 0)
+    assert (ws2["messages_in"], ws2["messages_out"], ws2["origin"]) == (1, 1, ORIGIN)
+    assert ws2["bytes_in"] == len(grpcweb.frame(EchoRequest(message="ws2")))
     nat = by["rid-10"]
     assert (nat["transport"], nat["protocol"], nat["encoding"], nat["grpc_status"]) == ("h2", "grpc", "binary", 0)
 
     st = status(gw)["access_log"]
-    assert st["enabled"] is True and st["lines"] == 10 and st["dropped"] == 0 and st["lost"] == 0
+    assert st["enabled"] is True and st["lines"] == 11 and st["dropped"] == 0 and st["lost"] == 0
 
 
 def test_template_and_reload(portico, tmp_path):

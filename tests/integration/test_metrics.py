@@ -19,10 +19,10 @@ import echo_pb
 import grpcweb
 from conftest import free_port
 from echo_pb import EchoRequest
-from wsclient import GrpcWs
+from wsclient import GrpcWs, H2Tunnel, H2WebSocket
 
 SVC = "portico.test.Echo"
-UNARY, STREAM = f"/{SVC}/Unary", f"/{SVC}/ServerStream"
+UNARY, STREAM, BIDI = f"/{SVC}/Unary", f"/{SVC}/ServerStream", f"/{SVC}/Bidi"
 ORIGIN = "https://app.example"
 
 CONFIG = """
@@ -153,6 +153,18 @@ def test_scripted_mix(portico, echo_server):
     c.finish()
     assert c.status == 0
     ws_bytes = len(grpcweb.frame(EchoRequest(message="ws")))
+    # a WebSocket over HTTP/2 (RFC 8441 extended CONNECT): a bidi call of two messages each way
+    tunnel = H2Tunnel(gw.port)
+    try:
+        c = GrpcWs(gw.port, BIDI, origin=ORIGIN, transport=H2WebSocket, tunnel=tunnel).open()
+        for i in range(2):
+            c.send(EchoRequest(message=f"b{i}"))
+            assert c.read_until(lambda c, n=i + 1: len(c.messages) >= n)
+        c.end()
+        assert c.finish().status == 0 and len(c.messages) == 2
+    finally:
+        tunnel.close()
+    ws_bytes += 2 * len(grpcweb.frame(EchoRequest(message="b0")))
     # gRPC-Web over HTTP/2, and native gRPC over HTTP/2 (grpcio)
     r = grpcweb.h2_request(gw.port, [(":method", "POST"), (":path", UNARY), (":scheme", "http"), (":authority", "gw"),
                                      ("content-type", "application/grpc-web+proto")], grpcweb.frame(EchoRequest(message="h2")))
@@ -162,8 +174,9 @@ def test_scripted_mix(portico, echo_server):
                              response_deserializer=echo_pb.EchoResponse.FromString)(EchoRequest(message="native"), timeout=10)
         assert out.message == "native"
 
-    m = wait_metric(gw, lambda m: m.get("grpc_server_handled_total", grpc_code="Canceled", **meth("Unary", "unary")) == 1)
-    u, s = meth("Unary", "unary"), meth("ServerStream", "server_stream")
+    m = wait_metric(gw, lambda m: m.get("grpc_server_handled_total", grpc_code="Canceled", **meth("Unary", "unary")) == 1 and
+                    m.get("portico_connections_active") == 0)
+    u, s, b = meth("Unary", "unary"), meth("ServerStream", "server_stream"), meth("Bidi", "bidi_stream")
     # per method, go-grpc-prometheus names and labels; the type learned from the calls
     assert m.get("grpc_server_started_total", **u) == 10
     assert m.get("grpc_server_handled_total", grpc_code="OK", **u) == 7
@@ -177,22 +190,35 @@ def test_scripted_mix(portico, echo_server):
     assert m.get("grpc_server_started_total", **s) == 1
     assert m.get("grpc_server_handled_total", grpc_code="OK", **s) == 1
     assert m.get("grpc_server_msg_sent_total", **s) == 3
+    # two messages each way: the Bidi method was learned as bidi_stream
+    assert m.get("grpc_server_started_total", **b) == 1
+    assert m.get("grpc_server_handled_total", grpc_code="OK", **b) == 1
+    assert (m.get("grpc_server_msg_received_total", **b), m.get("grpc_server_msg_sent_total", **b)) == (2, 2)
     # the refused origin made no call; the path without a route made no method series at all
     assert not any(dict(k).get("grpc_service") == "nowhere.Svc" for k in m.series("grpc_server_started_total"))
-    assert set(dict(k)["grpc_method"] for k in m.series("grpc_server_started_total")) == {"Unary", "ServerStream"}
+    assert set(dict(k)["grpc_method"] for k in m.series("grpc_server_started_total")) == {"Unary", "ServerStream", "Bidi"}
     # the gateway's latency by transport and protocol (its count is the calls), bytes as the clients sent them
     calls = {(dict(k)["transport"], dict(k)["protocol"]): v for k, v in m.series("portico_call_duration_seconds_count").items()}
-    assert calls == {("http1", "grpc-web"): 7, ("http1", "grpc-web-text"): 1, ("websocket", "grpc-web"): 1,
+    assert calls == {("http1", "grpc-web"): 7, ("http1", "grpc-web-text"): 1, ("websocket", "grpc-web"): 2,
                      ("h2", "grpc-web"): 1, ("h2", "grpc"): 1}
     assert m.get("portico_request_bytes_total", transport="http1", protocol="grpc-web") == body_bytes["http1"]
     assert m.get("portico_request_bytes_total", transport="http1", protocol="grpc-web-text") == body_bytes["text"]
     assert m.get("portico_request_bytes_total", transport="websocket", protocol="grpc-web") == ws_bytes
     assert m.get("portico_response_messages_total", transport="http1", protocol="grpc-web") == 6
     assert m.get("portico_response_bytes_total", transport="websocket", protocol="grpc-web") > 0
-    assert m.get("portico_upstream_duration_seconds_count", upstream="echo") == 11
+    assert m.get("portico_response_messages_total", transport="websocket", protocol="grpc-web") == 3
+    assert m.get("portico_upstream_duration_seconds_count", upstream="echo") == 12
     assert m.get("portico_upstream_connect_failures_total", upstream="echo") == 0
-    assert m.get("portico_upstream_connects_total", upstream="echo") >= 1
+    connects = m.get("portico_upstream_connects_total", upstream="echo")
+    assert 1 <= connects <= 2  # one pool per worker
+    assert m.get("portico_upstream_connections", upstream="echo", state="ready") == connects
+    assert m.get("portico_upstream_connections", upstream="echo", state="connecting") == 0
     assert m.get("portico_calls_active") == 0
+    # every client connection closed; accepted: the fixture's wait for the port, 8 grpcweb.call()s, the cancelled
+    # call's, the preflight's (the refused origin's too), the health check's, the WebSocket upgrade's, the HTTP/2
+    # tunnel's, h2_request's, grpcio's
+    assert m.get("portico_connections_active") == 0
+    assert m.get("portico_connections_total") == 16
     # answers the gateway made itself
     assert m.get("portico_local_responses_total", status="204") == 1
     assert m.get("portico_local_responses_total", status="403") == 1
@@ -201,17 +227,20 @@ def test_scripted_mix(portico, echo_server):
     # filter outcomes (the per-worker counters /status shows too)
     assert m.get("portico_cors_preflights_total") == 1
     assert m.get("portico_cors_denied_total") == 1
-    assert m.get("portico_cors_allowed_total") == 2  # the HTTP call and the WebSocket call from the allowed origin
+    assert m.get("portico_cors_allowed_total") == 3  # the HTTP call and the two WebSockets from the allowed origin
     assert m.get("portico_health_total") == 1
-    assert m.get("portico_websocket_upgrades_total") == 1
-    assert m.get("portico_request_id_generated_total") == 12  # the 11 calls and the request without a route
+    assert m.get("portico_websocket_upgrades_total") == 2  # an HTTP/1.1 upgrade and an extended CONNECT
+    assert m.get("portico_websocket_refused_total") == 0
+    assert m.get("portico_request_id_generated_total") == 13  # the 12 calls and the request without a route
     # the configuration in service and the process
     assert m.get("portico_config_version") == 1
     assert m.get("portico_config_reloads_total", result="ok") == 0
     assert m.get("portico_workers") == 2
     assert m.get("portico_build_info", version=m.families["portico_build_info"].samples[0].labels["version"]) == 1
     assert m.get("process_resident_memory_bytes") > 1 << 20
-    assert m.get("process_open_fds") > 5
+    assert m.get("process_virtual_memory_bytes") > m.get("process_resident_memory_bytes")
+    assert 5 < m.get("process_open_fds") < m.get("process_max_fds")
+    assert m.get("process_cpu_seconds_total") > 0
     assert m.get("process_start_time_seconds") > time.time() - 600
     for fam in ("grpc_server_handling_seconds", "portico_call_duration_seconds", "portico_upstream_duration_seconds"):
         assert m.families[fam].type == "histogram"
@@ -232,6 +261,18 @@ def test_scripted_mix(portico, echo_server):
     assert m.get("portico_config_version") == 2
     assert m.get("portico_config_reloads_total", result="ok") == 1
     assert m.get("portico_config_reloads_total", result="failed") == 1
+    # and through the admin API: an origin added, then a configuration it refuses
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}/config/cors/origins", data=b"https://b.example", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}/config", data=b"limits: {max_headers: nope}\n", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=10)
+    assert exc.value.code == 400
+    m = metrics(gw)
+    assert m.get("portico_config_version") == 3
+    assert m.get("portico_config_reloads_total", result="ok") == 2
+    assert m.get("portico_config_reloads_total", result="failed") == 2
     assert m.get("grpc_server_started_total", **u) == 10  # a reload keeps the counts
 
     # OpenMetrics when asked for, parsed by the strict parser
