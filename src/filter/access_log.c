@@ -548,30 +548,54 @@ static void put(line_t *l, const char *s, size_t n)
     l->len += n;
 }
 
-static void puts_(line_t *l, const char *s)
-{
-    put(l, s, strlen(s));
-}
+/* A string literal: its length is known when compiling. */
+#define PUT_LIT(l, lit) put((l), (lit), sizeof(lit) - 1)
 
 /* A string value, escaped straight into the line: at most PTC_ACCESS_LOG_VALUE_MAX bytes of input and of output. */
-static void put_str(line_t *l, const char *key, ptc_iovec_t v, bool present)
+static void put_str(line_t *l, const char *key, size_t key_len, ptc_iovec_t v, bool present)
 {
-    puts_(l, key);
+    put(l, key, key_len);
     if (!present) {
-        puts_(l, "null");
+        PUT_LIT(l, "null");
         return;
     }
-    put(l, "\"", 1);
+    PUT_LIT(l, "\"");
     size_t room = PTC_MIN(l->cap - 1 - l->len, (size_t)PTC_ACCESS_LOG_VALUE_MAX + 1);
     if (room > 1)
         l->len += ptc_json_escape(l->buf + l->len, room, v, PTC_ACCESS_LOG_VALUE_MAX);
-    put(l, "\"", 1);
+    PUT_LIT(l, "\"");
 }
 
-static void put_cstr(line_t *l, const char *key, const char *s)
+static void put_cstr(line_t *l, const char *key, size_t key_len, const char *s)
 {
-    put_str(l, key, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
+    put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
 }
+
+/* A value the gateway made itself (a name of ours, hex digits, an address it formatted): short, and plain ASCII, so
+ * it is copied as it is after a check (anything else is escaped after all). */
+static void put_plain(line_t *l, const char *key, size_t key_len, const char *s)
+{
+    size_t n = 0;
+    if (s != NULL)
+        while (n <= PTC_ACCESS_LOG_VALUE_MAX && s[n] != '\0' && json_plain((unsigned char)s[n]))
+            n++;
+    if (s == NULL || s[n] != '\0' || n > PTC_ACCESS_LOG_VALUE_MAX) {
+        put_cstr(l, key, key_len, s);
+        return;
+    }
+    put(l, key, key_len);
+    if (n == 0) {
+        PUT_LIT(l, "null");
+        return;
+    }
+    PUT_LIT(l, "\"");
+    put(l, s, n);
+    PUT_LIT(l, "\"");
+}
+
+#define PUT_STR(l, key, v, present) put_str((l), (key), sizeof(key) - 1, (v), (present))
+#define PUT_CSTR(l, key, s) put_cstr((l), (key), sizeof(key) - 1, (s))
+#define PUT_PLAIN(l, key, s) put_plain((l), (key), sizeof(key) - 1, (s))
 
 /* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen
  * numbers: snprintf would cost more than the rest of the line. */
@@ -588,12 +612,14 @@ static size_t u64_text(char *buf, uint64_t v)
     return n;
 }
 
-static void put_u64(line_t *l, const char *key, uint64_t v)
+static void put_u64(line_t *l, const char *key, size_t key_len, uint64_t v)
 {
     char num[20];
-    puts_(l, key);
+    put(l, key, key_len);
     put(l, num, u64_text(num, v));
 }
+
+#define PUT_U64(l, key, v) put_u64((l), (key), sizeof(key) - 1, (v))
 
 /* Milliseconds with microsecond digits: "2.345" (buf: at least 24 bytes, no NUL). */
 static size_t ms_text(char *buf, uint64_t us)
@@ -655,40 +681,42 @@ static void format_json(line_t *l, const ptc_access_entry_t *e)
     size_t n;
 
     n = time_text(buf, sizeof(buf), e->start_us);
-    put_str(l, "{\"time\":", ptc_iov(buf, n), true);
-    put_cstr(l, ",\"kind\":", e->local ? "local" : "call");
-    put_cstr(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
-    put_cstr(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
-    put_cstr(l, ",\"peer\":", info != NULL ? info->peer : NULL);
-    put_str(l, ",\"origin\":", e->origin, e->origin.len != 0);
-    put_str(l, ",\"http_method\":", e->http_method, e->http_method.len != 0);
-    put_str(l, ",\"path\":", e->path, true);
-    put_cstr(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
-    put_cstr(l, ",\"transport\":", e->transport);
-    put_cstr(l, ",\"encoding\":", encoding_of(e->protocol));
+    buf[n] = '\0';
+    /* what the gateway made itself goes in as it is; what came from clients, upstreams and the configuration is escaped */
+    PUT_PLAIN(l, "{\"time\":", buf);
+    PUT_PLAIN(l, ",\"kind\":", e->local ? "local" : "call");
+    PUT_CSTR(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
+    PUT_PLAIN(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
+    PUT_PLAIN(l, ",\"peer\":", info != NULL ? info->peer : NULL);
+    PUT_STR(l, ",\"origin\":", e->origin, e->origin.len != 0);
+    PUT_STR(l, ",\"http_method\":", e->http_method, e->http_method.len != 0);
+    PUT_STR(l, ",\"path\":", e->path, true);
+    PUT_PLAIN(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
+    PUT_PLAIN(l, ",\"transport\":", e->transport);
+    PUT_PLAIN(l, ",\"encoding\":", encoding_of(e->protocol));
     if (e->grpc_status >= 0)
-        put_u64(l, ",\"grpc_status\":", (uint64_t)e->grpc_status);
+        PUT_U64(l, ",\"grpc_status\":", (uint64_t)e->grpc_status);
     else
-        puts_(l, ",\"grpc_status\":null");
-    put_str(l, ",\"grpc_message\":", e->grpc_message, e->grpc_status >= 0 && e->grpc_message.len != 0);
-    put_u64(l, ",\"http_status\":", (uint64_t)e->http_status);
-    put_u64(l, ",\"bytes_in\":", e->bytes_in);
-    put_u64(l, ",\"bytes_out\":", e->bytes_out);
-    put_u64(l, ",\"messages_in\":", e->msgs_in);
-    put_u64(l, ",\"messages_out\":", e->msgs_out);
-    puts_(l, ",\"ttfb_ms\":");
+        PUT_LIT(l, ",\"grpc_status\":null");
+    PUT_STR(l, ",\"grpc_message\":", e->grpc_message, e->grpc_status >= 0 && e->grpc_message.len != 0);
+    PUT_U64(l, ",\"http_status\":", (uint64_t)e->http_status);
+    PUT_U64(l, ",\"bytes_in\":", e->bytes_in);
+    PUT_U64(l, ",\"bytes_out\":", e->bytes_out);
+    PUT_U64(l, ",\"messages_in\":", e->msgs_in);
+    PUT_U64(l, ",\"messages_out\":", e->msgs_out);
+    PUT_LIT(l, ",\"ttfb_ms\":");
     if (e->ttfb_us >= 0)
         put(l, buf, ms_text(buf, (uint64_t)e->ttfb_us));
     else
-        puts_(l, "null");
-    puts_(l, ",\"duration_ms\":");
+        PUT_LIT(l, "null");
+    PUT_LIT(l, ",\"duration_ms\":");
     put(l, buf, ms_text(buf, e->duration_us));
-    put_cstr(l, ",\"upstream\":", info != NULL ? info->upstream : NULL);
-    put_cstr(l, ",\"upstream_host\":", e->upstream_host);
-    put_cstr(l, ",\"route\":", info != NULL && info->route != NULL ? info->route->path : NULL);
+    PUT_CSTR(l, ",\"upstream\":", info != NULL ? info->upstream : NULL);
+    PUT_CSTR(l, ",\"upstream_host\":", e->upstream_host);
+    PUT_CSTR(l, ",\"route\":", info != NULL && info->route != NULL ? info->route->path : NULL);
     ssize_t sn = jwt_sub(e, buf, sizeof(buf));
-    put_str(l, ",\"jwt_sub\":", ptc_iov(buf, sn > 0 ? (size_t)sn : 0), sn >= 0);
-    puts_(l, "}");
+    PUT_STR(l, ",\"jwt_sub\":", ptc_iov(buf, sn > 0 ? (size_t)sn : 0), sn >= 0);
+    PUT_LIT(l, "}");
 }
 
 typedef struct st_source_t {

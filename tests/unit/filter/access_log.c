@@ -189,6 +189,21 @@ static void test_format(void **state)
         assert_non_null(strstr(line, times[i].duration));
     }
 
+    /* values the gateway made are copied as they are, but only when they need no escaping */
+    e = sample_entry(&info);
+    snprintf(info.peer, sizeof(info.peer), "odd\"peer\x01");
+    e.transport = "h\\2";
+    n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+    line[n] = '\0';
+    assert_non_null(strstr(line, ",\"peer\":\"odd\\\"peer\\u0001\","));
+    assert_non_null(strstr(line, ",\"transport\":\"h\\\\2\","));
+    info.peer[0] = '\0';
+    e.transport = NULL;
+    n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+    line[n] = '\0';
+    assert_non_null(strstr(line, ",\"peer\":null,"));
+    assert_non_null(strstr(line, ",\"transport\":null,"));
+
     /* long values are cut: a line always ends with its '\n' and stays JSON */
     char big[4000];
     memset(big, '"', sizeof(big) - 1);
