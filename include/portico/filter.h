@@ -123,9 +123,10 @@ struct st_ptc_call_info_t {
     size_t num_captured;
     char *mem;                       /* what captured points into */
     ptc_method_stats_t *method;      /* the worker's metrics entry of a routed path; NULL without a route or worker */
-    /* for the access log (only when the snapshot has one): the Origin as sent, and the request and response
-     * fields its template reads */
-    char origin[PTC_ACCESS_LOG_ORIGIN_MAX];
+    /* for the access log (only when the snapshot has one): the Origin as sent (owned, NUL-terminated, at most
+     * PTC_ACCESS_LOG_ORIGIN_MAX - 1 bytes; NULL when none came), and the request and response fields its template
+     * reads. Allocated rather than inline: every call is zeroed when it is made, and this keeps it small. */
+    char *origin;
     ptc_access_capture_t log_req, log_resp;
 };
 

@@ -584,7 +584,7 @@ static void record_end(ptc_call_t *call)
     ptc_access_entry_t e = {
         .start_us = ptc_access_log_wall_us(call->start_us, now),
         .info = &call->info,
-        .origin = ptc_iov(call->info.origin, strlen(call->info.origin)),
+        .origin = call->info.origin != NULL ? ptc_iov(call->info.origin, strlen(call->info.origin)) : ptc_iov("", 0),
         .http_method = PTC_STRLIT("POST"),
         .path = ptc_iov(call->path, strlen(call->path)),
         .protocol = ptc_proto_names[r.proto],

@@ -54,9 +54,8 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
         info.method = ptc_metrics_method(&w->metrics, path, cfg->metrics.max_methods);
     if (snap->access_log != NULL) {
         /* what the access log says of the request, as the client sent it (filters may edit it) */
-        size_t olen = PTC_MIN(ctx.origin.len, sizeof(info.origin) - 1);
-        memcpy(info.origin, ctx.origin.base, olen);
-        info.origin[olen] = '\0';
+        if (ctx.origin.len != 0) /* out of memory: the line says null */
+            info.origin = strndup(ctx.origin.base, PTC_MIN(ctx.origin.len, (size_t)PTC_ACCESS_LOG_ORIGIN_MAX - 1));
         if (ptc_access_log_capture(ptc_access_log_template(snap->access_log), PTC_TEMPLATE_REQ, req->headers, req->num_headers,
                                    &info.log_req) != 0)
             info.log_req = (ptc_access_capture_t){NULL, 0}; /* out of memory: the line has empty values */

@@ -524,6 +524,8 @@ void ptc_call_info_dispose(ptc_call_info_t *info)
     info->num_captured = 0;
     ptc_jwt_free(info->jwt);
     info->jwt = NULL;
+    free(info->origin);
+    info->origin = NULL;
     free(info->log_req.fields);
     free(info->log_resp.fields);
     info->log_req = info->log_resp = (ptc_access_capture_t){NULL, 0};
