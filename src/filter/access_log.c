@@ -440,20 +440,41 @@ static bool json_plain(unsigned char c)
     return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
 }
 
+/* The end of the run of plain bytes from p: eight at a time while a whole word is plain (a byte of 0x80 or more,
+ * under 0x20, '"', '\' or 0x7f in it stops the word test), then one at a time. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
+        /* (v - ones) & ~v has the high bit of a byte set when some byte of v is 0 (and x - 0x20.. when one is under 0x20) */
+        uint64_t bad = x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
+        if ((bad & highs) != 0)
+            break;
+        p += 8;
+    }
+    while (p < end && json_plain(*p))
+        p++;
+    return p;
+}
+
 size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
 {
     static const char hex[] = "0123456789abcdef", ellipsis[] = "\\u2026";
     const unsigned char *p = (const unsigned char *)v.base, *full = p + v.len, *end = p + PTC_MIN(v.len, max);
-    size_t len = 0, starts[8], pieces = 0; /* where the last pieces began, to back off for the ellipsis */
-    bool cut = v.len > max;
+    /* where the last pieces began, to back off for the ellipsis: an escape or a character is one piece, a run of plain
+     * bytes another (which may be cut anywhere) */
+    size_t len = 0, starts[8], pieces = 0;
+    bool plain[8], cut = v.len > max;
 
     if (cap == 0)
         return 0;
     while (p < end) {
-        /* the common case: a run of plain ASCII, copied at once (each byte a piece of its own) */
+        /* the common case: a run of plain ASCII, copied at once */
         const unsigned char *run = p;
-        while (p < end && json_plain(*p))
-            p++;
+        p = plain_run(p, end);
         if (p != run) {
             size_t n = (size_t)(p - run), room = cap - 1 - len;
             if (n > room) {
@@ -462,8 +483,8 @@ size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
                 cut = true;
             }
             memcpy(out + len, run, n);
-            for (size_t i = n > PTC_ARRAY_SIZE(starts) ? n - PTC_ARRAY_SIZE(starts) : 0; i < n; i++)
-                starts[pieces++ % PTC_ARRAY_SIZE(starts)] = len + i;
+            plain[pieces % PTC_ARRAY_SIZE(starts)] = true;
+            starts[pieces++ % PTC_ARRAY_SIZE(starts)] = len;
             len += n;
             if (len == cap - 1 && p < end) {
                 cut = true;
@@ -517,15 +538,20 @@ size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
             cut = true;
             break;
         }
+        plain[pieces % PTC_ARRAY_SIZE(starts)] = false;
         starts[pieces++ % PTC_ARRAY_SIZE(starts)] = len;
         memcpy(out + len, piece, n);
         len += n;
         p += adv;
     }
     if (cut && cap - 1 >= sizeof(ellipsis) - 1) {
-        /* whole pieces go until the ellipsis fits (pieces are at most 6 bytes: 8 remembered are enough) */
-        for (size_t back = 1; len + sizeof(ellipsis) - 1 > cap - 1 && back <= PTC_MIN(pieces, PTC_ARRAY_SIZE(starts)); back++)
-            len = starts[(pieces - back) % PTC_ARRAY_SIZE(starts)];
+        /* pieces go until the ellipsis fits: escapes and characters whole, a plain run as far as needed (the others are
+         * at most 6 bytes and a plain run comes between two of them at most: 8 remembered are enough) */
+        size_t fits = cap - 1 - (sizeof(ellipsis) - 1);
+        for (size_t back = 1; len > fits && back <= PTC_MIN(pieces, PTC_ARRAY_SIZE(starts)); back++) {
+            size_t i = (pieces - back) % PTC_ARRAY_SIZE(starts);
+            len = plain[i] && starts[i] <= fits ? fits : starts[i];
+        }
         if (len + sizeof(ellipsis) - 1 <= cap - 1) {
             memcpy(out + len, ellipsis, sizeof(ellipsis) - 1);
             len += sizeof(ellipsis) - 1;
@@ -571,31 +597,8 @@ static void put_cstr(line_t *l, const char *key, size_t key_len, const char *s)
     put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
 }
 
-/* A value the gateway made itself (a name of ours, hex digits, an address it formatted): short, and plain ASCII, so
- * it is copied as it is after a check (anything else is escaped after all). */
-static void put_plain(line_t *l, const char *key, size_t key_len, const char *s)
-{
-    size_t n = 0;
-    if (s != NULL)
-        while (n <= PTC_ACCESS_LOG_VALUE_MAX && s[n] != '\0' && json_plain((unsigned char)s[n]))
-            n++;
-    if (s == NULL || s[n] != '\0' || n > PTC_ACCESS_LOG_VALUE_MAX) {
-        put_cstr(l, key, key_len, s);
-        return;
-    }
-    put(l, key, key_len);
-    if (n == 0) {
-        PUT_LIT(l, "null");
-        return;
-    }
-    PUT_LIT(l, "\"");
-    put(l, s, n);
-    PUT_LIT(l, "\"");
-}
-
 #define PUT_STR(l, key, v, present) put_str((l), (key), sizeof(key) - 1, (v), (present))
 #define PUT_CSTR(l, key, s) put_cstr((l), (key), sizeof(key) - 1, (s))
-#define PUT_PLAIN(l, key, s) put_plain((l), (key), sizeof(key) - 1, (s))
 
 /* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen
  * numbers: snprintf would cost more than the rest of the line. */
@@ -681,19 +684,17 @@ static void format_json(line_t *l, const ptc_access_entry_t *e)
     size_t n;
 
     n = time_text(buf, sizeof(buf), e->start_us);
-    buf[n] = '\0';
-    /* what the gateway made itself goes in as it is; what came from clients, upstreams and the configuration is escaped */
-    PUT_PLAIN(l, "{\"time\":", buf);
-    PUT_PLAIN(l, ",\"kind\":", e->local ? "local" : "call");
+    PUT_STR(l, "{\"time\":", ptc_iov(buf, n), true);
+    PUT_CSTR(l, ",\"kind\":", e->local ? "local" : "call");
     PUT_CSTR(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
-    PUT_PLAIN(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
-    PUT_PLAIN(l, ",\"peer\":", info != NULL ? info->peer : NULL);
+    PUT_CSTR(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
+    PUT_CSTR(l, ",\"peer\":", info != NULL ? info->peer : NULL);
     PUT_STR(l, ",\"origin\":", e->origin, e->origin.len != 0);
     PUT_STR(l, ",\"http_method\":", e->http_method, e->http_method.len != 0);
     PUT_STR(l, ",\"path\":", e->path, true);
-    PUT_PLAIN(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
-    PUT_PLAIN(l, ",\"transport\":", e->transport);
-    PUT_PLAIN(l, ",\"encoding\":", encoding_of(e->protocol));
+    PUT_CSTR(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
+    PUT_CSTR(l, ",\"transport\":", e->transport);
+    PUT_CSTR(l, ",\"encoding\":", encoding_of(e->protocol));
     if (e->grpc_status >= 0)
         PUT_U64(l, ",\"grpc_status\":", (uint64_t)e->grpc_status);
     else

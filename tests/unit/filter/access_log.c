@@ -75,8 +75,25 @@ static void test_json_escape(void **state)
     assert_string_equal(esc("abcdefghijk", 1024, 11), "abcd\\u2026");
     assert_string_equal(esc("\n\n\n\n\n\n", 1024, 11), "\\n\\n\\u2026");
     assert_string_equal(esc("\x01\x01", 1024, 11), "\\u2026");
+    assert_string_equal(esc("abcdef\"gh", 1024, 10), "abc\\u2026");   /* a plain run is cut where the ellipsis fits */
+    assert_string_equal(esc("ab\"cd\"ef", 1024, 10), "ab\\u2026");    /* an escape is not */
+    assert_string_equal(esc("ab\"cd\"ef", 1024, 11), "ab\\\"cd\\\"ef"); /* exactly full: no ellipsis */
     assert_string_equal(esc("abc", 1024, 4), "abc");
     assert_string_equal(esc("abcd", 1024, 4), "abc"); /* no room for the ellipsis at all */
+    /* plain runs are scanned a word at a time: each byte that needs escaping, at each place in a word, is found */
+    static const struct {
+        const char *in, *out;
+    } specials[] = {{"\"", "\\\""}, {"\\", "\\\\"}, {"\x01", "\\u0001"}, {"\x1f", "\\u001f"}, {"\x7f", "\\u007f"},
+                    {"\x80", "\\ufffd"}, {"\xff", "\\ufffd"}, {"\xc3\xa9", "\xc3\xa9"}, {" ", " "}, {"~", "~"}};
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+        for (size_t at = 0; at < 20; at++) {
+            char in[64], want[64];
+            snprintf(in, sizeof(in), "%.*s%s%.*s", (int)at, "abcdefghijklmnopqrstuvwxyz", specials[k].in, (int)(20 - at), "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+            snprintf(want, sizeof(want), "%.*s%s%.*s", (int)at, "abcdefghijklmnopqrstuvwxyz", specials[k].out, (int)(20 - at),
+                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+            assert_string_equal(esc(in, 1024, 512), want);
+        }
+    }
     char one[1];
     assert_int_equal(ptc_json_escape(one, 1, PTC_STRLIT("x"), 10), 0);
     assert_int_equal(one[0], '\0');
@@ -189,7 +206,7 @@ static void test_format(void **state)
         assert_non_null(strstr(line, times[i].duration));
     }
 
-    /* values the gateway made are copied as they are, but only when they need no escaping */
+    /* values the gateway made are escaped too */
     e = sample_entry(&info);
     snprintf(info.peer, sizeof(info.peer), "odd\"peer\x01");
     e.transport = "h\\2";
