@@ -738,14 +738,16 @@ static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t
     return (ssize_t)n;
 }
 
-static void us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
+static int us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
     ptc_call_t *call = call_of(s);
-    ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0);
+    if (ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0) != 0)
+        return -1;
     if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
         call->ds->cb->pause_read(call->ds, false);
     }
+    return 0;
 }
 
 /* ---- response side ---- */

@@ -15,12 +15,17 @@
  *                                            route may also be named by ?prefix=P or ?path=P instead of N
  *   PUT    /config/upstreams/NAME/endpoints  replace an upstream's endpoints (body: ["h:p", …] or h:p lines)
  *
+ * Built with -DPTC_FAULT_INJECTION=ON (tests only; include/portico/fault.h) there is also
+ *   POST   /debug/fail-alloc?n=N             the N-th allocation the workers make from now on fails
+ *   DELETE /debug/fail-alloc                 stop; says whether it failed, its size and call stack
+ *
  * Every change is validated whole and applied atomically, or refused with 400 (what is wrong, in the
  * loader's FILE:LINE: KEY: words), 404 (no such route, upstream or origin), 409 (the command line sets
  * it) or 412 (If-Match names another version than the one in service). A change answers once every
  * worker runs it: {"version": N, "changed": true, "persisted": true}. It is written back to the
  * configuration file (persisted), so that a restart keeps it.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,6 +42,7 @@
 #include <yaml.h>
 
 #include "control_internal.h"
+#include "portico/fault.h"
 #include "portico/worker.h"
 #include "portico/jwt.h"
 #include "portico/log.h"
@@ -107,6 +113,66 @@ static void reply_result(struct evhttp_request *req, const ptc_control_result_t 
 }
 
 /* ---- requests ---- */
+
+#ifdef PTC_FAULT_INJECTION
+/* The call stack of the allocation that failed, as "object+0xOFFSET symbol" (addr2line -e object OFFSET). */
+static void fault_frames_json(struct evbuffer *b, const ptc_fault_state_t *s)
+{
+    evbuffer_add_printf(b, "[");
+    for (int i = 0; i < s->num_frames; i++) {
+        Dl_info info;
+        char line[512];
+        if (dladdr(s->frames[i], &info) != 0 && info.dli_fname != NULL)
+            snprintf(line, sizeof(line), "%s+0x%tx %s", info.dli_fname, (char *)s->frames[i] - (char *)info.dli_fbase,
+                     info.dli_sname != NULL ? info.dli_sname : "?");
+        else
+            snprintf(line, sizeof(line), "%p", s->frames[i]);
+        evbuffer_add_printf(b, "%s", i != 0 ? ", " : "");
+        json_string(b, line);
+    }
+    evbuffer_add_printf(b, "]");
+}
+
+static void debug_fail_alloc(struct evhttp_request *req, enum evhttp_cmd_type m, struct evkeyvalq *q)
+{
+    if (m == EVHTTP_REQ_POST) {
+        const char *n = evhttp_find_header(q, "n");
+        char *end;
+        errno = 0;
+        long v = n != NULL ? strtol(n, &end, 10) : -1;
+        if (n == NULL || end == n || *end != '\0' || errno != 0 || v < 0) {
+            reply_error(req, 400, "fail-alloc: ?n=N (N >= 0) is required");
+            return;
+        }
+        struct evbuffer *b = evbuffer_new();
+        if (b == NULL) {
+            evhttp_send_error(req, 500, NULL);
+            return;
+        }
+        ptc_fault_arm(v);
+        evbuffer_add_printf(b, "{\"armed\": %ld}\n", v);
+        reply(req, 200, "application/json", b);
+        evbuffer_free(b);
+        return;
+    }
+    if (m != EVHTTP_REQ_DELETE) {
+        reply_error(req, 405, "method not allowed on this resource");
+        return;
+    }
+    ptc_fault_state_t s = ptc_fault_disarm();
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add_printf(b, "{\"fired\": %s, \"remaining\": %ld, \"size\": %zu, \"frames\": ", s.fired ? "true" : "false",
+                        s.remaining, s.size);
+    fault_frames_json(b, &s);
+    evbuffer_add_printf(b, "}\n");
+    reply(req, 200, "application/json", b);
+    evbuffer_free(b);
+}
+#endif
 
 static bool authorized(ptc_control_t *ctl, struct evhttp_request *req)
 {
@@ -418,6 +484,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     size_t len;
+#ifdef PTC_FAULT_INJECTION
+    if (strcmp(path, "/debug/fail-alloc") == 0) {
+        debug_fail_alloc(req, m, &q);
+        goto exit;
+    }
+#endif
     if (strcmp(path, "/status") == 0) {
         if (m != EVHTTP_REQ_GET)
             goto not_allowed;

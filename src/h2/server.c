@@ -66,6 +66,7 @@ typedef struct st_h2stream_t {
 
     /* response */
     struct evbuffer *out;
+    bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
     ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
@@ -95,7 +96,7 @@ struct st_h2conn_t {
 };
 
 static void conn_free(h2conn_t *conn, const char *reason);
-static void conn_send(h2conn_t *conn);
+static bool conn_send(h2conn_t *conn);
 
 /*
  * Sending is deferred to the loop (or to the end of the nghttp2 call in progress): a send can
@@ -126,7 +127,7 @@ static void idle_timer_update(h2conn_t *conn)
 }
 
 /* Our SETTINGS, from the limits of the connection's snapshot. */
-static void submit_settings(h2conn_t *conn)
+static int submit_settings(h2conn_t *conn)
 {
     const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
     nghttp2_settings_entry iv[] = {
@@ -138,7 +139,7 @@ static void submit_settings(h2conn_t *conn)
          * false refuses the CONNECT instead */
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
+    return nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
 }
 
 /*
@@ -276,8 +277,13 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
             for (size_t i = 0; i < st->num_trailers && k < PTC_ARRAY_SIZE(nva); i++)
                 nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)st->trailers[i].name.base, (uint8_t *)(uintptr_t)st->trailers[i].value.base,
                                         st->trailers[i].name.len, st->trailers[i].value.len, NGHTTP2_NV_FLAG_NONE};
-            if (nghttp2_submit_trailer(session, stream_id, nva, k) == 0)
-                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nghttp2_submit_trailer(session, stream_id, nva, k) != 0) {
+                /* an end without the status would read as a complete answer: the stream is reset instead */
+                ptc_log_warn("h2 %s: stream %d: out of memory submitting the trailers: resetting the stream", st->conn->base.peer,
+                             stream_id);
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            }
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         }
     }
     return (ssize_t)n;
@@ -294,7 +300,8 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
         return NGHTTP2_ERR_WOULDBLOCK;
-    ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0);
+    if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
     /* the browser is reading: let the call credit its upstream again */
     if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
@@ -318,8 +325,18 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    evbuffer_add_buffer(st->out, buf);
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    if (st->out_broken || evbuffer_add_buffer(st->out, buf) != 0) {
+        /* what follows would not be the response the call made: the stream is reset instead (its close
+         * detaches the call, which cancels the upstream stream) */
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        if (!st->out_broken) {
+            st->out_broken = true;
+            ptc_log_warn("h2 %s: stream %d: out of memory queueing the response: resetting the stream", st->conn->base.peer, st->id);
+            nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        }
+    } else {
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    }
     conn_want_send(st->conn);
 }
 
@@ -695,11 +712,12 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 
 /* ---- connection ---- */
 
-static void conn_send(h2conn_t *conn)
+/* Returns false when the connection was freed. */
+static bool conn_send(h2conn_t *conn)
 {
     if (conn->in_nghttp2 != 0) {
         conn->want_send = true;
-        return;
+        return true;
     }
     conn->in_nghttp2++;
     if (ptc_h2_send(conn->session, conn->bev, conn->tls ? NULL : &conn->write_blocked, &conn->want_send) != 0)
@@ -707,11 +725,14 @@ static void conn_send(h2conn_t *conn)
     conn->in_nghttp2--;
     if (conn->want_close) {
         conn_free(conn, "HTTP/2 send failed");
-        return;
+        return false;
     }
     if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
-        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
         conn_free(conn, conn->goaway_sent ? "closed after GOAWAY" : "HTTP/2 session finished");
+        return false;
+    }
+    return true;
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -867,8 +888,12 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
         goto fail;
 
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
-    submit_settings(conn);
-    nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE);
+    if (submit_settings(conn) != 0 ||
+        nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE) != 0) {
+        ptc_log_warn("h2 %s: out of memory starting the HTTP/2 session", peer);
+        conn_free(conn, "out of memory");
+        return;
+    }
 
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
@@ -877,7 +902,8 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
         bufferevent_disable(bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
     idle_timer_update(conn);
     ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");
-    conn_send(conn);
+    if (!conn_send(conn))
+        return;
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
         on_read(bev, conn); /* the preface was already read while the protocol was being detected */
     return;

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "portico/fault.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -87,6 +88,7 @@ struct st_ptc_h1conn_t {
     size_t discarded;
     bool read_paused;       /* the call applied backpressure */
     bool closing;           /* close once the output is flushed */
+    bool out_broken;        /* a write to the output failed (out of memory): reset from the loop, write nothing more */
     bool shut;              /* closing, output flushed and the write side shut: waiting for the client's FIN */
     bool close_after_response;
     bool in_message_complete;
@@ -147,9 +149,29 @@ static void want_flush(ptc_h1conn_t *conn)
         event_active(conn->resume_ev, EV_WRITE, 0);
 }
 
+/*
+ * A write to the output failed (out of memory), so what follows it would not be the response the call
+ * produced: nothing more is written, and the connection is reset from the loop (on_resume), where the
+ * call is detached and its upstream stream cancelled. The client sees a cut-off response, never a
+ * corrupt one.
+ */
+static void out_fail(ptc_h1conn_t *conn)
+{
+    if (conn->out_broken)
+        return;
+    conn->out_broken = true;
+    ptc_log_warn("http1 %s: out of memory writing the response: resetting the connection", conn->base.peer);
+    event_active(conn->resume_ev, EV_READ, 0);
+}
+
 static void out_add(ptc_h1conn_t *conn, const void *data, size_t len)
 {
-    evbuffer_add(output(conn), data, len);
+    if (conn->out_broken)
+        return;
+    if (evbuffer_add(output(conn), data, len) != 0) {
+        out_fail(conn);
+        return;
+    }
     want_flush(conn);
 }
 
@@ -273,7 +295,7 @@ static void hb_finish(ptc_h1conn_t *conn, headbuf_t *hb)
     if (!hb->failed)
         out_add(conn, hb->p, hb->len);
     else
-        conn->close_after_response = true;
+        out_fail(conn);
     if (hb->p != hb->stack)
         free(hb->p);
 }
@@ -412,14 +434,22 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     size_t len = evbuffer_get_length(buf);
     if (len == 0)
         return;
-    if (!conn->chunked) {
-        evbuffer_add_buffer(output(conn), buf);
+    int rc;
+    if (conn->out_broken) {
+        rc = -1;
+    } else if (!conn->chunked) {
+        rc = evbuffer_add_buffer(output(conn), buf);
     } else {
         char line[2 * sizeof(size_t) + 2];
         size_t n = hex(line, len);
         line[n++] = '\r';
         line[n++] = '\n';
-        ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
+        rc = ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
+    }
+    if (rc != 0) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        out_fail(conn);
+        return;
     }
     want_flush(conn);
 }
@@ -603,7 +633,10 @@ static void ws_handoff(ptc_h1conn_t *conn)
                      conn->ws_accept);
     ptc_request_t req;
     request_of(conn, &req);
-    evbuffer_add(output(conn), head, (size_t)n);
+    if (evbuffer_add(output(conn), head, (size_t)n) != 0) {
+        conn_free(conn, "out of memory answering the WebSocket upgrade");
+        return;
+    }
     PTC_STAT_INC(conn->worker->filter_stats.websocket_upgrades);
     struct bufferevent *bev = conn->bev;
     conn->bev = NULL;
@@ -1001,6 +1034,10 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     ptc_h1conn_t *conn = arg;
+    if (conn->out_broken) {
+        conn_free(conn, "out of memory writing the response");
+        return;
+    }
     if ((events & EV_WRITE) != 0 && !conn->tls && !conn->write_blocked && !flush_output(conn))
         return;
     if ((events & (EV_READ | EV_TIMEOUT)) == 0)
@@ -1074,8 +1111,11 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
 
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-    /* pipelined input waiting for its turn is bounded: reading stops above this */
+    /* pipelined input waiting for its turn is bounded: reading stops above this. (libevent 2.1.12 does not
+     * check the allocation of the watermark callback this needs and then dereferences NULL: not injected.) */
+    ptc_fault_hold(true);
     bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
+    ptc_fault_hold(false);
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     if (!tls)

@@ -39,6 +39,7 @@
 
 #include "portico/alloc.h"
 #include "portico/conn.h"
+#include "portico/fault.h"
 #include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -566,6 +567,7 @@ static void *run(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "w%u", w->id);
     ptc_log_set_thread_name(name);
+    ptc_fault_thread_enable();
     event_base_dispatch(w->base);
     ptc_alloc_thread_release();
     return NULL;
