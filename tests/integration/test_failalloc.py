@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -143,6 +144,13 @@ def grpcweb_outcome(status, headers, body, complete, text, expect):
     if status != 200:
         assert complete and status in (500, 503), f"HTTP {status} {body[:200]!r}"
         return f"http {status}"
+    if headers.get("content-encoding") == "gzip":
+        d = zlib.decompressobj(wbits=31)
+        try:
+            body = d.decompress(body)
+        except zlib.error as e:
+            raise AssertionError(f"corrupt gzip body: {e}") from None
+        assert not complete or d.eof, "complete response whose gzip stream does not end"
     if text:
         usable = len(body) // 4 * 4 if not complete else len(body)
         data = grpcweb.decode_text(body[:usable])
@@ -295,12 +303,13 @@ SCENARIOS = {
 }
 
 
-def healthy(port):
+def healthy(port, token=None):
     """A plain call on a new connection must succeed again (after a failed upstream connection the pool may
     need a moment to reconnect)."""
     deadline = time.monotonic() + 5
+    auth = [("Authorization", f"Bearer {token}")] if token else []
     while True:
-        status, _, messages, trailers = grpcweb.call(port, "/portico.test.Echo/Unary", echo("after"))
+        status, _, messages, trailers = grpcweb.call(port, "/portico.test.Echo/Unary", echo("after"), headers=auth)
         if status == 200 and trailers and trailers.get("grpc-status") == "0":
             assert echo_pb.EchoResponse.FromString(messages[0]).message == "after"
             return
@@ -311,7 +320,63 @@ def healthy(port):
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_allocation_failure_ends_the_call_cleanly(gw, scenario):
     g, admin = gw
-    run = SCENARIOS[scenario]
+    countdown(g, admin, scenario, SCENARIOS[scenario])
+
+
+@pytest.fixture
+def gw_pipeline(portico, tmp_path):
+    """Every filter on the path: CORS, request id, trace context, header rules on request, response and
+    trailers, a JWT check (ES256, local JWKS), and gzip responses."""
+    from test_jwt import AUD, ISS, Keys
+    keys = Keys(tmp_path)
+    (tmp_path / "keys.json").write_text(keys.jwks("ec1"))
+    admin_port = free_port()
+    g = portico(config=(
+        "workers: 1\nlog_level: info\nlisteners: ['127.0.0.1:{listen_port}']\n"
+        f"admin: {{address: '127.0.0.1:{admin_port}'}}\n"
+        "upstreams: [{name: echo, endpoints: ['127.0.0.1:{upstream_port}']}]\n"
+        "cors: {allow_origins: ['https://app.example']}\n"
+        "compression: {gzip: true, min_size: 0}\n"
+        "headers:\n  request: [{set: x-forwarded-origin, value: '%REQ(origin)%'}]\n"
+        "  response: [{set: x-served-by, value: '%UPSTREAM%'}]\n  trailers: [{add: x-trace, value: '%TRACE_ID%'}]\n"
+        f"jwt:\n  providers:\n    - {{name: main, issuer: '{ISS}', audiences: ['{AUD}'], jwks_file: {tmp_path / 'keys.json'},"
+        " claims_to_headers: [{claim: sub, header: x-auth-user-id}]}\n"
+        "  default: {providers: [main]}\n"))
+    admin = Admin(admin_port)
+    if admin.request("DELETE", "/debug/fail-alloc")[0] == 404:
+        pytest.skip("built without -DPTC_FAULT_INJECTION (the ASan build has it)")
+    return g, admin, keys.token("ec1")
+
+
+def h1_pipeline(port, token):
+    """A text-mode server stream from another origin, with a token, answered gzip-compressed."""
+    body = grpcweb.encode_text(grpcweb.frame(echo("pl", count=2, size=3000)))
+    hdrs = grpcweb.request_headers(True) + [
+        ("Content-Length", str(len(body))), ("Connection", "close"), ("Host", "127.0.0.1"),
+        ("Origin", "https://app.example"), ("Authorization", f"Bearer {token}"), ("Accept-Encoding", "gzip")]
+    wire = b"POST /portico.test.Echo/ServerStream HTTP/1.1\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n" + body
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        try:
+            sock.sendall(wire)
+        except (BrokenPipeError, ConnectionResetError):
+            return "reset"
+        raw, _ = read_all(sock, 15)
+    finally:
+        sock.close()
+    status, headers, data, complete = parse_http1(raw)
+    if status == 200 and complete:
+        assert headers.get("access-control-allow-origin") == "https://app.example", headers
+    return grpcweb_outcome(status, headers, data, complete, True, [("pl", 0), ("pl", 1)])
+
+
+def test_every_allocation_failure_with_the_whole_pipeline(gw_pipeline):
+    g, admin, token = gw_pipeline
+    countdown(g, admin, "h1_pipeline", lambda port: h1_pipeline(port, token), healthy=lambda port: healthy(port, token))
+
+
+def countdown(g, admin, scenario, run, healthy=None):
+    healthy = healthy or globals()["healthy"]
     assert run(g.port) == "ok"  # warm: the upstream connection is open, caches filled
     outcomes = {}
     for n in range(MAX_N):
