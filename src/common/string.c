@@ -43,6 +43,20 @@ bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token)
     return false;
 }
 
+int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (v.len == 0 || v.len > max_digits || v.len > 19)
+        return PTC_EINVAL;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return PTC_EINVAL;
+        n = n * 10 + (uint64_t)(v.base[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
 int ptc_hexval(char c)
 {
     if (c >= '0' && c <= '9')

@@ -770,6 +770,7 @@ void ptc__route_dispose(ptc_route_config_t *r)
     ptc__header_rules_dispose(&r->headers);
     ptc__jwt_requirement_dispose(&r->jwt);
     free(r->path);
+    free(r->get_cache_control);
     if (r->cors != NULL) {
         ptc_cors_config_dispose(r->cors);
         free(r->cors);

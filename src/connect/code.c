@@ -59,16 +59,7 @@ int ptc_connect_code_from_http(int http_status)
 
 int ptc_connect_timeout_parse(ptc_iovec_t value, uint64_t *out_ms)
 {
-    uint64_t v = 0;
-    if (value.len == 0 || value.len > 10)
-        return PTC_EINVAL;
-    for (size_t i = 0; i < value.len; i++) {
-        if (value.base[i] < '0' || value.base[i] > '9')
-            return PTC_EINVAL;
-        v = v * 10 + (uint64_t)(value.base[i] - '0');
-    }
-    *out_ms = v;
-    return 0;
+    return ptc_digits_parse(value, 10, out_ms);
 }
 
 const char *ptc_connect_request_flags_error(uint8_t flags)

@@ -3,6 +3,7 @@
  * parameters in any order, unknown ones ignored; the message percent-encoded text or, with base64=1,
  * RFC 4648 §5 URL-safe base64 (the standard alphabet is accepted too, padding optional).
  */
+#include "portico/codec.h"
 #include "portico/connect.h"
 
 #include "connect_internal.h"
@@ -69,18 +70,6 @@ static bool utf8_valid(const uint8_t *p, size_t len)
         if (n == 0)
             return false;
         i += n;
-    }
-    return true;
-}
-
-static bool is_codec_token(ptc_iovec_t s)
-{
-    if (s.len == 0 || s.len > 32)
-        return false;
-    for (size_t i = 0; i < s.len; i++) {
-        char c = s.base[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
-            return false;
     }
     return true;
 }
@@ -208,7 +197,7 @@ int ptc_connect_get_parse(ptc_iovec_t query, uint8_t *scratch, size_t cap, ptc_c
         *why = "the 'encoding' parameter is missing (want encoding=proto or encoding=json)";
         return PTC_EINVAL;
     }
-    if (!is_codec_token(out->encoding)) {
+    if (out->encoding.len > 32 || !ptc_codec_is_token(out->encoding)) {
         *why = "the 'encoding' parameter is not a codec name (letters, digits, '-', '.', '_'; at most 32)";
         return PTC_EINVAL;
     }

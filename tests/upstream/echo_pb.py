@@ -9,6 +9,7 @@ registered in the default descriptor pool. Equivalent .proto:
       string message = 1; int32 count = 2; int32 interval_ms = 3; int32 size = 4;
       int32 status_code = 5; string status_message = 6; int32 delay_ms = 7;
       string id = 8; bytes payload = 9; bool fail_after_messages = 10;
+      bool with_details = 11;
     }
     message EchoResponse {
       string message = 1; int32 index = 2; bytes payload = 3;
@@ -64,6 +65,7 @@ def _build():
         ("message", _STRING), ("count", _INT32), ("interval_ms", _INT32), ("size", _INT32),
         ("status_code", _INT32), ("status_message", _STRING), ("delay_ms", _INT32),
         ("id", _STRING), ("payload", _BYTES), ("fail_after_messages", _BOOL),
+        ("with_details", _BOOL),
     ])
     resp = _message(fdp, "EchoResponse", [
         ("message", _STRING), ("index", _INT32), ("payload", _BYTES),
@@ -99,9 +101,13 @@ _BY_NAME = {"EchoRequest": EchoRequest, "EchoResponse": EchoResponse,
             "CancelQuery": CancelQuery, "CancelInfo": CancelInfo}
 
 
-def method_path(name):
+# The same methods with the JSON codec (application/grpc+json; see echo_server.py).
+JSON_SERVICE = PACKAGE + ".EchoJson"
+
+
+def method_path(name, service=SERVICE):
     """Full gRPC :path for a method of the Echo service, e.g. '/portico.test.Echo/Unary'."""
-    return f"/{SERVICE}/{name}"
+    return f"/{service}/{name}"
 
 
 def method_types(name):

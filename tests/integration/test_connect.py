@@ -1,0 +1,454 @@
+"""The Connect protocol (connectrpc.com/docs/protocol) through the gateway to the real grpcio echo upstream.
+
+Clients are real HTTP clients: http.client (HTTP/1.1, chunked uploads), raw sockets where a request must be
+malformed, and python-h2 (h2c) for streams in both directions. JSON calls go to portico.test.EchoJson, the
+echo service with the JSON codec (tests/upstream/echo_server.py), as application/grpc+json.
+
+What is checked, per the protocol: unary bodies are bare messages, trailers come back as `trailer-<name>`
+headers, errors as the HTTP status of the Connect table with a JSON body {"code", "message", "details"}
+(grpc-status-details-bin decoded), GET requests carry the message in the query, streams use 5-byte envelopes
+and end with a flag-0x02 envelope {"error", "metadata"}; and the gateway's own errors take the same shapes.
+"""
+
+import base64
+import gzip
+import http.client
+import json
+import re
+import socket
+import struct
+import time
+import urllib.parse
+
+import pytest
+from google.protobuf import wrappers_pb2
+
+import grpcweb
+from conftest import free_port
+from echo_pb import CancelInfo, EchoRequest, EchoResponse  # noqa: F401
+from test_h2 import H2Client
+
+UNARY = "/portico.test.Echo/Unary"
+JSON_UNARY = "/portico.test.EchoJson/Unary"
+STREAM = "/portico.test.Echo/ServerStream"
+JSON_STREAM = "/portico.test.EchoJson/ServerStream"
+CLIENT_STREAM = "/portico.test.Echo/ClientStream"
+BIDI = "/portico.test.Echo/Bidi"
+TIMEOUT = 10.0
+ORIGIN = "https://app.example"
+
+# connectrpc.com/docs/protocol#error-codes: gRPC status -> (Connect code, HTTP status)
+CODES = {
+    1: ("canceled", 499), 2: ("unknown", 500), 3: ("invalid_argument", 400), 4: ("deadline_exceeded", 504),
+    5: ("not_found", 404), 6: ("already_exists", 409), 7: ("permission_denied", 403),
+    8: ("resource_exhausted", 429), 9: ("failed_precondition", 400), 10: ("aborted", 409),
+    11: ("out_of_range", 400), 12: ("unimplemented", 501), 13: ("internal", 500), 14: ("unavailable", 503),
+    15: ("data_loss", 500), 16: ("unauthenticated", 401),
+}
+
+
+def config(extra="", routes=None):
+    return ("workers: 1\nlog_level: debug\nlisteners: ['127.0.0.1:{listen_port}']\n"
+            "upstreams: [{name: echo, endpoints: ['127.0.0.1:{upstream_port}']}]\n"
+            + (routes or "routes: [{prefix: /, upstream: echo}]\n") + extra)
+
+
+# --------------------------------------------------------------------------- a Connect client
+
+class Reply:
+    """A complete HTTP response: status, headers (lower-case names; repeated ones joined by ', '), body."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def trailers(self):
+        """The `trailer-` headers of a unary response, prefix removed."""
+        return {k[8:]: v for k, v in self.headers.items() if k.startswith("trailer-")}
+
+    def json(self):
+        assert self.headers.get("content-type") == "application/json", self.headers
+        return json.loads(self.body)
+
+    def error(self):
+        """The Connect error of a unary response: its JSON, after checking the status matches its code."""
+        assert self.status != 200, (self.status, self.headers, self.body)
+        err = self.json()
+        assert CODES[code_number(err["code"])][1] == self.status, (self.status, err)
+        return err
+
+    def message(self, cls=EchoResponse):
+        assert self.status == 200, (self.status, self.headers, self.body)
+        assert self.headers["content-type"] == "application/proto", self.headers
+        return cls.FromString(self.body)
+
+
+def code_number(name):
+    return next(n for n, (c, _) in CODES.items() if c == name)
+
+
+def http1(port, method, path, body=None, headers=None, timeout=TIMEOUT, conn=None):
+    """One request with http.client; a body that is an iterable of bytes is sent chunked (no content-length)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        hdrs = dict(headers or {})
+        chunked = body is not None and not isinstance(body, (bytes, bytearray))
+        conn.request(method, path, body=body, headers=hdrs, encode_chunked=chunked)
+        r = conn.getresponse()
+        data = r.read()
+        h = {}
+        for k, v in r.getheaders():
+            k = k.lower()
+            h[k] = h[k] + ", " + v if k in h else v
+        return Reply(r.status, h, data)
+    finally:
+        if own:
+            conn.close()
+
+
+def unary(port, path, body, ctype="application/proto", headers=None, **kw):
+    h = {"Content-Type": ctype, "Connect-Protocol-Version": "1", **(headers or {})}
+    if hasattr(body, "SerializeToString"):
+        body = body.SerializeToString()
+    return http1(port, "POST", path, body, h, **kw)
+
+
+def json_unary(port, obj, path=JSON_UNARY, headers=None, **kw):
+    return unary(port, path, json.dumps(obj).encode(), ctype="application/json", headers=headers, **kw)
+
+
+def get_query(message, encoding="proto", b64=None, compression=None, connect=True):
+    """The query of a Connect GET, in connect-es's order (connect, base64, compression, encoding, message)."""
+    if hasattr(message, "SerializeToString"):
+        message = message.SerializeToString()
+    q = "connect=v1" if connect else ""
+    if compression:
+        message, b64 = gzip.compress(message), True
+    if b64 is None:
+        b64 = encoding != "json"
+    if b64:
+        q += "&base64=1"
+    if compression:
+        q += "&compression=" + compression
+    q += "&encoding=" + encoding
+    if b64:
+        q += "&message=" + base64.urlsafe_b64encode(message).rstrip(b"=").decode()
+    else:
+        q += "&message=" + urllib.parse.quote(message.decode("utf-8"), safe="")
+    return q.lstrip("&")
+
+
+def envelope(payload, flags=0):
+    if hasattr(payload, "SerializeToString"):
+        payload = payload.SerializeToString()
+    return struct.pack(">BI", flags, len(payload)) + payload
+
+
+def envelopes(data):
+    """Split a Connect stream body into [(flags, payload)]; every byte must belong to a whole envelope."""
+    frames, rest = grpcweb.split_frames(data)
+    assert rest == b"", f"{len(rest)} bytes after the last envelope"
+    return frames
+
+
+def stream_result(body, cls=EchoResponse):
+    """(messages, end-of-stream JSON) of a Connect stream body; the end of stream must be last and once."""
+    frames = envelopes(body)
+    assert frames and frames[-1][0] == 0x02, frames
+    assert all(f == 0 for f, _ in frames[:-1]), frames
+    msgs = [cls.FromString(p) if cls else p for _, p in frames[:-1]]
+    return msgs, json.loads(frames[-1][1])
+
+
+# --------------------------------------------------------------------------- unary
+
+
+def test_unary_proto(portico):
+    gw = portico()
+    r = unary(gw.port, UNARY, EchoRequest(message="hello", payload=b"\x00\xff"),
+              headers={"X-Echo-Shard": "42", "Connect-Timeout-Ms": "5000"})
+    resp = r.message()
+    assert resp.message == "hello" and resp.payload == b"\x00\xff"
+    # a bare message with its length, not chunked; the upstream's head and trailers in the head
+    assert r.headers["content-length"] == str(len(r.body)), r.headers
+    assert "transfer-encoding" not in r.headers
+    assert r.headers["x-echo-initial"] == "yes"
+    assert r.headers["x-echoed-shard"] == "42"
+    assert r.trailers() == {"x-trailer-ok": "done"}
+    assert not any(k.startswith("grpc-") and k != "grpc-accept-encoding" for k in r.headers), r.headers
+    # what the upstream saw: metadata without the Connect protocol's own fields
+    seen = dict(resp.headers)
+    assert seen["x-echo-shard"] == "42"
+    assert not any(k.startswith("connect-") for k in seen), seen
+
+
+def test_unary_json(portico):
+    gw = portico()
+    r = json_unary(gw.port, {"message": "héllo", "payload": base64.b64encode(b"\x01\x02").decode()})
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["content-type"] == "application/json"
+    doc = json.loads(r.body)
+    assert doc["message"] == "héllo" and base64.b64decode(doc["payload"]) == b"\x01\x02", doc
+    assert r.trailers() == {"x-trailer-ok": "done"}
+
+
+def test_unary_json_charset_and_keep_alive(portico):
+    """application/json; charset=utf-8 (connect-es accepts it); two calls on one connection."""
+    gw = portico()
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=TIMEOUT)
+    try:
+        for i in range(2):
+            r = unary(gw.port, JSON_UNARY, json.dumps({"message": f"m{i}"}).encode(),
+                      ctype="application/json; charset=utf-8", conn=conn)
+            assert r.status == 200 and json.loads(r.body)["message"] == f"m{i}", r.body
+    finally:
+        conn.close()
+
+
+def test_unary_without_version_header(portico):
+    """connect-protocol-version is optional (curl users follow the protocol's examples without it)."""
+    gw = portico()
+    r = http1(gw.port, "POST", JSON_UNARY, b'{"message":"plain"}', {"Content-Type": "application/json"})
+    assert r.status == 200 and json.loads(r.body)["message"] == "plain"
+
+
+def test_unary_chunked_body_without_content_length(portico):
+    gw = portico()
+    msg = EchoRequest(message="chunked", payload=b"p" * 3000).SerializeToString()
+    pieces = [msg[i:i + 700] for i in range(0, len(msg), 700)]
+    r = unary(gw.port, UNARY, iter(pieces))
+    resp = r.message()
+    assert resp.message == "chunked" and resp.payload == b"p" * 3000
+
+
+def test_unary_empty_body(portico):
+    """Content-Length: 0 is an empty message (all defaults), not a missing one."""
+    gw = portico()
+    r = unary(gw.port, UNARY, b"")
+    assert r.message() == EchoResponse(headers=r.message().headers)
+
+
+def test_unary_gzip_request_and_response(portico):
+    """content-encoding: gzip goes upstream as a compressed gRPC message (grpc-encoding: gzip); the response is
+    gzip when the client accepts it and compression is on."""
+    gw = portico(config=config("compression: {gzip: true, min_size: 1KiB}\n"))
+    body = gzip.compress(EchoRequest(message="zipped", size=2000).SerializeToString())
+    r = unary(gw.port, UNARY, body, headers={"Content-Encoding": "gzip", "Accept-Encoding": "gzip"})
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["content-encoding"] == "gzip" and "Accept-Encoding" in r.headers["vary"], r.headers
+    assert r.headers["content-length"] == str(len(r.body))
+    resp = EchoResponse.FromString(gzip.decompress(r.body))
+    assert resp.message == "zipped" and resp.payload == b"x" * 2000
+    # small: not worth it, but the answer still varies with Accept-Encoding
+    r = unary(gw.port, UNARY, EchoRequest(message="small"), headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in r.headers and r.message().message == "small"
+
+
+def test_unary_over_h2(portico):
+    gw = portico()
+    with H2Client(gw.port) as c:
+        hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", f"127.0.0.1:{gw.port}"), (":path", UNARY),
+                ("content-type", "application/proto"), ("connect-protocol-version", "1")]
+        body = EchoRequest(message="over h2").SerializeToString()
+        st = c.request(UNARY, body, headers=hdrs)
+        c.wait(lambda: st.done, TIMEOUT)
+        h = st.hdict()
+        assert h[":status"] == "200" and h["content-type"] == "application/proto", h
+        assert h["trailer-x-trailer-ok"] == "done" and st.trailers is None
+        assert EchoResponse.FromString(bytes(st.data)).message == "over h2"
+        assert h["content-length"] == str(len(st.data))
+
+
+# --------------------------------------------------------------------------- unary errors
+
+
+@pytest.mark.parametrize("status", sorted(CODES))
+def test_every_error_status(portico, status):
+    gw = portico()
+    r = unary(gw.port, UNARY, EchoRequest(status_code=status, status_message=f"failed with {status} ✓"))
+    code, http_status = CODES[status]
+    assert r.status == http_status, (r.status, r.body)
+    err = r.error()
+    assert err == {"code": code, "message": f"failed with {status} ✓"}, err
+    assert r.trailers() == {"x-trailer-custom": "custom-value", "x-trailer-bin": "AAH+/w"}
+
+
+def test_error_after_leading_metadata_keeps_headers(portico):
+    """An error after the upstream sent its head: the head's fields and the trailers are both there."""
+    gw = portico()
+    r = json_unary(gw.port, {"statusCode": 9, "statusMessage": "not now", "failAfterMessages": True})
+    assert r.status == 400 and r.error() == {"code": "failed_precondition", "message": "not now"}
+    assert r.headers["x-echo-initial"] == "yes"
+    assert r.trailers()["x-trailer-custom"] == "custom-value"
+
+
+def test_error_details(portico):
+    gw = portico()
+    r = unary(gw.port, UNARY, EchoRequest(status_code=14, status_message="overloaded", with_details=True))
+    assert r.status == 503
+    err = r.error()
+    assert err["code"] == "unavailable" and err["message"] == "overloaded"
+    types = [d["type"] for d in err["details"]]
+    assert types == ["google.protobuf.StringValue", "google.protobuf.Int32Value"], err
+    for d in err["details"]:
+        assert "=" not in d["value"]  # unpadded
+    raw = [base64.b64decode(d["value"] + "=" * (-len(d["value"]) % 4)) for d in err["details"]]
+    assert wrappers_pb2.StringValue.FromString(raw[0]).value == "retry later"
+    assert wrappers_pb2.Int32Value.FromString(raw[1]).value == 42
+    # the details are in the body, not repeated as a header
+    assert "trailer-grpc-status-details-bin" not in r.headers
+
+
+def test_unary_response_without_message(portico):
+    """A unary call answered with no message (a server stream of 0) is an error, not an empty success."""
+    gw = portico()
+    r = unary(gw.port, STREAM, EchoRequest(count=0))
+    assert r.status == 500 and r.error()["code"] == "internal"
+    assert "without a response message" in r.error()["message"]
+
+
+def test_unary_response_with_two_messages(portico):
+    gw = portico()
+    r = unary(gw.port, STREAM, EchoRequest(count=2))
+    assert r.status == 500
+    assert "more than one message" in r.error()["message"]
+
+
+def test_deadline(portico, echo_server):
+    gw = portico()
+    t0 = time.monotonic()
+    r = unary(gw.port, UNARY, EchoRequest(delay_ms=3000, id="connect-deadline"), headers={"Connect-Timeout-Ms": "300"})
+    elapsed = time.monotonic() - t0
+    assert r.status == 504 and r.error()["code"] == "deadline_exceeded", (r.status, r.body)
+    assert 0.25 < elapsed < 2.5, elapsed
+    # the deadline reached the upstream (as grpc-timeout): its call ended there too
+    assert echo_server.wait_cancel_status("connect-deadline").cancelled
+
+
+def test_gateway_deadline_clamped(portico):
+    """timeouts.max_grpc_timeout clamps connect-timeout-ms as it does grpc-timeout; the gateway's own timer
+    answers (the message names the deadline)."""
+    gw = portico(config=config("timeouts: {max_grpc_timeout: 200ms}\n"))
+    r = unary(gw.port, UNARY, EchoRequest(delay_ms=3000), headers={"Connect-Timeout-Ms": "60000"})
+    assert r.status == 504 and r.error()["code"] == "deadline_exceeded"
+
+
+# --------------------------------------------------------------------------- errors the gateway makes
+
+
+def test_upstream_down(portico):
+    gw = portico(upstream=free_port())
+    r = unary(gw.port, UNARY, EchoRequest(message="x"))
+    assert r.status == 503, (r.status, r.body)
+    err = r.error()
+    assert err["code"] == "unavailable" and err["message"], err
+
+
+def test_unknown_route(portico):
+    gw = portico(config=config(routes="routes: [{prefix: /portico.test., upstream: echo}]\n"))
+    r = unary(gw.port, "/other.Svc/Method", EchoRequest())
+    assert r.status == 501
+    assert r.error() == {"code": "unimplemented", "message": "no route for /other.Svc/Method"}
+    assert r.headers["x-request-id"]  # gateway-made errors carry the request id too
+
+
+def test_wrong_version_header(portico):
+    gw = portico()
+    r = unary(gw.port, UNARY, EchoRequest(), headers={"Connect-Protocol-Version": "2"})
+    assert r.status == 400
+    err = r.error()
+    assert err["code"] == "invalid_argument" and "connect-protocol-version '2'" in err["message"], err
+    assert not re.search(r"call /portico\.test\.Echo/Unary .*starting", gw.log_text())
+
+
+@pytest.mark.parametrize("value", ["abc", "12345678901", "-5", "1.5"])
+def test_bad_timeout(portico, value):
+    gw = portico()
+    r = unary(gw.port, UNARY, EchoRequest(), headers={"Connect-Timeout-Ms": value})
+    assert r.status == 400
+    assert r.error()["message"] == f"malformed connect-timeout-ms '{value}' (want 1 to 10 digits)"
+
+
+def test_unsupported_encoding(portico):
+    gw = portico()
+    r = unary(gw.port, UNARY, b"xx", headers={"Content-Encoding": "br"})
+    assert r.status == 501
+    assert r.error()["message"] == "unsupported content-encoding 'br': Portico accepts gzip and identity"
+
+
+def test_oversized_with_content_length(portico):
+    gw = portico(config=config("limits: {max_message_size: 1KiB}\n"))
+    r = unary(gw.port, UNARY, EchoRequest(payload=b"x" * 2000))
+    assert r.status == 429
+    err = r.error()
+    assert err["code"] == "resource_exhausted" and "limits.max_message_size" in err["message"], err
+
+
+def test_oversized_without_content_length(portico, echo_server):
+    """A chunked body has no length to frame it with: it is held up to max_message_size, refused beyond."""
+    gw = portico(config=config("limits: {max_message_size: 1KiB}\n"))
+    body = EchoRequest(payload=b"x" * 3000, id="connect-oversized").SerializeToString()
+    r = unary(gw.port, UNARY, iter([body[:500], body[500:1500], body[1500:]]))
+    assert r.status == 429
+    assert r.error()["message"] == ("request body without content-length exceeds the gateway limit of 1024 bytes "
+                                    "(limits.max_message_size)")
+    assert not echo_server.cancel_status("connect-oversized").seen  # nothing reached the upstream
+    assert gw.wait_log(r"RESOURCE_EXHAUSTED \(8\) .*without content-length")
+    # right at the limit is fine (a method with a small answer: the limit applies to responses too)
+    from echo_pb import CancelQuery
+    ok = CancelQuery(id="z" * 1021).SerializeToString()
+    assert len(ok) == 1024
+    r = unary(gw.port, "/portico.test.Echo/CancelStatus", iter([ok[:10], ok[10:]]))
+    assert r.message(CancelInfo) == CancelInfo()
+
+
+def test_origin_not_allowed(portico):
+    gw = portico(config=config(f"cors: {{allow_origins: ['{ORIGIN}']}}\n"))
+    r = unary(gw.port, UNARY, EchoRequest(), headers={"Origin": "https://evil.example"})
+    assert r.status == 403
+    assert r.error() == {"code": "permission_denied", "message": "origin not allowed by the CORS policy"}
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_unsupported_method(portico):
+    gw = portico()
+    r = http1(gw.port, "PUT", UNARY, b"{}", {"Content-Type": "application/json"})
+    assert r.status == 405 and r.headers["allow"] == "POST, OPTIONS"
+    assert r.json()["code"] == "unimplemented"
+
+
+JWT_SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def test_jwt(portico, tmp_path):
+    jwt = pytest.importorskip("jwt")
+    k = base64.urlsafe_b64encode(JWT_SECRET).rstrip(b"=").decode()
+    (tmp_path / "keys.json").write_text(json.dumps({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": k}]}))
+    gw = portico(config=config(
+        "jwt:\n  providers:\n    - {name: main, jwks_file: " + str(tmp_path / "keys.json") + "}\n",
+        routes="routes: [{prefix: /, upstream: echo, jwt: {providers: [main], require_claims: {scope: admin}}}]\n"))
+    r = unary(gw.port, UNARY, EchoRequest())
+    assert r.status == 401 and r.error()["code"] == "unauthenticated"
+    assert "missing credentials" in r.error()["message"]
+    r = unary(gw.port, UNARY, EchoRequest(), headers={"Authorization": "Bearer not.a.token"})
+    assert r.status == 401 and r.error()["message"].startswith("invalid token")
+    now = int(time.time())
+    user = jwt.encode({"sub": "u", "exp": now + 60, "scope": "user"}, JWT_SECRET, algorithm="HS256", headers={"kid": "k1"})
+    r = unary(gw.port, UNARY, EchoRequest(), headers={"Authorization": f"Bearer {user}"})
+    assert r.status == 403 and r.error()["code"] == "permission_denied"
+    admin = jwt.encode({"sub": "u", "exp": now + 60, "scope": "admin"}, JWT_SECRET, algorithm="HS256", headers={"kid": "k1"})
+    r = unary(gw.port, UNARY, EchoRequest(message="in"), headers={"Authorization": f"Bearer {admin}"})
+    assert r.message().message == "in"
+
+
+def test_grpc_web_errors_keep_their_shape(portico):
+    """The same gateway errors for a gRPC-Web caller: trailers-only 200 with grpc-status (the one place that
+    decides the shape answers each protocol in its own)."""
+    gw = portico(config=config(routes="routes: [{prefix: /portico.test., upstream: echo}]\n"))
+    status, head, msgs, trailers = grpcweb.call(gw.port, "/other.Svc/Method", EchoRequest())
+    assert status == 200 and msgs == [] and trailers is None
+    assert head["grpc-status"] == "12" and head["grpc-message"] == "no route for /other.Svc/Method"
+    assert head["content-type"] == "application/grpc-web+proto"
