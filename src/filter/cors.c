@@ -21,9 +21,10 @@
 #define REGEX_DEPTH_LIMIT 1000
 #define MAX_ORIGIN_LEN 1024
 
-/* The grpc-web essentials a preflight must allow whatever the configuration lists. */
-static const ptc_iovec_t essential_headers[] = {PTC_STRLIT("content-type"), PTC_STRLIT("x-grpc-web"), PTC_STRLIT("x-user-agent"),
-                                                PTC_STRLIT("grpc-timeout")};
+/* The gRPC-Web and Connect essentials a preflight must allow whatever the configuration lists. */
+static const ptc_iovec_t essential_headers[] = {PTC_STRLIT("content-type"),      PTC_STRLIT("x-grpc-web"),
+                                                PTC_STRLIT("x-user-agent"),      PTC_STRLIT("grpc-timeout"),
+                                                PTC_STRLIT("connect-protocol-version"), PTC_STRLIT("connect-timeout-ms")};
 /* Always exposed: a browser must be able to read the status of a trailers-only response. */
 static const ptc_iovec_t always_exposed[] = {PTC_STRLIT("grpc-status"), PTC_STRLIT("grpc-message"),
                                              PTC_STRLIT("grpc-status-details-bin")};
@@ -457,7 +458,8 @@ size_t ptc_cors_response_headers(const ptc_cors_decision_t *d, const ptc_header_
 int ptc_cors_preflight(const ptc_cors_config_t *policy, const ptc_preflight_t *pf, ptc_header_t *out, size_t cap, size_t *nout,
                        ptc_cors_scratch_t *scratch, const char **why)
 {
-    const char *methods = policy != NULL && policy->allow_methods != NULL ? policy->allow_methods : "POST, OPTIONS";
+    /* GET: a Connect GET that carries a header of its own (connect-timeout-ms, authorization) is preflighted */
+    const char *methods = policy != NULL && policy->allow_methods != NULL ? policy->allow_methods : "GET, POST, OPTIONS";
     size_t n = 0;
 
     *nout = 0;

@@ -452,3 +452,136 @@ def test_grpc_web_errors_keep_their_shape(portico):
     assert status == 200 and msgs == [] and trailers is None
     assert head["grpc-status"] == "12" and head["grpc-message"] == "no route for /other.Svc/Method"
     assert head["content-type"] == "application/grpc-web+proto"
+
+
+# --------------------------------------------------------------------------- GET
+
+
+def get(port, path, query, headers=None, **kw):
+    return http1(port, "GET", f"{path}?{query}", None, headers, **kw)
+
+
+@pytest.mark.parametrize("b64", [True, False], ids=["base64", "percent-encoded"])
+def test_get_json(portico, b64):
+    gw = portico()
+    q = get_query(json.dumps({"message": "a+b & c/d é"}).encode(), encoding="json", b64=b64)
+    assert ("base64=1" in q) == b64
+    r = get(gw.port, JSON_UNARY, q)
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["content-type"] == "application/json"
+    assert json.loads(r.body)["message"] == "a+b & c/d é"
+    assert r.trailers() == {"x-trailer-ok": "done"}
+    assert "cache-control" not in r.headers  # the route says nothing
+
+
+def test_get_proto(portico):
+    gw = portico()
+    r = get(gw.port, UNARY, get_query(EchoRequest(message="via get", payload=b"\xfb\xff\x00")))
+    resp = r.message()
+    assert resp.message == "via get" and resp.payload == b"\xfb\xff\x00"
+
+
+def test_get_gzip_message(portico):
+    gw = portico()
+    q = get_query(EchoRequest(message="compressed " * 20), compression="gzip")
+    assert "compression=gzip" in q and "base64=1" in q
+    assert get(gw.port, UNARY, q).message().message == "compressed " * 20
+
+
+def test_get_any_parameter_order_and_unknown_parameters(portico):
+    gw = portico()
+    msg = base64.urlsafe_b64encode(EchoRequest(message="order").SerializeToString()).decode()  # padded
+    q = f"utm_source=x&message={urllib.parse.quote(msg)}&encoding=proto&base64=1&connect=v1&_=123"
+    assert get(gw.port, UNARY, q).message().message == "order"
+
+
+def test_get_cache_control(portico):
+    gw = portico(config=config(routes=(
+        "routes:\n"
+        "  - {path: /portico.test.Echo/Unary, upstream: echo, get_cache_control: 'public, max-age=60'}\n"
+        "  - {prefix: /, upstream: echo}\n")))
+    r = get(gw.port, UNARY, get_query(EchoRequest(message="cached")))
+    assert r.message().message == "cached"
+    assert r.headers["cache-control"] == "public, max-age=60"
+    # errors are not given the route's caching
+    r = get(gw.port, UNARY, get_query(EchoRequest(status_code=5, status_message="gone")))
+    assert r.status == 404 and "cache-control" not in r.headers
+    # nor POSTs, nor other routes
+    assert "cache-control" not in unary(gw.port, UNARY, EchoRequest()).headers
+    assert "cache-control" not in get(gw.port, JSON_UNARY, get_query(b"{}", encoding="json")).headers
+
+
+def test_get_cors_simple_request(portico):
+    """A GET with no custom header is a CORS simple request: no preflight, the answer carries the CORS fields
+    (and trailer-* names are exposed to the page)."""
+    gw = portico(config=config(f"cors: {{allow_origins: ['{ORIGIN}']}}\n"))
+    r = get(gw.port, UNARY, get_query(EchoRequest(message="simple")), headers={"Origin": ORIGIN})
+    assert r.message().message == "simple"
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    exposed = {h.strip() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert "trailer-x-trailer-ok" in exposed, exposed
+    assert "Origin" in r.headers["vary"]
+    assert not re.search(r"OPTIONS", gw.log_text())
+    # with a custom header the browser preflights a GET: GET is allowed, and so are Connect's headers
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=TIMEOUT)
+    c.request("OPTIONS", UNARY, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+                                         "Access-Control-Request-Headers": "connect-timeout-ms"})
+    p = c.getresponse()
+    p.read()
+    c.close()
+    assert p.status == 204
+    assert "GET" in [m.strip() for m in p.getheader("access-control-allow-methods").split(",")]
+    assert "connect-timeout-ms" in p.getheader("access-control-allow-headers")
+    # an error is readable by the page too
+    r = get(gw.port, UNARY, get_query(EchoRequest(status_code=3, status_message="bad")), headers={"Origin": ORIGIN})
+    assert r.status == 400 and r.headers["access-control-allow-origin"] == ORIGIN
+    assert r.error()["message"] == "bad"
+
+
+def test_get_deadline(portico):
+    gw = portico()
+    r = get(gw.port, UNARY, get_query(EchoRequest(delay_ms=3000)), headers={"Connect-Timeout-Ms": "200"})
+    assert r.status == 504 and r.error()["code"] == "deadline_exceeded"
+
+
+@pytest.mark.parametrize("query,status,why", [
+    ("connect=v1&message=e30", 400, "bad Connect GET request: the 'encoding' parameter is missing"),
+    ("connect=v1&encoding=json", 400, "bad Connect GET request: the 'message' parameter is missing"),
+    ("connect=v2&encoding=json&message=e30", 400, "unsupported Connect protocol version"),
+    ("encoding=json&message=%7B&message=%7D", 400, "the 'message' parameter is given twice"),
+    ("encoding=proto&base64=1&message=A", 400, "the message is not valid base64"),
+    ("encoding=proto&message=%FF", 400, "the message is not UTF-8 text: binary messages need base64=1"),
+    ("encoding=json&message=%G1", 400, "bad percent-encoding in the query"),
+    ("encoding=js%20on&message=e30", 400, "the 'encoding' parameter is not a codec name"),
+    ("encoding=proto&base64=1&compression=br&message=AAAA", 501, "unsupported compression 'br': Portico accepts gzip and identity"),
+], ids=["no-encoding", "no-message", "version", "twice", "base64", "binary", "percent", "codec", "compression"])
+def test_get_bad_query(portico, echo_server, query, status, why):
+    gw = portico()
+    r = get(gw.port, UNARY, query)
+    assert r.status == status, (r.status, r.body)
+    assert why in r.error()["message"], r.body
+
+
+def test_get_without_connect_parameters_is_not_connect(portico):
+    """A GET without connect, encoding or message is not a Connect call: the gRPC-Web answer (405, plain)."""
+    gw = portico()
+    r = get(gw.port, UNARY, "foo=bar")
+    assert r.status == 405 and r.headers["content-type"].startswith("text/plain")
+
+
+def test_get_over_h2(portico):
+    gw = portico()
+    path = f"{UNARY}?{get_query(EchoRequest(message='h2 get'))}"
+    hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", f"127.0.0.1:{gw.port}"), (":path", path)]
+    with H2Client(gw.port) as c:
+        st = c.request(path, None, headers=hdrs)
+        c.wait(lambda: st.done, TIMEOUT)
+        assert st.hdict()[":status"] == "200"
+        assert EchoResponse.FromString(bytes(st.data)).message == "h2 get"
+
+
+def test_get_url_too_long(portico):
+    """The query is bounded by limits.max_header_size like any request line: 414, before any call."""
+    gw = portico(config=config("limits: {max_header_size: 4KiB}\n"))
+    r = get(gw.port, UNARY, get_query(EchoRequest(payload=b"x" * 6000)))
+    assert r.status == 414
