@@ -585,3 +585,175 @@ def test_get_url_too_long(portico):
     gw = portico(config=config("limits: {max_header_size: 4KiB}\n"))
     r = get(gw.port, UNARY, get_query(EchoRequest(payload=b"x" * 6000)))
     assert r.status == 414
+
+
+# --------------------------------------------------------------------------- streams
+
+
+STREAM_HEADERS = {"Content-Type": "application/connect+proto", "Connect-Protocol-Version": "1"}
+
+
+def stream_http1(port, path, body, ctype="application/connect+proto", headers=None):
+    return http1(port, "POST", path, body, {**STREAM_HEADERS, "Content-Type": ctype, **(headers or {})})
+
+
+def h2_headers(port, path, ctype="application/connect+proto", extra=()):
+    return [(":method", "POST"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"), (":path", path),
+            ("content-type", ctype), ("connect-protocol-version", "1"), *extra]
+
+
+def test_server_stream_proto(portico):
+    gw = portico()
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(message="s", count=3, size=10)))
+    assert r.status == 200 and r.headers["content-type"] == "application/connect+proto", r.headers
+    assert r.headers["x-echo-initial"] == "yes"
+    msgs, end = stream_result(r.body)
+    assert [(m.message, m.index, m.payload) for m in msgs] == [("s", i, b"x" * 10) for i in range(3)]
+    assert end == {"metadata": {"x-trailer-ok": ["done"]}}
+    assert not any(k.startswith("trailer-") for k in r.headers)
+
+
+def test_server_stream_json_error_with_details(portico):
+    gw = portico()
+    req = {"message": "j", "count": 2, "statusCode": 5, "statusMessage": "gone ✗", "withDetails": True}
+    r = stream_http1(gw.port, JSON_STREAM, envelope(json.dumps(req).encode()), ctype="application/connect+json")
+    assert r.status == 200 and r.headers["content-type"] == "application/connect+json"
+    msgs, end = stream_result(r.body, cls=None)
+    assert [json.loads(m) for m in msgs] == [{"message": "j"}, {"message": "j", "index": 1}]
+    err = end["error"]
+    assert err["code"] == "not_found" and err["message"] == "gone ✗"
+    assert [d["type"] for d in err["details"]] == ["google.protobuf.StringValue", "google.protobuf.Int32Value"]
+    assert end["metadata"] == {"x-trailer-custom": ["custom-value"], "x-trailer-bin": ["AAH+/w"]}
+
+
+@pytest.mark.parametrize("status", [0, 7])
+def test_server_stream_trailers_only(portico, status):
+    """A trailers-only upstream answer still makes a Connect stream: a head and one end-of-stream envelope."""
+    gw = portico()
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(count=0, status_code=status, status_message="no")))
+    assert r.status == 200 and r.headers["content-type"] == "application/connect+proto"
+    msgs, end = stream_result(r.body)
+    assert msgs == []
+    if status == 0:
+        assert end == {"metadata": {"x-trailer-ok": ["done"]}}
+    else:
+        assert end["error"] == {"code": "permission_denied", "message": "no"}
+        assert end["metadata"]["x-trailer-custom"] == ["custom-value"]
+
+
+def test_server_stream_over_h2_arrives_as_sent(portico):
+    gw = portico()
+    with H2Client(gw.port) as c:
+        path = STREAM
+        st = c.request(path, envelope(EchoRequest(message="t", count=3, interval_ms=300)), headers=h2_headers(gw.port, path))
+        c.wait(lambda: st.done, TIMEOUT)
+        msgs, end = stream_result(bytes(st.data))
+        assert [m.index for m in msgs] == [0, 1, 2] and end == {"metadata": {"x-trailer-ok": ["done"]}}
+        # streamed, not buffered: the first message came well before the end
+        assert st.end_time - st.data_times[0] > 0.45, (st.data_times, st.end_time)
+        assert st.trailers is None  # the end of stream is in the body, never HTTP trailers
+
+
+def test_client_stream_over_h2(portico):
+    gw = portico()
+    with H2Client(gw.port) as c:
+        st = c.request(CLIENT_STREAM, None, headers=h2_headers(gw.port, CLIENT_STREAM), end=False)
+        for word in ("a", "b", "c"):
+            c.send(st.sid, envelope(EchoRequest(message=word, payload=word.encode())))
+            time.sleep(0.05)
+        c.end(st.sid)
+        c.wait(lambda: st.done, TIMEOUT)
+        msgs, end = stream_result(bytes(st.data))
+        assert [(m.message, m.index, m.payload) for m in msgs] == [("a|b|c", 3, b"abc")]
+        assert end == {"metadata": {"x-trailer-ok": ["done"]}}
+
+
+def test_client_stream_over_http1(portico):
+    """Client streaming works over HTTP/1.1 too (the whole body, then the answer)."""
+    gw = portico()
+    body = b"".join(envelope(EchoRequest(message=w)) for w in ("x", "y"))
+    msgs, end = stream_result(stream_http1(gw.port, CLIENT_STREAM, iter([body[:3], body[3:]])).body)
+    assert [m.message for m in msgs] == ["x|y"] and "error" not in end
+
+
+def test_bidi_over_h2_full_duplex(portico):
+    """Each answer arrives before the next request is sent."""
+    gw = portico()
+    with H2Client(gw.port) as c:
+        st = c.request(BIDI, None, headers=h2_headers(gw.port, BIDI), end=False)
+        for i, word in enumerate(("one", "two", "three")):
+            c.send(st.sid, envelope(EchoRequest(message=word)))
+            c.wait(lambda: len(envelopes_so_far(st)) == i + 1, TIMEOUT, f"answer {i}")
+            assert EchoResponse.FromString(envelopes_so_far(st)[i][1]).message == word
+        c.end(st.sid)
+        c.wait(lambda: st.done, TIMEOUT)
+        msgs, end = stream_result(bytes(st.data))
+        assert [m.message for m in msgs] == ["one", "two", "three"] and end == {"metadata": {"x-trailer-ok": ["done"]}}
+
+
+def envelopes_so_far(st):
+    return grpcweb.split_frames(bytes(st.data))[0]
+
+
+def test_bidi_cancel_reaches_upstream(portico, echo_server):
+    gw = portico()
+    with H2Client(gw.port) as c:
+        st = c.request(BIDI, None, headers=h2_headers(gw.port, BIDI), end=False)
+        c.send(st.sid, envelope(EchoRequest(message="first", id="connect-bidi-cancel")))
+        c.wait(lambda: len(envelopes_so_far(st)) == 1, TIMEOUT)
+        c.reset(st.sid)
+    assert echo_server.wait_cancel_status("connect-bidi-cancel").cancelled
+
+
+def test_stream_deadline(portico):
+    gw = portico()
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(count=5, interval_ms=400)), headers={"Connect-Timeout-Ms": "600"})
+    msgs, end = stream_result(r.body)
+    assert 1 <= len(msgs) <= 2, msgs
+    assert end["error"]["code"] == "deadline_exceeded", end
+
+
+def test_stream_gzip_request(portico):
+    """connect-content-encoding: gzip; compressed envelopes (flag 0x01) go up as compressed gRPC messages."""
+    gw = portico()
+    payload = gzip.compress(EchoRequest(message="zipped", count=1).SerializeToString())
+    r = stream_http1(gw.port, STREAM, envelope(payload, flags=1), headers={"Connect-Content-Encoding": "gzip"})
+    msgs, end = stream_result(r.body)
+    assert [m.message for m in msgs] == ["zipped"] and "error" not in end
+
+
+@pytest.mark.parametrize("body,why", [
+    (envelope(EchoRequest(count=1), flags=0x02), "a request envelope has the end-of-stream flag (0x02)"),
+    (envelope(EchoRequest(count=1), flags=0x80), "a request envelope has reserved flag bits set"),
+    (envelope(EchoRequest(count=1, message="cut"))[:-2], "request body ended inside a Connect envelope"),
+], ids=["end-stream-flag", "reserved-flag", "truncated"])
+def test_stream_bad_envelopes(portico, body, why):
+    """Errors in a stream are the stream's: 200 and an end-of-stream envelope with the code and the reason."""
+    gw = portico()
+    r = stream_http1(gw.port, STREAM, body)
+    assert r.status == 200
+    msgs, end = stream_result(r.body)
+    assert msgs == [] and end["error"]["code"] == "invalid_argument"
+    assert why in end["error"]["message"], end
+
+
+def test_stream_gateway_errors(portico):
+    gw = portico(upstream=free_port())
+    msgs, end = stream_result(stream_http1(gw.port, STREAM, envelope(EchoRequest(count=1))).body)
+    assert msgs == [] and end["error"]["code"] == "unavailable"
+    gw2 = portico()
+    r = stream_http1(gw2.port, STREAM, envelope(EchoRequest(count=1)), headers={"Connect-Content-Encoding": "br"})
+    assert r.status == 200
+    assert stream_result(r.body)[1]["error"] == {
+        "code": "unimplemented", "message": "unsupported connect-content-encoding 'br': Portico accepts gzip and identity"}
+    r = stream_http1(gw2.port, STREAM, envelope(EchoRequest(count=1)), headers={"Connect-Protocol-Version": "0"})
+    assert stream_result(r.body)[1]["error"]["code"] == "invalid_argument"
+
+
+def test_stream_response_message_too_large(portico):
+    """A response message over limits.max_message_size after others went out: the stream ends with an error."""
+    gw = portico(config=config("limits: {max_message_size: 1KiB}\n"))
+    r = stream_http1(gw.port, "/portico.test.Echo/Bidi", b"".join(envelope(EchoRequest(size=s)) for s in (10, 5000)))
+    msgs, end = stream_result(r.body)
+    assert len(msgs) == 1 and end["error"]["code"] == "resource_exhausted"
+    assert "limits.max_message_size" in end["error"]["message"]
