@@ -18,12 +18,15 @@ registered in the default descriptor pool. Equivalent .proto:
     message CancelQuery { string id = 1; }
     message CancelInfo { bool cancelled = 1; bool finished = 2; bool seen = 3; }
     service Echo {
-      rpc Unary(EchoRequest) returns (EchoResponse);
+      rpc Unary(EchoRequest) returns (EchoResponse) { option idempotency_level = NO_SIDE_EFFECTS; }
       rpc ServerStream(EchoRequest) returns (stream EchoResponse);
       rpc ClientStream(stream EchoRequest) returns (EchoResponse);
       rpc Bidi(stream EchoRequest) returns (stream EchoResponse);
       rpc CancelStatus(CancelQuery) returns (CancelInfo);
     }
+    service EchoJson { the same methods }   // served with the JSON codec (echo_server.py)
+
+Unary is marked side-effect free so that Connect clients may call it with GET (connect-web's useHttpGet).
 """
 
 from google.protobuf import descriptor_pb2, message_factory
@@ -80,10 +83,13 @@ def _build():
     _message(fdp, "CancelQuery", [("id", _STRING)])
     _message(fdp, "CancelInfo", [("cancelled", _BOOL), ("finished", _BOOL), ("seen", _BOOL)])
 
-    svc = fdp.service.add(name="Echo")
-    for name, req, res, cstream, sstream in METHODS:
-        svc.method.add(name=name, input_type=f".{PACKAGE}.{req}", output_type=f".{PACKAGE}.{res}",
-                       client_streaming=cstream, server_streaming=sstream)
+    for service in ("Echo", "EchoJson"):
+        svc = fdp.service.add(name=service)
+        for name, req, res, cstream, sstream in METHODS:
+            m = svc.method.add(name=name, input_type=f".{PACKAGE}.{req}", output_type=f".{PACKAGE}.{res}",
+                               client_streaming=cstream, server_streaming=sstream)
+            if name == "Unary":
+                m.options.idempotency_level = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
     return fdp
 
 
