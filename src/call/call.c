@@ -134,6 +134,7 @@ struct st_ptc_call_t {
     /* Connect (see the comment at connect_unary_end) */
     bool connect;         /* a Connect call: unary, GET or stream */
     bool connect_unary;   /* unary or GET: a bare message each way; the response is held until the trailers */
+    bool req_get;         /* a GET: the message came in the query, a body is an error */
     bool req_hold;        /* unary POST without content-length: the body waits in req_held until it ends */
     struct evbuffer *req_held;
     uint8_t req_flags;    /* unary: the flags of the one request message (compressed or not) */
@@ -863,7 +864,9 @@ static void connect_unary_body(ptc_call_t *call, const char *data, size_t len)
     if (!call->req_hold) {
         if (len > call->req_left) {
             call->req_failed = true;
-            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body is longer than its content-length");
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "%s",
+                      call->req_get ? "a Connect GET request has no body: the message is in the query"
+                                    : "request body is longer than its content-length");
             return;
         }
         call->req_left -= len;
@@ -1681,6 +1684,7 @@ static int connect_unary_start(ptc_call_t *call, const ptc_filter_ctx_t *ctx)
     const ptc_route_config_t *route = ctx->route;
 
     if (c->get) {
+        call->req_get = true;
         if (route->get_cache_control != NULL)
             call->cache_control = route->get_cache_control; /* the snapshot's, which the call pins */
         ptc_frame_header_encode(hdr, call->req_flags, (uint32_t)c->message.len);

@@ -757,3 +757,24 @@ def test_stream_response_message_too_large(portico):
     msgs, end = stream_result(r.body)
     assert len(msgs) == 1 and end["error"]["code"] == "resource_exhausted"
     assert "limits.max_message_size" in end["error"]["message"]
+
+
+def test_get_with_a_body(portico):
+    gw = portico()
+    r = http1(gw.port, "GET", f"{UNARY}?{get_query(EchoRequest(message='q'))}", b"surprise", {})
+    assert r.status == 400
+    assert r.error()["message"] == "a Connect GET request has no body: the message is in the query"
+
+
+def test_custom_codec_with_version_header(portico):
+    """application/CODEC is Connect only with connect-protocol-version; it goes up as application/grpc+CODEC (the
+    echo server decodes by service, so protobuf bytes under another codec name still echo)."""
+    gw = portico()
+    body = EchoRequest(message="custom").SerializeToString()
+    r = http1(gw.port, "POST", UNARY, body, {"Content-Type": "application/x-custom", "Connect-Protocol-Version": "1"})
+    assert r.status == 200 and r.headers["content-type"] == "application/x-custom", (r.status, r.headers)
+    assert EchoResponse.FromString(r.body).message == "custom"
+    assert re.search(r"call /portico\.test\.Echo/Unary .*starting", gw.log_text())
+    # without the header it is not Connect: a plain 415
+    r = http1(gw.port, "POST", UNARY, body, {"Content-Type": "application/x-custom"})
+    assert r.status == 415 and r.headers["content-type"].startswith("text/plain")
