@@ -60,7 +60,8 @@ bool ptc_connect_query_is_get(ptc_iovec_t query);
  * is not UTF-8, a compressed message without base64=1. Whether version, codec and compression are supported
  * is the caller's decision.
  */
-int ptc_connect_get_parse(ptc_iovec_t query, uint8_t *scratch, size_t cap, ptc_connect_get_t *out, const char **why) PTC_WARN_UNUSED;
+int ptc_connect_get_parse(ptc_iovec_t query, uint8_t *scratch, size_t cap, ptc_connect_get_t *out,
+                          const char **why) PTC_WARN_UNUSED;
 
 /* ---- JSON the gateway writes ---- */
 

@@ -25,7 +25,8 @@ static int connect_body(ptc_error_reply_t *r, ptc_ctype_t ct, const ptc_connect_
 
     if (stream) {
         /* the end-of-stream envelope: flag 0x02, length, the JSON */
-        if ((json = ptc_connect_end_stream_json(e, md, nmd, &len)) == NULL || (r->body = malloc(len + PTC_FRAME_HEADER_SIZE)) == NULL) {
+        if ((json = ptc_connect_end_stream_json(e, md, nmd, &len)) == NULL ||
+            (r->body = malloc(len + PTC_FRAME_HEADER_SIZE)) == NULL) {
             free(json);
             return PTC_ENOMEM;
         }

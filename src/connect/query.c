@@ -143,8 +143,11 @@ typedef struct {
 
 static int parse_cb(void *ctx, param_t p, ptc_iovec_t value)
 {
-    static const char *const twice[] = {NULL, "the 'connect' parameter is given twice", "the 'encoding' parameter is given twice",
-                                        "the 'message' parameter is given twice", "the 'base64' parameter is given twice",
+    static const char *const twice[] = {NULL,
+                                        "the 'connect' parameter is given twice",
+                                        "the 'encoding' parameter is given twice",
+                                        "the 'message' parameter is given twice",
+                                        "the 'base64' parameter is given twice",
                                         "the 'compression' parameter is given twice"};
     parse_t *ps = ctx;
     if (ps->seen[p]) {

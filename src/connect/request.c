@@ -36,16 +36,17 @@ static bool common_checks(ptc_filter_ctx_t *ctx, ptc_iovec_t encoding, const cha
     const ptc_header_t *t = ptc_filter_find(ctx, PTC_STRLIT("connect-timeout-ms"));
     if (t != NULL) {
         if (ptc_connect_timeout_parse(ptc_iov_trim(t->value), &ctx->connect.timeout_ms) != 0) {
-            *action = ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT, "malformed connect-timeout-ms '%.*s' (want 1 to 10 digits)",
-                                             (int)PTC_MIN(t->value.len, (size_t)40), t->value.base);
+            *action =
+                ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT, "malformed connect-timeout-ms '%.*s' (want 1 to 10 digits)",
+                                       (int)PTC_MIN(t->value.len, (size_t)40), t->value.base);
             return false;
         }
         ctx->connect.has_timeout = true;
     }
     int enc = encoding_of(encoding);
     if (enc < 0) {
-        *action = ptc_filter_answer_grpc(ctx, PTC_GRPC_UNIMPLEMENTED, "unsupported %s '%.*s': Portico accepts gzip and identity", what,
-                                         (int)PTC_MIN(encoding.len, (size_t)40), encoding.base);
+        *action = ptc_filter_answer_grpc(ctx, PTC_GRPC_UNIMPLEMENTED, "unsupported %s '%.*s': Portico accepts gzip and identity",
+                                         what, (int)PTC_MIN(encoding.len, (size_t)40), encoding.base);
         return false;
     }
     ctx->connect.compressed = enc == 1;
@@ -70,7 +71,8 @@ static ptc_filter_action_t on_get(ptc_filter_ctx_t *ctx, ptc_iovec_t query)
         return action;
     if (get.message.len > cfg->limits.max_message_size)
         return ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED,
-                                      "request message of %zu bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
+                                      "request message of %zu bytes exceeds the gateway limit of %" PRIu32
+                                      " bytes (limits.max_message_size)",
                                       get.message.len, cfg->limits.max_message_size);
     ctx->connect.get = true;
     ctx->connect.message = get.message;
@@ -105,10 +107,12 @@ static ptc_filter_action_t on_post(ptc_filter_ctx_t *ctx, const ptc_header_t *ve
     ptc_filter_action_t action;
 
     if (version != NULL && !ptc_iov_eq(ptc_iov_trim(version->value), PTC_STRLIT("1")))
-        return ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT, "unsupported connect-protocol-version '%.*s' (Portico speaks 1)",
+        return ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT,
+                                      "unsupported connect-protocol-version '%.*s' (Portico speaks 1)",
                                       (int)PTC_MIN(version->value.len, (size_t)40), version->value.base);
     const ptc_header_t *enc = ptc_filter_find(ctx, unary ? PTC_STRLIT("content-encoding") : PTC_STRLIT("connect-content-encoding"));
-    if (!common_checks(ctx, enc != NULL ? enc->value : ptc_iov("", 0), unary ? "content-encoding" : "connect-content-encoding", &action))
+    if (!common_checks(ctx, enc != NULL ? enc->value : ptc_iov("", 0), unary ? "content-encoding" : "connect-content-encoding",
+                       &action))
         return action;
     const ptc_header_t *cl = ptc_filter_find(ctx, PTC_STRLIT("content-length"));
     uint64_t len = 0;

@@ -171,8 +171,9 @@ static void error_json(const uint8_t *data, size_t size, bool end_stream)
         while (p < end && n < 16) {
             const char *nl = memchr(p, '\n', (size_t)(end - p)), *stop = nl != NULL ? nl : end;
             const char *colon = memchr(p, ':', (size_t)(stop - p));
-            md[n++] = colon != NULL ? (ptc_header_t){ptc_iov(p, (size_t)(colon - p)), ptc_iov(colon + 1, (size_t)(stop - colon - 1))}
-                                    : (ptc_header_t){ptc_iov(p, (size_t)(stop - p)), ptc_iov("", 0)};
+            md[n++] = colon != NULL
+                          ? (ptc_header_t){ptc_iov(p, (size_t)(colon - p)), ptc_iov(colon + 1, (size_t)(stop - colon - 1))}
+                          : (ptc_header_t){ptc_iov(p, (size_t)(stop - p)), ptc_iov("", 0)};
             p = nl != NULL ? nl + 1 : end;
         }
         json = ptc_connect_end_stream_json(status % 2 == 0 ? &e : NULL, md, n, &len);
@@ -196,7 +197,8 @@ static int record(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t lengt
     }
     if (ev == PTC_FRAME_EV_HEADER)
         FUZZ_CHECK((flags & ~PTC_CONNECT_FLAG_COMPRESSED) == 0);
-    uint8_t head[6] = {(uint8_t)ev, flags, (uint8_t)(length >> 24), (uint8_t)(length >> 16), (uint8_t)(length >> 8), (uint8_t)length};
+    uint8_t head[6] = {(uint8_t)ev,    flags, (uint8_t)(length >> 24), (uint8_t)(length >> 16), (uint8_t)(length >> 8),
+                       (uint8_t)length};
     const uint8_t *add = ev == PTC_FRAME_EV_DATA ? data : head;
     size_t n = ev == PTC_FRAME_EV_DATA ? len : sizeof(head);
     n = PTC_MIN(n, sizeof(r->log) - r->len);

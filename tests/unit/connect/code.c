@@ -1,10 +1,10 @@
 /* Unit tests for src/connect/code.c: the Connect error table both ways, and connect-timeout-ms. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <cmocka.h>
 
 #include "portico/codec.h"
 #include "portico/connect.h"
@@ -63,10 +63,10 @@ static void test_http_to_code(void **state)
 {
     (void)state;
     static const int want[][2] = {
-        {400, PTC_GRPC_INTERNAL},    {401, PTC_GRPC_UNAUTHENTICATED}, {403, PTC_GRPC_PERMISSION_DENIED},
-        {404, PTC_GRPC_UNIMPLEMENTED}, {429, PTC_GRPC_UNAVAILABLE},   {502, PTC_GRPC_UNAVAILABLE},
-        {503, PTC_GRPC_UNAVAILABLE}, {504, PTC_GRPC_UNAVAILABLE},     {500, PTC_GRPC_UNKNOWN},
-        {409, PTC_GRPC_UNKNOWN},     {415, PTC_GRPC_UNKNOWN},         {200, PTC_GRPC_UNKNOWN},
+        {400, PTC_GRPC_INTERNAL},      {401, PTC_GRPC_UNAUTHENTICATED}, {403, PTC_GRPC_PERMISSION_DENIED},
+        {404, PTC_GRPC_UNIMPLEMENTED}, {429, PTC_GRPC_UNAVAILABLE},     {502, PTC_GRPC_UNAVAILABLE},
+        {503, PTC_GRPC_UNAVAILABLE},   {504, PTC_GRPC_UNAVAILABLE},     {500, PTC_GRPC_UNKNOWN},
+        {409, PTC_GRPC_UNKNOWN},       {415, PTC_GRPC_UNKNOWN},         {200, PTC_GRPC_UNKNOWN},
     };
     for (size_t i = 0; i < PTC_ARRAY_SIZE(want); i++)
         assert_int_equal(ptc_connect_code_from_http(want[i][0]), want[i][1]);

@@ -2,13 +2,13 @@
  * Unit tests for src/connect/json.c: the Error object with grpc-status-details-bin decoded into
  * "details", the EndStreamResponse, and google.rpc.Status parsing.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <cmocka.h>
 
 #include "portico/codec.h"
 #include "portico/connect.h"
@@ -17,7 +17,7 @@
 static size_t build_status(uint8_t *out, const char *const *types, const uint8_t *const *values, const size_t *vlens, size_t n)
 {
     size_t o = 0;
-    out[o++] = 0x08, out[o++] = 0x03;                                  /* code = 3 */
+    out[o++] = 0x08, out[o++] = 0x03;                                 /* code = 3 */
     out[o++] = 0x12, out[o++] = 3, memcpy(out + o, "bad", 3), o += 3; /* message */
     for (size_t i = 0; i < n; i++) {
         size_t tl = strlen(types[i]);
@@ -91,10 +91,9 @@ static void test_error_details(void **state)
     size_t n = build_status(pb, types, values, vlens, 2), len;
     b64(bin, pb, n);
     ptc_connect_error_t e = {PTC_GRPC_UNAVAILABLE, PTC_STRLIT("overloaded"), true, ptc_iov(bin, strlen(bin))};
-    ASSERT_JSON(ptc_connect_error_json(&e, &jlen_),
-                "{\"code\":\"unavailable\",\"message\":\"overloaded\",\"details\":["
-                "{\"type\":\"google.rpc.RetryInfo\",\"value\":\"CgIIPA\"},"
-                "{\"type\":\"google.protobuf.StringValue\",\"value\":\"CgF4\"}]}");
+    ASSERT_JSON(ptc_connect_error_json(&e, &jlen_), "{\"code\":\"unavailable\",\"message\":\"overloaded\",\"details\":["
+                                                    "{\"type\":\"google.rpc.RetryInfo\",\"value\":\"CgIIPA\"},"
+                                                    "{\"type\":\"google.protobuf.StringValue\",\"value\":\"CgF4\"}]}");
     /* unpadded base64 in the header is accepted too */
     size_t blen = strlen(bin);
     while (bin[blen - 1] == '=')
@@ -110,7 +109,7 @@ static void test_error_details_ignored(void **state)
 {
     (void)state;
     static const uint8_t trunc[] = {0x08, 0x03, 0x1a, 0x10, 0x0a}; /* an Any cut short */
-    static const uint8_t group[] = {0x0b, 0x0c};                  /* a group: not a Status */
+    static const uint8_t group[] = {0x0b, 0x0c};                   /* a group: not a Status */
     static const uint8_t nodetails[] = {0x08, 0x03, 0x12, 0x01, 'x'};
     char bin[64];
     const char *const raw[] = {"!!!not base64", "A"};
@@ -143,11 +142,11 @@ static void test_status_parser(void **state)
     (void)state;
     /* unknown fields of every wire type are skipped, in the Status and in an Any */
     static const uint8_t pb[] = {
-        0x08, 0x96, 0x01,                               /* code = 150 (varint, 2 bytes) */
-        0x21, 1, 2, 3, 4, 5, 6, 7, 8,                   /* field 4, fixed64 */
-        0x2d, 1, 2, 3, 4,                               /* field 5, fixed32 */
+        0x08, 0x96, 0x01,                                                            /* code = 150 (varint, 2 bytes) */
+        0x21, 1,    2,    3,    4,   5,    6,    7,    8,                            /* field 4, fixed64 */
+        0x2d, 1,    2,    3,    4,                                                   /* field 5, fixed32 */
         0x1a, 0x0b, 0x0a, 0x01, 'T', 0x12, 0x02, 0xaa, 0xbb, 0x18, 0x05, 0x22, 0x00, /* Any{T, 2 bytes, f3, f4} */
-        0x1a, 0x00,                                     /* an empty Any */
+        0x1a, 0x00,                                                                  /* an empty Any */
     };
     anylog_t l = {{0}, 0};
     assert_int_equal(ptc_rpc_status_details(pb, sizeof(pb), log_any, &l), 0);
@@ -162,7 +161,8 @@ static void test_status_parser(void **state)
         free(copy);
     }
     /* details with the wrong wire type; a varint that never ends; field number 0 */
-    static const uint8_t wrong[] = {0x18, 0x01}, endless[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+    static const uint8_t wrong[] = {0x18, 0x01},
+                         endless[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
                          zero[] = {0x00, 0x01};
     assert_int_equal(ptc_rpc_status_details(wrong, sizeof(wrong), log_any, &l), PTC_EINVAL);
     assert_int_equal(ptc_rpc_status_details(endless, sizeof(endless), log_any, &l), PTC_EINVAL);
@@ -192,9 +192,9 @@ static void test_end_stream(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_plain),          cmocka_unit_test(test_error_message_decoding),
-        cmocka_unit_test(test_error_details),        cmocka_unit_test(test_error_details_ignored),
-        cmocka_unit_test(test_status_parser),        cmocka_unit_test(test_end_stream),
+        cmocka_unit_test(test_error_plain),   cmocka_unit_test(test_error_message_decoding),
+        cmocka_unit_test(test_error_details), cmocka_unit_test(test_error_details_ignored),
+        cmocka_unit_test(test_status_parser), cmocka_unit_test(test_end_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,11 +1,11 @@
 /* Unit tests for src/connect/query.c: decoding the query of a Connect unary GET. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <cmocka.h>
 
 #include "portico/connect.h"
 
@@ -37,7 +37,8 @@ static const good_t good[] = {
     {"connect=v1&base64=1&compression=gzip&encoding=proto&message=H4sI", "proto", "gzip", true, true, "\x1f\x8b\x08", 3},
     {"compression=identity&encoding=json&message=%7B%7D", "json", "identity", false, false, "{}", 2},
     /* UTF-8 text */
-    {"encoding=json&message=%22%C3%A9%E2%82%AC%F0%9F%98%80%22", "json", "", false, false, "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"", 11},
+    {"encoding=json&message=%22%C3%A9%E2%82%AC%F0%9F%98%80%22", "json", "", false, false,
+     "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"", 11},
     /* percent-encoded parameter names */
     {"%65ncoding=json&%6Dessage=1", "json", "", false, false, "1", 1},
 };
@@ -108,7 +109,8 @@ static void test_bad(void **state)
         ptc_connect_get_t out;
         const char *why = NULL;
         assert_non_null(scratch);
-        assert_int_equal(ptc_connect_get_parse(ptc_iov(bad[i].query, qlen), scratch, PTC_CONNECT_GET_SCRATCH(qlen), &out, &why), PTC_EINVAL);
+        assert_int_equal(ptc_connect_get_parse(ptc_iov(bad[i].query, qlen), scratch, PTC_CONNECT_GET_SCRATCH(qlen), &out, &why),
+                         PTC_EINVAL);
         assert_non_null(why);
         if (strstr(why, bad[i].why) == NULL)
             fail_msg("%s: got '%s', want '%s'", bad[i].query, why, bad[i].why);
