@@ -1,10 +1,11 @@
 /* Unit tests for src/connect/code.c: the Connect error table both ways, and connect-timeout-ms. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "portico/codec.h"
 #include "portico/connect.h"

@@ -2,12 +2,13 @@
  * Connect envelopes (the 5-byte prefix of application/connect+* bodies) through the gateway's frame
  * parser, split at every offset and fed a byte at a time; and the flags a request envelope may carry.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "portico/codec.h"
 #include "portico/connect.h"

@@ -2,13 +2,14 @@
  * Unit tests for src/connect/json.c: the Error object with grpc-status-details-bin decoded into
  * "details", the EndStreamResponse, and google.rpc.Status parsing.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "portico/codec.h"
 #include "portico/connect.h"

@@ -1,11 +1,12 @@
 /* Unit tests for src/connect/query.c: decoding the query of a Connect unary GET. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "portico/connect.h"
 
