@@ -153,6 +153,7 @@ typedef struct st_ptc_route_config_t {
     ptc_header_rules_config_t headers; /* run after the global rules */
     ptc_jwt_requirement_config_t jwt;  /* jwt.set false: jwt.default applies */
     bool native_filters;     /* the filters (ids, trace, header rules, JWT) run for native gRPC clients too; default true */
+    char *get_cache_control; /* Cache-Control of successful Connect GET responses (side-effect-free methods); NULL = none */
 } ptc_route_config_t;
 
 typedef struct st_ptc_limits_config_t {

@@ -74,7 +74,7 @@
  *       - "~^https://[a-z]+\\.example\\.org$"   # anchored at both ends
  *       - "*"                              # any origin except "null" (echoed, never a literal *)
  *     allow_credentials: false     # default false
- *     allow_methods: [POST, OPTIONS]   # tokens; default "POST, OPTIONS"
+ *     allow_methods: [POST, OPTIONS]   # tokens; default "GET, POST, OPTIONS"
  *     allow_headers: "*"           # "*" (default) = reflect what the preflight asks for; or a list of names
  *     expose_headers: [x-custom]   # names added to the computed Access-Control-Expose-Headers
  *     max_age: 10m                 # Access-Control-Max-Age, whole seconds; default 10m; 0 = omitted
@@ -128,6 +128,7 @@
  *       headers: {request: [{set: x-route, value: "%ROUTE%"}]}   # the route's own rules, after the global ones
  *       jwt: {providers: [main], optional: true}   # replaces jwt.default (entirely); `jwt: disabled`: no check
  *       native_filters: true       # header rules and JWT run for native gRPC clients too; default true
+ *       get_cache_control: "public, max-age=60"   # Cache-Control of successful Connect GET responses; default none
  *
  * Rules:
  *  - A file without `listeners` keeps the current listeners, and one without `admin` the current admin
@@ -638,6 +639,53 @@ const char *ptc__path_check(const char *path)
     return NULL;
 }
 
+/* RFC 9110 §5.6.2 tchar */
+static bool is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+const char *ptc__cache_control_check(const char *value)
+{
+    const char *p = value;
+    if (strlen(value) > PTC_CONFIG_MAX_CACHE_CONTROL)
+        return "is longer than 256 bytes";
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *name = p;
+        while (is_tchar(*p))
+            p++;
+        if (p == name)
+            return "must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")";
+        if (*p == '=') {
+            p++;
+            if (*p == '"') {
+                for (p++; *p != '"'; p++) {
+                    if (*p == '\\' && p[1] != '\0')
+                        p++;
+                    else if (*p == '\0' || (unsigned char)*p < 0x20 || *p == 0x7f)
+                        return "has an unterminated quoted-string or a control character";
+                }
+                p++;
+            } else {
+                const char *v = p;
+                while (is_tchar(*p))
+                    p++;
+                if (p == v)
+                    return "has a directive with '=' but no value";
+            }
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            return NULL;
+        if (*p != ',')
+            return "must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")";
+        p++;
+    }
+}
+
 const char *ptc__claim_path_check(const char *path)
 {
     if (path[0] == '\0')
@@ -770,6 +818,7 @@ void ptc__route_dispose(ptc_route_config_t *r)
     ptc__header_rules_dispose(&r->headers);
     ptc__jwt_requirement_dispose(&r->jwt);
     free(r->path);
+    free(r->get_cache_control);
     if (r->cors != NULL) {
         ptc_cors_config_dispose(r->cors);
         free(r->cors);
@@ -1223,6 +1272,8 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
             return invalid(cfg, err, errlen, "routes[%zu].%s: %s", i, r->match == PTC_ROUTE_EXACT ? "path" : "prefix", why);
         if (r->upstream_index >= cfg->num_upstreams)
             return invalid(cfg, err, errlen, "routes[%zu].upstream: no upstream with index %zu", i, r->upstream_index);
+        if (r->get_cache_control != NULL && (why = ptc__cache_control_check(r->get_cache_control)) != NULL)
+            return invalid(cfg, err, errlen, "routes[%zu].get_cache_control: %s", i, why);
         if (i > 0 && route_before(r, &cfg->routes[i - 1]))
             return invalid(cfg, err, errlen, "routes[%zu]: not in match order (exact paths first, then longest prefixes)", i);
     }

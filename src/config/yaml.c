@@ -1641,6 +1641,19 @@ static int on_route_native_filters(loader_t *l, const char *key, yaml_node_t *va
     return apply_field(l, &native, key, value, rp->route);
 }
 
+static int on_route_get_cache_control(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a Cache-Control value", &s)) != 0)
+        return ret;
+    if ((why = ptc__cache_control_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &rp->route->get_cache_control);
+}
+
 static const field_t route_fields[] = {
     {"prefix", FIELD_CUSTOM, 0, 0, 0, on_route_prefix},
     {"path", FIELD_CUSTOM, 0, 0, 0, on_route_path},
@@ -1649,6 +1662,7 @@ static const field_t route_fields[] = {
     {"headers", FIELD_CUSTOM, 0, 0, 0, on_route_headers},
     {"jwt", FIELD_CUSTOM, 0, 0, 0, on_route_jwt},
     {"native_filters", FIELD_CUSTOM, 0, 0, 0, on_route_native_filters},
+    {"get_cache_control", FIELD_CUSTOM, 0, 0, 0, on_route_get_cache_control},
 };
 
 static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj)

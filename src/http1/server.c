@@ -186,12 +186,18 @@ static const char *reason_phrase(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
     case 413:
         return "Content Too Large";
     case 414:
@@ -200,14 +206,22 @@ static const char *reason_phrase(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 501:
         return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     case 505:
         return "HTTP Version Not Supported";
     default:
@@ -415,8 +429,14 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     for (size_t i = 0; i < n; i++)
         hb_header(&hb, headers[i].name, headers[i].value);
     hb_cors(conn, &hb, headers, n);
+    bool sized = false; /* the call knows the body's length (a Connect unary response): no chunked coding */
+    for (size_t i = 0; i < n && !sized; i++)
+        sized = ptc_iov_eq(headers[i].name, PTC_STRLIT("content-length"));
     if (end_stream) {
-        hb_header(&hb, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+        if (!sized)
+            hb_header(&hb, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+    } else if (sized) {
+        conn->chunked = false;
     } else if (conn->http10) {
         conn->close_after_response = true; /* HTTP/1.0 has no chunked coding: the body ends at close */
     } else {

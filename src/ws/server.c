@@ -281,6 +281,7 @@ static void start_call(ws_conn_t *c)
         .peer = c->peer,
         .snap = c->snap,
         .allow_native = false,
+        .websocket = true,
     };
     c->state = WS_CALL;
     evtimer_del(c->timer);

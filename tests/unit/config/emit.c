@@ -382,6 +382,8 @@ static void test_rich_round_trip(void **state)
     assert_true(back.routes[0].jwt.disabled); /* path /portico.test.Echo/Private */
     assert_int_equal(back.routes[2].jwt.providers[0], 2);
     assert_false(back.routes[2].native_filters);
+    assert_string_equal(back.routes[2].get_cache_control, "public, max-age=60, stale-while-revalidate=\"30\"");
+    assert_null(back.routes[4].get_cache_control);
     assert_int_equal(back.routes[2].headers.num_trailers, 1);
     assert_int_equal(back.routes[3].jwt.num_providers, 2); /* /sys. */
     assert_false(back.routes[4].jwt.set);
