@@ -276,6 +276,65 @@ def h1_big_request(port):
     return grpcweb_outcome(*parse_http1(raw), False, [("big", 0)])
 
 
+# Connect: an error is an HTTP status with a JSON body whose code matches it
+CONNECT_ERRORS = {429: "resource_exhausted", 503: "unavailable", 500: "internal"}
+
+
+def connect_call(port, method, target, headers, body, stream):
+    """A Connect call over HTTP/1.1: unary (POST or GET) or a server stream; checks what arrived."""
+    hdrs = [("Host", "127.0.0.1"), ("Connection", "close")] + headers
+    if body is not None:
+        hdrs.append(("Content-Length", str(len(body))))
+    wire = f"{method} {target} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n" + (body or b"")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        try:
+            sock.sendall(wire)
+        except (BrokenPipeError, ConnectionResetError):
+            return "reset"
+        raw, _ = read_all(sock, 15)
+    finally:
+        sock.close()
+    status, headers, data, complete = parse_http1(raw)
+    if status is None or not complete and status == 200 and stream:
+        if status is not None:  # a stream cut short: its whole envelopes are intact
+            frames, _ = grpcweb.split_frames(data)
+            assert all(f == 0 for f, _ in frames) and decoded([p for _, p in frames]) == [("cs", i) for i in range(len(frames))]
+        return "reset"
+    assert complete, f"HTTP {status}: a response cut short outside a stream body: {raw[:300]!r}"
+    if status != 200:
+        assert status in CONNECT_ERRORS, f"HTTP {status}: {data[:300]!r}"
+        err = json.loads(data)
+        assert err["code"] == CONNECT_ERRORS[status] and err.get("message"), err
+        return f"error {err['code']}"
+    if not stream:
+        assert headers["content-type"] == "application/proto", headers
+        assert decoded([data]) == [("cg", 0)], data
+        return "ok"
+    frames = grpcweb.split_frames(data)
+    assert frames[1] == b"" and frames[0] and frames[0][-1][0] == 0x02, data[:300]
+    end = json.loads(frames[0][-1][1])
+    msgs = decoded([p for f, p in frames[0][:-1]])
+    assert msgs == [("cs", i) for i in range(len(msgs))], msgs
+    if "error" not in end:
+        assert len(msgs) == 2, msgs
+        return "ok"
+    assert end["error"]["code"] in CONNECT_ERRORS.values() and end["error"].get("message"), end
+    return f"error {end['error']['code']}"
+
+
+def connect_get(port):
+    import base64
+    q = "connect=v1&encoding=proto&base64=1&message=" + base64.urlsafe_b64encode(echo("cg")).rstrip(b"=").decode()
+    return connect_call(port, "GET", "/portico.test.Echo/Unary?" + q, [], None, False)
+
+
+def connect_stream(port):
+    body = grpcweb.frame(echo("cs", count=2))
+    return connect_call(port, "POST", "/portico.test.Echo/ServerStream",
+                        [("Content-Type", "application/connect+proto"), ("Connect-Protocol-Version", "1")], body, True)
+
+
 def echo(message, **kw):
     return echo_pb.EchoRequest(message=message, **kw).SerializeToString()
 
@@ -298,6 +357,8 @@ SCENARIOS = {
                                              [("h2", 0)]),
     "h1_big_request": h1_big_request,
     "ws_bidi": ws_bidi,
+    "connect_get": connect_get,
+    "connect_stream": connect_stream,
     "h2_stream_native": lambda port: h2_call(port, "/portico.test.Echo/ServerStream", echo("nt", count=2), True,
                                              [("nt", i) for i in range(2)]),
 }
