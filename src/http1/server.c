@@ -827,6 +827,8 @@ static const llhttp_settings_t parser_settings = {
 static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
 {
     if (conn->head_error != 0) {
+        if (conn->head_error == 431 || conn->head_error == 414)
+            PTC_STAT_INC(conn->worker->limit_stats.headers_too_large);
         fail_http(conn, conn->head_error, "%s", conn->head_error_msg);
         return;
     }
