@@ -838,6 +838,14 @@ static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
         start_closing(conn);
         return;
     }
+    if (conn->response_complete) {
+        /* this request was answered already (a local answer while its body came in): a second answer would
+         * be read as the answer to a request never sent; the first is flushed and the connection closes */
+        ptc_log_info("http1 %s: malformed request body after its answer (%s: %s); closing", conn->base.peer, llhttp_errno_name(err),
+                     llhttp_get_error_reason(&conn->parser));
+        start_closing(conn);
+        return;
+    }
     if (conn->response_active) {
         /* the response is under way: nothing well-formed can follow, only closing is left */
         ptc_log_info("http1 %s: malformed request body (%s: %s); closing", conn->base.peer, llhttp_errno_name(err),
