@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -80,18 +79,11 @@ static void fix_free(fix_t *f)
     free(f);
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Runs the worker's loop and reads what the gateway sent, until `until` holds or `ms` pass. */
 static void run(fix_t *f, bool (*until)(fix_t *f, const void *arg), const void *arg, uint64_t ms)
 {
-    uint64_t end = now_ms() + ms;
-    while (!(until != NULL && until(f, arg)) && now_ms() < end) {
+    uint64_t end = ptc_now_ms() + ms;
+    while (!(until != NULL && until(f, arg)) && ptc_now_ms() < end) {
         event_base_loop(f->w.base, EVLOOP_NONBLOCK);
         ssize_t n = recv(f->client, f->in + f->len, sizeof(f->in) - 1 - f->len, 0);
         if (n > 0) {
@@ -172,9 +164,9 @@ static void test_idle_timeout_closes(void **state)
     fix_t *f = fix_new();
     send_text(f, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
     run(f, has, "ok\n", 2000);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = ptc_now_ms();
     run(f, no_conns, NULL, 3000);
-    uint64_t waited = now_ms() - t0;
+    uint64_t waited = ptc_now_ms() - t0;
     assert_int_equal(f->w.num_conns, 0);
     assert_true(waited >= 250 && waited < 2000); /* timeouts.idle: 300 ms */
     run(f, closed, NULL, 1000);
@@ -186,10 +178,10 @@ static void test_header_read_timeout_408(void **state)
 {
     (void)state;
     fix_t *f = fix_new();
-    uint64_t t0 = now_ms();
+    uint64_t t0 = ptc_now_ms();
     send_text(f, "GET /healthz HTTP/1.1\r\nHost: a\r\n"); /* the head never ends */
     run(f, has, "HTTP/1.1 408 ", 3000);
-    uint64_t waited = now_ms() - t0;
+    uint64_t waited = ptc_now_ms() - t0;
     assert_non_null(strstr(f->in, "HTTP/1.1 408 Request Timeout\r\n"));
     assert_non_null(strstr(f->in, "request head not received within 200 ms (timeouts.header_read)"));
     assert_true(waited >= 150 && waited < 2000);
