@@ -147,6 +147,7 @@ struct st_h2conn_t {
     bool write_blocked; /* cleartext: see ptc_bev_write_now() */
     bool goaway_sent;
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
+    int32_t header_block_stream; /* ... on this stream */
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -606,16 +607,26 @@ static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
  * frame header ourselves: a HEADERS frame for a client stream id at or below the last one processed that
  * names no live stream (not trailers for an open one) ends the connection with GOAWAY.
  */
+/* A header block opens or ends (the timer only changes when that changes: other frames do not touch it). */
+static void header_block(h2conn_t *conn, bool open, int32_t stream_id)
+{
+    if (open)
+        conn->header_block_stream = stream_id;
+    if (open != conn->in_header_block) {
+        conn->in_header_block = open;
+        timer_update(conn);
+    }
+}
+
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
 {
     h2conn_t *conn = user_data;
     if (hd->type == NGHTTP2_SETTINGS && (hd->flags & NGHTTP2_FLAG_ACK) == 0)
         settings_begin(conn);
-    /* a header block is open from its HEADERS frame to the frame with END_HEADERS (timeouts.header_read) */
-    if (hd->type == NGHTTP2_HEADERS || (hd->type == NGHTTP2_CONTINUATION && (hd->flags & NGHTTP2_FLAG_END_HEADERS) != 0)) {
-        conn->in_header_block = (hd->flags & NGHTTP2_FLAG_END_HEADERS) == 0;
-        timer_update(conn);
-    }
+    /* a header block is open from its HEADERS frame to the frame with END_HEADERS (timeouts.header_read); any
+     * other frame than CONTINUATION also means it ended (nghttp2 reports no CONTINUATION of a block it ignores) */
+    if (hd->type != NGHTTP2_CONTINUATION || (hd->flags & NGHTTP2_FLAG_END_HEADERS) != 0)
+        header_block(conn, hd->type == NGHTTP2_HEADERS && (hd->flags & NGHTTP2_FLAG_END_HEADERS) == 0, hd->stream_id);
     if (hd->type != NGHTTP2_HEADERS || hd->stream_id == 0 || (hd->stream_id & 1) == 0 ||
         hd->stream_id > nghttp2_session_get_last_proc_stream_id(session) || nghttp2_session_find_stream(session, hd->stream_id) != NULL)
         return 0;
@@ -843,6 +854,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
     frame_price(conn, frame);
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        header_block(conn, false, 0);
     if (st == NULL || conn->error_goaway)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -1090,6 +1103,9 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
                   conn->shut ? "closed after GOAWAY (the client did not close)" : "the client did not read the GOAWAY in time");
         return;
     case TIMER_HEADER:
+        /* a block nghttp2 ignores (a refused stream's) has no stream of ours: its end went unseen */
+        if (conn->in_header_block && nghttp2_session_get_stream_user_data(conn->session, conn->header_block_stream) == NULL)
+            conn->in_header_block = false;
         if (conn->in_header_block)
             conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_header_timeouts,
                        "header block not completed within %" PRIu64 " ms (timeouts.header_read)",

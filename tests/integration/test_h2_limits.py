@@ -218,6 +218,23 @@ def test_header_block_left_open(t):
     calm(t, send, "header block not completed within 1000 ms (timeouts.header_read)", "h2_header_timeouts")
 
 
+def test_refused_stream_split_header_block_is_not_a_timeout(t):
+    """A header block in two frames for a stream nghttp2 refuses (over the limit before the SETTINGS ACK): the
+    block is consumed unseen, and the quiet connection afterwards is not taken for a block left open."""
+    with settled(t, ack_settings=False) as c:
+        for i in range(STREAMS):
+            slow_request(c, 1 + 2 * i)
+        sid = 1 + 2 * STREAMS
+        block = c.block(request_headers(c.port, UNARY))
+        c.send(frame(HEADERS, END_STREAM, sid, block[:4]) + frame(CONTINUATION, END_HEADERS, sid, block[4:]))
+        assert c.rst_code(sid) == REFUSED_STREAM
+        time.sleep(HEADER_READ_S + 0.7)
+        c.data(1, unary_body("after"), end_stream=True)
+        status, _, _, _ = c.response(1)
+        assert status == 200 and not c.find(GOAWAY), c.summary()
+    t.check_counter("h2_header_timeouts", 0)
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
