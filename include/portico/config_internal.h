@@ -23,6 +23,7 @@
 #define PTC_CONFIG_MAX_WORKERS 1024
 #define PTC_CONFIG_MIN_STREAM_WINDOW 1024
 #define PTC_CONFIG_MAX_STREAM_WINDOW 0x7fffffffu /* RFC 9113 §6.9.1: 2^31-1 */
+#define PTC_CONFIG_MAX_CONCURRENT_STREAMS 65536u /* limits.max_concurrent_streams */
 #define PTC_CONFIG_MAX_REQUEST_ID_LENGTH 128     /* PTC_REQUEST_ID_MAX (portico/filter.h), checked in config.c */
 #define PTC_CONFIG_MIN_JWT_TOKEN_SIZE 256u
 #define PTC_CONFIG_MAX_JWT_TOKEN_SIZE (1u << 20)

@@ -821,6 +821,7 @@ static int req_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t
         return -1;
     }
     if (length > call->cfg->limits.max_message_size) {
+        PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
                   "request message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                   length, call->cfg->limits.max_message_size);
@@ -1246,10 +1247,11 @@ static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t len
     }
     if (st < 0)
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
-    else if (st == PTC_GRPC_RESOURCE_EXHAUSTED)
+    else if (st == PTC_GRPC_RESOURCE_EXHAUSTED) {
+        PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
         call_fail(call, st, "decompressed response message exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                   call->cfg->limits.max_message_size);
-    else if (st != 0)
+    } else if (st != 0)
         call_fail(call, st, "upstream sent a corrupt %s-compressed message (%" PRIu32 " bytes)", call->encoding_name, length);
     return st != 0 ? -1 : 0;
 }
@@ -1282,6 +1284,7 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
     switch (ev) {
     case PTC_FRAME_EV_HEADER:
         if (length > call->cfg->limits.max_message_size) {
+            PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
             call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
                       "response message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                       length, call->cfg->limits.max_message_size);

@@ -52,7 +52,9 @@
  *     max_headers: 100           # default 100; >= 1
  *     call_buffer_size: 256KiB   # default 256 KiB; >= 1
  *     stream_window_size: 256KiB # default 256 KiB; 1024 .. 2^31-1
- *     max_connections: 10000     # default 10000; >= 1
+ *     max_connections: 10000     # default 10000; >= 1 (per worker)
+ *     max_connections_total: 0   # all workers together; default 0 = no cap
+ *     max_concurrent_streams: 128  # HTTP/2 streams per browser-side connection; default 128; 1 .. 65536
  *   timeouts:
  *     max_grpc_timeout: 0        # 0 = no clamp (default 0)
  *     default_grpc_timeout: 0    # default 0 = none
@@ -508,6 +510,8 @@ const ptc__field_t ptc__limits_fields[] = {
     {"call_buffer_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, call_buffer_size)},
     {"stream_window_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size)},
     {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections)},
+    {"max_connections_total", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections_total)},
+    {"max_concurrent_streams", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_concurrent_streams)},
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
@@ -856,6 +860,8 @@ int ptc_config_init_default(ptc_config_t *cfg)
         .call_buffer_size = 256u << 10,
         .stream_window_size = 256u << 10,
         .max_connections = 10000,
+        .max_connections_total = 0,
+        .max_concurrent_streams = 128,
     };
     cfg->timeouts = (ptc_timeouts_config_t){
         .max_grpc_timeout_ms = 0,
@@ -1288,6 +1294,8 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         {"call_buffer_size", cfg->limits.call_buffer_size, 1, UINT32_MAX},
         {"stream_window_size", cfg->limits.stream_window_size, PTC_CONFIG_MIN_STREAM_WINDOW, PTC_CONFIG_MAX_STREAM_WINDOW},
         {"max_connections", cfg->limits.max_connections, 1, UINT32_MAX},
+        {"max_connections_total", cfg->limits.max_connections_total, 0, UINT32_MAX},
+        {"max_concurrent_streams", cfg->limits.max_concurrent_streams, 1, PTC_CONFIG_MAX_CONCURRENT_STREAMS},
     };
     for (size_t i = 0; i < PTC_ARRAY_SIZE(limits); i++)
         if (limits[i].value < limits[i].min || limits[i].value > limits[i].max)

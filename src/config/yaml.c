@@ -1811,6 +1811,9 @@ static const field_t limits_fields[] = {
     {"stream_window_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size), PTC_CONFIG_MIN_STREAM_WINDOW,
      PTC_CONFIG_MAX_STREAM_WINDOW, NULL},
     {"max_connections", FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections), 1, UINT32_MAX, NULL},
+    {"max_connections_total", FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections_total), 0, UINT32_MAX, NULL},
+    {"max_concurrent_streams", FIELD_UINT32, offsetof(ptc_limits_config_t, max_concurrent_streams), 1,
+     PTC_CONFIG_MAX_CONCURRENT_STREAMS, NULL},
 };
 
 static const field_t timeouts_fields[] = {

@@ -348,6 +348,22 @@ static void get_config(ptc_control_t *ctl, struct evhttp_request *req, const cha
     evbuffer_free(b);
 }
 
+/* `, "section": {"name": sum, ...}`: a stats struct at `offset` in each worker, read as an array of counters. */
+static void add_counters(struct evbuffer *b, const ptc_control_t *ctl, const char *section, size_t offset, const char *const *names,
+                         size_t n)
+{
+    evbuffer_add_printf(b, ", \"%s\": {", section);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < ctl->nworkers; i++) {
+            const ptc_counter_t *c = (const ptc_counter_t *)(const void *)((const char *)&ctl->workers[i] + offset) + k;
+            sum += atomic_load_explicit(c, memory_order_relaxed);
+        }
+        evbuffer_add_printf(b, "%s\"%s\": %" PRIu64, k != 0 ? ", " : "", names[k], sum);
+    }
+    evbuffer_add_printf(b, "}");
+}
+
 static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
 {
     struct evbuffer *b = evbuffer_new();
@@ -364,20 +380,20 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
         json_string(b, ctl->last_error);
     else
         evbuffer_add_printf(b, "null");
-    /* the filters' outcomes summed over the workers (each worker writes only its own) */
-    const char *sep = "";
-    evbuffer_add_printf(b, ", \"filters\": {");
-#define XX(name, _)                                                                                                                \
-    do {                                                                                                                           \
-        uint64_t sum = 0;                                                                                                          \
-        for (size_t i = 0; i < ctl->nworkers; i++)                                                                                 \
-            sum += atomic_load_explicit(&ctl->workers[i].filter_stats.name, memory_order_relaxed);                                 \
-        evbuffer_add_printf(b, "%s\"" #name "\": %" PRIu64, sep, sum);                                                              \
-        sep = ", ";                                                                                                                \
-    } while (0);
-    PTC_FILTER_STATS_MAP(XX)
+    /* the filters' outcomes and the limits' refusals summed over the workers (each worker writes only its own) */
+    static const char *const filter_names[] = {
+#define XX(name, _) #name,
+        PTC_FILTER_STATS_MAP(XX)
 #undef XX
-    evbuffer_add_printf(b, "}, \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
+    };
+    static const char *const limit_names[] = {
+#define XX(name, _) #name,
+        PTC_LIMIT_STATS_MAP(XX)
+#undef XX
+    };
+    add_counters(b, ctl, "filters", offsetof(ptc_worker_t, filter_stats), filter_names, PTC_ARRAY_SIZE(filter_names));
+    add_counters(b, ctl, "limits", offsetof(ptc_worker_t, limit_stats), limit_names, PTC_ARRAY_SIZE(limit_names));
+    evbuffer_add_printf(b, ", \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
     reply(req, 200, "application/json", b);
     evbuffer_free(b);
 }

@@ -880,12 +880,22 @@ static const llhttp_settings_t parser_settings = {
 static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
 {
     if (conn->head_error != 0) {
+        if (conn->head_error == 431 || conn->head_error == 414)
+            PTC_STAT_INC(conn->worker->limit_stats.headers_too_large);
         fail_http(conn, conn->head_error, "%s", conn->head_error_msg);
         return;
     }
     if (err == HPE_USER && conn->close_after_response && conn->discard_body) {
         /* an unread body grew past the limit */
         ptc_log_info("http1 %s: closing: discarded request body exceeds the limit", conn->base.peer);
+        start_closing(conn);
+        return;
+    }
+    if (conn->response_complete) {
+        /* this request was answered already (a local answer while its body came in): a second answer would
+         * be read as the answer to a request never sent; the first is flushed and the connection closes */
+        ptc_log_info("http1 %s: malformed request body after its answer (%s: %s); closing", conn->base.peer, llhttp_errno_name(err),
+                     llhttp_get_error_reason(&conn->parser));
         start_closing(conn);
         return;
     }
