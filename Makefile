@@ -33,7 +33,7 @@ demo-check: build
 test: unit integration browser demo-check
 
 asan:
-	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON" SANITIZED=1
+	$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DPTC_ASAN=ON -DPTC_UBSAN=ON -DPTC_FAULT_INJECTION=ON" SANITIZED=1
 
 # The full suite, as CI runs it: everything, the Dockerfile's steps, then everything again under
 # ASan+UBSan, then a seconds-long smoke of the benchmark harness (no timing judged) so bench/ does not rot.

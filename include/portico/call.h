@@ -61,6 +61,43 @@ struct st_ptc_downstream_t {
     ptc_cors_decision_t cors; /* decided for the current request; adapters add its fields to every head they write */
 };
 
+/*
+ * Gateway-made errors in the caller's protocol: the one place that decides their shape (DESIGN.md,
+ * "Protocols"). Every local error goes through it: the pipeline's (no route, authentication, bad request,
+ * refused origin, method, content type) and the call's (upstream down, deadline, limits), and a Connect
+ * unary call's upstream error too (its JSON body).
+ *
+ *   gRPC-Web, gRPC   a gRPC error is trailers-only: 200, content-type, grpc-status, grpc-message, no body;
+ *                    an HTTP refusal (http_status set: 403, 405, 415) is plain text with that status
+ *   Connect unary    the HTTP status of the code (or http_status), application/json, the Error object
+ *   Connect stream   a gRPC error is 200, application/connect+codec and an end-of-stream envelope with the
+ *                    error (and metadata); an HTTP refusal is answered as for unary
+ */
+#define PTC_ERROR_MESSAGE_MAX 1024 /* gateway-made messages, before percent-encoding */
+
+typedef struct st_ptc_error_reply_t {
+    int http_status;
+    bool plain;          /* a plain-text HTTP answer (ds->cb->respond with body) */
+    ptc_header_t fields[4];
+    size_t num_fields;   /* content-type first; then grpc-status and grpc-message, or content-length */
+    char *body;          /* malloc'ed: the JSON error or the end-of-stream envelope, or plain text; NULL: none */
+    size_t body_len;
+    char _ctype[64], _code[8], _len[24], _msg[3 * PTC_ERROR_MESSAGE_MAX];
+} ptc_error_reply_t;
+
+struct st_ptc_connect_error_t;
+/*
+ * Renders an error for a caller of type ct (with its Accept, for gRPC-Web text): e its status, message and
+ * details; http_status 0 for a gRPC error, else the HTTP status of a refusal; md the metadata of a Connect
+ * stream's end (may be NULL). Returns 0, or PTC_ENOMEM (r is then a trailers-only gRPC answer or a bodiless
+ * Connect one, still sendable).
+ */
+int ptc_error_reply_init(ptc_error_reply_t *r, ptc_ctype_t ct, ptc_iovec_t accept, const struct st_ptc_connect_error_t *e,
+                         int http_status, const ptc_header_t *md, size_t nmd);
+void ptc_error_reply_dispose(ptc_error_reply_t *r);
+/* Sends r through ds with extra fields (after r's): respond(), or the head, body and end. Not on_call_done. */
+void ptc_error_reply_send(const ptc_error_reply_t *r, ptc_downstream_t *ds, const ptc_header_t *extra, size_t nextra);
+
 /* The CORS fields ds->cors calls for, given the fields of the head being written (see ptc_cors_response_headers). */
 size_t ptc_downstream_cors_fields(const ptc_downstream_t *ds, const ptc_header_t *sent, size_t nsent, ptc_header_t *out,
                                   size_t cap, ptc_cors_scratch_t *scratch);
@@ -80,6 +117,7 @@ typedef struct st_ptc_request_t {
     ptc_snapshot_t *snap; /* the configuration the request is handled under (the adapter holds a reference) */
     bool allow_native; /* application/grpc is proxied as native gRPC (HTTP/2 downstreams) */
     ptc_transport_t transport; /* how the client reached the gateway: for metrics and the access log */
+    bool websocket;    /* a call of the grpc-websockets transport: gRPC-Web only (no Connect) */
 } ptc_request_t;
 
 /*

@@ -159,6 +159,8 @@ typedef enum {
     PTC_CT_GRPC_WEB,      /* application/grpc-web[+codec] */
     PTC_CT_GRPC_WEB_TEXT, /* application/grpc-web-text[+codec] */
     PTC_CT_GRPC,          /* application/grpc[+codec] (native gRPC) */
+    PTC_CT_CONNECT,       /* Connect unary: application/proto, application/json (and GET requests) */
+    PTC_CT_CONNECT_STREAM, /* Connect streaming: application/connect+codec */
 } ptc_ctype_kind_t;
 
 typedef struct st_ptc_ctype_t {
@@ -166,8 +168,14 @@ typedef struct st_ptc_ctype_t {
     ptc_iovec_t codec; /* the codec after '+', e.g. "proto", "json"; empty when absent */
 } ptc_ctype_t;
 
-/* Classifies a Content-Type value: media type matched case-insensitively, parameters ignored. */
+/*
+ * Classifies a Content-Type value: media type matched case-insensitively, parameters ignored. Connect's
+ * unary types are recognised by name (application/proto, application/json); a unary call with another
+ * codec ("application/" codec) is Connect only with connect-protocol-version, which the pipeline checks.
+ */
 ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value);
+/* True when codec is a codec name: letters, digits, '-', '.', '_' (at least one). */
+bool ptc_codec_is_token(ptc_iovec_t codec);
 /* True when the codec is protobuf (absent or "proto", any case). */
 bool ptc_ctype_codec_is_proto(ptc_iovec_t codec);
 /*
@@ -179,8 +187,9 @@ bool ptc_accept_wants_text(ptc_iovec_t accept, bool request_is_text);
 /*
  * The response content type for a request of type ct (a gRPC-Web kind or native gRPC) with that Accept
  * value: the same codec, text or binary per ptc_accept_wants_text (*text), `application/grpc[+codec]` for
- * native gRPC. Used for every response to a gRPC request, gateway-made errors included. Writes into buf
- * (64 bytes hold any; NUL-terminated) and returns the length.
+ * native gRPC, `application/codec` and `application/connect+codec` for Connect. Used for every response to a
+ * gRPC request, gateway-made errors included (but a Connect unary error, which is application/json). Writes
+ * into buf (64 bytes hold any; NUL-terminated) and returns the length.
  */
 size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t cap, bool *text);
 

@@ -97,6 +97,16 @@ bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token);
  * (1..4) with the code point in *cp, or 0 when the bytes at p (before end) are not one. */
 size_t ptc_utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp);
 
+/* Parses 1 to max_digits (at most 19) ASCII digits and nothing else. Returns 0 with the value, or PTC_EINVAL. */
+int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out) PTC_WARN_UNUSED;
+/* 0..15 for a hex digit (either case), else -1. */
+int ptc_hexval(char c);
+/*
+ * Decodes a form-encoded (application/x-www-form-urlencoded) query component into dst: %XX escapes, '+' as
+ * a space. Returns the decoded length, -1 for a bad escape, or -2 when it needs more than cap bytes.
+ */
+long ptc_form_decode(ptc_iovec_t s, char *dst, size_t cap);
+
 /* Monotonic clock in milliseconds. */
 uint64_t ptc_now_ms(void);
 /* The same clock at the kernel tick's resolution (a few ms), cheaper: for timeouts. */

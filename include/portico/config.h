@@ -153,6 +153,7 @@ typedef struct st_ptc_route_config_t {
     ptc_header_rules_config_t headers; /* run after the global rules */
     ptc_jwt_requirement_config_t jwt;  /* jwt.set false: jwt.default applies */
     bool native_filters;     /* the filters (ids, trace, header rules, JWT) run for native gRPC clients too; default true */
+    char *get_cache_control; /* Cache-Control of successful Connect GET responses (side-effect-free methods); NULL = none */
 } ptc_route_config_t;
 
 typedef struct st_ptc_limits_config_t {
@@ -161,7 +162,9 @@ typedef struct st_ptc_limits_config_t {
     uint32_t max_headers;        /* header fields per request; over → 431 */
     uint32_t call_buffer_size;   /* bytes buffered per call per direction before backpressure */
     uint32_t stream_window_size; /* HTTP/2 stream window offered to upstreams */
-    uint32_t max_connections;    /* downstream connections per worker */
+    uint32_t max_connections;    /* downstream connections per worker; over → closed at accept */
+    uint32_t max_connections_total;  /* downstream connections of all workers together; 0 = no cap (default) */
+    uint32_t max_concurrent_streams; /* HTTP/2 streams a browser-side connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS) */
 } ptc_limits_config_t;
 
 /* HTTP Content-Encoding of gRPC-Web responses (not native gRPC: it has grpc-encoding). */

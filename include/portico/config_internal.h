@@ -8,6 +8,7 @@
 #include "portico/config.h"
 
 /* Defaults (see the format description at the top of src/config/config.c). */
+#define PTC_CONFIG_MAX_CACHE_CONTROL 256 /* bytes of a route's get_cache_control */
 #define PTC_CONFIG_DEFAULT_LISTEN_HOST "127.0.0.1"
 #define PTC_CONFIG_DEFAULT_LISTEN_PORT 8080
 #define PTC_CONFIG_DEFAULT_UPSTREAM_NAME "default"
@@ -22,6 +23,7 @@
 #define PTC_CONFIG_MAX_WORKERS 1024
 #define PTC_CONFIG_MIN_STREAM_WINDOW 1024
 #define PTC_CONFIG_MAX_STREAM_WINDOW 0x7fffffffu /* RFC 9113 §6.9.1: 2^31-1 */
+#define PTC_CONFIG_MAX_CONCURRENT_STREAMS 65536u /* limits.max_concurrent_streams */
 #define PTC_CONFIG_MAX_REQUEST_ID_LENGTH 128     /* PTC_REQUEST_ID_MAX (portico/filter.h), checked in config.c */
 #define PTC_CONFIG_MIN_JWT_TOKEN_SIZE 256u
 #define PTC_CONFIG_MAX_JWT_TOKEN_SIZE (1u << 20)
@@ -86,6 +88,9 @@ void ptc__field_format(const ptc__field_t *f, const void *obj, char *buf, size_t
 /* Name and path rules; return NULL when valid, otherwise what is wrong. */
 const char *ptc__upstream_name_check(const char *name);
 const char *ptc__path_check(const char *path);
+/* What is wrong with a Cache-Control value (RFC 9111 §5.2: directives `token[=token|quoted-string]`, comma-separated), or
+ * NULL. */
+const char *ptc__cache_control_check(const char *value);
 /* A claim path (require_claims, claims_to_headers): non-empty printable ASCII without spaces. */
 const char *ptc__claim_path_check(const char *path);
 

@@ -42,6 +42,8 @@ struct st_ptc_conn_t {
 void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer, unsigned listener);
 /* Removes it and releases its snapshot; a draining worker exits when the last one is gone. */
 void ptc_conn_unregister(ptc_conn_t *c);
+/* Connections registered in all workers together (limits.max_connections_total); thread-safe. */
+size_t ptc_conn_total(void);
 /*
  * Moves the connection to the worker's current snapshot (a reload happened since it was pinned). Call it
  * only where nothing of the connection points into the old one: between exchanges.

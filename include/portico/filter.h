@@ -144,6 +144,17 @@ int ptc__headers_filter_new(void **out, size_t *added, const ptc_header_rules_co
                             char *err, size_t errlen) PTC_WARN_UNUSED;
 extern const ptc_filter_type_t ptc_request_id_filter, ptc_trace_filter, ptc_headers_filter, ptc_auth_filter;
 
+/* What the pipeline decided about a Connect request (src/connect/request.c), for the call. */
+typedef struct st_ptc_connect_req_t {
+    bool get;                /* a unary GET: message is the request, the body is empty */
+    ptc_iovec_t message;     /* GET: the decoded message (in the context's storage) */
+    bool compressed;         /* the messages are gzip: forwarded as compressed frames with grpc-encoding gzip */
+    bool has_length;         /* unary POST: the body's length is known (content-length) */
+    uint64_t length;
+    bool has_timeout;        /* connect-timeout-ms */
+    uint64_t timeout_ms;
+} ptc_connect_req_t;
+
 /* One request going through a chain (on the stack of the policy step). */
 struct st_ptc_filter_ctx_t {
     ptc_worker_t *worker;
@@ -156,8 +167,9 @@ struct st_ptc_filter_ctx_t {
     struct st_ptc_http_headers_param_t **hparam;
     ptc_iovec_t path;   /* without the query */
     ptc_iovec_t origin; /* trimmed Origin, or empty */
-    ptc_ctype_t ct;     /* set by the grpc filter */
+    ptc_ctype_t ct;     /* set by the grpc filter (or, for an early answer, ptc_filter_protocol) */
     bool native;        /* native gRPC (application/grpc) */
+    ptc_connect_req_t connect; /* ct is a Connect kind */
     ptc_call_info_t *info;
     uint64_t start_us;  /* monotonic: when the request head was complete */
     char *mem;          /* storage for header values filters make (freed after the policy step): blocks */
@@ -188,6 +200,8 @@ void ptc_pipeline_trailers(const ptc_call_info_t *info, ptc_filter_fields_t *tra
     } while (0)
 struct st_ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w);
 
+/* n bytes of the request's storage (freed after the policy step); NULL when out of memory. */
+void *ptc_filter_alloc(ptc_filter_ctx_t *ctx, size_t n);
 /* Copies bytes into the request's storage; NULL when out of memory. */
 char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s);
 /* The first request header of that (lower-case) name, or NULL. */
@@ -199,10 +213,27 @@ void ptc_filter_remove(ptc_filter_ctx_t *ctx, ptc_iovec_t name);
 void ptc_filter_rename(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t to);
 
 /*
- * Answers with a gateway-made gRPC error in the caller's protocol (gRPC-Web trailers-only, or native
- * gRPC trailers-only), with the CORS fields and the request id; logs it. Returns PTC_FILTER_STOP.
+ * The protocol the request speaks, for an answer made before the grpc filter decided it: Connect (its content
+ * types, or a GET with Connect parameters), native gRPC (where allowed), else gRPC-Web.
+ */
+ptc_ctype_t ptc_filter_protocol(ptc_filter_ctx_t *ctx);
+/*
+ * Answers with a gateway-made gRPC error in the caller's protocol (ptc_error_reply_init: gRPC-Web or native
+ * gRPC trailers-only, a Connect error), with the CORS fields and the request id; logs it. Returns
+ * PTC_FILTER_STOP.
  */
 ptc_filter_action_t ptc_filter_answer_grpc(ptc_filter_ctx_t *ctx, int status, const char *fmt, ...) PTC_PRINTF(3, 4);
+/*
+ * Refuses the request with an HTTP status (403, 405, 415, …) in the caller's protocol: plain text for
+ * gRPC-Web and gRPC clients, a Connect error (with that grpc status's code) for Connect clients; fields are
+ * added (Allow, …). Logs nothing (the caller does). Returns PTC_FILTER_STOP.
+ */
+ptc_filter_action_t ptc_filter_refuse(ptc_filter_ctx_t *ctx, int http_status, int grpc_status, const ptc_header_t *fields, size_t n,
+                                      const char *fmt, ...) PTC_PRINTF(6, 7);
+
+/* The Connect part of the grpc filter (src/connect/request.c): true when the request is Connect's, with
+ * *action what to do (continue into a call, or stop: it was answered). */
+bool ptc__connect_on_request(ptc_filter_ctx_t *ctx, ptc_filter_action_t *action);
 /* Answers with a plain HTTP response (not gRPC): status, fields, optional text body. Returns PTC_FILTER_STOP. */
 ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, const ptc_header_t *fields, size_t n,
                                            const char *body);

@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "portico/codec.h"
 #include "portico/common.h"
 #include "portico/config.h"
 #include "portico/stats.h"
@@ -60,9 +61,12 @@ void ptc_histogram_observe(ptc_histogram_t *h, uint64_t us);
 /* ---- what is recorded ---- */
 
 typedef enum { PTC_TRANSPORT_HTTP1, PTC_TRANSPORT_H2, PTC_TRANSPORT_WEBSOCKET, PTC_TRANSPORT_COUNT } ptc_transport_t;
-typedef enum { PTC_PROTO_GRPC_WEB, PTC_PROTO_GRPC_WEB_TEXT, PTC_PROTO_GRPC, PTC_PROTO_COUNT } ptc_proto_t;
+typedef enum { PTC_PROTO_GRPC_WEB, PTC_PROTO_GRPC_WEB_TEXT, PTC_PROTO_GRPC, PTC_PROTO_CONNECT, PTC_PROTO_COUNT } ptc_proto_t;
 extern const char *const ptc_transport_names[PTC_TRANSPORT_COUNT]; /* http1, h2, websocket */
-extern const char *const ptc_proto_names[PTC_PROTO_COUNT];         /* grpc-web, grpc-web-text, grpc */
+extern const char *const ptc_proto_names[PTC_PROTO_COUNT];         /* grpc-web, grpc-web-text, grpc, connect */
+
+/* The protocol label of a request of content type kind (anything that is not gRPC or Connect: grpc-web). */
+ptc_proto_t ptc_proto_of(ptc_ctype_kind_t kind);
 
 #define PTC_SHAPE_CLIENT_STREAM 1u /* a call sent more than one message */
 #define PTC_SHAPE_SERVER_STREAM 2u /* a call received more than one message */
@@ -92,8 +96,9 @@ typedef struct st_ptc_transport_stats_t {
     ptc_counter_t bytes_in, bytes_out, msgs_in, msgs_out;
 } ptc_transport_stats_t;
 
-/* HTTP statuses of local answers, by slot (the last: any other). */
-#define PTC_LOCAL_STATUS_SLOTS 13
+/* HTTP statuses of local answers, by slot (the last: any other): the gateway's refusals and the statuses of Connect's
+ * error table. */
+#define PTC_LOCAL_STATUS_SLOTS 20
 extern const int ptc_local_statuses[PTC_LOCAL_STATUS_SLOTS - 1];
 
 typedef struct st_ptc_worker_metrics_t {
@@ -149,7 +154,8 @@ void ptc_metrics_local(ptc_worker_metrics_t *m, const ptc_call_record_t *r);
 /* One worker's records. */
 typedef struct st_ptc_metrics_source_t {
     const ptc_worker_metrics_t *metrics;
-    const ptc_filter_stats_t *filters;
+    const ptc_filter_stats_t *filters; /* may be NULL */
+    const ptc_limit_stats_t *limits;   /* may be NULL */
 } ptc_metrics_source_t;
 
 /* What the control thread adds: configuration, access log writer, process figures. */

@@ -38,6 +38,26 @@ typedef _Atomic uint64_t ptc_counter_t;
     XX(websocket_refused, "WebSocket upgrades refused (origin, route, malformed handshake)")                                       \
     XX(websocket_protocol_errors, "WebSockets closed for breaking the grpc-websockets protocol")
 
+/* Refusals by the limits and the HTTP/2 abuse guards (README "Limits and abuse"); each also logs a line. */
+#define PTC_LIMIT_STATS_MAP(XX)                                                                                                    \
+    XX(connections_refused, "connections closed at accept: limits.max_connections or max_connections_total reached")               \
+    XX(accept_paused, "accepting paused for 100 ms: out of file descriptors (EMFILE, ENFILE) or memory")                           \
+    XX(headers_too_large, "requests answered 431 or 414: limits.max_header_size or max_headers")                                   \
+    XX(messages_too_large, "calls ended with RESOURCE_EXHAUSTED: a message over limits.max_message_size")                          \
+    XX(h2_streams_refused, "HTTP/2 streams refused with RST_STREAM REFUSED_STREAM (limits.max_concurrent_streams)")                \
+    XX(h2_stream_errors, "HTTP/2 streams reset for a protocol error of the client (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...)")      \
+    XX(h2_connection_errors, "HTTP/2 connections ended for a protocol error of the client (GOAWAY with its code)")                 \
+    XX(h2_rapid_resets, "HTTP/2 connections ended (ENHANCE_YOUR_CALM): too many streams reset before their response ended")        \
+    XX(h2_floods, "HTTP/2 connections ended (ENHANCE_YOUR_CALM): control or empty frames beyond their budget, unread ACKs")        \
+    XX(h2_continuation_floods, "HTTP/2 connections ended (ENHANCE_YOUR_CALM): a header block in too many CONTINUATION frames")     \
+    XX(h2_header_timeouts, "HTTP/2 connections ended: a header block not completed within timeouts.header_read")
+
+typedef struct st_ptc_limit_stats_t {
+#define XX(name, _) ptc_counter_t name;
+    PTC_LIMIT_STATS_MAP(XX)
+#undef XX
+} ptc_limit_stats_t;
+
 typedef struct st_ptc_filter_stats_t {
 #define XX(name, _) ptc_counter_t name;
     PTC_FILTER_STATS_MAP(XX)

@@ -43,8 +43,9 @@ typedef struct st_ptc_upstream_stream_cb_t {
     void (*request_headers)(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n);
     /* Data provider read callback body (NGHTTP2_DATA_FLAG_NO_COPY); see nghttp2_data_source_read_callback. */
     ssize_t (*read_request)(ptc_upstream_stream_t *s, size_t length, uint32_t *data_flags);
-    /* Writes a DATA frame: its 9-byte header and length bytes of request body. */
-    void (*write_request)(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length);
+    /* Writes a DATA frame: its 9-byte header and length bytes of request body. Returns 0, or -1 when an
+     * allocation failed: part of the frame may be in out, so the connection is closed. */
+    int (*write_request)(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length);
     void (*on_header)(ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
                       const uint8_t *value, size_t valuelen);
     void (*on_headers_end)(ptc_upstream_stream_t *s, nghttp2_headers_category cat, bool end_stream);

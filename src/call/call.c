@@ -28,6 +28,7 @@
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
+#include "portico/connect.h"
 #include "portico/filter.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
@@ -37,7 +38,6 @@
 #define MAX_UPSTREAM_HEADER_BYTES (64 * 1024) /* response headers or trailers of one call */
 #define MAX_UPSTREAM_HEADERS 256
 #define NON_GRPC_BODY_PREFIX 512 /* bytes of a non-gRPC upstream body quoted in grpc-message */
-#define MAX_GRPC_MESSAGE 1024    /* gateway-made grpc-message, before percent-encoding */
 
 /* Every log line about a call names it the same way: path, client, request id, trace and span. */
 #define CALL_FMT "call %s from %s%s%s%s%s%s%s"
@@ -137,7 +137,21 @@ struct st_ptc_call_t {
     ptc_iovec_t final_message; /* set with final_status; valid until finish_downstream() returns */
     bool final_message_encoded; /* it is the upstream's grpc-message, percent-encoded */
     bool recorded;
+    int http_status;        /* of the response head sent; 0: none yet */
     char upstream_host[80]; /* the endpoint that answered (access log only) */
+
+    ptc_ctype_t ct;  /* the request's protocol; codec in codec[] */
+    char codec[33];
+
+    /* Connect (see the comment at connect_unary_end) */
+    bool connect;         /* a Connect call: unary, GET or stream */
+    bool connect_unary;   /* unary or GET: a bare message each way; the response is held until the trailers */
+    bool req_get;         /* a GET: the message came in the query, a body is an error */
+    bool req_hold;        /* unary POST without content-length: the body waits in req_held until it ends */
+    struct evbuffer *req_held;
+    uint8_t req_flags;    /* unary: the flags of the one request message (compressed or not) */
+    uint64_t req_left;    /* unary POST with content-length: body bytes still to come */
+    const char *cache_control; /* a GET on a route with get_cache_control: for successful responses */
 };
 
 static void maybe_free(ptc_call_t *call);
@@ -278,7 +292,8 @@ static ptc_iovec_t resp_ctype(const ptc_call_t *call)
  * Sends a response head: content-type, extra, then the upstream's header fields (hop-by-hop removed),
  * edited by the response filters of the call's chain (request id, header rules).
  */
-static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stream, const ptc_header_t *extra, size_t nextra)
+static void send_head_as(ptc_call_t *call, int status, ptc_iovec_t ctype, const hdrstore_t *hs, bool end_stream, const ptc_header_t *extra,
+                         size_t nextra)
 {
     ptc_header_t stack[48], *hv = stack;
     size_t room = call->info.chain != NULL ? call->info.chain->extra_fields : 0, want = hs->n + 1 + nextra + room;
@@ -289,29 +304,36 @@ static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stre
     size_t cap = l.cap - PTC_MIN(room, l.cap / 2);
     ptc_header_t ct;
     if (!call->native || hdrstore_find(hs, PTC_STRLIT("content-type"), &ct) == NULL)
-        ct = (ptc_header_t){PTC_STRLIT("content-type"), resp_ctype(call)};
+        ct = (ptc_header_t){PTC_STRLIT("content-type"), ctype};
     hv[l.n++] = ct; /* native gRPC keeps the upstream's content-type */
     for (size_t i = 0; i < nextra && l.n < cap; i++)
         hv[l.n++] = extra[i];
     for (size_t i = 0; i < hs->n && l.n < cap; i++) {
         ptc_header_t f = hdrstore_get(hs, i);
-        /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies */
-        if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq(f.name, PTC_STRLIT("grpc-encoding"))))
+        /* gRPC-Web clients get decompressed frames: the upstream's grpc-encoding no longer applies; a route's
+         * Cache-Control for Connect GET replaces the upstream's */
+        if (!is_hop_header(f.name) && (call->native || !ptc_iov_eq(f.name, PTC_STRLIT("grpc-encoding"))) &&
+            (call->cache_control == NULL || !ptc_iov_eq(f.name, PTC_STRLIT("cache-control"))))
             hv[l.n++] = f;
     }
     ptc_pipeline_response(&call->info, &l);
     if (call->first_byte_us == 0)
         call->first_byte_us = ptc_now_us();
+    call->http_status = status;
     if (call->snap->access_log != NULL && call->info.log_resp.fields == NULL &&
         ptc_access_log_capture(ptc_access_log_template(call->snap->access_log), PTC_TEMPLATE_RESP, l.fields, l.n, &call->info.log_resp) != 0)
         call->info.log_resp = (ptc_access_capture_t){NULL, 0};
-    call->ds->cb->send_head(call->ds, 200, l.fields, l.n, end_stream);
+    call->ds->cb->send_head(call->ds, status, l.fields, l.n, end_stream);
     ptc_filter_fields_dispose(&l);
     if (hv != stack)
         free(hv);
     call->resp_state = end_stream ? RESP_DONE : RESP_HEADERS_SENT;
 }
 
+static void send_head_from(ptc_call_t *call, const hdrstore_t *hs, bool end_stream, const ptc_header_t *extra, size_t nextra)
+{
+    send_head_as(call, 200, resp_ctype(call), hs, end_stream, extra, nextra);
+}
 
 static void send_head(ptc_call_t *call, bool end_stream)
 {
@@ -454,10 +476,17 @@ static bool drop_partial_frame(ptc_call_t *call)
     return ptc_frame_parser_at_boundary(&call->resp_parser) || !call->resp_in_frame;
 }
 
+/* Body bytes to the client through ds, counted for metrics and the access log. */
+static void send_body_to(ptc_call_t *call, ptc_downstream_t *ds, struct evbuffer *b)
+{
+    call->bytes_out += evbuffer_get_length(b);
+    ds->cb->send_body(ds, b);
+}
+
 static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
 {
-    if (evbuffer_get_length(call->out) == 0 || ds == NULL)
-        return;
+    if (evbuffer_get_length(call->out) == 0 || ds == NULL || call->connect_unary)
+        return; /* a unary Connect response goes out whole, with its trailers in the head */
     if (call->head_pending)
         release_head(call);
     if (call->deflater != NULL)
@@ -466,8 +495,7 @@ static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
         evbuffer_drain(call->out, evbuffer_get_length(call->out));
         return;
     }
-    call->bytes_out += evbuffer_get_length(call->out);
-    ds->cb->send_body(ds, call->out);
+    send_body_to(call, ds, call->out);
 }
 
 static void out_flush(ptc_call_t *call)
@@ -486,10 +514,8 @@ static void out_flush_final(ptc_call_t *call)
         out_deflate(call, true);
     if (call->out_lost)
         evbuffer_drain(call->out, evbuffer_get_length(call->out));
-    else if (evbuffer_get_length(call->out) != 0) {
-        call->bytes_out += evbuffer_get_length(call->out);
-        call->ds->cb->send_body(call->ds, call->out);
-    }
+    else if (evbuffer_get_length(call->out) != 0)
+        send_body_to(call, call->ds, call->out);
 }
 
 /* Writes one complete trailer frame (a padded base64 segment of its own in text mode). */
@@ -513,7 +539,172 @@ static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size
         free(block);
 }
 
-/* Sends trailers (an HTTP/2 trailer block for native gRPC, else a trailer frame), edited by the filters. */
+/* ---- Connect ----
+ *
+ * A unary Connect response is one HTTP response whose head carries the upstream's trailers as
+ * `trailer-<name>` fields and whose status is the error's: nothing can be sent before the upstream's
+ * trailers arrive. So the upstream's head waits in pending_head (head_pending, as for gzip) and the one
+ * response message in out (out_flush_to() sends nothing), both bounded: the head by
+ * MAX_UPSTREAM_HEADER_BYTES, the message by limits.max_message_size. A second message is an error.
+ *
+ * A Connect stream is gRPC-Web's shape with another ending: the trailers become the end-of-stream envelope
+ * (flag 0x02, JSON {"error", "metadata"}).
+ */
+
+/* Splits trailers into the status (e) and the rest (md, room for n). */
+static size_t split_status(const ptc_header_t *t, size_t n, ptc_connect_error_t *e, ptc_header_t *md)
+{
+    size_t nmd = 0;
+    *e = (ptc_connect_error_t){PTC_GRPC_UNKNOWN, {"", 0}, true, {"", 0}};
+    for (size_t i = 0; i < n; i++) {
+        if (ptc_iov_eq(t[i].name, PTC_STRLIT("grpc-status"))) {
+            if (ptc_status_parse(t[i].value, &e->status) != 0)
+                e->status = PTC_GRPC_UNKNOWN;
+        } else if (ptc_iov_eq(t[i].name, PTC_STRLIT("grpc-message"))) {
+            e->message = t[i].value;
+        } else if (ptc_iov_eq(t[i].name, PTC_STRLIT("grpc-status-details-bin"))) {
+            e->details_bin = t[i].value;
+        } else {
+            md[nmd++] = t[i];
+        }
+    }
+    return nmd;
+}
+
+/* Sends an error reply (ptc_error_reply_init) as the call's response: hs's fields and more join its head. */
+static void send_reply(ptc_call_t *call, const ptc_error_reply_t *r, const hdrstore_t *hs, const ptc_header_t *more, size_t nmore)
+{
+    ptc_header_t stack[40], *extra = stack;
+    size_t k = 0, want = r->num_fields + nmore;
+
+    if (want > PTC_ARRAY_SIZE(stack) && (extra = malloc(want * sizeof(*extra))) == NULL) {
+        extra = stack;
+        nmore = 0; /* the error itself, without the upstream's metadata */
+    }
+    for (size_t i = 1; i < r->num_fields; i++) /* [0] is the content type */
+        extra[k++] = r->fields[i];
+    for (size_t i = 0; i < nmore; i++)
+        extra[k++] = more[i];
+    bool body = r->body != NULL && r->body_len != 0;
+    send_head_as(call, r->http_status, r->fields[0].value, hs, !body, extra, k);
+    if (body && call->ds != NULL) {
+        struct evbuffer *b = call->out != NULL ? call->out : evbuffer_new(); /* (out may be missing: out of memory) */
+        if (b != NULL && evbuffer_add(b, r->body, r->body_len) == 0)
+            send_body_to(call, call->ds, b);
+        if (b != NULL && b != call->out)
+            evbuffer_free(b);
+        call->ds->cb->send_end(call->ds);
+    }
+    if (extra != stack)
+        free(extra);
+}
+
+/* The end of a unary Connect call: the whole response, from the held head, message and these trailers. */
+static void connect_unary_end(ptc_call_t *call, const ptc_header_t *t, size_t n)
+{
+    ptc_connect_error_t e;
+    ptc_header_t stack[32], *extra = stack;
+    char clen[24], *names = NULL;
+    size_t k = 0, bytes = 0;
+    hdrstore_t none;
+    hdrstore_init(&none, NULL, 0, NULL, 0);
+    const hdrstore_t *hs = call->head_pending ? &call->pending_head : &none;
+
+    if (n + 4 > PTC_ARRAY_SIZE(stack) && (extra = malloc((n + 4) * sizeof(*extra))) == NULL) {
+        extra = stack;
+        n = 0; /* out of memory: the response without its trailers rather than none */
+    }
+    size_t nmd = split_status(t, n, &e, extra + 4);
+    if (n == 0 && t != NULL)
+        e.status = PTC_GRPC_RESOURCE_EXHAUSTED, e.message = PTC_STRLIT("gateway out of memory"), e.pct_encoded = false;
+    for (size_t i = 0; i < nmd; i++)
+        bytes += 8 + extra[4 + i].name.len;
+    if (nmd != 0 && (names = malloc(bytes)) == NULL)
+        nmd = 0;
+    /* trailing metadata as headers (connectrpc.com/docs/protocol, Prefixed-Trailing-Metadata) */
+    for (size_t i = 0, off = 0; i < nmd; i++) {
+        ptc_iovec_t name = extra[4 + i].name;
+        memcpy(names + off, "trailer-", 8);
+        memcpy(names + off + 8, name.base, name.len);
+        extra[4 + i].name = ptc_iov(names + off, 8 + name.len);
+        off += 8 + name.len;
+    }
+    if (e.status == PTC_GRPC_OK && call->resp_parser.frames == 0)
+        e = (ptc_connect_error_t){PTC_GRPC_INTERNAL, PTC_STRLIT("upstream ended a unary call without a response message"), false, {"", 0}};
+    call->head_pending = false;
+    if (e.status != PTC_GRPC_OK) {
+        ptc_error_reply_t r;
+        ptc_ctype_t ct = {PTC_CT_CONNECT, {"", 0}};
+        evbuffer_drain(call->out, evbuffer_get_length(call->out));
+        (void)ptc_error_reply_init(&r, ct, ptc_iov("", 0), &e, 0, NULL, 0);
+        send_reply(call, &r, hs, extra + 4, nmd);
+        ptc_error_reply_dispose(&r);
+    } else {
+        evbuffer_drain(call->out, PTC_FRAME_HEADER_SIZE); /* the message alone is the body */
+        size_t len = evbuffer_get_length(call->out);
+        if (call->gzip_ok) {
+            extra[k++] = (ptc_header_t){PTC_STRLIT("vary"), PTC_STRLIT("Accept-Encoding")};
+            if (len >= call->cfg->compression.min_size && (call->deflater = calloc(1, sizeof(z_stream))) != NULL) {
+                if (deflateInit2(call->deflater, (int)call->cfg->compression.level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK) {
+                    out_deflate(call, true);
+                    len = evbuffer_get_length(call->out);
+                    extra[k++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
+                } else {
+                    free(call->deflater);
+                    call->deflater = NULL;
+                }
+            }
+        }
+        extra[k++] = (ptc_header_t){PTC_STRLIT("content-length"), ptc_iov(clen, (size_t)snprintf(clen, sizeof(clen), "%zu", len))};
+        if (call->cache_control != NULL)
+            extra[k++] = (ptc_header_t){PTC_STRLIT("cache-control"), ptc_iov(call->cache_control, strlen(call->cache_control))};
+        memmove(extra + k, extra + 4, nmd * sizeof(*extra));
+        if (call->out_lost) {
+            ptc_log_warn(CALL_FMT ": out of memory compressing the response; aborting the response", CALL_ARGS(call));
+            ptc_downstream_t *ds = call->ds;
+            call->ds = NULL;
+            ds->cb->abort(ds);
+        } else {
+            send_head_as(call, 200, resp_ctype(call), hs, len == 0, extra, k + nmd);
+            if (len != 0 && call->ds != NULL) {
+                send_body_to(call, call->ds, call->out);
+                call->ds->cb->send_end(call->ds);
+            }
+        }
+    }
+    free(names);
+    if (extra != stack)
+        free(extra);
+}
+
+/* The end of a Connect stream: the end-of-stream envelope from these trailers. */
+static void out_end_stream(ptc_call_t *call, const ptc_header_t *t, size_t n)
+{
+    ptc_header_t stack[32], *md = stack;
+    ptc_connect_error_t e;
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+    size_t len;
+
+    if (n > PTC_ARRAY_SIZE(stack) && (md = malloc(n * sizeof(*md))) == NULL) {
+        md = stack;
+        n = PTC_MIN(n, PTC_ARRAY_SIZE(stack));
+    }
+    size_t nmd = split_status(t, n, &e, md);
+    char *json = ptc_connect_end_stream_json(&e, md, nmd, &len);
+    if (json == NULL) {
+        call->out_lost = true;
+    } else {
+        ptc_frame_header_encode(hdr, PTC_CONNECT_FLAG_END_STREAM, (uint32_t)len);
+        out_write(call, hdr, sizeof(hdr));
+        out_write(call, (const uint8_t *)json, len);
+        free(json);
+    }
+    if (md != stack)
+        free(md);
+}
+
+/* Sends trailers (an HTTP/2 trailer block for native gRPC, a trailer frame for gRPC-Web, the end of a Connect
+ * response), edited by the filters. */
 static void send_trailers(ptc_call_t *call, const ptc_header_t *fields, size_t n)
 {
     ptc_header_t stack[48], *tv = stack;
@@ -530,8 +721,20 @@ static void send_trailers(ptc_call_t *call, const ptc_header_t *fields, size_t n
         out_flush(call);
         if (call->ds != NULL)
             call->ds->cb->send_trailers(call->ds, l.fields, l.n);
+    } else if (call->connect_unary) {
+        if (call->ds != NULL)
+            connect_unary_end(call, l.fields, l.n);
     } else {
-        out_trailer_frame(call, l.fields, l.n);
+        if (call->connect && call->resp_state == RESP_NONE && call->ds != NULL) {
+            /* trailers-only: a stream's response still has a head, and its body the end of stream */
+            hdrstore_t none;
+            hdrstore_init(&none, NULL, 0, NULL, 0);
+            send_head_from(call, &none, false, NULL, 0);
+        }
+        if (call->connect)
+            out_end_stream(call, l.fields, l.n);
+        else
+            out_trailer_frame(call, l.fields, l.n);
         out_flush_final(call);
         if (call->ds != NULL && call->out_lost) {
             ptc_log_warn(CALL_FMT ": out of memory writing the response body; aborting the response", CALL_ARGS(call));
@@ -564,9 +767,9 @@ static void record_end(ptc_call_t *call)
         .method = call->info.method,
         .upstream = call->upstream_start_us != 0 ? call->info.upstream : NULL,
         .transport = call->transport,
-        .proto = call->native ? PTC_PROTO_GRPC : call->req_text ? PTC_PROTO_GRPC_WEB_TEXT : PTC_PROTO_GRPC_WEB,
+        .proto = ptc_proto_of(call->ct.kind),
         .grpc_status = call->final_status,
-        .http_status = call->first_byte_us != 0 ? 200 : 0,
+        .http_status = call->http_status,
         .bytes_in = call->bytes_in,
         .bytes_out = call->bytes_out,
         .msgs_in = call->msgs_in,
@@ -585,7 +788,7 @@ static void record_end(ptc_call_t *call)
         .start_us = ptc_access_log_wall_us(call->start_us, now),
         .info = &call->info,
         .origin = call->info.origin != NULL ? ptc_iov(call->info.origin, strlen(call->info.origin)) : ptc_iov("", 0),
-        .http_method = PTC_STRLIT("POST"),
+        .http_method = call->req_get ? PTC_STRLIT("GET") : PTC_STRLIT("POST"),
         .path = ptc_iov(call->path, strlen(call->path)),
         .protocol = ptc_proto_names[r.proto],
         .transport = ptc_transport_names[r.transport],
@@ -641,7 +844,7 @@ static void log_done(ptc_call_t *call, int status, ptc_iovec_t message)
  */
 static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char *fmt, ...)
 {
-    char msg[MAX_GRPC_MESSAGE], enc[MAX_GRPC_MESSAGE * 3], code[8];
+    char msg[PTC_ERROR_MESSAGE_MAX], enc[PTC_ERROR_MESSAGE_MAX * 3], code[8];
     va_list ap;
 
     if (call->resp_state == RESP_DONE)
@@ -667,9 +870,16 @@ static void PTC_PRINTF(3, 4) call_fail(ptc_call_t *call, int status, const char 
     }
     if (call->ds != NULL) {
         if (call->resp_state == RESP_NONE) {
+            /* nothing went out: the whole answer is the error, in the caller's protocol */
             hdrstore_t none;
+            ptc_error_reply_t r;
+            ptc_connect_error_t e = {status, ptc_iov(msg, strlen(msg)), false, {"", 0}};
             hdrstore_init(&none, NULL, 0, NULL, 0);
-            send_head_from(call, &none, true, fields, PTC_ARRAY_SIZE(fields));
+            if (call->out != NULL)
+                evbuffer_drain(call->out, evbuffer_get_length(call->out));
+            (void)ptc_error_reply_init(&r, call->ct, resp_ctype(call), &e, 0, NULL, 0); /* the content type stands for Accept */
+            send_reply(call, &r, &none, NULL, 0);
+            ptc_error_reply_dispose(&r);
         } else if (drop_partial_frame(call)) {
             send_trailers(call, fields, PTC_ARRAY_SIZE(fields));
         } else {
@@ -695,8 +905,14 @@ static int req_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t
     ptc_call_t *call = ctx;
     if (ev != PTC_FRAME_EV_HEADER)
         return 0;
+    const char *why = call->connect ? ptc_connect_request_flags_error(flags) : NULL;
+    if (why != NULL) {
+        call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "%s", why);
+        return -1;
+    }
     call->msgs_in++;
     if (length > call->cfg->limits.max_message_size) {
+        PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
                   "request message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                   length, call->cfg->limits.max_message_size);
@@ -730,10 +946,58 @@ static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
     upstream_resume_data(call);
 }
 
+/*
+ * A unary Connect body is the bare message: framed here. With content-length the frame header went
+ * first (ptc_call_start) and the body streams after it; without, the body is held (up to the message size
+ * limit) until its end gives the length.
+ */
+static void connect_unary_body(ptc_call_t *call, const char *data, size_t len)
+{
+    if (!call->req_hold) {
+        if (len > call->req_left) {
+            call->req_failed = true;
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "%s",
+                      call->req_get ? "a Connect GET request has no body: the message is in the query"
+                                    : "request body is longer than its content-length");
+            return;
+        }
+        call->req_left -= len;
+        req_push(call, (const uint8_t *)data, len);
+        return;
+    }
+    if (evbuffer_get_length(call->req_held) + len > call->cfg->limits.max_message_size) {
+        call->req_failed = true;
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
+                  "request body without content-length exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
+                  call->cfg->limits.max_message_size);
+        return;
+    }
+    if (evbuffer_add(call->req_held, data, len) != 0) {
+        call->req_failed = true;
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    }
+}
+
+/* Frames the held body of a unary Connect call now that it is complete. */
+static void connect_unary_release(ptc_call_t *call)
+{
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+    size_t len = evbuffer_get_length(call->req_held);
+    ptc_frame_header_encode(hdr, len != 0 ? call->req_flags : 0, (uint32_t)len); /* an empty message is never compressed */
+    if (evbuffer_add(call->req_buf, hdr, sizeof(hdr)) != 0 || evbuffer_add_buffer(call->req_buf, call->req_held) != 0) {
+        call->req_failed = true;
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    }
+}
+
 static void request_body(ptc_call_t *call, const char *data, size_t len)
 {
     if (call->req_failed || call->resp_state == RESP_DONE)
         return;
+    if (call->connect_unary) {
+        connect_unary_body(call, data, len);
+        return;
+    }
     if (!call->req_text) {
         req_push(call, (const uint8_t *)data, len);
         return;
@@ -778,10 +1042,19 @@ static void request_end(ptc_call_t *call)
         if (call->req_failed)
             return;
     }
+    if (call->req_hold) {
+        connect_unary_release(call);
+        if (call->req_failed)
+            return;
+    }
     if (!ptc_frame_parser_at_boundary(&call->req_parser)) {
         call->req_failed = true;
-        call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body ended inside a gRPC message (a %" PRIu32 "-byte message was cut short)",
-                  call->req_parser.length);
+        if (call->connect_unary)
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "request body ended %" PRIu64 " bytes short of its content-length", call->req_left);
+        else
+            call_fail(call, PTC_GRPC_INVALID_ARGUMENT,
+                      "request body ended inside a %s (a %" PRIu32 "-byte message was cut short)",
+                      call->connect ? "Connect envelope" : "gRPC message", call->req_parser.length);
         return;
     }
     call->req_ended = true;
@@ -824,14 +1097,16 @@ static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t
     return (ssize_t)n;
 }
 
-static void us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
+static int us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
     ptc_call_t *call = call_of(s);
-    ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0);
+    if (ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0) != 0)
+        return -1;
     if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
         call->ds->cb->pause_read(call->ds, false);
     }
+    return 0;
 }
 
 /* ---- response side ---- */
@@ -860,6 +1135,23 @@ static void fail_non_grpc(ptc_call_t *call)
     call_fail(call, status, "upstream answered HTTP %d (content-type '%.*s'), not gRPC: %.*s", call->upstream_status,
               (int)PTC_MIN(ct.value.len, (size_t)64), ct.value.base, (int)call->non_grpc_len,
               call->non_grpc_body != NULL ? call->non_grpc_body : "");
+}
+
+/* Sends the upstream's trailers (hop-by-hop fields removed) to the client, in its protocol. */
+static void forward_trailers(ptc_call_t *call, const hdrstore_t *hs)
+{
+    ptc_header_t stack[32] = {{{NULL, 0}, {NULL, 0}}}, *tv = stack; /* (initialised for GCC's -Wmaybe-uninitialized) */
+    if (hs->n > PTC_ARRAY_SIZE(stack) && (tv = malloc(hs->n * sizeof(*tv))) == NULL)
+        tv = stack; /* the first ones: grpc-status comes early */
+    size_t n = 0;
+    for (size_t i = 0; i < hs->n && (tv != stack || n < PTC_ARRAY_SIZE(stack)); i++) {
+        ptc_header_t t = hdrstore_get(hs, i);
+        if (!is_hop_header(t.name))
+            tv[n++] = t;
+    }
+    send_trailers(call, tv, n);
+    if (tv != stack)
+        free(tv);
 }
 
 static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat, bool end_stream)
@@ -904,7 +1196,10 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             }
             log_done(call, st, msg.value);
             call->final_message_encoded = true;
-            send_head(call, true);
+            if (call->connect)
+                forward_trailers(call, &call->hdrs); /* a Connect response always has a head and a body */
+            else
+                send_head(call, true);
             finish_downstream(call);
             return;
         }
@@ -919,8 +1214,9 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
             }
             snprintf(call->encoding_name, sizeof(call->encoding_name), "%.*s", (int)PTC_MIN(enc.len, (size_t)24), enc.base);
         }
-        if (call->gzip_ok) {
-            /* the head waits for the first message: is the response worth compressing? */
+        if (call->gzip_ok || call->connect_unary) {
+            /* the head waits for the first message: is the response worth compressing? (or, for a unary
+             * Connect call, for the trailers) */
             hdrstore_init(&call->pending_head, NULL, 0, NULL, 0);
             for (size_t i = 0; i < call->hdrs.n; i++) {
                 ptc_header_t hf = hdrstore_get(&call->hdrs, i);
@@ -954,24 +1250,11 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
         call_fail(call, PTC_GRPC_UNKNOWN, "upstream sent an invalid grpc-status '%.*s'", (int)PTC_MIN(f.value.len, (size_t)16), f.value.base);
         return;
     }
-    ptc_header_t stack[32], *tv = stack;
-    if (call->hdrs.n > PTC_ARRAY_SIZE(stack) && (tv = malloc(call->hdrs.n * sizeof(*tv))) == NULL) {
-        call_fail(call, PTC_GRPC_INTERNAL, "out of memory forwarding trailers");
-        return;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < call->hdrs.n && (tv != stack || n < PTC_ARRAY_SIZE(stack)); i++) {
-        ptc_header_t t = hdrstore_get(&call->hdrs, i);
-        if (!is_hop_header(t.name))
-            tv[n++] = t;
-    }
     ptc_header_t msg = {{"", 0}, {"", 0}};
     hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
     log_done(call, st, msg.value);
     call->final_message_encoded = true;
-    send_trailers(call, tv, n);
-    if (tv != stack)
-        free(tv);
+    forward_trailers(call, &call->hdrs);
     (void)end_stream;
     /* the server is done; if the client still sends, the stream is reset (PROTOCOL-HTTP2.md) */
     if (!call->req_ended || evbuffer_get_length(call->req_buf) != 0)
@@ -1061,10 +1344,11 @@ static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t len
     }
     if (st < 0)
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
-    else if (st == PTC_GRPC_RESOURCE_EXHAUSTED)
+    else if (st == PTC_GRPC_RESOURCE_EXHAUSTED) {
+        PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
         call_fail(call, st, "decompressed response message exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                   call->cfg->limits.max_message_size);
-    else if (st != 0)
+    } else if (st != 0)
         call_fail(call, st, "upstream sent a corrupt %s-compressed message (%" PRIu32 " bytes)", call->encoding_name, length);
     return st != 0 ? -1 : 0;
 }
@@ -1084,6 +1368,10 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
     uint8_t hdr[PTC_FRAME_HEADER_SIZE];
 
     call->resp_in_frame = ev != PTC_FRAME_EV_END;
+    if (ev == PTC_FRAME_EV_HEADER && call->connect_unary && call->resp_parser.frames != 0) {
+        call_fail(call, PTC_GRPC_INTERNAL, "upstream sent more than one message for a unary Connect call");
+        return -1;
+    }
     if (ev == PTC_FRAME_EV_HEADER && (flags & PTC_FRAME_FLAG_TRAILER) == 0)
         call->msgs_out++;
     if ((flags & PTC_FRAME_FLAG_COMPRESSED) != 0 && !call->native && (flags & PTC_FRAME_FLAG_TRAILER) == 0 &&
@@ -1095,6 +1383,7 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
     switch (ev) {
     case PTC_FRAME_EV_HEADER:
         if (length > call->cfg->limits.max_message_size) {
+            PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
             call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
                       "response message of %" PRIu32 " bytes exceeds the gateway limit of %" PRIu32 " bytes (limits.max_message_size)",
                       length, call->cfg->limits.max_message_size);
@@ -1273,6 +1562,7 @@ static void maybe_free(ptc_call_t *call)
     ptc_worker_evbuffer_release(call->worker, call->req_buf);
     ptc_worker_evbuffer_release(call->worker, call->out);
     ptc_worker_evbuffer_release(call->worker, call->held);
+    ptc_worker_evbuffer_release(call->worker, call->req_held);
     if (call->inflater != NULL) {
         inflateEnd(call->inflater);
         free(call->inflater);
@@ -1388,6 +1678,13 @@ static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_
     (*n)++;
 }
 
+/* Request fields of the Connect protocol, which the gateway translated (or read) and does not forward:
+ * connect-* (reserved by the protocol), and content-encoding, a unary message's encoding. */
+static bool connect_only_header(ptc_iovec_t name)
+{
+    return ptc_iov_startswith_ci(name, PTC_STRLIT("connect-")) || ptc_iov_eq(name, PTC_STRLIT("content-encoding"));
+}
+
 /*
  * Builds the upstream header block in one allocation: pseudo-headers, content-type
  * application/grpc[+codec], te: trailers, grpc-timeout, grpc-accept-encoding, then the request's own
@@ -1412,7 +1709,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
         ctv = ptc_iov(ct, ctn > 0 ? PTC_MIN((size_t)ctn, sizeof(ct) - 1) : 0);
     }
 
-    size_t max_nv = 8 + req->num_headers, bytes = 0;
+    size_t max_nv = 9 + req->num_headers, bytes = 0;
     bytes += path.len + authority.len + ctv.len + 64 + (accept_enc.len != 0 ? accept_enc.len : 8) + 64;
     for (size_t i = 0; i < req->num_headers; i++)
         bytes += req->headers[i].name.len + req->headers[i].value.len + 2;
@@ -1437,9 +1734,12 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc, NV_COPY_VALUE);
     else
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), PTC_STRLIT("identity"), NV_STATIC);
+    if (call->connect && call->req_flags != 0) /* Connect's gzip messages go up as gRPC's */
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-encoding"), PTC_STRLIT("gzip"), NV_STATIC);
     for (size_t i = 0; i < req->num_headers; i++) {
         if (req_hdr_forwarded(classify_request_header(req->headers[i].name)) &&
-            (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)))
+            (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)) &&
+            (!call->connect || !connect_only_header(req->headers[i].name)))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY | (unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : 0));
     }
     call->nva = nv;
@@ -1451,6 +1751,35 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
 static bool accepts_gzip(ptc_iovec_t value)
 {
     return ptc_iov_list_accepts(value, PTC_STRLIT("gzip")) || ptc_iov_list_accepts(value, PTC_STRLIT("*"));
+}
+
+/*
+ * The request side of a unary Connect call: a GET's message framed now; a POST's frame header now when its
+ * length is known, else its body held (connect_unary_body). Returns 0, or -1 when the call failed.
+ */
+static int connect_unary_start(ptc_call_t *call, const ptc_filter_ctx_t *ctx)
+{
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+    const ptc_connect_req_t *c = &ctx->connect;
+    const ptc_route_config_t *route = ctx->route;
+
+    if (c->get) {
+        call->req_get = true;
+        if (route->get_cache_control != NULL)
+            call->cache_control = route->get_cache_control; /* the snapshot's, which the call pins */
+        ptc_frame_header_encode(hdr, call->req_flags, (uint32_t)c->message.len);
+        req_push(call, hdr, sizeof(hdr));
+        req_push(call, (const uint8_t *)c->message.base, c->message.len);
+    } else if (c->has_length) {
+        call->req_left = c->length;
+        ptc_frame_header_encode(hdr, call->req_flags, (uint32_t)c->length);
+        req_push(call, hdr, sizeof(hdr));
+    } else {
+        call->req_hold = true;
+        if ((call->req_held = ptc_worker_evbuffer(call->worker)) == NULL)
+            call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    }
+    return call->resp_state == RESP_DONE ? -1 : 0;
 }
 
 void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx, ptc_call_t **out)
@@ -1510,6 +1839,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
         call->info.method = &w->metrics.other;
     ptc_metrics_call_started(&w->metrics, call->info.method);
     call->native = ct.kind == PTC_CT_GRPC;
+    call->connect = ct.kind == PTC_CT_CONNECT || ct.kind == PTC_CT_CONNECT_STREAM;
+    call->connect_unary = ct.kind == PTC_CT_CONNECT;
+    copy_str(call->codec, sizeof(call->codec), ct.codec);
+    call->ct = (ptc_ctype_t){ct.kind, ptc_iov(call->codec, strlen(call->codec))};
+    if (call->connect)
+        call->req_flags = ctx->connect.compressed ? PTC_FRAME_FLAG_COMPRESSED : 0;
     call->gzip_ok = gzip_ok;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
     ptc_response_ctype(ct, accept != NULL ? accept->value : ptc_iov("", 0), call->resp_ctype, sizeof(call->resp_ctype), &call->resp_text);
@@ -1540,7 +1875,10 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     uint64_t timeout_ns = 0;
     bool has_timeout = false;
     char tbuf[PTC_GRPC_TIMEOUT_STRLEN];
-    if (timeout_hdr != NULL) {
+    if (call->connect && ctx->connect.has_timeout) {
+        timeout_ns = ctx->connect.timeout_ms * 1000000; /* at most 10 digits of ms: no overflow */
+        has_timeout = true;
+    } else if (timeout_hdr != NULL) {
         if (ptc_grpc_timeout_parse(timeout_hdr->value, &timeout_ns) != 0) {
             call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "malformed grpc-timeout header '%.*s' (want 1-8 digits and a unit H M S m u n)",
                       (int)PTC_MIN(timeout_hdr->value.len, (size_t)40), timeout_hdr->value.base);
@@ -1561,6 +1899,8 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         goto fail;
     }
+    if (call->connect_unary && connect_unary_start(call, ctx) != 0)
+        goto fail;
     if (has_timeout) {
         call->timeout_ms = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
         call->deadline = evtimer_new(w->base, on_deadline, call);

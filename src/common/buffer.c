@@ -4,20 +4,19 @@
 
 #define SMALL_PIECE 2048
 
-void ptc_evbuffer_add_framed(struct evbuffer *out, const void *prefix, size_t plen, struct evbuffer *src, size_t length,
-                             const void *suffix, size_t slen)
+int ptc_evbuffer_add_framed(struct evbuffer *out, const void *prefix, size_t plen, struct evbuffer *src, size_t length,
+                            const void *suffix, size_t slen)
 {
     char small[SMALL_PIECE];
     if (plen + length + slen <= sizeof(small)) {
         memcpy(small, prefix, plen);
-        evbuffer_remove(src, small + plen, length);
+        if (evbuffer_remove(src, small + plen, length) != (int)length)
+            return -1;
         if (slen != 0)
             memcpy(small + plen + length, suffix, slen);
-        evbuffer_add(out, small, plen + length + slen);
-        return;
+        return evbuffer_add(out, small, plen + length + slen);
     }
-    evbuffer_add(out, prefix, plen);
-    evbuffer_remove_buffer(src, out, length);
-    if (slen != 0)
-        evbuffer_add(out, suffix, slen);
+    if (evbuffer_add(out, prefix, plen) != 0 || evbuffer_remove_buffer(src, out, length) != (int)length)
+        return -1;
+    return slen != 0 ? evbuffer_add(out, suffix, slen) : 0;
 }

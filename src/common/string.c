@@ -83,6 +83,52 @@ bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token)
     return false;
 }
 
+int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (v.len == 0 || v.len > max_digits || v.len > 19)
+        return PTC_EINVAL;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return PTC_EINVAL;
+        n = n * 10 + (uint64_t)(v.base[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+int ptc_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long ptc_form_decode(ptc_iovec_t s, char *dst, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.base[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= s.len || (hi = ptc_hexval(s.base[i + 1])) < 0 || (lo = ptc_hexval(s.base[i + 2])) < 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+') {
+            c = ' ';
+        }
+        if (o == cap)
+            return -2;
+        dst[o++] = c;
+    }
+    return (long)o;
+}
+
 int ptc_errorf(int ret, char *err, size_t errlen, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {

@@ -60,7 +60,9 @@
  *     max_headers: 100           # default 100; >= 1
  *     call_buffer_size: 256KiB   # default 256 KiB; >= 1
  *     stream_window_size: 256KiB # default 256 KiB; 1024 .. 2^31-1
- *     max_connections: 10000     # default 10000; >= 1
+ *     max_connections: 10000     # default 10000; >= 1 (per worker)
+ *     max_connections_total: 0   # all workers together; default 0 = no cap
+ *     max_concurrent_streams: 128  # HTTP/2 streams per browser-side connection; default 128; 1 .. 65536
  *   timeouts:
  *     max_grpc_timeout: 0        # 0 = no clamp (default 0)
  *     default_grpc_timeout: 0    # default 0 = none
@@ -82,7 +84,7 @@
  *       - "~^https://[a-z]+\\.example\\.org$"   # anchored at both ends
  *       - "*"                              # any origin except "null" (echoed, never a literal *)
  *     allow_credentials: false     # default false
- *     allow_methods: [POST, OPTIONS]   # tokens; default "POST, OPTIONS"
+ *     allow_methods: [POST, OPTIONS]   # tokens; default "GET, POST, OPTIONS"
  *     allow_headers: "*"           # "*" (default) = reflect what the preflight asks for; or a list of names
  *     expose_headers: [x-custom]   # names added to the computed Access-Control-Expose-Headers
  *     max_age: 10m                 # Access-Control-Max-Age, whole seconds; default 10m; 0 = omitted
@@ -136,6 +138,7 @@
  *       headers: {request: [{set: x-route, value: "%ROUTE%"}]}   # the route's own rules, after the global ones
  *       jwt: {providers: [main], optional: true}   # replaces jwt.default (entirely); `jwt: disabled`: no check
  *       native_filters: true       # header rules and JWT run for native gRPC clients too; default true
+ *       get_cache_control: "public, max-age=60"   # Cache-Control of successful Connect GET responses; default none
  *
  * Rules:
  *  - A file without `listeners` keeps the current listeners, one without `admin` the current admin
@@ -515,6 +518,8 @@ const ptc__field_t ptc__limits_fields[] = {
     {"call_buffer_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, call_buffer_size)},
     {"stream_window_size", PTC__FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size)},
     {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections)},
+    {"max_connections_total", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections_total)},
+    {"max_concurrent_streams", PTC__FIELD_UINT32, offsetof(ptc_limits_config_t, max_concurrent_streams)},
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
@@ -651,6 +656,53 @@ const char *ptc__path_check(const char *path)
     return NULL;
 }
 
+/* RFC 9110 §5.6.2 tchar */
+static bool is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+const char *ptc__cache_control_check(const char *value)
+{
+    const char *p = value;
+    if (strlen(value) > PTC_CONFIG_MAX_CACHE_CONTROL)
+        return "is longer than 256 bytes";
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *name = p;
+        while (is_tchar(*p))
+            p++;
+        if (p == name)
+            return "must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")";
+        if (*p == '=') {
+            p++;
+            if (*p == '"') {
+                for (p++; *p != '"'; p++) {
+                    if (*p == '\\' && p[1] != '\0')
+                        p++;
+                    else if (*p == '\0' || (unsigned char)*p < 0x20 || *p == 0x7f)
+                        return "has an unterminated quoted-string or a control character";
+                }
+                p++;
+            } else {
+                const char *v = p;
+                while (is_tchar(*p))
+                    p++;
+                if (p == v)
+                    return "has a directive with '=' but no value";
+            }
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            return NULL;
+        if (*p != ',')
+            return "must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")";
+        p++;
+    }
+}
+
 const char *ptc__claim_path_check(const char *path)
 {
     if (path[0] == '\0')
@@ -783,6 +835,7 @@ void ptc__route_dispose(ptc_route_config_t *r)
     ptc__header_rules_dispose(&r->headers);
     ptc__jwt_requirement_dispose(&r->jwt);
     free(r->path);
+    free(r->get_cache_control);
     if (r->cors != NULL) {
         ptc_cors_config_dispose(r->cors);
         free(r->cors);
@@ -820,6 +873,8 @@ int ptc_config_init_default(ptc_config_t *cfg)
         .call_buffer_size = 256u << 10,
         .stream_window_size = 256u << 10,
         .max_connections = 10000,
+        .max_connections_total = 0,
+        .max_concurrent_streams = 128,
     };
     cfg->timeouts = (ptc_timeouts_config_t){
         .max_grpc_timeout_ms = 0,
@@ -1264,6 +1319,8 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
             return invalid(cfg, err, errlen, "routes[%zu].%s: %s", i, r->match == PTC_ROUTE_EXACT ? "path" : "prefix", why);
         if (r->upstream_index >= cfg->num_upstreams)
             return invalid(cfg, err, errlen, "routes[%zu].upstream: no upstream with index %zu", i, r->upstream_index);
+        if (r->get_cache_control != NULL && (why = ptc__cache_control_check(r->get_cache_control)) != NULL)
+            return invalid(cfg, err, errlen, "routes[%zu].get_cache_control: %s", i, why);
         if (i > 0 && route_before(r, &cfg->routes[i - 1]))
             return invalid(cfg, err, errlen, "routes[%zu]: not in match order (exact paths first, then longest prefixes)", i);
     }
@@ -1278,6 +1335,8 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         {"call_buffer_size", cfg->limits.call_buffer_size, 1, UINT32_MAX},
         {"stream_window_size", cfg->limits.stream_window_size, PTC_CONFIG_MIN_STREAM_WINDOW, PTC_CONFIG_MAX_STREAM_WINDOW},
         {"max_connections", cfg->limits.max_connections, 1, UINT32_MAX},
+        {"max_connections_total", cfg->limits.max_connections_total, 0, UINT32_MAX},
+        {"max_concurrent_streams", cfg->limits.max_concurrent_streams, 1, PTC_CONFIG_MAX_CONCURRENT_STREAMS},
     };
     for (size_t i = 0; i < PTC_ARRAY_SIZE(limits); i++)
         if (limits[i].value < limits[i].min || limits[i].value > limits[i].max)

@@ -144,7 +144,8 @@ static bool request_id_eq(const ptc_request_id_config_t *a, const ptc_request_id
 static bool route_eq(const ptc_route_config_t *a, const ptc_route_config_t *b)
 {
     return a->match == b->match && str_eq(a->path, b->path) && a->upstream_index == b->upstream_index && cors_eq(a->cors, b->cors) &&
-           header_rules_eq(&a->headers, &b->headers) && requirement_eq(&a->jwt, &b->jwt) && a->native_filters == b->native_filters;
+           header_rules_eq(&a->headers, &b->headers) && requirement_eq(&a->jwt, &b->jwt) && a->native_filters == b->native_filters &&
+           str_eq(a->get_cache_control, b->get_cache_control);
 }
 
 static bool admin_eq(const ptc_admin_config_t *a, const ptc_admin_config_t *b)
@@ -551,6 +552,14 @@ static void diff_routes(summary_t *s, const ptc_config_t *a, const ptc_config_t 
             item(s, "routes");
             put_route(s, r);
             putf(s, " native_filters %s -> %s", old->native_filters ? "true" : "false", r->native_filters ? "true" : "false");
+        }
+        if (!str_eq(old->get_cache_control, r->get_cache_control)) {
+            item(s, "routes");
+            put_route(s, r);
+            put(s, " get_cache_control ");
+            put_opt(s, old->get_cache_control);
+            put(s, " -> ");
+            put_opt(s, r->get_cache_control);
         }
     }
     /* upstream indexes that moved with their upstreams are the upstreams' reordering, not the routes' */

@@ -181,7 +181,8 @@ int ptc__route_copy(ptc_route_config_t *dst, const ptc_route_config_t *src)
     dst->match = src->match;
     dst->upstream_index = src->upstream_index;
     dst->native_filters = src->native_filters;
-    if (dup_opt(&dst->path, src->path) != 0 || copy_header_rules(&dst->headers, &src->headers) != 0 ||
+    if (dup_opt(&dst->path, src->path) != 0 || dup_opt(&dst->get_cache_control, src->get_cache_control) != 0 ||
+        copy_header_rules(&dst->headers, &src->headers) != 0 ||
         copy_requirement(&dst->jwt, &src->jwt) != 0)
         return PTC_ENOMEM;
     if (src->cors != NULL) {

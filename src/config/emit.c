@@ -423,7 +423,7 @@ static void key_strings(emitter_t *e, const char *name, char *const *list, size_
     end(e);
 }
 
-/* allow_methods is stored as its header value, "POST, OPTIONS"; the file has a list. */
+/* allow_methods is stored as its header value, "GET, POST, OPTIONS"; the file has a list. */
 static void key_methods(emitter_t *e, const char *methods)
 {
     const char *p = methods;
@@ -675,6 +675,8 @@ static void route(emitter_t *e, const ptc_config_t *cfg, const ptc_route_config_
         header_rules(e, &r->headers);
     jwt_requirement(e, cfg, "jwt", &r->jwt);
     key_bool(e, "native_filters", r->native_filters);
+    if (r->get_cache_control != NULL)
+        key_str(e, "get_cache_control", r->get_cache_control);
     end(e);
 }
 

@@ -1641,6 +1641,19 @@ static int on_route_native_filters(loader_t *l, const char *key, yaml_node_t *va
     return apply_field(l, &native, key, value, rp->route);
 }
 
+static int on_route_get_cache_control(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    route_parse_t *rp = obj;
+    const char *s, *why;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a Cache-Control value", &s)) != 0)
+        return ret;
+    if ((why = ptc__cache_control_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return dup_string(l, s, &rp->route->get_cache_control);
+}
+
 static const field_t route_fields[] = {
     {"prefix", FIELD_CUSTOM, 0, 0, 0, on_route_prefix},
     {"path", FIELD_CUSTOM, 0, 0, 0, on_route_path},
@@ -1649,6 +1662,7 @@ static const field_t route_fields[] = {
     {"headers", FIELD_CUSTOM, 0, 0, 0, on_route_headers},
     {"jwt", FIELD_CUSTOM, 0, 0, 0, on_route_jwt},
     {"native_filters", FIELD_CUSTOM, 0, 0, 0, on_route_native_filters},
+    {"get_cache_control", FIELD_CUSTOM, 0, 0, 0, on_route_get_cache_control},
 };
 
 static int on_routes(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -1797,6 +1811,9 @@ static const field_t limits_fields[] = {
     {"stream_window_size", FIELD_SIZE32, offsetof(ptc_limits_config_t, stream_window_size), PTC_CONFIG_MIN_STREAM_WINDOW,
      PTC_CONFIG_MAX_STREAM_WINDOW, NULL},
     {"max_connections", FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections), 1, UINT32_MAX, NULL},
+    {"max_connections_total", FIELD_UINT32, offsetof(ptc_limits_config_t, max_connections_total), 0, UINT32_MAX, NULL},
+    {"max_concurrent_streams", FIELD_UINT32, offsetof(ptc_limits_config_t, max_concurrent_streams), 1,
+     PTC_CONFIG_MAX_CONCURRENT_STREAMS, NULL},
 };
 
 static const field_t timeouts_fields[] = {

@@ -17,12 +17,17 @@
  *                                            route may also be named by ?prefix=P or ?path=P instead of N
  *   PUT    /config/upstreams/NAME/endpoints  replace an upstream's endpoints (body: ["h:p", …] or h:p lines)
  *
+ * Built with -DPTC_FAULT_INJECTION=ON (tests only; include/portico/fault.h) there is also
+ *   POST   /debug/fail-alloc?n=N             the N-th allocation the workers make from now on fails
+ *   DELETE /debug/fail-alloc                 stop; says whether it failed, its size and call stack
+ *
  * Every change is validated whole and applied atomically, or refused with 400 (what is wrong, in the
  * loader's FILE:LINE: KEY: words), 404 (no such route, upstream or origin), 409 (the command line sets
  * it) or 412 (If-Match names another version than the one in service). A change answers once every
  * worker runs it: {"version": N, "changed": true, "persisted": true}. It is written back to the
  * configuration file (persisted), so that a restart keeps it.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -40,6 +45,7 @@
 
 #include "control_internal.h"
 #include "portico/access_log.h"
+#include "portico/fault.h"
 #include "portico/worker.h"
 #include "portico/jwt.h"
 #include "portico/log.h"
@@ -110,6 +116,66 @@ static void reply_result(struct evhttp_request *req, const ptc_control_result_t 
 }
 
 /* ---- requests ---- */
+
+#ifdef PTC_FAULT_INJECTION
+/* The call stack of the allocation that failed, as "object+0xOFFSET symbol" (addr2line -e object OFFSET). */
+static void fault_frames_json(struct evbuffer *b, const ptc_fault_state_t *s)
+{
+    evbuffer_add_printf(b, "[");
+    for (int i = 0; i < s->num_frames; i++) {
+        Dl_info info;
+        char line[512];
+        if (dladdr(s->frames[i], &info) != 0 && info.dli_fname != NULL)
+            snprintf(line, sizeof(line), "%s+0x%tx %s", info.dli_fname, (char *)s->frames[i] - (char *)info.dli_fbase,
+                     info.dli_sname != NULL ? info.dli_sname : "?");
+        else
+            snprintf(line, sizeof(line), "%p", s->frames[i]);
+        evbuffer_add_printf(b, "%s", i != 0 ? ", " : "");
+        json_string(b, line);
+    }
+    evbuffer_add_printf(b, "]");
+}
+
+static void debug_fail_alloc(struct evhttp_request *req, enum evhttp_cmd_type m, struct evkeyvalq *q)
+{
+    if (m == EVHTTP_REQ_POST) {
+        const char *n = evhttp_find_header(q, "n");
+        char *end;
+        errno = 0;
+        long v = n != NULL ? strtol(n, &end, 10) : -1;
+        if (n == NULL || end == n || *end != '\0' || errno != 0 || v < 0) {
+            reply_error(req, 400, "fail-alloc: ?n=N (N >= 0) is required");
+            return;
+        }
+        struct evbuffer *b = evbuffer_new();
+        if (b == NULL) {
+            evhttp_send_error(req, 500, NULL);
+            return;
+        }
+        ptc_fault_arm(v);
+        evbuffer_add_printf(b, "{\"armed\": %ld}\n", v);
+        reply(req, 200, "application/json", b);
+        evbuffer_free(b);
+        return;
+    }
+    if (m != EVHTTP_REQ_DELETE) {
+        reply_error(req, 405, "method not allowed on this resource");
+        return;
+    }
+    ptc_fault_state_t s = ptc_fault_disarm();
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add_printf(b, "{\"fired\": %s, \"remaining\": %ld, \"size\": %zu, \"frames\": ", s.fired ? "true" : "false",
+                        s.remaining, s.size);
+    fault_frames_json(b, &s);
+    evbuffer_add_printf(b, "}\n");
+    reply(req, 200, "application/json", b);
+    evbuffer_free(b);
+}
+#endif
 
 static bool authorized(ptc_control_t *ctl, struct evhttp_request *req)
 {
@@ -285,6 +351,22 @@ static void get_config(ptc_control_t *ctl, struct evhttp_request *req, const cha
     evbuffer_free(b);
 }
 
+/* `, "section": {"name": sum, ...}`: a stats struct at `offset` in each worker, read as an array of counters. */
+static void add_counters(struct evbuffer *b, const ptc_control_t *ctl, const char *section, size_t offset, const char *const *names,
+                         size_t n)
+{
+    evbuffer_add_printf(b, ", \"%s\": {", section);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < ctl->nworkers; i++) {
+            const ptc_counter_t *c = (const ptc_counter_t *)(const void *)((const char *)&ctl->workers[i] + offset) + k;
+            sum += atomic_load_explicit(c, memory_order_relaxed);
+        }
+        evbuffer_add_printf(b, "%s\"%s\": %" PRIu64, k != 0 ? ", " : "", names[k], sum);
+    }
+    evbuffer_add_printf(b, "}");
+}
+
 static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
 {
     struct evbuffer *b = evbuffer_new();
@@ -301,19 +383,19 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
         json_string(b, ctl->last_error);
     else
         evbuffer_add_printf(b, "null");
-    /* the filters' outcomes summed over the workers (each worker writes only its own) */
-    const char *sep = "";
-    evbuffer_add_printf(b, ", \"filters\": {");
-#define XX(name, _)                                                                                                                \
-    do {                                                                                                                           \
-        uint64_t sum = 0;                                                                                                          \
-        for (size_t i = 0; i < ctl->nworkers; i++)                                                                                 \
-            sum += atomic_load_explicit(&ctl->workers[i].filter_stats.name, memory_order_relaxed);                                 \
-        evbuffer_add_printf(b, "%s\"" #name "\": %" PRIu64, sep, sum);                                                              \
-        sep = ", ";                                                                                                                \
-    } while (0);
-    PTC_FILTER_STATS_MAP(XX)
+    /* the filters' outcomes and the limits' refusals summed over the workers (each worker writes only its own) */
+    static const char *const filter_names[] = {
+#define XX(name, _) #name,
+        PTC_FILTER_STATS_MAP(XX)
 #undef XX
+    };
+    static const char *const limit_names[] = {
+#define XX(name, _) #name,
+        PTC_LIMIT_STATS_MAP(XX)
+#undef XX
+    };
+    add_counters(b, ctl, "filters", offsetof(ptc_worker_t, filter_stats), filter_names, PTC_ARRAY_SIZE(filter_names));
+    add_counters(b, ctl, "limits", offsetof(ptc_worker_t, limit_stats), limit_names, PTC_ARRAY_SIZE(limit_names));
     uint64_t lines = 0, dropped = 0;
     ptc_access_log_totals_t t;
     for (size_t i = 0; i < ctl->nworkers && ctl->workers != NULL; i++) {
@@ -322,7 +404,7 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
     }
     ptc_access_log_totals(&t);
     evbuffer_add_printf(b,
-                        "}, \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"lost\": %" PRIu64
+                        ", \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"lost\": %" PRIu64
                         ", \"bytes\": %" PRIu64 ", \"write_errors\": %" PRIu64 ", \"reopens\": %" PRIu64 "}",
                         ctl->snap->access_log != NULL ? "true" : "false", lines, dropped, t.lost, t.bytes, t.write_errors, t.reopens);
     evbuffer_add_printf(b, ", \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
@@ -438,6 +520,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         ptc__admin_metrics(ctl, req);
         goto exit;
     }
+#ifdef PTC_FAULT_INJECTION
+    if (strcmp(path, "/debug/fail-alloc") == 0) {
+        debug_fail_alloc(req, m, &q);
+        goto exit;
+    }
+#endif
     if (strcmp(path, "/status") == 0) {
         if (m != EVHTTP_REQ_GET)
             goto not_allowed;

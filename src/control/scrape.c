@@ -37,7 +37,7 @@ void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        src[i] = (ptc_metrics_source_t){&ctl->workers[i].metrics, &ctl->workers[i].filter_stats};
+        src[i] = (ptc_metrics_source_t){&ctl->workers[i].metrics, &ctl->workers[i].filter_stats, &ctl->workers[i].limit_stats};
     ptc_access_log_totals_t t;
     ptc_access_log_totals(&t);
     p.access_log_bytes = t.bytes;

@@ -21,9 +21,10 @@
 #define REGEX_DEPTH_LIMIT 1000
 #define MAX_ORIGIN_LEN 1024
 
-/* The grpc-web essentials a preflight must allow whatever the configuration lists. */
-static const ptc_iovec_t essential_headers[] = {PTC_STRLIT("content-type"), PTC_STRLIT("x-grpc-web"), PTC_STRLIT("x-user-agent"),
-                                                PTC_STRLIT("grpc-timeout")};
+/* The gRPC-Web and Connect essentials a preflight must allow whatever the configuration lists. */
+static const ptc_iovec_t essential_headers[] = {PTC_STRLIT("content-type"),      PTC_STRLIT("x-grpc-web"),
+                                                PTC_STRLIT("x-user-agent"),      PTC_STRLIT("grpc-timeout"),
+                                                PTC_STRLIT("connect-protocol-version"), PTC_STRLIT("connect-timeout-ms")};
 /* Always exposed: a browser must be able to read the status of a trailers-only response. */
 static const ptc_iovec_t always_exposed[] = {PTC_STRLIT("grpc-status"), PTC_STRLIT("grpc-message"),
                                              PTC_STRLIT("grpc-status-details-bin")};
@@ -457,7 +458,8 @@ size_t ptc_cors_response_headers(const ptc_cors_decision_t *d, const ptc_header_
 int ptc_cors_preflight(const ptc_cors_config_t *policy, const ptc_preflight_t *pf, ptc_header_t *out, size_t cap, size_t *nout,
                        ptc_cors_scratch_t *scratch, const char **why)
 {
-    const char *methods = policy != NULL && policy->allow_methods != NULL ? policy->allow_methods : "POST, OPTIONS";
+    /* GET: a Connect GET that carries a header of its own (connect-timeout-ms, authorization) is preflighted */
+    const char *methods = policy != NULL && policy->allow_methods != NULL ? policy->allow_methods : "GET, POST, OPTIONS";
     size_t n = 0;
 
     *nout = 0;
@@ -511,41 +513,6 @@ int ptc_cors_preflight(const ptc_cors_config_t *policy, const ptc_preflight_t *p
 
 /* ---- $httpHeaders ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes (and '+' → space, form encoding) into dst; returns the length or -1. */
-static ssize_t url_decode(ptc_iovec_t s, char *dst, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        char c = s.base[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= s.len)
-                return -1;
-            if ((hi = hexval(s.base[i + 1])) < 0 || (lo = hexval(s.base[i + 2])) < 0)
-                return -1;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (o == cap)
-            return -2;
-        dst[o++] = c;
-    }
-    return (ssize_t)o;
-}
-
 static bool refused_name(ptc_iovec_t name)
 {
     static const ptc_iovec_t refused[] = {
@@ -581,7 +548,7 @@ int ptc_http_headers_param_parse(ptc_iovec_t url, ptc_http_headers_param_t *out,
         return 0;
     out->present = true;
 
-    ssize_t len = url_decode(value, out->buf, sizeof(out->buf));
+    long len = ptc_form_decode(value, out->buf, sizeof(out->buf));
     if (len == -2) {
         *why = "$httpHeaders exceeds 8192 bytes";
         return PTC_ETOOBIG;

@@ -28,9 +28,25 @@ const uint64_t ptc_hist_bounds_us[PTC_HIST_BUCKETS] = {500,    1000,    2500,   
                                                       250000, 500000,  1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
 
 const char *const ptc_transport_names[PTC_TRANSPORT_COUNT] = {"http1", "h2", "websocket"};
-const char *const ptc_proto_names[PTC_PROTO_COUNT] = {"grpc-web", "grpc-web-text", "grpc"};
+const char *const ptc_proto_names[PTC_PROTO_COUNT] = {"grpc-web", "grpc-web-text", "grpc", "connect"};
+
+ptc_proto_t ptc_proto_of(ptc_ctype_kind_t kind)
+{
+    switch (kind) {
+    case PTC_CT_GRPC_WEB_TEXT:
+        return PTC_PROTO_GRPC_WEB_TEXT;
+    case PTC_CT_GRPC:
+        return PTC_PROTO_GRPC;
+    case PTC_CT_CONNECT:
+    case PTC_CT_CONNECT_STREAM:
+        return PTC_PROTO_CONNECT;
+    default:
+        return PTC_PROTO_GRPC_WEB;
+    }
+}
 const char *const ptc_upstream_state_names[PTC_UPSTREAM_CONN_STATES] = {"connecting", "ready", "draining"};
-const int ptc_local_statuses[PTC_LOCAL_STATUS_SLOTS - 1] = {200, 204, 400, 401, 403, 404, 405, 413, 415, 426, 431, 503};
+const int ptc_local_statuses[PTC_LOCAL_STATUS_SLOTS - 1] = {200, 204, 400, 401, 403, 404, 405, 409, 413, 414,
+                                                             415, 426, 429, 431, 499, 500, 501, 503, 504};
 
 const char *ptc_grpc_code_name(int code)
 {
@@ -720,18 +736,49 @@ static void render_local(render_t *r, const ptc_metrics_source_t *src, size_t n)
     }
 }
 
+/* Counters of a per-worker stats struct (consecutive ptc_counter_t, one per name; at `field` in each source, a
+ * pointer that may be NULL), one unlabelled family each, summed over the workers: portico_NAME_total. */
+static void render_stats(render_t *r, const ptc_metrics_source_t *src, size_t n, size_t field, const char *const *names,
+                         const char *const *helps, size_t count, const char *what)
+{
+    char name[96], help[256];
+    for (size_t k = 0; k < count; k++) {
+        uint64_t v = 0;
+        for (size_t w = 0; w < n; w++) {
+            const ptc_counter_t *c = *(const ptc_counter_t *const *)(const void *)((const char *)&src[w] + field);
+            v += c != NULL ? load(&c[k]) : 0;
+        }
+        snprintf(name, sizeof(name), "portico_%s", names[k]);
+        snprintf(help, sizeof(help), "%s: %s.", what, helps[k]);
+        family(r, name, "counter", help);
+        counter(r, name, NULL, v);
+    }
+}
+
 static void render_filters(render_t *r, const ptc_metrics_source_t *src, size_t n)
 {
-#define XX(name, help)                                                                                                             \
-    do {                                                                                                                           \
-        uint64_t v = 0;                                                                                                            \
-        for (size_t w = 0; w < n; w++)                                                                                             \
-            v += src[w].filters != NULL ? load(&src[w].filters->name) : 0;                                                         \
-        family(r, "portico_" #name, "counter", "Filter outcome: " help ".");                                                     \
-        counter(r, "portico_" #name, NULL, v);                                                                                     \
-    } while (0);
-    PTC_FILTER_STATS_MAP(XX)
+    static const char *const names[] = {
+#define XX(name, _) #name,
+        PTC_FILTER_STATS_MAP(XX)
 #undef XX
+    };
+    static const char *const helps[] = {
+#define XX(_, help) help,
+        PTC_FILTER_STATS_MAP(XX)
+#undef XX
+    };
+    static const char *const lnames[] = {
+#define XX(name, _) #name,
+        PTC_LIMIT_STATS_MAP(XX)
+#undef XX
+    };
+    static const char *const lhelps[] = {
+#define XX(_, help) help,
+        PTC_LIMIT_STATS_MAP(XX)
+#undef XX
+    };
+    render_stats(r, src, n, offsetof(ptc_metrics_source_t, filters), names, helps, PTC_ARRAY_SIZE(names), "Filter outcome");
+    render_stats(r, src, n, offsetof(ptc_metrics_source_t, limits), lnames, lhelps, PTC_ARRAY_SIZE(lnames), "Limit");
 }
 
 /* A family with one unlabelled sample summed over the workers: a counter, or a gauge from an up and a down counter. */

@@ -17,13 +17,12 @@
 
 #include "portico/access_log.h"
 #include "portico/call.h"
+#include "portico/connect.h"
 #include "portico/filter.h"
 #include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 #include "portico/worker.h"
-
-#define MAX_GRPC_MESSAGE 1024
 
 ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w)
 {
@@ -32,20 +31,17 @@ ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w)
 
 /* ---- request storage and header edits ---- */
 
-char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
+void *ptc_filter_alloc(ptc_filter_ctx_t *ctx, size_t n)
 {
     /* a request id and a traceparent fit in the context itself: most requests never malloc here */
-    if (ctx->mem == NULL && sizeof(ctx->inline_mem) - ctx->inline_used >= s.len + 1) {
+    if (ctx->mem == NULL && sizeof(ctx->inline_mem) - ctx->inline_used >= n) {
         char *p = ctx->inline_mem + ctx->inline_used;
-        if (s.len != 0)
-            memcpy(p, s.base, s.len);
-        p[s.len] = '\0';
-        ctx->inline_used += s.len + 1;
+        ctx->inline_used += n;
         return p;
     }
-    if (ctx->mem_cap - ctx->mem_used < s.len + 1) {
+    if (ctx->mem_cap - ctx->mem_used < n) {
         /* a new block; the old one stays alive (values already point into it): blocks are chained */
-        size_t cap = PTC_MAX(s.len + 1 + sizeof(void *), (size_t)4096);
+        size_t cap = PTC_MAX(n + sizeof(void *), (size_t)4096);
         char *blk = malloc(cap);
         if (blk == NULL)
             return NULL;
@@ -55,10 +51,18 @@ char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
         ctx->mem_cap = cap;
     }
     char *p = ctx->mem + ctx->mem_used;
+    ctx->mem_used += n;
+    return p;
+}
+
+char *ptc_filter_strdup(ptc_filter_ctx_t *ctx, ptc_iovec_t s)
+{
+    char *p = ptc_filter_alloc(ctx, s.len + 1);
+    if (p == NULL)
+        return NULL;
     if (s.len != 0)
         memcpy(p, s.base, s.len);
     p[s.len] = '\0';
-    ctx->mem_used += s.len + 1;
     return p;
 }
 
@@ -196,47 +200,82 @@ ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, co
     return PTC_FILTER_STOP;
 }
 
+ptc_ctype_t ptc_filter_protocol(ptc_filter_ctx_t *ctx)
+{
+    ptc_request_t *req = ctx->req;
+    ptc_ctype_t ct = ctx->ct;
+    if (ct.kind != PTC_CT_OTHER)
+        return ct;
+    const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
+    ct = h != NULL ? ptc_ctype_classify(h->value) : ct;
+    bool connect = ct.kind == PTC_CT_CONNECT || ct.kind == PTC_CT_CONNECT_STREAM;
+    if (!req->websocket && !connect && ptc_iov_eq_ci(req->method, PTC_STRLIT("GET")) && ctx->path.len < req->path.len &&
+        ptc_connect_query_is_get(ptc_iov(req->path.base + ctx->path.len + 1, req->path.len - ctx->path.len - 1)))
+        return (ptc_ctype_t){PTC_CT_CONNECT, PTC_STRLIT("proto")};
+    if (ct.kind == PTC_CT_OTHER || (ct.kind == PTC_CT_GRPC && !req->allow_native) || (connect && req->websocket))
+        ct = (ptc_ctype_t){PTC_CT_GRPC_WEB, {"", 0}};
+    return ct;
+}
+
+/* Sends an error reply with the request id, and ends the exchange. */
+static ptc_filter_action_t answer(ptc_filter_ctx_t *ctx, int http_status, int status, const ptc_header_t *fields, size_t n, const char *msg)
+{
+    const char *rid = ctx->info != NULL ? ctx->info->request_id : "";
+    ptc_connect_error_t e = {status, ptc_iov(msg, strlen(msg)), false, {"", 0}};
+    ptc_error_reply_t r;
+    ptc_header_t extra[8];
+    size_t k = 0;
+
+    /* the caller's protocol decides the shape, and for gRPC-Web the encoding its Accept asks for */
+    const ptc_header_t *accept = ptc_filter_find(ctx, PTC_STRLIT("accept"));
+    ptc_ctype_t ct = ptc_filter_protocol(ctx);
+    (void)ptc_error_reply_init(&r, ct, accept != NULL ? accept->value : ptc_iov("", 0), &e, http_status, NULL, 0);
+    for (size_t i = 0; i < n && k + 1 < PTC_ARRAY_SIZE(extra); i++)
+        extra[k++] = fields[i];
+    if (rid[0] != '\0' && !r.plain)
+        extra[k++] = (ptc_header_t){ptc_iov(ctx->snap->config.request_id.header, strlen(ctx->snap->config.request_id.header)),
+                                    ptc_iov(rid, strlen(rid))};
+    /* recorded first: nothing of the request is touched once the downstream has the answer; a plain-text refusal
+     * is an HTTP answer, anything else one in the caller's protocol with a gRPC status */
+    ptc_header_t sent[PTC_ARRAY_SIZE(r.fields) + PTC_ARRAY_SIZE(extra)];
+    size_t nsent = 0;
+    for (size_t i = 0; i < r.num_fields; i++)
+        sent[nsent++] = r.fields[i];
+    for (size_t i = 0; i < k; i++)
+        sent[nsent++] = extra[i];
+    record_local(ctx, r.http_status, r.plain ? -1 : status, ptc_proto_of(ct.kind), msg, sent, nsent, r.body_len);
+    ptc_error_reply_send(&r, ctx->ds, extra, k);
+    if (!r.plain)
+        ctx->ds->cb->on_call_done(ctx->ds);
+    ptc_error_reply_dispose(&r);
+    return PTC_FILTER_STOP;
+}
+
 ptc_filter_action_t ptc_filter_answer_grpc(ptc_filter_ctx_t *ctx, int status, const char *fmt, ...)
 {
-    char msg[MAX_GRPC_MESSAGE], enc[MAX_GRPC_MESSAGE * 3], code[8];
+    char msg[PTC_ERROR_MESSAGE_MAX];
     va_list ap;
     ptc_request_t *req = ctx->req;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    snprintf(code, sizeof(code), "%d", status);
     const char *rid = ctx->info != NULL ? ctx->info->request_id : "";
-    /* the caller's protocol decides the shape: the content type it sent (classified here if the grpc filter
-     * has not run yet) and, for gRPC-Web, the encoding its Accept asks for */
-    ptc_ctype_t ct = ctx->ct;
-    if (ct.kind == PTC_CT_OTHER) {
-        const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
-        ct = h != NULL ? ptc_ctype_classify(h->value) : ct;
-        if (ct.kind == PTC_CT_OTHER || (ct.kind == PTC_CT_GRPC && !req->allow_native))
-            ct = (ptc_ctype_t){PTC_CT_GRPC_WEB, {"", 0}};
-    }
-    const ptc_header_t *accept = ptc_filter_find(ctx, PTC_STRLIT("accept"));
-    char ctype[64];
-    bool text;
-    size_t ctlen = ptc_response_ctype(ct, accept != NULL ? accept->value : ptc_iov("", 0), ctype, sizeof(ctype), &text);
     ptc_log_info("request %.*s from %s%s%s: grpc-status %d: %s", (int)PTC_MIN(ctx->path.len, (size_t)200), ctx->path.base, req->peer,
                  rid[0] != '\0' ? " id " : "", rid, status, msg);
-    ptc_header_t h[4] = {
-        {PTC_STRLIT("content-type"), ptc_iov(ctype, ctlen)},
-        {PTC_STRLIT("grpc-status"), ptc_iov(code, strlen(code))},
-        {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, strlen(msg)))},
-    };
-    size_t n = 3;
-    if (rid[0] != '\0')
-        h[n++] = (ptc_header_t){ptc_iov(ctx->snap->config.request_id.header, strlen(ctx->snap->config.request_id.header)),
-                                ptc_iov(rid, strlen(rid))};
-    record_local(ctx, 200, status,
-                 ct.kind == PTC_CT_GRPC ? PTC_PROTO_GRPC : ct.kind == PTC_CT_GRPC_WEB_TEXT ? PTC_PROTO_GRPC_WEB_TEXT : PTC_PROTO_GRPC_WEB, msg, h,
-                 n, 0);
-    ctx->ds->cb->send_head(ctx->ds, 200, h, n, true);
-    ctx->ds->cb->on_call_done(ctx->ds);
-    return PTC_FILTER_STOP;
+    return answer(ctx, 0, status, NULL, 0, msg);
+}
+
+ptc_filter_action_t ptc_filter_refuse(ptc_filter_ctx_t *ctx, int http_status, int grpc_status, const ptc_header_t *fields, size_t n,
+                                      const char *fmt, ...)
+{
+    char msg[PTC_ERROR_MESSAGE_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return answer(ctx, http_status, grpc_status, fields, n, msg);
 }
 
 /* ---- edge filters ---- */
@@ -295,7 +334,7 @@ static ptc_filter_action_t cors_on_request(const ptc_filter_t *f, ptc_filter_ctx
         ptc_log_warn("request %.*s %.*s from %s refused: origin '%.*s' is not allowed by the CORS policy",
                      (int)PTC_MIN(req->method.len, (size_t)16), req->method.base, (int)PTC_MIN(ctx->path.len, (size_t)200), ctx->path.base,
                      req->peer, (int)PTC_MIN(ctx->origin.len, (size_t)200), ctx->origin.base);
-        return ptc_filter_answer_http(ctx, 403, NULL, 0, "origin not allowed by the CORS policy\n");
+        return ptc_filter_refuse(ctx, 403, PTC_GRPC_PERMISSION_DENIED, NULL, 0, "origin not allowed by the CORS policy");
     }
     return PTC_FILTER_CONTINUE;
 }
@@ -352,28 +391,30 @@ static ptc_filter_action_t grpc_on_request(const ptc_filter_t *f, ptc_filter_ctx
 {
     (void)f;
     ptc_request_t *req = ctx->req;
+    ptc_filter_action_t action;
 
+    if (ptc__connect_on_request(ctx, &action))
+        return action;
     if (!ptc_iov_eq_ci(req->method, PTC_STRLIT("POST"))) {
-        char body[160];
-        snprintf(body, sizeof(body), "method %.*s is not allowed here: gRPC-Web calls use POST\n", (int)PTC_MIN(req->method.len, (size_t)16),
-                 req->method.base);
         ptc_log_info("request %.*s %.*s from %s: 405", (int)PTC_MIN(req->method.len, (size_t)16), req->method.base,
                      (int)PTC_MIN(req->path.len, (size_t)200), req->path.base, req->peer);
-        return ptc_filter_answer_http(ctx, 405, &allow_post, 1, body);
+        return ptc_filter_refuse(ctx, 405, PTC_GRPC_UNIMPLEMENTED, &allow_post, 1,
+                                 "method %.*s is not allowed here: gRPC-Web calls use POST (Connect: POST, or GET with a message)",
+                                 (int)PTC_MIN(req->method.len, (size_t)16), req->method.base);
     }
     const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
     ctx->ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
     bool accepted = ctx->ct.kind == PTC_CT_GRPC_WEB || ctx->ct.kind == PTC_CT_GRPC_WEB_TEXT || (ctx->ct.kind == PTC_CT_GRPC && req->allow_native);
     if (!accepted || ctx->ct.codec.len > 32) {
-        char body[400];
-        snprintf(body, sizeof(body),
-                 "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec] and "
-                 "application/grpc-web-text[+proto|+codec]%s\n",
-                 h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "",
-                 req->allow_native ? " (and application/grpc over HTTP/2)" : "");
         ptc_log_info("request POST %.*s from %s: 415 (content-type '%.*s')", (int)PTC_MIN(req->path.len, (size_t)200), req->path.base,
                      req->peer, h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "");
-        return ptc_filter_answer_http(ctx, 415, NULL, 0, body);
+        ctx->ct = (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
+        return ptc_filter_refuse(ctx, 415, PTC_GRPC_UNIMPLEMENTED, NULL, 0,
+                                 "unsupported content type '%.*s': Portico accepts application/grpc-web[+proto|+json|+codec], "
+                                 "application/grpc-web-text[+proto|+codec]%s, and Connect (application/proto, application/json, "
+                                 "application/connect+proto|+json)",
+                                 h != NULL ? (int)PTC_MIN(h->value.len, (size_t)100) : 0, h != NULL ? h->value.base : "",
+                                 req->allow_native ? ", application/grpc over HTTP/2" : "");
     }
     ctx->native = ctx->ct.kind == PTC_CT_GRPC;
     return PTC_FILTER_CONTINUE;

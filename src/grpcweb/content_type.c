@@ -15,12 +15,38 @@ static ptc_iovec_t media_type(ptc_iovec_t v)
     return ptc_iov_trim(v);
 }
 
+bool ptc_codec_is_token(ptc_iovec_t codec)
+{
+    if (codec.len == 0)
+        return false;
+    for (size_t j = 0; j < codec.len; j++) {
+        char c = codec.base[j];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
 ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
 {
     static const ptc_iovec_t grpc = PTC_STRLIT("application/grpc"), web = PTC_STRLIT("-web"), text = PTC_STRLIT("-text");
     ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
     ptc_iovec_t mt = media_type(value);
 
+    static const ptc_iovec_t connect = PTC_STRLIT("application/connect+");
+    if (ptc_iov_eq_ci(mt, PTC_STRLIT("application/proto")) || ptc_iov_eq_ci(mt, PTC_STRLIT("application/json"))) {
+        ct.kind = PTC_CT_CONNECT;
+        ct.codec = ptc_iov(mt.base + 12, mt.len - 12);
+        return ct;
+    }
+    if (ptc_iov_startswith_ci(mt, connect)) {
+        ptc_iovec_t codec = ptc_iov(mt.base + connect.len, mt.len - connect.len);
+        if (ptc_codec_is_token(codec)) {
+            ct.kind = PTC_CT_CONNECT_STREAM;
+            ct.codec = codec;
+        }
+        return ct;
+    }
     /* application/grpc, then -web, then -text: each a prefix of the next */
     if (!ptc_iov_startswith_ci(mt, grpc))
         return ct;
@@ -39,13 +65,8 @@ ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
         return ct;
     }
     /* "+codec"; anything else ("application/grpc-webfoo", "application/grpc-web-tex") is not gRPC at all */
-    if (rest.base[0] != '+' || rest.len == 1)
+    if (rest.base[0] != '+' || !ptc_codec_is_token(ptc_iov(rest.base + 1, rest.len - 1)))
         return ct;
-    for (size_t j = 1; j < rest.len; j++) {
-        char c = rest.base[j];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'))
-            return ct;
-    }
     ct.kind = kind;
     ct.codec = ptc_iov(rest.base + 1, rest.len - 1);
     return ct;
@@ -114,7 +135,10 @@ size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t 
 {
     int n;
     *text = false;
-    if (ct.kind == PTC_CT_GRPC) {
+    if (ct.kind == PTC_CT_CONNECT || ct.kind == PTC_CT_CONNECT_STREAM) {
+        n = snprintf(buf, cap, "application/%s%.*s", ct.kind == PTC_CT_CONNECT_STREAM ? "connect+" : "",
+                     (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
+    } else if (ct.kind == PTC_CT_GRPC) {
         n = snprintf(buf, cap, "application/grpc%s%.*s", ct.codec.len != 0 ? "+" : "", (int)PTC_MIN(ct.codec.len, (size_t)32), ct.codec.base);
     } else {
         *text = ptc_accept_wants_text(accept, ct.kind == PTC_CT_GRPC_WEB_TEXT);

@@ -108,14 +108,9 @@ int ptc_grpc_status_from_h2_error(uint32_t h2_error)
 
 int ptc_status_parse(ptc_iovec_t value, int *out)
 {
-    int v = 0;
-    if (value.len == 0 || value.len > 9)
+    uint64_t v;
+    if (ptc_digits_parse(value, 9, &v) != 0)
         return PTC_EINVAL;
-    for (size_t i = 0; i < value.len; i++) {
-        if (value.base[i] < '0' || value.base[i] > '9')
-            return PTC_EINVAL;
-        v = v * 10 + (value.base[i] - '0');
-    }
-    *out = v;
+    *out = (int)v;
     return 0;
 }

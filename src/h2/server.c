@@ -15,10 +15,31 @@
  *
  * Re-entrancy: as in the upstream client, nghttp2_session_send() is never called from inside nghttp2;
  * sends requested meanwhile are recorded in want_send and done by the outermost caller.
+ *
+ * Abuse guards (each refusal is logged and counted in ptc_limit_stats_t; README "Limits and abuse"):
+ *  - concurrency: limits.max_concurrent_streams is advertised; nghttp2 refuses streams beyond it with
+ *    RST_STREAM REFUSED_STREAM until our SETTINGS are acknowledged, and with GOAWAY PROTOCOL_ERROR after;
+ *  - rapid reset (CVE-2023-44487, and "made you reset", where the client makes nghttp2 reset): a stream that
+ *    closes before our side of it ended, unless we reset it ourselves, takes a token from the connection's
+ *    reset bucket (2 × max_concurrent_streams, refilled in 10 s); an empty bucket ends the connection with
+ *    GOAWAY ENHANCE_YOUR_CALM, so the upstream sees a bounded number of calls per connection;
+ *  - floods (CVE-2019-9512/9515/9518 and WINDOW_UPDATE/PRIORITY/RST_STREAM floods): PING, SETTINGS,
+ *    WINDOW_UPDATE, PRIORITY, GOAWAY, RST_STREAM of a closed stream and DATA without payload nor END_STREAM
+ *    each take a token from the control bucket (CONTROL_BURST, refilled at CONTROL_RATE a second, plus two
+ *    per DATA frame we send and per stream opened: WINDOW_UPDATEs and BDP PINGs follow our DATA); empty →
+ *    ENHANCE_YOUR_CALM. nghttp2 itself ends a connection whose unread SETTINGS/PING ACKs pile up (max
+ *    outbound ACK) or whose SETTINGS carry too many entries;
+ *  - CONTINUATION floods (CVE-2024-27316 class): at most max_continuations() CONTINUATION frames per header
+ *    block (nghttp2, backported to Debian's 1.52), and the block must end within timeouts.header_read; the
+ *    fields kept are capped by max_header_size / max_headers (431), so memory does not grow with the block.
+ * A connection ended for a protocol error or abuse sends its GOAWAY, then, cleartext, shuts its write side
+ * and reads (dropping) until the client closes or CLOSE_LINGER_MS pass, so the GOAWAY is not lost to a RST.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -36,8 +57,39 @@
 #include "portico/worker.h"
 #include "portico/ws.h"
 
-#define MAX_CONCURRENT_STREAMS 128
 #define CONNECTION_WINDOW_SIZE ((1 << 30) - 1)
+#define CONTROL_BURST 1000      /* control frames a connection may send at once (nghttp2's default max outbound ACKs) */
+#define CONTROL_RATE 100        /* ... and then per second */
+#define CONTROL_EARN 2          /* tokens given back per DATA frame sent and per stream opened */
+#define RESET_REFILL_S 10       /* the reset bucket refills in this many seconds */
+#define MAX_OUTBOUND_ACK 1000   /* SETTINGS and PING ACKs queued unread before nghttp2 gives up (its default) */
+#define MAX_SETTINGS_ENTRIES 32 /* entries in one SETTINGS frame (nghttp2's default; 7 ids are defined) */
+#define CLOSE_LINGER_MS 5000    /* after an error GOAWAY: how long the connection may take to flush it and see the client close */
+
+/* A token bucket (per connection; times from ptc_now_coarse_ms()). */
+typedef struct st_bucket_t {
+    double tokens;
+    uint64_t at_ms;
+} bucket_t;
+
+/* Takes one token after refilling at `rate` a second up to `burst`; false when none is left. */
+static bool bucket_take(bucket_t *b, double burst, double rate)
+{
+    uint64_t now = ptc_now_coarse_ms();
+    b->tokens = PTC_MIN(burst, b->tokens + (double)(now - b->at_ms) * rate / 1000);
+    b->at_ms = now;
+    if (b->tokens < 1)
+        return false;
+    b->tokens -= 1;
+    return true;
+}
+
+typedef enum {
+    TIMER_NONE,
+    TIMER_IDLE,   /* no stream open: timeouts.idle */
+    TIMER_HEADER, /* a header block is open: timeouts.header_read from its HEADERS frame */
+    TIMER_LINGER, /* closing after an error GOAWAY: CLOSE_LINGER_MS */
+} timer_kind_t;
 
 typedef struct st_h2conn_t h2conn_t;
 
@@ -59,6 +111,7 @@ typedef struct st_h2stream_t {
 
     ptc_call_t *call;
     bool request_ended;
+    bool reset_by_us;      /* we reset it (upstream failure, ...): not the client's doing */
     bool head_method;      /* HEAD: answers carry no body */
     bool discard;          /* request body is ignored (local answer, or the call ended) */
     bool read_paused;      /* the call applies backpressure: request DATA is not credited */
@@ -66,6 +119,7 @@ typedef struct st_h2stream_t {
 
     /* response */
     struct evbuffer *out;
+    bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
     ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
@@ -85,17 +139,29 @@ struct st_h2conn_t {
     bool tls;
     TAILQ_HEAD(, st_h2stream_t) streams;
     size_t num_streams;
-    struct event *timer;   /* idle timeout while no stream is open */
+    struct event *timer; /* idle timeout, header block timeout or close linger: timer_kind */
+    timer_kind_t timer_kind;
     struct event *send_ev; /* deferred nghttp2_session_send() */
     unsigned in_nghttp2;
     bool want_send;
     bool want_close;
     bool write_blocked; /* cleartext: see ptc_bev_write_now() */
     bool goaway_sent;
+    bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
+    int32_t header_block_stream; /* ... on this stream */
+    bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
+    bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
+    bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
+    bool goaway_out;         /* an error GOAWAY went out: nothing more is sent */
+    int64_t max_send_window; /* when a SETTINGS frame began: the largest send window of a stream, and ... */
+    int64_t old_initial;     /* ... the client's SETTINGS_INITIAL_WINDOW_SIZE (see settings_check) */
+    bucket_t resets;         /* streams the client may still close before our side ended */
+    bucket_t control;        /* control and empty frames the client may still send */
 };
 
 static void conn_free(h2conn_t *conn, const char *reason);
-static void conn_send(h2conn_t *conn);
+static bool conn_send(h2conn_t *conn);
+static void conn_shut(h2conn_t *conn);
 
 /*
  * Sending is deferred to the loop (or to the end of the nghttp2 call in progress): a send can
@@ -112,25 +178,87 @@ static void conn_want_send(h2conn_t *conn)
 
 static void conn_refresh(h2conn_t *conn);
 
-static void idle_timer_update(h2conn_t *conn)
+static void timer_arm(h2conn_t *conn, timer_kind_t kind, uint64_t ms)
 {
-    if (conn->num_streams == 0) {
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    conn->timer_kind = kind;
+    evtimer_add(conn->timer, &tv);
+}
+
+/*
+ * The connection's one timer: the close linger once set; else the open header block's deadline (from its
+ * HEADERS frame); else the idle timeout while no stream is open (from the last stream's end).
+ */
+static void timer_update(h2conn_t *conn)
+{
+    if (conn->timer_kind == TIMER_LINGER)
+        return;
+    if (conn->in_header_block) {
+        if (conn->timer_kind != TIMER_HEADER)
+            timer_arm(conn, TIMER_HEADER, conn->base.snap->config.timeouts.header_read_ms);
+    } else if (conn->num_streams == 0) {
         if (conn->base.snap != conn->worker->snap)
             conn_refresh(conn); /* an idle connection does not hold on to an old configuration */
-        uint64_t ms = conn->base.snap->config.timeouts.idle_ms;
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
-        evtimer_add(conn->timer, &tv);
-    } else {
+        timer_arm(conn, TIMER_IDLE, conn->base.snap->config.timeouts.idle_ms);
+    } else if (conn->timer_kind != TIMER_NONE) {
         evtimer_del(conn->timer);
+        conn->timer_kind = TIMER_NONE;
     }
 }
 
+/*
+ * Ends the connection for a protocol error or an abuse of the client: GOAWAY `code` with `why` as its debug
+ * data, and a log line. `counter` counts the refusal (NULL: on_frame_send counts the GOAWAY by its code, as
+ * for nghttp2's own). The input is dropped from here on; the connection closes once the GOAWAY is out.
+ */
+static void conn_error(h2conn_t *conn, uint32_t code, ptc_counter_t *counter, const char *fmt, ...) PTC_PRINTF(4, 5);
+static void conn_error(h2conn_t *conn, uint32_t code, ptc_counter_t *counter, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+
+    if (conn->error_goaway)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    ptc_log_info("h2 %s: %s: GOAWAY %s", conn->base.peer, why, nghttp2_http2_strerror(code));
+    if (counter != NULL) {
+        PTC_STAT_INC(*counter);
+        conn->goaway_counted = true;
+    }
+    conn->error_goaway = true;
+    conn->goaway_sent = true;
+    nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->session), code,
+                          (const uint8_t *)why, strlen(why));
+    conn_want_send(conn);
+}
+
+/* A control or empty frame: a token from the control bucket, or the connection ends (`what` names the flood). */
+static void control_frame(h2conn_t *conn, const char *what)
+{
+    if (!conn->error_goaway && !bucket_take(&conn->control, CONTROL_BURST, CONTROL_RATE))
+        conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_floods,
+                   "%s flood: more than %d control frames at once or %d a second", what, CONTROL_BURST, CONTROL_RATE);
+}
+
+static void control_earn(h2conn_t *conn)
+{
+    conn->control.tokens = PTC_MIN((double)CONTROL_BURST, conn->control.tokens + CONTROL_EARN);
+}
+
+/* The reset bucket's size for the connection's limits. */
+static double reset_burst(const h2conn_t *conn)
+{
+    return 2.0 * conn->base.snap->config.limits.max_concurrent_streams;
+}
+
 /* Our SETTINGS, from the limits of the connection's snapshot. */
-static void submit_settings(h2conn_t *conn)
+static int submit_settings(h2conn_t *conn)
 {
     const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, lim->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -138,7 +266,7 @@ static void submit_settings(h2conn_t *conn)
          * false refuses the CONNECT instead */
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
+    return nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv));
 }
 
 /*
@@ -149,10 +277,10 @@ static void submit_settings(h2conn_t *conn)
 static void conn_refresh(h2conn_t *conn)
 {
     const ptc_limits_config_t *old = &conn->base.snap->config.limits;
-    uint32_t window = old->stream_window_size, header = old->max_header_size;
+    uint32_t window = old->stream_window_size, header = old->max_header_size, streams = old->max_concurrent_streams;
     ptc_conn_refresh(&conn->base);
     const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
-    if (lim->stream_window_size != window || lim->max_header_size != header) {
+    if (lim->stream_window_size != window || lim->max_header_size != header || lim->max_concurrent_streams != streams) {
         submit_settings(conn);
         conn_want_send(conn);
     }
@@ -179,7 +307,8 @@ static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
         conn_refresh(conn);
     TAILQ_INSERT_TAIL(&conn->streams, st, link);
     conn->num_streams++;
-    idle_timer_update(conn);
+    control_earn(conn);
+    timer_update(conn);
     return st;
 }
 
@@ -208,7 +337,14 @@ static void stream_free(h2stream_t *st, const char *reason)
     free(st->trailer_mem);
     evbuffer_free(st->out);
     ptc_free(st);
-    idle_timer_update(conn);
+    timer_update(conn);
+}
+
+/* Resets a stream for a reason of ours (not the client's doing: see on_stream_close). */
+static void stream_reset(h2stream_t *st, uint32_t code)
+{
+    st->reset_by_us = true;
+    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, code);
 }
 
 /* Credits request DATA back to the browser unless the call is applying backpressure. */
@@ -276,8 +412,13 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
             for (size_t i = 0; i < st->num_trailers && k < PTC_ARRAY_SIZE(nva); i++)
                 nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)st->trailers[i].name.base, (uint8_t *)(uintptr_t)st->trailers[i].value.base,
                                         st->trailers[i].name.len, st->trailers[i].value.len, NGHTTP2_NV_FLAG_NONE};
-            if (nghttp2_submit_trailer(session, stream_id, nva, k) == 0)
-                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nghttp2_submit_trailer(session, stream_id, nva, k) != 0) {
+                /* an end without the status would read as a complete answer: the stream is reset instead */
+                ptc_log_warn("h2 %s: stream %d: out of memory submitting the trailers: resetting the stream", st->conn->base.peer,
+                             stream_id);
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            }
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         }
     }
     return (ssize_t)n;
@@ -292,9 +433,11 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (st == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
+    if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK || conn->goaway_out)
         return NGHTTP2_ERR_WOULDBLOCK;
-    ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0);
+    if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
+    control_earn(conn); /* the client's WINDOW_UPDATEs (and BDP PINGs) answer our DATA */
     /* the browser is reading: let the call credit its upstream again */
     if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
@@ -311,15 +454,25 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
     /* HTTP/2 forbids connection-specific fields; the call never passes them */
     if (submit_head(st, status, headers, n, NULL, 0, end_stream ? NULL : &prd) != 0)
-        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        stream_reset(st, NGHTTP2_INTERNAL_ERROR);
     conn_want_send(st->conn);
 }
 
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    evbuffer_add_buffer(st->out, buf);
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    if (st->out_broken || evbuffer_add_buffer(st->out, buf) != 0) {
+        /* what follows would not be the response the call made: the stream is reset instead (its close
+         * detaches the call, which cancels the upstream stream) */
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        if (!st->out_broken) {
+            st->out_broken = true;
+            ptc_log_warn("h2 %s: stream %d: out of memory queueing the response: resetting the stream", st->conn->base.peer, st->id);
+            nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        }
+    } else {
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    }
     conn_want_send(st->conn);
 }
 
@@ -356,7 +509,7 @@ static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers,
     } else {
         free(st->trailers);
         st->trailers = NULL;
-        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        stream_reset(st, NGHTTP2_INTERNAL_ERROR);
     }
     ds_send_end(ds);
 }
@@ -405,7 +558,7 @@ static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *hea
         evbuffer_add(st->out, body, blen);
     st->eof = true;
     if (submit_head(st, status, headers, n, extra, nextra, with_body ? &prd : NULL) != 0)
-        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        stream_reset(st, NGHTTP2_INTERNAL_ERROR);
     conn_want_send(st->conn);
 }
 
@@ -414,7 +567,7 @@ static void ds_abort(ptc_downstream_t *ds)
     h2stream_t *st = (h2stream_t *)ds;
     st->call = NULL;
     st->discard = true;
-    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    stream_reset(st, NGHTTP2_INTERNAL_ERROR);
     conn_want_send(st->conn);
 }
 
@@ -432,6 +585,33 @@ static const ptc_downstream_cb_t ds_callbacks = {
 
 /* ---- receiving ---- */
 
+/*
+ * RFC 9113 §6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's send window past 2^31-1 is a connection
+ * error FLOW_CONTROL_ERROR; nghttp2 1.52 only resets that stream. So the largest send window is noted when a
+ * SETTINGS frame begins (the frame is budgeted, see frame_price) and checked against the new value once applied.
+ */
+static void settings_begin(h2conn_t *conn)
+{
+    conn->max_send_window = 0;
+    conn->old_initial = nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+    for (h2stream_t *st = TAILQ_FIRST(&conn->streams); st != NULL; st = TAILQ_NEXT(st, link))
+        conn->max_send_window =
+            PTC_MAX(conn->max_send_window, (int64_t)nghttp2_session_get_stream_remote_window_size(conn->session, st->id));
+}
+
+static void settings_check(h2conn_t *conn, const nghttp2_settings *settings)
+{
+    for (size_t i = 0; i < settings->niv; i++) {
+        const nghttp2_settings_entry *e = &settings->iv[i];
+        if (e->settings_id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE &&
+            conn->max_send_window + (int64_t)e->value - conn->old_initial > NGHTTP2_MAX_WINDOW_SIZE) {
+            conn_error(conn, NGHTTP2_FLOW_CONTROL_ERROR, &conn->worker->limit_stats.h2_connection_errors,
+                       "SETTINGS_INITIAL_WINDOW_SIZE %" PRIu32 " takes a stream's window past 2^31-1", e->value);
+            return;
+        }
+    }
+}
+
 static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
 {
     const ptc_head_off_t *o = &st->hb.offs[i];
@@ -444,16 +624,32 @@ static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
  * frame header ourselves: a HEADERS frame for a client stream id at or below the last one processed that
  * names no live stream (not trailers for an open one) ends the connection with GOAWAY.
  */
+/* A header block opens or ends (the timer only changes when that changes: other frames do not touch it). */
+static void header_block(h2conn_t *conn, bool open, int32_t stream_id)
+{
+    if (open)
+        conn->header_block_stream = stream_id;
+    if (open != conn->in_header_block) {
+        conn->in_header_block = open;
+        timer_update(conn);
+    }
+}
+
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
 {
     h2conn_t *conn = user_data;
+    if (hd->type == NGHTTP2_SETTINGS && (hd->flags & NGHTTP2_FLAG_ACK) == 0)
+        settings_begin(conn);
+    /* a header block is open from its HEADERS frame to the frame with END_HEADERS (timeouts.header_read); any
+     * other frame than CONTINUATION also means it ended (nghttp2 reports no CONTINUATION of a block it ignores) */
+    if (hd->type != NGHTTP2_CONTINUATION || (hd->flags & NGHTTP2_FLAG_END_HEADERS) != 0)
+        header_block(conn, hd->type == NGHTTP2_HEADERS && (hd->flags & NGHTTP2_FLAG_END_HEADERS) == 0, hd->stream_id);
     if (hd->type != NGHTTP2_HEADERS || hd->stream_id == 0 || (hd->stream_id & 1) == 0 ||
         hd->stream_id > nghttp2_session_get_last_proc_stream_id(session) || nghttp2_session_find_stream(session, hd->stream_id) != NULL)
         return 0;
-    ptc_log_info("h2 %s: HEADERS for stream %" PRId32 ", not above the last stream opened (%" PRId32 "): PROTOCOL_ERROR", conn->base.peer,
-                 hd->stream_id, nghttp2_session_get_last_proc_stream_id(session));
-    conn->goaway_sent = true;
-    nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+    conn_error(conn, NGHTTP2_PROTOCOL_ERROR, &conn->worker->limit_stats.h2_connection_errors,
+               "HEADERS for stream %" PRId32 ", not above the last stream opened (%" PRId32 ")", hd->stream_id,
+               nghttp2_session_get_last_proc_stream_id(session));
     return 0;
 }
 
@@ -533,7 +729,7 @@ static void wsio_close(ptc_ws_io_t *io, bool clean)
         st->eof = true;
         nghttp2_session_resume_data(st->conn->session, st->id);
     } else {
-        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        stream_reset(st, NGHTTP2_CANCEL);
     }
     conn_want_send(st->conn);
 }
@@ -560,13 +756,13 @@ static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_i
         nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
         st->wsio = (ptc_ws_io_t){&wsio_callbacks, evbuffer_new(), st->out};
         if (st->wsio.in == NULL || (st->ws = ptc_ws_new(conn->worker, st->snap, req, conn->tls, &st->wsio)) == NULL) {
-            nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+            stream_reset(st, NGHTTP2_INTERNAL_ERROR);
             conn_want_send(conn);
             return;
         }
         PTC_STAT_INC(conn->worker->filter_stats.websocket_upgrades);
         if (submit_head(st, 200, &accepted, 1, NULL, 0, &prd) != 0)
-            nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+            stream_reset(st, NGHTTP2_INTERNAL_ERROR);
         conn_want_send(conn);
         return;
     }
@@ -583,7 +779,9 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
     size_t n = 0;
 
     if (st->head_error != 0) {
-        ptc_log_info("h2 %s: stream %" PRId32 ": request header fields too large", conn->base.peer, st->id);
+        PTC_STAT_INC(conn->worker->limit_stats.headers_too_large);
+        ptc_log_info("h2 %s: stream %" PRId32 ": request header fields too large (limits.max_header_size or max_headers)",
+                     conn->base.peer, st->id);
         ds_respond(&st->super, 431, NULL, 0, "request header fields too large\n");
         return;
     }
@@ -631,13 +829,52 @@ static void on_request_head(h2conn_t *conn, h2stream_t *st)
     ptc_worker_head_block_release(conn->worker, &st->hb);
 }
 
+/* The control bucket's price of a frame: the frames that carry no request take a token (see the top). */
+static void frame_price(h2conn_t *conn, const nghttp2_frame *frame)
+{
+    bool ack = (frame->hd.flags & NGHTTP2_FLAG_ACK) != 0;
+    switch (frame->hd.type) {
+    case NGHTTP2_DATA:
+        if (frame->hd.length <= frame->data.padlen && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+            control_frame(conn, "empty DATA frame");
+        break;
+    case NGHTTP2_PING:
+        control_frame(conn, ack ? "PING ACK" : "PING");
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!ack) {
+            control_frame(conn, "SETTINGS");
+            settings_check(conn, &frame->settings);
+        }
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        control_frame(conn, "WINDOW_UPDATE");
+        break;
+    case NGHTTP2_PRIORITY:
+        control_frame(conn, "PRIORITY");
+        break;
+    case NGHTTP2_GOAWAY:
+        control_frame(conn, "GOAWAY");
+        break;
+    case NGHTTP2_RST_STREAM: /* of a live stream: on_stream_close prices it */
+        if (nghttp2_session_get_stream_user_data(conn->session, frame->hd.stream_id) == NULL)
+            control_frame(conn, "RST_STREAM");
+        break;
+    default:
+        break;
+    }
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     h2conn_t *conn = user_data;
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
-    if (st == NULL)
+    frame_price(conn, frame);
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        header_block(conn, false, 0);
+    if (st == NULL || conn->error_goaway)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
         on_request_head(conn, st);
@@ -656,7 +893,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     (void)flags;
     (void)user_data;
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (st == NULL) {
+    if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
@@ -674,15 +911,70 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
-    (void)user_data;
+    h2conn_t *conn = user_data;
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
     if (st == NULL)
         return 0;
     if (error_code != NGHTTP2_NO_ERROR && st->call != NULL)
         ptc_log_info("h2 %s: stream %" PRId32 " reset by the client (%s)", st->conn->base.peer, stream_id,
                      nghttp2_http2_strerror(error_code));
+    /* rapid reset: the client (or its error, when nghttp2 reset the stream) ended it before our side ended */
+    if (!st->reset_by_us && !conn->error_goaway && !nghttp2_session_get_stream_local_close(session, stream_id) &&
+        !bucket_take(&conn->resets, reset_burst(conn), reset_burst(conn) / RESET_REFILL_S))
+        conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_rapid_resets,
+                   "rapid reset: more than %.0f streams reset before their response ended (%.0f a second after that)",
+                   reset_burst(conn), reset_burst(conn) / RESET_REFILL_S);
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     stream_free(st, error_code != NGHTTP2_NO_ERROR ? "stream reset by the client" : "stream closed");
+    return 0;
+}
+
+/* Counts and logs what we refuse: RST_STREAM and GOAWAY frames with an error code (nghttp2's own, and ours). */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2conn_t *conn = user_data;
+    ptc_limit_stats_t *stats = &conn->worker->limit_stats;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        uint32_t code = frame->rst_stream.error_code;
+        if (code == NGHTTP2_REFUSED_STREAM)
+            PTC_STAT_INC(stats->h2_streams_refused);
+        else if (st == NULL || !st->reset_by_us)
+            PTC_STAT_INC(stats->h2_stream_errors);
+        if (st == NULL || !st->reset_by_us)
+            ptc_log_info("h2 %s: stream %" PRId32 ": RST_STREAM %s", conn->base.peer, frame->hd.stream_id,
+                         nghttp2_http2_strerror(code));
+    } else if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        conn->error_goaway = true;
+        conn->goaway_out = true; /* RFC 9113 §5.4.1: after an error GOAWAY, close */
+        if (!conn->goaway_counted) {
+            /* nghttp2's own decision; ENHANCE_YOUR_CALM from nghttp2 is a SETTINGS frame with too many entries */
+            uint32_t code = frame->goaway.error_code;
+            PTC_STAT_INC(*(code == NGHTTP2_ENHANCE_YOUR_CALM ? &stats->h2_floods : &stats->h2_connection_errors));
+            size_t len = PTC_MIN(frame->goaway.opaque_data_len, (size_t)200);
+            ptc_log_info("h2 %s: %.*s: GOAWAY %s", conn->base.peer, len != 0 ? (int)len : 16,
+                         len != 0 ? (const char *)frame->goaway.opaque_data : "connection error", nghttp2_http2_strerror(code));
+        }
+    }
+    return 0;
+}
+
+/* nghttp2 found a frame invalid (it answers with RST_STREAM or GOAWAY, counted in on_frame_send). */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code, void *user_data)
+{
+    (void)session;
+    h2conn_t *conn = user_data;
+    ptc_log_info("h2 %s: invalid frame (type %u) on stream %" PRId32 ": %s", conn->base.peer, frame->hd.type, frame->hd.stream_id,
+                 nghttp2_strerror(lib_error_code));
+    return 0;
+}
+
+static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len, void *user_data)
+{
+    (void)session;
+    (void)lib_error_code;
+    h2conn_t *conn = user_data;
+    ptc_log_info("h2 %s: %.*s", conn->base.peer, (int)PTC_MIN(len, (size_t)300), msg);
     return 0;
 }
 
@@ -691,16 +983,19 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     (void)session;
     (void)flags;
     h2conn_t *conn = user_data;
+    if (conn->goaway_out)
+        return NGHTTP2_ERR_WOULDBLOCK; /* nothing follows an error GOAWAY */
     return ptc_h2_write(bufferevent_get_output(conn->bev), data, length);
 }
 
 /* ---- connection ---- */
 
-static void conn_send(h2conn_t *conn)
+/* Returns false when the connection was freed. */
+static bool conn_send(h2conn_t *conn)
 {
     if (conn->in_nghttp2 != 0) {
         conn->want_send = true;
-        return;
+        return true;
     }
     conn->in_nghttp2++;
     if (ptc_h2_send(conn->session, conn->bev, conn->tls ? NULL : &conn->write_blocked, &conn->want_send) != 0)
@@ -708,24 +1003,85 @@ static void conn_send(h2conn_t *conn)
     conn->in_nghttp2--;
     if (conn->want_close) {
         conn_free(conn, "HTTP/2 send failed");
+        return false;
+    }
+    bool reading = nghttp2_session_want_read(conn->session) && !conn->error_goaway;
+    if (!reading && conn->timer_kind != TIMER_LINGER)
+        timer_arm(conn, TIMER_LINGER, CLOSE_LINGER_MS); /* ending: a client that does not read cannot hold it open */
+    if (evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0)
+        return true;
+    if (conn->goaway_out) {
+        conn_shut(conn);
+    } else if (!reading && !nghttp2_session_want_write(conn->session)) {
+        conn_free(conn, conn->goaway_sent ? "closed after GOAWAY" : "HTTP/2 session finished");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The error GOAWAY is out: shut the write side and read (dropping what comes) until the client closes or the
+ * linger ends; closing with unread input would answer with a RST that can destroy the GOAWAY in flight.
+ */
+static void conn_shut(h2conn_t *conn)
+{
+    if (conn->shut)
+        return;
+    conn->shut = true;
+    shutdown(bufferevent_getfd(conn->bev), SHUT_WR);
+    bufferevent_enable(conn->bev, EV_READ);
+}
+
+/* How many CONTINUATION frames a header block may take: enough for max_header_size in 16 KiB frames, twice over. */
+static size_t max_continuations(const ptc_limits_config_t *lim)
+{
+    return PTC_MAX((size_t)8, (size_t)lim->max_header_size / 8192 + 2);
+}
+
+/* nghttp2 stopped reading with a fatal error: the floods it detects end the connection as ours do. */
+static void on_fatal(h2conn_t *conn, int rv)
+{
+    ptc_limit_stats_t *stats = &conn->worker->limit_stats;
+    switch (rv) {
+    case NGHTTP2_ERR_FLOODED:
+        conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &stats->h2_floods, "SETTINGS or PING flood: more than %d ACKs not read",
+                   MAX_OUTBOUND_ACK);
+        break;
+    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+        conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &stats->h2_continuation_floods,
+                   "CONTINUATION flood: a header block in more than %zu CONTINUATION frames",
+                   max_continuations(&conn->base.snap->config.limits));
+        break;
+    case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+        conn_error(conn, NGHTTP2_PROTOCOL_ERROR, &stats->h2_connection_errors, "invalid connection preface");
+        break;
+    default:
+        ptc_log_info("h2 %s: protocol error from the client: %s", conn->base.peer, nghttp2_strerror(rv));
+        PTC_STAT_INC(stats->h2_connection_errors);
+        conn_free(conn, "HTTP/2 protocol error");
         return;
     }
-    if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
-        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
-        conn_free(conn, conn->goaway_sent ? "closed after GOAWAY" : "HTTP/2 session finished");
+    conn_send(conn);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     h2conn_t *conn = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
 
+    if (conn->error_goaway) { /* closing: what the client still sends is dropped */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     conn->in_nghttp2++;
-    int rv = ptc_h2_feed(conn->session, bufferevent_get_input(bev), &conn->want_close);
+    int rv = ptc_h2_feed(conn->session, in, &conn->want_close);
     conn->in_nghttp2--;
-    if (rv != 0)
-        ptc_log_info("h2 %s: protocol error from the client: %s", conn->base.peer, nghttp2_strerror(rv));
-    if (conn->want_close || rv != 0) {
-        conn_free(conn, rv != 0 ? "HTTP/2 protocol error" : "closed");
+    if (conn->want_close) {
+        conn_free(conn, "closed");
+        return;
+    }
+    if (rv != 0) {
+        on_fatal(conn, rv);
         return;
     }
     conn_send(conn);
@@ -756,17 +1112,39 @@ static void on_send_ev(evutil_socket_t fd, short events, void *arg)
     conn_send(arg);
 }
 
-static void on_idle(evutil_socket_t fd, short events, void *arg)
+static void on_timer(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
     h2conn_t *conn = arg;
-    if (conn->num_streams != 0)
+    timer_kind_t kind = conn->timer_kind;
+    conn->timer_kind = TIMER_NONE;
+    switch (kind) {
+    case TIMER_LINGER:
+        conn_free(conn,
+                  conn->shut ? "closed after GOAWAY (the client did not close)" : "the client did not read the GOAWAY in time");
         return;
-    ptc_log_debug("h2 %s: idle connection timed out", conn->base.peer);
-    conn->goaway_sent = true;
-    nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
-    conn_send(conn);
+    case TIMER_HEADER:
+        /* a block nghttp2 ignores (a refused stream's) has no stream of ours: its end went unseen */
+        if (conn->in_header_block && nghttp2_session_get_stream_user_data(conn->session, conn->header_block_stream) == NULL)
+            conn->in_header_block = false;
+        if (conn->in_header_block)
+            conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_header_timeouts,
+                       "header block not completed within %" PRIu64 " ms (timeouts.header_read)",
+                       conn->base.snap->config.timeouts.header_read_ms);
+        timer_update(conn);
+        return;
+    case TIMER_IDLE:
+        if (conn->num_streams != 0)
+            return;
+        ptc_log_debug("h2 %s: idle connection timed out", conn->base.peer);
+        conn->goaway_sent = true;
+        nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
+        conn_send(conn);
+        return;
+    case TIMER_NONE:
+        return;
+    }
 }
 
 static void conn_free(h2conn_t *conn, const char *reason)
@@ -857,28 +1235,47 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* nghttp2's guards, explicit (see the top): its reset limiter is a backstop behind ours, looser so ours decides */
+    const ptc_limits_config_t *lim = &w->snap->config.limits;
+    double resets = 2.0 * lim->max_concurrent_streams;
+    nghttp2_option_set_max_outbound_ack(opt, MAX_OUTBOUND_ACK);
+    nghttp2_option_set_max_settings(opt, MAX_SETTINGS_ENTRIES);
+    nghttp2_option_set_max_continuations(opt, max_continuations(lim));
+    nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)(2 * (resets + CONTROL_BURST)),
+                                               (uint64_t)(2 * (resets / RESET_REFILL_S + CONTROL_RATE)));
     if (nghttp2_session_server_new3(&conn->session, cbs, conn, opt, ptc_alloc_nghttp2_mem()) != 0)
         goto fail;
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     opt = NULL;
     cbs = NULL;
-    if ((conn->timer = evtimer_new(w->base, on_idle, conn)) == NULL || (conn->send_ev = event_new(w->base, -1, 0, on_send_ev, conn)) == NULL)
+    if ((conn->timer = evtimer_new(w->base, on_timer, conn)) == NULL ||
+        (conn->send_ev = event_new(w->base, -1, 0, on_send_ev, conn)) == NULL)
         goto fail;
 
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
-    submit_settings(conn);
-    nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE);
+    conn->control = (bucket_t){CONTROL_BURST, ptc_now_coarse_ms()};
+    conn->resets = (bucket_t){reset_burst(conn), ptc_now_coarse_ms()};
+    if (submit_settings(conn) != 0 ||
+        nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE) != 0) {
+        ptc_log_warn("h2 %s: out of memory starting the HTTP/2 session", peer);
+        conn_free(conn, "out of memory");
+        return;
+    }
 
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (!tls)
         bufferevent_disable(bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
-    idle_timer_update(conn);
+    timer_update(conn);
     ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");
-    conn_send(conn);
+    if (!conn_send(conn))
+        return;
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
         on_read(bev, conn); /* the preface was already read while the protocol was being detected */
     return;

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "portico/fault.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -87,6 +88,7 @@ struct st_ptc_h1conn_t {
     size_t discarded;
     bool read_paused;       /* the call applied backpressure */
     bool closing;           /* close once the output is flushed */
+    bool out_broken;        /* a write to the output failed (out of memory): reset from the loop, write nothing more */
     bool shut;              /* closing, output flushed and the write side shut: waiting for the client's FIN */
     bool close_after_response;
     bool in_message_complete;
@@ -147,9 +149,29 @@ static void want_flush(ptc_h1conn_t *conn)
         event_active(conn->resume_ev, EV_WRITE, 0);
 }
 
+/*
+ * A write to the output failed (out of memory), so what follows it would not be the response the call
+ * produced: nothing more is written, and the connection is reset from the loop (on_resume), where the
+ * call is detached and its upstream stream cancelled. The client sees a cut-off response, never a
+ * corrupt one.
+ */
+static void out_fail(ptc_h1conn_t *conn)
+{
+    if (conn->out_broken)
+        return;
+    conn->out_broken = true;
+    ptc_log_warn("http1 %s: out of memory writing the response: resetting the connection", conn->base.peer);
+    event_active(conn->resume_ev, EV_READ, 0);
+}
+
 static void out_add(ptc_h1conn_t *conn, const void *data, size_t len)
 {
-    evbuffer_add(output(conn), data, len);
+    if (conn->out_broken)
+        return;
+    if (evbuffer_add(output(conn), data, len) != 0) {
+        out_fail(conn);
+        return;
+    }
     want_flush(conn);
 }
 
@@ -164,12 +186,18 @@ static const char *reason_phrase(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
     case 413:
         return "Content Too Large";
     case 414:
@@ -178,14 +206,22 @@ static const char *reason_phrase(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 501:
         return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     case 505:
         return "HTTP Version Not Supported";
     default:
@@ -273,7 +309,7 @@ static void hb_finish(ptc_h1conn_t *conn, headbuf_t *hb)
     if (!hb->failed)
         out_add(conn, hb->p, hb->len);
     else
-        conn->close_after_response = true;
+        out_fail(conn);
     if (hb->p != hb->stack)
         free(hb->p);
 }
@@ -393,8 +429,14 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     for (size_t i = 0; i < n; i++)
         hb_header(&hb, headers[i].name, headers[i].value);
     hb_cors(conn, &hb, headers, n);
+    bool sized = false; /* the call knows the body's length (a Connect unary response): no chunked coding */
+    for (size_t i = 0; i < n && !sized; i++)
+        sized = ptc_iov_eq(headers[i].name, PTC_STRLIT("content-length"));
     if (end_stream) {
-        hb_header(&hb, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+        if (!sized)
+            hb_header(&hb, PTC_STRLIT("content-length"), PTC_STRLIT("0"));
+    } else if (sized) {
+        conn->chunked = false;
     } else if (conn->http10) {
         conn->close_after_response = true; /* HTTP/1.0 has no chunked coding: the body ends at close */
     } else {
@@ -412,14 +454,22 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     size_t len = evbuffer_get_length(buf);
     if (len == 0)
         return;
-    if (!conn->chunked) {
-        evbuffer_add_buffer(output(conn), buf);
+    int rc;
+    if (conn->out_broken) {
+        rc = -1;
+    } else if (!conn->chunked) {
+        rc = evbuffer_add_buffer(output(conn), buf);
     } else {
         char line[2 * sizeof(size_t) + 2];
         size_t n = hex(line, len);
         line[n++] = '\r';
         line[n++] = '\n';
-        ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
+        rc = ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
+    }
+    if (rc != 0) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        out_fail(conn);
+        return;
     }
     want_flush(conn);
 }
@@ -604,7 +654,10 @@ static void ws_handoff(ptc_h1conn_t *conn)
                      conn->ws_accept);
     ptc_request_t req;
     request_of(conn, &req);
-    evbuffer_add(output(conn), head, (size_t)n);
+    if (evbuffer_add(output(conn), head, (size_t)n) != 0) {
+        conn_free(conn, "out of memory answering the WebSocket upgrade");
+        return;
+    }
     PTC_STAT_INC(conn->worker->filter_stats.websocket_upgrades);
     struct bufferevent *bev = conn->bev;
     conn->bev = NULL;
@@ -828,12 +881,22 @@ static const llhttp_settings_t parser_settings = {
 static void parse_error(ptc_h1conn_t *conn, llhttp_errno_t err)
 {
     if (conn->head_error != 0) {
+        if (conn->head_error == 431 || conn->head_error == 414)
+            PTC_STAT_INC(conn->worker->limit_stats.headers_too_large);
         fail_http(conn, conn->head_error, "%s", conn->head_error_msg);
         return;
     }
     if (err == HPE_USER && conn->close_after_response && conn->discard_body) {
         /* an unread body grew past the limit */
         ptc_log_info("http1 %s: closing: discarded request body exceeds the limit", conn->base.peer);
+        start_closing(conn);
+        return;
+    }
+    if (conn->response_complete) {
+        /* this request was answered already (a local answer while its body came in): a second answer would
+         * be read as the answer to a request never sent; the first is flushed and the connection closes */
+        ptc_log_info("http1 %s: malformed request body after its answer (%s: %s); closing", conn->base.peer, llhttp_errno_name(err),
+                     llhttp_get_error_reason(&conn->parser));
         start_closing(conn);
         return;
     }
@@ -1002,6 +1065,10 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     ptc_h1conn_t *conn = arg;
+    if (conn->out_broken) {
+        conn_free(conn, "out of memory writing the response");
+        return;
+    }
     if ((events & EV_WRITE) != 0 && !conn->tls && !conn->write_blocked && !flush_output(conn))
         return;
     if ((events & (EV_READ | EV_TIMEOUT)) == 0)
@@ -1075,8 +1142,11 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
 
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-    /* pipelined input waiting for its turn is bounded: reading stops above this */
+    /* pipelined input waiting for its turn is bounded: reading stops above this. (libevent 2.1.12 does not
+     * check the allocation of the watermark callback this needs and then dereferences NULL: not injected.) */
+    ptc_fault_hold(true);
     bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
+    ptc_fault_hold(false);
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     if (!tls)

@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include <event2/buffer.h>
@@ -13,6 +14,14 @@
 #include "portico/snapshot.h"
 #include "portico/worker.h"
 
+/* Downstream connections of all workers (limits.max_connections_total). */
+static atomic_size_t conns_total;
+
+size_t ptc_conn_total(void)
+{
+    return atomic_load_explicit(&conns_total, memory_order_relaxed);
+}
+
 void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer, unsigned listener)
 {
     c->cb = cb;
@@ -23,6 +32,7 @@ void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, 
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->num_conns++;
     PTC_STAT_INC(w->metrics.conns_opened);
+    atomic_fetch_add_explicit(&conns_total, 1, memory_order_relaxed);
 }
 
 void ptc_conn_unregister(ptc_conn_t *c)
@@ -31,6 +41,7 @@ void ptc_conn_unregister(ptc_conn_t *c)
     TAILQ_REMOVE(&w->conns, c, link);
     w->num_conns--;
     PTC_STAT_INC(w->metrics.conns_closed);
+    atomic_fetch_sub_explicit(&conns_total, 1, memory_order_relaxed);
     ptc_snapshot_release(c->snap);
     c->snap = NULL;
     ptc_worker_on_conn_closed(w);

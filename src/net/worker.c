@@ -39,6 +39,7 @@
 
 #include "portico/alloc.h"
 #include "portico/conn.h"
+#include "portico/fault.h"
 #include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/tls.h"
@@ -47,6 +48,7 @@
 
 #define ACCEPT_RETRY_MS 100 /* listeners pause this long after EMFILE/ENFILE instead of spinning */
 #define DRAIN_FLUSH_MS 1000 /* after the drain timeout: how long the final answers may take to flush */
+#define REFUSED_LOG_MS 1000 /* refused connections are logged at most this often */
 
 static ptc_listener_t *listener_of(ptc_worker_t *w, struct evconnlistener *l)
 {
@@ -73,6 +75,24 @@ static void close_new_fds(const ptc_worker_t *w, const int *fds, size_t n)
             close(fds[i]);
 }
 
+/*
+ * A connection closed at accept because a connection limit is reached: counted, and logged at most once a
+ * second (a flood of refusals would otherwise flood the log) with the number refused since the last line.
+ */
+static void refused(ptc_worker_t *w, const char *limit)
+{
+    PTC_STAT_INC(w->limit_stats.connections_refused);
+    w->refused_unlogged++;
+    uint64_t now = ptc_now_ms();
+    if (now - w->refused_logged_ms < REFUSED_LOG_MS && w->refused_logged_ms != 0)
+        return;
+    ptc_log_warn("refusing connections: %s (%zu open in this worker, %zu in all) reached; %" PRIu64
+                 " refused since the last report",
+                 limit, w->num_conns, ptc_conn_total(), w->refused_unlogged);
+    w->refused_logged_ms = now;
+    w->refused_unlogged = 0;
+}
+
 /* Serves an accepted connection under the current snapshot; li->index is its listener in that snapshot. */
 static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd, struct sockaddr *sa)
 {
@@ -80,8 +100,16 @@ static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd,
     char peer[64];
     int one = 1;
 
-    if (w->draining || w->num_conns >= snap->config.limits.max_connections) {
-        ptc_log_warn("refusing connection: %s", w->draining ? "draining" : "limits.max_connections reached");
+    const ptc_limits_config_t *lim = &snap->config.limits;
+    const char *full = w->num_conns >= lim->max_connections ? "limits.max_connections"
+                       : lim->max_connections_total != 0 && ptc_conn_total() >= lim->max_connections_total
+                           ? "limits.max_connections_total"
+                           : NULL;
+    if (w->draining || full != NULL) {
+        if (full != NULL)
+            refused(w, full);
+        else
+            ptc_log_warn("refusing connection: draining");
         evutil_closesocket(fd);
         return;
     }
@@ -116,12 +144,16 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 {
     ptc_worker_t *w = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    ptc_log_error("accept failed: %s", evutil_socket_error_to_string(err));
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* out of descriptors: stop accepting for a moment rather than spin on a level-triggered listener */
+        ptc_log_error("accept failed: %s (%zu connections open); accepting pauses for %d ms", evutil_socket_error_to_string(err),
+                      w->num_conns, ACCEPT_RETRY_MS);
+        PTC_STAT_INC(w->limit_stats.accept_paused);
         evconnlistener_disable(l);
         struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
         evtimer_add(w->accept_retry, &tv);
+    } else {
+        ptc_log_error("accept failed: %s", evutil_socket_error_to_string(err));
     }
 }
 
@@ -567,6 +599,7 @@ static void *run(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "w%u", w->id);
     ptc_log_set_thread_name(name);
+    ptc_fault_thread_enable();
     event_base_dispatch(w->base);
     ptc_alloc_thread_release();
     return NULL;

@@ -172,7 +172,8 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
         return NGHTTP2_ERR_WOULDBLOCK;
-    s->cb->write_request(s, out, framehd, length);
+    if (s->cb->write_request(s, out, framehd, length) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame: the connection cannot go on */
     return 0;
 }
 

@@ -90,6 +90,12 @@ struct st_ptc_ws_t {
     struct event *ping_timer;
     uint64_t last_rx_ms;
     bool in_recv; /* wslay_event_recv() runs: its callbacks must not send or free */
+    /* Inside a ptc_downstream_cb_t callback the call must not be detached, nor the session freed, under the
+     * call's feet: a failure there (out of memory) is finished by defer_ev once the callback has returned. */
+    unsigned in_call;
+    bool detach_deferred;      /* fail() wants the call detached */
+    const char *free_deferred; /* ws_free() was asked for (a string literal) */
+    struct event *defer_ev;
     bool *freed;  /* set when the session is freed (see ptc_ws_on_writable()) */
 };
 
@@ -146,7 +152,10 @@ static void fail(ws_conn_t *c, uint16_t code, const char *what)
     c->msg = MSG_IGNORE;
     if (code != PTC_WS_CLOSE_GOING_AWAY && code != PTC_WS_CLOSE_INTERNAL)
         PTC_STAT_INC(c->worker->filter_stats.websocket_protocol_errors);
-    if (c->call != NULL) {
+    if (c->call != NULL && c->in_call != 0) {
+        c->detach_deferred = true; /* with close_reason, below */
+        event_active(c->defer_ev, EV_TIMEOUT, 0);
+    } else if (c->call != NULL) {
         ptc_call_t *call = c->call;
         c->call = NULL;
         ptc_call_detach_downstream(call, what);
@@ -273,6 +282,7 @@ static void start_call(ws_conn_t *c)
         .snap = c->snap,
         .allow_native = false,
         .transport = PTC_TRANSPORT_WEBSOCKET,
+        .websocket = true,
     };
     c->state = WS_CALL;
     evtimer_del(c->timer);
@@ -489,6 +499,24 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
     }
 }
 
+/* What a call callback could not finish (see in_call). */
+static void on_defer(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ws_conn_t *c = arg;
+    if (c->free_deferred != NULL) {
+        ws_free(c, c->free_deferred);
+        return;
+    }
+    if (c->detach_deferred && c->call != NULL) {
+        ptc_call_t *call = c->call;
+        c->call = NULL;
+        c->detach_deferred = false;
+        ptc_call_detach_downstream(call, c->close_reason);
+    }
+}
+
 static void on_ping_timer(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
@@ -540,7 +568,7 @@ static void header_frame(ws_conn_t *c, const ptc_header_t *h, size_t n, bool tra
     free(buf);
 }
 
-static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
+static void ws_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     (void)status;
@@ -556,7 +584,7 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     flush(c);
 }
 
-static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
+static void ws_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     size_t len = evbuffer_get_length(buf);
@@ -574,7 +602,7 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     flush(c);
 }
 
-static void ds_send_end(ptc_downstream_t *ds)
+static void ws_send_end(ptc_downstream_t *ds)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
@@ -586,7 +614,7 @@ static size_t ds_pending(ptc_downstream_t *ds)
     return (c->io != NULL ? evbuffer_get_length(c->io->out) : 0) + wslay_event_get_queued_msg_length(c->ws);
 }
 
-static void ds_pause_read(ptc_downstream_t *ds, bool pause)
+static void ws_pause_read(ptc_downstream_t *ds, bool pause)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     c->read_paused = pause;
@@ -597,7 +625,7 @@ static void ds_pause_read(ptc_downstream_t *ds, bool pause)
         ptc_ws_on_input(c); /* frames may wait in the input */
 }
 
-static void ds_on_call_done(ptc_downstream_t *ds)
+static void ws_on_call_done(ptc_downstream_t *ds)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     c->call = NULL;
@@ -605,7 +633,7 @@ static void ds_on_call_done(ptc_downstream_t *ds)
         close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
 }
 
-static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n)
+static void ws_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers, size_t n)
 {
     /* native gRPC only (HTTP/2 trailers): a WebSocket call is gRPC-Web; keep the shape anyway */
     ws_conn_t *c = (ws_conn_t *)ds;
@@ -613,7 +641,7 @@ static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers,
     close_with(c, PTC_WS_CLOSE_NORMAL, NULL);
 }
 
-static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body)
+static void ws_respond(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, const char *body)
 {
     /* an answer that is not gRPC (405, 415, a refused origin): the client library reads grpc-status */
     ws_conn_t *c = (ws_conn_t *)ds;
@@ -629,15 +657,38 @@ static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *hea
                         {PTC_STRLIT("grpc-message"), ptc_iov(enc, ptc_grpc_message_encode(enc, sizeof(enc), msg, mlen))}};
     header_frame(c, t, 2, false);
     header_frame(c, t, 2, true);
-    ds_on_call_done(ds);
+    ws_on_call_done(ds);
 }
 
-static void ds_abort(ptc_downstream_t *ds)
+static void ws_abort(ptc_downstream_t *ds)
 {
     ws_conn_t *c = (ws_conn_t *)ds;
     c->call = NULL;
     close_with(c, PTC_WS_CLOSE_INTERNAL, "the call failed inside a response message");
 }
+
+/*
+ * The call's entry points: the session stays allocated, and the call attached, until each returns (see
+ * in_call); what a failure inside wants done runs from defer_ev.
+ */
+#define WS_DS_ENTRY(name, params, args)                                                                                        \
+    static void ds_##name params                                                                                               \
+    {                                                                                                                          \
+        ws_conn_t *c = (ws_conn_t *)ds;                                                                                        \
+        c->in_call++;                                                                                                          \
+        ws_##name args;                                                                                                        \
+        c->in_call--;                                                                                                          \
+    }
+WS_DS_ENTRY(send_head, (ptc_downstream_t * ds, int status, const ptc_header_t *headers, size_t n, bool end_stream),
+            (ds, status, headers, n, end_stream))
+WS_DS_ENTRY(send_body, (ptc_downstream_t * ds, struct evbuffer *buf), (ds, buf))
+WS_DS_ENTRY(send_end, (ptc_downstream_t * ds), (ds))
+WS_DS_ENTRY(pause_read, (ptc_downstream_t * ds, bool pause), (ds, pause))
+WS_DS_ENTRY(on_call_done, (ptc_downstream_t * ds), (ds))
+WS_DS_ENTRY(send_trailers, (ptc_downstream_t * ds, const ptc_header_t *trailers, size_t n), (ds, trailers, n))
+WS_DS_ENTRY(respond, (ptc_downstream_t * ds, int status, const ptc_header_t *headers, size_t n, const char *body),
+            (ds, status, headers, n, body))
+WS_DS_ENTRY(abort, (ptc_downstream_t * ds), (ds))
 
 static const ptc_downstream_cb_t ds_callbacks = {
     .send_head = ds_send_head,
@@ -672,6 +723,12 @@ void ptc_ws_fail_calls(ptc_ws_t *c, const char *message)
 
 static void ws_free(ws_conn_t *c, const char *reason)
 {
+    if (c->in_call != 0) {
+        if (c->free_deferred == NULL)
+            c->free_deferred = reason;
+        event_active(c->defer_ev, EV_TIMEOUT, 0);
+        return;
+    }
     if (c->call != NULL) {
         ptc_call_t *call = c->call;
         c->call = NULL;
@@ -684,6 +741,7 @@ static void ws_free(ws_conn_t *c, const char *reason)
     wslay_event_context_free(c->ws);
     event_free(c->timer);
     event_free(c->ping_timer);
+    event_free(c->defer_ev);
     ptc_worker_head_block_release(c->worker, &c->views);
     free(c->hb);
     free(c->up_mem);
@@ -742,7 +800,7 @@ ptc_ws_t *ptc_ws_new(ptc_worker_t *w, ptc_snapshot_t *snap, const ptc_request_t 
 
     if (c == NULL || wslay_event_context_server_init(&c->ws, &callbacks, c) != 0 ||
         (c->timer = evtimer_new(w->base, on_timer, c)) == NULL || (c->ping_timer = evtimer_new(w->base, on_ping_timer, c)) == NULL ||
-        !copy_upgrade(c, upgrade)) {
+        (c->defer_ev = event_new(w->base, -1, 0, on_defer, c)) == NULL || !copy_upgrade(c, upgrade)) {
         ptc_log_error("websocket %s: out of memory", upgrade->peer);
         if (c != NULL) {
             if (c->ws != NULL)
@@ -751,6 +809,8 @@ ptc_ws_t *ptc_ws_new(ptc_worker_t *w, ptc_snapshot_t *snap, const ptc_request_t 
                 event_free(c->timer);
             if (c->ping_timer != NULL)
                 event_free(c->ping_timer);
+            if (c->defer_ev != NULL)
+                event_free(c->defer_ev);
             free(c->up_mem);
             free(c);
         }

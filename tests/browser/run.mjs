@@ -59,13 +59,14 @@ const CHROMIUM_FLAGS = [
 
 const CLIENTS = [
   "grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts", "improbable-ws", "nice-grpc-ws",
+  "connect", "connect-get",
 ];
 // The clients that use the grpc-websockets transport (one WebSocket per call).
 const WS_CLIENTS = new Set(["improbable-ws", "nice-grpc-ws"]);
 const CASES = [
   "unary", "unicode_1mib", "server_stream", "error_unary_trailers_only", "error_stream_trailers_only",
   "error_after_messages", "headers", "deadline", "cancel", "disallowed_origin", "credentials",
-  "suppress_preflight", "live_origin", "jwt", "client_stream", "bidi", "bidi_cancel",
+  "suppress_preflight", "get_cache", "live_origin", "jwt", "client_stream", "bidi", "bidi_cancel",
   "https_unary", "https_server_stream", "https_bidi", "h2_concurrent_streams", "h1_concurrent_streams", "gzip",
   "h2_request_stream",
 ];
@@ -91,6 +92,17 @@ const CONCURRENT_STREAMS = 8;
 // Cells that cannot apply, decided before a page is opened: the reason shown for the "–".
 const REQUEST_STREAMING = new Set(["client_stream", "bidi", "bidi_cancel", "https_bidi"]);
 function notApplicable(client, caseName) {
+  if (caseName === "get_cache" && client !== "connect-get") return "only Connect clients with useHttpGet send GET";
+  // a GET carries the message in its URL, bounded by limits.max_header_size (16 KiB): big messages are POSTs
+  if (client === "connect-get" && (caseName === "unicode_1mib" || caseName === "gzip")) {
+    return "Connect GET: the message is in the URL (at most limits.max_header_size); large messages use POST";
+  }
+  if (client === "connect" || client === "connect-get") {
+    if (caseName === "suppress_preflight") return "no suppressCorsPreflight (Connect GET is the simple-request path: get_cache)";
+    if (REQUEST_STREAMING.has(caseName)) {
+      return "connect-web sends a request body whole (fetch without a request stream): no client or bidi streaming from a browser";
+    }
+  }
   if (!WS_CLIENTS.has(client)) {
     return REQUEST_STREAMING.has(caseName)
       ? "gRPC-Web over HTTP: the client sends the request body whole (no client streaming); only the WebSocket clients can"
@@ -126,6 +138,11 @@ function corsConfigYaml(allowedOrigin, { gzip = false, jwksFile = undefined } = 
     "# Written by tests/browser/run.mjs for one run.",
     `log_level: ${process.env.PORTICO_LOG_LEVEL || "info"}`,
     ...(gzip ? ["compression:", "  gzip: true", "  min_size: 1KiB"] : []),
+    // Connect GET answers of Unary may be cached by the browser (the get_cache case); "default" is the
+    // upstream of the command line's --upstream
+    "routes:",
+    "  - {path: /portico.test.Echo/Unary, upstream: default, get_cache_control: \"private, max-age=60\"}",
+    "  - {prefix: /, upstream: default}",
     // optional everywhere: the other cases send no token; the jwt case sends a valid and an expired one
     ...(jwksFile ? ["jwt:", "  providers:", "    - name: browser", "      issuer: https://issuer.browser.test/",
       "      audiences: [portico-browser]", `      jwks_file: ${JSON.stringify(jwksFile)}`,
@@ -587,6 +604,7 @@ async function watchNetwork(context, page) {
     upd(e.requestId, {
       status: e.response.status, type: r.type || e.type, responseHeaders: e.response.headers,
       protocol: e.response.protocol, connectionId: e.response.connectionId, tResponse: e.timestamp,
+      ...(e.response.fromDiskCache || e.response.fromMemoryCache ? { fromCache: true } : {}),
     });
   });
   cdp.on("Network.responseReceivedExtraInfo", (e) => upd(e.requestId, { wireResponseHeaders: e.headers }));
@@ -598,6 +616,7 @@ async function watchNetwork(context, page) {
       encodedBytes: (r.encodedBytes || 0) + e.encodedDataLength,
     });
   });
+  cdp.on("Network.requestServedFromCache", (e) => upd(e.requestId, { fromCache: true }));
   cdp.on("Network.loadingFinished", (e) => upd(e.requestId, { tEnd: e.timestamp, encodedDataLength: e.encodedDataLength }));
   cdp.on("Network.loadingFailed", (e) => {
     upd(e.requestId, { failed: e.errorText, corsError: e.corsErrorStatus && e.corsErrorStatus.corsError, tEnd: e.timestamp });
@@ -696,6 +715,7 @@ async function runCell(env, client, caseName) {
     result.requests = toGateway(reqs, gatewayOrigin).map((r) => ({
       method: r.method, url: r.url.slice(gatewayOrigin.length), type: r.type, status: r.status, protocol: r.protocol,
       failed: r.failed, corsError: r.corsError, headers: r.wireHeaders || r.headers, responseHeaders: r.responseHeaders,
+      fromCache: r.fromCache,
     }));
     result.sockets = socketsToGateway(net.sockets(), gatewayOrigin).map((w) => ({
       url: w.url.slice(gatewayOrigin.length - 2), status: w.status, framesSent: w.framesSent, framesReceived: w.framesReceived,
@@ -759,13 +779,22 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
   }
   // Every call to the HTTPS gateway must have gone over HTTP/2 (ALPN h2); a WebSocket client's
   // over wss (checked above).
+  // (calls: POSTs, and the Connect GETs of connect-get, which carry a query)
   if (spec.leg === "tls" && !ws && result.pass !== false && result.pass !== "n/a") {
-    const posts = gw(reqs).filter((r) => r.method === "POST");
+    const posts = gw(reqs).filter((r) => r.method === "POST" || (r.method === "GET" && r.url.includes("?")));
     const notH2 = posts.filter((r) => r.protocol !== "h2");
-    if (!posts.length) return fail("no POST to the HTTPS gateway seen on the network");
+    if (!posts.length) return fail("no call to the HTTPS gateway seen on the network");
     if (notH2.length) {
       return fail(`${notH2.length} of ${posts.length} POSTs not over h2: ${notH2.map((r) => `${r.url.slice(env.gatewayOrigin.length)} protocol=${r.protocol}${r.failed ? ` (${r.failed})` : ""}`).join(", ")}`);
     }
+  }
+  // connect-get must really have used GET for Unary (useHttpGet, the method marked NO_SIDE_EFFECTS)
+  if (client === "connect-get" && spec.page === "unary" && result.pass === true) {
+    const unary = gw(reqs).filter((r) => r.url.includes("/portico.test.Echo/Unary"));
+    if (!unary.length || unary.some((r) => r.method !== "GET" && r.method !== "OPTIONS")) {
+      return fail(`Unary not called with GET: ${unary.map((r) => r.method).join(", ") || "no request seen"}`);
+    }
+    result.note = [result.note, "GET"].filter(Boolean).join("; ");
   }
   if (result.pass !== null) return;
   if (spec.page === "concurrent_streams" && ws) {
@@ -821,6 +850,16 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
       return fail("the preflight detector saw no OPTIONS for the control call: cannot judge");
     }
     result.pass = true;
+  } else if (caseName === "get_cache") {
+    const mine = gw(reqs);
+    const options = mine.filter((r) => r.method === "OPTIONS" || r.type === "Preflight");
+    const gets = mine.filter((r) => r.method === "GET" && r.url.includes("/Unary?"));
+    const wire = gets.filter((r) => !r.fromCache);
+    if (options.length) return fail(`a preflight was sent: ${options.map((r) => `${r.method} ${r.url}`).join(", ")}`);
+    if (mine.some((r) => r.method === "POST")) return fail("a POST went to the gateway: the call was not a GET");
+    if (wire.length !== 1) return fail(`expected one GET on the wire and one from the cache, got ${wire.length} on the wire of ${gets.length}`);
+    result.pass = true;
+    result.note = `no OPTIONS; 1 GET on the wire, ${gets.length - wire.length} answered from the browser cache`;
   } else {
     fail(`no runner check for ${caseName}`);
   }

@@ -161,7 +161,23 @@ class ConnectionClosed(Exception):
     """The peer closed the connection before the expected data arrived."""
 
 
-class HttpConnection:
+class SocketClient:
+    """A client owning `self.sock`: close() (quietly) and use as a context manager."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class HttpConnection(SocketClient):
     """Minimal HTTP/1.1 client over a plain socket, usable with keep-alive.
 
     Every blocking read honours a per-read timeout (socket.timeout / TimeoutError).
@@ -211,18 +227,6 @@ class HttpConnection:
                 return False
             except ConnectionError:
                 return True
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _read_line(self, timeout, limit=65536):
         while True:

@@ -273,3 +273,35 @@ def test_stalled_writer_never_slows_calls(portico, tmp_path):
         assert re.search(r"access log .*fifo: the output did not take the last \d+ lines", gw.log_text())
     finally:
         os.close(reader)
+
+
+def test_connect_lines(portico, tmp_path):
+    """Connect calls: protocol "connect", the HTTP status of Connect's error table, GET for a GET, and a local answer
+    in Connect's shape (JSON error body) for a path without a route."""
+    from test_connect import get, get_query, unary
+
+    log = tmp_path / "access.log"
+    gw = gateway(portico, tmp_path, f"path: {log}", workers=1)
+    ok = EchoRequest(message="c")
+    assert unary(gw.port, UNARY, ok, headers={"x-request-id": "c-1"}).status == 200
+    assert unary(gw.port, UNARY, EchoRequest(status_code=5, status_message="nope"), headers={"x-request-id": "c-2"}).status == 404
+    assert get(gw.port, UNARY, get_query(EchoRequest(message="g")), headers={"x-request-id": "c-3"}).status == 200
+    r = unary(gw.port, "/other.Svc/Method", EchoRequest(), headers={"x-request-id": "c-4"})
+    assert r.status == 501
+    by = {e["request_id"]: e for e in (json.loads(line) for line in read_lines(log, 4))}
+    assert set(by) == {"c-1", "c-2", "c-3", "c-4"}
+    for e in by.values():
+        assert (e["protocol"], e["transport"], e["encoding"]) == ("connect", "http1", "binary"), e
+    c1 = by["c-1"]
+    assert (c1["kind"], c1["http_method"], c1["grpc_status"], c1["http_status"], c1["messages_in"], c1["messages_out"]) == \
+        ("call", "POST", 0, 200, 1, 1)
+    assert c1["bytes_in"] == len(ok.SerializeToString()) and c1["bytes_out"] > 0
+    c2 = by["c-2"]
+    assert (c2["grpc_status"], c2["grpc_message"], c2["http_status"], c2["messages_out"]) == (5, "nope", 404, 0)
+    assert c2["bytes_out"] == len(json.dumps({"code": "not_found", "message": "nope"}, separators=(",", ":")))
+    c3 = by["c-3"]
+    assert (c3["http_method"], c3["path"], c3["grpc_status"], c3["http_status"], c3["messages_in"]) == ("GET", UNARY, 0, 200, 1)
+    assert c3["bytes_in"] == 0  # the message came in the query: no body
+    c4 = by["c-4"]
+    assert (c4["kind"], c4["http_method"], c4["grpc_status"], c4["http_status"]) == ("local", "POST", 12, 501)
+    assert c4["bytes_out"] == len(r.body) and c4["route"] is None

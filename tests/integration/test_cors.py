@@ -40,7 +40,8 @@ LOCAL = "http://127.0.0.1:5173"           # matches ~^http://127\.0\.0\.1:\d+$
 OTHER = "https://other.example.org"       # allowed only on the overriding route
 
 ALWAYS_EXPOSED = {"grpc-status", "grpc-message", "grpc-status-details-bin"}
-ESSENTIAL_REQUEST_HEADERS = {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"}
+ESSENTIAL_REQUEST_HEADERS = {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "connect-protocol-version",
+                             "connect-timeout-ms"}
 # What a grpc-web client asks for (mixed case on purpose: the answer must be lower-case)
 REQUESTED_HEADERS = "content-type,X-Grpc-Web,x-user-agent,grpc-timeout,X-Custom-Meta"
 REQUESTED_SET = {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "x-custom-meta"}
@@ -156,7 +157,7 @@ def preflight(gw, path, origin, method="POST", request_headers=REQUESTED_HEADERS
 
 
 def assert_preflight_ok(head, body, origin, max_age, allowed_headers, credentials=False,
-                        private_network=False, methods="POST, OPTIONS"):
+                        private_network=False, methods="GET, POST, OPTIONS"):
     """A successful preflight answer, field by field, and nothing else."""
     assert head.status == 204, head
     assert body == b""

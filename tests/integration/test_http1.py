@@ -493,7 +493,7 @@ def test_options_without_cors_is_204(portico):
     assert_serves(gw)
 
 
-@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "application/grpc",
+@pytest.mark.parametrize("ctype", ["application/xml", "text/plain", "application/grpc",
                                    "application/grpc-webx"])
 def test_unsupported_content_type_is_415(portico, ctype):
     gw = portico()

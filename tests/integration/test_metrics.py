@@ -301,3 +301,38 @@ def test_cardinality_cap_and_token(portico):
     assert m.get("grpc_server_started_total", **other) == 2  # ServerStream (past the cap) and the odd path
     assert m.get("grpc_server_handled_total", grpc_code="Unimplemented", **other) == 1
     assert len(m.series("grpc_server_started_total")) == 2
+
+
+def test_connect(portico, echo_server):
+    """Connect calls (a unary POST, an upstream error, a GET) and a Connect error the gateway makes itself: their own
+    protocol label, the HTTP status of Connect's error table for the local answer."""
+    from test_connect import get, get_query, unary
+
+    gw = gateway(portico, workers=1)
+    ok, err = EchoRequest(message="c"), EchoRequest(status_code=5, status_message="nope")
+    assert unary(gw.port, UNARY, ok).status == 200
+    assert unary(gw.port, UNARY, err).status == 404
+    assert get(gw.port, UNARY, get_query(EchoRequest(message="g"))).status == 200
+    assert unary(gw.port, "/other.Svc/Method", EchoRequest()).status == 501
+    m = wait_metric(gw, lambda m: m.get("grpc_server_handled_total", grpc_code="NotFound", **meth("Unary", "unary")) == 1)
+    u = meth("Unary", "unary")
+    assert m.get("grpc_server_started_total", **u) == 3
+    assert m.get("grpc_server_handled_total", grpc_code="OK", **u) == 2
+    assert (m.get("grpc_server_msg_received_total", **u), m.get("grpc_server_msg_sent_total", **u)) == (3, 2)
+    calls = {(dict(k)["transport"], dict(k)["protocol"]): v for k, v in m.series("portico_call_duration_seconds_count").items()}
+    assert calls == {("http1", "connect"): 3}
+    assert m.get("portico_request_messages_total", transport="http1", protocol="connect") == 3
+    assert m.get("portico_local_responses_total", status="501", grpc_code="Unimplemented") == 1
+    assert m.get("portico_calls_active") == 0
+
+
+def test_limit_counters(portico):
+    """The limits' refusals (the counters of /status "limits") are metrics too."""
+    gw = gateway(portico, "limits: {max_message_size: 1KiB}\n", workers=1)
+    st, h, _, tr = grpcweb.call(gw.port, UNARY, EchoRequest(message="x" * 2048))
+    assert grpcweb.grpc_status(h, tr)[0] == 8
+    m = wait_metric(gw, lambda m: m.get("portico_messages_too_large_total") == 1)
+    assert m.get("portico_messages_too_large_total") == 1
+    assert m.get("grpc_server_handled_total", grpc_code="ResourceExhausted", **meth("Unary", "unary")) == 1
+    assert m.get("portico_connections_refused_total") == 0
+    assert m.families["portico_h2_rapid_resets"].type == "counter"

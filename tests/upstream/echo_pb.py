@@ -9,6 +9,7 @@ registered in the default descriptor pool. Equivalent .proto:
       string message = 1; int32 count = 2; int32 interval_ms = 3; int32 size = 4;
       int32 status_code = 5; string status_message = 6; int32 delay_ms = 7;
       string id = 8; bytes payload = 9; bool fail_after_messages = 10;
+      bool with_details = 11;
     }
     message EchoResponse {
       string message = 1; int32 index = 2; bytes payload = 3;
@@ -17,12 +18,15 @@ registered in the default descriptor pool. Equivalent .proto:
     message CancelQuery { string id = 1; }
     message CancelInfo { bool cancelled = 1; bool finished = 2; bool seen = 3; }
     service Echo {
-      rpc Unary(EchoRequest) returns (EchoResponse);
+      rpc Unary(EchoRequest) returns (EchoResponse) { option idempotency_level = NO_SIDE_EFFECTS; }
       rpc ServerStream(EchoRequest) returns (stream EchoResponse);
       rpc ClientStream(stream EchoRequest) returns (EchoResponse);
       rpc Bidi(stream EchoRequest) returns (stream EchoResponse);
       rpc CancelStatus(CancelQuery) returns (CancelInfo);
     }
+    service EchoJson { the same methods }   // served with the JSON codec (echo_server.py)
+
+Unary is marked side-effect free so that Connect clients may call it with GET (connect-web's useHttpGet).
 """
 
 from google.protobuf import descriptor_pb2, message_factory
@@ -64,6 +68,7 @@ def _build():
         ("message", _STRING), ("count", _INT32), ("interval_ms", _INT32), ("size", _INT32),
         ("status_code", _INT32), ("status_message", _STRING), ("delay_ms", _INT32),
         ("id", _STRING), ("payload", _BYTES), ("fail_after_messages", _BOOL),
+        ("with_details", _BOOL),
     ])
     resp = _message(fdp, "EchoResponse", [
         ("message", _STRING), ("index", _INT32), ("payload", _BYTES),
@@ -78,10 +83,13 @@ def _build():
     _message(fdp, "CancelQuery", [("id", _STRING)])
     _message(fdp, "CancelInfo", [("cancelled", _BOOL), ("finished", _BOOL), ("seen", _BOOL)])
 
-    svc = fdp.service.add(name="Echo")
-    for name, req, res, cstream, sstream in METHODS:
-        svc.method.add(name=name, input_type=f".{PACKAGE}.{req}", output_type=f".{PACKAGE}.{res}",
-                       client_streaming=cstream, server_streaming=sstream)
+    for service in ("Echo", "EchoJson"):
+        svc = fdp.service.add(name=service)
+        for name, req, res, cstream, sstream in METHODS:
+            m = svc.method.add(name=name, input_type=f".{PACKAGE}.{req}", output_type=f".{PACKAGE}.{res}",
+                               client_streaming=cstream, server_streaming=sstream)
+            if name == "Unary":
+                m.options.idempotency_level = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
     return fdp
 
 
@@ -99,9 +107,13 @@ _BY_NAME = {"EchoRequest": EchoRequest, "EchoResponse": EchoResponse,
             "CancelQuery": CancelQuery, "CancelInfo": CancelInfo}
 
 
-def method_path(name):
+# The same methods with the JSON codec (application/grpc+json; see echo_server.py).
+JSON_SERVICE = PACKAGE + ".EchoJson"
+
+
+def method_path(name, service=SERVICE):
     """Full gRPC :path for a method of the Echo service, e.g. '/portico.test.Echo/Unary'."""
-    return f"/{SERVICE}/{name}"
+    return f"/{service}/{name}"
 
 
 def method_types(name):

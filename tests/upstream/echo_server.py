@@ -16,7 +16,12 @@ Response shape, per method:
   * ServerStream: initial metadata is sent up front iff `count` > 0 or
     `fail_after_messages`; so `count=0` gives a Trailers-Only response (OK or error).
   * ClientStream / Bidi: initial metadata is sent immediately at call start.
-Every successful call carries the trailer `x-trailer-ok: done`.
+Every successful call carries the trailer `x-trailer-ok: done`. A failure with `with_details` set carries
+grpc-status-details-bin: a google.rpc.Status with two details (DETAILS below).
+
+The same methods are served as portico.test.EchoJson with the JSON codec (protobuf's canonical JSON
+mapping, as a server answering application/grpc+json does): grpcio dispatches on the path only, so the
+codec is told by the service name.
 """
 
 import argparse
@@ -29,6 +34,7 @@ import time
 from concurrent import futures
 
 import grpc
+from google.protobuf import any_pb2, json_format, wrappers_pb2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import echo_pb  # noqa: E402
@@ -142,8 +148,39 @@ def metadata_dict(context):
     return headers
 
 
-def fail(context, code, message):
-    context.set_trailing_metadata(ERROR_TRAILERS)
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def status_details_bin(code, message):
+    """A google.rpc.Status{code, message, details: DETAILS}, encoded by hand (no googleapis protos here)."""
+    def field(number, data):
+        return bytes([number << 3 | 2]) + _varint(len(data)) + data
+    out = b"\x08" + _varint(code) + field(2, message.encode())
+    for d in DETAILS:
+        out += field(3, d.SerializeToString())
+    return out
+
+
+DETAILS = (
+    any_pb2.Any(type_url="type.googleapis.com/google.protobuf.StringValue",
+                value=wrappers_pb2.StringValue(value="retry later").SerializeToString()),
+    any_pb2.Any(type_url="type.googleapis.com/google.protobuf.Int32Value",
+                value=wrappers_pb2.Int32Value(value=42).SerializeToString()),
+)
+
+
+def fail(context, code, message, with_details=False):
+    trailers = ERROR_TRAILERS
+    if with_details:
+        trailers += (("grpc-status-details-bin", status_details_bin(code, message)),)
+    context.set_trailing_metadata(trailers)
     context.abort(CODES.get(code, grpc.StatusCode.UNKNOWN), message)
 
 
@@ -162,7 +199,7 @@ class EchoService:
             return echo_pb.EchoResponse()
         self.registry.finish(rec, context)
         if req.status_code != 0:
-            fail(context, req.status_code, req.status_message)
+            fail(context, req.status_code, req.status_message, req.with_details)
         context.set_trailing_metadata(OK_TRAILERS)
         return echo_pb.EchoResponse(message=req.message, payload=req.payload or b"x" * req.size,
                                     headers=metadata_dict(context))
@@ -184,7 +221,7 @@ class EchoService:
             yield echo_pb.EchoResponse(message=req.message, index=i, payload=payload)
         self.registry.finish(rec, context)
         if req.status_code != 0:
-            fail(context, req.status_code, req.status_message)
+            fail(context, req.status_code, req.status_message, req.with_details)
         context.set_trailing_metadata(OK_TRAILERS)
 
     def ClientStream(self, request_iterator, context):
@@ -204,7 +241,7 @@ class EchoService:
             return echo_pb.EchoResponse()
         self.registry.finish(rec, context)
         if first is not None and first.status_code != 0:
-            fail(context, first.status_code, first.status_message)
+            fail(context, first.status_code, first.status_message, first.with_details)
         context.set_trailing_metadata(OK_TRAILERS)
         return echo_pb.EchoResponse(message="|".join(messages), index=len(messages),
                                     payload=b"".join(payloads))
@@ -218,7 +255,7 @@ class EchoService:
                 rec = self.registry.start(req.id, context)
             if req.status_code != 0:
                 self.registry.finish(rec, context)
-                fail(context, req.status_code, req.status_message)
+                fail(context, req.status_code, req.status_message, req.with_details)
             if req.delay_ms > 0 and not wait_active(context, req.delay_ms):
                 self.registry.mark_cancelled(rec)
                 return
@@ -234,7 +271,17 @@ class EchoService:
         return self.registry.query(query.id)
 
 
-def generic_handler(service):
+def json_codec(req_cls):
+    """(deserializer, serializer) of the JSON codec: protobuf's canonical JSON mapping."""
+    def parse(data):
+        return json_format.Parse(data.decode("utf-8"), req_cls())
+
+    def dump(msg):
+        return json_format.MessageToJson(msg, indent=None).encode("utf-8")
+    return parse, dump
+
+
+def generic_handler(service, json=False):
     factories = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -244,11 +291,14 @@ def generic_handler(service):
     handlers = {}
     for name, _, _, cstream, sstream in echo_pb.METHODS:
         req_cls, res_cls, _, _ = echo_pb.method_types(name)
+        if json:
+            deserialize, serialize = json_codec(req_cls)
+        else:
+            deserialize, serialize = req_cls.FromString, res_cls.SerializeToString
         handlers[name] = factories[(cstream, sstream)](
-            getattr(service, name),
-            request_deserializer=req_cls.FromString,
-            response_serializer=res_cls.SerializeToString)
-    return grpc.method_handlers_generic_handler(echo_pb.SERVICE, handlers)
+            getattr(service, name), request_deserializer=deserialize, response_serializer=serialize)
+    return grpc.method_handlers_generic_handler(echo_pb.JSON_SERVICE if json else echo_pb.SERVICE,
+                                                handlers)
 
 
 def main():
@@ -281,7 +331,8 @@ def main():
     if args.max_concurrent_streams > 0:
         options.append(("grpc.max_concurrent_streams", args.max_concurrent_streams))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers), options=options)
-    server.add_generic_rpc_handlers((generic_handler(EchoService()),))
+    service = EchoService()
+    server.add_generic_rpc_handlers((generic_handler(service), generic_handler(service, json=True)))
     try:
         if args.tls_cert:
             with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:

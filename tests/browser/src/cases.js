@@ -21,6 +21,7 @@ export const CASES = [
   "disallowed_origin",
   "credentials",
   "suppress_preflight",
+  "get_cache",
   "jwt",
   // Request streaming: only the WebSocket clients can (client_stream, bidi, bidi_cancel).
   "client_stream",
@@ -40,7 +41,7 @@ export const CASES = [
 // response is complete: server streaming works but is delivered all at once at the end.
 const STREAMS_INCREMENTALLY = {
   "grpcweb-text": true, "grpcweb-binary": false, "connect-web": true, improbable: true, "protobuf-ts": true,
-  "improbable-ws": true, "nice-grpc-ws": true,
+  "improbable-ws": true, "nice-grpc-ws": true, connect: true, "connect-get": true,
 };
 
 const NO_REQUEST_STREAMING = "a gRPC-Web HTTP client sends the request body whole: no client streaming from a browser "
@@ -354,6 +355,27 @@ const RUNNERS = {
       [r && r.headers["x-echo-foo"] === value, `metadata from $httpHeaders did not reach the upstream (got ${JSON.stringify(r && r.headers)})`],
     ]);
     return { ...res, pass: res.pass ? null : false, call: summary(out) };
+  },
+
+  // Connect GET (connect-get only): the same side-effect-free call twice. The first goes out as a GET with
+  // no header of its own, a CORS simple request: the runner checks that no OPTIONS was sent and that it
+  // was a GET. The route's get_cache_control ("private, max-age=60") lets the browser answer the second
+  // from its HTTP cache: both answers carry the same x-request-id (the gateway makes one per call), and
+  // the runner sees the second served from the cache.
+  async get_cache(client, base) {
+    if (client !== "connect-get") return { pass: "n/a", reason: "only Connect clients with useHttpGet send GET" };
+    const c = makeClient(client, base);
+    const req = { message: `cache-me-${rand()}` };
+    const a = await c.unary(req);
+    const b = await c.unary(req);
+    const ida = a.headers["x-request-id"];
+    const res = check([
+      [a.code === 0 && b.code === 0, `calls failed: ${statusText(a)} / ${statusText(b)}`],
+      [a.responses[0] && b.responses[0] && b.responses[0].message === req.message, "echo differs"],
+      [a.headers["cache-control"] === "private, max-age=60", `cache-control ${JSON.stringify(a.headers["cache-control"])}`],
+      [!!ida && b.headers["x-request-id"] === ida, `second answer not the cached first one (x-request-id ${ida} then ${b.headers["x-request-id"]})`],
+    ]);
+    return { ...res, pass: res.pass ? null : false, requestIds: [ida, b.headers["x-request-id"]], call: summary(a) };
   },
 
   // ClientStream: `n` messages sent one after the other, then the end of the request; the echo server

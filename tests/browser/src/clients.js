@@ -20,7 +20,7 @@
 // metadata), t = performance.now() at delivery.
 import * as grpcWeb from "grpc-web";
 import { createClient, ConnectError } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { grpc } from "@improbable-eng/grpc-web";
 import {
   createChannel, createClient as createNiceClient, WebsocketTransport as NiceWebsocketTransport,
@@ -29,12 +29,13 @@ import {
 import { GrpcWebFetchTransport, GrpcStatusCode } from "@protobuf-ts/grpcweb-transport";
 import { RpcError } from "@protobuf-ts/runtime-rpc";
 import {
-  EchoService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse, plainResponse,
+  EchoService, EchoJsonService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse, plainResponse,
   PtEchoRequest, PtEchoService,
 } from "./proto.js";
 
 export const CLIENTS = [
   "grpcweb-text", "grpcweb-binary", "connect-web", "improbable", "protobuf-ts", "improbable-ws", "nice-grpc-ws",
+  "connect", "connect-get",
 ];
 
 // The clients that speak the grpc-websockets transport (one WebSocket per call) instead of HTTP.
@@ -166,22 +167,29 @@ function grpcWebClient(format, base, { withCredentials = false, suppressCorsPref
 }
 
 // ---------------------------------------------------------------------------------------------
-// connect-web (Buf): fetch + ReadableStream, binary only (application/grpc-web+proto).
+// connect-web (Buf): fetch + ReadableStream. `protocol`:
+//   "grpc-web"    createGrpcWebTransport, binary only (application/grpc-web+proto)
+//   "connect"     createConnectTransport in its default JSON format (application/json,
+//                 application/connect+json) against portico.test.EchoJson, the JSON-codec echo service
+//   "connect-get" createConnectTransport, binary, useHttpGet: Unary (marked NO_SIDE_EFFECTS) as a GET with
+//                 the message in the query, streams as application/connect+proto
 // Credentials through a wrapped fetch.
-function connectClient(base, { withCredentials = false } = {}) {
-  const transport = createGrpcWebTransport({
+function connectClient(base, { withCredentials = false } = {}, protocol = "grpc-web") {
+  const options = {
     baseUrl: base,
-    useBinaryFormat: true,
     fetch: withCredentials ? (input, init) => fetch(input, { ...init, credentials: "include" }) : undefined,
-  });
-  const client = createClient(EchoService, transport);
+  };
+  const transport = protocol === "grpc-web" ? createGrpcWebTransport({ ...options, useBinaryFormat: true })
+    : createConnectTransport({ ...options, useBinaryFormat: protocol === "connect-get", useHttpGet: protocol === "connect-get" });
+  const client = createClient(protocol === "connect" ? EchoJsonService : EchoService, transport);
 
-  // The deadline goes out as a plain grpc-timeout header rather than `timeoutMs`: timeoutMs also
-  // arms a local timer that aborts the fetch at the same instant, so the DEADLINE_EXCEEDED the page
-  // sees would be connect's own, not the one the gateway sends.
+  // The deadline goes out as a plain header (grpc-timeout, or Connect's connect-timeout-ms) rather than
+  // `timeoutMs`: timeoutMs also arms a local timer that aborts the fetch at the same instant, so the
+  // DEADLINE_EXCEEDED the page sees would be connect's own, not the one the gateway sends.
   function callOptions(opts, out, signal) {
     const headers = { ...(opts.headers || {}) };
-    if (opts.timeoutMs) headers["grpc-timeout"] = `${opts.timeoutMs}m`;
+    if (opts.timeoutMs && protocol === "grpc-web") headers["grpc-timeout"] = `${opts.timeoutMs}m`;
+    else if (opts.timeoutMs) headers["connect-timeout-ms"] = `${opts.timeoutMs}`;
     return {
       headers,
       signal,
@@ -600,6 +608,8 @@ export function makeClient(name, base, opts = {}) {
     case "grpcweb-text": return grpcWebClient("text", base, opts);
     case "grpcweb-binary": return grpcWebClient("binary", base, opts);
     case "connect-web": return connectClient(base, opts);
+    case "connect": return connectClient(base, opts, "connect");
+    case "connect-get": return connectClient(base, opts, "connect-get");
     case "improbable": return improbableClient(base, opts);
     case "protobuf-ts": return protobufTsClient(base, opts);
     case "improbable-ws": return improbableClient(base, opts, true);

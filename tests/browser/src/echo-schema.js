@@ -21,6 +21,9 @@ const CancelQuerySchema = need("message", registry.getMessage("portico.test.Canc
 const CancelInfoSchema = need("message", registry.getMessage("portico.test.CancelInfo"), "CancelInfo");
 export const EchoService = need("service", registry.getService("portico.test.Echo"), "portico.test.Echo");
 export const SERVICE_NAME = EchoService.typeName;
+// The same methods served with the JSON codec (application/grpc+json upstream): what a Connect client in
+// its default JSON format calls.
+export const EchoJsonService = need("service", registry.getService("portico.test.EchoJson"), "portico.test.EchoJson");
 
 // init: a plain object in camelCase ({message, count, intervalMs, statusCode, ...}).
 export function encodeRequest(init) {

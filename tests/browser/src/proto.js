@@ -7,7 +7,7 @@
 //    nice-grpc-web.
 //  * @protobuf-ts/runtime MessageType with hand-written field info. Used by protobuf-ts.
 export {
-  EchoRequestSchema, EchoResponseSchema, EchoService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse,
+  EchoRequestSchema, EchoResponseSchema, EchoService, EchoJsonService, SERVICE_NAME, encodeRequest, decodeRequest, decodeResponse,
   encodeCancelQuery, decodeCancelInfo,
 } from "./echo-schema.js";
 import { MessageType, ScalarType } from "@protobuf-ts/runtime";

@@ -1795,7 +1795,10 @@ static void test_metrics_and_access_log(void **state)
     assert_int_equal(txt->bytes_in, 12);    /* 9 bytes in base64 */
     assert_int_equal(bin->msgs_out, 1);
     assert_int_equal(txt->msgs_out, 3);
-    assert_int_equal(m->local[8][PTC_GRPC_CODES], 1); /* 415, not gRPC */
+    size_t s415 = 0;
+    while (ptc_local_statuses[s415] != 415)
+        s415++;
+    assert_int_equal(m->local[s415][PTC_GRPC_CODES], 1); /* 415, not gRPC */
     ptc_upstream_stats_t *up = ptc_metrics_upstream(m, "backend");
     count = 0;
     for (size_t i = 0; i <= PTC_HIST_BUCKETS; i++)
@@ -2353,11 +2356,17 @@ static int check_outcome(fix_t *f, bool text, long i)
     return r.status;
 }
 
-static void failmalloc_pass(const char *yaml, void (*tweak)(ptc_config_t *), bool text, bool compressed)
+/* Runs an exchange failing its i-th allocation, for every i until none fails: each outcome checked, no leak. */
+typedef struct {
+    void (*run)(fix_t *f, const void *arg);
+    void (*check)(fix_t *f, long i, const void *arg);
+    const void *arg;
+} failmalloc_case_t;
+
+static void failmalloc_loop(fix_t *f, const failmalloc_case_t *c)
 {
-    fix_t *f = fix_new_with(yaml, tweak);
-    unary_exchange(f, text, compressed); /* warm-up: one-time allocations (the timer heap) are made */
-    assert_int_equal(check_outcome(f, text, -1), PTC_GRPC_OK);
+    c->run(f, c->arg); /* warm-up: one-time allocations (the timer heap) are made */
+    c->check(f, -1, c->arg);
     free_caches(f);
 
     long injected = 0;
@@ -2365,10 +2374,10 @@ static void failmalloc_pass(const char *yaml, void (*tweak)(ptc_config_t *), boo
         free_caches(f);
         long live = failmalloc_live;
         failmalloc_countdown = i;
-        unary_exchange(f, text, compressed);
+        c->run(f, c->arg);
         bool hit = failmalloc_countdown < 0;
         failmalloc_countdown = -1;
-        check_outcome(f, text, i);
+        c->check(f, i, c->arg);
         free_caches(f);
         if (failmalloc_live != live)
             fail_msg("allocation %ld failing: %ld blocks leaked", i, failmalloc_live - live);
@@ -2377,9 +2386,169 @@ static void failmalloc_pass(const char *yaml, void (*tweak)(ptc_config_t *), boo
         injected++;
     }
     assert_true(injected >= 8);
+}
+
+typedef struct {
+    bool text, compressed;
+} web_case_t;
+
+static void web_run(fix_t *f, const void *arg)
+{
+    const web_case_t *w = arg;
+    unary_exchange(f, w->text, w->compressed);
+}
+
+static void web_check(fix_t *f, long i, const void *arg)
+{
+    int st = check_outcome(f, ((const web_case_t *)arg)->text, i);
+    if (i < 0)
+        assert_int_equal(st, PTC_GRPC_OK);
+}
+
+static void failmalloc_pass(const char *yaml, void (*tweak)(ptc_config_t *), bool text, bool compressed)
+{
+    fix_t *f = fix_new_with(yaml, tweak);
+    web_case_t w = {text, compressed};
+    failmalloc_case_t c = {web_run, web_check, &w};
+    failmalloc_loop(f, &c);
     fix_free(f);
 }
 #endif
+
+/* ---- Connect ---- */
+
+/* A unary Connect exchange: "ping" up (with or without content-length), "pong pong pong" and trailers back. */
+static void connect_unary_exchange(fix_t *f, bool with_length, size_t req_split, size_t resp_split)
+{
+    static const kv_t with_cl[] = {{"connect-protocol-version", "1"}, {"content-length", "4"}, {"connect-timeout-ms", "5000"},
+                                   {"x-request-id", "req-42"},           {NULL, NULL}};
+    static const kv_t without_cl[] = {{"connect-protocol-version", "1"}, {"connect-timeout-ms", "5000"}, {"x-request-id", "req-42"},
+                                      {NULL, NULL}};
+    static const kv_t t[] = {{"grpc-status", "0"}, {"x-t", "1"}, {"x-t", "2"}, {NULL, NULL}};
+    static bytes_t rs;
+    rs.len = 0;
+    msg_add(&rs, "pong pong pong", false);
+    start_req(f, "/pkg.Svc/Method", "application/proto", with_length ? with_cl : without_cl);
+    req_body(f, "ping", PTC_MIN(req_split, (size_t)4));
+    req_body(f, "ping" + PTC_MIN(req_split, (size_t)4), 4 - PTC_MIN(req_split, (size_t)4));
+    req_end(f);
+    if (f->up.s != NULL)
+        up_pull(f);
+    if (f->up.s != NULL)
+        up_head(f, GRPC_HEAD);
+    resp_split = PTC_MIN(resp_split, rs.len);
+    if (f->up.s != NULL)
+        up_data(f, rs.b, resp_split);
+    if (f->up.s != NULL)
+        up_data(f, rs.b + resp_split, rs.len - resp_split);
+    if (f->up.s != NULL)
+        up_trailers(f, t);
+    up_finish(f);
+}
+
+/* The request framed whole, whatever the splits; one response with the message as its body and the trailers as
+ * trailer-* fields in its head. */
+static void test_connect_unary(void **state)
+{
+    (void)state;
+    fix_t *f = fix_new(NULL);
+    for (int cl = 0; cl < 2; cl++) {
+        for (size_t split = 0; split <= 4; split++) {
+            for (size_t rsplit = 0; rsplit <= 19; rsplit++) {
+                connect_unary_exchange(f, cl != 0, split, rsplit);
+                assert_string_equal(f->ds.log, "HBED");
+                assert_int_equal(f->ds.status, 200);
+                static const kv_t head[] = {{"content-type", "application/proto"}, {"content-length", "14"},
+                                            {"trailer-x-t", "1"},                  {"trailer-x-t", "2"},
+                                            {"x-request-id", "req-42"},           {NULL, NULL}};
+                assert_fields(&f->ds.head, head);
+                assert_int_equal(f->ds.body_len, 14);
+                assert_memory_equal(f->ds.body, "pong pong pong", 14);
+                assert_int_equal(f->up.body_len, 9);
+                assert_memory_equal(f->up.body, "\0\0\0\0\4ping", 9);
+                assert_string_equal(fs_get(&f->up.req, "content-type"), "application/grpc");
+                assert_string_equal(fs_get(&f->up.req, "grpc-timeout"), "5000000u");
+                assert_null(fs_get(&f->up.req, "connect-protocol-version"));
+                assert_null(fs_get(&f->up.req, "connect-timeout-ms"));
+            }
+        }
+    }
+    fix_free(f);
+}
+
+/* A unary error: the HTTP status of its code, a JSON body, the upstream's head and trailers in the head. */
+static void test_connect_unary_error(void **state)
+{
+    (void)state;
+    fix_t *f = fix_new(NULL);
+    static const kv_t t[] = {{"grpc-status", "5"}, {"grpc-message", "no%20such"}, {"x-t", "1"}, {NULL, NULL}};
+    static const kv_t head[] = {{":status", "200"}, {"content-type", "application/grpc"}, {"x-h", "h"}, {NULL, NULL}};
+    start_req(f, "/pkg.Svc/Method", "application/json", NULL);
+    req_body(f, "{}", 2);
+    req_end(f);
+    up_pull(f);
+    up_head(f, head);
+    up_trailers(f, t);
+    up_finish(f);
+    assert_string_equal(f->ds.log, "HBED");
+    assert_int_equal(f->ds.status, 404);
+    assert_string_equal(fs_get(&f->ds.head, "content-type"), "application/json");
+    assert_string_equal(fs_get(&f->ds.head, "x-h"), "h");
+    assert_string_equal(fs_get(&f->ds.head, "trailer-x-t"), "1");
+    const char want_body[] = "{\"code\":\"not_found\",\"message\":\"no such\"}";
+    assert_int_equal(f->ds.body_len, sizeof(want_body) - 1);
+    assert_memory_equal(f->ds.body, want_body, sizeof(want_body) - 1);
+    assert_string_equal(fs_get(&f->up.req, "content-type"), "application/grpc+json");
+    fix_free(f);
+}
+
+#ifdef PTC_TEST_FAILMALLOC
+static void connect_run(fix_t *f, const void *arg)
+{
+    connect_unary_exchange(f, *(const bool *)arg, 2, 7);
+}
+
+/* Whatever reached the client is one well-formed Connect response, or a cut-off one. */
+static void check_connect_outcome(fix_t *f, long i, const void *arg)
+{
+    (void)arg;
+    assert_null(f->ds.call);
+    assert_null(f->up.s);
+    assert_int_equal(f->w.num_calls, 0);
+    if (strcmp(f->ds.log, "HBED") != 0 && strcmp(f->ds.log, "HED") != 0 && strcmp(f->ds.log, "hD") != 0) {
+        if (strcmp(f->ds.log, "A") != 0 && strcmp(f->ds.log, "HA") != 0)
+            fail_msg("allocation %ld failing: the downstream saw '%s'", i, f->ds.log);
+        return;
+    }
+    const char *cl = fs_get(&f->ds.head, "content-length");
+    if (i < 0)
+        assert_int_equal(f->ds.status, 200); /* the warm-up */
+    if (f->ds.status == 200) {
+        assert_string_equal(cl, "14");
+        assert_memory_equal(f->ds.body, "pong pong pong", 14);
+    } else {
+        /* an error: JSON, and the length it says (0 if even the JSON could not be made) */
+        assert_string_equal(fs_get(&f->ds.head, "content-type"), "application/json");
+        assert_true(cl == NULL || (size_t)atoi(cl) == f->ds.body_len);
+    }
+}
+#endif
+
+static void test_connect_allocation_failures(void **state)
+{
+    (void)state;
+#ifdef PTC_TEST_FAILMALLOC
+    for (int cl = 0; cl < 2; cl++) {
+        fix_t *f = fix_new_with(NULL, NULL);
+        bool with_length = cl != 0;
+        failmalloc_case_t c = {connect_run, check_connect_outcome, &with_length};
+        failmalloc_loop(f, &c);
+        fix_free(f);
+    }
+#else
+    skip();
+#endif
+}
 
 static void test_allocation_failures(void **state)
 {
@@ -2428,6 +2597,9 @@ int main(void)
         cmocka_unit_test(test_response_filters),
         cmocka_unit_test(test_upstream_removed_by_reload),
         cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_connect_unary),
+        cmocka_unit_test(test_connect_unary_error),
+        cmocka_unit_test(test_connect_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

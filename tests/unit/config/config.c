@@ -639,7 +639,7 @@ static void assert_cors_defaults_but_origins(const ptc_cors_config_t *c)
 {
     assert_true(c->enabled);
     assert_false(c->allow_credentials);
-    assert_null(c->allow_methods); /* "POST, OPTIONS" */
+    assert_null(c->allow_methods); /* "GET, POST, OPTIONS" */
     assert_true(c->reflect_headers);
     assert_null(c->allow_headers);
     assert_int_equal(c->num_allow_headers, 0);

@@ -166,6 +166,10 @@ static const diff_case_t cases[] = {
     {"    headers: {response: [{remove: x-r}]}\n", "", NULL, NULL, "routes: /portico.test.Echo/ headers changed"},
     {"  - prefix: /\n    upstream: echo\n", "  - prefix: /\n    upstream: echo\n    native_filters: false\n", NULL, NULL,
      "routes: / native_filters true -> false"},
+    {"  - prefix: /\n    upstream: echo\n", "  - prefix: /\n    upstream: echo\n    get_cache_control: max-age=60\n", NULL, NULL,
+     "routes: / get_cache_control none -> max-age=60"},
+    {"  - path: /a.B/C\n    upstream: old\n", "  - path: /a.B/C\n    upstream: old\n    get_cache_control: \"no-store\"\n", NULL, NULL,
+     "routes: path /a.B/C get_cache_control none -> no-store"},
     /* jwt */
     {"    jwt: {providers: [legacy]}\n", "    jwt: {providers: [main]}\n", NULL, NULL, "routes: /portico.test.Echo/ jwt changed"},
     {"    jwt: {providers: [legacy]}\n", "    jwt: {providers: [legacy], require_claims: {a: b}}\n", NULL, NULL,

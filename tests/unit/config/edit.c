@@ -59,6 +59,8 @@ static void test_copy(void **state)
     assert_true(copy.jwt_default.optional);
     assert_true(copy.routes[0].jwt.disabled);
     assert_false(copy.routes[2].native_filters);
+    assert_string_equal(copy.routes[2].get_cache_control, src.routes[2].get_cache_control);
+    assert_not_shared(copy.routes[2].get_cache_control, src.routes[2].get_cache_control);
 
     /* deep: nothing points into the original */
     assert_not_shared(copy.source, src.source);

@@ -42,6 +42,8 @@ static const char DEFAULT_YAML[] = "workers: 0\n"
                                    "  call_buffer_size: 256KiB\n"
                                    "  stream_window_size: 256KiB\n"
                                    "  max_connections: 10000\n"
+                                   "  max_connections_total: 0\n"
+                                   "  max_concurrent_streams: 128\n"
                                    "timeouts:\n"
                                    "  max_grpc_timeout: 0s\n"
                                    "  default_grpc_timeout: 0s\n"
@@ -106,7 +108,9 @@ static const char DEFAULT_JSON[] = "{\n"
                                    "    \"max_headers\": 100,\n"
                                    "    \"call_buffer_size\": \"256KiB\",\n"
                                    "    \"stream_window_size\": \"256KiB\",\n"
-                                   "    \"max_connections\": 10000\n"
+                                   "    \"max_connections\": 10000,\n"
+                                   "    \"max_connections_total\": 0,\n"
+                                   "    \"max_concurrent_streams\": 128\n"
                                    "  },\n"
                                    "  \"timeouts\": {\n"
                                    "    \"max_grpc_timeout\": \"0s\",\n"
@@ -387,6 +391,8 @@ static void test_rich_round_trip(void **state)
     assert_true(back.routes[0].jwt.disabled); /* path /portico.test.Echo/Private */
     assert_int_equal(back.routes[2].jwt.providers[0], 2);
     assert_false(back.routes[2].native_filters);
+    assert_string_equal(back.routes[2].get_cache_control, "public, max-age=60, stale-while-revalidate=\"30\"");
+    assert_null(back.routes[4].get_cache_control);
     assert_int_equal(back.routes[2].headers.num_trailers, 1);
     assert_int_equal(back.routes[3].jwt.num_providers, 2); /* /sys. */
     assert_false(back.routes[4].jwt.set);

@@ -547,6 +547,18 @@ static const error_case_t error_cases[] = {
     {R "    headers: {requst: []}\n", "@/t.yaml:4: routes[0].headers.requst: unknown key"},
     {R "    headers: ~\n", "@/t.yaml:4: routes[0].headers: expected a mapping, got null"},
     {R "    native_filters: no\n", "@/t.yaml:4: routes[0].native_filters: invalid boolean \"no\" (expected true or false)"},
+    /* get_cache_control */
+    {R "    get_cache_control: \"\"\n",
+     "@/t.yaml:4: routes[0].get_cache_control: must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")"},
+    {R "    get_cache_control: \"max-age=60,,\"\n",
+     "@/t.yaml:4: routes[0].get_cache_control: must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")"},
+    {R "    get_cache_control: \"max-age=\"\n", "@/t.yaml:4: routes[0].get_cache_control: has a directive with '=' but no value"},
+    {R "    get_cache_control: \"max age=1\"\n",
+     "@/t.yaml:4: routes[0].get_cache_control: must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")"},
+    {R "    get_cache_control: \"private=\\\"x\"\n", "@/t.yaml:4: routes[0].get_cache_control: has an unterminated quoted-string or a control character"},
+    {R "    get_cache_control: \"no-cache\\r\\nx: y\"\n",
+     "@/t.yaml:4: routes[0].get_cache_control: must be Cache-Control directives: token or token=value, separated by commas (e.g. \"public, max-age=60\")"},
+    {R "    get_cache_control: [max-age=1]\n", "@/t.yaml:4: routes[0].get_cache_control: expected a Cache-Control value, got a sequence"},
     /* jwt: structure */
     {"jwt:\n", "@/t.yaml:1: jwt: expected a mapping, got null"},
     {"jwt: disabled\n", "@/t.yaml:1: jwt: expected a mapping, got a string"},

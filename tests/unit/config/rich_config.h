@@ -75,6 +75,7 @@ static const char RICH_YAML[] =
     "      trailers: [{rename: x-c, to: x-d}]\n"
     "    jwt: {providers: [q], require_claims: {tenant: acme}}\n"
     "    native_filters: false\n"
+    "    get_cache_control: \"public, max-age=60, stale-while-revalidate=\\\"30\\\"\"\n"
     "    cors:\n"
     "      allow_origins: [\"https://other.example\", \"null\"]\n"
     "      allow_credentials: true\n"

@@ -678,8 +678,8 @@ static void test_preflight_allowed(void **state)
                      204);
     static const field_t basic[] = {
         {"access-control-allow-origin", "https://app.example.com"},
-        {"access-control-allow-methods", "POST, OPTIONS"},
-        {"access-control-allow-headers", "x-grpc-web, content-type, x-user-agent, authorization, grpc-timeout"},
+        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-headers", "x-grpc-web, content-type, x-user-agent, authorization, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-max-age", "600"},
         {"vary", PREFLIGHT_VARY},
     };
@@ -689,8 +689,8 @@ static void test_preflight_allowed(void **state)
     assert_int_equal(preflight(&c, "https://a.example.org", "POST", "", false, out, &n, &scratch, &why), 204);
     static const field_t essentials[] = {
         {"access-control-allow-origin", "https://a.example.org"},
-        {"access-control-allow-methods", "POST, OPTIONS"},
-        {"access-control-allow-headers", "content-type, x-grpc-web, x-user-agent, grpc-timeout"},
+        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-headers", "content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-max-age", "600"},
         {"vary", PREFLIGHT_VARY},
     };
@@ -705,8 +705,8 @@ static void test_preflight_allowed(void **state)
     assert_int_equal(preflight(&c, "https://app.example.com", "POST", "x-custom", true, out, &n, &scratch, &why), 204);
     static const field_t all[] = {
         {"access-control-allow-origin", "https://app.example.com"},
-        {"access-control-allow-methods", "POST, OPTIONS"},
-        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout"},
+        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-allow-credentials", "true"},
         {"access-control-allow-private-network", "true"},
         {"vary", PREFLIGHT_VARY},
@@ -715,8 +715,8 @@ static void test_preflight_allowed(void **state)
     assert_int_equal(preflight(&c, "https://app.example.com", "POST", "x-custom", false, out, &n, &scratch, &why), 204);
     static const field_t no_pna[] = {
         {"access-control-allow-origin", "https://app.example.com"},
-        {"access-control-allow-methods", "POST, OPTIONS"},
-        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout"},
+        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-allow-credentials", "true"},
         {"vary", PREFLIGHT_VARY},
     };
@@ -727,8 +727,8 @@ static void test_preflight_allowed(void **state)
     assert_int_equal(preflight(&c, "https://app.example.com", "POST", "x-custom", true, out, &n, &scratch, &why), 204);
     static const field_t pna_not_configured[] = {
         {"access-control-allow-origin", "https://app.example.com"},
-        {"access-control-allow-methods", "POST, OPTIONS"},
-        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout"},
+        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-headers", "x-custom, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-max-age", "86400"},
         {"vary", PREFLIGHT_VARY},
     };
@@ -745,7 +745,7 @@ static void test_preflight_allowed(void **state)
     static const field_t configured[] = {
         {"access-control-allow-origin", "https://app.example.com"},
         {"access-control-allow-methods", "GET, POST"},
-        {"access-control-allow-headers", "authorization, x-api-key, content-type, x-grpc-web, x-user-agent, grpc-timeout"},
+        {"access-control-allow-headers", "authorization, x-api-key, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms"},
         {"access-control-max-age", "86400"},
         {"vary", PREFLIGHT_VARY},
     };

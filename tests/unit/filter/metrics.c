@@ -27,16 +27,11 @@ static void metrics_free(ptc_worker_metrics_t *m)
     free(m);
 }
 
-/* The scrape of n workers as a NUL-terminated string (free it). */
-static char *render(ptc_worker_metrics_t **w, const ptc_filter_stats_t *filters, size_t n, bool om)
+/* The scrape of n sources with process figures p as a NUL-terminated string (free it). */
+static char *render_src(const ptc_metrics_source_t *src, size_t n, const ptc_metrics_process_t *p, bool om)
 {
-    ptc_metrics_source_t src[4];
-    ptc_metrics_process_t p = {.config_version = 7, .reloads_ok = 6, .reloads_failed = 2, .workers = n, .access_log_bytes = 99};
     struct evbuffer *b = evbuffer_new();
-    assert_true(n <= 4);
-    for (size_t i = 0; i < n; i++)
-        src[i] = (ptc_metrics_source_t){w[i], filters};
-    assert_int_equal(ptc_metrics_render(b, src, n, &p, om), 0);
+    assert_int_equal(ptc_metrics_render(b, src, n, p, om), 0);
     size_t len = evbuffer_get_length(b);
     char *s = malloc(len + 1);
     assert_non_null(s);
@@ -44,6 +39,17 @@ static char *render(ptc_worker_metrics_t **w, const ptc_filter_stats_t *filters,
     s[len] = '\0';
     evbuffer_free(b);
     return s;
+}
+
+/* The scrape of n workers as a NUL-terminated string (free it). */
+static char *render(ptc_worker_metrics_t **w, const ptc_filter_stats_t *filters, size_t n, bool om)
+{
+    ptc_metrics_source_t src[4];
+    ptc_metrics_process_t p = {.config_version = 7, .reloads_ok = 6, .reloads_failed = 2, .workers = n, .access_log_bytes = 99};
+    assert_true(n <= 4);
+    for (size_t i = 0; i < n; i++)
+        src[i] = (ptc_metrics_source_t){w[i], filters, NULL};
+    return render_src(src, n, &p, om);
 }
 
 /* Asserts that text holds this exact line. */
@@ -351,14 +357,9 @@ static void test_process(void **state)
 
     p = (ptc_metrics_process_t){.workers = 1, .have_proc = true, .cpu_seconds = 0.001234, .start_time_seconds = 1700000000.5,
                                 .resident_bytes = 4096, .virtual_bytes = 8192, .open_fds = 9, .max_fds = 1024};
-    struct evbuffer *b = evbuffer_new();
     ptc_worker_metrics_t *w = metrics_new();
-    ptc_metrics_source_t src = {w, NULL};
-    assert_int_equal(ptc_metrics_render(b, &src, 1, &p, false), 0);
-    size_t len = evbuffer_get_length(b);
-    char *t = calloc(1, len + 1);
-    assert_non_null(t);
-    evbuffer_remove(b, t, len);
+    ptc_metrics_source_t src = {w, NULL, NULL};
+    char *t = render_src(&src, 1, &p, false);
     assert_line(t, "# TYPE process_cpu_seconds_total counter");
     assert_line(t, "process_cpu_seconds_total 0.001234");
     assert_line(t, "process_resident_memory_bytes 4096");
@@ -367,8 +368,42 @@ static void test_process(void **state)
     assert_line(t, "process_max_fds 1024");
     assert_line(t, "process_start_time_seconds 1700000000.50");
     free(t);
-    evbuffer_free(b);
     metrics_free(w);
+}
+
+/* The limits' counters, summed like the filters' (a worker's may be missing); Connect calls get their own protocol label. */
+static void test_limits_and_connect(void **state)
+{
+    (void)state;
+    ptc_worker_metrics_t *w[2] = {metrics_new(), metrics_new()};
+    ptc_limit_stats_t limits[2] = {{0}, {0}};
+    PTC_STAT_INC(limits[0].connections_refused);
+    PTC_STAT_INC(limits[1].connections_refused);
+    PTC_STAT_INC(limits[1].connections_refused);
+    PTC_STAT_INC(limits[1].h2_rapid_resets);
+    ptc_method_stats_t *m = ptc_metrics_method(w[0], PTC_STRLIT("/a.B/C"), 10);
+    ptc_metrics_call_started(w[0], m);
+    ptc_call_record_t r = {.method = m, .transport = PTC_TRANSPORT_HTTP1, .proto = ptc_proto_of(PTC_CT_CONNECT), .grpc_status = 5,
+                           .http_status = 404, .bytes_in = 3, .bytes_out = 40, .duration_us = 10};
+    ptc_metrics_call_ended(w[0], &r);
+    assert_int_equal(ptc_proto_of(PTC_CT_CONNECT_STREAM), PTC_PROTO_CONNECT);
+    assert_int_equal(ptc_proto_of(PTC_CT_GRPC_WEB_TEXT), PTC_PROTO_GRPC_WEB_TEXT);
+    assert_int_equal(ptc_proto_of(PTC_CT_GRPC), PTC_PROTO_GRPC);
+    assert_int_equal(ptc_proto_of(PTC_CT_OTHER), PTC_PROTO_GRPC_WEB);
+
+    ptc_metrics_source_t src[2] = {{w[0], NULL, &limits[0]}, {w[1], NULL, &limits[1]}};
+    ptc_metrics_process_t p = {.workers = 2};
+    char *t = render_src(src, 2, &p, false);
+    assert_line(t, "portico_connections_refused_total 3");
+    assert_line(t, "portico_h2_rapid_resets_total 1");
+    assert_line(t, "portico_messages_too_large_total 0");
+    assert_line(t, "# TYPE portico_h2_floods_total counter");
+    assert_line(t, "portico_cors_allowed_total 0"); /* no filter counters given */
+    assert_line(t, "portico_request_bytes_total{protocol=\"connect\",transport=\"http1\"} 3");
+    assert_line(t, "grpc_server_handled_total{grpc_code=\"NotFound\",grpc_method=\"C\",grpc_service=\"a.B\",grpc_type=\"unary\"} 1");
+    free(t);
+    metrics_free(w[0]);
+    metrics_free(w[1]);
 }
 
 static void test_code_names(void **state)
@@ -386,7 +421,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_label),      cmocka_unit_test(test_histogram_buckets),  cmocka_unit_test(test_sum_across_workers),
         cmocka_unit_test(test_cardinality),       cmocka_unit_test(test_upstreams_and_local), cmocka_unit_test(test_openmetrics),
-        cmocka_unit_test(test_code_names),        cmocka_unit_test(test_process),
+        cmocka_unit_test(test_code_names),        cmocka_unit_test(test_process),            cmocka_unit_test(test_limits_and_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

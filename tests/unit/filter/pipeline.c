@@ -213,9 +213,15 @@ static void test_origin_health_method_content_type(void **state)
     assert_int_equal(r.ds.status, 405);
     assert_string_equal(field(&r.ds, "allow"), "POST, OPTIONS");
     done(&r);
+    const char *const xml[] = {"content-type: application/xml", NULL};
+    run(&r, s, "POST", "/x.Y/Z", xml);
+    assert_int_equal(r.ds.status, 415);
+    done(&r);
+    /* application/json is Connect's unary type */
     const char *const json[] = {"content-type: application/json", NULL};
     run(&r, s, "POST", "/x.Y/Z", json);
-    assert_int_equal(r.ds.status, 415);
+    assert_int_equal(r.action, PTC_FILTER_CONTINUE);
+    assert_int_equal(r.ctx.ct.kind, PTC_CT_CONNECT);
     done(&r);
     const char *const native[] = {"content-type: application/grpc", NULL};
     run(&r, s, "POST", "/x.Y/Z", native); /* native gRPC over HTTP/1.1: not accepted */

@@ -126,7 +126,7 @@ static void test_non_matches(void **state)
         "application/grpc-web+proto+json",
         "application/grpc-web+proto/x",
         "application/grpc-web/proto",
-        "application/json",
+        "application/xml",
         "text/plain",
         "application/octet-stream",
         "application/x-protobuf",
@@ -285,6 +285,34 @@ static void test_accept_request_vs_accept(void **state)
     assert_false(wants_text("application/grpc-web", false));
 }
 
+/* Connect's types: unary by name (application/proto, application/json), streams as application/connect+codec. */
+static void test_connect_types(void **state)
+{
+    (void)state;
+    assert_ctype("application/proto", PTC_CT_CONNECT, "proto");
+    assert_ctype("application/json", PTC_CT_CONNECT, "json");
+    assert_ctype("Application/JSON; charset=utf-8", PTC_CT_CONNECT, "JSON");
+    assert_ctype("application/connect+proto", PTC_CT_CONNECT_STREAM, "proto");
+    assert_ctype("application/connect+json;charset=utf-8", PTC_CT_CONNECT_STREAM, "json");
+    assert_ctype("application/connect+my.codec_2", PTC_CT_CONNECT_STREAM, "my.codec_2");
+    assert_other("application/connect+");
+    assert_other("application/connect");
+    assert_other("application/connect+pro to");
+    assert_other("application/connect+proto/x");
+    assert_other("application/protobuf");
+    assert_other("application/jsonx");
+    /* the response types */
+    char buf[64];
+    bool text = true;
+    ptc_ctype_t ct = {PTC_CT_CONNECT, PTC_STRLIT("json")};
+    assert_int_equal(ptc_response_ctype(ct, PTC_STRLIT("application/grpc-web-text"), buf, sizeof(buf), &text), 16);
+    assert_string_equal(buf, "application/json");
+    assert_false(text);
+    ct = (ptc_ctype_t){PTC_CT_CONNECT_STREAM, PTC_STRLIT("proto")};
+    ptc_response_ctype(ct, PTC_STRLIT(""), buf, sizeof(buf), &text);
+    assert_string_equal(buf, "application/connect+proto");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_case_insensitive),
         cmocka_unit_test(test_parameters_and_whitespace),
         cmocka_unit_test(test_non_matches),
+        cmocka_unit_test(test_connect_types),
         cmocka_unit_test(test_respects_slice_length),
         cmocka_unit_test(test_codec_is_proto),
         cmocka_unit_test(test_accept_absent_follows_request),
