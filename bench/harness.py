@@ -671,6 +671,99 @@ def scenario_slow_reader(ctx, name, targets, count, size, rate, seconds, bound_m
     return res
 
 
+class Scraper:
+    """GET /metrics every `interval` seconds in a thread (what Prometheus does, far more often than its usual
+    15 s, so that the scrapes' cost shows), until stop(); keeps the last scrape."""
+
+    def __init__(self, port, interval=1.0):
+        import threading
+        self.port, self.interval, self.count, self.last, self.errors = port, interval, 0, "", []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def scrape(self):
+        import urllib.request
+        with urllib.request.urlopen("http://%s:%d/metrics" % (HOST, self.port), timeout=30) as r:
+            return r.read().decode()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.last = self.scrape()
+                self.count += 1
+            except OSError as e:
+                self.errors.append(str(e))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(60)
+
+
+def obs_setup(outdir, name):
+    """Metrics and the access log on: an admin listener to scrape, JSON lines to a file."""
+    admin = free_port()
+    path = os.path.join(outdir, "access-%s.log" % name)
+    if os.path.exists(path):
+        os.unlink(path)
+    return "admin: {address: '%s:%d'}\naccess_log: {path: %s}\n" % (HOST, admin, json.dumps(path)), admin, path
+
+
+def obs_check(name, scraper, log_path, calls):
+    """The observed run counted every call: grpc_server_handled_total{grpc_code="OK"} of a scrape, and the access
+    log's lines (queued ones written by the writer thread, which is asynchronous: waited for) plus the ones dropped
+    because a worker's ring was full."""
+    def value(text, name):
+        m = re.search(r"^%s (\S+)$" % name, text, re.M)
+        return int(float(m.group(1))) if m else 0
+
+    deadline = time.monotonic() + 60
+    while True:
+        text = scraper.scrape()
+        ok = sum(float(v) for v in re.findall(r'^grpc_server_handled_total\{grpc_code="OK",[^}]*\} (\S+)$', text, re.M))
+        queued, dropped = value(text, "portico_access_log_lines_total"), value(text, "portico_access_log_dropped_total")
+        with open(log_path) as f:
+            lines = sum(1 for _ in f)
+        if lines >= queued or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if ok != calls or queued + dropped != calls or lines != queued or scraper.errors:
+        fail("%s: %d calls made; /metrics counted %d OK, %d access-log lines queued and %d dropped; the file has %d "
+             "(scrape errors: %s)" % (name, calls, ok, queued, dropped, lines, scraper.errors[:3]))
+    else:
+        passed()
+    return {"scrapes": scraper.count, "handled_ok": ok, "access_log_lines": lines, "access_log_dropped": dropped}
+
+
+# Portico's functions (exported: -O3 keeps them out of line) whose inclusive cost is what metrics and the access log
+# add, by where it is spent. The recording functions do not call one another.
+OBS_COST = (
+    ("metrics: recording in the worker", ("ptc_metrics_method", "ptc_metrics_call_started", "ptc_metrics_call_ended")),
+    ("access log: the line, formatted and queued by the worker", ("ptc_access_log_wall_us", "ptc_access_log_write")),
+    ("access log: the writer thread", ("writer_main",)),
+    ("metrics: the scrapes, on the control thread", ("ptc__admin_metrics",)),
+)
+
+
+def inclusive_costs(dump, names):
+    """Inclusive instructions of the named functions in a callgrind dump (GCC clone suffixes ignored)."""
+    cp = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                        capture_output=True, text=True, timeout=300)
+    out = {}
+    for line in cp.stdout.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:([A-Za-z_]\w*)(?:\.\w+\.\d+)*(?:\s|$)", line)
+        if m and m.group(2) in names:
+            out[m.group(2)] = max(out.get(m.group(2), 0), int(m.group(1).replace(",", "")))
+    return out
+
+
+def obs_costs(dump, calls):
+    """Instructions per call spent in each OBS_COST group."""
+    names = {f for _, fs in OBS_COST for f in fs}
+    costs = inclusive_costs(dump, names)
+    return {label: sum(costs.get(f, 0) for f in fs) / calls for label, fs in OBS_COST} if calls else {}
+
+
 def callgrind_totals(path):
     ir = None
     with open(path) as f:
@@ -690,13 +783,15 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
     bf = body_file(ctx, name, body)
     cgdir = os.path.join(ctx.outdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy"), ("portico-h1-jwt", "portico")]
+    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy"), ("portico-h1-jwt", "portico"),
+             ("portico-h1-obs", "portico")]
     if ctx.results.get("portico_h2c"):
         plans.append(("portico-h2", "portico"))
     if ctx.args.smoke:
-        plans = [plans[0], plans[1], plans[3]]  # seconds count: each valgrind start costs several
+        plans = [plans[0], plans[1], plans[3], plans[4]]  # seconds count: each valgrind start costs several
     started = {}
     for sysname, kind in plans:
+        obs = None
         out = os.path.join(cgdir, "callgrind.%s.out" % sysname)
         wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
         try:
@@ -704,6 +799,10 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
                 # the -jwt run: every call carries an ES256 token the gateway verifies (once per worker:
                 # the verified-token cache serves the repeats), maps its subject to a header
                 jcfg, auth = jwt_setup(ctx.outdir) if sysname.endswith("-jwt") else ("", None)
+                # the -obs run: metrics scraped every second and the access log on (JSON lines to a file)
+                obs = obs_setup(ctx.outdir, sysname) if sysname.endswith("-obs") else None
+                if obs:
+                    jcfg = obs[0]
                 srv = start_portico(ctx.args, "callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap, jcfg)
                 s = System(sysname, "", "h2" if sysname == "portico-h2" else "h1", "grpc-web",
                            srv.port, srv, upstream, [auth] if auth else ())
@@ -717,12 +816,16 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
             fail("%s: %s" % (name, e))
             continue
         try:
-            expect = verify(ctx, s, UNARY, body, 20, lambda msgs: msgs == [msg], name)
+            nverify = 20
+            expect = verify(ctx, s, UNARY, body, nverify, lambda msgs: msgs == [msg], name)
             c, m = s.shape(inflight)
             run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
             before = set(os.listdir(cgdir))
             subprocess.run(["callgrind_control", "-z", str(srv.pid)], capture_output=True, timeout=60)
+            scraper = Scraper(obs[1]) if kind == "portico" and obs else None
             r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
+            if scraper:
+                scraper.stop()
             cp = subprocess.run(["callgrind_control", "-d", str(srv.pid)], capture_output=True,
                                 text=True, timeout=120)
             new = sorted(set(os.listdir(cgdir)) - before)
@@ -736,6 +839,12 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
             res["systems"][sysname] = {"instructions": ir, "calls": calls,
                                        "instructions_per_call": ir / calls if ir and calls else None,
                                        "dump": os.path.relpath(dump, ctx.outdir)}
+            if scraper:
+                # every call the gateway served since it started: the sample check's, the warm-up and the measured ones
+                total = nverify + warm + calls
+                res["systems"][sysname]["observability"] = obs_check(name + " " + sysname, scraper, obs[2], total)
+            if sysname in ("portico-h1", "portico-h1-obs"):
+                res["systems"][sysname]["obs_costs"] = obs_costs(dump, calls)
             started[sysname] = dump
             if ir:
                 passed()
@@ -923,12 +1032,32 @@ def report(ctx):
             for sname, r in sc["systems"].items():
                 L.append("| %s | %s |" % (sname, fmt(r["instructions_per_call"], "%.0f")))
             for pn, hn in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"),
-                           ("portico-h2", "haproxy")):
+                           ("portico-h2", "haproxy"), ("portico-h1-obs", "portico-h1")):
                 p, h = sc["systems"].get(pn), sc["systems"].get(hn)
                 if p and h:
                     L.append("")
                     L.append("%s/%s instructions per call: %s" %
                              (pn, hn, ratio(p["instructions_per_call"], h["instructions_per_call"])))
+            o, b = sc["systems"].get("portico-h1-obs"), sc["systems"].get("portico-h1")
+            if o and b and o.get("observability") and o["instructions_per_call"] and b["instructions_per_call"]:
+                ob = o["observability"]
+                L.append("")
+                L.append("portico-h1-obs: the JSON access log on and /metrics scraped every second (%d scrapes during the "
+                         "run, %d access-log lines, %d dropped); %+.0f instructions per call (%+.1f%%) over portico-h1 "
+                         "(which records metrics too: they cannot be turned off)" %
+                         (ob["scrapes"], ob["access_log_lines"], ob.get("access_log_dropped", 0),
+                          o["instructions_per_call"] - b["instructions_per_call"],
+                          100.0 * (o["instructions_per_call"] / b["instructions_per_call"] - 1)))
+            if o and b and o.get("obs_costs") and b.get("obs_costs"):
+                L.append("")
+                L.append("Where metrics and the access log spend it (inclusive instructions per call of `%s`):" %
+                         "`, `".join(f for _, fs in OBS_COST for f in fs))
+                L.append("")
+                L.append("| | portico-h1 | portico-h1-obs |")
+                L.append("|---|---:|---:|")
+                for label, _ in OBS_COST:
+                    L.append("| %s | %s | %s |" % (label, fmt(b["obs_costs"].get(label), "%.0f"),
+                                                   fmt(o["obs_costs"].get(label), "%.0f")))
             for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
                 if sc.get("portico_top_" + label):
                     L.append("")

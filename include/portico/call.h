@@ -16,6 +16,7 @@
 #include "portico/codec.h"
 #include "portico/common.h"
 #include "portico/cors.h"
+#include "portico/metrics.h"
 
 struct evbuffer;
 typedef struct st_ptc_worker_t ptc_worker_t;
@@ -115,6 +116,7 @@ typedef struct st_ptc_request_t {
     const char *peer;  /* "ip:port" of the client, for logs */
     ptc_snapshot_t *snap; /* the configuration the request is handled under (the adapter holds a reference) */
     bool allow_native; /* application/grpc is proxied as native gRPC (HTTP/2 downstreams) */
+    ptc_transport_t transport; /* how the client reached the gateway: for metrics and the access log */
     bool websocket;    /* a call of the grpc-websockets transport: gRPC-Web only (no Connect) */
 } ptc_request_t;
 

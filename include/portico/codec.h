@@ -115,6 +115,9 @@ size_t ptc_grpc_timeout_format(uint64_t ns, char out[PTC_GRPC_TIMEOUT_STRLEN]);
 /* Encodes bytes outside %x20-%x24 / %x26-%x7E as %XX. Writes at most cap bytes, never splitting an
  * escape; returns the length written. */
 size_t ptc_grpc_message_encode(char *dst, size_t cap, const char *src, size_t len);
+/* Decodes %XX escapes (a '%' not followed by two hex digits stays as it is, as the spec asks of receivers). Writes
+ * at most cap bytes; returns the length written. */
+size_t ptc_grpc_message_decode(char *dst, size_t cap, ptc_iovec_t src);
 
 /* ---- status codes ---- */
 

@@ -89,6 +89,13 @@ static inline int ptc_iov_startswith_ci(ptc_iovec_t s, ptc_iovec_t prefix)
 ptc_iovec_t ptc_iov_trim(ptc_iovec_t s);
 /* True when the comma-separated list (e.g. a Connection or Allow-Methods value) holds token, ignoring case and spaces. */
 bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token);
+/* True when an Accept-style list ("a;q=0.5, b") names token (case-insensitive, parameters after ';' apart) without
+ * refusing it with q=0. */
+bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token);
+
+/* Decodes one UTF-8 sequence at p (no overlongs, surrogates or code points above U+10FFFF); returns its length
+ * (1..4) with the code point in *cp, or 0 when the bytes at p (before end) are not one. */
+size_t ptc_utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp);
 
 /* Parses 1 to max_digits (at most 19) ASCII digits and nothing else. Returns 0 with the value, or PTC_EINVAL. */
 int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out) PTC_WARN_UNUSED;
@@ -104,5 +111,7 @@ long ptc_form_decode(ptc_iovec_t s, char *dst, size_t cap);
 uint64_t ptc_now_ms(void);
 /* The same clock at the kernel tick's resolution (a few ms), cheaper: for timeouts. */
 uint64_t ptc_now_coarse_ms(void);
+/* The monotonic clock in microseconds: for durations that are reported. */
+uint64_t ptc_now_us(void);
 
 #endif

@@ -197,6 +197,21 @@ typedef struct st_ptc_admin_config_t {
                               * admin.token; NULL = none. A secret: never logged, redacted by ptc_config_emit */
 } ptc_admin_config_t;
 
+/* Prometheus metrics on the admin listener (GET /metrics). */
+typedef struct st_ptc_metrics_config_t {
+    uint32_t max_methods; /* method paths counted one by one per worker (the rest as "other"); default 1000 */
+} ptc_metrics_config_t;
+
+#define PTC_ACCESS_LOG_STDERR "-"
+#define PTC_ACCESS_LOG_JSON "json"
+
+/* One line per call and per locally answered request (include/portico/access_log.h). */
+typedef struct st_ptc_access_log_config_t {
+    char *path;           /* NULL: no access log (the default); "-": stderr; else a file name (resolved like pid_file) */
+    char *format;         /* "json" (the default), or a template (include/portico/template.h, with the log variables) */
+    uint32_t buffer_size; /* bytes of lines waiting for the writer, per worker; a line that does not fit is dropped */
+} ptc_access_log_config_t;
+
 typedef struct st_ptc_config_t {
     char *source;   /* file name, or "<default>"; only used in messages */
     char *base_dir; /* directory relative file names were resolved against: "" (the working directory) or a path
@@ -224,6 +239,8 @@ typedef struct st_ptc_config_t {
     ptc_jwt_requirement_config_t jwt_default; /* for routes without a jwt section; default: none */
     char *pid_file; /* write the gateway's process id here (resolved like TLS paths); NULL = none (the default) */
     bool watch;     /* watch the configuration file and reload it when it changes; default true */
+    ptc_metrics_config_t metrics;
+    ptc_access_log_config_t access_log;
 } ptc_config_t;
 
 /*

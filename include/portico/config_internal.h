@@ -27,6 +27,10 @@
 #define PTC_CONFIG_MAX_REQUEST_ID_LENGTH 128     /* PTC_REQUEST_ID_MAX (portico/filter.h), checked in config.c */
 #define PTC_CONFIG_MIN_JWT_TOKEN_SIZE 256u
 #define PTC_CONFIG_MAX_JWT_TOKEN_SIZE (1u << 20)
+#define PTC_CONFIG_MAX_METHODS 65536               /* PTC_METRICS_MAX_METHODS (portico/metrics.h) */
+#define PTC_CONFIG_MIN_ACCESS_LOG_BUFFER (16u << 10)
+#define PTC_CONFIG_MAX_ACCESS_LOG_BUFFER (1u << 30)
+#define PTC_CONFIG_DEFAULT_ACCESS_LOG_BUFFER (256u << 10)
 
 /*
  * Parsers behind ptc_hostport_parse / ptc_duration_parse / ptc_size_parse. On failure they return PTC_EINVAL
@@ -71,6 +75,7 @@ extern const ptc__field_t ptc__backoff_fields[];     /* initial, max: in ptc_ups
 extern const ptc__field_t ptc__request_id_fields[];  /* max_length, trust_incoming: in ptc_request_id_config_t */
 extern const ptc__field_t ptc__trace_fields[];       /* sampled: in ptc_trace_config_t */
 extern const ptc__field_t ptc__jwt_provider_fields[]; /* jwks_cache, clock_skew, max_token_size, strip_token */
+extern const ptc__field_t ptc__metrics_fields[];      /* in ptc_metrics_config_t */
 
 /* The keys of a header rule by ptc_header_op_t, and of a provider's `from` by ptc_jwt_from_t. */
 extern const char *const ptc__header_op_names[4];

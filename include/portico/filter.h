@@ -27,7 +27,9 @@
 #include "portico/codec.h"
 #include "portico/common.h"
 #include "portico/config.h"
+#include "portico/access_log.h"
 #include "portico/cors.h"
+#include "portico/metrics.h"
 #include "portico/stats.h"
 
 typedef struct st_ptc_worker_t ptc_worker_t;
@@ -120,6 +122,12 @@ struct st_ptc_call_info_t {
     ptc_header_t *captured;          /* chain->capture's values, or absent */
     size_t num_captured;
     char *mem;                       /* what captured points into */
+    ptc_method_stats_t *method;      /* the worker's metrics entry of a routed path; NULL without a route or worker */
+    /* for the access log (only when the snapshot has one): the Origin as sent (owned, NUL-terminated, at most
+     * PTC_ACCESS_LOG_ORIGIN_MAX - 1 bytes; NULL when none came), and the request and response fields its template
+     * reads. Allocated rather than inline: every call is zeroed when it is made, and this keeps it small. */
+    char *origin;
+    ptc_access_capture_t log_req, log_resp;
 };
 
 /* Frees what info owns. */
@@ -163,6 +171,7 @@ struct st_ptc_filter_ctx_t {
     bool native;        /* native gRPC (application/grpc) */
     ptc_connect_req_t connect; /* ct is a Connect kind */
     ptc_call_info_t *info;
+    uint64_t start_us;  /* monotonic: when the request head was complete */
     char *mem;          /* storage for header values filters make (freed after the policy step): blocks */
     size_t mem_used, mem_cap;
     size_t inline_used;    /* the first values go here, without a malloc */

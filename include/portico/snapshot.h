@@ -25,6 +25,7 @@
 
 typedef struct st_ptc_tls_contexts_t ptc_tls_contexts_t;
 typedef struct st_ptc_pipeline_t ptc_pipeline_t;
+typedef struct st_ptc_access_log_t ptc_access_log_t;
 struct st_ptc_snapshot_inputs_t;
 
 typedef struct st_ptc_snapshot_t {
@@ -34,6 +35,8 @@ typedef struct st_ptc_snapshot_t {
     ptc_tls_contexts_t *tls;  /* contexts of config's TLS listeners and upstreams; NULL when none uses TLS */
     ptc_pipeline_t *pipeline; /* the filter chains of config's routes */
     size_t head_block_size;   /* bytes of one request-head block for config.limits (ptc_worker_head_block) */
+    ptc_access_log_t *access_log; /* the sink of config.access_log (one reference), or NULL; attached by the control
+                                   * thread before the snapshot is handed to the workers (include/portico/access_log.h) */
 } ptc_snapshot_t;
 
 /*

@@ -10,6 +10,13 @@
  *
  * Variable names are upper case; an argument ends at the first ')' and may not contain '%'.
  *
+ * Access-log templates (ptc_template_parse_log) may also use what is known once a call has ended:
+ *   %START_TIME%  (RFC 3339, UTC, milliseconds)   %PEER% (ip:port)   %HTTP_METHOD%   %PATH% (without the query)
+ *   %PROTOCOL% (grpc-web, grpc-web-text, grpc, or http for a local answer)   %TRANSPORT% (http1, h2, websocket)
+ *   %GRPC_STATUS%   %GRPC_MESSAGE%   %HTTP_STATUS%   %BYTES_IN%   %BYTES_OUT%   %MESSAGES_IN%   %MESSAGES_OUT%
+ *   %TTFB_MS%   %DURATION_MS%   %UPSTREAM_HOST%   %KIND% (call or local)
+ * Header rules refuse them.
+ *
  * Safety: an expansion never contains CR, LF, NUL or another control character except HTAB. Literal text with
  * one is refused when parsed, and each such byte in a looked-up value is replaced by a space, so a header value
  * can never be split, and no header smuggled, through a variable (a client's header or a token's claim).
@@ -32,6 +39,24 @@ typedef enum {
     PTC_TEMPLATE_ROUTE,
     PTC_TEMPLATE_CLIENT_IP,
     PTC_TEMPLATE_JWT, /* arg: claim path as written */
+    /* access logs only, no arg */
+    PTC_TEMPLATE_START_TIME,
+    PTC_TEMPLATE_PEER,
+    PTC_TEMPLATE_HTTP_METHOD,
+    PTC_TEMPLATE_PATH,
+    PTC_TEMPLATE_PROTOCOL,
+    PTC_TEMPLATE_TRANSPORT,
+    PTC_TEMPLATE_GRPC_STATUS,
+    PTC_TEMPLATE_GRPC_MESSAGE,
+    PTC_TEMPLATE_HTTP_STATUS,
+    PTC_TEMPLATE_BYTES_IN,
+    PTC_TEMPLATE_BYTES_OUT,
+    PTC_TEMPLATE_MESSAGES_IN,
+    PTC_TEMPLATE_MESSAGES_OUT,
+    PTC_TEMPLATE_TTFB_MS,
+    PTC_TEMPLATE_DURATION_MS,
+    PTC_TEMPLATE_UPSTREAM_HOST,
+    PTC_TEMPLATE_KIND,
 } ptc_template_var_t;
 
 typedef struct st_ptc_template_part_t {
@@ -53,6 +78,8 @@ typedef struct st_ptc_template_t {
  * printable, a control character in the literal text. On failure *out is zeroed (disposing it is harmless).
  */
 int ptc_template_parse(const char *text, ptc_template_t *out, char *err, size_t errlen) PTC_WARN_UNUSED;
+/* The same for an access-log line: the log variables are allowed too. */
+int ptc_template_parse_log(const char *text, ptc_template_t *out, char *err, size_t errlen) PTC_WARN_UNUSED;
 void ptc_template_dispose(ptc_template_t *t);
 /* True when the template has no variables: its value is the same for every request. */
 bool ptc_template_is_literal(const ptc_template_t *t);

@@ -90,6 +90,9 @@ typedef struct st_ptc_upstream_client_cb_t {
     void (*consume)(ptc_upstream_stream_t *s, size_t n);
 } ptc_upstream_client_cb_t;
 
+/* "host:port" of the endpoint whose connection carries s, or NULL (not open, or not a pool's stream). */
+const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s);
+
 struct st_ptc_upstream_client_t {
     const ptc_upstream_client_cb_t *cb;
     const ptc_upstream_config_t *config; /* the upstream's settings (name, authority, endpoints, tls) */

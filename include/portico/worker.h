@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "portico/config.h"
+#include "portico/metrics.h"
 #include "portico/snapshot.h"
 #include "portico/stats.h"
 
@@ -74,6 +75,7 @@ typedef struct st_ptc_worker_t {
     size_t num_block_cache;
     size_t block_cache_size; /* the size of the cached blocks: the current snapshot's head_block_size */
     ptc_filter_stats_t filter_stats; /* written by this worker only */
+    ptc_worker_metrics_t metrics;    /* written by this worker only (include/portico/metrics.h) */
     ptc_limit_stats_t limit_stats;   /* written by this worker only */
     uint64_t refused_logged_ms;      /* when refused connections were last logged (ptc_now_ms) */
     uint64_t refused_unlogged;       /* connections refused since */

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <zlib.h>
 
+#include "portico/access_log.h"
 #include "portico/alloc.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
@@ -75,8 +76,9 @@ struct st_ptc_call_t {
     const ptc_config_t *cfg;  /* &snap->config */
     ptc_downstream_t *ds; /* NULL once detached */
     ptc_upstream_client_t *up; /* the upstream the call goes to; NULL when none was found */
-    uint64_t start_ms;
+    uint64_t start_us;    /* monotonic: the request head was complete (the policy step began) */
     ptc_call_info_t info; /* ids, route, what the response filters read */
+    ptc_transport_t transport;
 
     bool native; /* native gRPC (HTTP/2 downstream): headers, frames and trailers pass through unchanged */
 
@@ -127,6 +129,16 @@ struct st_ptc_call_t {
     struct event *deadline;
     uint64_t timeout_ms;
     int final_status;
+
+    /* what metrics and the access log say of the call (record_end) */
+    uint64_t first_byte_us;     /* monotonic: the response head went out; 0: not yet */
+    uint64_t upstream_start_us; /* monotonic: the upstream stream was asked for; 0: never */
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+    ptc_iovec_t final_message; /* set with final_status; valid until finish_downstream() returns */
+    bool final_message_encoded; /* it is the upstream's grpc-message, percent-encoded */
+    bool recorded;
+    int http_status;        /* of the response head sent; 0: none yet */
+    char upstream_host[80]; /* the endpoint that answered (access log only) */
 
     ptc_ctype_t ct;  /* the request's protocol; codec in codec[] */
     char codec[33];
@@ -305,6 +317,12 @@ static void send_head_as(ptc_call_t *call, int status, ptc_iovec_t ctype, const 
             hv[l.n++] = f;
     }
     ptc_pipeline_response(&call->info, &l);
+    if (call->first_byte_us == 0)
+        call->first_byte_us = ptc_now_us();
+    call->http_status = status;
+    if (call->snap->access_log != NULL && call->info.log_resp.fields == NULL &&
+        ptc_access_log_capture(ptc_access_log_template(call->snap->access_log), PTC_TEMPLATE_RESP, l.fields, l.n, &call->info.log_resp) != 0)
+        call->info.log_resp = (ptc_access_capture_t){NULL, 0};
     call->ds->cb->send_head(call->ds, status, l.fields, l.n, end_stream);
     ptc_filter_fields_dispose(&l);
     if (hv != stack)
@@ -458,6 +476,13 @@ static bool drop_partial_frame(ptc_call_t *call)
     return ptc_frame_parser_at_boundary(&call->resp_parser) || !call->resp_in_frame;
 }
 
+/* Body bytes to the client through ds, counted for metrics and the access log. */
+static void send_body_to(ptc_call_t *call, ptc_downstream_t *ds, struct evbuffer *b)
+{
+    call->bytes_out += evbuffer_get_length(b);
+    ds->cb->send_body(ds, b);
+}
+
 static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
 {
     if (evbuffer_get_length(call->out) == 0 || ds == NULL || call->connect_unary)
@@ -470,7 +495,7 @@ static void out_flush_to(ptc_call_t *call, ptc_downstream_t *ds)
         evbuffer_drain(call->out, evbuffer_get_length(call->out));
         return;
     }
-    ds->cb->send_body(ds, call->out);
+    send_body_to(call, ds, call->out);
 }
 
 static void out_flush(ptc_call_t *call)
@@ -490,7 +515,7 @@ static void out_flush_final(ptc_call_t *call)
     if (call->out_lost)
         evbuffer_drain(call->out, evbuffer_get_length(call->out));
     else if (evbuffer_get_length(call->out) != 0)
-        call->ds->cb->send_body(call->ds, call->out);
+        send_body_to(call, call->ds, call->out);
 }
 
 /* Writes one complete trailer frame (a padded base64 segment of its own in text mode). */
@@ -565,7 +590,7 @@ static void send_reply(ptc_call_t *call, const ptc_error_reply_t *r, const hdrst
     if (body && call->ds != NULL) {
         struct evbuffer *b = call->out != NULL ? call->out : evbuffer_new(); /* (out may be missing: out of memory) */
         if (b != NULL && evbuffer_add(b, r->body, r->body_len) == 0)
-            call->ds->cb->send_body(call->ds, b);
+            send_body_to(call, call->ds, b);
         if (b != NULL && b != call->out)
             evbuffer_free(b);
         call->ds->cb->send_end(call->ds);
@@ -642,7 +667,7 @@ static void connect_unary_end(ptc_call_t *call, const ptc_header_t *t, size_t n)
         } else {
             send_head_as(call, 200, resp_ctype(call), hs, len == 0, extra, k + nmd);
             if (len != 0 && call->ds != NULL) {
-                call->ds->cb->send_body(call->ds, call->out);
+                send_body_to(call, call->ds, call->out);
                 call->ds->cb->send_end(call->ds);
             }
         }
@@ -725,9 +750,72 @@ static void send_trailers(ptc_call_t *call, const ptc_header_t *fields, size_t n
         free(tv);
 }
 
+/*
+ * Metrics and the access log, once per call: when it is finished with its downstream (finish_downstream(),
+ * which every ending passes through), or when it is freed at the latest.
+ */
+static void record_end(ptc_call_t *call)
+{
+    ptc_worker_t *w = call->worker;
+    ptc_access_log_t *al = call->snap->access_log;
+
+    if (call->recorded)
+        return;
+    call->recorded = true;
+    uint64_t now = ptc_now_us(), dur = now > call->start_us ? now - call->start_us : 0;
+    ptc_call_record_t r = {
+        .method = call->info.method,
+        .upstream = call->upstream_start_us != 0 ? call->info.upstream : NULL,
+        .transport = call->transport,
+        .proto = ptc_proto_of(call->ct.kind),
+        .grpc_status = call->final_status,
+        .http_status = call->http_status,
+        .bytes_in = call->bytes_in,
+        .bytes_out = call->bytes_out,
+        .msgs_in = call->msgs_in,
+        .msgs_out = call->msgs_out,
+        .duration_us = dur,
+        .upstream_us = call->upstream_start_us != 0 && now > call->upstream_start_us ? now - call->upstream_start_us : 0,
+    };
+    ptc_metrics_call_ended(&w->metrics, &r);
+    if (al == NULL)
+        return;
+    char decoded[PTC_ACCESS_LOG_VALUE_MAX];
+    ptc_iovec_t message = call->final_message;
+    if (call->final_message_encoded)
+        message = ptc_iov(decoded, ptc_grpc_message_decode(decoded, sizeof(decoded), message));
+    ptc_access_entry_t e = {
+        .start_us = ptc_access_log_wall_us(call->start_us, now),
+        .info = &call->info,
+        .origin = call->info.origin != NULL ? ptc_iov(call->info.origin, strlen(call->info.origin)) : ptc_iov("", 0),
+        .http_method = call->req_get ? PTC_STRLIT("GET") : PTC_STRLIT("POST"),
+        .path = ptc_iov(call->path, strlen(call->path)),
+        .protocol = ptc_proto_names[r.proto],
+        .transport = ptc_transport_names[r.transport],
+        .grpc_status = call->final_status,
+        .grpc_message = message,
+        .http_status = r.http_status,
+        .bytes_in = r.bytes_in,
+        .bytes_out = r.bytes_out,
+        .msgs_in = r.msgs_in,
+        .msgs_out = r.msgs_out,
+        .ttfb_us = call->first_byte_us != 0 ? (int64_t)(call->first_byte_us - call->start_us) : -1,
+        .duration_us = dur,
+        .upstream_host = call->upstream_host[0] != '\0' ? call->upstream_host : NULL,
+        .req = &call->info.log_req,
+        .resp = &call->info.log_resp,
+    };
+    if (ptc_access_log_write(al, w->id, &e))
+        PTC_STAT_INC(w->metrics.access_log_lines);
+    else
+        PTC_STAT_INC(w->metrics.access_log_dropped);
+}
+
 /* The call is finished with its downstream. */
 static void finish_downstream(ptc_call_t *call)
 {
+    record_end(call);
+    call->final_message = ptc_iov("", 0); /* it pointed at the caller's message */
     call->resp_state = RESP_DONE;
     if (call->deadline != NULL)
         evtimer_del(call->deadline);
@@ -741,11 +829,13 @@ static void finish_downstream(ptc_call_t *call)
 static void log_done(ptc_call_t *call, int status, ptc_iovec_t message)
 {
     call->final_status = status;
+    call->final_message = message;
+    call->final_message_encoded = false;
     if (status == PTC_GRPC_OK)
-        ptc_log_debug(CALL_FMT ": OK in %" PRIu64 " ms", CALL_ARGS(call), ptc_now_ms() - call->start_ms);
+        ptc_log_debug(CALL_FMT ": OK in %" PRIu64 " ms", CALL_ARGS(call), (ptc_now_us() - call->start_us) / 1000);
     else
         ptc_log_info(CALL_FMT ": %s (%d) in %" PRIu64 " ms: %.*s", CALL_ARGS(call), ptc_grpc_status_name(status), status,
-                     ptc_now_ms() - call->start_ms, (int)PTC_MIN(message.len, (size_t)512), message.base);
+                     (ptc_now_us() - call->start_us) / 1000, (int)PTC_MIN(message.len, (size_t)512), message.base);
 }
 
 /*
@@ -820,6 +910,7 @@ static int req_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t
         call_fail(call, PTC_GRPC_INVALID_ARGUMENT, "%s", why);
         return -1;
     }
+    call->msgs_in++;
     if (length > call->cfg->limits.max_message_size) {
         PTC_STAT_INC(call->worker->limit_stats.messages_too_large);
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED,
@@ -928,6 +1019,7 @@ static void request_body(ptc_call_t *call, const char *data, size_t len)
 
 void ptc_call_on_request_body(ptc_call_t *call, const char *data, size_t len)
 {
+    call->bytes_in += len;
     request_body(call, data, len);
     maybe_free(call);
 }
@@ -1103,6 +1195,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
                 return;
             }
             log_done(call, st, msg.value);
+            call->final_message_encoded = true;
             if (call->connect)
                 forward_trailers(call, &call->hdrs); /* a Connect response always has a head and a body */
             else
@@ -1160,6 +1253,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     ptc_header_t msg = {{"", 0}, {"", 0}};
     hdrstore_find(&call->hdrs, PTC_STRLIT("grpc-message"), &msg);
     log_done(call, st, msg.value);
+    call->final_message_encoded = true;
     forward_trailers(call, &call->hdrs);
     (void)end_stream;
     /* the server is done; if the client still sends, the stream is reset (PROTOCOL-HTTP2.md) */
@@ -1171,6 +1265,9 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
 static void us_on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category cat, bool end_stream)
 {
     ptc_call_t *call = call_of(s);
+    const char *host;
+    if (cat == NGHTTP2_HCAT_RESPONSE && call->snap->access_log != NULL && (host = ptc_upstream_stream_peer(s)) != NULL)
+        snprintf(call->upstream_host, sizeof(call->upstream_host), "%s", host);
     upstream_headers_end(call, cat, end_stream);
     maybe_free(call);
 }
@@ -1275,6 +1372,8 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         call_fail(call, PTC_GRPC_INTERNAL, "upstream sent more than one message for a unary Connect call");
         return -1;
     }
+    if (ev == PTC_FRAME_EV_HEADER && (flags & PTC_FRAME_FLAG_TRAILER) == 0)
+        call->msgs_out++;
     if ((flags & PTC_FRAME_FLAG_COMPRESSED) != 0 && !call->native && (flags & PTC_FRAME_FLAG_TRAILER) == 0 &&
         length <= call->cfg->limits.max_message_size) {
         if (compressed_frame(call, ev, length, data, len) != 0)
@@ -1433,6 +1532,7 @@ void ptc_call_detach_downstream(ptc_call_t *call, const char *reason)
     if (call->resp_state != RESP_DONE) {
         ptc_log_info(CALL_FMT ": client went away (%s); cancelling the upstream stream", CALL_ARGS(call), reason);
         call->final_status = PTC_GRPC_CANCELLED;
+        call->final_message = ptc_iov(reason, strlen(reason));
         cancel_upstream(call);
         finish_downstream(call);
     }
@@ -1455,6 +1555,7 @@ static void maybe_free(ptc_call_t *call)
 {
     if (call->ds != NULL || call->us.client != NULL || call->resp_state != RESP_DONE)
         return;
+    record_end(call);
     call->worker->num_calls--;
     if (call->deadline != NULL)
         event_free(call->deadline);
@@ -1649,33 +1750,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
 /* True when an Accept-Encoding value lists gzip (or *) with a non-zero q-value. */
 static bool accepts_gzip(ptc_iovec_t value)
 {
-    while (value.len > 0) {
-        const char *comma = memchr(value.base, ',', value.len);
-        size_t n = comma != NULL ? (size_t)(comma - value.base) : value.len;
-        ptc_iovec_t elem = ptc_iov_trim(ptc_iov(value.base, n)), coding = elem;
-        const char *semi = memchr(elem.base, ';', elem.len);
-        if (semi != NULL)
-            coding = ptc_iov_trim(ptc_iov(elem.base, (size_t)(semi - elem.base)));
-        if (ptc_iov_eq_ci(coding, PTC_STRLIT("gzip")) || ptc_iov_eq_ci(coding, PTC_STRLIT("*"))) {
-            /* "q=0" (optionally "q=0.0…") refuses it */
-            bool refused = false;
-            if (semi != NULL) {
-                ptc_iovec_t p = ptc_iov_trim(ptc_iov(semi + 1, elem.len - (size_t)(semi + 1 - elem.base)));
-                if (p.len >= 3 && ptc_tolower(p.base[0]) == 'q' && p.base[1] == '=' && p.base[2] == '0') {
-                    refused = true;
-                    for (size_t i = 3; i < p.len; i++)
-                        if (p.base[i] != '.' && p.base[i] != '0')
-                            refused = false;
-                }
-            }
-            if (!refused)
-                return true;
-        }
-        if (comma == NULL)
-            break;
-        value = ptc_iov(comma + 1, value.len - n - 1);
-    }
-    return false;
+    return ptc_iov_list_accepts(value, PTC_STRLIT("gzip")) || ptc_iov_list_accepts(value, PTC_STRLIT("*"));
 }
 
 /*
@@ -1756,9 +1831,13 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     call->snap = ptc_snapshot_ref(req->snap);
     call->cfg = cfg;
     call->ds = ds;
-    call->start_ms = ptc_now_ms();
+    call->start_us = ctx->start_us != 0 ? ctx->start_us : ptc_now_us();
+    call->transport = req->transport;
     call->info = *ctx->info; /* the call owns what it points to from here */
     memset(ctx->info, 0, sizeof(*ctx->info));
+    if (call->info.method == NULL)
+        call->info.method = &w->metrics.other;
+    ptc_metrics_call_started(&w->metrics, call->info.method);
     call->native = ct.kind == PTC_CT_GRPC;
     call->connect = ct.kind == PTC_CT_CONNECT || ct.kind == PTC_CT_CONNECT_STREAM;
     call->connect_unary = ct.kind == PTC_CT_CONNECT;
@@ -1832,6 +1911,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     }
     ptc_log_debug(CALL_FMT ": starting (%s request, %s response)", CALL_ARGS(call), call->req_text ? "text" : "binary",
                   call->resp_text ? "text" : "binary");
+    call->upstream_start_us = ptc_now_us();
     call->up->cb->start(call->up, &call->us);
     return;
 

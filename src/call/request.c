@@ -37,6 +37,7 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
         .hparam = hparam,
         .path = path,
         .info = &info,
+        .start_us = ptc_now_us(),
     };
 
     *call = NULL;
@@ -49,6 +50,16 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
     size_t plen = PTC_MIN(strlen(peer), sizeof(info.peer) - 1);
     memcpy(info.peer, peer, plen);
     info.peer[plen] = '\0';
+    if (w != NULL && route != NULL)
+        info.method = ptc_metrics_method(&w->metrics, path, cfg->metrics.max_methods);
+    if (snap->access_log != NULL) {
+        /* what the access log says of the request, as the client sent it (filters may edit it) */
+        if (ctx.origin.len != 0) /* out of memory: the line says null */
+            info.origin = strndup(ctx.origin.base, PTC_MIN(ctx.origin.len, (size_t)PTC_ACCESS_LOG_ORIGIN_MAX - 1));
+        if (ptc_access_log_capture(ptc_access_log_template(snap->access_log), PTC_TEMPLATE_REQ, req->headers, req->num_headers,
+                                   &info.log_req) != 0)
+            info.log_req = (ptc_access_capture_t){NULL, 0}; /* out of memory: the line has empty values */
+    }
     if (ptc_pipeline_run(&ctx) == PTC_FILTER_CONTINUE)
         ptc_call_start(w, ds, &ctx, call); /* takes info over */
     ptc_call_info_dispose(&info);

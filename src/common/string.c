@@ -43,6 +43,46 @@ bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token)
     return false;
 }
 
+/* True when the parameters after an element's ';' hold q=0 (or 0.0…). */
+static bool q_zero(ptc_iovec_t params)
+{
+    while (params.len > 0) {
+        const char *semi = memchr(params.base, ';', params.len);
+        size_t n = semi != NULL ? (size_t)(semi - params.base) : params.len;
+        ptc_iovec_t p = ptc_iov_trim(ptc_iov(params.base, n));
+        if (p.len >= 3 && ptc_tolower(p.base[0]) == 'q' && p.base[1] == '=' && p.base[2] == '0') {
+            bool zero = true;
+            for (size_t i = 3; i < p.len; i++)
+                zero = zero && (p.base[i] == '.' || p.base[i] == '0');
+            return zero;
+        }
+        if (semi == NULL)
+            break;
+        params = ptc_iov(semi + 1, params.len - n - 1);
+    }
+    return false;
+}
+
+bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token)
+{
+    while (list.len > 0) {
+        const char *comma = memchr(list.base, ',', list.len);
+        size_t n = comma != NULL ? (size_t)(comma - list.base) : list.len;
+        ptc_iovec_t elem = ptc_iov_trim(ptc_iov(list.base, n)), name = elem, params = {"", 0};
+        const char *semi = memchr(elem.base, ';', elem.len);
+        if (semi != NULL) {
+            name = ptc_iov_trim(ptc_iov(elem.base, (size_t)(semi - elem.base)));
+            params = ptc_iov(semi + 1, elem.len - (size_t)(semi + 1 - elem.base));
+        }
+        if (ptc_iov_eq_ci(name, token) && !q_zero(params))
+            return true;
+        if (comma == NULL)
+            break;
+        list = ptc_iov(comma + 1, list.len - n - 1);
+    }
+    return false;
+}
+
 int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out)
 {
     uint64_t n = 0;
@@ -98,4 +138,24 @@ int ptc_errorf(int ret, char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return ret;
+}
+
+size_t ptc_utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp)
+{
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (p >= end)
+        return 0;
+    size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 0 || (size_t)(end - p) < n)
+        return 0;
+    uint32_t c = n == 1 ? p[0] : (uint32_t)(p[0] & (0x7f >> n));
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (uint32_t)(p[i] & 0x3f);
+    }
+    if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
 }

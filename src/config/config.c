@@ -8,6 +8,14 @@
  *   health_path: /healthz      # must start with '/'
  *   watch: true                # reload when the configuration file changes; default true
  *   pid_file: portico.pid      # write the process id here; default (or ~): none
+ *   metrics:                   # GET /metrics on the admin listener
+ *     max_methods: 1000          # method paths counted one by one per worker, 0..65536 (default 1000); the rest share
+ *                                # grpc_method="other"
+ *   access_log:                # one line per call and per local answer; default (or ~): none
+ *     path: access.log           # required: a file (appended to, created 0644; resolved like pid_file) or "-" (stderr)
+ *     format: json               # json (default) or a template: the header-rule variables and the log variables
+ *                                # of include/portico/template.h ("%START_TIME% %PATH% %GRPC_STATUS%")
+ *     buffer: 256KiB             # per worker: lines waiting for the writer; 16KiB..1GiB (default 256KiB)
  *   admin:                     # the admin HTTP API (read and edit the live configuration); ~ = none (the default)
  *     address: 127.0.0.1:9901  # where it listens; absent: no admin listener (unless --admin gives one)
  *     token_file: admin.token  # the bearer token: this file's contents without surrounding whitespace, read while
@@ -133,11 +141,11 @@
  *       get_cache_control: "public, max-age=60"   # Cache-Control of successful Connect GET responses; default none
  *
  * Rules:
- *  - A file without `listeners` keeps the current listeners, and one without `admin` the current admin
- *    settings. Without `upstreams` it keeps the current upstreams, and its routes (if any) may name them
- *    (e.g. `upstream: default`); without `routes` as well it keeps the current routes. With `upstreams` but
- *    no `routes`, a single upstream gets a catch-all route (prefix "/"); several upstreams without routes are
- *    an error. Other keys override one by one.
+ *  - A file without `listeners` keeps the current listeners, one without `admin` the current admin
+ *    settings, and one without `access_log` the current access log. Without `upstreams` it keeps the current
+ *    upstreams, and its routes (if any) may name them (e.g. `upstream: default`); without `routes` as well it
+ *    keeps the current routes. With `upstreams` but no `routes`, a single upstream gets a catch-all route
+ *    (prefix "/"); several upstreams without routes are an error. Other keys override one by one.
  *  - Routes are matched exact paths first, then prefixes longest first (equal lengths keep file order);
  *    the first match wins. Matching is byte-wise and case-sensitive on the path without its query.
  *  - A `cors` section (top level or in a route) is a whole policy: keys it does not give take the defaults
@@ -537,6 +545,11 @@ const ptc__field_t ptc__websocket_fields[] = {
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
+const ptc__field_t ptc__metrics_fields[] = {
+    {"max_methods", PTC__FIELD_UINT32, offsetof(ptc_metrics_config_t, max_methods)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
 const ptc__field_t ptc__upstream_fields[] = {
     {"connect_timeout", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, connect_timeout_ms)},
     {"max_connections", PTC__FIELD_UINT32, offsetof(ptc_upstream_config_t, max_connections)},
@@ -876,6 +889,8 @@ int ptc_config_init_default(ptc_config_t *cfg)
     cfg->log_level = PTC_LOG_INFO;
     cfg->watch = true;
     cfg->trace = (ptc_trace_config_t){.enabled = true, .sampled = false};
+    cfg->metrics.max_methods = 1000;
+    cfg->access_log.buffer_size = PTC_CONFIG_DEFAULT_ACCESS_LOG_BUFFER;
 
     if (ptc__request_id_init(&cfg->request_id) != 0 || (cfg->source = strdup("<default>")) == NULL ||
         (cfg->base_dir = strdup("")) == NULL || (cfg->health_path = strdup(PTC_CONFIG_DEFAULT_HEALTH_PATH)) == NULL)
@@ -928,6 +943,8 @@ void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src)
     dst->request_id = src->request_id;
     dst->request_id.header = NULL; /* the caller copies the strings */
     dst->trace = src->trace;
+    dst->metrics = src->metrics;
+    dst->access_log.buffer_size = src->access_log.buffer_size; /* the caller copies the strings */
 }
 
 void ptc_config_dispose(ptc_config_t *cfg)
@@ -954,6 +971,8 @@ void ptc_config_dispose(ptc_config_t *cfg)
     free(cfg->jwt_providers);
     ptc__jwt_requirement_dispose(&cfg->jwt_default);
     free(cfg->pid_file);
+    free(cfg->access_log.path);
+    free(cfg->access_log.format);
     free(cfg->base_dir);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1188,6 +1207,28 @@ static int validate_jwt_provider(const ptc_config_t *cfg, char *err, size_t errl
 }
 
 /* request ids, header rules, JWT */
+static int validate_access_log(const ptc_config_t *cfg, char *err, size_t errlen)
+{
+    const ptc_access_log_config_t *al = &cfg->access_log;
+    char why[256];
+    ptc_template_t t;
+    int ret;
+
+    if (al->path != NULL && al->path[0] == '\0')
+        return invalid(cfg, err, errlen, "access_log.path: must not be empty");
+    if (al->buffer_size < PTC_CONFIG_MIN_ACCESS_LOG_BUFFER || al->buffer_size > PTC_CONFIG_MAX_ACCESS_LOG_BUFFER)
+        return invalid(cfg, err, errlen, "access_log.buffer: must be between %u and %u bytes", PTC_CONFIG_MIN_ACCESS_LOG_BUFFER,
+                       PTC_CONFIG_MAX_ACCESS_LOG_BUFFER);
+    if (al->format == NULL || strcmp(al->format, PTC_ACCESS_LOG_JSON) == 0)
+        return 0;
+    if ((ret = ptc_template_parse_log(al->format, &t, why, sizeof(why))) == PTC_ENOMEM)
+        return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
+    ptc_template_dispose(&t);
+    if (ret != 0)
+        return invalid(cfg, err, errlen, "access_log.format: %s", why);
+    return 0;
+}
+
 static int validate_filters(const ptc_config_t *cfg, char *err, size_t errlen)
 {
     char prefix[64];
@@ -1330,7 +1371,10 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
         return invalid(cfg, err, errlen, "admin.token: must not be empty");
     if (cfg->pid_file != NULL && cfg->pid_file[0] == '\0')
         return invalid(cfg, err, errlen, "pid_file: must not be empty");
-    return validate_filters(cfg, err, errlen);
+    if (cfg->metrics.max_methods > PTC_CONFIG_MAX_METHODS)
+        return invalid(cfg, err, errlen, "metrics.max_methods: must be between 0 and %d", PTC_CONFIG_MAX_METHODS);
+    int ret = validate_access_log(cfg, err, errlen);
+    return ret != 0 ? ret : validate_filters(cfg, err, errlen);
 }
 
 const ptc_route_config_t *ptc_config_match_route(const ptc_config_t *cfg, ptc_iovec_t path)

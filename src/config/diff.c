@@ -179,7 +179,9 @@ bool ptc_config_eq(const ptc_config_t *a, const ptc_config_t *b)
            fields_eq(ptc__compression_fields, &a->compression, &b->compression) &&
            fields_eq(ptc__websocket_fields, &a->websocket, &b->websocket) && ptc_cors_config_eq(&a->cors, &b->cors) &&
            str_eq(a->health_path, b->health_path) && a->workers == b->workers && a->log_level == b->log_level &&
-           admin_eq(&a->admin, &b->admin) && str_eq(a->pid_file, b->pid_file) && a->watch == b->watch;
+           admin_eq(&a->admin, &b->admin) && str_eq(a->pid_file, b->pid_file) && a->watch == b->watch &&
+           fields_eq(ptc__metrics_fields, &a->metrics, &b->metrics) && str_eq(a->access_log.path, b->access_log.path) &&
+           str_eq(a->access_log.format, b->access_log.format) && a->access_log.buffer_size == b->access_log.buffer_size;
 }
 
 /* ---- the summary ---- */
@@ -759,6 +761,16 @@ size_t ptc_config_diff(const ptc_config_t *old, const ptc_config_t *next, char *
         putf(&s, "watch %s -> %s", old->watch ? "true" : "false", next->watch ? "true" : "false");
     }
     changed_string(&s, "pid_file", old->pid_file, next->pid_file);
+    diff_fields(&s, "metrics.", ptc__metrics_fields, &old->metrics, &next->metrics);
+    changed_string(&s, "access_log.path", old->access_log.path, next->access_log.path);
+    changed_string(&s, "access_log.format", old->access_log.format, next->access_log.format);
+    if (old->access_log.buffer_size != next->access_log.buffer_size) {
+        item(&s, NULL);
+        char a[PTC__VALUE_SIZE], b[PTC__VALUE_SIZE];
+        ptc__format_size(old->access_log.buffer_size, a, sizeof(a));
+        ptc__format_size(next->access_log.buffer_size, b, sizeof(b));
+        putf(&s, "access_log.buffer %s -> %s", a, b);
+    }
     diff_admin(&s, &old->admin, &next->admin);
     if (s.items == 0) /* not reached while every field above is covered; says so rather than "no changes" */
         put(&s, "changed");

@@ -219,6 +219,7 @@ int ptc_config_copy(ptc_config_t *dst, const ptc_config_t *src)
     ptc__config_copy_scalars(&c, src);
     if (dup_opt(&c.source, src->source) != 0 || dup_opt(&c.base_dir, src->base_dir) != 0 ||
         dup_opt(&c.health_path, src->health_path) != 0 || dup_opt(&c.pid_file, src->pid_file) != 0 ||
+        dup_opt(&c.access_log.path, src->access_log.path) != 0 || dup_opt(&c.access_log.format, src->access_log.format) != 0 ||
         dup_opt(&c.request_id.header, src->request_id.header) != 0 ||
         copy_admin(&c.admin, &src->admin) != 0 || ptc_cors_config_copy(&c.cors, &src->cors) != 0 ||
         copy_header_rules(&c.headers, &src->headers) != 0 || copy_requirement(&c.jwt_default, &src->jwt_default) != 0)

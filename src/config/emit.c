@@ -101,25 +101,6 @@ static void newline(emitter_t *e)
 
 /* ---- scalars ---- */
 
-/* Decodes one UTF-8 sequence (no overlongs, surrogates or code points above U+10FFFF); returns its length, or 0. */
-static size_t utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp)
-{
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (n == 0 || (size_t)(end - p) < n)
-        return 0;
-    uint32_t c = n == 1 ? p[0] : (uint32_t)(p[0] & (0x7f >> n));
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        c = c << 6 | (uint32_t)(p[i] & 0x3f);
-    }
-    if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return n;
-}
-
 /* True for the code points written as escapes (see the top of this file). */
 static bool must_escape(uint32_t c)
 {
@@ -137,12 +118,12 @@ static void put_quoted(emitter_t *e, const char *s, size_t len)
         uint32_t c = 0;
         size_t n;
         /* copy runs of characters that need no escape at once */
-        while (p < end && (n = utf8_decode(p, end, &c)) != 0 && !must_escape(c))
+        while (p < end && (n = ptc_utf8_decode(p, end, &c)) != 0 && !must_escape(c))
             p += n;
         put(e, (const char *)run, (size_t)(p - run));
         if (p == end)
             break;
-        if ((n = utf8_decode(p, end, &c)) == 0) {
+        if ((n = ptc_utf8_decode(p, end, &c)) == 0) {
             if (e->err == 0)
                 e->err = PTC_EINVAL; /* not UTF-8: neither YAML nor JSON can carry it */
             return;
@@ -748,6 +729,19 @@ static void emit_config(emitter_t *e, const ptc_config_t *cfg)
     key_section(e, "timeouts", ptc__timeouts_fields, &cfg->timeouts);
     key_section(e, "compression", ptc__compression_fields, &cfg->compression);
     key_section(e, "websocket", ptc__websocket_fields, &cfg->websocket);
+    key_section(e, "metrics", ptc__metrics_fields, &cfg->metrics);
+    if (cfg->access_log.path != NULL) {
+        key_open(e, "access_log", true);
+        if (strcmp(cfg->access_log.path, PTC_ACCESS_LOG_STDERR) == 0)
+            key_str(e, "path", cfg->access_log.path);
+        else
+            key_path(e, "path", cfg->access_log.path);
+        key_str(e, "format", cfg->access_log.format != NULL ? cfg->access_log.format : PTC_ACCESS_LOG_JSON);
+        ptc__format_size(cfg->access_log.buffer_size, v, sizeof(v));
+        key(e, "buffer");
+        scalar(e, v, strlen(v), SCALAR_WORD);
+        end(e);
+    }
     if (cfg->cors.enabled)
         cors_policy(e, "cors", &cfg->cors);
     filters(e, cfg);

@@ -38,7 +38,7 @@ typedef struct st_loader_t {
     yaml_node_t **route_jwt;             /* the providers sequence of a route's jwt, or NULL; resolved like upstreams */
     yaml_node_t *jwt_default_providers; /* the same for jwt.default */
     yaml_node_t *jwt_node;              /* the jwt section, for an error about the routes it leaves behind */
-    bool has_listeners, has_upstreams, has_routes, has_cors, has_admin, has_pid_file, has_headers, has_jwt;
+    bool has_listeners, has_upstreams, has_routes, has_cors, has_admin, has_pid_file, has_headers, has_jwt, has_access_log;
     yaml_node_t *admin_address; /* the admin.address node, for a clash with a listener found after the walk */
     const char *dir;            /* relative file names in the config are relative to this ("" or ending in '/') */
     size_t dir_len;
@@ -1882,6 +1882,81 @@ static int on_pid_file(loader_t *l, const char *key, yaml_node_t *value, void *o
     return parse_path(l, key, value, &next->pid_file);
 }
 
+/* ---- metrics and the access log ---- */
+
+static const field_t metrics_fields[] = {
+    {"max_methods", FIELD_UINT32, offsetof(ptc_metrics_config_t, max_methods), 0, PTC_CONFIG_MAX_METHODS, NULL},
+};
+
+static int on_metrics(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(metrics_fields)] = {NULL};
+    return walk_mapping(l, key, value, metrics_fields, PTC_ARRAY_SIZE(metrics_fields), &next->metrics, true, values, NULL);
+}
+
+static int on_access_log_path(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_access_log_config_t *al = obj;
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "a file name or \"-\" (stderr)", &s)) != 0)
+        return ret;
+    if (strcmp(s, PTC_ACCESS_LOG_STDERR) == 0)
+        return dup_string(l, s, &al->path);
+    return parse_path(l, key, value, &al->path);
+}
+
+static int on_access_log_format(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_access_log_config_t *al = obj;
+    ptc_template_t t;
+    char why[256];
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, "json or a template", &s)) != 0)
+        return ret;
+    if (strcmp(s, PTC_ACCESS_LOG_JSON) != 0) {
+        if ((ret = ptc_template_parse_log(s, &t, why, sizeof(why))) == PTC_ENOMEM)
+            return nomem(l->name, l->err, l->errlen);
+        ptc_template_dispose(&t);
+        if (ret != 0)
+            return fail(l, value, key, "%s", why);
+    }
+    free(al->format);
+    al->format = NULL;
+    return dup_string(l, s, &al->format);
+}
+
+static const field_t access_log_fields[] = {
+    {"path", FIELD_CUSTOM, 0, 0, 0, on_access_log_path},
+    {"format", FIELD_CUSTOM, 0, 0, 0, on_access_log_format},
+    {"buffer", FIELD_SIZE32, offsetof(ptc_access_log_config_t, buffer_size), PTC_CONFIG_MIN_ACCESS_LOG_BUFFER,
+     PTC_CONFIG_MAX_ACCESS_LOG_BUFFER, NULL},
+};
+
+/* `access_log: ~` (or no section) is off; a section without a path is an error. */
+static int on_access_log(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_config_t *next = obj;
+    yaml_node_t *values[PTC_ARRAY_SIZE(access_log_fields)] = {NULL};
+    int ret;
+
+    l->has_access_log = true;
+    if (is_null(value))
+        return 0;
+    if ((ret = walk_mapping(l, key, value, access_log_fields, PTC_ARRAY_SIZE(access_log_fields), &next->access_log, false, values,
+                            NULL)) != 0)
+        return ret;
+    if (next->access_log.path == NULL)
+        return fail(l, value, key, "path: missing (a file name, or \"-\" for stderr)");
+    if (next->access_log.format == NULL)
+        return dup_string(l, PTC_ACCESS_LOG_JSON, &next->access_log.format);
+    return 0;
+}
+
 /* ---- request ids, trace context, header rules ---- */
 
 /* For a section that may also be written `true` or `false`: sets *enabled and returns 1 for those, returns 0 for a
@@ -2093,6 +2168,8 @@ static const field_t top_fields[] = {
     {"trace", FIELD_CUSTOM, 0, 0, 0, on_trace},
     {"headers", FIELD_CUSTOM, 0, 0, 0, on_headers},
     {"jwt", FIELD_CUSTOM, 0, 0, 0, on_jwt},
+    {"metrics", FIELD_CUSTOM, 0, 0, 0, on_metrics},
+    {"access_log", FIELD_CUSTOM, 0, 0, 0, on_access_log},
 };
 
 /* Loads doc over cfg; relative file names are resolved against the directory dir[0..dir_len) ("" = the working directory). */
@@ -2169,6 +2246,10 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         result.admin = cfg->admin;
     if (!l.has_pid_file)
         result.pid_file = cfg->pid_file;
+    if (!l.has_access_log) {
+        result.access_log.path = cfg->access_log.path;
+        result.access_log.format = cfg->access_log.format;
+    }
     if (!l.has_headers)
         result.headers = cfg->headers;
     if (!l.has_jwt) {
@@ -2208,6 +2289,10 @@ static int load_document(ptc_config_t *cfg, const char *name, const char *dir, s
         memset(&cfg->admin, 0, sizeof(cfg->admin));
     if (!l.has_pid_file)
         cfg->pid_file = NULL;
+    if (!l.has_access_log) {
+        cfg->access_log.path = NULL;
+        cfg->access_log.format = NULL;
+    }
     if (!l.has_headers)
         memset(&cfg->headers, 0, sizeof(cfg->headers));
     if (!l.has_jwt) {

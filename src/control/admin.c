@@ -4,7 +4,9 @@
  * set; with `admin.token_file` every request needs `Authorization: Bearer TOKEN`.
  *
  *   GET    /status                           version in service (per worker too), reloads done and failed,
- *                                            the last failure
+ *                                            the last failure, filter outcomes, access-log lines and drops
+ *   GET    /metrics                          Prometheus text format 0.0.4, or OpenMetrics 1.0 when Accept asks
+ *                                            (src/control/scrape.c, include/portico/metrics.h)
  *   GET    /config                           the configuration in service (YAML; JSON with ?format=json or
  *                                            Accept: application/json), secrets redacted; ETag "VERSION"
  *   PUT    /config                           a whole new configuration (YAML or JSON body)
@@ -42,6 +44,7 @@
 #include <yaml.h>
 
 #include "control_internal.h"
+#include "portico/access_log.h"
 #include "portico/fault.h"
 #include "portico/worker.h"
 #include "portico/jwt.h"
@@ -393,6 +396,17 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
     };
     add_counters(b, ctl, "filters", offsetof(ptc_worker_t, filter_stats), filter_names, PTC_ARRAY_SIZE(filter_names));
     add_counters(b, ctl, "limits", offsetof(ptc_worker_t, limit_stats), limit_names, PTC_ARRAY_SIZE(limit_names));
+    uint64_t lines = 0, dropped = 0;
+    ptc_access_log_totals_t t;
+    for (size_t i = 0; i < ctl->nworkers && ctl->workers != NULL; i++) {
+        lines += atomic_load_explicit(&ctl->workers[i].metrics.access_log_lines, memory_order_relaxed);
+        dropped += atomic_load_explicit(&ctl->workers[i].metrics.access_log_dropped, memory_order_relaxed);
+    }
+    ptc_access_log_totals(&t);
+    evbuffer_add_printf(b,
+                        ", \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"lost\": %" PRIu64
+                        ", \"bytes\": %" PRIu64 ", \"write_errors\": %" PRIu64 ", \"reopens\": %" PRIu64 "}",
+                        ctl->snap->access_log != NULL ? "true" : "false", lines, dropped, t.lost, t.bytes, t.write_errors, t.reopens);
     evbuffer_add_printf(b, ", \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
     reply(req, 200, "application/json", b);
     evbuffer_free(b);
@@ -500,6 +514,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 
     size_t len;
+    if (strcmp(path, "/metrics") == 0) {
+        if (m != EVHTTP_REQ_GET)
+            goto not_allowed;
+        ptc__admin_metrics(ctl, req);
+        goto exit;
+    }
 #ifdef PTC_FAULT_INJECTION
     if (strcmp(path, "/debug/fail-alloc") == 0) {
         debug_fail_alloc(req, m, &q);

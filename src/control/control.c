@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "control_internal.h"
+#include "portico/access_log.h"
 #include "portico/control.h"
 #include "portico/filter.h"
 #include "portico/file.h"
@@ -197,6 +198,24 @@ static size_t workers_for(const ptc_config_t *cfg)
 }
 
 /*
+ * Gives a new snapshot its access-log sink: the one in service when the settings are the same (its file
+ * stays open), else a new one (the file opened now: a failure refuses the change).
+ */
+static int attach_access_log(ptc_control_t *ctl, ptc_snapshot_t *snap, char *err, size_t errlen)
+{
+    const ptc_access_log_config_t *cfg = &snap->config.access_log;
+    ptc_access_log_t *cur = ctl->snap != NULL && ctl->snap != snap ? ctl->snap->access_log : NULL;
+
+    if (cfg->path == NULL)
+        return 0;
+    if (cur != NULL && ptc_access_log_same(cur, cfg)) {
+        snap->access_log = ptc_access_log_ref(cur);
+        return 0;
+    }
+    return ptc_access_log_new(&snap->access_log, cfg, ctl->nworkers, err, errlen);
+}
+
+/*
  * Puts cfg (a configuration with the overrides applied, validated) in service, taking it over (it is
  * disposed on failure). trigger names what asked, for the log. Returns 0, or an error with "what is wrong"
  * in err and the running configuration unchanged.
@@ -217,6 +236,10 @@ static int apply(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, cha
     ptc_snapshot_inputs_t in = {ptc__jwks_document, ctl};
     if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, &in, err, errlen)) != 0) {
         ptc_config_dispose(cfg);
+        return ret;
+    }
+    if ((ret = attach_access_log(ctl, snap, err, errlen)) != 0) {
+        ptc_snapshot_release(snap);
         return ret;
     }
     if ((ret = socks_build(&snap->config, ctl->socks, ctl->nsocks, ctl->nworkers, &socks, &fresh, err, errlen)) != 0) {
@@ -607,6 +630,16 @@ static void on_signal(evutil_socket_t fd, short events, void *arg)
         case SIGHUP:
             reload(ctl, "SIGHUP");
             break;
+        case SIGUSR1: { /* logrotate: the access log file was renamed; write to a new one under its name */
+            char why[512];
+            if (ctl->snap->access_log == NULL)
+                break;
+            if (ptc_access_log_reopen(ctl->snap->access_log, why, sizeof(why)) != 0)
+                ptc_log_error("SIGUSR1: %s; the access log keeps writing to the file it had", why);
+            else
+                ptc_log_info("SIGUSR1: access log reopened (%s)", ctl->snap->config.access_log.path);
+            break;
+        }
         case SIGTERM:
         case SIGINT:
             ptc_log_info("%s: draining (up to %" PRIu64 " ms)", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -704,6 +737,13 @@ int ptc_control_run(const ptc_control_options_t *opts)
         teardown_events(&ctl);
         return 1;
     }
+    if (attach_access_log(&ctl, ctl.snap, err, sizeof(err)) != 0) {
+        fprintf(stderr, "portico: %s: %s\n", ctl.snap->config.source, err);
+        ptc_snapshot_release(ctl.snap);
+        ptc_config_dispose(&ctl.config);
+        teardown_events(&ctl);
+        return 1;
+    }
     ptc_tls_log_warnings(&ctl.snap->config);
     if (socks_build(&ctl.snap->config, NULL, 0, ctl.nworkers, &ctl.socks, &fresh, err, sizeof(err)) != 0) {
         ptc_log_error("%s", err);
@@ -721,6 +761,7 @@ int ptc_control_run(const ptc_control_options_t *opts)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -780,6 +821,9 @@ int ptc_control_run(const ptc_control_options_t *opts)
     pidfile_remove(&ctl);
     ptc_snapshot_release(ctl.snap);
     ptc_config_dispose(&ctl.config);
+    /* the access-log writers flush what the last calls wrote (a stalled output gets a bounded wait) */
+    if (!ptc_access_log_wait_all(5000))
+        ptc_log_warn("access log: a writer did not finish in 5 s");
     if (rv == 0)
         ptc_log_info("stopped");
     return rv == 0 ? 0 : 1;

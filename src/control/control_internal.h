@@ -98,5 +98,8 @@ void ptc__control_failed(ptc_control_t *ctl, const char *trigger, const char *er
 /* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
 int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);
 void ptc__admin_close(ptc_control_t *ctl);
+/* GET /metrics (scrape.c): Prometheus text, or OpenMetrics when the request's Accept asks for it. */
+struct evhttp_request;
+void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req);
 
 #endif

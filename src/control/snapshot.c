@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "portico/access_log.h"
 #include "portico/filter.h"
 #include "portico/snapshot.h"
 #include "portico/tls.h"
@@ -53,6 +54,7 @@ void ptc_snapshot_release(ptc_snapshot_t *s)
 {
     if (s == NULL || atomic_fetch_sub_explicit(&s->_refs, 1, memory_order_acq_rel) != 1)
         return;
+    ptc_access_log_release(s->access_log);
     ptc_tls_contexts_free(s->tls);
     ptc_pipeline_free(s->pipeline);
     ptc_config_dispose(&s->config);

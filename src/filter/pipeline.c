@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "portico/access_log.h"
 #include "portico/call.h"
 #include "portico/connect.h"
 #include "portico/filter.h"
@@ -136,9 +137,65 @@ int ptc_filter_set(ptc_filter_ctx_t *ctx, ptc_iovec_t name, ptc_iovec_t value)
 
 /* ---- answers ---- */
 
+/*
+ * Metrics and the access log of an answer the pipeline made itself (grpc_status -1: a plain HTTP answer;
+ * proto: for a gRPC one). fields: the answer's own header fields, for %RESP()% in an access-log template.
+ */
+static void record_local(ptc_filter_ctx_t *ctx, int http_status, int grpc_status, ptc_proto_t proto, const char *msg,
+                         const ptc_header_t *fields, size_t n, size_t body_len)
+{
+    ptc_worker_t *w = ctx->worker;
+    ptc_access_log_t *al = ctx->snap->access_log;
+    const ptc_call_info_t *info = ctx->info;
+
+    if (w == NULL)
+        return;
+    uint64_t now = ptc_now_us(), dur = ctx->start_us != 0 && now > ctx->start_us ? now - ctx->start_us : 0;
+    ptc_call_record_t r = {
+        .method = info != NULL ? info->method : NULL,
+        .transport = ctx->req->transport,
+        .proto = proto,
+        .grpc_status = grpc_status,
+        .http_status = http_status,
+        .bytes_out = body_len,
+        .duration_us = dur,
+    };
+    ptc_metrics_local(&w->metrics, &r);
+    if (al == NULL)
+        return;
+    ptc_access_capture_t resp = {NULL, 0};
+    if (ptc_access_log_capture(ptc_access_log_template(al), PTC_TEMPLATE_RESP, fields, n, &resp) != 0)
+        resp = (ptc_access_capture_t){NULL, 0};
+    ptc_access_entry_t e = {
+        .local = true,
+        .start_us = ptc_access_log_wall_us(ctx->start_us, now),
+        .info = info,
+        .origin = ctx->origin,
+        .http_method = ctx->req->method,
+        .path = ctx->path,
+        .protocol = grpc_status >= 0 ? ptc_proto_names[proto] : NULL,
+        .transport = ptc_transport_names[ctx->req->transport],
+        .grpc_status = grpc_status,
+        .grpc_message = msg != NULL ? ptc_iov(msg, strlen(msg)) : ptc_iov("", 0),
+        .http_status = http_status,
+        .bytes_out = body_len,
+        .ttfb_us = (int64_t)dur,
+        .duration_us = dur,
+        .req = info != NULL ? &info->log_req : NULL,
+        .resp = &resp,
+    };
+    if (ptc_access_log_write(al, w->id, &e))
+        PTC_STAT_INC(w->metrics.access_log_lines);
+    else
+        PTC_STAT_INC(w->metrics.access_log_dropped);
+    free(resp.fields);
+}
+
 ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, const ptc_header_t *fields, size_t n,
                                            const char *body)
 {
+    /* recorded first: nothing of the request is touched once the downstream has the answer */
+    record_local(ctx, status, -1, PTC_PROTO_GRPC_WEB, NULL, fields, n, body != NULL ? strlen(body) : 0);
     ctx->ds->cb->respond(ctx->ds, status, fields, n, body);
     return PTC_FILTER_STOP;
 }
@@ -171,12 +228,22 @@ static ptc_filter_action_t answer(ptc_filter_ctx_t *ctx, int http_status, int st
 
     /* the caller's protocol decides the shape, and for gRPC-Web the encoding its Accept asks for */
     const ptc_header_t *accept = ptc_filter_find(ctx, PTC_STRLIT("accept"));
-    (void)ptc_error_reply_init(&r, ptc_filter_protocol(ctx), accept != NULL ? accept->value : ptc_iov("", 0), &e, http_status, NULL, 0);
+    ptc_ctype_t ct = ptc_filter_protocol(ctx);
+    (void)ptc_error_reply_init(&r, ct, accept != NULL ? accept->value : ptc_iov("", 0), &e, http_status, NULL, 0);
     for (size_t i = 0; i < n && k + 1 < PTC_ARRAY_SIZE(extra); i++)
         extra[k++] = fields[i];
     if (rid[0] != '\0' && !r.plain)
         extra[k++] = (ptc_header_t){ptc_iov(ctx->snap->config.request_id.header, strlen(ctx->snap->config.request_id.header)),
                                     ptc_iov(rid, strlen(rid))};
+    /* recorded first: nothing of the request is touched once the downstream has the answer; a plain-text refusal
+     * is an HTTP answer, anything else one in the caller's protocol with a gRPC status */
+    ptc_header_t sent[PTC_ARRAY_SIZE(r.fields) + PTC_ARRAY_SIZE(extra)];
+    size_t nsent = 0;
+    for (size_t i = 0; i < r.num_fields; i++)
+        sent[nsent++] = r.fields[i];
+    for (size_t i = 0; i < k; i++)
+        sent[nsent++] = extra[i];
+    record_local(ctx, r.http_status, r.plain ? -1 : status, ptc_proto_of(ct.kind), msg, sent, nsent, r.body_len);
     ptc_error_reply_send(&r, ctx->ds, extra, k);
     if (!r.plain)
         ctx->ds->cb->on_call_done(ctx->ds);
@@ -498,6 +565,11 @@ void ptc_call_info_dispose(ptc_call_info_t *info)
     info->num_captured = 0;
     ptc_jwt_free(info->jwt);
     info->jwt = NULL;
+    free(info->origin);
+    info->origin = NULL;
+    free(info->log_req.fields);
+    free(info->log_resp.fields);
+    info->log_req = info->log_resp = (ptc_access_capture_t){NULL, 0};
 }
 
 /* ---- field lists ---- */

@@ -23,15 +23,33 @@ static const struct {
     const char *name;
     ptc_template_var_t kind;
     arg_kind_t arg;
+    bool log_only; /* what is known once a call has ended: access logs only */
 } vars[] = {
-    {"REQ", PTC_TEMPLATE_REQ, ARG_HEADER},
-    {"RESP", PTC_TEMPLATE_RESP, ARG_HEADER},
-    {"REQUEST_ID", PTC_TEMPLATE_REQUEST_ID, ARG_NONE},
-    {"TRACE_ID", PTC_TEMPLATE_TRACE_ID, ARG_NONE},
-    {"UPSTREAM", PTC_TEMPLATE_UPSTREAM, ARG_NONE},
-    {"ROUTE", PTC_TEMPLATE_ROUTE, ARG_NONE},
-    {"CLIENT_IP", PTC_TEMPLATE_CLIENT_IP, ARG_NONE},
-    {"JWT", PTC_TEMPLATE_JWT, ARG_CLAIM},
+    {"REQ", PTC_TEMPLATE_REQ, ARG_HEADER, false},
+    {"RESP", PTC_TEMPLATE_RESP, ARG_HEADER, false},
+    {"REQUEST_ID", PTC_TEMPLATE_REQUEST_ID, ARG_NONE, false},
+    {"TRACE_ID", PTC_TEMPLATE_TRACE_ID, ARG_NONE, false},
+    {"UPSTREAM", PTC_TEMPLATE_UPSTREAM, ARG_NONE, false},
+    {"ROUTE", PTC_TEMPLATE_ROUTE, ARG_NONE, false},
+    {"CLIENT_IP", PTC_TEMPLATE_CLIENT_IP, ARG_NONE, false},
+    {"JWT", PTC_TEMPLATE_JWT, ARG_CLAIM, false},
+    {"START_TIME", PTC_TEMPLATE_START_TIME, ARG_NONE, true},
+    {"PEER", PTC_TEMPLATE_PEER, ARG_NONE, true},
+    {"HTTP_METHOD", PTC_TEMPLATE_HTTP_METHOD, ARG_NONE, true},
+    {"PATH", PTC_TEMPLATE_PATH, ARG_NONE, true},
+    {"PROTOCOL", PTC_TEMPLATE_PROTOCOL, ARG_NONE, true},
+    {"TRANSPORT", PTC_TEMPLATE_TRANSPORT, ARG_NONE, true},
+    {"GRPC_STATUS", PTC_TEMPLATE_GRPC_STATUS, ARG_NONE, true},
+    {"GRPC_MESSAGE", PTC_TEMPLATE_GRPC_MESSAGE, ARG_NONE, true},
+    {"HTTP_STATUS", PTC_TEMPLATE_HTTP_STATUS, ARG_NONE, true},
+    {"BYTES_IN", PTC_TEMPLATE_BYTES_IN, ARG_NONE, true},
+    {"BYTES_OUT", PTC_TEMPLATE_BYTES_OUT, ARG_NONE, true},
+    {"MESSAGES_IN", PTC_TEMPLATE_MESSAGES_IN, ARG_NONE, true},
+    {"MESSAGES_OUT", PTC_TEMPLATE_MESSAGES_OUT, ARG_NONE, true},
+    {"TTFB_MS", PTC_TEMPLATE_TTFB_MS, ARG_NONE, true},
+    {"DURATION_MS", PTC_TEMPLATE_DURATION_MS, ARG_NONE, true},
+    {"UPSTREAM_HOST", PTC_TEMPLATE_UPSTREAM_HOST, ARG_NONE, true},
+    {"KIND", PTC_TEMPLATE_KIND, ARG_NONE, true},
 };
 
 /* Control characters a header value may not hold: all of C0 but HTAB, and DEL (RFC 9110 §5.5). */
@@ -60,6 +78,7 @@ bool ptc_http_token_valid(ptc_iovec_t s)
 /* ---- parsing ---- */
 
 typedef struct st_builder_t {
+    bool log;                   /* an access-log template: the log variables are allowed */
     ptc_template_part_t *parts; /* NULL while measuring */
     char *store;                /* where args and literal text are copied */
     size_t num_parts, store_len;
@@ -153,6 +172,8 @@ static int scan(const char *text, builder_t *b, char *err, size_t errlen)
             v++;
         if (v == PTC_ARRAY_SIZE(vars))
             return ptc_errorf(PTC_EINVAL, err, errlen, "unknown variable %%%.*s%%", (int)name_len, name);
+        if (vars[v].log_only && !b->log)
+            return ptc_errorf(PTC_EINVAL, err, errlen, "%%%s%% is for access logs only", vars[v].name);
         const char *vname = vars[v].name, *what = vars[v].arg == ARG_HEADER ? "a header name" : "a claim path";
         char shown[ECHO_MAX + 4];
         switch (vars[v].arg) {
@@ -181,9 +202,9 @@ static int scan(const char *text, builder_t *b, char *err, size_t errlen)
     return 0;
 }
 
-int ptc_template_parse(const char *text, ptc_template_t *out, char *err, size_t errlen)
+static int parse(const char *text, bool log, ptc_template_t *out, char *err, size_t errlen)
 {
-    builder_t measure = {0}, fill = {0};
+    builder_t measure = {.log = log}, fill = {.log = log};
     int ret;
 
     memset(out, 0, sizeof(*out));
@@ -209,6 +230,16 @@ int ptc_template_parse(const char *text, ptc_template_t *out, char *err, size_t 
     out->num_parts = fill.num_parts;
     out->text = copy;
     return 0;
+}
+
+int ptc_template_parse(const char *text, ptc_template_t *out, char *err, size_t errlen)
+{
+    return parse(text, false, out, err, errlen);
+}
+
+int ptc_template_parse_log(const char *text, ptc_template_t *out, char *err, size_t errlen)
+{
+    return parse(text, true, out, err, errlen);
 }
 
 void ptc_template_dispose(ptc_template_t *t)

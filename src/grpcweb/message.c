@@ -25,6 +25,26 @@ size_t ptc_grpc_message_encode(char *dst, size_t cap, const char *src, size_t le
     return o;
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t ptc_grpc_message_decode(char *dst, size_t cap, ptc_iovec_t src)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < src.len && o < cap; i++) {
+        int hi, lo;
+        if (src.base[i] == '%' && i + 2 < src.len && (hi = hexval(src.base[i + 1])) >= 0 && (lo = hexval(src.base[i + 2])) >= 0) {
+            dst[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            dst[o++] = src.base[i];
+        }
+    }
+    return o;
+}
+
 const char *ptc_grpc_status_name(int status)
 {
     static const char *const names[] = {"OK",

@@ -773,7 +773,8 @@ static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_i
 /* A complete request head: pseudo-headers apart, then the shared policy step. */
 static void on_request_head(h2conn_t *conn, h2stream_t *st)
 {
-    ptc_request_t req = {.scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .snap = st->snap, .allow_native = true};
+    ptc_request_t req = {
+        .scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .snap = st->snap, .allow_native = true, .transport = PTC_TRANSPORT_H2};
     ptc_iovec_t protocol = {NULL, 0};
     size_t n = 0;
 

@@ -599,6 +599,7 @@ static void request_of(ptc_h1conn_t *conn, ptc_request_t *req)
         .peer = conn->base.peer,
         .snap = conn->base.snap,
         .allow_native = false,
+        .transport = PTC_TRANSPORT_HTTP1,
     };
 }
 

@@ -31,6 +31,7 @@ void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, 
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->num_conns++;
+    PTC_STAT_INC(w->metrics.conns_opened);
     atomic_fetch_add_explicit(&conns_total, 1, memory_order_relaxed);
 }
 
@@ -39,6 +40,7 @@ void ptc_conn_unregister(ptc_conn_t *c)
     ptc_worker_t *w = c->worker;
     TAILQ_REMOVE(&w->conns, c, link);
     w->num_conns--;
+    PTC_STAT_INC(w->metrics.conns_closed);
     atomic_fetch_sub_explicit(&conns_total, 1, memory_order_relaxed);
     ptc_snapshot_release(c->snap);
     c->snap = NULL;

@@ -113,6 +113,7 @@ static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
+    PTC_STAT_INC(w->metrics.conns_accepted);
     ptc_conn_format_peer(sa, peer, sizeof(peer));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (snap->tls != NULL && snap->tls->listeners[li->index] != NULL) {
@@ -662,6 +663,7 @@ void ptc_worker_dispose(ptc_worker_t *w)
     while (w->num_block_cache != 0)
         free(w->block_cache[--w->num_block_cache]);
     ptc_jwt_cache_free(w->jwt_cache);
+    ptc_metrics_dispose(&w->metrics);
     ptc_snapshot_release(w->snap);
     if (w->dns != NULL)
         evdns_base_free(w->dns, 0);

@@ -65,10 +65,29 @@ struct st_ptc_h2client_t {
     bool want_send;
     bool want_close;
     char close_reason[160];
+    ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
+    bool counted;                /* stats->conns[state] counts it */
 };
 
 static void conn_close(ptc_h2client_t *conn, const char *reason);
 static void dispatch(ptc_upstream_t *up);
+
+/* The gauge of the connection's state in the worker's metrics (portico_upstream_connections{state}). */
+static ptc_counter_t *state_gauge(ptc_h2client_t *conn)
+{
+    static const int gauge[] = {[H2C_CONNECTING] = PTC_UPSTREAM_CONNECTING, [H2C_READY] = PTC_UPSTREAM_READY,
+                                [H2C_DRAINING] = PTC_UPSTREAM_DRAINING};
+    return &conn->stats->conns[gauge[conn->state]];
+}
+
+static void conn_set_state(ptc_h2client_t *conn, h2c_state_t state)
+{
+    if (conn->counted)
+        PTC_STAT_ADD(*state_gauge(conn), -1);
+    conn->state = state;
+    conn->counted = true;
+    PTC_STAT_INC(*state_gauge(conn));
+}
 static void stream_detach(ptc_upstream_stream_t *s);
 static void conn_send(ptc_h2client_t *conn);
 
@@ -189,13 +208,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && conn->state == H2C_CONNECTING) {
-            conn->state = H2C_READY;
+            conn_set_state(conn, H2C_READY);
             evtimer_del(conn->timer);
             if (conn->endpoint != SIZE_MAX) {
                 conn->up->endpoints[conn->endpoint].backoff_ms = 0;
                 conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
             } else {
-                conn->state = H2C_DRAINING; /* its endpoint was removed while it connected */
+                conn_set_state(conn, H2C_DRAINING); /* its endpoint was removed while it connected */
             }
             ptc_log_debug("upstream %s: connected to %s (max concurrent streams %" PRIu32 ")", up_config(conn->up)->name, conn->addr,
                           nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
@@ -217,7 +236,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_GOAWAY:
         ptc_log_info("upstream %s: GOAWAY from %s (last stream %" PRId32 ", error %" PRIu32 ")", up_config(conn->up)->name,
                      conn->addr, frame->goaway.last_stream_id, frame->goaway.error_code);
-        conn->state = H2C_DRAINING;
+        conn_set_state(conn, H2C_DRAINING);
         break;
     default:
         break;
@@ -403,6 +422,7 @@ static void endpoint_failed(ptc_upstream_t *up, size_t ep, const char *reason)
     ptc_endpoint_state_t *st = &up->endpoints[ep];
     st->backoff_ms = st->backoff_ms == 0 ? cfg->backoff_initial_ms : PTC_MIN(st->backoff_ms * 2, cfg->backoff_max_ms);
     st->retry_at_ms = ptc_now_ms() + st->backoff_ms;
+    PTC_STAT_INC(ptc_metrics_upstream(&up->worker->metrics, cfg->name)->connect_failures);
     snprintf(st->last_error, sizeof(st->last_error), "%.64s:%u: %.160s", cfg->endpoints[ep].host, cfg->endpoints[ep].port, reason);
 }
 
@@ -433,6 +453,8 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
 
     TAILQ_REMOVE(&up->conns, conn, link);
     up->num_conns--;
+    if (conn->counted)
+        PTC_STAT_ADD(*state_gauge(conn), -1);
     while ((s = TAILQ_FIRST(&conn->streams)) != NULL) {
         stream_detach(s);
         char msg[240];
@@ -478,7 +500,9 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     conn->up = up;
     conn->endpoint = ep;
     snprintf(conn->addr, sizeof(conn->addr), strchr(hp->host, ':') != NULL ? "[%.64s]:%u" : "%.64s:%u", hp->host, hp->port);
-    conn->state = H2C_CONNECTING;
+    conn->stats = ptc_metrics_upstream(&up->worker->metrics, cfg->name);
+    PTC_STAT_INC(conn->stats->connects);
+    conn_set_state(conn, H2C_CONNECTING);
     TAILQ_INIT(&conn->streams);
     if (cfg->tls != NULL) {
         SSL *ssl = tls_ctx != NULL ? ptc_tls_client_new(tls_ctx, cfg, hp->host) : NULL;
@@ -530,6 +554,11 @@ static bool conn_has_capacity(ptc_h2client_t *conn)
 }
 
 /* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
+const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
+{
+    return s->conn != NULL ? s->conn->addr : NULL;
+}
+
 static void stream_detach(ptc_upstream_stream_t *s)
 {
     TAILQ_REMOVE(&s->conn->streams, s, conn_link);
@@ -548,7 +577,7 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, s);
     if (id < 0) {
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
-            conn->state = H2C_DRAINING;
+            conn_set_state(conn, H2C_DRAINING);
         ptc_log_warn("upstream %s: cannot open a stream: %s", up_config(conn->up)->name, nghttp2_strerror(id));
         return false;
     }
@@ -783,7 +812,7 @@ int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
         if (conn->num_streams == 0)
             conn_close(conn, "endpoint removed by a reload");
         else if (conn->state != H2C_CONNECTING)
-            conn->state = H2C_DRAINING;
+            conn_set_state(conn, H2C_DRAINING);
     }
     free(map);
     ptc_snapshot_release(prev);

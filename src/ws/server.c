@@ -281,6 +281,7 @@ static void start_call(ws_conn_t *c)
         .peer = c->peer,
         .snap = c->snap,
         .allow_native = false,
+        .transport = PTC_TRANSPORT_WEBSOCKET,
         .websocket = true,
     };
     c->state = WS_CALL;

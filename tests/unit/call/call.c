@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include <zlib.h>
 
+#include "portico/access_log.h"
 #include "portico/alloc.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -1713,6 +1714,126 @@ static void test_call_abort(void **state)
     fix_free(f);
 }
 
+/*
+ * The recording hook: every way a call ends and a local answer are counted in the worker's metrics exactly once,
+ * and written to the access log as one JSON line each.
+ */
+static void test_metrics_and_access_log(void **state)
+{
+    (void)state;
+    fix_t *f = fix_new(NULL);
+    char path[] = "/tmp/ptc-call-alog-XXXXXX", err[256], json[] = "json";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    ptc_access_log_config_t acfg = {path, json, 65536};
+    assert_int_equal(ptc_access_log_new(&f->snap->access_log, &acfg, 1, err, sizeof(err)), 0);
+    ptc_worker_metrics_t *m = &f->w.metrics;
+
+    /* 1: OK, binary, one message each way */
+    start_web(f, false);
+    got.len = 0;
+    msg_add(&got, "ping", false);
+    req_body(f, got.b, got.len);
+    req_end(f);
+    up_pull(f);
+    up_head(f, GRPC_HEAD);
+    got.len = 0;
+    msg_add(&got, "pong", false);
+    up_data(f, got.b, got.len);
+    up_trailers(f, OK_TRAILERS);
+    up_finish(f);
+    size_t out1 = f->ds.body_len;
+    /* 2: a server stream in text mode: three messages, then NOT_FOUND with a percent-encoded message */
+    start_web(f, true);
+    got.len = 0;
+    msg_add(&got, "ping", true);
+    req_body(f, got.b, got.len);
+    req_end(f);
+    up_head(f, GRPC_HEAD);
+    got.len = 0;
+    msg_add(&got, "a", false);
+    msg_add(&got, "b", false);
+    msg_add(&got, "c", false);
+    up_data(f, got.b, got.len);
+    static const kv_t nf[] = {{"grpc-status", "5"}, {"grpc-message", "no%20such%20thing"}, {NULL, NULL}};
+    up_trailers(f, nf);
+    up_finish(f);
+    /* 3: the client goes away */
+    start_web(f, false);
+    ptc_call_t *call = f->ds.call;
+    f->ds.call = NULL;
+    f->ds.gone = true;
+    ptc_call_detach_downstream(call, "connection reset by peer");
+    /* 4: a gateway-made error (the deadline) */
+    start_web(f, false);
+    ptc_call_abort(f->ds.call, PTC_GRPC_DEADLINE_EXCEEDED, "deadline of 5 ms exceeded (grpc-timeout)");
+    up_finish(f);
+    /* 5: a local answer: not gRPC-Web */
+    start_req(f, "/pkg.Svc/Method", "text/plain", RID);
+
+    const ptc_method_stats_t *e = ptc_metrics_method(m, PTC_STRLIT("/pkg.Svc/Method"), 1000);
+    assert_int_equal(atomic_load(&m->num_methods), 1);
+    assert_int_equal(e->started, 4);
+    assert_int_equal(e->handled[PTC_GRPC_OK], 1);
+    assert_int_equal(e->handled[PTC_GRPC_NOT_FOUND], 1);
+    assert_int_equal(e->handled[PTC_GRPC_CANCELLED], 1);
+    assert_int_equal(e->handled[PTC_GRPC_DEADLINE_EXCEEDED], 1);
+    assert_int_equal(e->msg_received, 2);
+    assert_int_equal(e->msg_sent, 4);
+    assert_int_equal(e->shape, PTC_SHAPE_SERVER_STREAM);
+    uint64_t count = 0;
+    for (size_t i = 0; i <= PTC_HIST_BUCKETS; i++)
+        count += e->handling.bucket[i];
+    assert_int_equal(count, 4);
+    assert_int_equal(m->calls_started, 4);
+    assert_int_equal(m->calls_ended, 4);
+    const ptc_transport_stats_t *bin = &m->transports[PTC_TRANSPORT_HTTP1][PTC_PROTO_GRPC_WEB];
+    const ptc_transport_stats_t *txt = &m->transports[PTC_TRANSPORT_HTTP1][PTC_PROTO_GRPC_WEB_TEXT];
+    assert_int_equal(bin->bytes_in, 9);
+    assert_int_equal(bin->bytes_out, out1); /* the two errors were trailers-only: no body */
+    assert_int_equal(txt->bytes_in, 12);    /* 9 bytes in base64 */
+    assert_int_equal(bin->msgs_out, 1);
+    assert_int_equal(txt->msgs_out, 3);
+    size_t s415 = 0;
+    while (ptc_local_statuses[s415] != 415)
+        s415++;
+    assert_int_equal(m->local[s415][PTC_GRPC_CODES], 1); /* 415, not gRPC */
+    ptc_upstream_stats_t *up = ptc_metrics_upstream(m, "backend");
+    count = 0;
+    for (size_t i = 0; i <= PTC_HIST_BUCKETS; i++)
+        count += up->duration.bucket[i];
+    assert_int_equal(count, 4);
+    assert_int_equal(m->access_log_lines, 5);
+    assert_int_equal(m->access_log_dropped, 0);
+
+    fix_free(f); /* the snapshot goes, and with it the sink */
+    assert_true(ptc_access_log_wait_all(5000));
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    char lines[5][PTC_ACCESS_LOG_LINE_MAX];
+    for (int i = 0; i < 5; i++)
+        assert_non_null(fgets(lines[i], sizeof(lines[i]), fp));
+    assert_null(fgets(lines[0] + 4000, 10, fp));
+    fclose(fp);
+    unlink(path);
+    static const char *const want_parts[5][4] = {
+        {"\"kind\":\"call\"", "\"grpc_status\":0,\"grpc_message\":null", "\"messages_in\":1,\"messages_out\":1", "\"peer\":\"192.0.2.7:4711\""},
+        {"\"encoding\":\"text\"", "\"grpc_status\":5,\"grpc_message\":\"no such thing\"", "\"bytes_in\":12", "\"messages_out\":3"},
+        {"\"grpc_status\":1,\"grpc_message\":\"connection reset by peer\"", "\"http_status\":0", "\"ttfb_ms\":null",
+         "\"request_id\":\"req-42\""},
+        {"\"grpc_status\":4,\"grpc_message\":\"deadline of 5 ms exceeded (grpc-timeout)\"", "\"http_status\":200",
+         "\"upstream\":\"backend\"", "\"route\":\"/\""},
+        {"\"kind\":\"local\"", "\"http_status\":415", "\"protocol\":\"http\"", "\"grpc_status\":null"},
+    };
+    for (int i = 0; i < 5; i++) {
+        assert_true(lines[i][0] == '{' && strstr(lines[i], "}\n") != NULL);
+        for (int j = 0; j < 4; j++)
+            if (strstr(lines[i], want_parts[i][j]) == NULL)
+                fail_msg("line %d: no %s in %s", i + 1, want_parts[i][j], lines[i]);
+    }
+}
+
 /* End-to-end flow control: the upstream is credited only while the client keeps up. */
 static void test_backpressure_response(void **state)
 {
@@ -2472,6 +2593,7 @@ int main(void)
         cmocka_unit_test(test_compressed_response),
         cmocka_unit_test(test_native_grpc),
         cmocka_unit_test(test_gzip_content_encoding),
+        cmocka_unit_test(test_metrics_and_access_log),
         cmocka_unit_test(test_response_filters),
         cmocka_unit_test(test_upstream_removed_by_reload),
         cmocka_unit_test(test_allocation_failures),

@@ -1570,6 +1570,69 @@ static void test_admin_pid_watch(void **state)
     ptc_config_dispose(&cfg);
 }
 
+/* ---- metrics, access log ---- */
+
+static void test_metrics_access_log(void **state)
+{
+    (void)state;
+    ptc_config_t cfg;
+    char err[512];
+
+    assert_int_equal(ptc_config_init_default(&cfg), 0);
+    assert_int_equal(cfg.metrics.max_methods, 1000);
+    assert_null(cfg.access_log.path);
+    assert_int_equal(cfg.access_log.buffer_size, 256 * 1024);
+
+    assert_int_equal(load_in_dir(&cfg, "metrics: {max_methods: 0}\naccess_log: {path: logs/access.log}\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.metrics.max_methods, 0);
+    assert_path(cfg.access_log.path, "logs/access.log"); /* relative to the file, like pid_file */
+    assert_string_equal(cfg.access_log.format, "json");
+    /* "-" is stderr, never a file name; a template; a buffer size */
+    assert_int_equal(load_in_dir(&cfg, "access_log: {path: \"-\", format: \"%PATH% %GRPC_STATUS% %REQ(origin)%\", buffer: 1MiB}\n",
+                                 err, sizeof(err)), 0);
+    assert_string_equal(cfg.access_log.path, "-");
+    assert_string_equal(cfg.access_log.format, "%PATH% %GRPC_STATUS% %REQ(origin)%");
+    assert_int_equal(cfg.access_log.buffer_size, 1 << 20);
+    /* a file without the section keeps it; ~ turns it off */
+    assert_int_equal(load(&cfg, "workers: 2\n", err, sizeof(err)), 0);
+    assert_string_equal(cfg.access_log.path, "-");
+    assert_int_equal(load(&cfg, "access_log: ~\n", err, sizeof(err)), 0);
+    assert_null(cfg.access_log.path);
+    assert_null(cfg.access_log.format);
+    assert_int_equal(ptc_config_validate(&cfg, err, sizeof(err)), 0);
+    ptc_config_dispose(&cfg);
+}
+
+static const tls_error_case_t access_log_error_cases[] = {
+    {"access_log: {format: json}\n", "@/t.yaml:1: access_log: path: missing (a file name, or \"-\" for stderr)"},
+    {"access_log: {}\n", "@/t.yaml:1: access_log: path: missing (a file name, or \"-\" for stderr)"},
+    {"access_log: a.log\n", "@/t.yaml:1: access_log: expected a mapping, got a string"},
+    {"access_log:\n  path: a.log\n  format: \"%DURATION%\"\n", "@/t.yaml:3: access_log.format: unknown variable %DURATION%"},
+    {"access_log:\n  path: a.log\n  format: \"50%\"\n",
+     "@/t.yaml:3: access_log.format: unterminated variable at offset 2 (write %% for a literal %)"},
+    {"access_log:\n  path: \"\"\n", "@/t.yaml:2: access_log.path: must not be empty"},
+    {"access_log:\n  path: a.log\n  buffer: 1KiB\n", "@/t.yaml:3: access_log.buffer: must be between 16384 and 1073741824 bytes"},
+    {"access_log:\n  path: a.log\n  fromat: json\n", "@/t.yaml:3: access_log.fromat: unknown key"},
+    {"metrics: {max_methods: 65537}\n", "@/t.yaml:1: metrics.max_methods: must be between 0 and 65536"},
+    {"metrics: {max_methods: -1}\n", "@/t.yaml:1: metrics.max_methods: invalid integer \"-1\""},
+    /* the log variables are for access logs only */
+    {"headers: {request: [{set: x-d, value: \"%DURATION_MS%\"}]}\n",
+     "@/t.yaml:1: headers.request[0].value: %DURATION_MS% is for access logs only"},
+};
+
+static void test_access_log_errors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(access_log_error_cases) / sizeof(access_log_error_cases[0]); i++) {
+        ptc_config_t cfg;
+        assert_int_equal(ptc_config_init_default(&cfg), 0);
+        assert_load_error(&cfg, i, access_log_error_cases[i].yaml, access_log_error_cases[i].message);
+        assert_is_default(&cfg);
+        assert_null(cfg.access_log.path);
+        ptc_config_dispose(&cfg);
+    }
+}
+
 static const tls_error_case_t admin_error_cases[] = {
     {"admin:\n  address: h:1\n  token_file: empty.token\n", "@/t.yaml:3: admin.token_file: \"@/empty.token\" is empty"},
     {"admin:\n  token_file: two-lines.token\n",
@@ -1896,6 +1959,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_listener_cert, tls_setup, tls_teardown),
         cmocka_unit_test_setup_teardown(test_admin_pid_watch, tls_setup, tls_teardown),
         cmocka_unit_test_setup_teardown(test_admin_errors, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_access_log, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_access_log_errors, tls_setup, tls_teardown),
         cmocka_unit_test(test_set_admin_address),
         cmocka_unit_test_setup_teardown(test_load_string_in, tls_setup, tls_teardown),
         cmocka_unit_test(test_allocation_failures),

@@ -303,6 +303,33 @@ static void test_status_parse(void **state)
     }
 }
 
+static void test_decode(void **state)
+{
+    (void)state;
+    char out[64];
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"no%20such", "no such"}, {"%E2%82%AC%0a", "\xe2\x82\xac\n"}, {"100%", "100%"}, {"%2", "%2"},
+        {"%zz%4", "%zz%4"},       {"%%41", "%A"},                         {"", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = ptc_grpc_message_decode(out, sizeof(out), ptc_iov(cases[i].in, strlen(cases[i].in)));
+        assert_int_equal(n, strlen(cases[i].out));
+        assert_memory_equal(out, cases[i].out, n);
+    }
+    /* what encode writes, decode gives back; the cap is kept */
+    char enc[3 * 256], all[256];
+    for (int c = 0; c < 256; c++)
+        all[c] = (char)c;
+    size_t n = ptc_grpc_message_encode(enc, sizeof(enc), all, sizeof(all));
+    char back[256];
+    assert_int_equal(ptc_grpc_message_decode(back, sizeof(back), ptc_iov(enc, n)), 256);
+    assert_memory_equal(back, all, 256);
+    assert_int_equal(ptc_grpc_message_decode(out, 3, PTC_STRLIT("a%20bc")), 3);
+    assert_memory_equal(out, "a b", 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_status_from_http),
         cmocka_unit_test(test_status_from_h2_error),
         cmocka_unit_test(test_status_parse),
+        cmocka_unit_test(test_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
