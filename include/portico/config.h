@@ -55,9 +55,32 @@ typedef struct st_ptc_upstream_tls_config_t {
     bool insecure_skip_verify; /* no verification at all (development only; warned about at start-up) */
 } ptc_upstream_tls_config_t;
 
+/* How a pool spreads calls over its endpoints. */
+typedef enum {
+    PTC_BALANCE_ROUND_ROBIN,   /* the ready connections in turn (the default) */
+    PTC_BALANCE_LEAST_REQUEST, /* the endpoint with the fewest streams open (in this worker); ties in turn */
+} ptc_balancing_t;
+
+/* Active health checks: grpc.health.v1.Health/Check over the pool's own connections (src/upstream/monitor.c). */
+typedef struct st_ptc_health_check_config_t {
+    bool enabled;                 /* a health_check section was given (false: no active checks; the rest is ignored) */
+    char *service;                /* HealthCheckRequest.service; "" (the default) asks about the server as a whole */
+    uint64_t interval_ms;         /* between two checks of an endpoint; default 5 s; > 0 */
+    uint64_t timeout_ms;          /* a check without an answer by then failed; default 1 s; > 0 */
+    uint32_t healthy_threshold;   /* consecutive successes that make an unhealthy endpoint healthy; default 2; >= 1 */
+    uint32_t unhealthy_threshold; /* consecutive failures that make a healthy endpoint unhealthy; default 3; >= 1 */
+} ptc_health_check_config_t;
+
+/* Passive outlier ejection: an endpoint that fails that many times in a row takes no calls for a while. */
+typedef struct st_ptc_outlier_config_t {
+    bool enabled;                  /* an outlier section was given (false: no ejection; the rest is ignored) */
+    uint32_t consecutive_failures; /* failed connection attempts or grpc-status 14 answers in a row; default 5; >= 1 */
+    uint64_t ejection_ms;          /* how long an ejected endpoint takes no calls; default 30 s; > 0 */
+} ptc_outlier_config_t;
+
 typedef struct st_ptc_upstream_config_t {
     char *name;
-    ptc_hostport_t *endpoints; /* round-robin over these */
+    ptc_hostport_t *endpoints; /* balanced over (see balancing) */
     size_t num_endpoints;
     char *authority;             /* :authority sent upstream; NULL = the request's Host */
     uint64_t connect_timeout_ms; /* TCP connect + HTTP/2 SETTINGS exchange */
@@ -66,6 +89,11 @@ typedef struct st_ptc_upstream_config_t {
     uint64_t backoff_initial_ms; /* reconnect backoff after a failed connect, doubling up to max */
     uint64_t backoff_max_ms;
     ptc_upstream_tls_config_t *tls; /* NULL: cleartext HTTP/2 (h2c) */
+    /* How calls are spread and endpoints judged; a change keeps the pool and its connections. */
+    ptc_balancing_t balancing;
+    uint64_t dns_refresh_ms; /* host names are resolved again this often; 0 = only when connecting; default 30 s */
+    ptc_health_check_config_t health_check;
+    ptc_outlier_config_t outlier;
 } ptc_upstream_config_t;
 
 typedef enum { PTC_ROUTE_PREFIX, PTC_ROUTE_EXACT } ptc_route_match_t;
@@ -187,6 +215,7 @@ typedef struct st_ptc_timeouts_config_t {
     uint64_t idle_ms;                 /* keep-alive connection with no call in progress */
     uint64_t header_read_ms;          /* from first byte of a request to the end of its head */
     uint64_t drain_ms;                /* SIGTERM: wait this long for calls in flight */
+    uint64_t drain_delay_ms;          /* SIGTERM: the listeners stay open this long first (readiness is 503 already) */
 } ptc_timeouts_config_t;
 
 /* The admin HTTP API (read and edit the live configuration). */
@@ -378,8 +407,9 @@ int ptc_config_find_upstream(const ptc_config_t *cfg, const char *name);
 
 /*
  * Comparisons, structural: the same values in the same order. File names are compared as resolved, never the
- * files' contents. ptc_upstream_config_same_transport compares everything but the endpoints (the runtime keeps an
- * upstream's connections when only its endpoints changed); ptc_listener_config_eq the address and TLS settings;
+ * files' contents. ptc_upstream_config_same_transport compares how the upstream is reached: everything but the
+ * endpoints, balancing, dns_refresh, health_check and outlier (the runtime keeps an upstream's connections when only
+ * those changed); ptc_listener_config_eq the address and TLS settings;
  * ptc_config_eq everything but source and base_dir.
  */
 bool ptc_listener_config_eq(const ptc_listener_config_t *a, const ptc_listener_config_t *b);

@@ -31,6 +31,7 @@
 #define PTC_CONFIG_MIN_ACCESS_LOG_BUFFER (16u << 10)
 #define PTC_CONFIG_MAX_ACCESS_LOG_BUFFER (1u << 30)
 #define PTC_CONFIG_DEFAULT_ACCESS_LOG_BUFFER (256u << 10)
+#define PTC_CONFIG_MAX_HEALTH_SERVICE 200 /* bytes of health_check.service (it goes into a small request message) */
 
 /*
  * Parsers behind ptc_hostport_parse / ptc_duration_parse / ptc_size_parse. On failure they return PTC_EINVAL
@@ -72,6 +73,9 @@ extern const ptc__field_t ptc__compression_fields[]; /* in ptc_compression_confi
 extern const ptc__field_t ptc__websocket_fields[];   /* in ptc_websocket_config_t */
 extern const ptc__field_t ptc__upstream_fields[];    /* connect_timeout, max_connections, max_pending: in ptc_upstream_config_t */
 extern const ptc__field_t ptc__backoff_fields[];     /* initial, max: in ptc_upstream_config_t too */
+extern const ptc__field_t ptc__upstream_policy_fields[]; /* dns_refresh: in ptc_upstream_config_t (not transport) */
+extern const ptc__field_t ptc__health_check_fields[];    /* interval, timeout, thresholds: in ptc_health_check_config_t */
+extern const ptc__field_t ptc__outlier_fields[];         /* consecutive_failures, ejection: in ptc_outlier_config_t */
 extern const ptc__field_t ptc__request_id_fields[];  /* max_length, trust_incoming: in ptc_request_id_config_t */
 extern const ptc__field_t ptc__trace_fields[];       /* sampled: in ptc_trace_config_t */
 extern const ptc__field_t ptc__jwt_provider_fields[]; /* jwks_cache, clock_skew, max_token_size, strip_token */
@@ -80,6 +84,8 @@ extern const ptc__field_t ptc__metrics_fields[];      /* in ptc_metrics_config_t
 /* The keys of a header rule by ptc_header_op_t, and of a provider's `from` by ptc_jwt_from_t. */
 extern const char *const ptc__header_op_names[4];
 extern const char *const ptc__jwt_from_names[3];
+/* The values of an upstream's `balancing` by ptc_balancing_t. */
+extern const char *const ptc__balancing_names[2];
 
 bool ptc__field_eq(const ptc__field_t *f, const void *a, const void *b);
 /* Writes the field's value as the loader reads it ("true", "16KiB", "3s", "100"); buf: PTC__VALUE_SIZE bytes. */
@@ -91,13 +97,21 @@ const char *ptc__path_check(const char *path);
 /* What is wrong with a Cache-Control value (RFC 9111 §5.2: directives `token[=token|quoted-string]`, comma-separated), or
  * NULL. */
 const char *ptc__cache_control_check(const char *value);
+/* A health_check.service: at most PTC_CONFIG_MAX_HEALTH_SERVICE bytes, no control characters. */
+const char *ptc__health_service_check(const char *service);
 /* A claim path (require_claims, claims_to_headers): non-empty printable ASCII without spaces. */
 const char *ptc__claim_path_check(const char *path);
 
 /* Copies the settings that own no memory (limits, timeouts, compression, workers, log_level, watch). */
 void ptc__config_copy_scalars(ptc_config_t *dst, const ptc_config_t *src);
-/* Sets an upstream's numeric fields to their defaults (leaves name, endpoints, authority alone). */
+/* Sets an upstream's numeric fields to their defaults (leaves name, endpoints, authority alone; health_check.service
+ * stays NULL, which means ""). */
 void ptc__upstream_init_defaults(ptc_upstream_config_t *up);
+/* The defaults of a health_check / outlier section that is given (enabled); the service is left alone. */
+void ptc__health_check_init_defaults(ptc_health_check_config_t *hc);
+void ptc__outlier_init_defaults(ptc_outlier_config_t *o);
+/* True when two upstreams' balancing, dns_refresh, health_check and outlier settings are the same. */
+bool ptc__upstream_policy_eq(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b);
 /* Sets the request id settings to their defaults (the header is strdup'ed; the old one is not freed). Returns 0 or
  * PTC_ENOMEM (then header is NULL). */
 int ptc__request_id_init(ptc_request_id_config_t *r) PTC_WARN_UNUSED;

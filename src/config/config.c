@@ -42,6 +42,17 @@
  *       max_connections: 4           # per worker, default 4; >= 1
  *       max_pending: 1024            # per worker, default 1024; 0 allowed
  *       backoff: {initial: 100ms, max: 5s}   # defaults 100ms / 5s; both > 0, initial <= max
+ *       balancing: round_robin       # round_robin (default) | least_request
+ *       dns_refresh: 30s             # host names resolved again this often; 0 = only when connecting; default 30s
+ *       health_check:                # active grpc.health.v1.Health/Check; absent or false: none; true: the defaults
+ *         service: ""                # HealthCheckRequest.service; default "" (the whole server); <= 200 bytes
+ *         interval: 5s               # default 5s; > 0
+ *         timeout: 1s                # default 1s; > 0
+ *         healthy_threshold: 2       # default 2; 1..1000
+ *         unhealthy_threshold: 3     # default 3; 1..1000
+ *       outlier:                     # passive ejection; absent or false: none; true: the defaults
+ *         consecutive_failures: 5    # failed connects or grpc-status 14 in a row; default 5; >= 1
+ *         ejection: 30s              # default 30s; > 0
  *       tls:                         # HTTP/2 over TLS with ALPN h2 instead of h2c; a mapping, `tls: {}` = defaults
  *         ca: ca.pem                 # CA file the server is verified against; default: the system store
  *         server_name: echo.test     # SNI and verified name; default: authority without its port, else the
@@ -69,6 +80,7 @@
  *     idle: 60s                  # default 60s; > 0
  *     header_read: 10s           # default 10s; > 0
  *     drain: 10s                 # default 10s; 0 allowed
+ *     drain_delay: 0s            # listeners stay open this long after SIGTERM (ready is 503 already); default 0
  *   compression:               # HTTP Content-Encoding of gRPC-Web responses (Accept-Encoding: gzip)
  *     gzip: false                # default false
  *     min_size: 1KiB             # only when the first message is at least this big; default 1 KiB
@@ -529,6 +541,7 @@ const ptc__field_t ptc__timeouts_fields[] = {
     {"idle", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, idle_ms)},
     {"header_read", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, header_read_ms)},
     {"drain", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_ms)},
+    {"drain_delay", PTC__FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_delay_ms)},
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
@@ -563,6 +576,25 @@ const ptc__field_t ptc__backoff_fields[] = {
     {NULL, PTC__FIELD_UINT32, 0},
 };
 
+const ptc__field_t ptc__upstream_policy_fields[] = {
+    {"dns_refresh", PTC__FIELD_DURATION, offsetof(ptc_upstream_config_t, dns_refresh_ms)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__health_check_fields[] = {
+    {"interval", PTC__FIELD_DURATION, offsetof(ptc_health_check_config_t, interval_ms)},
+    {"timeout", PTC__FIELD_DURATION, offsetof(ptc_health_check_config_t, timeout_ms)},
+    {"healthy_threshold", PTC__FIELD_UINT32, offsetof(ptc_health_check_config_t, healthy_threshold)},
+    {"unhealthy_threshold", PTC__FIELD_UINT32, offsetof(ptc_health_check_config_t, unhealthy_threshold)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
+const ptc__field_t ptc__outlier_fields[] = {
+    {"consecutive_failures", PTC__FIELD_UINT32, offsetof(ptc_outlier_config_t, consecutive_failures)},
+    {"ejection", PTC__FIELD_DURATION, offsetof(ptc_outlier_config_t, ejection_ms)},
+    {NULL, PTC__FIELD_UINT32, 0},
+};
+
 const ptc__field_t ptc__request_id_fields[] = {
     {"max_length", PTC__FIELD_UINT32, offsetof(ptc_request_id_config_t, max_length)},
     {"trust_incoming", PTC__FIELD_BOOL, offsetof(ptc_request_id_config_t, trust_incoming)},
@@ -586,6 +618,8 @@ const char *const ptc__header_op_names[4] = {
     [PTC_HEADER_ADD] = "add", [PTC_HEADER_SET] = "set", [PTC_HEADER_REMOVE] = "remove", [PTC_HEADER_RENAME] = "rename"};
 const char *const ptc__jwt_from_names[3] = {
     [PTC_JWT_FROM_HEADER] = "header", [PTC_JWT_FROM_COOKIE] = "cookie", [PTC_JWT_FROM_QUERY] = "query"};
+const char *const ptc__balancing_names[2] = {
+    [PTC_BALANCE_ROUND_ROBIN] = "round_robin", [PTC_BALANCE_LEAST_REQUEST] = "least_request"};
 
 /* The field's value widened to 64 bits (booleans as 0 or 1). */
 static uint64_t field_value(const ptc__field_t *f, const void *obj)
@@ -643,6 +677,16 @@ const char *ptc__upstream_name_check(const char *name)
     for (size_t i = 0; i < len; i++)
         if (!is_host_char(name[i]))
             return "may only contain A-Z a-z 0-9 . _ -";
+    return NULL;
+}
+
+const char *ptc__health_service_check(const char *service)
+{
+    if (strlen(service) > PTC_CONFIG_MAX_HEALTH_SERVICE)
+        return "must be at most 200 bytes long";
+    for (const char *p = service; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "must not contain control characters";
     return NULL;
 }
 
@@ -735,6 +779,26 @@ void ptc__upstream_init_defaults(ptc_upstream_config_t *up)
     up->max_pending = 1024;
     up->backoff_initial_ms = 100;
     up->backoff_max_ms = 5000;
+    up->balancing = PTC_BALANCE_ROUND_ROBIN;
+    up->dns_refresh_ms = 30 * 1000;
+    ptc__health_check_init_defaults(&up->health_check);
+    up->health_check.enabled = false;
+    ptc__outlier_init_defaults(&up->outlier);
+    up->outlier.enabled = false;
+}
+
+void ptc__health_check_init_defaults(ptc_health_check_config_t *hc)
+{
+    hc->enabled = true;
+    hc->interval_ms = 5000;
+    hc->timeout_ms = 1000;
+    hc->healthy_threshold = 2;
+    hc->unhealthy_threshold = 3;
+}
+
+void ptc__outlier_init_defaults(ptc_outlier_config_t *o)
+{
+    *o = (ptc_outlier_config_t){.enabled = true, .consecutive_failures = 5, .ejection_ms = 30 * 1000};
 }
 
 void ptc__upstream_dispose(ptc_upstream_config_t *up)
@@ -744,6 +808,7 @@ void ptc__upstream_dispose(ptc_upstream_config_t *up)
         ptc_hostport_dispose(&up->endpoints[i]);
     free(up->endpoints);
     free(up->authority);
+    free(up->health_check.service);
     ptc__upstream_tls_free(up->tls);
     memset(up, 0, sizeof(*up));
 }
@@ -882,6 +947,7 @@ int ptc_config_init_default(ptc_config_t *cfg)
         .idle_ms = 60 * 1000,
         .header_read_ms = 10 * 1000,
         .drain_ms = 10 * 1000,
+        .drain_delay_ms = 0,
     };
     cfg->compression = (ptc_compression_config_t){.gzip = false, .min_size = 1024, .level = 5};
     cfg->websocket = (ptc_websocket_config_t){.enabled = true, .ping_interval_ms = 30000};
@@ -1308,6 +1374,21 @@ int ptc_config_validate(const ptc_config_t *cfg, char *err, size_t errlen)
             return invalid(cfg, err, errlen, "upstreams[%zu].tls: cert and key go together", i);
         if (up->tls != NULL && up->tls->insecure_skip_verify && up->tls->ca != NULL)
             return invalid(cfg, err, errlen, "upstreams[%zu].tls.ca: not used with insecure_skip_verify", i);
+        if ((size_t)up->balancing >= PTC_ARRAY_SIZE(ptc__balancing_names))
+            return invalid(cfg, err, errlen, "upstreams[%zu].balancing: expected round_robin or least_request", i);
+        const ptc_health_check_config_t *hc = &up->health_check;
+        if (hc->enabled && (hc->interval_ms == 0 || hc->timeout_ms == 0))
+            return invalid(cfg, err, errlen, "upstreams[%zu].health_check.%s: must be greater than 0", i,
+                           hc->interval_ms == 0 ? "interval" : "timeout");
+        if (hc->enabled && (hc->healthy_threshold == 0 || hc->unhealthy_threshold == 0))
+            return invalid(cfg, err, errlen, "upstreams[%zu].health_check.%s: must be at least 1", i,
+                           hc->healthy_threshold == 0 ? "healthy_threshold" : "unhealthy_threshold");
+        if (hc->enabled && hc->service != NULL && (why = ptc__health_service_check(hc->service)) != NULL)
+            return invalid(cfg, err, errlen, "upstreams[%zu].health_check.service: %s", i, why);
+        if (up->outlier.enabled && (up->outlier.consecutive_failures == 0 || up->outlier.ejection_ms == 0))
+            return invalid(cfg, err, errlen, "upstreams[%zu].outlier.%s: must be %s", i,
+                           up->outlier.consecutive_failures == 0 ? "consecutive_failures" : "ejection",
+                           up->outlier.consecutive_failures == 0 ? "at least 1" : "greater than 0");
     }
 
     for (size_t i = 0; i < cfg->num_routes; i++) {

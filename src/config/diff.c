@@ -69,9 +69,30 @@ static bool endpoints_eq(const ptc_upstream_config_t *a, const ptc_upstream_conf
     return true;
 }
 
+static bool health_check_eq(const ptc_health_check_config_t *a, const ptc_health_check_config_t *b)
+{
+    if (!a->enabled || !b->enabled)
+        return a->enabled == b->enabled; /* the settings of an absent section are not configuration */
+    return fields_eq(ptc__health_check_fields, a, b) &&
+           strcmp(a->service != NULL ? a->service : "", b->service != NULL ? b->service : "") == 0;
+}
+
+static bool outlier_eq(const ptc_outlier_config_t *a, const ptc_outlier_config_t *b)
+{
+    if (!a->enabled || !b->enabled)
+        return a->enabled == b->enabled;
+    return fields_eq(ptc__outlier_fields, a, b);
+}
+
+bool ptc__upstream_policy_eq(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b)
+{
+    return a->balancing == b->balancing && fields_eq(ptc__upstream_policy_fields, a, b) &&
+           health_check_eq(&a->health_check, &b->health_check) && outlier_eq(&a->outlier, &b->outlier);
+}
+
 bool ptc_upstream_config_eq(const ptc_upstream_config_t *a, const ptc_upstream_config_t *b)
 {
-    return endpoints_eq(a, b) && ptc_upstream_config_same_transport(a, b);
+    return endpoints_eq(a, b) && ptc_upstream_config_same_transport(a, b) && ptc__upstream_policy_eq(a, b);
 }
 
 static bool cors_eq(const ptc_cors_config_t *a, const ptc_cors_config_t *b)
@@ -384,6 +405,22 @@ static bool has_endpoint(const ptc_upstream_config_t *up, const ptc_hostport_t *
     return false;
 }
 
+/* "NAME PREFIXFIELD OLD -> NEW" in the upstreams section, for each field of the table that differs. */
+static void diff_upstream_fields(summary_t *s, const char *name, const char *prefix, const ptc__field_t *fields, const void *a,
+                                 const void *b)
+{
+    for (const ptc__field_t *f = fields; f->name != NULL; f++) {
+        if (ptc__field_eq(f, a, b))
+            continue;
+        char va[PTC__VALUE_SIZE], vb[PTC__VALUE_SIZE];
+        ptc__field_format(f, a, va, sizeof(va));
+        ptc__field_format(f, b, vb, sizeof(vb));
+        item(s, "upstreams");
+        put_opt(s, name);
+        putf(s, " %s%s %s -> %s", prefix, f->name, va, vb);
+    }
+}
+
 /* One upstream present in both: "NAME endpoints +A -B", "NAME max_connections 4 -> 8", ... */
 static void diff_upstream(summary_t *s, const ptc_upstream_config_t *a, const ptc_upstream_config_t *b)
 {
@@ -415,23 +452,40 @@ static void diff_upstream(summary_t *s, const ptc_upstream_config_t *a, const pt
         put(s, " -> ");
         put_opt(s, b->authority);
     }
-    for (int backoff = 0; backoff < 2; backoff++) {
-        for (const ptc__field_t *f = backoff ? ptc__backoff_fields : ptc__upstream_fields; f->name != NULL; f++) {
-            if (ptc__field_eq(f, a, b))
-                continue;
-            char va[PTC__VALUE_SIZE], vb[PTC__VALUE_SIZE];
-            ptc__field_format(f, a, va, sizeof(va));
-            ptc__field_format(f, b, vb, sizeof(vb));
-            item(s, "upstreams");
-            put_opt(s, b->name);
-            putf(s, " %s%s %s -> %s", backoff ? "backoff." : "", f->name, va, vb);
-        }
-    }
+    diff_upstream_fields(s, b->name, "", ptc__upstream_fields, a, b);
+    diff_upstream_fields(s, b->name, "backoff.", ptc__backoff_fields, a, b);
     if (!upstream_tls_eq(a->tls, b->tls)) {
         item(s, "upstreams");
         put_opt(s, b->name);
         put(s, " ");
         put(s, tls_change(a->tls != NULL, b->tls != NULL));
+    }
+    if (a->balancing != b->balancing) {
+        item(s, "upstreams");
+        put_opt(s, b->name);
+        putf(s, " balancing %s -> %s", ptc__balancing_names[a->balancing], ptc__balancing_names[b->balancing]);
+    }
+    diff_upstream_fields(s, b->name, "", ptc__upstream_policy_fields, a, b);
+    const ptc_health_check_config_t *ha = &a->health_check, *hb = &b->health_check;
+    if (ha->enabled != hb->enabled) {
+        item(s, "upstreams");
+        put_opt(s, b->name);
+        put(s, hb->enabled ? " +health_check" : " -health_check");
+    } else if (!health_check_eq(ha, hb)) {
+        if (strcmp(ha->service != NULL ? ha->service : "", hb->service != NULL ? hb->service : "") != 0) {
+            item(s, "upstreams");
+            put_opt(s, b->name);
+            putf(s, " health_check.service \"%.64s\" -> \"%.64s\"", ha->service != NULL ? ha->service : "",
+                 hb->service != NULL ? hb->service : "");
+        }
+        diff_upstream_fields(s, b->name, "health_check.", ptc__health_check_fields, ha, hb);
+    }
+    if (a->outlier.enabled != b->outlier.enabled) {
+        item(s, "upstreams");
+        put_opt(s, b->name);
+        put(s, b->outlier.enabled ? " +outlier" : " -outlier");
+    } else if (!outlier_eq(&a->outlier, &b->outlier)) {
+        diff_upstream_fields(s, b->name, "outlier.", ptc__outlier_fields, &a->outlier, &b->outlier);
     }
 }
 

@@ -72,8 +72,9 @@ static int copy_upstream(ptc_upstream_config_t *dst, const ptc_upstream_config_t
     dst->endpoints = NULL;
     dst->num_endpoints = 0;
     dst->tls = NULL;
+    dst->health_check.service = NULL;
     if (dup_opt(&dst->name, src->name) != 0 || dup_opt(&dst->authority, src->authority) != 0 ||
-        copy_upstream_tls(&dst->tls, src->tls) != 0)
+        dup_opt(&dst->health_check.service, src->health_check.service) != 0 || copy_upstream_tls(&dst->tls, src->tls) != 0)
         return PTC_ENOMEM;
     if (src->num_endpoints != 0) {
         if ((dst->endpoints = ptc__hostports_copy(src->endpoints, src->num_endpoints)) == NULL)

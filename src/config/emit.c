@@ -526,6 +526,17 @@ static void upstream(emitter_t *e, const ptc_upstream_config_t *up)
         key_bool(e, "insecure_skip_verify", up->tls->insecure_skip_verify);
         end(e);
     }
+    key_str(e, "balancing",
+            (size_t)up->balancing < PTC_ARRAY_SIZE(ptc__balancing_names) ? ptc__balancing_names[up->balancing] : "?");
+    key_fields(e, ptc__upstream_policy_fields, up);
+    if (up->health_check.enabled) {
+        key_open(e, "health_check", true);
+        key_str(e, "service", up->health_check.service != NULL ? up->health_check.service : "");
+        key_fields(e, ptc__health_check_fields, &up->health_check);
+        end(e);
+    }
+    if (up->outlier.enabled)
+        key_section(e, "outlier", ptc__outlier_fields, &up->outlier);
     end(e);
 }
 

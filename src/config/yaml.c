@@ -420,22 +420,34 @@ static int on_listener_tls_key(loader_t *l, const char *key, yaml_node_t *value,
     return parse_path(l, key, value, &tls->certs[0].key);
 }
 
+/* One of n names (expected lists them for messages); *index is set to its position. */
+static int parse_enum(loader_t *l, const char *key, yaml_node_t *value, const char *const *names, size_t n, const char *expected,
+                      size_t *index)
+{
+    const char *s;
+    int ret;
+
+    if ((ret = want_scalar(l, key, value, expected, &s)) != 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *index = i;
+            return 0;
+        }
+    }
+    return fail(l, value, key, "invalid value \"%s\" (expected %s)", s, expected);
+}
+
 static int on_listener_tls_client_auth(loader_t *l, const char *key, yaml_node_t *value, void *obj)
 {
     static const char *const names[] = {"none", "optional", "required"};
     ptc_listener_tls_config_t *tls = obj;
-    const char *s;
-    int ret;
+    size_t i;
+    int ret = parse_enum(l, key, value, names, PTC_ARRAY_SIZE(names), "none, optional or required", &i);
 
-    if ((ret = want_scalar(l, key, value, "none, optional or required", &s)) != 0)
-        return ret;
-    for (size_t i = 0; i < PTC_ARRAY_SIZE(names); i++) {
-        if (strcmp(s, names[i]) == 0) {
-            tls->client_auth = (ptc_tls_client_auth_t)i;
-            return 0;
-        }
-    }
-    return fail(l, value, key, "invalid value \"%s\" (expected none, optional or required)", s);
+    if (ret == 0)
+        tls->client_auth = (ptc_tls_client_auth_t)i;
+    return ret;
 }
 
 static int on_listener_tls_min_version(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -669,6 +681,74 @@ static int on_upstream_tls(loader_t *l, const char *key, yaml_node_t *value, voi
     return 0;
 }
 
+static int on_upstream_balancing(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_upstream_config_t *up = obj;
+    size_t i;
+    int ret =
+        parse_enum(l, key, value, ptc__balancing_names, PTC_ARRAY_SIZE(ptc__balancing_names), "round_robin or least_request", &i);
+
+    if (ret == 0)
+        up->balancing = (ptc_balancing_t)i;
+    return ret;
+}
+
+static int on_health_check_service(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_health_check_config_t *hc = obj;
+    const char *s, *why;
+    int ret;
+
+    if (is_null(value))
+        return 0; /* "" */
+    if ((ret = want_scalar(l, key, value, "a service name", &s)) != 0)
+        return ret;
+    if ((why = ptc__health_service_check(s)) != NULL)
+        return fail(l, value, key, "%s", why);
+    return s[0] == '\0' ? 0 : dup_string(l, s, &hc->service); /* NULL means "" */
+}
+
+static const field_t health_check_fields[] = {
+    {"service", FIELD_CUSTOM, 0, 0, 0, on_health_check_service},
+    {"interval", FIELD_DURATION, offsetof(ptc_health_check_config_t, interval_ms), 1, UINT64_MAX, NULL},
+    {"timeout", FIELD_DURATION, offsetof(ptc_health_check_config_t, timeout_ms), 1, UINT64_MAX, NULL},
+    {"healthy_threshold", FIELD_UINT32, offsetof(ptc_health_check_config_t, healthy_threshold), 1, 1000, NULL},
+    {"unhealthy_threshold", FIELD_UINT32, offsetof(ptc_health_check_config_t, unhealthy_threshold), 1, 1000, NULL},
+};
+
+static int section_switch(loader_t *l, const char *key, yaml_node_t *value, bool *enabled);
+
+/* `health_check: {…}` (keys not given take the defaults), `true` (all defaults) or `false` / absent (none). */
+static int on_upstream_health_check(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_health_check_config_t *hc = &((ptc_upstream_config_t *)obj)->health_check;
+    yaml_node_t *values[PTC_ARRAY_SIZE(health_check_fields)] = {NULL};
+    int ret;
+
+    ptc__health_check_init_defaults(hc);
+    if ((ret = section_switch(l, key, value, &hc->enabled)) != 0)
+        return ret < 0 ? ret : 0;
+    return walk_mapping(l, key, value, health_check_fields, PTC_ARRAY_SIZE(health_check_fields), hc, false, values, NULL);
+}
+
+static const field_t outlier_fields[] = {
+    {"consecutive_failures", FIELD_UINT32, offsetof(ptc_outlier_config_t, consecutive_failures), 1, 1000000, NULL},
+    {"ejection", FIELD_DURATION, offsetof(ptc_outlier_config_t, ejection_ms), 1, UINT64_MAX, NULL},
+};
+
+/* `outlier: {…}`, `true` (the defaults) or `false` / absent (no ejection). */
+static int on_upstream_outlier(loader_t *l, const char *key, yaml_node_t *value, void *obj)
+{
+    ptc_outlier_config_t *o = &((ptc_upstream_config_t *)obj)->outlier;
+    yaml_node_t *values[PTC_ARRAY_SIZE(outlier_fields)] = {NULL};
+    int ret;
+
+    ptc__outlier_init_defaults(o);
+    if ((ret = section_switch(l, key, value, &o->enabled)) != 0)
+        return ret < 0 ? ret : 0;
+    return walk_mapping(l, key, value, outlier_fields, PTC_ARRAY_SIZE(outlier_fields), o, false, values, NULL);
+}
+
 static const field_t upstream_fields[] = {
     {"name", FIELD_CUSTOM, 0, 0, 0, on_upstream_name},
     {"endpoints", FIELD_CUSTOM, 0, 0, 0, on_upstream_endpoints},
@@ -678,6 +758,10 @@ static const field_t upstream_fields[] = {
     {"max_pending", FIELD_UINT32, offsetof(ptc_upstream_config_t, max_pending), 0, UINT32_MAX, NULL},
     {"backoff", FIELD_CUSTOM, 0, 0, 0, on_upstream_backoff},
     {"tls", FIELD_CUSTOM, 0, 0, 0, on_upstream_tls},
+    {"balancing", FIELD_CUSTOM, 0, 0, 0, on_upstream_balancing},
+    {"dns_refresh", FIELD_DURATION, offsetof(ptc_upstream_config_t, dns_refresh_ms), 0, UINT64_MAX, NULL},
+    {"health_check", FIELD_CUSTOM, 0, 0, 0, on_upstream_health_check},
+    {"outlier", FIELD_CUSTOM, 0, 0, 0, on_upstream_outlier},
 };
 
 static int on_upstreams(loader_t *l, const char *key, yaml_node_t *value, void *obj)
@@ -1822,6 +1906,7 @@ static const field_t timeouts_fields[] = {
     {"idle", FIELD_DURATION, offsetof(ptc_timeouts_config_t, idle_ms), 1, UINT64_MAX, NULL},
     {"header_read", FIELD_DURATION, offsetof(ptc_timeouts_config_t, header_read_ms), 1, UINT64_MAX, NULL},
     {"drain", FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_ms), 0, UINT64_MAX, NULL},
+    {"drain_delay", FIELD_DURATION, offsetof(ptc_timeouts_config_t, drain_delay_ms), 0, UINT64_MAX, NULL},
 };
 
 static const field_t compression_fields[] = {

@@ -83,6 +83,11 @@ static void assert_is_default(const ptc_config_t *cfg)
     assert_int_equal(up->max_pending, 1024);
     assert_int_equal(up->backoff_initial_ms, 100);
     assert_int_equal(up->backoff_max_ms, 5000);
+    assert_int_equal(up->balancing, PTC_BALANCE_ROUND_ROBIN);
+    assert_int_equal(up->dns_refresh_ms, 30000);
+    assert_false(up->health_check.enabled);
+    assert_false(up->outlier.enabled);
+    assert_int_equal(cfg->timeouts.drain_delay_ms, 0);
     assert_int_equal(cfg->num_routes, 1);
     assert_int_equal(cfg->routes[0].match, PTC_ROUTE_PREFIX);
     assert_string_equal(cfg->routes[0].path, "/");
@@ -351,6 +356,22 @@ static const error_case_t error_cases[] = {
     {"listeners:\n  - address: h:1\n    proxy_protocol: true\n", "t.yaml:3: listeners[0].proxy_protocol: unknown key"},
     {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    backoff: {initial: 1s, maximum: 2s}\n",
      "t.yaml:4: upstreams[0].backoff.maximum: unknown key"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    health_check: {intervall: 2s}\n",
+     "t.yaml:4: upstreams[0].health_check.intervall: unknown key"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    balancing: random\n",
+     "t.yaml:4: upstreams[0].balancing: invalid value \"random\" (expected round_robin or least_request)"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    health_check: {healthy_threshold: 0}\n",
+     "t.yaml:4: upstreams[0].health_check.healthy_threshold: must be between 1 and 1000"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    health_check: {interval: 0}\n",
+     "t.yaml:4: upstreams[0].health_check.interval: must be greater than 0"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    health_check: {service: \"a\\tb\"}\n",
+     "t.yaml:4: upstreams[0].health_check.service: must not contain control characters"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    health_check: on\n",
+     "t.yaml:4: upstreams[0].health_check: invalid value \"on\" (expected true, false or a mapping)"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    outlier: {consecutive_failures: 0}\n",
+     "t.yaml:4: upstreams[0].outlier.consecutive_failures: must be between 1 and 1000000"},
+    {"upstreams:\n  - name: a\n    endpoints: [h:1]\n    outlier: {ejection: 0s}\n",
+     "t.yaml:4: upstreams[0].outlier.ejection: must be greater than 0"},
     {"workers: 1\nworkers: 2\n", "t.yaml:2: workers: duplicate key"},
     {"? [a]\n: 1\n", "t.yaml:1: keys must be strings, got a sequence"},
     /* wrong types */

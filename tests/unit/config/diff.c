@@ -93,6 +93,10 @@ static const diff_case_t cases[] = {
      "upstreams: old max_connections 4 -> 8, old max_pending 1024 -> 0"},
     {"    endpoints: [old.local:1]\n", "    endpoints: [old.local:1]\n    backoff: {initial: 250ms, max: 1m}\n", NULL, NULL,
      "upstreams: old backoff.initial 100ms -> 250ms, old backoff.max 5s -> 1m"},
+    {"    endpoints: [old.local:1]\n", "    endpoints: [old.local:1]\n    balancing: least_request\n    dns_refresh: 5s\n", NULL,
+     NULL, "upstreams: old balancing round_robin -> least_request, old dns_refresh 30s -> 5s"},
+    {"    endpoints: [old.local:1]\n", "    endpoints: [old.local:1]\n    health_check: true\n    outlier: {}\n", NULL, NULL,
+     "upstreams: old +health_check, old +outlier"},
     {"server_name: echo.test", "server_name: echo2.test", NULL, NULL, "upstreams: echo tls changed"},
     {"    tls: {ca: a.pem, server_name: echo.test}\n", "", NULL, NULL, "upstreams: echo tls off"},
     {"    endpoints: [old.local:1]\n", "    endpoints: [old.local:1]\n    tls: {}\n", NULL, NULL, "upstreams: old tls on"},
@@ -158,7 +162,8 @@ static const diff_case_t cases[] = {
     /* request ids, trace context, header rules */
     {"request_id: {header: x-request-id, max_length: 128}", "request_id: false", NULL, NULL, "request_id off"},
     {"request_id: {header: x-request-id, max_length: 128}", "request_id: {header: X-Req, max_length: 64, trust_incoming: false}",
-     NULL, NULL, "request_id.header x-request-id -> x-req; request_id.max_length 128 -> 64; request_id.trust_incoming true -> false"},
+     NULL, NULL,
+     "request_id.header x-request-id -> x-req; request_id.max_length 128 -> 64; request_id.trust_incoming true -> false"},
     {"trace: {sampled: false}", "trace: {sampled: true}", NULL, NULL, "trace.sampled false -> true"},
     {"trace: {sampled: false}", "trace: false", NULL, NULL, "trace off"},
     {"value: \"1\"", "value: \"2\"", NULL, NULL, "headers: changed"},
@@ -180,8 +185,8 @@ static const diff_case_t cases[] = {
      NULL, NULL, "jwt: +provider new, legacy changed"},
     {"    - {name: main, jwks_file: keys.json}\n", "", "  default: {providers: [main]}\n", "  default: {providers: [legacy]}\n",
      "jwt: -provider main, default changed"},
-    {"    - {name: main, jwks_file: keys.json}\n", "", "  default:", "    - {name: main, jwks_file: keys.json}\n  default:",
-     "jwt: providers reordered"},
+    {"    - {name: main, jwks_file: keys.json}\n", "",
+     "  default:", "    - {name: main, jwks_file: keys.json}\n  default:", "jwt: providers reordered"},
     {"  default: {providers: [main]}\n", "  default: {providers: [main], optional: true}\n", NULL, NULL, "jwt: default changed"},
     {"  default: {providers: [main]}\n", "", NULL, NULL, "jwt: default changed"},
     {"name: main, jwks_file: keys.json}", "name: main, jwks_file: keys.json, from: {cookie: c}}", "trace: {sampled: false}",
@@ -294,6 +299,32 @@ static void test_diff_by_hand(void **state)
     ptc_config_diff(&b, &a, buf, sizeof(buf));
     assert_string_equal(buf, "cors: enabled");
     b.cors.enabled = true;
+
+    /* the settings of health_check and outlier: compared only while the section is there */
+    int old_up = ptc_config_find_upstream(&a, "old");
+    assert_true(old_up >= 0);
+    ptc_upstream_config_t *ua = &a.upstreams[old_up], *ub = &b.upstreams[old_up];
+    ub->health_check.interval_ms = 1;
+    ub->outlier.ejection_ms = 1;
+    assert_true(ptc_config_eq(&a, &b));
+    ua->health_check.enabled = ub->health_check.enabled = ua->outlier.enabled = ub->outlier.enabled = true;
+    ua->health_check.interval_ms = 1000;
+    ub->health_check.interval_ms = 2000;
+    ub->health_check.healthy_threshold = 1;
+    assert_non_null(ub->health_check.service = strdup("a.B"));
+    ua->outlier.ejection_ms = 30000;
+    ub->outlier.ejection_ms = 60000;
+    assert_false(ptc_config_eq(&a, &b));
+    ptc_config_diff(&a, &b, buf, sizeof(buf));
+    assert_string_equal(buf, "upstreams: old health_check.service \"\" -> \"a.B\", old health_check.interval 1s -> 2s, "
+                             "old health_check.healthy_threshold 2 -> 1, old outlier.ejection 30s -> 1m");
+    ub->health_check.enabled = false;
+    ptc_config_diff(&a, &b, buf, sizeof(buf));
+    assert_string_equal(buf, "upstreams: old -health_check, old outlier.ejection 30s -> 1m");
+    ptc_config_dispose(&a);
+    ptc_config_dispose(&b);
+    load_base(&a);
+    load_base(&b);
 
     /* source and base_dir are not compared */
     assert_int_equal(ptc_config_load_string_in(&b, "PUT /config", "/elsewhere", "workers: 2\n", 11, err, sizeof(err)), 0);
@@ -469,6 +500,20 @@ static void test_listener_and_upstream_eq(void **state)
          true,
          false,
          false},
+        /* how calls are spread and endpoints judged is not how the upstream is reached */
+        {{"    authority: echo.internal\n", "    authority: echo.internal\n    balancing: least_request\n", NULL, NULL, NULL},
+         true,
+         false,
+         true},
+        {{"    authority: echo.internal\n", "    authority: echo.internal\n    health_check: {service: x}\n", NULL, NULL, NULL},
+         true,
+         false,
+         true},
+        {{"    authority: echo.internal\n", "    authority: echo.internal\n    outlier: true\n    dns_refresh: 1s\n", NULL, NULL,
+          NULL},
+         true,
+         false,
+         true},
         {{"{ca: a.pem, server_name: echo.test}", "{ca: a.pem}", NULL, NULL, NULL}, true, false, false},
         {{"{ca: a.pem, server_name: echo.test}", "{server_name: echo.test}", NULL, NULL, NULL}, true, false, false},
         {{"{ca: a.pem, server_name: echo.test}", "{ca: a.pem, server_name: echo.test, cert: a.pem, key: a.key}", NULL, NULL, NULL},

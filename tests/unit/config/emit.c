@@ -31,6 +31,8 @@ static const char DEFAULT_YAML[] = "workers: 0\n"
                                    "    backoff:\n"
                                    "      initial: 100ms\n"
                                    "      max: 5s\n"
+                                   "    balancing: round_robin\n"
+                                   "    dns_refresh: 30s\n"
                                    "routes:\n"
                                    "  - prefix: /\n"
                                    "    upstream: default\n"
@@ -50,6 +52,7 @@ static const char DEFAULT_YAML[] = "workers: 0\n"
                                    "  idle: 1m\n"
                                    "  header_read: 10s\n"
                                    "  drain: 10s\n"
+                                   "  drain_delay: 0s\n"
                                    "compression:\n"
                                    "  gzip: false\n"
                                    "  min_size: 1KiB\n"
@@ -92,7 +95,9 @@ static const char DEFAULT_JSON[] = "{\n"
                                    "      \"backoff\": {\n"
                                    "        \"initial\": \"100ms\",\n"
                                    "        \"max\": \"5s\"\n"
-                                   "      }\n"
+                                   "      },\n"
+                                   "      \"balancing\": \"round_robin\",\n"
+                                   "      \"dns_refresh\": \"30s\"\n"
                                    "    }\n"
                                    "  ],\n"
                                    "  \"routes\": [\n"
@@ -117,7 +122,8 @@ static const char DEFAULT_JSON[] = "{\n"
                                    "    \"default_grpc_timeout\": \"0s\",\n"
                                    "    \"idle\": \"1m\",\n"
                                    "    \"header_read\": \"10s\",\n"
-                                   "    \"drain\": \"10s\"\n"
+                                   "    \"drain\": \"10s\",\n"
+                                   "    \"drain_delay\": \"0s\"\n"
                                    "  },\n"
                                    "  \"compression\": {\n"
                                    "    \"gzip\": false,\n"
@@ -358,6 +364,26 @@ static void test_rich_round_trip(void **state)
     assert_true(back.upstreams[2].connect_timeout_ms == UINT64_MAX);
     assert_true(back.upstreams[2].backoff_max_ms == 5124095576030ull * 3600000);
     assert_string_equal(back.upstreams[3].name, "true");
+    /* balancing and health */
+    assert_int_equal(back.upstreams[0].balancing, PTC_BALANCE_LEAST_REQUEST);
+    assert_int_equal(back.upstreams[0].dns_refresh_ms, 0);
+    assert_true(back.upstreams[0].health_check.enabled);
+    assert_string_equal(back.upstreams[0].health_check.service, "pkg.Svc: \"odd\" #x");
+    assert_int_equal(back.upstreams[0].health_check.interval_ms, 2000);
+    assert_int_equal(back.upstreams[0].health_check.timeout_ms, 250);
+    assert_int_equal(back.upstreams[0].health_check.healthy_threshold, 1);
+    assert_int_equal(back.upstreams[0].health_check.unhealthy_threshold, 7);
+    assert_true(back.upstreams[0].outlier.enabled);
+    assert_int_equal(back.upstreams[0].outlier.consecutive_failures, 3);
+    assert_int_equal(back.upstreams[0].outlier.ejection_ms, 60000);
+    assert_true(back.upstreams[1].health_check.enabled); /* `true`: the defaults */
+    assert_null(back.upstreams[1].health_check.service);
+    assert_int_equal(back.upstreams[1].health_check.interval_ms, 5000);
+    assert_int_equal(back.upstreams[1].outlier.consecutive_failures, 5);
+    assert_false(back.upstreams[2].health_check.enabled);
+    assert_false(back.upstreams[2].outlier.enabled);
+    assert_int_equal(back.upstreams[2].dns_refresh_ms, 30000);
+    assert_int_equal(back.timeouts.drain_delay_ms, 2000);
     assert_string_equal(back.routes[4].path, "/#x:");
     assert_string_equal(back.admin.token, "rich-token");
     assert_false(back.watch);
@@ -428,7 +454,7 @@ static void test_rich_round_trip(void **state)
     assert_contains(yaml, "\n    connect_timeout: 1500ms\n");
     assert_contains(yaml, "\n  call_buffer_size: 1000\n");
     assert_contains(yaml, "\n    cors:\n      allow_credentials: false\n      allow_headers: \"*\"\n      max_age: 10m\n");
-    assert_contains(yaml, "\n    tls:\n      insecure_skip_verify: false\n  - name:");
+    assert_contains(yaml, "\n    tls:\n      insecure_skip_verify: false\n    balancing: round_robin\n");
     /* the filters' sections: file names relative, claim paths quoted as keys where needed */
     assert_contains(yaml, "\nrequest_id:\n  enabled: false\n  header: x-req\n  max_length: 32\n  trust_incoming: false\n"
                           "trace:\n  enabled: true\n  sampled: true\nheaders:\n  request:\n"
