@@ -14,6 +14,7 @@
 #include "portico/log.h"
 
 #define PTC_CONFIG_MAX_NAME 64
+#define PTC_CONFIG_MAX_HEALTH_SERVICE 200 /* bytes of health_check.service (it goes into a small request message) */
 /* What ptc_config_emit writes instead of a secret with PTC_CONFIG_EMIT_REDACT; the loader refuses it as a secret. */
 #define PTC_CONFIG_REDACTED "<redacted>"
 

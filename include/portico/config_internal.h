@@ -31,7 +31,6 @@
 #define PTC_CONFIG_MIN_ACCESS_LOG_BUFFER (16u << 10)
 #define PTC_CONFIG_MAX_ACCESS_LOG_BUFFER (1u << 30)
 #define PTC_CONFIG_DEFAULT_ACCESS_LOG_BUFFER (256u << 10)
-#define PTC_CONFIG_MAX_HEALTH_SERVICE 200 /* bytes of health_check.service (it goes into a small request message) */
 
 /*
  * Parsers behind ptc_hostport_parse / ptc_duration_parse / ptc_size_parse. On failure they return PTC_EINVAL

@@ -96,6 +96,9 @@ typedef struct st_ptc_snapshot_inputs_t {
     /* The last good JWKS fetched from url, or NULL (never fetched, or expired). */
     const char *(*remote_jwks)(void *arg, const char *url, size_t *len);
     void *arg;
+    /* The snapshot in service, whose shared upstream state (health, ejections) the new one takes over for the
+     * upstreams and endpoints that stay; NULL: none (start-up). */
+    const struct st_ptc_snapshot_t *prev;
 } ptc_snapshot_inputs_t;
 
 /*

@@ -24,6 +24,7 @@
 #include "portico/config.h"
 
 typedef struct st_ptc_tls_contexts_t ptc_tls_contexts_t;
+typedef struct st_ptc_status_table_t ptc_status_table_t;
 typedef struct st_ptc_pipeline_t ptc_pipeline_t;
 typedef struct st_ptc_access_log_t ptc_access_log_t;
 struct st_ptc_snapshot_inputs_t;
@@ -37,12 +38,15 @@ typedef struct st_ptc_snapshot_t {
     size_t head_block_size;   /* bytes of one request-head block for config.limits (ptc_worker_head_block) */
     ptc_access_log_t *access_log; /* the sink of config.access_log (one reference), or NULL; attached by the control
                                    * thread before the snapshot is handed to the workers (include/portico/access_log.h) */
+    ptc_status_table_t *status; /* the upstreams' shared state (include/portico/health.h): the objects are shared with
+                                 * the snapshots before and after, the table is this snapshot's */
 } ptc_snapshot_t;
 
 /*
  * Builds a snapshot from a validated configuration, which it takes over (*cfg is zeroed on success, left
  * as it was on failure). Reads the TLS and JWKS files again and builds the contexts and the filter chains
- * (remote JWKS documents come from in, which may be NULL). Returns 0 with one reference
+ * (remote JWKS documents come from in, which may be NULL), and the upstream status table (taking over
+ * in->prev's objects for what stays). Returns 0 with one reference
  * held by the caller, PTC_ECONFIG with "KEY: what is wrong" in err (a certificate that no longer loads),
  * or PTC_ENOMEM.
  */

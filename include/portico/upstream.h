@@ -1,8 +1,15 @@
 /*
  * Upstream pool: per worker and per named upstream, persistent HTTP/2 (h2c or TLS) connections that
  * multiplex streams, honour the server's SETTINGS_MAX_CONCURRENT_STREAMS (another connection is opened
- * when all are full), reconnect with exponential backoff per endpoint, and balance round-robin over
- * the endpoints. Host names are resolved with evdns, never blocking the loop.
+ * when all are full), reconnect with exponential backoff per endpoint, and balance over the endpoints
+ * (round-robin, or least-request). Host names are resolved with evdns, never blocking the loop.
+ *
+ * Health (include/portico/health.h): endpoints that fail their active health checks or were ejected by
+ * passive outlier detection get no calls; when no endpoint can take one, a call fails at once with
+ * UNAVAILABLE and a message naming the upstream and why each endpoint is out. The pool feeds the passive
+ * detection (failed connection attempts, grpc-status 14 answers) and the shared counts (connections,
+ * streams, waiting calls). On the monitoring worker the pool also runs the active checks and the DNS
+ * refresh of its endpoints (include/portico/monitor.h), as streams of its own through the client interface.
  *
  * The pool knows streams, not calls (DESIGN.md, "Upstream client"): whoever wants an upstream stream
  * embeds a ptc_upstream_stream_t, gives it callbacks, and drives it through the client interface
@@ -59,14 +66,16 @@ typedef struct st_ptc_upstream_stream_cb_t {
     void (*on_error)(ptc_upstream_stream_t *s, const char *message);
 } ptc_upstream_stream_cb_t;
 
-/* An upstream stream as its owner embeds it. Set cb, leave the rest zero; the client manages it. */
+/* An upstream stream as its owner embeds it. Set cb (and pin), leave the rest zero; the client manages it. */
 struct st_ptc_upstream_stream_t {
     const ptc_upstream_stream_cb_t *cb;
+    uint32_t pin;                  /* set by the owner: 0 = balanced over the usable endpoints (calls); k + 1 = on endpoint k
+                                    * only, healthy or not (health checks: never counted as a call, never refused) */
     ptc_upstream_client_t *client; /* set by start() while the stream is queued or open; NULL otherwise */
     ptc_h2client_t *conn;  /* NULL until a stream is open, and again after it closed */
     int32_t stream_id;
     bool pending;          /* in the pool's pending queue */
-    TAILQ_ENTRY(st_ptc_upstream_stream_t) pending_link; /* in ptc_upstream_t.pending, while pending */
+    TAILQ_ENTRY(st_ptc_upstream_stream_t) pending_link; /* in ptc_upstream_t.pending (or .pinned), while pending */
     TAILQ_ENTRY(st_ptc_upstream_stream_t) conn_link;    /* in the connection's list, while conn != NULL */
 };
 
@@ -102,6 +111,7 @@ typedef struct st_ptc_endpoint_state_t {
     uint64_t retry_at_ms;  /* monotonic ms before which no new connection is attempted */
     uint64_t backoff_ms;   /* next backoff; 0 after a success */
     char last_error[256];  /* why the last connection attempt failed */
+    size_t streams;        /* streams open on this pool's connections to it (least_request) */
 } ptc_endpoint_state_t;
 
 struct st_ptc_upstream_t {
@@ -114,8 +124,13 @@ struct st_ptc_upstream_t {
     size_t conn_rr; /* round-robin position over connections with free streams */
     TAILQ_HEAD(, st_ptc_h2client_t) conns;
     size_t num_conns;
-    TAILQ_HEAD(, st_ptc_upstream_stream_t) pending; /* streams waiting for a connection or a free stream */
-    size_t num_pending;
+    TAILQ_HEAD(, st_ptc_upstream_stream_t) pending; /* calls waiting for a connection or a free stream */
+    TAILQ_HEAD(, st_ptc_upstream_stream_t) pinned;  /* pinned streams (health checks) waiting for their endpoint */
+    size_t num_pending;                             /* in both queues */
+    size_t num_pending_calls;                       /* in pending (what max_pending bounds) */
+    bool dispatching;                               /* inside dispatch(): a nested call only asks for another pass (redispatch) */
+    bool redispatch;
+    struct st_ptc_monitor_t *monitor; /* active checks and DNS refresh; NULL but on the monitoring worker */
     bool retired; /* removed or replaced by a reload: finishes what it has, takes nothing new */
     TAILQ_ENTRY(st_ptc_upstream_t) retired_link; /* in the worker's list of retired pools */
 };

@@ -233,7 +233,7 @@ static int apply(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, cha
                      workers_for(cfg), ctl->nworkers);
     }
     ptc_config_diff(&ctl->snap->config, cfg, diff, sizeof(diff));
-    ptc_snapshot_inputs_t in = {ptc__jwks_document, ctl};
+    ptc_snapshot_inputs_t in = {ptc__jwks_document, ctl, ctl->snap};
     if ((ret = ptc_snapshot_new(&snap, cfg, ctl->snap->version + 1, &in, err, errlen)) != 0) {
         ptc_config_dispose(cfg);
         return ret;

@@ -6,6 +6,7 @@
 
 #include "portico/access_log.h"
 #include "portico/filter.h"
+#include "portico/health.h"
 #include "portico/snapshot.h"
 #include "portico/tls.h"
 #include "portico/worker.h"
@@ -35,8 +36,13 @@ int ptc_snapshot_new(ptc_snapshot_t **out, ptc_config_t *cfg, uint64_t version, 
         return ptc_errorf(PTC_ENOMEM, err, errlen, "out of memory");
     /* what is derived points into the snapshot's own copy of the configuration: it moves in first */
     s->config = *cfg;
+    const ptc_status_table_t *prev_status = in != NULL && in->prev != NULL ? in->prev->status : NULL;
     if ((ret = ptc_pipeline_new(&s->pipeline, &s->config, in, err, errlen)) != 0 ||
-        (ptc_config_uses_tls(&s->config) && (ret = ptc_tls_contexts_new(&s->tls, &s->config, err, errlen)) != 0)) {
+        (ptc_config_uses_tls(&s->config) && (ret = ptc_tls_contexts_new(&s->tls, &s->config, err, errlen)) != 0) ||
+        (ret = ptc_status_table_new(&s->status, &s->config, prev_status)) != 0) {
+        if (ret == PTC_ENOMEM && s->status == NULL)
+            snprintf(err, errlen, "out of memory");
+        ptc_tls_contexts_free(s->tls);
         ptc_pipeline_free(s->pipeline);
         free(s); /* *cfg still owns what s->config pointed to */
         return ret;
@@ -57,6 +63,7 @@ void ptc_snapshot_release(ptc_snapshot_t *s)
     ptc_access_log_release(s->access_log);
     ptc_tls_contexts_free(s->tls);
     ptc_pipeline_free(s->pipeline);
+    ptc_status_table_free(s->status);
     ptc_config_dispose(&s->config);
     free(s);
     atomic_fetch_sub(&live_count, 1);

@@ -15,7 +15,19 @@
  * connection and the TLS handshake (verification included) are done, and ALPN must have selected "h2". A
  * handshake failure is the connection's failure reason, so the calls waiting for it end with
  * UNAVAILABLE and OpenSSL's reason (e.g. "certificate verify failed: unable to get local issuer certificate").
+ *
+ * Choosing where a call goes (dispatch()): a connection with a free stream to a usable endpoint (not
+ * ejected, not failing its health checks: ptc_endpoint_usable), picked round-robin or, with least_request,
+ * to the endpoint with the fewest streams this pool has open on it (ties in turn). Pinned streams (health
+ * checks) go to their endpoint only, usable or not, and open a connection to it when there is none (also
+ * beyond max_connections, which bounds the connections opened for calls). A call that finds no usable
+ * endpoint fails at once; one that finds every connection full waits in the pending queue (max_pending).
+ *
+ * Shared counts: each connection holds a reference to its endpoint's ptc_endpoint_status_t and keeps its
+ * counts there (connections by state, open streams), so that the admin API sees every worker's; the pool
+ * reports failed connection attempts and grpc-status 14 answers to the passive outlier detection.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -34,7 +46,9 @@
 #include "portico/alloc.h"
 #include "portico/conn.h"
 #include "portico/h2io.h"
+#include "portico/health.h"
 #include "portico/log.h"
+#include "portico/monitor.h"
 #include "portico/tls.h"
 #include "portico/upstream.h"
 #include "portico/worker.h"
@@ -50,7 +64,10 @@ typedef enum {
 struct st_ptc_h2client_t {
     ptc_upstream_t *up;
     size_t endpoint;       /* index in up's endpoints; SIZE_MAX once a reload removed the endpoint */
+    ptc_endpoint_status_t *st; /* its endpoint's shared status (one reference); counts this connection by state */
     char addr[80];         /* "host:port" of the endpoint, for log lines */
+    char peer[PTC_HEALTH_ADDR_STRLEN]; /* the address connected to ("" until connected, or unknown) */
+    unsigned dns_gen;                  /* st->dns_generation when peer was last found among the resolved addresses */
     struct bufferevent *bev;
     nghttp2_session *session;
     h2c_state_t state;
@@ -66,28 +83,13 @@ struct st_ptc_h2client_t {
     bool want_close;
     char close_reason[160];
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
-    bool counted;                /* stats->conns[state] counts it */
+    bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
 
 static void conn_close(ptc_h2client_t *conn, const char *reason);
+static void conn_close_later(ptc_h2client_t *conn, const char *reason);
 static void dispatch(ptc_upstream_t *up);
 
-/* The gauge of the connection's state in the worker's metrics (portico_upstream_connections{state}). */
-static ptc_counter_t *state_gauge(ptc_h2client_t *conn)
-{
-    static const int gauge[] = {[H2C_CONNECTING] = PTC_UPSTREAM_CONNECTING, [H2C_READY] = PTC_UPSTREAM_READY,
-                                [H2C_DRAINING] = PTC_UPSTREAM_DRAINING};
-    return &conn->stats->conns[gauge[conn->state]];
-}
-
-static void conn_set_state(ptc_h2client_t *conn, h2c_state_t state)
-{
-    if (conn->counted)
-        PTC_STAT_ADD(*state_gauge(conn), -1);
-    conn->state = state;
-    conn->counted = true;
-    PTC_STAT_INC(*state_gauge(conn));
-}
 static void stream_detach(ptc_upstream_stream_t *s);
 static void conn_send(ptc_h2client_t *conn);
 
@@ -113,6 +115,72 @@ static void on_send_ev(evutil_socket_t fd, short events, void *arg)
 static const ptc_upstream_config_t *up_config(const ptc_upstream_t *up)
 {
     return up->client.config;
+}
+
+static ptc_endpoint_status_t *ep_status(const ptc_upstream_t *up, size_t ep)
+{
+    return up->snap->status->upstreams[up->index].endpoints[ep];
+}
+
+static ptc_upstream_status_t *up_status(const ptc_upstream_t *up)
+{
+    return up->snap->status->upstreams[up->index].up;
+}
+
+/* The count of the endpoint's shared status (include/portico/health.h) a connection in this state is part of (none
+ * while draining). */
+static atomic_int *state_counter(ptc_h2client_t *conn)
+{
+    if (!conn->counted)
+        return NULL;
+    switch (conn->state) {
+    case H2C_CONNECTING:
+        return &conn->st->conns_connecting;
+    case H2C_READY:
+        return &conn->st->conns_ready;
+    default:
+        return NULL;
+    }
+}
+
+/* The gauge of the connection's state in the worker's metrics (portico_upstream_connections{state}). */
+static ptc_counter_t *state_gauge(ptc_h2client_t *conn)
+{
+    static const int gauge[] = {[H2C_CONNECTING] = PTC_UPSTREAM_CONNECTING, [H2C_READY] = PTC_UPSTREAM_READY,
+                                [H2C_DRAINING] = PTC_UPSTREAM_DRAINING};
+    return &conn->stats->conns[gauge[conn->state]];
+}
+
+/* Out of both counts: its endpoint's shared status and the worker's metrics. */
+static void conn_uncount(ptc_h2client_t *conn)
+{
+    atomic_int *from = state_counter(conn);
+    if (from != NULL)
+        atomic_fetch_sub_explicit(from, 1, memory_order_relaxed);
+    if (conn->counted)
+        PTC_STAT_ADD(*state_gauge(conn), -1);
+    conn->counted = false;
+}
+
+/* Moves conn to state in both counts (it is counted from its first state on, once it is set up). */
+static void conn_set_state(ptc_h2client_t *conn, h2c_state_t state)
+{
+    conn_uncount(conn);
+    conn->state = state;
+    conn->counted = true;
+    PTC_STAT_INC(*state_gauge(conn));
+    atomic_int *to = state_counter(conn);
+    if (to != NULL)
+        atomic_fetch_add_explicit(to, 1, memory_order_relaxed);
+}
+
+/* n streams opened (n > 0) or closed (n < 0) on conn. */
+static void conn_streams_add(ptc_h2client_t *conn, int n)
+{
+    conn->num_streams = (size_t)((ptrdiff_t)conn->num_streams + n);
+    atomic_fetch_add_explicit(&conn->st->active_streams, n, memory_order_relaxed);
+    if (conn->endpoint != SIZE_MAX)
+        conn->up->endpoints[conn->endpoint].streams = (size_t)((ptrdiff_t)conn->up->endpoints[conn->endpoint].streams + n);
 }
 
 /* ---- sending ---- */
@@ -187,16 +255,34 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     return 0;
 }
 
+/* A call's grpc-status (trailers, or a trailers-only answer) for the passive outlier detection: 14 is a failure of
+ * the endpoint, anything else a success. */
+static void note_grpc_status(ptc_h2client_t *conn, const uint8_t *value, size_t valuelen)
+{
+    const ptc_upstream_config_t *cfg = up_config(conn->up);
+    if (!cfg->outlier.enabled)
+        return;
+    if (valuelen != 2 || value[0] != '1' || value[1] != '4') {
+        ptc_outlier_success(conn->st);
+        return;
+    }
+    if (ptc_outlier_failure(conn->st, &cfg->outlier, ptc_now_ms(), "grpc-status 14 (UNAVAILABLE)"))
+        ptc_log_warn("upstream %s: endpoint %s ejected for %" PRIu64 " ms after %u consecutive failures (the last: grpc-status 14)",
+                     cfg->name, conn->st->label, cfg->outlier.ejection_ms, cfg->outlier.consecutive_failures);
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s != NULL)
-        s->cb->on_header(s, frame->headers.cat, name, namelen, value, valuelen);
+    if (s == NULL)
+        return 0;
+    if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
+        note_grpc_status(user_data, value, valuelen);
+    s->cb->on_header(s, frame->headers.cat, name, namelen, value, valuelen);
     return 0;
 }
 
@@ -210,6 +296,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && conn->state == H2C_CONNECTING) {
             conn_set_state(conn, H2C_READY);
             evtimer_del(conn->timer);
+            atomic_store_explicit(&conn->st->connect_failed, false, memory_order_relaxed);
+            ptc_outlier_success(conn->st);
             if (conn->endpoint != SIZE_MAX) {
                 conn->up->endpoints[conn->endpoint].backoff_ms = 0;
                 conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
@@ -264,7 +352,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     ptc_h2client_t *conn = user_data;
     ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
 
-    conn->num_streams--;
+    conn_streams_add(conn, -1);
     if (s != NULL) {
         stream_detach(s);
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
@@ -347,6 +435,23 @@ static int session_create(ptc_h2client_t *conn)
     return 0;
 }
 
+/* Remembers the address the connection reached, to tell when its host name stops resolving to it. */
+static void conn_note_peer(ptc_h2client_t *conn, evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    conn->peer[0] = '\0';
+    conn->dns_gen = atomic_load_explicit(&conn->st->dns_generation, memory_order_relaxed);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    const void *a = ss.ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                                             : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+        return;
+    if (inet_ntop(ss.ss_family, a, conn->peer, sizeof(conn->peer)) == NULL)
+        conn->peer[0] = '\0';
+}
+
 static void on_event(struct bufferevent *bev, short events, void *arg)
 {
     ptc_h2client_t *conn = arg;
@@ -357,6 +462,7 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         SSL *ssl = bufferevent_openssl_get_ssl(bev);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_note_peer(conn, fd);
         if (ssl != NULL && !ptc_tls_alpn_is_h2(ssl)) {
             conn_close(conn, "TLS: the server did not select HTTP/2 with ALPN (it must offer \"h2\")");
             return;
@@ -415,15 +521,24 @@ static void on_timeout(evutil_socket_t fd, short events, void *arg)
     conn_close(conn, reason);
 }
 
-/* Backoff bookkeeping for a connection that never became ready. */
+/* Backoff bookkeeping for a connection that never became ready; a failure for the outlier detection too. */
 static void endpoint_failed(ptc_upstream_t *up, size_t ep, const char *reason)
 {
     const ptc_upstream_config_t *cfg = up_config(up);
     ptc_endpoint_state_t *st = &up->endpoints[ep];
+    ptc_endpoint_status_t *shared = ep_status(up, ep);
+    uint64_t now = ptc_now_ms();
     st->backoff_ms = st->backoff_ms == 0 ? cfg->backoff_initial_ms : PTC_MIN(st->backoff_ms * 2, cfg->backoff_max_ms);
-    st->retry_at_ms = ptc_now_ms() + st->backoff_ms;
+    st->retry_at_ms = now + st->backoff_ms;
     PTC_STAT_INC(ptc_metrics_upstream(&up->worker->metrics, cfg->name)->connect_failures);
     snprintf(st->last_error, sizeof(st->last_error), "%.64s:%u: %.160s", cfg->endpoints[ep].host, cfg->endpoints[ep].port, reason);
+    atomic_store_explicit(&shared->connect_failed, true, memory_order_relaxed);
+    pthread_mutex_lock(&shared->lock);
+    snprintf(shared->last_error, sizeof(shared->last_error), "%s", reason);
+    pthread_mutex_unlock(&shared->lock);
+    if (ptc_outlier_failure(shared, &cfg->outlier, now, reason))
+        ptc_log_warn("upstream %s: endpoint %s ejected for %" PRIu64 " ms after %u consecutive failures (the last: %s)", cfg->name,
+                     shared->label, cfg->outlier.ejection_ms, cfg->outlier.consecutive_failures, reason);
 }
 
 /*
@@ -453,14 +568,15 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
 
     TAILQ_REMOVE(&up->conns, conn, link);
     up->num_conns--;
-    if (conn->counted)
-        PTC_STAT_ADD(*state_gauge(conn), -1);
     while ((s = TAILQ_FIRST(&conn->streams)) != NULL) {
         stream_detach(s);
         char msg[240];
         snprintf(msg, sizeof(msg), "upstream connection lost: %s", why);
         s->cb->on_close(s, NGHTTP2_INTERNAL_ERROR, msg);
     }
+    conn_streams_add(conn, -(int)conn->num_streams);
+    conn_uncount(conn);
+    ptc_endpoint_status_release(conn->st);
     if (conn->session != NULL)
         nghttp2_session_del(conn->session);
     bufferevent_free(conn->bev);
@@ -472,14 +588,28 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
         ptc_worker_pool_idle(up->worker);
 }
 
-/* Picks the next endpoint round-robin among those not backing off; SIZE_MAX when all are. */
+/* Closes conn from the loop, outside of whatever is running now (it must have a session). */
+static void conn_close_later(ptc_h2client_t *conn, const char *reason)
+{
+    snprintf(conn->close_reason, sizeof(conn->close_reason), "%s", reason);
+    conn->want_close = true;
+    event_active(conn->send_ev, EV_WRITE, 0);
+}
+
+/* May endpoint ep take a call now: usable (health, ejection) and not backing off. */
+static bool endpoint_open(ptc_upstream_t *up, size_t ep, uint64_t now)
+{
+    return up->endpoints[ep].retry_at_ms <= now && ptc_endpoint_usable(ep_status(up, ep), now);
+}
+
+/* Picks the next endpoint round-robin among those open to calls; SIZE_MAX when none is. */
 static size_t pick_endpoint(ptc_upstream_t *up)
 {
     uint64_t now = ptc_now_ms();
     size_t n = up_config(up)->num_endpoints;
     for (size_t i = 0; i < n; i++) {
         size_t ep = (up->rr_next + i) % n;
-        if (up->endpoints[ep].retry_at_ms <= now) {
+        if (endpoint_open(up, ep, now)) {
             up->rr_next = (ep + 1) % n;
             return ep;
         }
@@ -502,7 +632,7 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     snprintf(conn->addr, sizeof(conn->addr), strchr(hp->host, ':') != NULL ? "[%.64s]:%u" : "%.64s:%u", hp->host, hp->port);
     conn->stats = ptc_metrics_upstream(&up->worker->metrics, cfg->name);
     PTC_STAT_INC(conn->stats->connects);
-    conn_set_state(conn, H2C_CONNECTING);
+    conn->state = H2C_DRAINING; /* counted from when it is set up (conn_set_state) */
     TAILQ_INIT(&conn->streams);
     if (cfg->tls != NULL) {
         SSL *ssl = tls_ctx != NULL ? ptc_tls_client_new(tls_ctx, cfg, hp->host) : NULL;
@@ -530,6 +660,8 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     }
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(conn->bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
+    conn->st = ptc_endpoint_status_ref(ep_status(up, ep));
+    conn_set_state(conn, H2C_CONNECTING);
     TAILQ_INSERT_TAIL(&up->conns, conn, link);
     up->num_conns++;
     struct timeval tv = {(time_t)(cfg->connect_timeout_ms / 1000), (suseconds_t)(cfg->connect_timeout_ms % 1000 * 1000)};
@@ -583,73 +715,301 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     }
     s->conn = conn;
     s->stream_id = id;
-    conn->num_streams++;
+    conn_streams_add(conn, 1);
     TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
     conn_want_send(conn);
     return true;
 }
 
+/* The queue a stream waits in: pinned streams (health checks) apart from calls. */
+static void pending_add(ptc_upstream_t *up, ptc_upstream_stream_t *s, bool head)
+{
+    if (s->pin != 0) {
+        if (head)
+            TAILQ_INSERT_HEAD(&up->pinned, s, pending_link);
+        else
+            TAILQ_INSERT_TAIL(&up->pinned, s, pending_link);
+    } else {
+        if (head)
+            TAILQ_INSERT_HEAD(&up->pending, s, pending_link);
+        else
+            TAILQ_INSERT_TAIL(&up->pending, s, pending_link);
+        up->num_pending_calls++;
+        atomic_fetch_add_explicit(&up_status(up)->pending, 1, memory_order_relaxed);
+    }
+    s->pending = true;
+    up->num_pending++;
+}
+
 static void pending_remove(ptc_upstream_t *up, ptc_upstream_stream_t *s)
 {
-    TAILQ_REMOVE(&up->pending, s, pending_link);
+    if (s->pin != 0) {
+        TAILQ_REMOVE(&up->pinned, s, pending_link);
+    } else {
+        TAILQ_REMOVE(&up->pending, s, pending_link);
+        up->num_pending_calls--;
+        atomic_fetch_sub_explicit(&up_status(up)->pending, 1, memory_order_relaxed);
+    }
     s->pending = false;
     up->num_pending--;
+}
+
+/* Takes s out of its queue and tells its owner why no stream could be opened. */
+static void fail_stream(ptc_upstream_t *up, ptc_upstream_stream_t *s, const char *message)
+{
+    pending_remove(up, s);
+    s->client = NULL;
+    s->cb->on_error(s, message);
 }
 
 static void fail_pending(ptc_upstream_t *up, const char *message)
 {
     ptc_upstream_stream_t *s;
-    while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
-        pending_remove(up, s);
-        s->client = NULL;
-        s->cb->on_error(s, message);
-    }
+    while ((s = TAILQ_FIRST(&up->pinned)) != NULL || (s = TAILQ_FIRST(&up->pending)) != NULL)
+        fail_stream(up, s, message);
+}
+
+/* Does endpoint ep take calls now (health, ejection)? Removed endpoints (SIZE_MAX) count as usable: their
+ * connections drain and count toward max_connections as before. */
+static bool conn_usable(const ptc_h2client_t *conn, uint64_t now)
+{
+    return conn->endpoint == SIZE_MAX || ptc_endpoint_usable(conn->st, now);
+}
+
+/* Connections that serve or will serve calls: all but those to endpoints out of service. */
+static size_t calls_conns(ptc_upstream_t *up, uint64_t now)
+{
+    ptc_h2client_t *conn;
+    size_t n = 0;
+    TAILQ_FOREACH(conn, &up->conns, link)
+    n += conn_usable(conn, now);
+    return n;
 }
 
 /*
- * Every endpoint not backing off gets a connection (within max_connections), so that streams spread over
- * all of them rather than only failing over.
+ * Every endpoint open to calls gets a connection (within max_connections), so that streams spread over all of
+ * them rather than only failing over.
  */
 static void connect_endpoints(ptc_upstream_t *up)
 {
     const ptc_upstream_config_t *cfg = up_config(up);
     uint64_t now = ptc_now_ms();
-    for (size_t ep = 0; ep < cfg->num_endpoints && up->num_conns < cfg->max_connections; ep++) {
+    size_t n = calls_conns(up, now);
+    for (size_t ep = 0; ep < cfg->num_endpoints && n < cfg->max_connections; ep++) {
         ptc_h2client_t *conn;
         bool have = false;
         TAILQ_FOREACH(conn, &up->conns, link)
         have = have || conn->endpoint == ep;
-        if (!have && up->endpoints[ep].retry_at_ms <= now)
-            conn_open(up, ep); /* a synchronous failure puts the endpoint in backoff */
+        if (!have && endpoint_open(up, ep, now) && conn_open(up, ep) != NULL) /* a synchronous failure backs off */
+            n++;
     }
 }
 
-/* The next connection with a free stream, round-robin; NULL when none has one. */
-static ptc_h2client_t *pick_conn(ptc_upstream_t *up, bool *connecting)
+/*
+ * A connection whose host name no longer resolves to the address it reached takes no new streams, and closes
+ * once its streams are done (the next connection resolves the name again). Checked when the monitoring
+ * worker published new addresses (dns_generation moved).
+ */
+static void conn_check_dns(ptc_h2client_t *conn)
 {
-    ptc_h2client_t *conn;
+    ptc_endpoint_status_t *st = conn->st;
+    unsigned gen = atomic_load_explicit(&st->dns_generation, memory_order_relaxed);
+    bool found = false, known = false;
+
+    if (gen == conn->dns_gen)
+        return;
+    conn->dns_gen = gen;
+    if (conn->peer[0] == '\0')
+        return;
+    pthread_mutex_lock(&st->lock);
+    known = st->num_resolved != 0;
+    for (size_t i = 0; i < st->num_resolved && i < PTC_HEALTH_MAX_RESOLVED && !found; i++)
+        found = strcmp(st->resolved[i], conn->peer) == 0;
+    pthread_mutex_unlock(&st->lock);
+    if (found || !known) /* a failed resolution changes nothing: keep what works */
+        return;
+    ptc_log_info("upstream %s: %s no longer resolves to %s; its connection there takes no new streams", up_config(conn->up)->name,
+                 conn->addr, conn->peer);
+    conn_set_state(conn, H2C_DRAINING);
+    if (conn->num_streams == 0)
+        conn_close_later(conn, "the endpoint's name resolves to other addresses");
+}
+
+/*
+ * The connection for the next call: one with a free stream to an endpoint that takes calls, in turn
+ * (round_robin) or on the endpoint with the fewest open streams (least_request; ties in turn). NULL when none
+ * has a free stream. *connecting: a connection to a usable endpoint is being set up; *usable: connections that
+ * serve or will serve calls.
+ */
+static ptc_h2client_t *pick_conn(ptc_upstream_t *up, uint64_t now, bool *connecting, size_t *usable)
+{
+    ptc_h2client_t *conn, *best = NULL;
     size_t eligible = 0;
     *connecting = false;
+    *usable = 0;
     TAILQ_FOREACH(conn, &up->conns, link)
     {
+        if (!conn_usable(conn, now))
+            continue;
+        ++*usable;
         if (conn->state == H2C_CONNECTING)
             *connecting = true;
-        else if (conn_has_capacity(conn))
+        else if (conn->state == H2C_READY && conn->endpoint != SIZE_MAX)
+            conn_check_dns(conn);
+        if (conn_has_capacity(conn))
             eligible++;
     }
     if (eligible == 0)
         return NULL;
-    size_t k = up->conn_rr++ % eligible;
+    size_t k = up->conn_rr++ % eligible, i = 0, best_load = SIZE_MAX;
+    bool least = up_config(up)->balancing == PTC_BALANCE_LEAST_REQUEST;
+    /* eligible connections in turn from the k-th: the first one (round_robin), or the first least loaded one */
+    for (size_t pass = 0; pass < 2 && (best == NULL || least); pass++) {
+        i = 0;
+        TAILQ_FOREACH(conn, &up->conns, link)
+        {
+            if (!conn_usable(conn, now) || !conn_has_capacity(conn))
+                continue;
+            bool in_turn = pass == 0 ? i >= k : i < k;
+            i++;
+            if (!in_turn)
+                continue;
+            if (!least)
+                return conn;
+            size_t load = conn->endpoint != SIZE_MAX ? up->endpoints[conn->endpoint].streams : conn->num_streams;
+            if (load < best_load) {
+                best = conn;
+                best_load = load;
+            }
+        }
+    }
+    return best;
+}
+
+/* The connection for a stream pinned to endpoint ep: any with a free stream; *connecting when one is being set up. */
+static ptc_h2client_t *pinned_conn(ptc_upstream_t *up, size_t ep, bool *connecting)
+{
+    ptc_h2client_t *conn;
+    *connecting = false;
     TAILQ_FOREACH(conn, &up->conns, link)
     {
-        if (conn->state != H2C_CONNECTING && conn_has_capacity(conn) && k-- == 0)
+        if (conn->endpoint != ep)
+            continue;
+        if (conn->state == H2C_CONNECTING)
+            *connecting = true;
+        else if (conn_has_capacity(conn))
             return conn;
     }
     return NULL;
 }
 
-/* Moves queued streams onto connections with free streams, opening connections as needed. */
-static void dispatch(ptc_upstream_t *up)
+/*
+ * Why no endpoint can take a call: those out of service (unhealthy, ejected) with the reason, or else the
+ * endpoint that comes back from its backoff first.
+ */
+static void unavailable_message(ptc_upstream_t *up, uint64_t now, char *buf, size_t len)
+{
+    const ptc_upstream_config_t *cfg = up_config(up);
+    size_t pos, out = 0;
+    int n = snprintf(buf, len, "upstream '%.64s' unavailable: ", cfg->name);
+    pos = n > 0 ? PTC_MIN((size_t)n, len - 1) : 0;
+
+    for (size_t ep = 0; ep < cfg->num_endpoints && pos + 1 < len; ep++) {
+        ptc_endpoint_status_t *st = ep_status(up, ep);
+        uint64_t until = atomic_load_explicit(&st->ejected_until_ms, memory_order_relaxed);
+        char why[200] = "";
+        pthread_mutex_lock(&st->lock);
+        if (until > now)
+            snprintf(why, sizeof(why), "ejected for %" PRIu64 " s more (%.150s)", (until - now + 999) / 1000, st->eject_reason);
+        else if (atomic_load_explicit(&st->health, memory_order_relaxed) == PTC_HEALTH_UNHEALTHY)
+            snprintf(why, sizeof(why), "unhealthy (health check: %.150s)", st->check_result);
+        pthread_mutex_unlock(&st->lock);
+        if (why[0] == '\0')
+            continue;
+        n = snprintf(buf + pos, len - pos, "%s%s %s", out == 0 ? "no healthy endpoint: " : "; ", st->label, why);
+        pos = n > 0 ? PTC_MIN(pos + (size_t)n, len - 1) : pos;
+        out++;
+    }
+    if (out == cfg->num_endpoints)
+        return;
+    /* the others are backing off: the one that comes back first */
+    const ptc_endpoint_state_t *first = NULL;
+    for (size_t ep = 0; ep < cfg->num_endpoints; ep++)
+        if (ptc_endpoint_usable(ep_status(up, ep), now) && (first == NULL || up->endpoints[ep].retry_at_ms < first->retry_at_ms))
+            first = &up->endpoints[ep];
+    if (first == NULL || pos + 1 >= len)
+        return;
+    uint64_t wait = first->retry_at_ms > now ? first->retry_at_ms - now : 0;
+    snprintf(buf + pos, len - pos, "%s%s (next attempt in %" PRIu64 " ms)", out != 0 ? "; " : "",
+             first->last_error[0] != '\0' ? first->last_error : "no endpoint available", wait);
+}
+
+/* What a call waiting for a stream waits for, and which limit keeps it waiting (for max_pending's message). */
+static void wait_reason(ptc_upstream_t *up, char *buf, size_t len)
+{
+    const ptc_upstream_config_t *cfg = up_config(up);
+    ptc_h2client_t *conn;
+    size_t ready = 0, connecting = 0;
+    uint32_t streams = 0;
+    TAILQ_FOREACH(conn, &up->conns, link)
+    {
+        if (conn->state == H2C_CONNECTING)
+            connecting++;
+        else if (conn->state == H2C_READY) {
+            ready++;
+            streams = nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        }
+    }
+    if (ready == 0 && connecting != 0)
+        snprintf(buf, len, "waiting for a connection (connect_timeout %" PRIu64 " ms)", cfg->connect_timeout_ms);
+    else
+        snprintf(buf, len,
+                 "waiting for a free stream: %zu connections (max_connections %" PRIu32 ") with up to %" PRIu32
+                 " concurrent streams each (the server's SETTINGS_MAX_CONCURRENT_STREAMS) are in use",
+                 ready, cfg->max_connections, streams);
+}
+
+/* Pinned streams (health checks): onto a connection to their endpoint, which is opened when there is none. */
+static void dispatch_pinned(ptc_upstream_t *up)
+{
+    ptc_upstream_stream_t *s, *next;
+    uint64_t now = ptc_now_ms();
+restart:
+    for (s = TAILQ_FIRST(&up->pinned); s != NULL; s = next) {
+        next = TAILQ_NEXT(s, pending_link);
+        size_t ep = s->pin - 1;
+        bool connecting;
+        ptc_h2client_t *target = ep < up_config(up)->num_endpoints ? pinned_conn(up, ep, &connecting) : NULL;
+        if (ep >= up_config(up)->num_endpoints) {
+            fail_stream(up, s, "endpoint removed by a reload");
+            goto restart; /* the owner's callback may have changed the queue */
+        }
+        if (target != NULL) {
+            pending_remove(up, s);
+            if (!submit(target, s)) {
+                pending_add(up, s, true);
+                if (target->state != H2C_DRAINING) {
+                    fail_stream(up, s, "cannot open an HTTP/2 stream");
+                    goto restart;
+                }
+            }
+            goto restart;
+        }
+        if (connecting)
+            continue;
+        if (up->endpoints[ep].retry_at_ms > now || conn_open(up, ep) == NULL) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "%s (next connection attempt in %" PRIu64 " ms)",
+                     up->endpoints[ep].last_error[0] != '\0' ? up->endpoints[ep].last_error : "cannot connect",
+                     up->endpoints[ep].retry_at_ms > now ? up->endpoints[ep].retry_at_ms - now : 0);
+            fail_stream(up, s, msg);
+            goto restart;
+        }
+    }
+}
+
+/* Calls: the queue's head onto a connection with a free stream, opening connections as needed (see the top). */
+static void dispatch_calls(ptc_upstream_t *up)
 {
     const ptc_upstream_config_t *cfg = up_config(up);
     ptc_upstream_stream_t *s;
@@ -658,40 +1018,53 @@ static void dispatch(ptc_upstream_t *up)
         connect_endpoints(up);
     while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
         bool connecting;
-        ptc_h2client_t *target = pick_conn(up, &connecting);
+        size_t usable;
+        uint64_t now = ptc_now_ms();
+        ptc_h2client_t *target = pick_conn(up, now, &connecting, &usable);
         if (target != NULL) {
             pending_remove(up, s);
             if (!submit(target, s)) {
-                TAILQ_INSERT_HEAD(&up->pending, s, pending_link);
-                s->pending = true;
-                up->num_pending++;
+                pending_add(up, s, true);
+                if (target->state != H2C_DRAINING) /* not a lack of stream ids: out of memory */
+                    fail_stream(up, s, "gateway out of memory (cannot open an HTTP/2 stream)");
             }
             continue;
         }
         if (connecting)
             return; /* wait for it */
-        if (up->num_conns < cfg->max_connections) {
+        if (usable < cfg->max_connections) {
             size_t ep = pick_endpoint(up);
             if (ep != SIZE_MAX) {
                 if (conn_open(up, ep) != NULL)
                     return;
                 continue; /* failed at once (e.g. bad address); its endpoint now backs off */
             }
-            if (up->num_conns == 0) {
-                /* every endpoint is backing off: report the one that comes back first */
-                const ptc_endpoint_state_t *st = &up->endpoints[0];
-                for (size_t i = 1; i < cfg->num_endpoints; i++)
-                    if (up->endpoints[i].retry_at_ms < st->retry_at_ms)
-                        st = &up->endpoints[i];
-                uint64_t now = ptc_now_ms(), wait = st->retry_at_ms > now ? st->retry_at_ms - now : 0;
-                char msg[400];
-                snprintf(msg, sizeof(msg), "upstream '%.64s' unavailable: %s (next attempt in %" PRIu64 " ms)", cfg->name,
-                         st->last_error[0] != '\0' ? st->last_error : "no endpoint available", wait);
-                fail_pending(up, msg);
+            if (usable == 0) {
+                /* no endpoint can take it: out of service, or backing off */
+                char msg[600];
+                unavailable_message(up, now, msg, sizeof(msg));
+                while ((s = TAILQ_FIRST(&up->pending)) != NULL)
+                    fail_stream(up, s, msg);
             }
         }
         return; /* all connections are busy: wait for a stream to close */
     }
+}
+
+/* Moves queued streams onto connections. Callbacks it makes may come back here: that asks for another pass. */
+static void dispatch(ptc_upstream_t *up)
+{
+    if (up->dispatching) {
+        up->redispatch = true;
+        return;
+    }
+    up->dispatching = true;
+    do {
+        up->redispatch = false;
+        dispatch_pinned(up);
+        dispatch_calls(up);
+    } while (up->redispatch);
+    up->dispatching = false;
 }
 
 /* ---- the client interface ---- */
@@ -699,18 +1072,31 @@ static void dispatch(ptc_upstream_t *up)
 static void client_start(ptc_upstream_client_t *c, ptc_upstream_stream_t *s)
 {
     ptc_upstream_t *up = (ptc_upstream_t *)(void *)c;
+    const ptc_upstream_config_t *cfg = up_config(up);
 
-    if (up->num_pending >= up_config(up)->max_pending) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "upstream '%s' overloaded: %zu calls already waiting for a connection (max_pending)",
-                 up_config(up)->name, up->num_pending);
-        s->cb->on_error(s, msg);
-        return;
+    if (s->pin == 0) {
+        uint64_t now = ptc_now_coarse_ms();
+        bool any = false;
+        for (size_t ep = 0; ep < cfg->num_endpoints && !any; ep++)
+            any = ptc_endpoint_usable(ep_status(up, ep), now);
+        if (!any) { /* fail fast: every endpoint is unhealthy or ejected */
+            char msg[600];
+            unavailable_message(up, ptc_now_ms(), msg, sizeof(msg));
+            s->cb->on_error(s, msg);
+            return;
+        }
+        size_t waiting = up->num_pending_calls;
+        if (waiting >= cfg->max_pending) {
+            char msg[400], why[240];
+            wait_reason(up, why, sizeof(why));
+            snprintf(msg, sizeof(msg), "upstream '%s' overloaded: %zu calls already waiting (max_pending %" PRIu32 "), %s",
+                     cfg->name, waiting, cfg->max_pending, why);
+            s->cb->on_error(s, msg);
+            return;
+        }
     }
     s->client = c;
-    TAILQ_INSERT_TAIL(&up->pending, s, pending_link);
-    s->pending = true;
-    up->num_pending++;
+    pending_add(up, s, false);
     dispatch(up);
 }
 
@@ -773,6 +1159,9 @@ ptc_upstream_t *ptc_upstream_new(ptc_worker_t *w, ptc_snapshot_t *snap, size_t i
     up->index = index;
     TAILQ_INIT(&up->conns);
     TAILQ_INIT(&up->pending);
+    TAILQ_INIT(&up->pinned);
+    if (ptc_monitor_start(up) != 0)
+        ptc_log_error("upstream %s: out of memory; its health checks and DNS refresh do not run", cfg->name);
     return up;
 }
 
@@ -788,6 +1177,7 @@ int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
         free(map);
         return PTC_ENOMEM;
     }
+    ptc_monitor_stop(up); /* its checks are pinned to endpoint indexes; it starts again on the new list below */
     for (size_t i = 0; i < old->num_endpoints; i++) {
         map[i] = SIZE_MAX;
         for (size_t j = 0; j < cfg->num_endpoints && map[i] == SIZE_MAX; j++)
@@ -816,6 +1206,8 @@ int ptc_upstream_update(ptc_upstream_t *up, ptc_snapshot_t *snap, size_t index)
     }
     free(map);
     ptc_snapshot_release(prev);
+    if (ptc_monitor_start(up) != 0)
+        ptc_log_error("upstream %s: out of memory; its health checks and DNS refresh do not run", cfg->name);
     dispatch(up);
     return 0;
 }
@@ -825,6 +1217,7 @@ void ptc_upstream_retire(ptc_upstream_t *up)
     ptc_h2client_t *conn, *next;
 
     up->retired = true; /* idempotent: the worker calls it again while the pool waits to be freed */
+    ptc_monitor_stop(up); /* the pool that replaces it (if any) checks the endpoints from now on */
     if (up->num_pending != 0)
         return; /* queued streams still need the connections; the last stream to close closes them */
     for (conn = TAILQ_FIRST(&up->conns); conn != NULL; conn = next) {
@@ -846,6 +1239,7 @@ void ptc_upstream_free(ptc_upstream_t *up)
     if (up == NULL)
         return;
     up->retired = true; /* conn_close must not dispatch into fresh connections */
+    ptc_monitor_stop(up);
     fail_pending(up, "gateway shutting down");
     while ((conn = TAILQ_FIRST(&up->conns)) != NULL)
         conn_close(conn, "gateway shutting down");
