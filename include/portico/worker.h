@@ -60,6 +60,7 @@ typedef struct st_ptc_worker_t {
     int notify_fd;              /* eventfd the control thread writes to (updates, drain); see worker.c */
     struct event *notify_ev;    /* reads notify_fd */
     atomic_bool drain_requested;
+    atomic_bool exited;           /* the worker's loop has ended (drained); the control thread is told through ack_fd */
     pthread_mutex_t updates_lock; /* guards the update queue only (never taken on the request path) */
     ptc_worker_update_t *updates;
     atomic_uint_fast64_t applied_version; /* version of the last snapshot this worker put in service */

@@ -16,6 +16,14 @@
  *                                            another upstream (body: the name, or {"upstream": "…"}); the
  *                                            route may also be named by ?prefix=P or ?path=P instead of N
  *   PUT    /config/upstreams/NAME/endpoints  replace an upstream's endpoints (body: ["h:p", …] or h:p lines)
+ *   GET    /live                             200 while the process runs (no token needed)
+ *   GET    /ready                            200 when serving: listeners open, not draining, and every upstream
+ *                                            with an endpoint that can take calls; 503 otherwise, with why
+ *                                            (no token needed: probes carry none)
+ *   GET    /upstreams                        per upstream and endpoint: addresses, connections, health, ejection,
+ *                                            streams, waiting calls (JSON)
+ *   POST   /drain                            drain as SIGTERM does, then exit 0; 202 at once, or with ?wait=1 an
+ *                                            answer once the drain is done, just before the process exits
  *
  * Built with -DPTC_FAULT_INJECTION=ON (tests only; include/portico/fault.h) there is also
  *   POST   /debug/fail-alloc?n=N             the N-th allocation the workers make from now on fails
@@ -27,6 +35,7 @@
  * worker runs it: {"version": N, "changed": true, "persisted": true}. It is written back to the
  * configuration file (persisted), so that a restart keeps it.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -35,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -50,6 +60,7 @@
 #include "portico/jwt.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
+#include "portico/health.h"
 
 #define ADMIN_MAX_BODY (1024 * 1024)
 #define ADMIN_MAX_HEADERS (64 * 1024)
@@ -412,6 +423,203 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
     evbuffer_free(b);
 }
 
+/* ---- health, readiness, drain ---- */
+
+static void get_live(ptc_control_t *ctl, struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"live\": true, \"draining\": %s, \"version\": %" PRIu64 "}\n", ctl->draining ? "true" : "false",
+                        ctl->snap->version);
+    reply(req, 200, "application/json", b);
+    evbuffer_free(b);
+}
+
+static void get_ready(ptc_control_t *ctl, struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+    char why[PTC_CONTROL_READY_REASONS][200];
+    size_t n = ptc__control_ready(ctl, why, PTC_CONTROL_READY_REASONS);
+
+    if (b == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"ready\": %s, \"reasons\": [", n == 0 ? "true" : "false");
+    for (size_t i = 0; i < n && i < PTC_CONTROL_READY_REASONS; i++) {
+        evbuffer_add_printf(b, "%s", i != 0 ? ", " : "");
+        json_string(b, why[i]);
+    }
+    evbuffer_add_printf(b, "]}\n");
+    reply(req, n == 0 ? 200 : 503, "application/json", b);
+    evbuffer_free(b);
+}
+
+/* "2026-01-02T03:04:05.678Z" for Unix ms; null for 0. */
+static void json_time(struct evbuffer *b, uint64_t ms)
+{
+    char text[40];
+    struct tm tm;
+    time_t t = (time_t)(ms / 1000);
+    if (ms == 0 || gmtime_r(&t, &tm) == NULL || strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        evbuffer_add_printf(b, "null");
+        return;
+    }
+    evbuffer_add_printf(b, "\"%s.%03uZ\"", text, (unsigned)(ms % 1000));
+}
+
+static void json_string_or_null(struct evbuffer *b, const char *s)
+{
+    if (s[0] == '\0')
+        evbuffer_add_printf(b, "null");
+    else
+        json_string(b, s);
+}
+
+static uint64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void endpoint_json(struct evbuffer *b, ptc_endpoint_status_t *st, const ptc_upstream_config_t *uc, uint64_t now,
+                          uint64_t wall)
+{
+    ptc_endpoint_status_t copy; /* the texts, copied under the lock */
+    uint64_t until = atomic_load(&st->ejected_until_ms);
+    int ready = atomic_load(&st->conns_ready), connecting = atomic_load(&st->conns_connecting);
+    const char *state = until > now                        ? "ejected"
+                        : ready > 0                        ? "ready"
+                        : connecting > 0                   ? "connecting"
+                        : atomic_load(&st->connect_failed) ? "failed"
+                                                           : "idle";
+
+    pthread_mutex_lock(&st->lock);
+    memcpy(copy.check_result, st->check_result, sizeof(copy.check_result));
+    copy.check_ok = st->check_ok;
+    copy.check_wall_ms = st->check_wall_ms;
+    memcpy(copy.last_error, st->last_error, sizeof(copy.last_error));
+    memcpy(copy.eject_reason, st->eject_reason, sizeof(copy.eject_reason));
+    memcpy(copy.resolved, st->resolved, sizeof(copy.resolved));
+    copy.num_resolved = st->num_resolved;
+    memcpy(copy.dns_error, st->dns_error, sizeof(copy.dns_error));
+    copy.resolved_wall_ms = st->resolved_wall_ms;
+    pthread_mutex_unlock(&st->lock);
+
+    evbuffer_add_printf(b, "{\"address\": ");
+    json_string(b, st->label);
+    evbuffer_add_printf(b, ", \"resolved\": [");
+    struct in_addr a4;
+    if (strchr(st->addr.host, ':') != NULL || inet_pton(AF_INET, st->addr.host, &a4) == 1)
+        json_string(b, st->addr.host); /* an address resolves to itself */
+    for (size_t i = 0; i < copy.num_resolved && i < PTC_HEALTH_MAX_RESOLVED; i++) {
+        evbuffer_add_printf(b, "%s", i != 0 ? ", " : "");
+        json_string(b, copy.resolved[i]);
+    }
+    evbuffer_add_printf(b, "], \"resolved_at\": ");
+    json_time(b, copy.resolved_wall_ms);
+    evbuffer_add_printf(b, ", \"dns_error\": ");
+    json_string_or_null(b, copy.dns_error);
+    evbuffer_add_printf(b, ", \"state\": \"%s\", \"connections\": {\"ready\": %d, \"connecting\": %d}", state, ready, connecting);
+    evbuffer_add_printf(
+        b, ", \"health\": \"%s\", \"available\": %s, \"last_check\": ", ptc_health_name((ptc_health_t)atomic_load(&st->health)),
+        ptc_endpoint_available(st, &uc->health_check, now) ? "true" : "false");
+    if (copy.check_wall_ms == 0) {
+        evbuffer_add_printf(b, "null");
+    } else {
+        evbuffer_add_printf(b, "{\"ok\": %s, \"result\": ", copy.check_ok ? "true" : "false");
+        json_string(b, copy.check_result);
+        evbuffer_add_printf(b, ", \"time\": ");
+        json_time(b, copy.check_wall_ms);
+        evbuffer_add_printf(b, ", \"age_ms\": %" PRIu64 "}", wall > copy.check_wall_ms ? wall - copy.check_wall_ms : 0);
+    }
+    evbuffer_add_printf(b, ", \"checks_in_a_row\": {\"ok\": %u, \"failed\": %u}", atomic_load(&st->check_successes),
+                        atomic_load(&st->check_failures));
+    evbuffer_add_printf(b, ", \"ejected\": %s, \"ejected_for_ms\": %" PRIu64 ", \"ejections\": %" PRIu64 ", \"eject_reason\": ",
+                        until > now ? "true" : "false", until > now ? until - now : 0, (uint64_t)atomic_load(&st->ejections));
+    json_string_or_null(b, copy.eject_reason);
+    evbuffer_add_printf(b, ", \"consecutive_failures\": %u, \"active_streams\": %d, \"last_error\": ",
+                        atomic_load(&st->consecutive_failures), atomic_load(&st->active_streams));
+    json_string_or_null(b, copy.last_error);
+    evbuffer_add_printf(b, "}");
+}
+
+static void get_upstreams(ptc_control_t *ctl, struct evhttp_request *req)
+{
+    const ptc_config_t *cfg = &ctl->snap->config;
+    const ptc_status_table_t *t = ctl->snap->status;
+    struct evbuffer *b = evbuffer_new();
+    uint64_t now = ptc_now_ms(), wall = wall_now_ms();
+
+    if (b == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"version\": %" PRIu64 ", \"upstreams\": [", ctl->snap->version);
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        const ptc_upstream_config_t *uc = &cfg->upstreams[i];
+        const ptc_health_check_config_t *hc = &uc->health_check;
+        size_t available = 0;
+        for (size_t j = 0; j < uc->num_endpoints; j++)
+            available += ptc_endpoint_available(t->upstreams[i].endpoints[j], hc, now);
+        evbuffer_add_printf(b, "%s{\"name\": ", i != 0 ? ", " : "");
+        json_string(b, uc->name);
+        evbuffer_add_printf(b, ", \"balancing\": \"%s\", \"health_check\": ",
+                            uc->balancing == PTC_BALANCE_LEAST_REQUEST ? "least_request" : "round_robin");
+        if (hc->enabled) {
+            evbuffer_add_printf(b, "{\"service\": ");
+            json_string(b, hc->service != NULL ? hc->service : "");
+            evbuffer_add_printf(b,
+                                ", \"interval_ms\": %" PRIu64 ", \"timeout_ms\": %" PRIu64 ", \"healthy_threshold\": %" PRIu32
+                                ", \"unhealthy_threshold\": %" PRIu32 "}",
+                                hc->interval_ms, hc->timeout_ms, hc->healthy_threshold, hc->unhealthy_threshold);
+        } else {
+            evbuffer_add_printf(b, "null");
+        }
+        evbuffer_add_printf(b, ", \"outlier\": ");
+        if (uc->outlier.enabled)
+            evbuffer_add_printf(b, "{\"consecutive_failures\": %" PRIu32 ", \"ejection_ms\": %" PRIu64 "}",
+                                uc->outlier.consecutive_failures, uc->outlier.ejection_ms);
+        else
+            evbuffer_add_printf(b, "null");
+        evbuffer_add_printf(b,
+                            ", \"dns_refresh_ms\": %" PRIu64 ", \"pending\": %ld, \"available_endpoints\": %zu, \"endpoints\": [",
+                            uc->dns_refresh_ms, atomic_load(&t->upstreams[i].up->pending), available);
+        for (size_t j = 0; j < uc->num_endpoints; j++) {
+            evbuffer_add_printf(b, "%s", j != 0 ? ", " : "");
+            endpoint_json(b, t->upstreams[i].endpoints[j], uc, now, wall);
+        }
+        evbuffer_add_printf(b, "]}");
+    }
+    evbuffer_add_printf(b, "]}\n");
+    reply(req, 200, "application/json", b);
+    evbuffer_free(b);
+}
+
+static void post_drain(ptc_control_t *ctl, struct evhttp_request *req, const struct evkeyvalq *q)
+{
+    const char *wait = evhttp_find_header(q, "wait");
+    bool waiting = wait != NULL && (strcmp(wait, "1") == 0 || strcmp(wait, "true") == 0);
+    const ptc_timeouts_config_t *t = &ctl->snap->config.timeouts;
+
+    ptc__control_drain(ctl, "admin API: POST /drain");
+    if (waiting && ptc__control_drain_wait(ctl, req) == 0)
+        return; /* answered when the drain is done */
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "{\"draining\": true, \"drain_delay_ms\": %" PRIu64 ", \"drain_timeout_ms\": %" PRIu64 "}\n",
+                        t->drain_delay_ms, t->drain_ms);
+    reply(req, 202, "application/json", b);
+    evbuffer_free(b);
+}
+
 /* A change, answered with its result or its error. */
 static void change(ptc_control_t *ctl, struct evhttp_request *req, ptc_control_edit_cb edit, const void *arg, ptc_config_t *next,
                    const char *trigger)
@@ -496,6 +704,16 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_error(req, 400, "malformed query string");
         goto exit;
     }
+    /* probes carry no token: liveness and readiness tell nothing worth protecting */
+    if (strcmp(path, "/live") == 0 || strcmp(path, "/ready") == 0) {
+        if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)
+            goto not_allowed;
+        if (path[1] == 'l')
+            get_live(ctl, req);
+        else
+            get_ready(ctl, req);
+        goto exit;
+    }
     if (!authorized(ctl, req)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer realm=\"portico admin\"");
         ptc_log_warn("admin API: %s %s refused: missing or wrong bearer token", m == EVHTTP_REQ_GET ? "GET" : "request", path);
@@ -526,6 +744,18 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto exit;
     }
 #endif
+    if (strcmp(path, "/upstreams") == 0) {
+        if (m != EVHTTP_REQ_GET)
+            goto not_allowed;
+        get_upstreams(ctl, req);
+        goto exit;
+    }
+    if (strcmp(path, "/drain") == 0) {
+        if (m != EVHTTP_REQ_POST)
+            goto not_allowed;
+        post_drain(ctl, req, &q);
+        goto exit;
+    }
     if (strcmp(path, "/status") == 0) {
         if (m != EVHTTP_REQ_GET)
             goto not_allowed;
@@ -667,7 +897,7 @@ int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen)
     evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
     evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
     evhttp_set_timeout(http, ADMIN_TIMEOUT_S);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
     evhttp_set_gencb(http, on_request, ctl);
     struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(http, want->host, want->port);
     if (sock == NULL) {

@@ -25,22 +25,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/http.h>
 
 #include "control_internal.h"
 #include "portico/access_log.h"
 #include "portico/control.h"
-#include "portico/filter.h"
 #include "portico/file.h"
 #include "portico/filewatch.h"
+#include "portico/filter.h"
+#include "portico/health.h"
 #include "portico/listener.h"
 #include "portico/log.h"
 #include "portico/snapshot.h"
 #include "portico/tls.h"
 #include "portico/worker.h"
-
-
 
 /* ---- configuration ---- */
 
@@ -377,6 +378,7 @@ exit:
 }
 
 static void watch_reconcile(ptc_control_t *ctl);
+static void drain_done(ptc_control_t *ctl);
 static int change(ptc_control_t *ctl, ptc_config_t *base, const char *trigger, char *err, size_t errlen);
 
 int ptc__control_apply_config(ptc_control_t *ctl, ptc_config_t *cfg, const char *trigger, char *err, size_t errlen)
@@ -436,6 +438,10 @@ static void reload(ptc_control_t *ctl, const char *trigger)
     char *text = NULL, err[512];
     size_t len = 0;
 
+    if (ctl->draining) {
+        ptc_log_warn("configuration reload (%s) ignored: draining", trigger);
+        return;
+    }
     if (ctl->opts->config_file != NULL &&
         ptc_read_file(ctl->opts->config_file, PTC_FILEWATCH_MAX_SIZE, &text, &len, err, sizeof(err)) != 0) {
         ptc__control_failed(ctl, trigger, err);
@@ -452,6 +458,11 @@ int ptc__control_change(ptc_control_t *ctl, ptc_control_edit_cb edit, const void
     int status;
 
     memset(res, 0, sizeof(*res));
+    if (ctl->draining) {
+        if (edit == NULL)
+            ptc_config_dispose(next);
+        return ptc_errorf(503, err, errlen, "draining: the configuration no longer changes");
+    }
     if (edit != NULL) {
         if (ptc_config_copy(&base, &ctl->config) != 0)
             return ptc_errorf(500, err, errlen, "out of memory");
@@ -503,7 +514,10 @@ static void on_file_settled(evutil_socket_t fd, short events, void *arg)
 
     switch (ptc_filewatch_check(&ctl->fw, &text, &len, err, sizeof(err))) {
     case 1:
-        reload_text(ctl, text, len, "file changed");
+        if (ctl->draining)
+            ptc_log_warn("configuration file changed; ignored: draining");
+        else
+            reload_text(ctl, text, len, "file changed");
         break;
     case 0:
         break; /* the same text again (an editor's extra events, or our own write-back) */
@@ -590,6 +604,124 @@ static void pidfile_remove(ptc_control_t *ctl)
     }
 }
 
+/* ---- readiness and drain ---- */
+
+size_t ptc__control_ready(ptc_control_t *ctl, char (*why)[200], size_t cap)
+{
+    const ptc_config_t *cfg = &ctl->snap->config;
+    uint64_t now = ptc_now_ms();
+    size_t n = 0;
+
+    if (!ctl->serving && n < cap)
+        snprintf(why[n++], sizeof(why[0]), "the listeners are not open yet");
+    if (ctl->draining && n < cap)
+        snprintf(why[n++], sizeof(why[0]), "draining");
+    for (size_t i = 0; i < cfg->num_upstreams && n < cap; i++) {
+        const ptc_upstream_config_t *uc = &cfg->upstreams[i];
+        ptc_endpoint_status_t **eps = ctl->snap->status->upstreams[i].endpoints;
+        bool any = false;
+        for (size_t j = 0; j < uc->num_endpoints && !any; j++)
+            any = ptc_endpoint_available(eps[j], &uc->health_check, now);
+        if (any)
+            continue;
+        int pos = snprintf(why[n], sizeof(why[0]), "upstream '%s': no endpoint can take calls (", uc->name);
+        for (size_t j = 0; j < uc->num_endpoints && pos > 0 && (size_t)pos < sizeof(why[0]); j++) {
+            ptc_endpoint_status_t *st = eps[j];
+            int h = atomic_load(&st->health);
+            const char *what = atomic_load(&st->ejected_until_ms) > now ? "ejected"
+                               : h == PTC_HEALTH_UNKNOWN                ? "not checked yet"
+                                                                        : ptc_health_name((ptc_health_t)h);
+            pos += snprintf(why[n] + pos, sizeof(why[0]) - (size_t)pos, "%s%s %s", j != 0 ? ", " : "", st->label, what);
+        }
+        if (pos > 0 && (size_t)pos < sizeof(why[0]) - 1)
+            snprintf(why[n] + pos, sizeof(why[0]) - (size_t)pos, ")");
+        n++;
+    }
+    return n;
+}
+
+/* Every worker finished: the waiting POST /drain requests get their answer, then the loop ends. */
+static void drain_done(ptc_control_t *ctl)
+{
+    struct timeval tv = {1, 0};
+    ptc_log_info("drain complete");
+    evtimer_add(ctl->exit_ev, &tv); /* in case an answer never completes (its client went away) */
+    ctl->drain_answers_out = ctl->num_drain_waiters;
+    for (size_t i = 0; i < ctl->num_drain_waiters; i++) {
+        struct evhttp_request *req = ctl->drain_waiters[i];
+        struct evbuffer *b = evbuffer_new();
+        if (b != NULL)
+            evbuffer_add_printf(b, "{\"drained\": true}\n");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        evhttp_send_reply(req, 200, NULL, b);
+        if (b != NULL)
+            evbuffer_free(b);
+    }
+    ctl->num_drain_waiters = 0;
+    if (ctl->drain_answers_out == 0)
+        event_base_loopbreak(ctl->base);
+}
+
+static void on_drain_answer_sent(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    ptc_control_t *ctl = arg;
+    if (ctl->drain_answers_out != 0 && --ctl->drain_answers_out == 0)
+        event_base_loopbreak(ctl->base);
+}
+
+int ptc__control_drain_wait(ptc_control_t *ctl, struct evhttp_request *req)
+{
+    if (ctl->num_drain_waiters == PTC_CONTROL_MAX_DRAIN_WAITERS || event_pending(ctl->exit_ev, EV_TIMEOUT, NULL))
+        return -1;
+    evhttp_request_set_on_complete_cb(req, on_drain_answer_sent, ctl);
+    ctl->drain_waiters[ctl->num_drain_waiters++] = req;
+    return 0;
+}
+
+static void drain_workers(ptc_control_t *ctl)
+{
+    ctl->workers_draining = true;
+    for (size_t i = 0; i < ctl->nworkers; i++)
+        ptc_worker_request_drain(&ctl->workers[i]);
+}
+
+static void on_drain_delay(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    drain_workers(arg);
+}
+
+static void on_exit_timer(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_control_t *ctl = arg;
+    event_base_loopbreak(ctl->base);
+}
+
+void ptc__control_drain(ptc_control_t *ctl, const char *trigger)
+{
+    const ptc_timeouts_config_t *t = &ctl->snap->config.timeouts;
+    if (ctl->draining) {
+        ptc_log_info("%s: draining already", trigger);
+        return;
+    }
+    ctl->draining = true; /* /ready says 503 from here, before any listener closes */
+    if (t->drain_delay_ms != 0) {
+        ptc_log_info("%s: draining (not ready; the listeners close in %" PRIu64 " ms, then calls in flight get up to %" PRIu64
+                     " ms)",
+                     trigger, t->drain_delay_ms, t->drain_ms);
+        struct timeval tv = {(time_t)(t->drain_delay_ms / 1000), (suseconds_t)(t->drain_delay_ms % 1000 * 1000)};
+        evtimer_add(ctl->drain_ev, &tv);
+        return;
+    }
+    ptc_log_info("%s: draining (up to %" PRIu64 " ms)", trigger, t->drain_ms);
+    drain_workers(ctl);
+}
+
 /* ---- events ---- */
 
 static void on_admin_change(evutil_socket_t fd, short events, void *arg)
@@ -611,12 +743,17 @@ static void on_ack(evutil_socket_t fd, short events, void *arg)
         /* EAGAIN: nothing new */
     }
     uint64_t v = ctl->snap->version;
-    for (size_t i = 0; i < ctl->nworkers; i++)
+    size_t exited = 0;
+    for (size_t i = 0; i < ctl->nworkers; i++) {
         v = PTC_MIN(v, (uint64_t)atomic_load(&ctl->workers[i].applied_version));
+        exited += atomic_load(&ctl->workers[i].exited);
+    }
     if (v > ctl->announced) {
         ctl->announced = v;
         ptc_log_debug("configuration version %" PRIu64 " in service on all %zu workers", v, ctl->nworkers);
     }
+    if (ctl->workers_draining && exited == ctl->nworkers && !event_pending(ctl->exit_ev, EV_TIMEOUT, NULL))
+        drain_done(ctl);
 }
 
 static void on_signal(evutil_socket_t fd, short events, void *arg)
@@ -642,10 +779,8 @@ static void on_signal(evutil_socket_t fd, short events, void *arg)
         }
         case SIGTERM:
         case SIGINT:
-            ptc_log_info("%s: draining (up to %" PRIu64 " ms)", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
-                         ctl->snap->config.timeouts.drain_ms);
-            event_base_loopbreak(ctl->base);
-            return;
+            ptc__control_drain(ctl, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
         default:
             break;
         }
@@ -677,7 +812,10 @@ static int setup_events(ptc_control_t *ctl, const sigset_t *sigs)
     ctl->sig_ev = event_new(ctl->base, ctl->sig_fd, EV_READ | EV_PERSIST, on_signal, ctl);
     ctl->ack_ev = event_new(ctl->base, ctl->ack_fd, EV_READ | EV_PERSIST, on_ack, ctl);
     ctl->admin_ev = event_new(ctl->base, -1, 0, on_admin_change, ctl);
-    if (ctl->sig_ev == NULL || ctl->ack_ev == NULL || ctl->admin_ev == NULL || event_add(ctl->sig_ev, NULL) != 0 || event_add(ctl->ack_ev, NULL) != 0)
+    ctl->drain_ev = evtimer_new(ctl->base, on_drain_delay, ctl);
+    ctl->exit_ev = evtimer_new(ctl->base, on_exit_timer, ctl);
+    if (ctl->sig_ev == NULL || ctl->ack_ev == NULL || ctl->admin_ev == NULL || ctl->drain_ev == NULL || ctl->exit_ev == NULL ||
+        event_add(ctl->sig_ev, NULL) != 0 || event_add(ctl->ack_ev, NULL) != 0)
         return PTC_ENOMEM;
     return 0;
 }
@@ -697,6 +835,10 @@ static void teardown_events(ptc_control_t *ctl)
         event_free(ctl->sig_ev);
     if (ctl->admin_ev != NULL)
         event_free(ctl->admin_ev);
+    if (ctl->drain_ev != NULL)
+        event_free(ctl->drain_ev);
+    if (ctl->exit_ev != NULL)
+        event_free(ctl->exit_ev);
     if (ctl->ack_ev != NULL)
         event_free(ctl->ack_ev);
     if (ctl->sig_fd >= 0)
@@ -806,7 +948,8 @@ int ptc_control_run(const ptc_control_options_t *opts)
         for (size_t i = 0; i < c->num_listeners; i++)
             ptc_log_info("portico %s listening on %s:%u (%zu workers)%s", PTC_VERSION, c->listeners[i].addr.host, c->listeners[i].addr.port,
                          ctl.nworkers, c->listeners[i].tls != NULL ? ", TLS" : "");
-        event_base_dispatch(ctl.base);
+        ctl.serving = true;
+        event_base_dispatch(ctl.base); /* until a drain is done (ptc__control_drain) */
     }
     for (size_t i = 0; i < started; i++)
         ptc_worker_request_drain(&ctl.workers[i]);

@@ -18,8 +18,12 @@ typedef struct st_ptc_jwks_source_t ptc_jwks_source_t;
 struct event;
 struct evhttp;
 struct evhttp_bound_socket;
+struct evhttp_request;
 typedef struct st_ptc_worker_t ptc_worker_t;
 typedef struct st_ptc_snapshot_t ptc_snapshot_t;
+
+#define PTC_CONTROL_MAX_DRAIN_WAITERS 16 /* POST /drain?wait=1 requests held at once (more are answered at once) */
+#define PTC_CONTROL_READY_REASONS 8      /* reasons /ready lists at most */
 
 /* The sockets of one listening address, one per worker. */
 typedef struct st_ptc_lsock_t {
@@ -55,6 +59,15 @@ typedef struct st_ptc_control_t {
     struct evhttp *http;       /* the admin API; NULL when none is configured */
     struct evhttp_bound_socket *http_sock;
     ptc_hostport_t http_addr;  /* where http_sock listens */
+    /* serving and draining (see ptc__control_drain) */
+    bool serving;           /* the workers run and their listeners are open */
+    bool draining;          /* a drain began (SIGTERM, SIGINT, POST /drain): /ready says 503 from then on */
+    bool workers_draining;  /* the workers were asked to drain (after timeouts.drain_delay) */
+    struct event *drain_ev; /* drain_delay, then the workers drain */
+    struct event *exit_ev;  /* the drain is done: the loop ends once the waiting answers are out (or 1 s later) */
+    struct evhttp_request *drain_waiters[PTC_CONTROL_MAX_DRAIN_WAITERS]; /* POST /drain?wait=1, answered at the end */
+    size_t num_drain_waiters;
+    size_t drain_answers_out; /* answers to waiters not yet written */
 } ptc_control_t;
 
 /*
@@ -94,6 +107,22 @@ void ptc__jwks_close(ptc_control_t *ctl);
 
 /* Counts and logs a change that was refused (an invalid configuration): "configuration reload (TRIGGER) failed". */
 void ptc__control_failed(ptc_control_t *ctl, const char *trigger, const char *err);
+
+/*
+ * Starts a graceful drain (trigger names what asked, for the log); a second one only logs. From now on /ready
+ * answers 503 and configuration changes are refused; after timeouts.drain_delay the workers close their
+ * listeners and finish their calls (up to timeouts.drain), and once every worker is done the control loop
+ * ends and the process exits 0.
+ */
+void ptc__control_drain(ptc_control_t *ctl, const char *trigger);
+/* Holds req until the drain is done (its answer then goes out before the process exits). 0, or -1 when too many
+ * requests wait already (answer it now). */
+int ptc__control_drain_wait(ptc_control_t *ctl, struct evhttp_request *req);
+/*
+ * Why the gateway is not ready: up to cap reasons (listeners not open yet, draining, an upstream without an
+ * endpoint that can take calls) written into why. Returns how many; 0 means ready.
+ */
+size_t ptc__control_ready(ptc_control_t *ctl, char (*why)[200], size_t cap);
 
 /* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
 int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);

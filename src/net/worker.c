@@ -17,9 +17,11 @@
  * Then the new snapshot becomes current: new connections and new requests use it, while connections,
  * calls and pools keep the references they pinned.
  *
- * Drain (SIGTERM/SIGINT): the worker closes its listeners and its idle connections, lets calls in
+ * Drain (SIGTERM/SIGINT, POST /drain; after timeouts.drain_delay, during which the control thread already
+ * answers /ready with 503): the worker closes its listeners and its idle connections, lets calls in
  * flight finish, and leaves its loop when the last connection closes or when timeouts.drain expires,
- * whichever comes first.
+ * whichever comes first; then it tells the control thread (exited, ack_fd), which ends the process once
+ * every worker is done.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -552,6 +554,7 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, ptc_snapshot_t *snap, const in
     TAILQ_INIT(&w->retired_pools);
     pthread_mutex_init(&w->updates_lock, NULL);
     atomic_init(&w->drain_requested, false);
+    atomic_init(&w->exited, false);
     atomic_init(&w->applied_version, snap->version);
     if ((w->base = event_base_new()) == NULL)
         goto nomem;
@@ -601,6 +604,8 @@ static void *run(void *arg)
     ptc_log_set_thread_name(name);
     ptc_fault_thread_enable();
     event_base_dispatch(w->base);
+    atomic_store(&w->exited, true);
+    ack(w); /* the control thread ends the process once every worker is done */
     ptc_alloc_thread_release();
     return NULL;
 }
