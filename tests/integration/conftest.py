@@ -290,11 +290,12 @@ def fresh_echo_server(tmp_path, request):
 
 @pytest.fixture
 def named_echo(tmp_path, request):
-    """Factory of private echo upstreams that tag their answers with `x-served-by: NAME`."""
+    """Factory of private echo upstreams that tag their answers with `x-served-by: NAME`
+    (`extra_args`: more echo_server.py flags, e.g. ["--health-file", path])."""
     servers = []
 
-    def start(name):
-        s = EchoServer(tmp_path / f"echo-{name}.log", extra_args=["--name", name])
+    def start(name, extra_args=()):
+        s = EchoServer(tmp_path / f"echo-{name}.log", extra_args=["--name", name, *extra_args])
         servers.append(s)
         _attach_log(request.node, f"echo {name}", s)
         return s

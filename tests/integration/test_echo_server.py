@@ -263,3 +263,33 @@ def test_sigterm_with_active_stream(fresh_echo_server):
 def test_kill(fresh_echo_server):
     assert fresh_echo_server.kill() == -9
     assert not fresh_echo_server.running()
+
+
+def test_health_service(named_echo, tmp_path):
+    """grpc.health.v1.Health/Check, steered by --health-file (what the gateway's health checks talk to)."""
+    import health_pb
+
+    hf = tmp_path / "health"
+    server = named_echo("h", ["--health-file", str(hf)])
+    check = server.channel.unary_unary(health_pb.CHECK_PATH,
+                                       request_serializer=health_pb.HealthCheckRequest.SerializeToString,
+                                       response_deserializer=health_pb.HealthCheckResponse.FromString)
+
+    def status(service=""):
+        return health_pb.STATUS_NAMES[check(health_pb.HealthCheckRequest(service=service), timeout=5).status]
+
+    assert status() == "SERVING" and status(echo_pb.SERVICE) == "SERVING"
+    with pytest.raises(grpc.RpcError) as e:
+        status("no.such.Service")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    hf.write_text("NOT_SERVING\nservice portico.test.Echo SERVING\n")
+    assert status() == "NOT_SERVING" and status(echo_pb.SERVICE) == "SERVING"
+    hf.write_text("error 14\n")
+    with pytest.raises(grpc.RpcError) as e:
+        status()
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    hf.write_text("delay_ms 1000\n")
+    with pytest.raises(grpc.RpcError) as e:
+        check(health_pb.HealthCheckRequest(), timeout=0.2)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert server.log_text().count("Check service=''") >= 3

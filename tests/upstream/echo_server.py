@@ -6,6 +6,15 @@ Prints exactly one line `PORT <n>` to stdout once listening; logs go to stderr.
 `--name NAME` adds the initial metadata `x-served-by: NAME` to every call (to tell upstreams apart).
 `--tls-cert FILE --tls-key FILE` serve TLS (ALPN h2) instead of h2c; with `--tls-client-ca FILE` a
 client certificate signed by that CA is required (mTLS).
+The server also serves grpc.health.v1.Health/Check (see health_pb.py; `--no-health` leaves it out, so
+checks get UNIMPLEMENTED). Known services are "" (the whole server) and portico.test.Echo; others get
+NOT_FOUND. With `--health-file FILE` the answers follow that file, read at every check (absent or empty:
+everything SERVING), one directive a line:
+    NOT_SERVING                      the status of every known service (SERVING, NOT_SERVING, UNKNOWN, ...)
+    service portico.test.Echo SERVING   the status of one service (overrides the line above)
+    delay_ms 2000                    answer that much later
+    error 14                         fail the check with this grpc status code
+Each check is logged (`Check service='' -> SERVING`), so tests can count them.
 SIGTERM/SIGINT stop the server (0.5 s grace) and exit 0.
 
 Response shape, per method:
@@ -38,6 +47,7 @@ from google.protobuf import any_pb2, json_format, wrappers_pb2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import echo_pb  # noqa: E402
+import health_pb  # noqa: E402
 
 log = logging.getLogger("echo_server")
 
@@ -281,6 +291,60 @@ def json_codec(req_cls):
     return parse, dump
 
 
+KNOWN_SERVICES = ("", echo_pb.SERVICE, echo_pb.JSON_SERVICE)
+
+
+class HealthService:
+    """grpc.health.v1.Health/Check, steered by --health-file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _directives(self):
+        status, per_service, delay_ms, error = "SERVING", {}, 0, 0
+        try:
+            with open(self.path) as f:
+                lines = f.read().splitlines() if self.path else []
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "service" and len(words) == 3:
+                per_service[words[1]] = words[2]
+            elif words[0] == "delay_ms" and len(words) == 2:
+                delay_ms = int(words[1])
+            elif words[0] == "error" and len(words) == 2:
+                error = int(words[1])
+            elif len(words) == 1:
+                status = words[0]
+        return status, per_service, delay_ms, error
+
+    def Check(self, req, context):
+        status, per_service, delay_ms, error = self._directives() if self.path else ("SERVING", {}, 0, 0)
+        if delay_ms > 0 and not wait_active(context, delay_ms):
+            return health_pb.HealthCheckResponse()
+        if error:
+            log.info("Check service=%r -> error %d", req.service, error)
+            context.abort(CODES.get(error, grpc.StatusCode.UNKNOWN), "health check failed on purpose")
+        if req.service not in KNOWN_SERVICES and req.service not in per_service:
+            log.info("Check service=%r -> NOT_FOUND", req.service)
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {req.service!r}")
+        answer = per_service.get(req.service, status)
+        log.info("Check service=%r -> %s", req.service, answer)
+        return health_pb.HealthCheckResponse(status=health_pb.STATUS_NAMES.index(answer))
+
+
+def health_handler(path):
+    service = HealthService(path)
+    return grpc.method_handlers_generic_handler(health_pb.SERVICE, {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            service.Check, request_deserializer=health_pb.HealthCheckRequest.FromString,
+            response_serializer=health_pb.HealthCheckResponse.SerializeToString),
+    })
+
+
 def generic_handler(service, json=False):
     factories = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -313,6 +377,8 @@ def main():
     parser.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     parser.add_argument("--tls-client-ca",
                         help="require client certificates signed by this CA (PEM; needs --tls-cert)")
+    parser.add_argument("--health-file", help="steer grpc.health.v1.Health/Check (see above)")
+    parser.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1.Health")
     args = parser.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
         parser.error("--tls-cert and --tls-key go together; --tls-client-ca needs them")
@@ -332,7 +398,10 @@ def main():
         options.append(("grpc.max_concurrent_streams", args.max_concurrent_streams))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers), options=options)
     service = EchoService()
-    server.add_generic_rpc_handlers((generic_handler(service), generic_handler(service, json=True)))
+    handlers = [generic_handler(service), generic_handler(service, json=True)]
+    if not args.no_health:
+        handlers.append(health_handler(args.health_file))
+    server.add_generic_rpc_handlers(tuple(handlers))
     try:
         if args.tls_cert:
             with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
