@@ -19,8 +19,9 @@
  * Choosing where a call goes (dispatch()): a connection with a free stream to a usable endpoint (not
  * ejected, not failing its health checks: ptc_endpoint_usable), picked round-robin or, with least_request,
  * to the endpoint with the fewest streams this pool has open on it (ties in turn). Pinned streams (health
- * checks) go to their endpoint only, usable or not, and open a connection to it when there is none (also
- * beyond max_connections, which bounds the connections opened for calls). A call that finds no usable
+ * checks) go to their endpoint only, usable or not, and go first when a stream frees up; they open a
+ * connection to it when it has none (also beyond max_connections, which bounds the connections opened for
+ * calls), and wait for a free stream when it has some. A call that finds no usable
  * endpoint fails at once; one that finds every connection full waits in the pending queue (max_pending).
  *
  * Shared counts: each connection holds a reference to its endpoint's ptc_endpoint_status_t and keeps its
@@ -886,20 +887,28 @@ static ptc_h2client_t *pick_conn(ptc_upstream_t *up, uint64_t now, bool *connect
     return best;
 }
 
-/* The connection for a stream pinned to endpoint ep: any with a free stream; *connecting when one is being set up. */
-static ptc_h2client_t *pinned_conn(ptc_upstream_t *up, size_t ep, bool *connecting)
+/*
+ * The connection for a stream pinned to endpoint ep: any with a free stream. NULL otherwise, with *wait set when
+ * the stream should wait rather than open a connection: one is being set up, or the endpoint has connections
+ * (all busy) and the pool is at max_connections (a check may open a connection beyond it only to an endpoint
+ * that has none, so that checks never make connections pile up on a saturated endpoint).
+ */
+static ptc_h2client_t *pinned_conn(ptc_upstream_t *up, size_t ep, bool *wait)
 {
     ptc_h2client_t *conn;
-    *connecting = false;
+    bool any = false;
+    *wait = false;
     TAILQ_FOREACH(conn, &up->conns, link)
     {
-        if (conn->endpoint != ep)
+        if (conn->endpoint != ep || conn->state == H2C_DRAINING)
             continue;
+        any = true;
         if (conn->state == H2C_CONNECTING)
-            *connecting = true;
+            *wait = true;
         else if (conn_has_capacity(conn))
             return conn;
     }
+    *wait = *wait || (any && up->num_conns >= up_config(up)->max_connections);
     return NULL;
 }
 
@@ -978,8 +987,8 @@ restart:
     for (s = TAILQ_FIRST(&up->pinned); s != NULL; s = next) {
         next = TAILQ_NEXT(s, pending_link);
         size_t ep = s->pin - 1;
-        bool connecting;
-        ptc_h2client_t *target = ep < up_config(up)->num_endpoints ? pinned_conn(up, ep, &connecting) : NULL;
+        bool wait;
+        ptc_h2client_t *target = ep < up_config(up)->num_endpoints ? pinned_conn(up, ep, &wait) : NULL;
         if (ep >= up_config(up)->num_endpoints) {
             fail_stream(up, s, "endpoint removed by a reload");
             goto restart; /* the owner's callback may have changed the queue */
@@ -995,8 +1004,8 @@ restart:
             }
             goto restart;
         }
-        if (connecting)
-            continue;
+        if (wait)
+            continue; /* a stream closing or the connection becoming ready dispatches again */
         if (up->endpoints[ep].retry_at_ms > now || conn_open(up, ep) == NULL) {
             char msg[300];
             snprintf(msg, sizeof(msg), "%s (next connection attempt in %" PRIu64 " ms)",

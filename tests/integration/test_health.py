@@ -320,6 +320,25 @@ def test_max_pending_says_which_limit(env):
         assert status_of(hdrs, trailers)[0] == 0 and EchoResponse.FromString(msgs[0]).message == str(i)
 
 
+def test_checks_wait_for_a_stream_on_a_full_pool(env):
+    """A check shares the pool's connections: with every stream busy at max_connections it waits for one (and
+    goes first when one frees up) rather than open more connections."""
+    gw, admin, s = env(names=("a",), workers=1, server_args={"a": ["--max-concurrent-streams", "1"]},
+                       up_extra="max_connections: 1\nhealth_check: {interval: 100ms, timeout: 3s}")
+    a = s["a"]
+    wait_until(lambda: health_of(admin, a) == "healthy", what="healthy")
+    results = {}
+    t = threading.Thread(target=lambda: results.__setitem__(1, gw.call(UNARY, EchoRequest(message="1", delay_ms=1000))))
+    t.start()
+    wait_until(lambda: "Unary id=''" in a.log_text(), what="the call upstream")
+    checks = a.log_text().count("Check service=")
+    t.join(10)
+    assert status_of(results[1][1], results[1][3])[0] == 0
+    wait_until(lambda: a.log_text().count("Check service=") > checks + 1, what="checks again")
+    assert gw.log_text().count("upstream echo: connected to") == 1
+    assert health_of(admin, a) == "healthy"
+
+
 # --------------------------------------------------------------------------- live reload
 
 
