@@ -312,6 +312,7 @@ def portico(request, tmp_path):
         gw = portico("--max-streams", "10")            # CLI mode
         gw = portico(config=YAML)                       # --config mode
         gw = portico(upstream=fresh_echo_server)        # other upstream (EchoServer or port)
+        gw = portico(config=YAML, wrap=["unshare", …])  # run through a command (argv prefix)
 
     CLI mode passes `--listen 127.0.0.1:<free> --upstream 127.0.0.1:<echo> --workers 1
     --log-level debug` followed by the extra args. In config mode `{listen_port}` and
@@ -322,7 +323,7 @@ def portico(request, tmp_path):
     binary = _portico_binary()
     instances = []
 
-    def start(*extra_args, config=None, upstream=None, listen_port=None, env=None):
+    def start(*extra_args, config=None, upstream=None, listen_port=None, env=None, wrap=()):
         if not binary.exists():
             pytest.fail(f"portico binary not found at {binary} (set PORTICO_BIN or build it)",
                         pytrace=False)
@@ -339,8 +340,11 @@ def portico(request, tmp_path):
             cfg.write_text(config.replace("{upstream_port}", str(upstream_port))
                            .replace("{listen_port}", str(port)))
             args = ["--config", str(cfg)]
-        gw = Portico(binary, args + [str(a) for a in extra_args], port,
-                     tmp_path / f"portico-{n}.log", env=env)
+        args += [str(a) for a in extra_args]
+        if wrap:  # the wrapper execs the gateway: the process (pid, signals, exit code) stays the same
+            gw = Portico(wrap[0], [*map(str, wrap[1:]), str(binary), *args], port, tmp_path / f"portico-{n}.log", env=env)
+        else:
+            gw = Portico(binary, args, port, tmp_path / f"portico-{n}.log", env=env)
         instances.append(gw)
         _attach_log(request.node, f"portico-{n}", gw)
         if isinstance(upstream, EchoServer):

@@ -9,6 +9,8 @@ import json
 import re
 import signal
 import socket
+import struct
+import subprocess
 import threading
 import time
 import urllib.error
@@ -88,12 +90,12 @@ def config(port, admin_port, endpoints, up_extra="", extra="", workers=2, admin_
 
 @pytest.fixture
 def env(portico, named_echo, tmp_path):
-    """start(names, up_extra, extra, workers, server_args, endpoints, admin_extra) -> (gw, admin, {name: server});
+    """start(names, up_extra, extra, workers, server_args, endpoints, admin_extra, wrap) -> (gw, admin, {name: server});
     each server answers health checks from its own file (server.health_file; absent = SERVING); gw.config_path
     is the gateway's configuration file."""
 
     def start(names=("a", "b"), up_extra=FAST_CHECKS, extra="", workers=2, server_args=None, endpoints=None,
-              admin_extra=""):
+              admin_extra="", wrap=()):
         servers = {}
         for name in names:
             hf = tmp_path / f"health-{name}"
@@ -103,7 +105,7 @@ def env(portico, named_echo, tmp_path):
         port, admin_port = free_port(), free_port()
         eps = endpoints(servers) if endpoints else list(servers.values())
         gw = portico(config=config(port, admin_port, eps, up_extra, extra, workers, admin_extra), listen_port=port,
-                     upstream=next(iter(servers.values())))
+                     upstream=next(iter(servers.values())), wrap=wrap)
         assert gw.wait_log(r"admin API listening on 127\.0\.0\.1:%d" % admin_port)
         gw.config_path = Path(gw.args[gw.args.index("--config") + 1])
         return gw, Admin(admin_port), servers
@@ -368,6 +370,114 @@ def test_reload_health_settings(env):
     wait_until(lambda: "b" in {served_by(gw) for _ in range(4)}, what="calls on b")
     assert "retired pool" not in gw.log_text()
     assert gw.log_text().count("upstream echo: connected to") == connects, "connections were not kept"
+
+
+# --------------------------------------------------------------------------- DNS re-resolution
+
+
+class DnsServer:
+    """A tiny DNS server on 127.0.0.1 (UDP) for one name: A queries get `address`, AAAA queries no record;
+    other names, and this one while `address` is None, NXDOMAIN. Counts the A queries it answered."""
+
+    def __init__(self, name):
+        self.name, self.address, self.a_queries = name.lower(), None, 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _answer(self, q):
+        qid, flags = struct.unpack(">HH", q[:4])
+        pos, labels = 12, []
+        while q[pos]:
+            labels.append(q[pos + 1:pos + 1 + q[pos]].decode().lower())
+            pos += 1 + q[pos]
+        qtype = struct.unpack(">H", q[pos + 1:pos + 3])[0]
+        question = q[12:pos + 5]  # as sent (evdns may randomise the case)
+        rcode, answers = 0, b""
+        if ".".join(labels) != self.name or self.address is None:
+            rcode = 3
+        elif qtype == 1:
+            self.a_queries += 1
+            answers = struct.pack(">HHHIH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(self.address)
+        head = struct.pack(">HHHHHH", qid, 0x8480 | (flags & 0x0100) | rcode, 1, 1 if answers else 0, 0, 0)
+        return head + question + answers
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                q, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            try:
+                self.sock.sendto(self._answer(q), peer)
+            except (IndexError, struct.error, UnicodeDecodeError):
+                pass
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def resolver_namespace(tmp_path, dns):
+    """An argv prefix running the gateway with /etc/resolv.conf naming only `dns` (a user and mount
+    namespace; the network is the host's); skips the test where user namespaces are not allowed."""
+    if subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -Urm (user namespaces) is not allowed here")
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver 127.0.0.1:{dns.port}\noptions ndots:1 attempts:1 timeout:1\n")
+    return ["unshare", "-Urm", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', conf]
+
+
+def test_dns_refresh_follows_a_moved_name(env, tmp_path, request):
+    """An endpoint given by name is resolved again every dns_refresh (a real DNS server): when the name moves,
+    the connection to the old address finishes its call and takes no new ones, new calls go to the new
+    address; a failed lookup keeps what worked."""
+    dns = DnsServer("backend.portico.test")
+    request.addfinalizer(dns.stop)
+    dns.address = "127.0.0.1"
+    holder = {}
+
+    def endpoints(servers):
+        holder["name"] = f"backend.portico.test:{servers['a'].port}"
+        return [holder["name"]]
+
+    # b listens on the same port as a, on another loopback address; started after a, so a's port is known
+    # one worker: which worker the kernel hands a call to is not ours to choose, and a worker that met the move
+    # only after the name was gone would rightly fail its call (its connection is stale, a new one cannot resolve)
+    gw, admin, s = env(names=("a",), endpoints=endpoints, up_extra="dns_refresh: 200ms", workers=1,
+                       wrap=resolver_namespace(tmp_path, dns))
+    name, a = holder["name"], s["a"]
+    b = request.getfixturevalue("named_echo")("b", ["--host", "127.0.0.2", "--port", str(a.port)])
+    wait_until(lambda: admin.endpoints()[0][name]["resolved"] == ["127.0.0.1"], what="resolved to a")
+    assert {served_by(gw) for _ in range(6)} == {"a"}
+    refreshes = dns.a_queries
+    time.sleep(1)
+    assert 3 <= dns.a_queries - refreshes <= 8, f"{dns.a_queries - refreshes} lookups in 1 s at dns_refresh 200ms"
+
+    results = {}
+    t = threading.Thread(target=_long_stream, args=(gw, results, "long"))
+    t.start()
+    wait_until(lambda: admin.endpoints()[0][name]["active_streams"] == 1, what="the long call open")
+    dns.address = "127.0.0.2"
+    assert gw.wait_log(rf"upstream echo: {re.escape(name)} resolves to 127\.0\.0\.2 \(was 127\.0\.0\.1\)")
+    ep = admin.endpoints()[0][name]
+    assert ep["resolved"] == ["127.0.0.2"] and ep["dns_error"] is None, ep
+    # the connection to 127.0.0.1 takes no new call, the next one goes to 127.0.0.2
+    assert {served_by(gw) for _ in range(8)} == {"b"}
+    assert gw.wait_log(rf"upstream echo: {re.escape(name)} no longer resolves to 127\.0\.0\.1")
+    t.join(15)
+    assert results["long"] == ("a", 0), results  # the call in flight on the old address finished
+
+    dns.address = None  # the name is gone (NXDOMAIN)
+    assert gw.wait_log(rf"upstream echo: cannot resolve {re.escape(name)}: .*; the addresses known before stay")
+    ep = admin.endpoints()[0][name]
+    assert ep["resolved"] == ["127.0.0.2"] and ep["dns_error"], ep
+    assert {served_by(gw) for _ in range(4)} == {"b"}  # the connections that work stay
 
 
 # --------------------------------------------------------------------------- admin endpoints and drain
