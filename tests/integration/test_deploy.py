@@ -5,10 +5,12 @@
   fails); selectors match the pod labels; probes and Service ports point at container ports that exist
   and whose numbers are the ConfigMap configuration's listener and admin ports; the ConfigMap is
   mounted as a directory (no subPath, so its updates reach Portico's file watch) at the --config path;
-  preStop and terminationGracePeriodSeconds cover timeouts.drain; the security context holds (non-root
-  as the image's uid, read-only root, no privilege escalation, no capabilities); the image tag is the
-  project version; the ConfigMap's configuration passes --check-config and serves calls, its admin
-  port answers the probes' paths.
+  terminationGracePeriodSeconds covers preStop, timeouts.drain_delay and timeouts.drain; the security
+  context holds (non-root as the image's uid, read-only root, no privilege escalation, no capabilities);
+  the image tag is the project version; the ConfigMap's configuration passes --check-config and serves
+  calls, its admin port answers the probes' paths (/live 200, /ready 200), and the preStop command as
+  written drains it through POST /drain?wait=1 (/ready 503 at once, the listener open for drain_delay,
+  exit 0); the Dockerfile's HEALTHCHECK command passes against it.
 - systemd (deploy/systemd/portico.service): `systemd-analyze verify` prints nothing; the settings that
   matter are there; `systemd-analyze security --offline` rates it OK; and its sandbox admits Portico:
   every system call a run makes (strace: start, calls, admin requests, SIGHUP reload, SIGTERM drain) is
@@ -17,11 +19,13 @@
   `make deploy-check` (deploy/docker-build-steps).
 """
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -343,10 +347,18 @@ def test_configmap_is_mounted_as_a_directory_for_live_reload(k8s):
     assert cfg.get("watch", True) is True, "watch: false would ignore ConfigMap updates"
 
 
+def prestop_drain_request(c):
+    """The preStop hook's request to the admin API (method, path, port) when it is one, else None."""
+    argv = (c["lifecycle"]["preStop"].get("exec") or {}).get("command") or []
+    m = re.search(r"/dev/tcp/127\.0\.0\.1/(\d+)\b.*'(POST|GET) (\S+) HTTP/1\.[01]", " ".join(argv))
+    return (m.group(2), m.group(3), int(m.group(1))) if m else None
+
+
 def test_stop_sequence_fits_in_the_grace_period(k8s):
     c, spec = container(k8s), pod_spec(k8s)
     _, _, cfg = configmap_config(k8s)
-    drain = seconds((cfg.get("timeouts") or {}).get("drain", "10s"))
+    timeouts = cfg.get("timeouts") or {}
+    drain, delay = seconds(timeouts.get("drain", "10s")), seconds(timeouts.get("drain_delay", "0s"))
     pre = c["lifecycle"]["preStop"]
     if "sleep" in pre:
         pause = pre["sleep"]["seconds"]
@@ -356,8 +368,14 @@ def test_stop_sequence_fits_in_the_grace_period(k8s):
         assert tool, f"preStop runs {argv[0]}, which is not from an Essential package (in every Debian image)"
         m = re.fullmatch(r"(?:/usr)?/bin/sleep", argv[0])
         pause = float(argv[1]) if m else 0
-    assert spec["terminationGracePeriodSeconds"] > pause + drain, \
-        f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} <= preStop {pause} s + drain {drain} s"
+    if prestop_drain_request(c) is not None:
+        # the drain starts in preStop: the listeners must outlive the pod's removal from the Service
+        assert delay >= 2, f"preStop drains, but timeouts.drain_delay is {delay} s: the listeners close at once"
+    else:
+        assert pause >= 2 or delay >= 2, "neither a preStop pause nor timeouts.drain_delay keeps the listeners open"
+    assert spec["terminationGracePeriodSeconds"] > pause + delay + drain, \
+        (f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} <= preStop {pause} s + "
+         f"drain_delay {delay} s + drain {drain} s")
 
 
 def test_security_context(k8s):
@@ -421,15 +439,88 @@ def test_configmap_configuration_serves(configmap_gateway):
 
 
 def test_probe_paths_answer_on_the_admin_port(k8s, configmap_gateway):
-    """The paths the Deployment's probes ask for, on the port they ask: /live 200, /ready 200 or 503."""
+    """The paths the Deployment's probes ask for, on the port they name (resolved through the container's
+    ports to the configuration's admin port): liveness 200 live, readiness 200 ready (its upstream is up)."""
     gw, port, admin, cfg = configmap_gateway
     c = container(k8s)
-    live = http_get(admin, c["livenessProbe"]["httpGet"]["path"])[0]
-    ready = http_get(admin, c["readinessProbe"]["httpGet"]["path"])[0]
-    if live == 404 and ready == 404:
-        pytest.skip("this build's admin API has no /live and /ready yet (issue 12, item 3)")
-    assert live == 200, f"GET /live on the admin port: {live}"
-    assert ready in (200, 503), f"GET /ready on the admin port: {ready}"
+    _, cm_admin = config_ports(configmap_config(k8s)[2])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert resolve_container_port(c, c[probe]["httpGet"]["port"]) == cm_admin
+    status, text = http_get(admin, c["livenessProbe"]["httpGet"]["path"])
+    assert status == 200 and json.loads(text)["live"] is True, (status, text)
+    status, text = http_get(admin, c["readinessProbe"]["httpGet"]["path"])
+    assert status == 200 and json.loads(text) == {"ready": True, "reasons": []}, (status, text)
+
+
+def test_prestop_drains_through_the_admin_api(k8s, tmp_path, echo_server):
+    """The Deployment's preStop command as written (its port moved to the test's admin port), against the
+    ConfigMap's configuration: /ready turns 503 at once, the listener serves for drain_delay, a call in flight
+    finishes, the hook gets its 200 once the drain is done, and Portico exits 0."""
+    c = container(k8s)
+    drain = prestop_drain_request(c)
+    if drain is None:
+        pytest.skip("preStop does not ask the admin API to drain")
+    name, _, cfg = configmap_config(k8s)
+    _, cm_admin = config_ports(cfg)
+    assert drain[:2] == ("POST", "/drain?wait=1") and drain[2] == cm_admin, \
+        f"preStop asks {drain}, not POST /drain?wait=1 on the admin port {cm_admin}"
+    port, admin = free_port(), free_port()
+    cfg = dict(cfg, listeners=[f"127.0.0.1:{port}"], admin={**cfg["admin"], "address": f"127.0.0.1:{admin}"},
+               workers=1)
+    cfg["timeouts"] = dict(cfg.get("timeouts") or {}, drain_delay="1s")  # the mechanism, not the 5 s
+    (tmp_path / name).write_text(yaml.safe_dump(cfg))
+    gw = Portico(_portico_binary(), ["--config", str(tmp_path / name), "--upstream", echo_server.address],
+                 port, tmp_path / "portico.log")
+    try:
+        wait_port(admin, gw.proc, 5, gw.log_text)
+        assert http_get(admin, "/ready")[0] == 200
+        streamed = {}
+        stream = threading.Thread(target=lambda: streamed.update(r=grpcweb.call(
+            port, "/portico.test.Echo/ServerStream", EchoRequest(message="pre", count=3, interval_ms=500),
+            headers={"Origin": cfg["cors"]["allow_origins"][0]}, timeout=15)))
+        stream.start()
+        time.sleep(0.3)
+        argv = [a.replace(f"127.0.0.1/{cm_admin}", f"127.0.0.1/{admin}") for a in c["lifecycle"]["preStop"]["exec"]["command"]]
+        t0 = time.monotonic()
+        hook = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first_503 = None
+        while first_503 is None and time.monotonic() - t0 < 2:
+            if http_get(admin, "/ready")[0] == 503:
+                first_503 = time.monotonic() - t0
+        assert first_503 is not None and first_503 < 0.5, first_503
+        status, headers, _, trailers = grpcweb.call(port, UNARY, EchoRequest(message="still open"))
+        assert grpcweb.grpc_status(headers, trailers)[0] == 0, "the listener closed before drain_delay"
+        out, _ = hook.communicate(timeout=20)
+        assert hook.returncode == 0, f"preStop exited {hook.returncode}: {out}\n{gw.log_text()}"
+        assert time.monotonic() - t0 >= 1, "the hook returned before the drain delay was over"
+        assert gw.proc.wait(10) == 0
+        stream.join(15)
+        status, headers, msgs, trailers = streamed["r"]
+        assert grpcweb.grpc_status(headers, trailers)[0] == 0 and len(msgs) == 3, (headers, trailers)
+        assert "admin API: POST /drain: draining (not ready; the listeners close in 1000 ms" in gw.log_text()
+    finally:
+        gw.stop()
+
+
+def dockerfile_healthcheck():
+    """The exec form of the Dockerfile's HEALTHCHECK CMD."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    m = re.search(r"^HEALTHCHECK\b.*?\bCMD\s+(\[.*\])\s*$", text, re.MULTILINE)
+    assert m, "deploy/Dockerfile has no HEALTHCHECK CMD [...]"
+    return json.loads(m.group(1))
+
+
+def test_dockerfile_healthcheck_asks_the_admin_api(configmap_gateway):
+    """The image's HEALTHCHECK command (its port moved to the test's admin port) passes against a running
+    Portico, and fails against a port where nothing answers /live."""
+    gw, port, admin, cfg = configmap_gateway
+    image_admin = port_of(yaml.safe_load((DEPLOY / "portico.yaml").read_text())["admin"]["address"])
+    argv = dockerfile_healthcheck()
+    assert any(f"127.0.0.1/{image_admin}" in a for a in argv), f"HEALTHCHECK does not ask port {image_admin}: {argv}"
+    run = lambda p: subprocess.run([a.replace(f"127.0.0.1/{image_admin}", f"127.0.0.1/{p}") for a in argv],  # noqa: E731
+                                   capture_output=True, timeout=10).returncode
+    assert run(admin) == 0
+    assert run(port) != 0  # the gRPC-Web listener: /live is not there
 
 
 # ---- systemd ---------------------------------------------------------------------------------------
@@ -616,7 +707,7 @@ def test_systemd_sandbox_admits_what_portico_does(tmp_path, echo_server, sandbox
                                                     headers={"Origin": "https://x.c.example"})
         assert headers.get("access-control-allow-origin") is None
         for path in ("/config", "/status", "/live", "/ready"):
-            assert http_get(admin, path)[0] in (200, 404, 503)
+            assert http_get(admin, path)[0] == 200, path
         os.kill(child, signal.SIGHUP)
         wait_log(r"configuration version 2 applied")
         cfg.write_text(text.replace("https://a.example", "https://c.example"))
