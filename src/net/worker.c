@@ -653,6 +653,10 @@ void ptc_worker_dispose(ptc_worker_t *w)
         TAILQ_REMOVE(&w->retired_pools, up, retired_link);
         ptc_upstream_free(up);
     }
+    /* A name lookup canceled above (a pool's DNS refresh or connection) reports its end from the loop, which
+     * frees it: give those callbacks their turn, or they and their requests would outlive the base. */
+    for (int i = 0; i < 4 && w->base != NULL && event_base_get_num_events(w->base, EVENT_BASE_COUNT_ACTIVE) != 0; i++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
     if (w->gc_ev != NULL)
         event_free(w->gc_ev);
     if (w->notify_ev != NULL)
