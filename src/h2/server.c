@@ -1269,7 +1269,11 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
 
     bufferevent_setcb(bev, on_read, on_write, on_event, conn);
     bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (bufferevent_enable(bev, EV_READ | EV_WRITE) != 0) { /* a new descriptor's events allocate (libevent's evmap) */
+        ptc_log_warn("h2 %s: out of memory accepting the connection", peer);
+        conn_free(conn, "out of memory");
+        return;
+    }
     if (!tls)
         bufferevent_disable(bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
     timer_update(conn);

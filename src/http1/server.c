@@ -1148,7 +1148,13 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
     ptc_fault_hold(false);
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
-    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    if (bufferevent_enable(conn->bev, EV_READ | EV_WRITE) != 0) {
+        /* the first events on a new descriptor number allocate (libevent's evmap): without them the
+         * connection would never be read and hang until the client gives up */
+        ptc_log_warn("http1 %s: out of memory accepting the connection", conn->base.peer);
+        conn_free(conn, "out of memory");
+        return;
+    }
     if (!tls)
         bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */
     timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
