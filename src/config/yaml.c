@@ -442,7 +442,7 @@ static int on_listener_tls_client_auth(loader_t *l, const char *key, yaml_node_t
 {
     static const char *const names[] = {"none", "optional", "required"};
     ptc_listener_tls_config_t *tls = obj;
-    size_t i;
+    size_t i = 0;
     int ret = parse_enum(l, key, value, names, PTC_ARRAY_SIZE(names), "none, optional or required", &i);
 
     if (ret == 0)
@@ -684,7 +684,7 @@ static int on_upstream_tls(loader_t *l, const char *key, yaml_node_t *value, voi
 static int on_upstream_balancing(loader_t *l, const char *key, yaml_node_t *value, void *obj)
 {
     ptc_upstream_config_t *up = obj;
-    size_t i;
+    size_t i = 0;
     int ret =
         parse_enum(l, key, value, ptc__balancing_names, PTC_ARRAY_SIZE(ptc__balancing_names), "round_robin or least_request", &i);
 
