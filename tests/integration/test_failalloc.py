@@ -102,6 +102,21 @@ def read_all(sock, timeout):
         data += chunk
 
 
+def exchange(port, pieces):
+    """Sends the pieces on a new connection and reads to its end; None when the gateway reset it while sending."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+        raw, _ = read_all(sock, 15)
+        return raw
+    finally:
+        sock.close()
+
+
 def parse_http1(raw):
     """(status, headers, body, complete) of one HTTP/1.1 response; complete=False when cut short.
     Raises AssertionError for bytes that are not a (prefix of a) well-formed response."""
@@ -186,15 +201,9 @@ def h1_call(port, path, req, text, expect):
     hdrs = grpcweb.request_headers(text) + [("Content-Length", str(len(body))), ("Connection", "close"),
                                             ("Host", "127.0.0.1")]
     wire = f"POST {path} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n" + body
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        try:
-            sock.sendall(wire)
-        except (BrokenPipeError, ConnectionResetError):
-            return "reset"
-        raw, _ = read_all(sock, 15)
-    finally:
-        sock.close()
+    raw = exchange(port, [wire])
+    if raw is None:
+        return "reset"
     return grpcweb_outcome(*parse_http1(raw), text, expect)
 
 
@@ -260,19 +269,11 @@ def h1_big_request(port):
     payload = bytes(range(256)) * 800
     body = grpcweb.frame(echo_pb.EchoRequest(message="big", payload=payload).SerializeToString())
     hdrs = grpcweb.request_headers(False) + [("Transfer-Encoding", "chunked"), ("Connection", "close"), ("Host", "127.0.0.1")]
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        try:
-            sock.sendall(b"POST /portico.test.Echo/Unary HTTP/1.1\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n")
-            for i in range(0, len(body), 16384):
-                piece = body[i:i + 16384]
-                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
-            sock.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            return "reset"
-        raw, _ = read_all(sock, 15)
-    finally:
-        sock.close()
+    pieces = [b"POST /portico.test.Echo/Unary HTTP/1.1\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n"]
+    pieces += [b"%x\r\n" % len(body[i:i + 16384]) + body[i:i + 16384] + b"\r\n" for i in range(0, len(body), 16384)]
+    raw = exchange(port, pieces + [b"0\r\n\r\n"])
+    if raw is None:
+        return "reset"
     return grpcweb_outcome(*parse_http1(raw), False, [("big", 0)])
 
 
@@ -286,15 +287,9 @@ def connect_call(port, method, target, headers, body, stream):
     if body is not None:
         hdrs.append(("Content-Length", str(len(body))))
     wire = f"{method} {target} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n" + (body or b"")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        try:
-            sock.sendall(wire)
-        except (BrokenPipeError, ConnectionResetError):
-            return "reset"
-        raw, _ = read_all(sock, 15)
-    finally:
-        sock.close()
+    raw = exchange(port, [wire])
+    if raw is None:
+        return "reset"
     status, headers, data, complete = parse_http1(raw)
     if status is None or not complete and status == 200 and stream:
         if status is not None:  # a stream cut short: its whole envelopes are intact
@@ -416,15 +411,9 @@ def h1_pipeline(port, token):
         ("Content-Length", str(len(body))), ("Connection", "close"), ("Host", "127.0.0.1"),
         ("Origin", "https://app.example"), ("Authorization", f"Bearer {token}"), ("Accept-Encoding", "gzip")]
     wire = b"POST /portico.test.Echo/ServerStream HTTP/1.1\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs) + b"\r\n" + body
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        try:
-            sock.sendall(wire)
-        except (BrokenPipeError, ConnectionResetError):
-            return "reset"
-        raw, _ = read_all(sock, 15)
-    finally:
-        sock.close()
+    raw = exchange(port, [wire])
+    if raw is None:
+        return "reset"
     status, headers, data, complete = parse_http1(raw)
     if status == 200 and complete:
         assert headers.get("access-control-allow-origin") == "https://app.example", headers
