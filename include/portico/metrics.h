@@ -158,8 +158,18 @@ typedef struct st_ptc_metrics_source_t {
     const ptc_limit_stats_t *limits;   /* may be NULL */
 } ptc_metrics_source_t;
 
-/* What the control thread adds: configuration, access log writer, process figures. */
+/* One upstream endpoint as the control thread sees it in the shared health table (what GET /upstreams reports). */
+typedef struct st_ptc_metrics_endpoint_t {
+    const char *upstream, *address; /* the configured names */
+    const char *health;             /* "unknown", "healthy" or "unhealthy" (ptc_health_name) */
+    bool available;                 /* gets calls: not unhealthy, not ejected */
+    bool ejected;                   /* ejected by passive outlier detection */
+} ptc_metrics_endpoint_t;
+
+/* What the control thread adds: configuration, access log writer, endpoints, process figures. */
 typedef struct st_ptc_metrics_process_t {
+    const ptc_metrics_endpoint_t *endpoints; /* num_endpoints, over all upstreams of the running configuration */
+    size_t num_endpoints;
     uint64_t config_version, reloads_ok, reloads_failed;
     uint64_t access_log_bytes, access_log_write_errors, access_log_lost, access_log_reopens; /* summed over the writers */
     size_t workers;

@@ -11,9 +11,40 @@
 
 #include "control_internal.h"
 #include "portico/access_log.h"
+#include "portico/health.h"
 #include "portico/metrics.h"
 #include "portico/snapshot.h"
 #include "portico/worker.h"
+
+/* The endpoints of the running configuration from the shared health table (what GET /upstreams shows). */
+static ptc_metrics_endpoint_t *collect_endpoints(const ptc_snapshot_t *snap, size_t *count)
+{
+    const ptc_config_t *cfg = &snap->config;
+    const ptc_status_table_t *t = snap->status;
+    uint64_t now = ptc_now_ms();
+    size_t n = 0, k = 0;
+
+    for (size_t i = 0; i < cfg->num_upstreams; i++)
+        n += cfg->upstreams[i].num_endpoints;
+    ptc_metrics_endpoint_t *e = calloc(n + 1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->num_upstreams; i++) {
+        const ptc_upstream_config_t *uc = &cfg->upstreams[i];
+        for (size_t j = 0; j < uc->num_endpoints; j++, k++) {
+            ptc_endpoint_status_t *st = t->upstreams[i].endpoints[j];
+            e[k] = (ptc_metrics_endpoint_t){
+                .upstream = uc->name,
+                .address = st->label,
+                .health = ptc_health_name((ptc_health_t)atomic_load(&st->health)),
+                .available = ptc_endpoint_available(st, &uc->health_check, now),
+                .ejected = atomic_load(&st->ejected_until_ms) > now,
+            };
+        }
+    }
+    *count = k;
+    return e;
+}
 
 void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req)
 {
@@ -29,7 +60,10 @@ void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req)
         .workers = ctl->nworkers,
     };
 
-    if (src == NULL || b == NULL) {
+    ptc_metrics_endpoint_t *endpoints = collect_endpoints(ctl->snap, &p.num_endpoints);
+    p.endpoints = endpoints;
+    if (src == NULL || b == NULL || endpoints == NULL) {
+        free(endpoints);
         free(src);
         if (b != NULL)
             evbuffer_free(b);
@@ -45,7 +79,9 @@ void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req)
     p.access_log_lost = t.lost;
     p.access_log_reopens = t.reopens;
     ptc_metrics_read_process(&p);
-    if (ptc_metrics_render(b, src, n, &p, om) != 0) {
+    int rendered = ptc_metrics_render(b, src, n, &p, om);
+    free(endpoints);
+    if (rendered != 0) {
         free(src);
         evbuffer_free(b);
         evhttp_send_error(req, 500, NULL);

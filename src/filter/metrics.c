@@ -710,6 +710,42 @@ static void render_upstreams(render_t *r, const ptc_metrics_source_t *src, size_
     free(sums);
 }
 
+/* The endpoints of the running configuration: health (one-hot over the three states), availability, ejection. */
+static void render_endpoints(render_t *r, const ptc_metrics_process_t *p)
+{
+    static const char *const states[] = {"unknown", "healthy", "unhealthy"};
+    labels_t l;
+
+#define ENDPOINT_LABEL(e)                                                                                                              \
+    do {                                                                                                                               \
+        l = (labels_t){.len = 0};                                                                                                      \
+        label_s(&l, "upstream", (e)->upstream);                                                                                        \
+        label_s(&l, "endpoint", (e)->address);                                                                                         \
+    } while (0)
+    family(r, "portico_upstream_endpoint_health", "gauge",
+           "Active health-check state of each upstream endpoint: 1 for its current state (unknown when no check is configured or "
+           "none answered yet).");
+    for (size_t i = 0; i < p->num_endpoints; i++) {
+        for (size_t s = 0; s < PTC_ARRAY_SIZE(states); s++) {
+            ENDPOINT_LABEL(&p->endpoints[i]);
+            label_s(&l, "state", states[s]);
+            sample_u(r, "portico_upstream_endpoint_health", "", &l, strcmp(p->endpoints[i].health, states[s]) == 0);
+        }
+    }
+    family(r, "portico_upstream_endpoint_available", "gauge",
+           "1 when the endpoint is given calls (not unhealthy, not ejected), else 0.");
+    for (size_t i = 0; i < p->num_endpoints; i++) {
+        ENDPOINT_LABEL(&p->endpoints[i]);
+        sample_u(r, "portico_upstream_endpoint_available", "", &l, p->endpoints[i].available);
+    }
+    family(r, "portico_upstream_endpoint_ejected", "gauge", "1 while passive outlier detection keeps the endpoint ejected, else 0.");
+    for (size_t i = 0; i < p->num_endpoints; i++) {
+        ENDPOINT_LABEL(&p->endpoints[i]);
+        sample_u(r, "portico_upstream_endpoint_ejected", "", &l, p->endpoints[i].ejected);
+    }
+#undef ENDPOINT_LABEL
+}
+
 static void render_local(render_t *r, const ptc_metrics_source_t *src, size_t n)
 {
     labels_t l;
@@ -861,6 +897,7 @@ int ptc_metrics_render(struct evbuffer *out, const ptc_metrics_source_t *src, si
     render_sum(&r, src, n, "portico_connections", "counter", "Client connections accepted.", offsetof(ptc_worker_metrics_t, conns_accepted),
                SIZE_MAX);
     render_upstreams(&r, src, n);
+    render_endpoints(&r, p);
     render_local(&r, src, n);
     render_filters(&r, src, n);
     render_sum(&r, src, n, "portico_access_log_lines", "counter", "Access-log lines queued for the writer.",

@@ -117,6 +117,28 @@ def health_of(admin, server):
     return admin.endpoints()[0][server.address]["health"]
 
 
+def endpoint_gauges(admin, server, upstream="echo"):
+    """The portico_upstream_endpoint_* samples of one endpoint in GET /metrics: {"health": state whose
+    sample is 1, "health_samples": {state: value}, "available": v, "ejected": v}."""
+    status, text = admin.request("GET", "/metrics")
+    assert status == 200, text
+    out = {"health_samples": {}}
+    want = f'upstream="{upstream}",endpoint="{server.address}"'
+    for m in re.finditer(r'^portico_upstream_endpoint_(health|available|ejected)\{([^}]*)\} (\d+)$', text, re.M):
+        kind, labels, value = m.group(1), m.group(2), int(m.group(3))
+        if not labels.startswith(want):
+            continue
+        if kind == "health":
+            state = re.search(r'state="(\w+)"', labels).group(1)
+            out["health_samples"][state] = value
+        else:
+            out[kind] = value
+    assert sorted(out["health_samples"]) == ["healthy", "unhealthy", "unknown"], text
+    assert sum(out["health_samples"].values()) == 1, out
+    out["health"] = next(k for k, v in out["health_samples"].items() if v == 1)
+    return out
+
+
 # --------------------------------------------------------------------------- active health checks
 
 
@@ -125,9 +147,14 @@ def test_not_serving_endpoint_avoided_and_back(env):
     a, b = s["a"], s["b"]
     wait_until(lambda: health_of(admin, a) == "healthy" and health_of(admin, b) == "healthy", what="both healthy")
     assert {served_by(gw) for _ in range(8)} == {"a", "b"}
+    assert endpoint_gauges(admin, b) == {"health": "healthy", "available": 1, "ejected": 0,
+                                         "health_samples": {"healthy": 1, "unhealthy": 0, "unknown": 0}}
 
     b.health_file.write_text("NOT_SERVING\n")
     wait_until(lambda: health_of(admin, b) == "unhealthy", what="b unhealthy")
+    gb, ga = endpoint_gauges(admin, b), endpoint_gauges(admin, a)
+    assert (gb["health"], gb["available"], gb["ejected"]) == ("unhealthy", 0, 0), gb
+    assert (ga["health"], ga["available"]) == ("healthy", 1), ga
     eps, up = admin.endpoints()
     assert eps[b.address]["last_check"]["ok"] is False
     assert eps[b.address]["last_check"]["result"] == "NOT_SERVING"
@@ -243,6 +270,9 @@ def test_killed_endpoint_ejected(env):
     assert "2 consecutive failures" in ep["eject_reason"], ep
     assert ep["last_error"], ep
     assert gw.wait_log(rf"upstream echo: endpoint 127\.0\.0\.1:{b.port} ejected for 30000 ms after 2 consecutive failures")
+    gb = endpoint_gauges(admin, b)
+    assert (gb["ejected"], gb["available"]) == (1, 0), gb
+    assert endpoint_gauges(admin, a)["ejected"] == 0
     for _ in range(8):
         assert served_by(gw) == "a"
 

@@ -406,6 +406,37 @@ static void test_limits_and_connect(void **state)
     metrics_free(w[1]);
 }
 
+/* The endpoints' health gauges: one-hot health state, availability and ejection, labels escaped. */
+static void test_endpoints(void **state)
+{
+    (void)state;
+    ptc_worker_metrics_t *w = metrics_new();
+    ptc_metrics_endpoint_t e[3] = {
+        {.upstream = "echo", .address = "10.0.0.1:50051", .health = "healthy", .available = true},
+        {.upstream = "echo", .address = "10.0.0.2:50051", .health = "unhealthy"},
+        {.upstream = "we\"ird", .address = "h:1", .health = "unknown", .ejected = true},
+    };
+    ptc_metrics_source_t src = {w, NULL, NULL};
+    ptc_metrics_process_t p = {.workers = 1, .endpoints = e, .num_endpoints = 3};
+    char *t = render_src(&src, 1, &p, false);
+    assert_line(t, "# TYPE portico_upstream_endpoint_health gauge");
+    assert_line(t, "portico_upstream_endpoint_health{upstream=\"echo\",endpoint=\"10.0.0.1:50051\",state=\"healthy\"} 1");
+    assert_line(t, "portico_upstream_endpoint_health{upstream=\"echo\",endpoint=\"10.0.0.1:50051\",state=\"unhealthy\"} 0");
+    assert_line(t, "portico_upstream_endpoint_health{upstream=\"echo\",endpoint=\"10.0.0.1:50051\",state=\"unknown\"} 0");
+    assert_line(t, "portico_upstream_endpoint_health{upstream=\"echo\",endpoint=\"10.0.0.2:50051\",state=\"unhealthy\"} 1");
+    assert_line(t, "portico_upstream_endpoint_available{upstream=\"echo\",endpoint=\"10.0.0.1:50051\"} 1");
+    assert_line(t, "portico_upstream_endpoint_available{upstream=\"echo\",endpoint=\"10.0.0.2:50051\"} 0");
+    assert_line(t, "portico_upstream_endpoint_ejected{upstream=\"we\\\"ird\",endpoint=\"h:1\"} 1");
+    assert_line(t, "portico_upstream_endpoint_health{upstream=\"we\\\"ird\",endpoint=\"h:1\",state=\"unknown\"} 1");
+    free(t);
+    p.num_endpoints = 0; /* no upstreams: the families are announced, with no samples */
+    t = render_src(&src, 1, &p, false);
+    assert_line(t, "# TYPE portico_upstream_endpoint_available gauge");
+    assert_no_line_with(t, "portico_upstream_endpoint_available{");
+    free(t);
+    metrics_free(w);
+}
+
 static void test_code_names(void **state)
 {
     (void)state;
@@ -422,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_escape_label),      cmocka_unit_test(test_histogram_buckets),  cmocka_unit_test(test_sum_across_workers),
         cmocka_unit_test(test_cardinality),       cmocka_unit_test(test_upstreams_and_local), cmocka_unit_test(test_openmetrics),
         cmocka_unit_test(test_code_names),        cmocka_unit_test(test_process),            cmocka_unit_test(test_limits_and_connect),
+        cmocka_unit_test(test_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
