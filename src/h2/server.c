@@ -112,6 +112,7 @@ typedef struct st_h2stream_t {
     ptc_call_t *call;
     bool request_ended;
     bool reset_by_us;      /* we reset it (upstream failure, ...): not the client's doing */
+    bool rst_sent;         /* a RST_STREAM went out for it (ours or nghttp2's for a client error) */
     bool head_method;      /* HEAD: answers carry no body */
     bool discard;          /* request body is ignored (local answer, or the call ended) */
     bool read_paused;      /* the call applies backpressure: request DATA is not credited */
@@ -916,8 +917,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     if (st == NULL)
         return 0;
     if (error_code != NGHTTP2_NO_ERROR && st->call != NULL)
-        ptc_log_info("h2 %s: stream %" PRId32 " reset by the client (%s)", st->conn->base.peer, stream_id,
-                     nghttp2_http2_strerror(error_code));
+        ptc_log_info("h2 %s: stream %" PRId32 " reset by %s (%s)", st->conn->base.peer, stream_id,
+                     st->rst_sent ? "the gateway" : "the client", nghttp2_http2_strerror(error_code));
     /* rapid reset: the client (or its error, when nghttp2 reset the stream) ended it before our side ended */
     if (!st->reset_by_us && !conn->error_goaway && !nghttp2_session_get_stream_local_close(session, stream_id) &&
         !bucket_take(&conn->resets, reset_burst(conn), reset_burst(conn) / RESET_REFILL_S))
@@ -925,7 +926,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
                    "rapid reset: more than %.0f streams reset before their response ended (%.0f a second after that)",
                    reset_burst(conn), reset_burst(conn) / RESET_REFILL_S);
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    stream_free(st, error_code != NGHTTP2_NO_ERROR ? "stream reset by the client" : "stream closed");
+    stream_free(st, error_code == NGHTTP2_NO_ERROR ? "stream closed"
+                    : st->rst_sent             ? "stream reset by the gateway for a protocol error of the client"
+                                               : "stream reset by the client");
     return 0;
 }
 
@@ -937,6 +940,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type == NGHTTP2_RST_STREAM) {
         h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
         uint32_t code = frame->rst_stream.error_code;
+        if (st != NULL)
+            st->rst_sent = true;
         if (code == NGHTTP2_REFUSED_STREAM)
             PTC_STAT_INC(stats->h2_streams_refused);
         else if (st == NULL || !st->reset_by_us)
