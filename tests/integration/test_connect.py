@@ -14,6 +14,7 @@ import base64
 import gzip
 import http.client
 import json
+import os
 import re
 import socket
 import struct
@@ -953,6 +954,22 @@ def test_stream_gzip_small_messages_plain_and_accept_encoding_alone(portico):
     assert r.headers["content-encoding"] == "gzip" and "connect-content-encoding" not in r.headers, r.headers
     flags, msgs, _ = compressed_stream(gunzip_member(r.body))
     assert flags == [0, 0, 2] and [m.payload for m in msgs] == [b"x" * BIG] * 2
+
+
+def test_gzip_large_and_incompressible_messages(portico):
+    """A message over limits.call_buffer_size (many DATA frames, many buffer chains) is compressed whole; one that
+    gzip cannot shrink (random bytes) goes plain, flag 0."""
+    gw = portico(config=GZIP)
+    noise = os.urandom(5000)
+    body = envelope(EchoRequest(message="l", size=600_000)) + envelope(EchoRequest(message="n", payload=noise))
+    r = stream_http1(gw.port, BIDI, body, headers={"Connect-Accept-Encoding": "gzip"})
+    flags, msgs, end = compressed_stream(r.body)
+    assert flags == [1, 0, 2] and "error" not in end, (flags, end)
+    assert msgs[0].payload == b"x" * 600_000 and msgs[1].payload == noise
+    assert len(r.body) < 12_000, len(r.body)
+    r = unary(gw.port, UNARY, EchoRequest(message="u", size=600_000), headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and int(r.headers["content-length"]) < 5000, r.headers
+    assert EchoResponse.FromString(gunzip_member(r.body)).payload == b"x" * 600_000
 
 
 def test_stream_gzip_message_too_large(portico):
