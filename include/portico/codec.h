@@ -56,6 +56,15 @@ void ptc_frame_header_encode(uint8_t out[PTC_FRAME_HEADER_SIZE], uint8_t flags, 
 size_t ptc_trailer_encoded_len(const ptc_header_t *fields, size_t n);
 size_t ptc_trailer_encode(uint8_t *dst, const ptc_header_t *fields, size_t n);
 
+/* ---- base64 (RFC 4648): one character ---- */
+
+#define PTC_B64_STD 1 /* the standard alphabet's 62 and 63: '+' '/' */
+#define PTC_B64_URL 2 /* the URL-safe alphabet's: '-' '_' */
+
+/* The value (0..63) of a base64 character in the alphabets named (PTC_B64_STD, PTC_B64_URL or both), or -1
+ * (padding and whitespace included: what to do with them is the caller's). */
+int ptc_b64_char_value(uint8_t c, unsigned alphabets);
+
 /* ---- streaming base64 (RFC 4648 standard alphabet) ---- */
 
 /*

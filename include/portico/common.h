@@ -92,6 +92,10 @@ bool ptc_iov_list_contains_ci(ptc_iovec_t list, ptc_iovec_t token);
 /* True when an Accept-style list ("a;q=0.5, b") names token (case-insensitive, parameters after ';' apart) without
  * refusing it with q=0. */
 bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token);
+/* True when an Accept-Encoding list (or Connect's connect-accept-encoding) accepts gzip: named with a non-zero q, or
+ * not named and `*` accepted. Unknown codings are ignored; the order of preference does not matter (gzip is the only
+ * coding the gateway writes). */
+bool ptc_accept_encoding_gzip(ptc_iovec_t list);
 
 /* Decodes one UTF-8 sequence at p (no overlongs, surrogates or code points above U+10FFFF); returns its length
  * (1..4) with the code point in *cp, or 0 when the bytes at p (before end) are not one. */

@@ -152,6 +152,8 @@ typedef struct st_ptc_connect_req_t {
     bool get;                /* a unary GET: message is the request, the body is empty */
     ptc_iovec_t message;     /* GET: the decoded message (in the context's storage) */
     bool compressed;         /* the messages are gzip: forwarded as compressed frames with grpc-encoding gzip */
+    bool accept_gzip;        /* the client reads gzip responses: its accept-encoding (streams: connect-accept-encoding)
+                              * accepts gzip, or, without that header, its request named gzip (connectrpc.com/docs/protocol) */
     bool has_length;         /* unary POST: the body's length is known (content-length) */
     uint64_t length;
     bool has_timeout;        /* connect-timeout-ms */

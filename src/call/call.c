@@ -122,6 +122,10 @@ struct st_ptc_call_t {
     bool first_seen;       /* first_len is the length of the first response message */
     uint32_t first_len;
     z_stream *deflater;    /* Content-Encoding: gzip of the response body */
+    bool env_gzip;         /* Connect stream: connect-content-encoding gzip, messages compressed one by one (flag 0x01) */
+    bool env_compress;     /* the current message is held whole (no header written yet) to be compressed at its end */
+    uint8_t env_flags;     /* and its flags */
+    z_stream *env_deflater; /* gzip of one message at a time (deflateReset between them) */
     size_t unconsumed;    /* upstream DATA bytes not yet credited back */
     char *non_grpc_body;  /* first bytes of a non-gRPC upstream body */
     size_t non_grpc_len;
@@ -296,7 +300,7 @@ static void send_head_as(ptc_call_t *call, int status, ptc_iovec_t ctype, const 
                          size_t nextra)
 {
     ptc_header_t stack[48], *hv = stack;
-    size_t room = call->info.chain != NULL ? call->info.chain->extra_fields : 0, want = hs->n + 1 + nextra + room;
+    size_t room = call->info.chain != NULL ? call->info.chain->extra_fields : 0, want = hs->n + 2 + nextra + room;
 
     if (want > PTC_ARRAY_SIZE(stack) && (hv = malloc(want * sizeof(*hv))) == NULL)
         hv = stack; /* forward what fits rather than fail the call */
@@ -306,6 +310,8 @@ static void send_head_as(ptc_call_t *call, int status, ptc_iovec_t ctype, const 
     if (!call->native || hdrstore_find(hs, PTC_STRLIT("content-type"), &ct) == NULL)
         ct = (ptc_header_t){PTC_STRLIT("content-type"), ctype};
     hv[l.n++] = ct; /* native gRPC keeps the upstream's content-type */
+    if (call->env_gzip && status == 200) /* the coding of the envelopes with flag 0x01 */
+        hv[l.n++] = (ptc_header_t){PTC_STRLIT("connect-content-encoding"), PTC_STRLIT("gzip")};
     for (size_t i = 0; i < nextra && l.n < cap; i++)
         hv[l.n++] = extra[i];
     for (size_t i = 0; i < hs->n && l.n < cap; i++) {
@@ -341,6 +347,67 @@ static void send_head(ptc_call_t *call, bool end_stream)
 }
 
 /*
+ * Compresses what src holds into dst with d, ending with `flush` (Z_SYNC_FLUSH: a stream's message is not held back;
+ * Z_FINISH: the end of a gzip member). src is left as it was. Returns 0, or -1 when out of memory.
+ */
+static int deflate_into(z_stream *d, struct evbuffer *src, struct evbuffer *dst, int flush)
+{
+    struct evbuffer_ptr at;
+    size_t left = evbuffer_get_length(src);
+    evbuffer_ptr_set(src, &at, 0, EVBUFFER_PTR_SET);
+    for (;;) {
+        struct evbuffer_iovec in = {NULL, 0};
+        if (left != 0 && evbuffer_peek(src, -1, &at, &in, 1) < 1)
+            return -1;
+        in.iov_len = PTC_MIN(in.iov_len, left);
+        left -= in.iov_len;
+        d->next_in = in.iov_base;
+        d->avail_in = (uInt)in.iov_len;
+        int rv;
+        do {
+            struct evbuffer_iovec v;
+            if (evbuffer_reserve_space(dst, 16384, &v, 1) < 1)
+                return -1;
+            d->next_out = v.iov_base;
+            d->avail_out = (uInt)v.iov_len;
+            rv = deflate(d, left == 0 ? flush : Z_NO_FLUSH);
+            v.iov_len -= d->avail_out;
+            evbuffer_commit_space(dst, &v, 1);
+        } while (d->avail_out == 0 && rv != Z_STREAM_END);
+        if (left == 0)
+            return 0;
+        evbuffer_ptr_set(src, &at, in.iov_len, EVBUFFER_PTR_ADD);
+    }
+}
+
+/* Compresses what is in out (Content-Encoding: gzip of the whole body); Z_FINISH at the end of the body. */
+static void out_deflate(ptc_call_t *call, bool final)
+{
+    struct evbuffer *z = evbuffer_new();
+    if (z == NULL || deflate_into(call->deflater, call->out, z, final ? Z_FINISH : Z_SYNC_FLUSH) != 0) {
+        call->out_lost = true;
+    } else {
+        evbuffer_drain(call->out, evbuffer_get_length(call->out));
+        evbuffer_add_buffer(call->out, z);
+    }
+    if (z != NULL)
+        evbuffer_free(z);
+}
+
+/* A gzip stream for one message at a time; NULL when out of memory. */
+static z_stream *gzip_stream(z_stream **zp, uint32_t level)
+{
+    if (*zp != NULL)
+        return deflateReset(*zp) == Z_OK ? *zp : NULL;
+    if ((*zp = calloc(1, sizeof(z_stream))) != NULL &&
+        deflateInit2(*zp, (int)level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(*zp);
+        *zp = NULL;
+    }
+    return *zp;
+}
+
+/*
  * Sends the head that waited for the first message: gzip when that message is big enough to gain
  * (compression.min_size), identity otherwise. Never for responses without a body.
  */
@@ -351,56 +418,12 @@ static void release_head(ptc_call_t *call)
 
     call->head_pending = false;
     extra[n++] = (ptc_header_t){PTC_STRLIT("vary"), PTC_STRLIT("Accept-Encoding")};
-    if (call->first_seen && call->first_len >= call->cfg->compression.min_size && (call->deflater = calloc(1, sizeof(z_stream))) != NULL) {
-        if (deflateInit2(call->deflater, (int)call->cfg->compression.level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK) {
-            extra[n++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
-        } else {
-            free(call->deflater);
-            call->deflater = NULL;
-        }
-    }
+    if (call->first_seen && call->first_len >= call->cfg->compression.min_size &&
+        gzip_stream(&call->deflater, call->cfg->compression.level) != NULL)
+        extra[n++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
     if (call->ds != NULL)
         send_head_from(call, &call->pending_head, false, extra, n);
     hdrstore_dispose(&call->pending_head);
-}
-
-/* Compresses what is in out into a buffer of its own; Z_SYNC_FLUSH after every flush so a stream's
- * messages are not held back, Z_FINISH at the end of the body. */
-static void out_deflate(ptc_call_t *call, bool final)
-{
-    struct evbuffer *z = evbuffer_new();
-    z_stream *d = call->deflater;
-    if (z == NULL) {
-        call->out_lost = true;
-        return;
-    }
-    for (;;) {
-        struct evbuffer_iovec in = {NULL, 0};
-        bool last_piece = evbuffer_peek(call->out, -1, NULL, &in, 1) < 1;
-        d->next_in = in.iov_base;
-        d->avail_in = (uInt)in.iov_len;
-        int flush = last_piece ? (final ? Z_FINISH : Z_SYNC_FLUSH) : Z_NO_FLUSH;
-        int rv;
-        do {
-            struct evbuffer_iovec v;
-            if (evbuffer_reserve_space(z, 16384, &v, 1) < 1) {
-                call->out_lost = true;
-                evbuffer_free(z);
-                return;
-            }
-            d->next_out = v.iov_base;
-            d->avail_out = (uInt)v.iov_len;
-            rv = deflate(d, flush);
-            v.iov_len -= d->avail_out;
-            evbuffer_commit_space(z, &v, 1);
-        } while (d->avail_out == 0 && rv != Z_STREAM_END);
-        if (!last_piece)
-            evbuffer_drain(call->out, in.iov_len);
-        else
-            break;
-    }
-    evbuffer_add_buffer(call->out, z);
-    evbuffer_free(z);
 }
 
 /* Appends bytes to the output, base64-encoding them in text mode. */
@@ -642,18 +665,14 @@ static void connect_unary_end(ptc_call_t *call, const ptc_header_t *t, size_t n)
     } else {
         evbuffer_drain(call->out, PTC_FRAME_HEADER_SIZE); /* the message alone is the body */
         size_t len = evbuffer_get_length(call->out);
-        if (call->gzip_ok) {
+        /* with compression on, whether a response is gzip depends on Accept-Encoding (a GET's cache must know) */
+        if (call->cfg->compression.gzip)
             extra[k++] = (ptc_header_t){PTC_STRLIT("vary"), PTC_STRLIT("Accept-Encoding")};
-            if (len >= call->cfg->compression.min_size && (call->deflater = calloc(1, sizeof(z_stream))) != NULL) {
-                if (deflateInit2(call->deflater, (int)call->cfg->compression.level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK) {
-                    out_deflate(call, true);
-                    len = evbuffer_get_length(call->out);
-                    extra[k++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
-                } else {
-                    free(call->deflater);
-                    call->deflater = NULL;
-                }
-            }
+        if (call->gzip_ok && len >= call->cfg->compression.min_size &&
+            gzip_stream(&call->deflater, call->cfg->compression.level) != NULL) {
+            out_deflate(call, true);
+            len = evbuffer_get_length(call->out);
+            extra[k++] = (ptc_header_t){PTC_STRLIT("content-encoding"), PTC_STRLIT("gzip")};
         }
         extra[k++] = (ptc_header_t){PTC_STRLIT("content-length"), ptc_iov(clen, (size_t)snprintf(clen, sizeof(clen), "%zu", len))};
         if (call->cache_control != NULL)
@@ -1273,6 +1292,38 @@ static void us_on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category
 }
 
 /*
+ * Writes the whole message in held to out with its frame header and empties held. A Connect stream whose client
+ * reads gzip gets it compressed (flag 0x01, a gzip member of its own) when it is at least compression.min_size
+ * and compressing makes it smaller; otherwise (or out of memory compressing) as it is.
+ */
+static void out_message(ptc_call_t *call, uint8_t flags)
+{
+    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
+    size_t n = evbuffer_get_length(call->held);
+    struct evbuffer *msg = call->held, *z = NULL;
+    z_stream *d;
+
+    if (call->env_gzip && n != 0 && n >= call->cfg->compression.min_size &&
+        (d = gzip_stream(&call->env_deflater, call->cfg->compression.level)) != NULL && (z = evbuffer_new()) != NULL &&
+        deflate_into(d, call->held, z, Z_FINISH) == 0 && evbuffer_get_length(z) < n) {
+        msg = z;
+        flags |= PTC_CONNECT_FLAG_COMPRESSED;
+    }
+    ptc_frame_header_encode(hdr, flags, (uint32_t)evbuffer_get_length(msg));
+    out_write(call, hdr, sizeof(hdr));
+    while (evbuffer_get_length(msg) != 0) {
+        struct evbuffer_iovec v;
+        evbuffer_peek(msg, -1, NULL, &v, 1);
+        out_write(call, v.iov_base, v.iov_len);
+        evbuffer_drain(msg, v.iov_len);
+    }
+    evbuffer_drain(call->held, evbuffer_get_length(call->held));
+    if (z != NULL)
+        evbuffer_free(z);
+    out_end_segment(call);
+}
+
+/*
  * Inflates a piece of a compressed response message into call->held, within the message size limit.
  * Returns 0, a status (the message is too big or corrupt), or -1 when out of memory.
  */
@@ -1301,7 +1352,9 @@ static int inflate_piece(ptc_call_t *call, const uint8_t *data, size_t len, bool
     }
 }
 
-/* gRPC-Web clients cannot read compressed frames (PROTOCOL.md §1.10): they are inflated here. */
+/* gRPC-Web clients cannot read compressed frames (PROTOCOL.md §1.10): they are inflated here. So are they for
+ * Connect clients, whose stream may then compress them again (out_message): the decompressed size is checked
+ * against limits.max_message_size, and gRPC's "deflate" (zlib) is not a coding Connect knows. */
 static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t length, const uint8_t *data, size_t len)
 {
     int st = 0;
@@ -1325,20 +1378,10 @@ static int compressed_frame(ptc_call_t *call, ptc_frame_event_t ev, uint32_t len
     case PTC_FRAME_EV_END:
         st = inflate_piece(call, NULL, 0, true);
         if (st == 0) {
-            uint8_t hdr[PTC_FRAME_HEADER_SIZE];
-            size_t n = evbuffer_get_length(call->held);
             inflateEnd(call->inflater);
             free(call->inflater);
             call->inflater = NULL;
-            ptc_frame_header_encode(hdr, 0, (uint32_t)n);
-            out_write(call, hdr, sizeof(hdr));
-            while (evbuffer_get_length(call->held) != 0) {
-                struct evbuffer_iovec v;
-                evbuffer_peek(call->held, -1, NULL, &v, 1);
-                out_write(call, v.iov_base, v.iov_len);
-                evbuffer_drain(call->held, v.iov_len);
-            }
-            out_end_segment(call);
+            out_message(call, 0);
         }
         break;
     }
@@ -1397,6 +1440,14 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
             call->first_seen = true;
             call->first_len = length;
         }
+        /* a message a Connect stream may compress is held whole (within max_message_size): its header
+         * carries the compressed length */
+        call->env_compress = call->env_gzip && length != 0 && length >= call->cfg->compression.min_size;
+        if (call->env_compress) {
+            call->env_flags = flags;
+            call->holding = true;
+            break;
+        }
         /* frames up to the call buffer size are held until complete, so a failure mid-message can
          * still end the body with a clean trailer frame; larger ones stream through in pieces */
         call->holding = (uint64_t)length + PTC_FRAME_HEADER_SIZE <= call->cfg->limits.call_buffer_size;
@@ -1407,6 +1458,12 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         out_write(call, data, len);
         break;
     case PTC_FRAME_EV_END:
+        if (call->env_compress && !call->held_lost) {
+            call->env_compress = false;
+            call->holding = false;
+            out_message(call, call->env_flags);
+            break;
+        }
         out_end_segment(call);
         if (call->holding && !call->held_lost) {
             if (evbuffer_add_buffer(call->out, call->held) == 0)
@@ -1570,6 +1627,10 @@ static void maybe_free(ptc_call_t *call)
     if (call->deflater != NULL) {
         deflateEnd(call->deflater);
         free(call->deflater);
+    }
+    if (call->env_deflater != NULL) {
+        deflateEnd(call->env_deflater);
+        free(call->env_deflater);
     }
     hdrstore_dispose(&call->pending_head);
     hdrstore_dispose(&call->hdrs);
@@ -1747,12 +1808,6 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     return 0;
 }
 
-/* True when an Accept-Encoding value lists gzip (or *) with a non-zero q-value. */
-static bool accepts_gzip(ptc_iovec_t value)
-{
-    return ptc_iov_list_accepts(value, PTC_STRLIT("gzip")) || ptc_iov_list_accepts(value, PTC_STRLIT("*"));
-}
-
 /*
  * The request side of a unary Connect call: a GET's message framed now; a POST's frame header now when its
  * length is known, else its body held (connect_unary_body). Returns 0, or -1 when the call failed.
@@ -1817,7 +1872,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
             break;
         }
     }
-    bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && http_accept_enc != NULL && accepts_gzip(http_accept_enc->value);
+    /* gzip for the whole body (Content-Encoding), but Connect streams compress message by message (env_gzip) when
+     * the client reads that: Accept-Encoding then does not add a second layer */
+    bool env_gzip = ct.kind == PTC_CT_CONNECT_STREAM && cfg->compression.gzip && ctx->connect.accept_gzip;
+    bool gzip_ok = cfg->compression.gzip && ct.kind != PTC_CT_GRPC && !env_gzip &&
+                   (ct.kind == PTC_CT_CONNECT ? ctx->connect.accept_gzip
+                                              : http_accept_enc != NULL && ptc_accept_encoding_gzip(http_accept_enc->value));
 
     ptc_call_t *call = ptc_calloc(1, sizeof(*call));
     if (call == NULL) {
@@ -1846,6 +1906,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     if (call->connect)
         call->req_flags = ctx->connect.compressed ? PTC_FRAME_FLAG_COMPRESSED : 0;
     call->gzip_ok = gzip_ok;
+    call->env_gzip = env_gzip;
     call->req_text = ct.kind == PTC_CT_GRPC_WEB_TEXT;
     ptc_response_ctype(ct, accept != NULL ? accept->value : ptc_iov("", 0), call->resp_ctype, sizeof(call->resp_ctype), &call->resp_text);
     ptc_b64_decoder_init(&call->req_b64);

@@ -63,8 +63,11 @@ static bool q_zero(ptc_iovec_t params)
     return false;
 }
 
-bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token)
+/* How an Accept-style list treats token: 1 named with a non-zero q (any of its mentions), 0 named only with q=0,
+ * -1 not named. */
+static int list_q(ptc_iovec_t list, ptc_iovec_t token)
 {
+    int found = -1;
     while (list.len > 0) {
         const char *comma = memchr(list.base, ',', list.len);
         size_t n = comma != NULL ? (size_t)(comma - list.base) : list.len;
@@ -74,13 +77,27 @@ bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token)
             name = ptc_iov_trim(ptc_iov(elem.base, (size_t)(semi - elem.base)));
             params = ptc_iov(semi + 1, elem.len - (size_t)(semi + 1 - elem.base));
         }
-        if (ptc_iov_eq_ci(name, token) && !q_zero(params))
-            return true;
+        if (ptc_iov_eq_ci(name, token)) {
+            if (!q_zero(params))
+                return 1;
+            found = 0;
+        }
         if (comma == NULL)
             break;
         list = ptc_iov(comma + 1, list.len - n - 1);
     }
-    return false;
+    return found;
+}
+
+bool ptc_iov_list_accepts(ptc_iovec_t list, ptc_iovec_t token)
+{
+    return list_q(list, token) > 0;
+}
+
+bool ptc_accept_encoding_gzip(ptc_iovec_t list)
+{
+    int gzip = list_q(list, PTC_STRLIT("gzip"));
+    return gzip > 0 || (gzip < 0 && list_q(list, PTC_STRLIT("*")) > 0);
 }
 
 int ptc_digits_parse(ptc_iovec_t v, size_t max_digits, uint64_t *out)

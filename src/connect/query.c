@@ -14,21 +14,6 @@ static long form_decode(ptc_iovec_t s, uint8_t *dst)
     return ptc_form_decode(s, (char *)dst, s.len);
 }
 
-static int b64val(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-' || c == '+')
-        return 62;
-    if (c == '_' || c == '/')
-        return 63;
-    return -1;
-}
-
 /* Decodes base64 (either alphabet, padding optional but only at the end) into dst. Returns the length or -1. */
 static ssize_t b64_decode(const uint8_t *s, size_t len, uint8_t *dst)
 {
@@ -42,7 +27,7 @@ static ssize_t b64_decode(const uint8_t *s, size_t len, uint8_t *dst)
     uint32_t acc = 0;
     unsigned n = 0;
     for (size_t i = 0; i < len; i++) {
-        int v = b64val(s[i]);
+        int v = ptc_b64_char_value(s[i], PTC_B64_STD | PTC_B64_URL);
         if (v < 0)
             return -1;
         acc = acc << 6 | (uint32_t)v;

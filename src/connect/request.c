@@ -10,7 +10,9 @@
  *
  * Checked here: connect-protocol-version (1 when present: the header is optional, as connect-go's handlers
  * have it), connect-timeout-ms, the encoding of the messages (identity or gzip, which is forwarded to the
- * upstream as gRPC compression), and a unary body's content-length against limits.max_message_size.
+ * upstream as gRPC compression), whether the client reads gzip responses (accept-encoding, for streams
+ * connect-accept-encoding; without it, what the request itself used), and a unary body's content-length
+ * against limits.max_message_size.
  */
 #include <inttypes.h>
 
@@ -30,8 +32,13 @@ static int encoding_of(ptc_iovec_t v)
     return ptc_iov_eq_ci(v, PTC_STRLIT("gzip")) ? 1 : -1;
 }
 
-/* connect-timeout-ms and the encoding: what GET and POST share. Returns false when the request was answered. */
-static bool common_checks(ptc_filter_ctx_t *ctx, ptc_iovec_t encoding, const char *what, ptc_filter_action_t *action)
+/*
+ * connect-timeout-ms, the encoding, and whether the response may be gzip: what GET and POST share. accept names the
+ * header listing what the client reads (accept-encoding, or connect-accept-encoding for a stream); without it the
+ * client reads what it sent (connectrpc.com/docs/protocol). Returns false when the request was answered.
+ */
+static bool common_checks(ptc_filter_ctx_t *ctx, ptc_iovec_t encoding, const char *what, ptc_iovec_t accept,
+                          ptc_filter_action_t *action)
 {
     const ptc_header_t *t = ptc_filter_find(ctx, PTC_STRLIT("connect-timeout-ms"));
     if (t != NULL) {
@@ -50,6 +57,8 @@ static bool common_checks(ptc_filter_ctx_t *ctx, ptc_iovec_t encoding, const cha
         return false;
     }
     ctx->connect.compressed = enc == 1;
+    const ptc_header_t *a = ptc_filter_find(ctx, accept);
+    ctx->connect.accept_gzip = a != NULL ? ptc_accept_encoding_gzip(a->value) : enc == 1;
     return true;
 }
 
@@ -67,7 +76,7 @@ static ptc_filter_action_t on_get(ptc_filter_ctx_t *ctx, ptc_iovec_t query)
     if (ptc_connect_get_parse(query, scratch, PTC_CONNECT_GET_SCRATCH(query.len), &get, &why) != 0)
         return ptc_filter_answer_grpc(ctx, PTC_GRPC_INVALID_ARGUMENT, "bad Connect GET request: %s", why);
     ctx->ct.codec = get.encoding;
-    if (!common_checks(ctx, get.compression, "compression", &action))
+    if (!common_checks(ctx, get.compression, "compression", PTC_STRLIT("accept-encoding"), &action))
         return action;
     if (get.message.len > cfg->limits.max_message_size)
         return ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED,
@@ -112,7 +121,7 @@ static ptc_filter_action_t on_post(ptc_filter_ctx_t *ctx, const ptc_header_t *ve
                                       (int)PTC_MIN(version->value.len, (size_t)40), version->value.base);
     const ptc_header_t *enc = ptc_filter_find(ctx, unary ? PTC_STRLIT("content-encoding") : PTC_STRLIT("connect-content-encoding"));
     if (!common_checks(ctx, enc != NULL ? enc->value : ptc_iov("", 0), unary ? "content-encoding" : "connect-content-encoding",
-                       &action))
+                       unary ? PTC_STRLIT("accept-encoding") : PTC_STRLIT("connect-accept-encoding"), &action))
         return action;
     const ptc_header_t *cl = ptc_filter_find(ctx, PTC_STRLIT("content-length"));
     uint64_t len = 0;

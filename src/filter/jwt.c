@@ -33,6 +33,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include "portico/codec.h"
 #include "portico/jwt.h"
 
 #define JWKS_NOTES_MAX 1024
@@ -160,21 +161,6 @@ static uint64_t add_sat(uint64_t a, uint64_t b)
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 /* Room for the bytes of len base64url characters (exact for valid input). */
 static size_t b64url_decoded_len(size_t len)
 {
@@ -195,7 +181,7 @@ static ssize_t b64url_decode(const char *src, size_t len, unsigned char *dst)
     if (len % 4 == 1)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        int v = b64url_value((unsigned char)src[i]);
+        int v = ptc_b64_char_value((uint8_t)src[i], PTC_B64_URL);
         if (v < 0)
             return -1;
         acc = ((acc << 6) | (uint32_t)v) & 0xffffff;
@@ -971,7 +957,7 @@ ptc_jwt_result_t ptc_jwt_verify(const ptc_jwt_params_t *p, ptc_iovec_t token, ui
     /* the payload must be base64url too, but is not decoded before the signature holds */
     bool payload_ok = ppart.len % 4 != 1;
     for (size_t i = 0; i < ppart.len && payload_ok; i++)
-        payload_ok = b64url_value((unsigned char)ppart.base[i]) >= 0;
+        payload_ok = ptc_b64_char_value((uint8_t)ppart.base[i], PTC_B64_URL) >= 0;
     if (!payload_ok) {
         res = FAIL(PTC_JWT_MALFORMED, "payload is not base64url");
         goto Exit;

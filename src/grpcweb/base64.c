@@ -12,19 +12,27 @@ static const char enc_table[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 #define B64_WS 65
 #define B64_BAD 255
 
-static uint8_t dec_value(uint8_t c)
+int ptc_b64_char_value(uint8_t c, unsigned alphabets)
 {
     if (c >= 'A' && c <= 'Z')
-        return (uint8_t)(c - 'A');
+        return c - 'A';
     if (c >= 'a' && c <= 'z')
-        return (uint8_t)(c - 'a' + 26);
+        return c - 'a' + 26;
     if (c >= '0' && c <= '9')
-        return (uint8_t)(c - '0' + 52);
+        return c - '0' + 52;
+    if ((alphabets & PTC_B64_STD) != 0 && (c == '+' || c == '/'))
+        return c == '+' ? 62 : 63;
+    if ((alphabets & PTC_B64_URL) != 0 && (c == '-' || c == '_'))
+        return c == '-' ? 62 : 63;
+    return -1;
+}
+
+static uint8_t dec_value(uint8_t c)
+{
+    int v = ptc_b64_char_value(c, PTC_B64_STD);
+    if (v >= 0)
+        return (uint8_t)v;
     switch (c) {
-    case '+':
-        return 62;
-    case '/':
-        return 63;
     case '=':
         return B64_PAD;
     case ' ':

@@ -14,11 +14,13 @@ import base64
 import gzip
 import http.client
 import json
+import os
 import re
 import socket
 import struct
 import time
 import urllib.parse
+import zlib
 
 import pytest
 from google.protobuf import wrappers_pb2
@@ -89,10 +91,17 @@ def code_number(name):
     return next(n for n, (c, _) in CODES.items() if c == name)
 
 
+class Connection(http.client.HTTPConnection):
+    """http.client without its unasked `Accept-Encoding: identity`: what a request without the header gets matters."""
+
+    def putrequest(self, method, url, skip_host=False, skip_accept_encoding=False):
+        super().putrequest(method, url, skip_host=skip_host, skip_accept_encoding=True)
+
+
 def http1(port, method, path, body=None, headers=None, timeout=TIMEOUT, conn=None):
     """One request with http.client; a body that is an iterable of bytes is sent chunked (no content-length)."""
     own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = conn or Connection("127.0.0.1", port, timeout=timeout)
     try:
         hdrs = dict(headers or {})
         chunked = body is not None and not isinstance(body, (bytes, bytearray))
@@ -778,3 +787,251 @@ def test_custom_codec_with_version_header(portico):
     # without the header it is not Connect: a plain 415
     r = http1(gw.port, "POST", UNARY, body, {"Content-Type": "application/x-custom"})
     assert r.status == 415 and r.headers["content-type"].startswith("text/plain")
+
+
+# --------------------------------------------------------------------------- response compression
+#
+# connectrpc.com/docs/protocol: a unary response may be gzip (content-encoding) when the client's accept-encoding
+# accepts it, or, without that header, when its request was gzip; a stream's messages are compressed one by one
+# (flag 0x01, connect-content-encoding: gzip in the head) under the same rules with connect-accept-encoding /
+# connect-content-encoding. Errors and the end-of-stream envelope stay plain.
+
+GZIP = config("compression: {gzip: true, min_size: 1KiB}\n")
+BIG = 4000   # payload bytes of a message worth compressing (b"x" * BIG: it shrinks to a few dozen bytes)
+
+
+def gunzip_member(data):
+    """Exactly one whole gzip member: the Connect client decompresses each body / envelope on its own."""
+    d = zlib.decompressobj(wbits=31)
+    out = d.decompress(data) + d.flush()
+    assert d.eof and d.unused_data == b"", "not one whole gzip member"
+    return out
+
+
+@pytest.mark.parametrize("accept,req_gzip,expect_gzip", [
+    ("gzip", False, True),
+    ("br, gzip;q=0.5", False, True),     # an unknown coding is skipped
+    ("*", False, True),
+    ("GZIP", False, True),
+    ("gzip;q=0", False, False),          # refused
+    ("gzip;q=0.000, *", False, False),   # refused by name: the wildcard does not bring it back
+    ("identity", False, False),
+    ("br, zstd", False, False),
+    (None, False, False),                # no header, identity request: identity
+    (None, True, True),                  # no header: the client reads what it sent (content-encoding: gzip)
+    ("identity", True, False),           # the header decides, not the request's coding
+])
+def test_unary_response_gzip_negotiation(portico, accept, req_gzip, expect_gzip):
+    gw = portico(config=GZIP)
+    body = EchoRequest(message="neg", size=BIG).SerializeToString()
+    headers = {"Accept-Encoding": accept} if accept is not None else {}
+    if req_gzip:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    r = unary(gw.port, UNARY, body, headers=headers)
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["content-length"] == str(len(r.body))
+    if expect_gzip:
+        assert r.headers["content-encoding"] == "gzip", r.headers
+        assert len(r.body) < 200, len(r.body)
+        resp = EchoResponse.FromString(gunzip_member(r.body))
+    else:
+        assert "content-encoding" not in r.headers, r.headers
+        resp = r.message()
+    assert resp.message == "neg" and resp.payload == b"x" * BIG
+    assert r.trailers() == {"x-trailer-ok": "done"}
+
+
+def test_unary_response_gzip_small_error_json_and_off(portico):
+    gw = portico(config=GZIP)
+    # under compression.min_size: plain, but the answer varies with Accept-Encoding all the same
+    r = unary(gw.port, UNARY, EchoRequest(message="small", size=100), headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in r.headers and r.headers["vary"] == "Accept-Encoding", r.headers
+    assert r.message().payload == b"x" * 100
+    # JSON codec, large: gzip JSON
+    r = json_unary(gw.port, {"message": "j", "size": BIG}, headers={"Accept-Encoding": "gzip"})
+    assert r.status == 200 and r.headers["content-encoding"] == "gzip", r.headers
+    doc = json.loads(gunzip_member(r.body))
+    assert doc["message"] == "j" and base64.b64decode(doc["payload"]) == b"x" * BIG
+    # errors are short JSON for humans and tools: never compressed (the protocol allows either)
+    r = unary(gw.port, UNARY, EchoRequest(status_code=5, status_message="m" * 2000), headers={"Accept-Encoding": "gzip"})
+    assert r.status == 404 and "content-encoding" not in r.headers
+    assert r.error() == {"code": "not_found", "message": "m" * 2000}
+    # compression.gzip off (the default): never
+    off = portico(config=config())
+    r = unary(off.port, UNARY, EchoRequest(size=BIG), headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in r.headers and r.message().payload == b"x" * BIG
+
+
+def test_unary_response_gzip_over_h2(portico):
+    gw = portico(config=GZIP)
+    with H2Client(gw.port) as c:
+        hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", f"127.0.0.1:{gw.port}"), (":path", UNARY),
+                ("content-type", "application/proto"), ("connect-protocol-version", "1"), ("accept-encoding", "gzip")]
+        st = c.request(UNARY, EchoRequest(message="h2", size=BIG).SerializeToString(), headers=hdrs)
+        c.wait(lambda: st.done, TIMEOUT)
+        h = st.hdict()
+        assert h[":status"] == "200" and h["content-encoding"] == "gzip", h
+        assert h["content-length"] == str(len(st.data))
+        resp = EchoResponse.FromString(gunzip_member(bytes(st.data)))
+        assert resp.message == "h2" and resp.payload == b"x" * BIG
+
+
+@pytest.mark.parametrize("accept,compression,expect_gzip", [
+    ("gzip", None, True),
+    (None, "gzip", True),       # without accept-encoding: the query's compression
+    (None, None, False),
+    ("identity", "gzip", False),
+], ids=["accept", "query-compression", "none", "identity"])
+def test_get_response_gzip(portico, accept, compression, expect_gzip):
+    gw = portico(config=GZIP)
+    q = get_query(EchoRequest(message="g", size=BIG), compression=compression)
+    r = get(gw.port, UNARY, q, headers={"Accept-Encoding": accept} if accept else None)
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["vary"] == "Accept-Encoding", r.headers   # caches must keep the two apart
+    if expect_gzip:
+        assert r.headers["content-encoding"] == "gzip", r.headers
+        resp = EchoResponse.FromString(gunzip_member(r.body))
+    else:
+        assert "content-encoding" not in r.headers, r.headers
+        resp = r.message()
+    assert resp.message == "g" and resp.payload == b"x" * BIG
+
+
+def compressed_stream(body):
+    """(flags of every envelope, messages decoded, end-of-stream JSON) of a Connect stream whose envelopes may be
+    gzip (flag 0x01); the end of stream must be last, once, and plain."""
+    frames = envelopes(body)
+    assert frames and frames[-1][0] == 0x02, frames
+    assert all(f in (0, 1) for f, _ in frames[:-1]), [f for f, _ in frames]
+    msgs = [EchoResponse.FromString(gunzip_member(p) if f == 1 else p) for f, p in frames[:-1]]
+    return [f for f, _ in frames], msgs, json.loads(frames[-1][1])
+
+
+@pytest.mark.parametrize("headers,expect", [
+    ({"Connect-Accept-Encoding": "gzip"}, True),
+    ({"Connect-Accept-Encoding": "br, gzip"}, True),
+    ({"Connect-Accept-Encoding": "gzip, identity", "Accept-Encoding": "gzip"}, True),  # one layer, not two
+    ({"Connect-Accept-Encoding": "identity"}, False),
+    ({"Connect-Accept-Encoding": "gzip;q=0"}, False),
+    ({}, False),
+], ids=["gzip", "list", "with-accept-encoding", "identity", "q0", "none"])
+def test_server_stream_gzip_envelopes(portico, headers, expect):
+    gw = portico(config=GZIP)
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(message="z", count=3, size=BIG)), headers=headers)
+    assert r.status == 200 and "content-encoding" not in r.headers, r.headers
+    flags, msgs, end = compressed_stream(r.body)
+    assert [(m.message, m.index, m.payload) for m in msgs] == [("z", i, b"x" * BIG) for i in range(3)]
+    assert end == {"metadata": {"x-trailer-ok": ["done"]}}
+    if expect:
+        assert r.headers["connect-content-encoding"] == "gzip", r.headers
+        assert flags == [1, 1, 1, 2], flags
+        assert len(r.body) < 600, len(r.body)
+    else:
+        assert "connect-content-encoding" not in r.headers, r.headers
+        assert flags == [0, 0, 0, 2], flags
+
+
+def test_server_stream_gzip_inferred_from_request(portico):
+    """Without connect-accept-encoding the client reads what it sent: a gzip request stream gets gzip back."""
+    gw = portico(config=GZIP)
+    payload = gzip.compress(EchoRequest(message="in", count=2, size=BIG).SerializeToString())
+    r = stream_http1(gw.port, STREAM, envelope(payload, flags=1), headers={"Connect-Content-Encoding": "gzip"})
+    assert r.headers["connect-content-encoding"] == "gzip", r.headers
+    flags, msgs, _ = compressed_stream(r.body)
+    assert flags == [1, 1, 2] and [m.payload for m in msgs] == [b"x" * BIG] * 2
+
+
+def test_stream_gzip_small_messages_plain_and_accept_encoding_alone(portico):
+    gw = portico(config=GZIP)
+    # messages under compression.min_size go plain; the head still names the coding of any that would not
+    r = stream_http1(gw.port, BIDI, b"".join(envelope(EchoRequest(message=str(s), size=s)) for s in (10, BIG, 20)),
+                     headers={"Connect-Accept-Encoding": "gzip"})
+    assert r.headers["connect-content-encoding"] == "gzip", r.headers
+    flags, msgs, _ = compressed_stream(r.body)
+    assert flags == [0, 1, 0, 2] and [len(m.payload) for m in msgs] == [10, BIG, 20]
+    # Accept-Encoding alone (a browser's): the whole body is gzip as before, the envelopes inside plain
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(count=2, size=BIG)), headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and "connect-content-encoding" not in r.headers, r.headers
+    flags, msgs, _ = compressed_stream(gunzip_member(r.body))
+    assert flags == [0, 0, 2] and [m.payload for m in msgs] == [b"x" * BIG] * 2
+
+
+def test_gzip_large_and_incompressible_messages(portico):
+    """A message over limits.call_buffer_size (many DATA frames, many buffer chains) is compressed whole; one that
+    gzip cannot shrink (random bytes) goes plain, flag 0."""
+    gw = portico(config=GZIP)
+    noise = os.urandom(5000)
+    body = envelope(EchoRequest(message="l", size=600_000)) + envelope(EchoRequest(message="n", payload=noise))
+    r = stream_http1(gw.port, BIDI, body, headers={"Connect-Accept-Encoding": "gzip"})
+    flags, msgs, end = compressed_stream(r.body)
+    assert flags == [1, 0, 2] and "error" not in end, (flags, end)
+    assert msgs[0].payload == b"x" * 600_000 and msgs[1].payload == noise
+    assert len(r.body) < 12_000, len(r.body)
+    r = unary(gw.port, UNARY, EchoRequest(message="u", size=600_000), headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and int(r.headers["content-length"]) < 5000, r.headers
+    assert EchoResponse.FromString(gunzip_member(r.body)).payload == b"x" * 600_000
+
+
+def test_stream_gzip_message_too_large(portico):
+    """A message held whole for compressing is still bounded by limits.max_message_size."""
+    gw = portico(config=config("compression: {gzip: true, min_size: 100}\nlimits: {max_message_size: 2KiB}\n"))
+    r = stream_http1(gw.port, BIDI, b"".join(envelope(EchoRequest(size=s)) for s in (500, 5000)),
+                     headers={"Connect-Accept-Encoding": "gzip"})
+    flags, msgs, end = compressed_stream(r.body)
+    assert flags == [1, 2] and msgs[0].payload == b"x" * 500
+    assert end["error"]["code"] == "resource_exhausted" and "limits.max_message_size" in end["error"]["message"], end
+
+
+def test_server_stream_gzip_over_h2(portico):
+    gw = portico(config=GZIP)
+    with H2Client(gw.port) as c:
+        hdrs = h2_headers(gw.port, STREAM, extra=[("connect-accept-encoding", "gzip")])
+        st = c.request(STREAM, envelope(EchoRequest(message="h", count=3, size=BIG, interval_ms=200)), headers=hdrs)
+        c.wait(lambda: st.done, TIMEOUT)
+        assert st.hdict()["connect-content-encoding"] == "gzip", st.hdict()
+        flags, msgs, end = compressed_stream(bytes(st.data))
+        assert flags == [1, 1, 1, 2] and [m.index for m in msgs] == [0, 1, 2] and "error" not in end
+        # each message goes out when it comes, compressed on its own: not held to the end
+        assert st.end_time - st.data_times[0] > 0.3, (st.data_times, st.end_time)
+
+
+# The echo server compresses its messages when asked (x-echo-compress) and the caller's grpc-accept-encoding names
+# gzip: the gateway inflates them for a Connect client (whose stream may compress them again, its own way).
+UPSTREAM_GZIP = {"X-Echo-Compress": "gzip", "Grpc-Accept-Encoding": "gzip"}
+
+
+def test_upstream_compression_reaches_native_grpc_compressed(portico):
+    """The premise of the two tests below: with these headers the echo server does send compressed messages."""
+    gw = portico()
+    resp = grpcweb.h2_request(gw.port, [(":method", "POST"), (":scheme", "http"), (":path", UNARY),
+                                        (":authority", f"127.0.0.1:{gw.port}"), ("content-type", "application/grpc"),
+                                        ("te", "trailers"), ("x-echo-compress", "gzip"), ("grpc-accept-encoding", "gzip")],
+                              grpcweb.frame(EchoRequest(message="n", size=BIG)))
+    assert dict(resp.headers).get("grpc-encoding") == "gzip", resp.headers
+    flag, length = struct.unpack(">BI", resp.data[:5])
+    assert flag == 1 and EchoResponse.FromString(gunzip_member(resp.data[5:5 + length])).payload == b"x" * BIG
+
+
+@pytest.mark.parametrize("accept", [None, "gzip"])
+def test_upstream_compressed_unary(portico, accept):
+    gw = portico(config=GZIP)
+    r = unary(gw.port, UNARY, EchoRequest(message="u", size=BIG), headers={**UPSTREAM_GZIP, **({"Accept-Encoding": accept} if accept else {})})
+    assert r.status == 200 and "grpc-encoding" not in r.headers, (r.status, r.headers, r.body[:100])
+    if accept:
+        assert r.headers["content-encoding"] == "gzip"
+        resp = EchoResponse.FromString(gunzip_member(r.body))
+    else:
+        assert "content-encoding" not in r.headers
+        resp = r.message()
+    assert resp.message == "u" and resp.payload == b"x" * BIG
+
+
+@pytest.mark.parametrize("accept", [None, "gzip"])
+def test_upstream_compressed_stream(portico, accept):
+    gw = portico(config=GZIP)
+    headers = {**UPSTREAM_GZIP, **({"Connect-Accept-Encoding": accept} if accept else {})}
+    r = stream_http1(gw.port, STREAM, envelope(EchoRequest(message="s", count=2, size=BIG)), headers=headers)
+    assert "grpc-encoding" not in r.headers, r.headers
+    flags, msgs, end = compressed_stream(r.body)
+    assert flags == ([1, 1, 2] if accept else [0, 0, 2]), flags
+    assert [m.payload for m in msgs] == [b"x" * BIG] * 2 and "error" not in end

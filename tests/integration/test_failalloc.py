@@ -281,8 +281,20 @@ def h1_big_request(port):
 CONNECT_ERRORS = {429: "resource_exhausted", 503: "unavailable", 500: "internal"}
 
 
-def connect_call(port, method, target, headers, body, stream):
-    """A Connect call over HTTP/1.1: unary (POST or GET) or a server stream; checks what arrived."""
+def envelope_payload(flags, payload):
+    """A Connect envelope's message: gunzipped when flag 0x01 says it is compressed (one whole gzip member)."""
+    if not flags & 1:
+        return payload
+    d = zlib.decompressobj(wbits=31)
+    out = d.decompress(payload) + d.flush()
+    assert d.eof and not d.unused_data, "compressed envelope that is not one whole gzip member"
+    return out
+
+
+def connect_call(port, method, target, headers, body, stream, expect="c", compressed=False):
+    """A Connect call over HTTP/1.1: unary (POST or GET) or a server stream; checks what arrived (gzip bodies and
+    compressed envelopes decoded). With `compressed`, a successful answer that is not all gzip is "ok plain": what the
+    gateway sends when compressing ran out of memory, never what it sends otherwise (countdown wants "ok" then)."""
     hdrs = [("Host", "127.0.0.1"), ("Connection", "close")] + headers
     if body is not None:
         hdrs.append(("Content-Length", str(len(body))))
@@ -294,7 +306,8 @@ def connect_call(port, method, target, headers, body, stream):
     if status is None or not complete and status == 200 and stream:
         if status is not None:  # a stream cut short: its whole envelopes are intact
             frames, _ = grpcweb.split_frames(data)
-            assert all(f == 0 for f, _ in frames) and decoded([p for _, p in frames]) == [("cs", i) for i in range(len(frames))]
+            assert all(f in (0, 1) for f, _ in frames)
+            assert decoded([envelope_payload(f, p) for f, p in frames]) == [(expect + "s", i) for i in range(len(frames))]
         return "reset"
     assert complete, f"HTTP {status}: a response cut short outside a stream body: {raw[:300]!r}"
     if status != 200:
@@ -304,16 +317,21 @@ def connect_call(port, method, target, headers, body, stream):
         return f"error {err['code']}"
     if not stream:
         assert headers["content-type"] == "application/proto", headers
-        assert decoded([data]) == [("cg", 0)], data
-        return "ok"
+        gz = headers.get("content-encoding") == "gzip"
+        assert gz or "content-encoding" not in headers, headers
+        assert decoded([envelope_payload(int(gz), data)]) == [(expect + "g", 0)], data
+        return "ok" if gz == compressed else "ok plain"
     frames = grpcweb.split_frames(data)
     assert frames[1] == b"" and frames[0] and frames[0][-1][0] == 0x02, data[:300]
     end = json.loads(frames[0][-1][1])
-    msgs = decoded([p for f, p in frames[0][:-1]])
-    assert msgs == [("cs", i) for i in range(len(msgs))], msgs
+    assert all(f in (0, 1) for f, _ in frames[0][:-1]), [f for f, _ in frames[0]]
+    msgs = decoded([envelope_payload(f, p) for f, p in frames[0][:-1]])
+    assert msgs == [(expect + "s", i) for i in range(len(msgs))], msgs
     if "error" not in end:
         assert len(msgs) == 2, msgs
-        return "ok"
+        flags = [f for f, _ in frames[0][:-1]]
+        assert compressed or flags == [0, 0], flags
+        return "ok" if flags == [int(compressed)] * 2 else "ok plain"
     assert end["error"]["code"] in CONNECT_ERRORS.values() and end["error"].get("message"), end
     return f"error {end['error']['code']}"
 
@@ -423,6 +441,24 @@ def h1_pipeline(port, token):
 def test_every_allocation_failure_with_the_whole_pipeline(gw_pipeline):
     g, admin, token = gw_pipeline
     countdown(g, admin, "h1_pipeline", lambda port: h1_pipeline(port, token), healthy=lambda port: healthy(port, token))
+
+
+def connect_gzip(port, token):
+    """A Connect server stream whose messages come back compressed one by one (connect-accept-encoding), then a
+    unary call answered with a gzip body (accept-encoding), through the whole pipeline."""
+    auth = [("Origin", "https://app.example"), ("Authorization", f"Bearer {token}")]
+    out = connect_call(port, "POST", "/portico.test.Echo/ServerStream",
+                       [("Content-Type", "application/connect+proto"), ("Connect-Accept-Encoding", "gzip")] + auth,
+                       grpcweb.frame(echo("zs", count=2, size=3000)), True, expect="z", compressed=True)
+    if out != "ok":
+        return out
+    return connect_call(port, "POST", "/portico.test.Echo/Unary", [("Content-Type", "application/proto"), ("Accept-Encoding", "gzip")] + auth,
+                        echo("zg", size=3000), False, expect="z", compressed=True)
+
+
+def test_every_allocation_failure_connect_gzip(gw_pipeline):
+    g, admin, token = gw_pipeline
+    countdown(g, admin, "connect_gzip", lambda port: connect_gzip(port, token), healthy=lambda port: healthy(port, token))
 
 
 def countdown(g, admin, scenario, run, healthy=None):

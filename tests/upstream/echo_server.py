@@ -25,6 +25,8 @@ Response shape, per method:
   * ServerStream: initial metadata is sent up front iff `count` > 0 or
     `fail_after_messages`; so `count=0` gives a Trailers-Only response (OK or error).
   * ClientStream / Bidi: initial metadata is sent immediately at call start.
+The request metadata `x-echo-compress: gzip` has the response messages gzip-compressed (context.set_compression;
+grpc core does it only when the caller's grpc-accept-encoding names gzip).
 Every successful call carries the trailer `x-trailer-ok: done`. A failure with `with_details` set carries
 grpc-status-details-bin: a google.rpc.Status with two details (DETAILS below).
 
@@ -139,6 +141,8 @@ def request_stream_over(context):
 
 
 def initial_metadata(context):
+    if any(k == "x-echo-compress" and v == "gzip" for k, v in context.invocation_metadata()):
+        context.set_compression(grpc.Compression.Gzip)
     md = [("x-echo-initial", "yes")]
     if SERVED_BY:
         md.append(("x-served-by", SERVED_BY))

@@ -2502,6 +2502,70 @@ static void test_connect_unary_error(void **state)
     fix_free(f);
 }
 
+/*
+ * A Connect stream whose client reads gzip: a message of min_size or more leaves as a gzip member of its own with
+ * flag 0x01, a short one plain, one the upstream compressed (grpc-encoding gzip) is inflated and compressed again,
+ * and the end-of-stream envelope is plain; whatever the split of the upstream's bytes.
+ */
+static void test_connect_stream_gzip_envelopes(void **state)
+{
+    (void)state;
+    static const kv_t accept[] = {{"connect-accept-encoding", "br, gzip"}, {NULL, NULL}};
+    static const kv_t head[] = {{":status", "200"}, {"content-type", "application/grpc"}, {"grpc-encoding", "gzip"}, {NULL, NULL}};
+    static bytes_t rs, z, msg;
+    char big[300], other[400];
+    memset(big, 'a', sizeof(big));
+    memset(other, 'b', sizeof(other));
+    rs.len = 0;
+    frame_add(&rs, 0, big, sizeof(big), false);
+    frame_add(&rs, 0, "short", 5, false);
+    z.len = 0;
+    gzip_bytes(&z, other, sizeof(other), 16 + MAX_WBITS);
+    frame_add(&rs, 1, z.b, z.len, false);
+
+    fix_t *f = fix_new("compression: {gzip: true, min_size: 100}\n");
+    for (size_t split = 0; split <= rs.len; split++) {
+        start_req(f, "/pkg.Svc/Method", "application/connect+proto", accept);
+        req_body(f, "\0\0\0\0\0", 5);
+        req_end(f);
+        up_pull(f);
+        up_head(f, head);
+        up_data(f, rs.b, split);
+        up_data(f, rs.b + split, rs.len - split);
+        up_trailers(f, OK_TRAILERS);
+        up_finish(f);
+        assert_int_equal(f->ds.status, 200);
+        assert_string_equal(fs_get(&f->ds.head, "connect-content-encoding"), "gzip");
+        assert_null(fs_get(&f->ds.head, "content-encoding"));
+        assert_null(fs_get(&f->ds.head, "grpc-encoding"));
+        /* the envelopes: [1 gzip(a*300)] [0 "short"] [1 gzip(b*400)] [2 {}] */
+        const uint8_t *p = f->ds.body, *end = f->ds.body + f->ds.body_len;
+        static const struct {
+            uint8_t flags;
+            const char *plain;
+            size_t len;
+        } envs[] = {{1, NULL, 300}, {0, "short", 5}, {1, NULL, 400}, {2, "{}", 2}};
+        for (size_t i = 0; i < PTC_ARRAY_SIZE(envs); i++) {
+            assert_true(end - p >= 5);
+            uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+            assert_int_equal(p[0], envs[i].flags);
+            assert_true((size_t)(end - p - 5) >= len);
+            if (envs[i].flags == 1) {
+                assert_true(len < envs[i].len);
+                gunzip_bytes(&msg, p + 5, len);
+                assert_int_equal(msg.len, envs[i].len);
+                assert_memory_equal(msg.b, i == 0 ? big : other, msg.len);
+            } else {
+                assert_int_equal(len, envs[i].len);
+                assert_memory_equal(p + 5, envs[i].plain, len);
+            }
+            p += 5 + len;
+        }
+        assert_ptr_equal(p, end);
+    }
+    fix_free(f);
+}
+
 #ifdef PTC_TEST_FAILMALLOC
 static void connect_run(fix_t *f, const void *arg)
 {
@@ -2599,6 +2663,7 @@ int main(void)
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_connect_unary),
         cmocka_unit_test(test_connect_unary_error),
+        cmocka_unit_test(test_connect_stream_gzip_envelopes),
         cmocka_unit_test(test_connect_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -549,9 +549,33 @@ static void test_round_trip_concatenated_segments(void **state)
     }
 }
 
+/* One character in each alphabet: the table the JWT filter (URL), the Connect GET query (both) and the
+ * text-mode decoder (standard) share. */
+static void test_char_value_alphabets(void **state)
+{
+    (void)state;
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(ptc_b64_char_value((uint8_t)std[i], PTC_B64_STD), i);
+        assert_int_equal(ptc_b64_char_value((uint8_t)url[i], PTC_B64_URL), i);
+        assert_int_equal(ptc_b64_char_value((uint8_t)std[i], PTC_B64_STD | PTC_B64_URL), i);
+        assert_int_equal(ptc_b64_char_value((uint8_t)url[i], PTC_B64_STD | PTC_B64_URL), i);
+    }
+    assert_int_equal(ptc_b64_char_value('+', PTC_B64_URL), -1);
+    assert_int_equal(ptc_b64_char_value('/', PTC_B64_URL), -1);
+    assert_int_equal(ptc_b64_char_value('-', PTC_B64_STD), -1);
+    assert_int_equal(ptc_b64_char_value('_', PTC_B64_STD), -1);
+    int others = 0;
+    for (int c = 0; c < 256; c++)
+        others += ptc_b64_char_value((uint8_t)c, PTC_B64_STD | PTC_B64_URL) < 0;
+    assert_int_equal(others, 256 - 66); /* '=', whitespace and the rest are the caller's */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_char_value_alphabets),
         cmocka_unit_test(test_decode_rfc4648_vectors),
         cmocka_unit_test(test_decode_full_alphabet),
         cmocka_unit_test(test_decode_padded_segments_mid_stream),
