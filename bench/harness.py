@@ -926,11 +926,23 @@ def inclusive_costs(dump, names):
     return out
 
 
+# ...and what the rest of the production profile adds: the filters (called through pointers, so never inlined) and
+# OpenSSL's record layer (libssl's exported functions)
+PROD_COST = (
+    ("request id: made, sent upstream and back", ("request_id_on_request", "request_id_on_response")),
+    ("trace context: parsed, a span made", ("trace_on_request",)),
+    ("header rule", ("headers_on_request", "headers_on_response", "headers_on_trailers")),
+    ("JWT: the filter (token, verified-token cache, claims to headers)", ("auth_on_request",)),
+    ("TLS: SSL_read + SSL_write (OpenSSL)", ("SSL_read", "SSL_write")),
+)
+COST_GROUPS = OBS_COST + PROD_COST
+
+
 def obs_costs(dump, calls):
-    """Instructions per call spent in each OBS_COST group."""
-    names = {f for _, fs in OBS_COST for f in fs}
+    """Instructions per call spent in each COST_GROUPS group."""
+    names = {f for _, fs in COST_GROUPS for f in fs}
     costs = inclusive_costs(dump, names)
-    return {label: sum(costs.get(f, 0) for f in fs) / calls for label, fs in OBS_COST} if calls else {}
+    return {label: sum(costs.get(f, 0) for f in fs) / calls for label, fs in COST_GROUPS} if calls else {}
 
 
 def callgrind_totals(path):
@@ -993,7 +1005,7 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
             if scraper:
                 # every call the proxy served since it started: the sample check's, the warm-up and the measured ones
                 res["systems"][sysname]["observability"] = profile_check(name + " " + sysname, srv, scraper)
-            if sysname in ("portico-h1", "portico-h1-obs") or sysname.startswith("portico-prod"):
+            if sysname.startswith("portico"):
                 res["systems"][sysname]["obs_costs"] = obs_costs(dump, calls)
             started[sysname] = dump
             if ir:
@@ -1316,16 +1328,18 @@ def report(ctx):
                          (ob["scrapes"], ob["access_log_lines"], ob.get("access_log_dropped", 0),
                           o["instructions_per_call"] - b["instructions_per_call"],
                           100.0 * (o["instructions_per_call"] / b["instructions_per_call"] - 1)))
-            if o and b and o.get("obs_costs") and b.get("obs_costs"):
+            withc = [n for n, r in sc["systems"].items() if r.get("obs_costs")]
+            if withc:
                 L.append("")
-                L.append("Where metrics and the access log spend it (inclusive instructions per call of `%s`):" %
-                         "`, `".join(f for _, fs in OBS_COST for f in fs))
+                L.append("Where Portico spends it, by feature (inclusive instructions per call of `%s`):" %
+                         "`, `".join(f for _, fs in COST_GROUPS for f in fs))
                 L.append("")
-                L.append("| | portico-h1 | portico-h1-obs |")
-                L.append("|---|---:|---:|")
-                for label, _ in OBS_COST:
-                    L.append("| %s | %s | %s |" % (label, fmt(b["obs_costs"].get(label), "%.0f"),
-                                                   fmt(o["obs_costs"].get(label), "%.0f")))
+                L.append("| | " + " | ".join(withc) + " |")
+                L.append("|---|" + "---:|" * len(withc))
+                for label, _ in COST_GROUPS:
+                    if any(sc["systems"][n]["obs_costs"].get(label, 0) >= 1 for n in withc):
+                        L.append("| %s | " % label + " | ".join(
+                            fmt(sc["systems"][n]["obs_costs"].get(label), "%.0f") for n in withc) + " |")
             for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
                 if sc.get("portico_top_" + label):
                     L.append("")
@@ -1392,6 +1406,23 @@ class Ctx:
     pass
 
 
+def rereport(args):
+    ctx = Ctx()
+    ctx.args, ctx.reps = args, 1
+    with open(os.path.join(args.report, "results.json")) as f:
+        ctx.results = json.load(f)
+    args.smoke, ctx.reps = ctx.results.get("smoke"), ctx.results.get("reps", 1)
+    ctx.verified_calls = ctx.results.get("verified_calls", {})
+    FAILURES.extend(ctx.results.get("failures", []))
+    for sc in ctx.results["scenarios"].values():
+        if sc["kind"] == "callgrind":
+            for sname, r in sc["systems"].items():
+                if sname.startswith("portico") and r.get("dump") and r.get("calls"):
+                    r["obs_costs"] = obs_costs(os.path.join(args.report, r["dump"]), r["calls"])
+    print(report(ctx))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portico", required=True, help="the Portico binary to measure")
@@ -1403,7 +1434,11 @@ def main():
                                    "syscalls,callgrind,callgrind-prod (the smoke leaves callgrind-prod out)")
     ap.add_argument("--out", help="results directory (default bench/.build/results/DATE)")
     ap.add_argument("--keep-logs", action="store_true", help="keep h2load's per-request logs")
+    ap.add_argument("--report", metavar="DIR", help="print the report of the run in DIR again (its results.json), "
+                    "the callgrind dumps' costs by feature computed afresh; runs nothing")
     args = ap.parse_args()
+    if args.report:
+        return rereport(args)
 
     ctx = Ctx()
     ctx.args = args
