@@ -1144,9 +1144,17 @@ def scenario_syscalls(ctx, name, upstream, warm, n, inflight):
             # attached once strace says so ("Process N attached with K threads")
             nthreads, seen, deadline = len(os.listdir("/proc/%d/task" % srv.pid)), b"", time.monotonic() + 20
             os.set_blocking(st.stderr.fileno(), False)
-            while b" attached" not in seen and time.monotonic() < deadline:
+            while b" attached" not in seen and st.poll() is None and time.monotonic() < deadline:
                 seen += st.stderr.read() or b""
                 time.sleep(0.05)
+            if st.poll() is not None or b" attached" not in seen:
+                # e.g. kernel.yama.ptrace_scope >= 1: strace may not attach to a process it did not start
+                fail("%s %s: strace did not attach: %s" % (name, sysname, (seen + (st.stderr.read() or b"")).decode(
+                    errors="replace").strip()[-300:]))
+                if st.poll() is None:
+                    st.kill()
+                    st.wait()
+                continue
             time.sleep(0.2)
             r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
             st.send_signal(signal.SIGINT)
