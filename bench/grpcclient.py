@@ -9,11 +9,12 @@ h2load's byte count for every call of a run).
   trailer frame at the end of the body, or in the headers for trailers-only answers) or "grpc"
   (native gRPC over HTTP/1.1, as HAProxy accepts and converts to HTTP/2: status in the chunked
   trailer section).
-- H2Client: one HTTP/2 cleartext (prior knowledge) connection, via python3-h2; mode "grpc" (status
+- H2Client: one HTTP/2 connection (cleartext with prior knowledge, or TLS with ALPN h2), via python3-h2; mode "grpc" (status
   in HEADERS trailers) or "grpc-web" (status in a 0x80 trailer frame, or in trailers-only headers).
 """
 
 import socket
+import ssl
 import struct
 
 import h2.config
@@ -85,18 +86,34 @@ def _finish(reply: Reply, body: bytes, web: bool) -> Reply:
     return reply
 
 
+def _connect(host, port, timeout, rcvbuf=None, tls=False, alpn="http/1.1"):
+    """A TCP connection (TCP_NODELAY), wrapped in TLS when asked: the benchmark's self-signed certificate is not
+    verified; ALPN offers only `alpn`, and the server must pick it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not tls:
+        return sock
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    sock = ctx.wrap_socket(sock, server_hostname=host)
+    if sock.selected_alpn_protocol() != alpn:
+        raise CallError("TLS: the server chose ALPN %r, not %r" % (sock.selected_alpn_protocol(), alpn))
+    return sock
+
+
 class H1Client:
-    def __init__(self, host, port, mode="grpc-web", timeout=30.0, rcvbuf=None, extra_headers=()):
+    def __init__(self, host, port, mode="grpc-web", timeout=30.0, rcvbuf=None, extra_headers=(), tls=False):
         assert mode in ("grpc-web", "grpc")
         self.mode = mode
         self.extra = "".join("%s\r\n" % h for h in extra_headers)
         self.host, self.port = host, port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = _connect(host, port, timeout, rcvbuf, tls, "http/1.1")
         self.buf = b""
 
     def close(self):
@@ -173,12 +190,15 @@ class H1Client:
 
 
 class H2Client:
-    def __init__(self, host, port, mode="grpc", timeout=30.0):
+    def __init__(self, host, port, mode="grpc", timeout=30.0, extra_headers=(), tls=False):
         assert mode in ("grpc-web", "grpc")
         self.mode = mode
         self.host, self.port = host, port
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.scheme = "https" if tls else "http"
+        # "Name: value" strings, as for H1Client and h2load's -H
+        self.extra = [tuple(x.strip() for x in h.split(":", 1)) for h in extra_headers]
+        self.extra = [(k.lower(), v) for k, v in self.extra]
+        self.sock = _connect(host, port, timeout, None, tls, "h2")
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
@@ -225,11 +245,11 @@ class H2Client:
         sid = self.conn.get_next_available_stream_id()
         state = {"sid": sid, "headers": None, "trailers": None, "body": [], "ended": False}
         self.conn.send_headers(sid, [
-            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":method", "POST"), (":scheme", self.scheme), (":path", path),
             (":authority", "%s:%d" % (self.host, self.port)),
             ("content-type",
              "application/grpc-web+proto" if self.mode == "grpc-web" else "application/grpc"),
-            ("te", "trailers")])
+            ("te", "trailers")] + self.extra)
         view = memoryview(body)
         while True:
             room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)

@@ -91,6 +91,7 @@ def free_port():
 class Server:
     def __init__(self, name, argv, port, outdir, timeout=20.0, more_ports=()):
         self.name, self.argv, self.port = name, argv, port
+        self.calls = 0  # successful calls made through it (h2load and the Python client): what its logs must count
         self.logpath = os.path.join(outdir, "%s.log" % name)
         self.logf = open(self.logpath, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
@@ -183,14 +184,23 @@ def haproxy_maxconn():
     return max(1000, min(40000, (hard - 100) // 2))
 
 
-def haproxy_config(path, threads, port_h2, port_h1, upstream_port, maxconn=None):
+# HAProxy writes "HTTP/1.1 200 " (empty reason phrase) for a response that came over HTTP/2; h2load's HTTP/1.1
+# parser then records no status and counts the call as failed. Every frontend that serves HTTP/1.1 has this.
+HAPROXY_H1_STATUS = "    http-response set-status 200 reason OK if { status 200 }\n"
+
+
+def haproxy_config(path, threads, port_h2, port_h1, upstream_port, maxconn=None, global_extra="", frontends=None):
+    """The bare configuration: one h2c and one HTTP/1.1 frontend. `frontends` (the production profile) replaces
+    them: [(name, bind line, more lines)]."""
     maxconn = maxconn or haproxy_maxconn()
-    with open(path, "w") as f:
-        f.write("""# written by bench/harness.py
+    if frontends is None:
+        frontends = [("grpc_h2c", "%s:%d proto h2" % (HOST, port_h2), ""),
+                     ("grpc_h1", "%s:%d" % (HOST, port_h1), HAPROXY_H1_STATUS)]
+    text = """# written by bench/harness.py
 global
     nbthread %d
     maxconn %d
-
+%s
 defaults
     mode http
     maxconn %d
@@ -199,21 +209,19 @@ defaults
     timeout server 600s
     timeout http-request 600s
     timeout http-keep-alive 600s
-
-frontend grpc_h2c
-    bind %s:%d proto h2
-    default_backend echo
-
-frontend grpc_h1
-    bind %s:%d
-    default_backend echo
-    # HAProxy writes "HTTP/1.1 200 " (empty reason phrase) for a response that came over HTTP/2;
-    # h2load's HTTP/1.1 parser then records no status and counts the call as failed.
-    http-response set-status 200 reason OK if { status 200 }
-
+""" % (threads, maxconn, global_extra, maxconn)
+    for name, bind, more in frontends:
+        text += """
+frontend %s
+    bind %s
+%s    default_backend echo
+""" % (name, bind, more)
+    text += """
 backend echo
     server echo1 %s:%d proto h2
-""" % (threads, maxconn, maxconn, HOST, port_h2, HOST, port_h1, HOST, upstream_port))
+""" % (HOST, upstream_port)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def portico_config(path, extra=""):
@@ -224,10 +232,15 @@ def portico_config(path, extra=""):
                 "timeouts:\n  idle: 600s\n" + extra)
 
 
+_JWT = {}
+
+
 def jwt_setup(outdir):
     """An ES256 key made with the openssl CLI, its JWKS, a token valid for an hour (PyJWT), and the
-    configuration that requires it on every call."""
-    import json
+    configuration that requires it on every call; also the public key as PEM (for HAProxy's jwt_verify).
+    Returns (configuration, header, public key path); made once per results directory."""
+    if outdir in _JWT:
+        return _JWT[outdir]
     import jwt
     from cryptography.hazmat.primitives import serialization
     from jwt.algorithms import ECAlgorithm
@@ -236,6 +249,10 @@ def jwt_setup(outdir):
                    check=True, capture_output=True)
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
+    pub_path = os.path.join(outdir, "jwt-es256.pub.pem")
+    with open(pub_path, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
     jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
     jwk.update(kid="bench", use="sig")
     jwks = os.path.join(outdir, "jwks.json")
@@ -247,16 +264,32 @@ def jwt_setup(outdir):
     cfg = ("jwt:\n  providers:\n    - {name: bench, issuer: 'https://bench.test/', audiences: [bench], jwks_file: %s,\n"
            "       claims_to_headers: [{claim: sub, header: x-auth-user-id}]}\n"
            "  default: {providers: [bench]}\n" % json.dumps(jwks))
-    return cfg, "authorization: Bearer " + token
+    _JWT[outdir] = (cfg, "authorization: Bearer " + token, pub_path)
+    return _JWT[outdir]
 
 
-def start_portico(args, name, workers, upstream_port, outdir, wrap=(), extra_config=""):
+def tls_setup(outdir):
+    """A self-signed P-256 certificate for 127.0.0.1 (openssl CLI): (cert, key, cert+key in one file for HAProxy)."""
+    cert, key, both = (os.path.join(outdir, f) for f in ("tls-cert.pem", "tls-key.pem", "tls-both.pem"))
+    if not os.path.exists(both):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(both, "w") as f:
+            f.write(open(cert).read() + open(key).read())
+    return cert, key, both
+
+
+def start_portico(args, name, workers, upstream_port, outdir, wrap=(), extra_config="", tls=False):
     port = free_port()
     cfg = os.path.join(outdir, "%s.yaml" % name if extra_config else "portico.yaml")
     portico_config(cfg, extra_config)
     argv = list(wrap) + [args.portico, "--config", cfg, "--listen", "%s:%d" % (HOST, port),
                          "--upstream", "%s:%d" % (HOST, upstream_port), "--workers", str(workers),
                          "--log-level", "warn"]
+    if tls:
+        cert, key, _ = tls_setup(outdir)
+        argv += ["--tls-cert", cert, "--tls-key", key]
     return Server(name, argv, port, outdir, timeout=120 if wrap else 20)
 
 
@@ -272,17 +305,150 @@ def start_haproxy(name, threads, upstream_port, outdir, wrap=()):
 
 
 # ----------------------------------------------------------------------------------------------
+# profiles: what a proxy is configured to do, named in its system's name
+#
+#   portico-h1, portico-h2, haproxy (h2c), haproxy-h1       bare: routing only
+#   portico-h1-jwt, portico-h1-obs                           one feature (callgrind)
+#   portico-prod[-jwt][-tls]-h1|-h2, haproxy-prod[-jwt][-tls][-h1]
+#                                                            the production profile (bench/README.md)
+
+# Every call of the production profile carries a trace context to continue (Portico makes a span of its own)
+TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+# Request ids (made: h2load sends none), W3C trace context, one header rule; the -obs parts come from obs_setup
+PORTICO_PROD = """request_id: {header: x-request-id}
+trace: {sampled: false}
+headers:
+  request:
+    - {set: x-client-ip, value: "%CLIENT_IP%"}
+"""
+# HAProxy's equivalents, per frontend: a UUIDv4 request id sent upstream, the same header rule, a JSON access log
+# line per request (to stdout, which is the process's log file: see haproxy_prod_check)
+HAPROXY_PROD = """    option dontlognull
+    unique-id-format %[uuid()]
+    unique-id-header x-request-id
+    http-request set-header x-client-ip %[src]
+    log global
+    log-format '{"request_id":"%ID","client":"%ci:%cp","frontend":"%f","method":"%HM","path":"%HPO","http_status":%ST,"bytes_in":%U,"bytes_out":%B,"ttfb_ms":%Tr,"duration_ms":%Ta,"server":"%s","time":"%tr"}'
+"""
+# ...and an ES256 check of the bearer token on every call (HAProxy has no cache of verified tokens): algorithm,
+# signature, issuer, audience, expiry; the subject sent upstream as Portico's claims_to_headers does
+HAPROXY_JWT = """    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.now) date()
+    http-request deny status 401 unless { var(txn.bearer),jwt_header_query('$.alg') -m str ES256 }
+    http-request deny status 401 unless { var(txn.bearer),jwt_verify("ES256","%s") -m int 1 }
+    http-request deny status 401 unless { var(txn.bearer),jwt_payload_query('$.iss') -m str https://bench.test/ }
+    http-request deny status 401 unless { var(txn.bearer),jwt_payload_query('$.aud') -m str bench }
+    http-request deny status 401 if { var(txn.bearer),jwt_payload_query('$.exp','int'),sub(txn.now) -m int lt 0 }
+    http-request set-header x-auth-user-id %%[var(txn.bearer),jwt_payload_query('$.sub')]
+"""
+
+
+def profile_spec(name):
+    parts = name.split("-")
+    return {"product": parts[0], "prod": "prod" in parts, "jwt": "jwt" in parts, "tls": "tls" in parts,
+            "obs": "obs" in parts or "prod" in parts, "proto": "h1" if "h1" in parts else "h2"}
+
+
+def start_haproxy_prod(ctx, name, upstream_port, wrap=()):
+    """One HAProxy with the production profile on six frontends: {h2c, HTTP/1.1, TLS (ALPN h2 and http/1.1)} x
+    {without, with the JWT check}, and a metrics frontend (its Prometheus exporter)."""
+    _, _, pub = jwt_setup(ctx.outdir)
+    _, _, both = tls_setup(ctx.outdir)
+    ports, frontends = {}, []
+    for jwt in (False, True):
+        more = HAPROXY_PROD + (HAPROXY_JWT % pub if jwt else "")
+        j = "_jwt" if jwt else ""
+        p2, p1, pt = free_port(), free_port(), free_port()
+        frontends += [("prod%s_h2c" % j, "%s:%d proto h2" % (HOST, p2), more),
+                      ("prod%s_h1" % j, "%s:%d" % (HOST, p1), more + HAPROXY_H1_STATUS),
+                      ("prod%s_tls" % j, "%s:%d ssl crt %s alpn h2,http/1.1" % (HOST, pt, both),
+                       more + HAPROXY_H1_STATUS)]
+        ports.update({(jwt, False, "h2"): p2, (jwt, False, "h1"): p1, (jwt, True, "h2"): pt, (jwt, True, "h1"): pt})
+    mport = free_port()
+    frontends.append(("metrics", "%s:%d" % (HOST, mport),
+                      "    http-request use-service prometheus-exporter if { path /metrics }\n"))
+    cfg = os.path.join(ctx.outdir, "%s.cfg" % name)
+    haproxy_config(cfg, 1, 0, 0, upstream_port, 2000 if wrap else None,
+                   "    log stdout format raw local0\n", frontends)
+    srv = Server(name, list(wrap) + ["haproxy", "-db", "-f", cfg], ports[(False, False, "h2")], ctx.outdir,
+                 timeout=120 if wrap else 20, more_ports=tuple(set(ports.values())) + (mport,))
+    srv.ports, srv.metrics_port, srv.access_log = ports, mport, None
+    return srv
+
+
+def start_profile(ctx, profile, upstream, wrap=(), procname=None):
+    """Starts the proxy that the system name `profile` describes (one worker / thread), for every system of the same
+    product and configuration: srv.ports maps (jwt, tls, proto) to the port to call; srv.metrics_port is where to
+    scrape (-obs and -prod), srv.access_log Portico's access-log file."""
+    sp, procname = profile_spec(profile), procname or profile
+    if sp["product"] == "haproxy":
+        if sp["prod"]:
+            return start_haproxy_prod(ctx, procname, upstream.port, wrap)
+        srv = start_haproxy(procname, 1, upstream.port, ctx.outdir, wrap)
+        srv.ports = {(False, False, "h2"): srv.port, (False, False, "h1"): srv.port_h1}
+        srv.metrics_port = srv.access_log = None
+        return srv
+    cfg, obs = "", None
+    if sp["jwt"]:
+        # every call carries an ES256 token the gateway verifies (once per worker: the verified-token cache serves
+        # the repeats), maps its subject to a header
+        cfg += jwt_setup(ctx.outdir)[0]
+    if sp["obs"]:
+        obs = obs_setup(ctx.outdir, procname)
+        cfg += obs[0]
+    if sp["prod"]:
+        cfg += PORTICO_PROD
+    srv = start_portico(ctx.args, procname, 1, upstream.port, ctx.outdir, wrap, cfg, sp["tls"])
+    srv.ports = {(sp["jwt"], sp["tls"], proto): srv.port for proto in ("h1", "h2")}
+    srv.metrics_port, srv.access_log = (obs[1], obs[2]) if obs else (None, None)
+    return srv
+
+
+def profile_system(ctx, name, srv, upstream):
+    """The System `name` on a proxy that start_profile started."""
+    sp = profile_spec(name)
+    headers = ([TRACEPARENT] if sp["prod"] else []) + ([jwt_setup(ctx.outdir)[1]] if sp["jwt"] else [])
+    return System(name, "", sp["proto"], "grpc-web" if sp["product"] == "portico" else "grpc",
+                  srv.ports[(sp["jwt"], sp["tls"], sp["proto"])], srv, upstream, headers, sp["tls"])
+
+
+def profile_check(label, srv, scraper):
+    """A proxy with metrics and an access log counted every call made through it (srv.calls); returns the counts."""
+    if srv.access_log:
+        return obs_check(label, scraper, srv.access_log, srv.calls)
+    return haproxy_prod_check(label, srv, scraper)
+
+
+def haproxy_prod_check(label, srv, scraper):
+    """HAProxy's access log (the JSON lines in its stdout) and its Prometheus exporter (2xx responses of the prod_
+    frontends) both count srv.calls."""
+    text = scraper.scrape()
+    ok = sum(float(v) for v in re.findall(
+        r'^haproxy_frontend_http_responses_total\{proxy="prod[^"]*",code="2xx"\} (\S+)$', text, re.M))
+    srv.logf.flush()
+    with open(srv.logpath, "rb") as f:
+        lines = sum(1 for line in f if line.startswith(b'{"request_id"'))
+    if ok != srv.calls or lines != srv.calls or scraper.errors:
+        fail("%s: %d calls made; /metrics counted %d 2xx, the access log has %d lines (scrape errors: %s)" %
+             (label, srv.calls, ok, lines, scraper.errors[:3]))
+    else:
+        passed()
+    return {"scrapes": scraper.count, "handled_ok": ok, "access_log_lines": lines, "access_log_dropped": 0}
+
+
+# ----------------------------------------------------------------------------------------------
 # systems and load
 
 
 class System:
     """One way of reaching the upstream: where h2load connects and how it speaks."""
 
-    def __init__(self, name, desc, proto, mode, port, proxy, upstream, extra_headers=()):
+    def __init__(self, name, desc, proto, mode, port, proxy, upstream, extra_headers=(), tls=False):
         self.name, self.desc = name, desc
         self.proto, self.mode = proto, mode  # proto: h2 | h1; mode: grpc | grpc-web
         self.port, self.proxy, self.upstream = port, proxy, upstream
         self.extra_headers = list(extra_headers)  # e.g. an Authorization header for the JWT-checked runs
+        self.tls = tls  # https: ALPN h2 (proto h2) or HTTP/1.1 over TLS (proto h1)
 
     def shape(self, inflight, streaming=False):
         """(connections, streams per connection) for `inflight` calls in flight. HTTP/1.1 gets one
@@ -300,9 +466,8 @@ class System:
 
     def client(self, **kw):
         if self.proto == "h2":
-            assert not self.extra_headers, "extra headers: HTTP/1.1 systems only"
-            return H2Client(HOST, self.port, mode=self.mode)
-        return H1Client(HOST, self.port, mode=self.mode, extra_headers=self.extra_headers, **kw)
+            return H2Client(HOST, self.port, mode=self.mode, extra_headers=self.extra_headers, tls=self.tls)
+        return H1Client(HOST, self.port, mode=self.mode, extra_headers=self.extra_headers, tls=self.tls, **kw)
 
 
 _DUR = re.compile(r"finished in ([\d.]+)(us|ms|s),")
@@ -345,7 +510,7 @@ def run_h2load(ctx, system, path, body_file, n, conns, streams, tag, expect_body
         cmd.append("--h1")
     for h in system.headers():
         cmd += ["-H", h]
-    cmd.append("http://%s:%d%s" % (HOST, system.port, path))
+    cmd.append("%s://%s:%d%s" % ("https" if system.tls else "http", HOST, system.port, path))
     procs = [p for p in (system.proxy, system.upstream) if p is not None]
     for p in procs:
         p.reset_peak()
@@ -374,6 +539,8 @@ def run_h2load(ctx, system, path, body_file, n, conns, streams, tag, expect_body
     if ok:
         passed()
     calls = r.get("succeeded") or 0
+    if system.proxy is not None:
+        system.proxy.calls += calls
     secs = r.get("seconds") or wall
     r["calls_per_s"] = calls / secs if secs else 0.0
     r["mib_per_s"] = (r.get("data_bytes") or 0) / MiB / secs if secs else 0.0
@@ -441,6 +608,8 @@ def verify(ctx, system, path, body, calls, check_messages, what):
         fail("%s %s: response body size varies between calls: %s" % (system.name, what, sorted(sizes)))
         return None
     ctx.verified_calls[system.name] = ctx.verified_calls.get(system.name, 0) + done
+    if system.proxy is not None:
+        system.proxy.calls += done
     passed()
     return sizes.pop()
 
@@ -536,11 +705,11 @@ def scenario_stream(ctx, name, systems, count, size, n, reps, inflight):
 
 
 def scenario_idle(ctx, name, targets, nconn):
-    """Opens nconn HTTP/1.1 keep-alive connections to each target, makes one call on each (so
-    every connection has served a request) and leaves them idle; RSS growth / nconn."""
+    """Opens nconn keep-alive connections (HTTP/1.1, or HTTP/2 for h2 systems) to each target, makes one call on
+    each (so every connection has served a request) and leaves them idle; RSS growth / nconn."""
     log("scenario %s: %d idle keep-alive connections" % (name, nconn))
     msg = payload(10)
-    res = {"kind": "idle", "nconn": nconn, "systems": {}}
+    res = {"kind": "idle", "nconn": nconn, "proto": targets[0].proto, "systems": {}}
     for s in targets:
         srv = s.proxy
         want = nconn
@@ -555,7 +724,7 @@ def scenario_idle(ctx, name, targets, nconn):
         conns, t0 = [], time.monotonic()
         try:
             for i in range(want):
-                c = H1Client(HOST, s.port, mode=s.mode, timeout=30)
+                c = s.client(timeout=30)
                 conns.append(c)
                 r = c.call(UNARY, frame(msg))
                 if r.http_status != 200 or r.grpc_status != 0 or r.messages != [msg]:
@@ -757,11 +926,23 @@ def inclusive_costs(dump, names):
     return out
 
 
+# ...and what the rest of the production profile adds: the filters (called through pointers, so never inlined) and
+# OpenSSL's record layer (libssl's exported functions)
+PROD_COST = (
+    ("request id: made, sent upstream and back", ("request_id_on_request", "request_id_on_response")),
+    ("trace context: parsed, a span made", ("trace_on_request",)),
+    ("header rule", ("headers_on_request", "headers_on_response", "headers_on_trailers")),
+    ("JWT: the filter (token, verified-token cache, claims to headers)", ("auth_on_request",)),
+    ("TLS: SSL_read + SSL_write (OpenSSL)", ("SSL_read", "SSL_write")),
+)
+COST_GROUPS = OBS_COST + PROD_COST
+
+
 def obs_costs(dump, calls):
-    """Instructions per call spent in each OBS_COST group."""
-    names = {f for _, fs in OBS_COST for f in fs}
+    """Instructions per call spent in each COST_GROUPS group."""
+    names = {f for _, fs in COST_GROUPS for f in fs}
     costs = inclusive_costs(dump, names)
-    return {label: sum(costs.get(f, 0) for f in fs) / calls for label, fs in OBS_COST} if calls else {}
+    return {label: sum(costs.get(f, 0) for f in fs) / calls for label, fs in COST_GROUPS} if calls else {}
 
 
 def callgrind_totals(path):
@@ -773,9 +954,10 @@ def callgrind_totals(path):
     return ir
 
 
-def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
+def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
     """Instructions per call under callgrind: warm up, zero the counters, N calls, dump, divide.
-    User-space instructions of the proxy process only (all its threads), kernel work excluded."""
+    User-space instructions of the proxy process only (all its threads), kernel work excluded.
+    `plans`: the systems' names (see profile_spec)."""
     log("scenario %s: callgrind, %d warm-up + %d measured calls" % (name, warm, n))
     res = {"kind": "callgrind", "n": n, "warmup": warm, "inflight": inflight, "systems": {}}
     msg = payload(10)
@@ -783,46 +965,27 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
     bf = body_file(ctx, name, body)
     cgdir = os.path.join(ctx.outdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    plans = [("portico-h1", "portico"), ("haproxy", "haproxy"), ("haproxy-h1", "haproxy"), ("portico-h1-jwt", "portico"),
-             ("portico-h1-obs", "portico")]
-    if ctx.results.get("portico_h2c"):
-        plans.append(("portico-h2", "portico"))
-    if ctx.args.smoke:
-        plans = [plans[0], plans[1], plans[3], plans[4]]  # seconds count: each valgrind start costs several
     started = {}
-    for sysname, kind in plans:
-        obs = None
+    for sysname in plans:
         out = os.path.join(cgdir, "callgrind.%s.out" % sysname)
         wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
         try:
-            if kind == "portico":
-                # the -jwt run: every call carries an ES256 token the gateway verifies (once per worker:
-                # the verified-token cache serves the repeats), maps its subject to a header
-                jcfg, auth = jwt_setup(ctx.outdir) if sysname.endswith("-jwt") else ("", None)
-                # the -obs run: metrics scraped every second and the access log on (JSON lines to a file)
-                obs = obs_setup(ctx.outdir, sysname) if sysname.endswith("-obs") else None
-                if obs:
-                    jcfg = obs[0]
-                srv = start_portico(ctx.args, "callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap, jcfg)
-                s = System(sysname, "", "h2" if sysname == "portico-h2" else "h1", "grpc-web",
-                           srv.port, srv, upstream, [auth] if auth else ())
-            else:
-                srv = start_haproxy("callgrind-" + sysname, 1, upstream.port, ctx.outdir, wrap)
-                if sysname == "haproxy-h1":
-                    s = System(sysname, "", "h1", "grpc", srv.port_h1, srv, upstream)
-                else:
-                    s = System(sysname, "", "h2", "grpc", srv.port, srv, upstream)
+            # -obs and -prod: metrics scraped every second and the access log on (JSON lines to a file)
+            srv = start_profile(ctx, sysname, upstream, wrap, "callgrind-" + sysname)
+            s = profile_system(ctx, sysname, srv, upstream)
         except RuntimeError as e:
             fail("%s: %s" % (name, e))
             continue
         try:
-            nverify = 20
-            expect = verify(ctx, s, UNARY, body, nverify, lambda msgs: msgs == [msg], name)
+            expect = verify(ctx, s, UNARY, body, 20, lambda msgs: msgs == [msg], name)
             c, m = s.shape(inflight)
             run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
             before = set(os.listdir(cgdir))
             subprocess.run(["callgrind_control", "-z", str(srv.pid)], capture_output=True, timeout=60)
-            scraper = Scraper(obs[1]) if kind == "portico" and obs else None
+            # -obs: scraped every second, to show what scrapes cost; -prod: once, after the dump (for the checks),
+            # so that the figure is the calls' (at Prometheus' usual 15 s, scrapes cost little; under callgrind a
+            # 10,000-call run takes ~90 s here, and 90 scrapes of ~750k instructions would add ~7k per call)
+            scraper = Scraper(srv.metrics_port, 1.0 if "-obs" in sysname else 1e9) if srv.metrics_port else None
             r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
             if scraper:
                 scraper.stop()
@@ -840,10 +1003,9 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight):
                                        "instructions_per_call": ir / calls if ir and calls else None,
                                        "dump": os.path.relpath(dump, ctx.outdir)}
             if scraper:
-                # every call the gateway served since it started: the sample check's, the warm-up and the measured ones
-                total = nverify + warm + calls
-                res["systems"][sysname]["observability"] = obs_check(name + " " + sysname, scraper, obs[2], total)
-            if sysname in ("portico-h1", "portico-h1-obs"):
+                # every call the proxy served since it started: the sample check's, the warm-up and the measured ones
+                res["systems"][sysname]["observability"] = profile_check(name + " " + sysname, srv, scraper)
+            if sysname.startswith("portico"):
                 res["systems"][sysname]["obs_costs"] = obs_costs(dump, calls)
             started[sysname] = dump
             if ir:
@@ -915,6 +1077,105 @@ class fresh_proxies:
         return False
 
 
+def scenario_production(ctx, name, upstream, bare, n, reps, inflight):
+    """unary-10B through the bare systems and the production profile of both proxies (JWT off and on, TLS off and
+    on), in one interleaved run; metrics scraped every second throughout; at the end every proxy's access log and
+    metrics must count every call made through it."""
+    procs, scrapers = [], []
+    systems = list(bare)
+    try:
+        for profile in ("portico-prod", "portico-prod-jwt", "portico-prod-tls", "portico-prod-jwt-tls"):
+            srv = start_profile(ctx, profile, upstream)
+            procs.append(srv)
+            systems += [profile_system(ctx, profile + "-h1", srv, upstream)]
+            if ctx.results.get("portico_h2c"):
+                systems += [profile_system(ctx, profile + "-h2", srv, upstream)]
+        srv = start_profile(ctx, "haproxy-prod", upstream)
+        procs.append(srv)
+        for jwt in ("", "-jwt"):
+            for tls in ("", "-tls"):
+                systems += [profile_system(ctx, "haproxy-prod%s%s%s" % (jwt, tls, h), srv, upstream)
+                            for h in ("", "-h1")]
+        scrapers = [Scraper(p.metrics_port) for p in procs]
+        res = scenario_unary(ctx, name, systems, 10, n, reps, inflight)
+        for p, sc in zip(procs, scrapers):
+            sc.stop()
+            res.setdefault("observability", {})[p.name] = profile_check(name + " " + p.name, p, sc)
+        return res
+    finally:
+        for sc in scrapers:
+            sc.stop()
+        for p in procs:
+            if not p.alive():
+                fail("%s exited during the scenario (see %s)" % (p.name, p.logpath))
+            p.stop()
+
+
+def strace_counts(path):
+    """{syscall: (calls, errors)} from `strace -c` output."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*([a-z_0-9]+)\s*$", line)
+            if m and m.group(3) != "total":
+                out[m.group(3)] = (int(m.group(1)), int(m.group(2) or 0))
+    return out
+
+
+def scenario_syscalls(ctx, name, upstream, warm, n, inflight):
+    """System calls per call by name: a fresh proxy, warmed up, then `strace -c -f -p` attached (every thread) for n
+    calls of the unary 10-byte load shape, detached with SIGINT."""
+    log("scenario %s: strace -c over %d calls" % (name, n))
+    res = {"kind": "syscalls", "n": n, "inflight": inflight, "systems": {}}
+    msg = payload(10)
+    body = frame(msg)
+    bf = body_file(ctx, name, body)
+    names = ["portico-h1", "haproxy", "haproxy-h1"] + (["portico-h2"] if ctx.results.get("portico_h2c") else [])
+    for sysname in names:
+        srv = start_profile(ctx, sysname, upstream, procname="strace-" + sysname)
+        try:
+            s = profile_system(ctx, sysname, srv, upstream)
+            expect = verify(ctx, s, UNARY, body, 20, lambda msgs: msgs == [msg], name)
+            c, m = s.shape(inflight)
+            run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
+            out = os.path.join(ctx.outdir, "strace.%s.txt" % sysname)
+            st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(srv.pid)], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            # attached once strace says so ("Process N attached with K threads")
+            nthreads, seen, deadline = len(os.listdir("/proc/%d/task" % srv.pid)), b"", time.monotonic() + 20
+            os.set_blocking(st.stderr.fileno(), False)
+            while b" attached" not in seen and st.poll() is None and time.monotonic() < deadline:
+                seen += st.stderr.read() or b""
+                time.sleep(0.05)
+            if st.poll() is not None or b" attached" not in seen:
+                # e.g. kernel.yama.ptrace_scope >= 1: strace may not attach to a process it did not start
+                fail("%s %s: strace did not attach: %s" % (name, sysname, (seen + (st.stderr.read() or b"")).decode(
+                    errors="replace").strip()[-300:]))
+                if st.poll() is None:
+                    st.kill()
+                    st.wait()
+                continue
+            time.sleep(0.2)
+            r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
+            st.send_signal(signal.SIGINT)
+            st.wait(60)
+            counts = strace_counts(out)
+            calls = r.get("succeeded") or 0
+            if not counts or not calls:
+                fail("%s %s: no strace counts (%s)" % (name, sysname, out))
+                continue
+            passed()
+            res["systems"][sysname] = {"calls": calls, "threads": nthreads,
+                                       "per_call": {k: v[0] / calls for k, v in counts.items()},
+                                       "errors_per_call": {k: v[1] / calls for k, v in counts.items() if v[1]},
+                                       "total_per_call": sum(v[0] for v in counts.values()) / calls}
+            log("  %-16s %.2f syscalls per call" % (sysname, res["systems"][sysname]["total_per_call"]))
+        finally:
+            srv.stop()
+    ctx.results["scenarios"][name] = res
+    return res
+
+
 def scenario_workers(ctx, name, upstream, base_portico, base_haproxy, n, reps, inflight):
     log("scenario %s: Portico --workers 1 vs 2, HAProxy nbthread 1 vs 2" % name)
     p2 = start_portico(ctx.args, "portico-w2", 2, upstream.port, ctx.outdir)
@@ -975,6 +1236,10 @@ def report(ctx):
                     fmt(r.get("proxy_peak_rss_mib")), fmt(r["client_cpu_pct"], "%.0f"),
                     "yes" if r["verified"] else "**NO**"))
             L.extend(ratio_lines(sc))
+            for pname, ob in sc.get("observability", {}).items():
+                L.append("")
+                L.append("%s: %d calls counted by /metrics, %d access-log lines (%d dropped), %d scrapes" % (
+                    pname, ob["handled_ok"], ob["access_log_lines"], ob.get("access_log_dropped", 0), ob["scrapes"]))
             L.append("")
         elif sc["kind"] == "stream":
             L.append("### %s — server streaming, %d calls × %d messages × %d bytes, %d in flight" %
@@ -996,8 +1261,8 @@ def report(ctx):
                     for sname, r in sc["systems"].items() if sname != "direct"))
             L.append("")
         elif sc["kind"] == "idle":
-            L.append("### %s — %d idle HTTP/1.1 keep-alive connections (one call made on each)" %
-                     (name, sc["nconn"]))
+            L.append("### %s — %d idle %s keep-alive connections (one call made on each)" %
+                     (name, sc["nconn"], "HTTP/2" if sc.get("proto") == "h2" else "HTTP/1.1"))
             L.append("")
             L.append("| system | connections | RSS before MiB | RSS idle MiB | bytes/connection | "
                      "RSS after close MiB |")
@@ -1006,6 +1271,29 @@ def report(ctx):
                 L.append("| %s | %d | %s | %s | %s | %s |" % (
                     sname, r["connections"], fmt(r["rss_before_mib"]), fmt(r["rss_idle_mib"]),
                     fmt(r["bytes_per_conn"], "%.0f"), fmt(r["rss_after_close_mib"])))
+            L.append("")
+        elif sc["kind"] == "syscalls":
+            names = list(sc["systems"])
+            L.append("### %s — system calls per call (`strace -c -f` attached after warm-up, %d calls, 10-byte unary, "
+                     "%d in flight)" % (name, sc["n"], sc["inflight"]))
+            L.append("")
+            L.append("| syscall | " + " | ".join(names) + " |")
+            L.append("|---|" + "---:|" * len(names))
+            L.append("| **all** | " + " | ".join("**%.2f**" % sc["systems"][n]["total_per_call"] for n in names) + " |")
+            calls = {}
+            for n in names:
+                for k, v in sc["systems"][n]["per_call"].items():
+                    calls[k] = max(calls.get(k, 0), v)
+            for k in sorted(calls, key=lambda k: -calls[k]):
+                if calls[k] < 0.005:
+                    continue
+                L.append("| %s | " % k + " | ".join(fmt(sc["systems"][n]["per_call"].get(k), "%.3f") for n in names)
+                         + " |")
+            errs = ["%s %s %.3f" % (n, k, v) for n in names for k, v in sc["systems"][n]["errors_per_call"].items()
+                    if v >= 0.005]
+            if errs:
+                L.append("")
+                L.append("Of them failed (per call; EAGAIN mostly): " + ", ".join(errs))
             L.append("")
         elif sc["kind"] == "slow_reader":
             L.append("### %s — slow reader: %d × %d-byte stream (%.0f MiB) read at %.1f MiB/s "
@@ -1032,7 +1320,7 @@ def report(ctx):
             for sname, r in sc["systems"].items():
                 L.append("| %s | %s |" % (sname, fmt(r["instructions_per_call"], "%.0f")))
             for pn, hn in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"),
-                           ("portico-h2", "haproxy"), ("portico-h1-obs", "portico-h1")):
+                           ("portico-h2", "haproxy"), ("portico-h1-obs", "portico-h1")) + prod_pairs(sc["systems"]):
                 p, h = sc["systems"].get(pn), sc["systems"].get(hn)
                 if p and h:
                     L.append("")
@@ -1048,16 +1336,18 @@ def report(ctx):
                          (ob["scrapes"], ob["access_log_lines"], ob.get("access_log_dropped", 0),
                           o["instructions_per_call"] - b["instructions_per_call"],
                           100.0 * (o["instructions_per_call"] / b["instructions_per_call"] - 1)))
-            if o and b and o.get("obs_costs") and b.get("obs_costs"):
+            withc = [n for n, r in sc["systems"].items() if r.get("obs_costs")]
+            if withc:
                 L.append("")
-                L.append("Where metrics and the access log spend it (inclusive instructions per call of `%s`):" %
-                         "`, `".join(f for _, fs in OBS_COST for f in fs))
+                L.append("Where Portico spends it, by feature (inclusive instructions per call of `%s`):" %
+                         "`, `".join(f for _, fs in COST_GROUPS for f in fs))
                 L.append("")
-                L.append("| | portico-h1 | portico-h1-obs |")
-                L.append("|---|---:|---:|")
-                for label, _ in OBS_COST:
-                    L.append("| %s | %s | %s |" % (label, fmt(b["obs_costs"].get(label), "%.0f"),
-                                                   fmt(o["obs_costs"].get(label), "%.0f")))
+                L.append("| | " + " | ".join(withc) + " |")
+                L.append("|---|" + "---:|" * len(withc))
+                for label, _ in COST_GROUPS:
+                    if any(sc["systems"][n]["obs_costs"].get(label, 0) >= 1 for n in withc):
+                        L.append("| %s | " % label + " | ".join(
+                            fmt(sc["systems"][n]["obs_costs"].get(label), "%.0f") for n in withc) + " |")
             for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
                 if sc.get("portico_top_" + label):
                     L.append("")
@@ -1074,11 +1364,18 @@ def report(ctx):
     return "\n".join(L) + "\n"
 
 
+def prod_pairs(names):
+    """(Portico, HAProxy) system names of the production profile that compare: same JWT and TLS, same downstream
+    protocol (haproxy-prod… without -h1 is HTTP/2)."""
+    return tuple((n, n.replace("portico-", "haproxy-").replace("-h2", "")) for n in names
+                 if n.startswith("portico-prod"))
+
+
 def ratio_lines(sc):
     s = sc["systems"]
     out = []
     for pn, ref in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"), ("portico-h2", "haproxy"),
-                    ("portico-h1 w2", "portico-h1 w1"), ("haproxy t2", "haproxy t1")):
+                    ("portico-h1 w2", "portico-h1 w1"), ("haproxy t2", "haproxy t1")) + prod_pairs(s):
         p, h = s.get(pn), s.get(ref)
         if p and h:
             out.append("")
@@ -1117,6 +1414,23 @@ class Ctx:
     pass
 
 
+def rereport(args):
+    ctx = Ctx()
+    ctx.args, ctx.reps = args, 1
+    with open(os.path.join(args.report, "results.json")) as f:
+        ctx.results = json.load(f)
+    args.smoke, ctx.reps = ctx.results.get("smoke"), ctx.results.get("reps", 1)
+    ctx.verified_calls = ctx.results.get("verified_calls", {})
+    FAILURES.extend(ctx.results.get("failures", []))
+    for sc in ctx.results["scenarios"].values():
+        if sc["kind"] == "callgrind":
+            for sname, r in sc["systems"].items():
+                if sname.startswith("portico") and r.get("dump") and r.get("calls"):
+                    r["obs_costs"] = obs_costs(os.path.join(args.report, r["dump"]), r["calls"])
+    print(report(ctx))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portico", required=True, help="the Portico binary to measure")
@@ -1124,10 +1438,15 @@ def main():
     ap.add_argument("--upstream-bin", required=True, help="the benchecho binary (bench/upstream)")
     ap.add_argument("--smoke", action="store_true", help="tiny N, one repetition: checks the harness runs")
     ap.add_argument("--reps", type=int, help="repetitions of each timed scenario (default 5; smoke 1)")
-    ap.add_argument("--only", help="comma-separated scenarios: unary,sizes,stream,idle,slow,workers,callgrind")
+    ap.add_argument("--only", help="comma-separated scenarios: unary,sizes,stream,idle,slow,workers,production,"
+                                   "syscalls,callgrind,callgrind-prod (the smoke leaves callgrind-prod out)")
     ap.add_argument("--out", help="results directory (default bench/.build/results/DATE)")
     ap.add_argument("--keep-logs", action="store_true", help="keep h2load's per-request logs")
+    ap.add_argument("--report", metavar="DIR", help="print the report of the run in DIR again (its results.json), "
+                    "the callgrind dumps' costs by feature computed afresh; runs nothing")
     args = ap.parse_args()
+    if args.report:
+        return rereport(args)
 
     ctx = Ctx()
     ctx.args = args
@@ -1149,7 +1468,8 @@ def main():
         log("warning: load average %.1f before the run: other work on this machine will skew "
             "throughput and latency (CPU per call and instructions per call suffer less)" %
             ctx.results["loadavg_start"])
-    only = set((args.only or "unary,sizes,stream,idle,slow,workers,callgrind").split(","))
+    only = set((args.only or ("unary,sizes,stream,idle,slow,workers,production,syscalls,callgrind" +
+                              ("" if args.smoke else ",callgrind-prod"))).split(","))
 
     S = args.smoke
     inflight = 8 if S else 64
@@ -1207,6 +1527,12 @@ def main():
         if "idle" in only:
             with fresh_proxies(ctx, upstream, "idle") as (p_, h_):
                 scenario_idle(ctx, "idle-conns", [p_, h_], 100 if S else 10000)
+            if ctx.results.get("portico_h2c"):
+                with fresh_proxies(ctx, upstream, "idle-h2") as (p_, h_):
+                    scenario_idle(ctx, "idle-conns-h2", [
+                        System("portico-h2", "", "h2", "grpc-web", p_.port, p_.proxy, upstream),
+                        System("haproxy", "", "h2", "grpc", h_.proxy.port, h_.proxy, upstream)],
+                        100 if S else 10000)
         if "slow" in only:
             with fresh_proxies(ctx, upstream, "slow") as (p_, h_):
                 scenario_slow_reader(ctx, "slow-reader", [p_, h_], 64 if S else 4096, 65536,
@@ -1214,12 +1540,32 @@ def main():
         if "workers" in only:
             scenario_workers(ctx, "workers", upstream, portico, haproxy, 300 if S else 60000,
                              1 if S else max(1, min(ctx.reps, 3)), inflight)
-        if "callgrind" in only:
-            if shutil.which("valgrind") and shutil.which("callgrind_control"):
-                scenario_callgrind(ctx, "callgrind", upstream, 100 if S else 2000,
-                                   200 if S else 20000, inflight)
+        if "production" in only:
+            scenario_production(ctx, "production", upstream, [s for s in systems if s.name != "direct"],
+                                200 if S else 30000, 1 if S else max(1, min(ctx.reps, 3)), inflight)
+        if "syscalls" in only:
+            if shutil.which("strace"):
+                scenario_syscalls(ctx, "syscalls", upstream, 100 if S else 2000, 300 if S else 20000, inflight)
             else:
-                fail("valgrind/callgrind_control not installed")
+                fail("strace not installed")
+        cg = shutil.which("valgrind") and shutil.which("callgrind_control")
+        if ("callgrind" in only or "callgrind-prod" in only) and not cg:
+            fail("valgrind/callgrind_control not installed")
+        if "callgrind" in only and cg:
+            plans = ["portico-h1", "haproxy", "haproxy-h1", "portico-h1-jwt", "portico-h1-obs"]
+            if ctx.results.get("portico_h2c"):
+                plans.append("portico-h2")
+            if S:
+                plans = [plans[0], plans[1], plans[3], plans[4]]  # seconds count: each valgrind start costs several
+            scenario_callgrind(ctx, "callgrind", upstream, 100 if S else 2000,
+                               200 if S else 20000, inflight, plans)
+        if "callgrind-prod" in only and cg:
+            plans = ["portico-h1", "portico-h2", "haproxy", "haproxy-h1",
+                     "portico-prod-h1", "portico-prod-jwt-h1", "portico-prod-h2", "portico-prod-jwt-h2",
+                     "portico-prod-tls-h1", "portico-prod-tls-h2",
+                     "haproxy-prod", "haproxy-prod-h1", "haproxy-prod-jwt", "haproxy-prod-tls", "haproxy-prod-tls-h1"]
+            scenario_callgrind(ctx, "callgrind-production", upstream, 100 if S else 1000, 200 if S else 10000,
+                               inflight, plans)
         for s in (upstream, haproxy, portico):
             if not s.alive():
                 fail("%s exited during the run (see %s)" % (s.name, s.logpath))
