@@ -19,14 +19,16 @@
 
 /* ---- hex ---- */
 
+/* the two digits of every byte value: one load and one store per byte (ids are encoded on every request) */
+#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4") HEX_ROW("5") HEX_ROW("6")
+    HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
+
 size_t ptc_hex_encode(char *dst, const void *src, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
     const uint8_t *s = src;
-    for (size_t i = 0; i < n; i++) {
-        dst[2 * i] = digits[s[i] >> 4];
-        dst[2 * i + 1] = digits[s[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(dst + 2 * i, hex_pairs + 2 * s[i], 2);
     return 2 * n;
 }
 
