@@ -243,6 +243,8 @@ ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, co
 
 /* Field lists (response heads and trailers). */
 int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace) PTC_WARN_UNUSED;
+/* As ptc_filter_fields_set, without copying value: for values that outlive the list (the call's request id). */
+int ptc_filter_fields_put(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace) PTC_WARN_UNUSED;
 void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name);
 void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to);
 const ptc_header_t *ptc_filter_fields_find(const ptc_filter_fields_t *l, ptc_iovec_t name);

@@ -592,6 +592,16 @@ void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iove
     fields_rename(l->fields, l->n, name, to);
 }
 
+int ptc_filter_fields_put(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)
+{
+    if (replace)
+        ptc_filter_fields_remove(l, name);
+    if (l->n == l->cap)
+        return PTC_ETOOBIG;
+    l->fields[l->n++] = (ptc_header_t){name, value};
+    return 0;
+}
+
 int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)
 {
     if (replace)
