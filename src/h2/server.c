@@ -149,6 +149,7 @@ struct st_h2conn_t {
     bool goaway_sent;
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
+    h2stream_t *head_st;     /* the stream whose request head is being received (on_header's lookup); NULL: none */
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -329,6 +330,8 @@ static void stream_free(h2stream_t *st, const char *reason)
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
+    if (conn->head_st == st)
+        conn->head_st = NULL;
     ptc_worker_head_block_release(conn->worker, &st->hb);
     ptc_snapshot_release(st->snap);
     free(st->hparam);
@@ -669,6 +672,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     st->super.cb = &ds_callbacks;
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
+    conn->head_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
     return 0;
 }
 
@@ -676,10 +680,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
+    h2conn_t *conn = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = conn->head_st != NULL && conn->head_st->id == frame->hd.stream_id
+                         ? conn->head_st
+                         : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
     const ptc_limits_config_t *lim = &st->snap->config.limits;
