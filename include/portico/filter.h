@@ -177,8 +177,8 @@ struct st_ptc_filter_ctx_t {
     uint64_t start_us;  /* monotonic: when the request head was complete */
     char *mem;          /* storage for header values filters make (freed after the policy step): blocks */
     size_t mem_used, mem_cap;
-    size_t inline_used;    /* the first values go here, without a malloc */
-    char inline_mem[512];
+    char *inline_mem;      /* the first values go here, without a malloc: the caller's (stack) space, not zeroed */
+    size_t inline_cap, inline_used;
 };
 
 /*
