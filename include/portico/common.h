@@ -67,9 +67,18 @@ static inline char ptc_tolower(char c)
 /* Case-insensitive ASCII comparisons on slices (inline: header lookups run them on every request). */
 static inline int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b)
 {
+    size_t i = 0;
     if (a.len != b.len)
         return 0;
-    for (size_t i = 0; i < a.len; i++)
+    /* eight bytes at a time while they are identical (the same case: the usual), then byte by byte */
+    for (; i + 8 <= a.len; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.base + i, 8);
+        memcpy(&y, b.base + i, 8);
+        if (x != y)
+            break;
+    }
+    for (; i < a.len; i++)
         if (a.base[i] != b.base[i] && ptc_tolower(a.base[i]) != ptc_tolower(b.base[i]))
             return 0;
     return 1;

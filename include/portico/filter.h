@@ -179,8 +179,8 @@ struct st_ptc_filter_ctx_t {
     uint64_t start_us;  /* monotonic: when the request head was complete */
     char *mem;          /* storage for header values filters make (freed after the policy step): blocks */
     size_t mem_used, mem_cap;
-    size_t inline_used;    /* the first values go here, without a malloc */
-    char inline_mem[512];
+    char *inline_mem;      /* the first values go here, without a malloc: the caller's (stack) space, not zeroed */
+    size_t inline_cap, inline_used;
 };
 
 /*
@@ -245,6 +245,8 @@ ptc_filter_action_t ptc_filter_answer_http(ptc_filter_ctx_t *ctx, int status, co
 
 /* Field lists (response heads and trailers). */
 int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace) PTC_WARN_UNUSED;
+/* As ptc_filter_fields_set, without copying value: for values that outlive the list (the call's request id). */
+int ptc_filter_fields_put(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace) PTC_WARN_UNUSED;
 void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name);
 void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to);
 const ptc_header_t *ptc_filter_fields_find(const ptc_filter_fields_t *l, ptc_iovec_t name);

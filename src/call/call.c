@@ -1159,7 +1159,8 @@ static void fail_non_grpc(ptc_call_t *call)
 /* Sends the upstream's trailers (hop-by-hop fields removed) to the client, in its protocol. */
 static void forward_trailers(ptc_call_t *call, const hdrstore_t *hs)
 {
-    ptc_header_t stack[32] = {{{NULL, 0}, {NULL, 0}}}, *tv = stack; /* (initialised for GCC's -Wmaybe-uninitialized) */
+    ptc_header_t stack[32], *tv = stack;
+    stack[0] = (ptc_header_t){{NULL, 0}, {NULL, 0}}; /* for GCC's -Wmaybe-uninitialized (const argument); not all 32 */
     if (hs->n > PTC_ARRAY_SIZE(stack) && (tv = malloc(hs->n * sizeof(*tv))) == NULL)
         tv = stack; /* the first ones: grpc-status comes early */
     size_t n = 0;

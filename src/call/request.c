@@ -26,6 +26,7 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
     ptc_iovec_t path = ptc_iov(req->path.base, q != NULL ? (size_t)(q - req->path.base) : req->path.len);
     const ptc_route_config_t *route = ptc_config_match_route(cfg, path);
     ptc_call_info_t info = {.route = route};
+    char inline_mem[512]; /* a request id and a traceparent fit: most requests never malloc for their values */
     ptc_filter_ctx_t ctx = {
         .worker = w,
         .snap = snap,
@@ -38,6 +39,8 @@ void ptc_request_handle(ptc_worker_t *w, ptc_downstream_t *ds, ptc_request_t *re
         .path = path,
         .info = &info,
         .start_us = ptc_now_us(),
+        .inline_mem = inline_mem,
+        .inline_cap = sizeof(inline_mem),
     };
 
     *call = NULL;

@@ -597,8 +597,36 @@ static void put_cstr(line_t *l, const char *key, size_t key_len, const char *s)
     put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
 }
 
+/* A string made in this file that never needs escaping (the time, a kind or encoding name). NULL or "": null. */
+static void put_plain(line_t *l, const char *key, size_t key_len, const char *s)
+{
+    put(l, key, key_len);
+    if (s == NULL || s[0] == '\0') {
+        PUT_LIT(l, "null");
+        return;
+    }
+    PUT_LIT(l, "\"");
+    put(l, s, strlen(s));
+    PUT_LIT(l, "\"");
+}
+
+/* A short string that is usually plain ASCII (the request id, trace id, protocol, transport): copied whole when
+ * plain_run says it is, escaped (put_str) otherwise. NULL or "": null. */
+static void put_checked(line_t *l, const char *key, size_t key_len, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    const unsigned char *p = (const unsigned char *)s;
+    if (n == 0 || n > PTC_ACCESS_LOG_VALUE_MAX || plain_run(p, p + n) != p + n) {
+        put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", n), n != 0);
+        return;
+    }
+    put_plain(l, key, key_len, s);
+}
+
 #define PUT_STR(l, key, v, present) put_str((l), (key), sizeof(key) - 1, (v), (present))
 #define PUT_CSTR(l, key, s) put_cstr((l), (key), sizeof(key) - 1, (s))
+#define PUT_PLAIN(l, key, s) put_plain((l), (key), sizeof(key) - 1, (s))
+#define PUT_CHECKED(l, key, s) put_checked((l), (key), sizeof(key) - 1, (s))
 
 /* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen
  * numbers: snprintf would cost more than the rest of the line. */
@@ -684,17 +712,18 @@ static void format_json(line_t *l, const ptc_access_entry_t *e)
     size_t n;
 
     n = time_text(buf, sizeof(buf), e->start_us);
-    PUT_STR(l, "{\"time\":", ptc_iov(buf, n), true);
-    PUT_CSTR(l, ",\"kind\":", e->local ? "local" : "call");
-    PUT_CSTR(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
-    PUT_CSTR(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
+    buf[n] = '\0';
+    PUT_PLAIN(l, "{\"time\":", buf);
+    PUT_PLAIN(l, ",\"kind\":", e->local ? "local" : "call");
+    PUT_CHECKED(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
+    PUT_CHECKED(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
     PUT_CSTR(l, ",\"peer\":", info != NULL ? info->peer : NULL);
     PUT_STR(l, ",\"origin\":", e->origin, e->origin.len != 0);
     PUT_STR(l, ",\"http_method\":", e->http_method, e->http_method.len != 0);
     PUT_STR(l, ",\"path\":", e->path, true);
-    PUT_CSTR(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
-    PUT_CSTR(l, ",\"transport\":", e->transport);
-    PUT_CSTR(l, ",\"encoding\":", encoding_of(e->protocol));
+    PUT_CHECKED(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
+    PUT_CHECKED(l, ",\"transport\":", e->transport);
+    PUT_PLAIN(l, ",\"encoding\":", encoding_of(e->protocol));
     if (e->grpc_status >= 0)
         PUT_U64(l, ",\"grpc_status\":", (uint64_t)e->grpc_status);
     else

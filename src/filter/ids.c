@@ -58,7 +58,8 @@ static ptc_filter_action_t request_id_on_request(const ptc_filter_t *f, ptc_filt
 static void request_id_on_response(const ptc_filter_t *f, const ptc_call_info_t *info, ptc_filter_fields_t *head)
 {
     const ptc_request_id_config_t *c = f->conf;
-    if (info->request_id[0] != '\0' && ptc_filter_fields_set(head, cstr(c->header), cstr(info->request_id), true) != 0) {
+    /* info is the call's: its request id outlives the head being edited */
+    if (info->request_id[0] != '\0' && ptc_filter_fields_put(head, cstr(c->header), cstr(info->request_id), true) != 0) {
         /* no room left: the head goes out without it rather than not at all */
     }
 }
@@ -100,8 +101,11 @@ static ptc_filter_action_t trace_on_request(const ptc_filter_t *f, ptc_filter_ct
     }
     ptc_trace_new_span_id(t.parent_id); /* the gateway's span is the upstream's parent */
     size_t n = ptc_traceparent_format(&t, out);
-    ctx->info->trace_id[ptc_hex_encode(ctx->info->trace_id, t.trace_id, sizeof(t.trace_id))] = '\0';
-    ctx->info->span_id[ptc_hex_encode(ctx->info->span_id, t.parent_id, sizeof(t.parent_id))] = '\0';
+    /* the ids' hex is in the traceparent just made: "00-" trace-id "-" parent-id "-" flags */
+    memcpy(ctx->info->trace_id, out + 3, 2 * sizeof(t.trace_id));
+    ctx->info->trace_id[2 * sizeof(t.trace_id)] = '\0';
+    memcpy(ctx->info->span_id, out + 4 + 2 * sizeof(t.trace_id), 2 * sizeof(t.parent_id));
+    ctx->info->span_id[2 * sizeof(t.parent_id)] = '\0';
     if (ptc_filter_set(ctx, PTC_STRLIT("traceparent"), ptc_iov(out, n)) != 0)
         return ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
     return PTC_FILTER_CONTINUE;

@@ -33,8 +33,8 @@ ptc_filter_stats_t *ptc_filter_stats_of(ptc_worker_t *w)
 
 void *ptc_filter_alloc(ptc_filter_ctx_t *ctx, size_t n)
 {
-    /* a request id and a traceparent fit in the context itself: most requests never malloc here */
-    if (ctx->mem == NULL && sizeof(ctx->inline_mem) - ctx->inline_used >= n) {
+    /* the caller's inline space first (see ptc_filter_ctx_t): most requests never malloc here */
+    if (ctx->mem == NULL && ctx->inline_cap - ctx->inline_used >= n) {
         char *p = ctx->inline_mem + ctx->inline_used;
         ctx->inline_used += n;
         return p;
@@ -88,8 +88,10 @@ const ptc_header_t *ptc_filter_find(const ptc_filter_ctx_t *ctx, ptc_iovec_t nam
 /* The edits shared by request headers and response field lists (names in lower case). */
 static void fields_remove(ptc_header_t *v, size_t *num, ptc_iovec_t name)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < *num; i++)
+    size_t i = 0, n;
+    while (i < *num && !ptc_iov_eq(v[i].name, name))
+        i++; /* the usual case: absent, and nothing moves */
+    for (n = i; i < *num; i++)
         if (!ptc_iov_eq(v[i].name, name))
             v[n++] = v[i];
     *num = n;
@@ -590,6 +592,16 @@ void ptc_filter_fields_remove(ptc_filter_fields_t *l, ptc_iovec_t name)
 void ptc_filter_fields_rename(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t to)
 {
     fields_rename(l->fields, l->n, name, to);
+}
+
+int ptc_filter_fields_put(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)
+{
+    if (replace)
+        ptc_filter_fields_remove(l, name);
+    if (l->n == l->cap)
+        return PTC_ETOOBIG;
+    l->fields[l->n++] = (ptc_header_t){name, value};
+    return 0;
 }
 
 int ptc_filter_fields_set(ptc_filter_fields_t *l, ptc_iovec_t name, ptc_iovec_t value, bool replace)

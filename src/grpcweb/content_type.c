@@ -29,29 +29,33 @@ bool ptc_codec_is_token(ptc_iovec_t codec)
 
 ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
 {
-    static const ptc_iovec_t grpc = PTC_STRLIT("application/grpc"), web = PTC_STRLIT("-web"), text = PTC_STRLIT("-text");
+    static const ptc_iovec_t app = PTC_STRLIT("application/"), grpc = PTC_STRLIT("grpc"), web = PTC_STRLIT("-web"),
+                             text = PTC_STRLIT("-text"), connect = PTC_STRLIT("connect+");
     ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
     ptc_iovec_t mt = media_type(value);
 
-    static const ptc_iovec_t connect = PTC_STRLIT("application/connect+");
-    if (ptc_iov_eq_ci(mt, PTC_STRLIT("application/proto")) || ptc_iov_eq_ci(mt, PTC_STRLIT("application/json"))) {
+    /* every type known here is application/something: that part is compared once */
+    if (!ptc_iov_startswith_ci(mt, app))
+        return ct;
+    ptc_iovec_t sub = ptc_iov(mt.base + app.len, mt.len - app.len);
+    if (ptc_iov_eq_ci(sub, PTC_STRLIT("proto")) || ptc_iov_eq_ci(sub, PTC_STRLIT("json"))) {
         ct.kind = PTC_CT_CONNECT;
-        ct.codec = ptc_iov(mt.base + 12, mt.len - 12);
+        ct.codec = sub;
         return ct;
     }
-    if (ptc_iov_startswith_ci(mt, connect)) {
-        ptc_iovec_t codec = ptc_iov(mt.base + connect.len, mt.len - connect.len);
+    if (ptc_iov_startswith_ci(sub, connect)) {
+        ptc_iovec_t codec = ptc_iov(sub.base + connect.len, sub.len - connect.len);
         if (ptc_codec_is_token(codec)) {
             ct.kind = PTC_CT_CONNECT_STREAM;
             ct.codec = codec;
         }
         return ct;
     }
-    /* application/grpc, then -web, then -text: each a prefix of the next */
-    if (!ptc_iov_startswith_ci(mt, grpc))
+    /* grpc, then -web, then -text: each a prefix of the next */
+    if (!ptc_iov_startswith_ci(sub, grpc))
         return ct;
     ptc_ctype_kind_t kind = PTC_CT_GRPC;
-    ptc_iovec_t rest = ptc_iov(mt.base + grpc.len, mt.len - grpc.len);
+    ptc_iovec_t rest = ptc_iov(sub.base + grpc.len, sub.len - grpc.len);
     if (ptc_iov_startswith_ci(rest, web)) {
         kind = PTC_CT_GRPC_WEB;
         rest = ptc_iov(rest.base + web.len, rest.len - web.len);

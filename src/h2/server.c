@@ -150,6 +150,7 @@ struct st_h2conn_t {
     bool goaway_sent;
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
+    h2stream_t *head_st;     /* the stream whose request head is being received (on_header's lookup); NULL: none */
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -330,6 +331,8 @@ static void stream_free(h2stream_t *st, const char *reason)
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
+    if (conn->head_st == st)
+        conn->head_st = NULL;
     ptc_worker_head_block_release(conn->worker, &st->hb);
     ptc_snapshot_release(st->snap);
     free(st->hparam);
@@ -371,7 +374,11 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
 
     if (total > PTC_ARRAY_SIZE(stack) && (nva = malloc(total * sizeof(*nva))) == NULL)
         return NGHTTP2_ERR_NOMEM;
-    snprintf(code, sizeof(code), "%03d", status);
+    /* three digits (100-599 here), without snprintf's cost on every response */
+    code[0] = (char)('0' + status / 100 % 10);
+    code[1] = (char)('0' + status / 10 % 10);
+    code[2] = (char)('0' + status % 10);
+    code[3] = '\0';
     static char status_name[] = ":status";
     nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
 #define ADD(list, count)                                                                                                           \
@@ -666,6 +673,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     st->super.cb = &ds_callbacks;
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
+    conn->head_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
     return 0;
 }
 
@@ -673,10 +681,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
+    h2conn_t *conn = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = conn->head_st != NULL && conn->head_st->id == frame->hd.stream_id
+                         ? conn->head_st
+                         : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
     const ptc_limits_config_t *lim = &st->snap->config.limits;

@@ -271,6 +271,21 @@ static void hb_add(headbuf_t *hb, const char *s, size_t n)
 
 static void hb_header(headbuf_t *hb, ptc_iovec_t name, ptc_iovec_t value)
 {
+    size_t n = name.len + value.len + 4;
+    if (!hb->failed && hb->len + n <= hb->cap) { /* the usual case: it fits, one check for the four pieces */
+        char *p = hb->p + hb->len;
+        memcpy(p, name.base, name.len);
+        p += name.len;
+        *p++ = ':';
+        *p++ = ' ';
+        if (value.len != 0)
+            memcpy(p, value.base, value.len);
+        p += value.len;
+        *p++ = '\r';
+        *p = '\n';
+        hb->len += n;
+        return;
+    }
     hb_add(hb, name.base, name.len);
     hb_add(hb, ": ", 2);
     hb_add(hb, value.base, value.len);
