@@ -127,6 +127,7 @@ static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
+    ptc_bev_read_direct(bev); /* readv without ioctl(FIONREAD); not added yet, so it cannot fail */
     ptc_conn_serve(w, bev, peer, li->id, false);
 }
 
