@@ -18,4 +18,19 @@ struct bufferevent;
 int ptc_bev_write_now(struct bufferevent *bev, bool *blocked);
 void ptc_bev_write_drained(struct bufferevent *bev, bool *blocked);
 
+/*
+ * Direct reads for cleartext bufferevents. libevent's bufferevent_socket sizes every read with
+ * ioctl(FIONREAD) and reads at most 4 KiB per readv: two syscalls per small request, two per 4 KiB of a
+ * stream. This replaces the callback of the bufferevent's read event (its public ev_read, see
+ * event2/bufferevent_struct.h) with one that reads with readv into space reserved in the input buffer:
+ * up to ~4 KiB first, then (while reads fill what was asked) ~64 KiB at a time, at most 256 KiB per
+ * readiness, never past the read high watermark. Everything else stays the bufferevent's: enabling and
+ * disabling EV_READ (bufferevent_enable() adds this same event), the watermark's suspension, the read
+ * callback (bufferevent_trigger()), EOF and errors (BEV_EVENT_READING|EOF/ERROR through the event
+ * callback, after EV_READ is disabled, as libevent does). Call it once the socket is set (for a
+ * connecting bufferevent: on BEV_EVENT_CONNECTED); bufferevent_setfd() would undo it. Not for TLS
+ * bufferevents. Returns 0, or -1 when the event could not be re-added (out of memory).
+ */
+int ptc_bev_read_direct(struct bufferevent *bev);
+
 #endif

@@ -24,6 +24,9 @@ typedef struct st_ptc_conn_cb_t {
     void (*fail_calls)(ptc_conn_t *c, const char *message);
     /* Close at once, cancelling calls in progress. */
     void (*close)(ptc_conn_t *c);
+    /* Listed by ptc_conn_idle() PTC_CONN_IDLE_RELEASE_MS ago: give back what an idle connection does not
+     * need (its buffers), if it is still idle. Must not free the connection. NULL: never listed. */
+    void (*release_idle)(ptc_conn_t *c);
 } ptc_conn_cb_t;
 
 struct st_ptc_conn_t {
@@ -31,7 +34,10 @@ struct st_ptc_conn_t {
     ptc_worker_t *worker;
     ptc_snapshot_t *snap; /* pinned: the worker's snapshot when the connection (or its current exchange) began */
     unsigned listener;    /* id of the listener that accepted it (ptc_listener_t.id) */
+    bool idle_listed;     /* in the worker's idle_conns, since idle_since_ms */
     TAILQ_ENTRY(st_ptc_conn_t) link;
+    TAILQ_ENTRY(st_ptc_conn_t) idle_link;
+    uint64_t idle_since_ms;
     char peer[64]; /* "ip:port" of the client, for logs */
 };
 
@@ -49,6 +55,18 @@ size_t ptc_conn_total(void);
  * only where nothing of the connection points into the old one: between exchanges.
  */
 void ptc_conn_refresh(ptc_conn_t *c);
+
+/*
+ * Idle connections give their buffers back: a connection that has just become idle calls ptc_conn_idle();
+ * once it has stayed listed for PTC_CONN_IDLE_RELEASE_MS the worker calls its cb->release_idle(), which
+ * checks that it is still idle. Listing again moves it to the end; a connection leaves the list when it
+ * is released or unregistered. Busy connections pay a list move per exchange, nothing more: the
+ * buffers are made again only when a connection wakes up after a second or more of silence.
+ */
+#define PTC_CONN_IDLE_RELEASE_MS 1000
+void ptc_conn_idle(ptc_conn_t *c);
+/* The worker's idle timer: releases what has been idle long enough (worker.c arms it through ptc_conn_idle). */
+void ptc_conn_idle_sweep(ptc_worker_t *w);
 
 
 

@@ -55,6 +55,8 @@ typedef struct st_ptc_worker_t {
     TAILQ_HEAD(, st_ptc_upstream_t) retired_pools; /* removed or replaced by a reload; freed once idle */
     struct event *gc_ev;                           /* frees retired pools that became idle */
     TAILQ_HEAD(, st_ptc_conn_t) conns; /* downstream connections (ptc_conn_t) */
+    TAILQ_HEAD(, st_ptc_conn_t) idle_conns; /* idle ones, oldest first (ptc_conn_idle()) */
+    struct event *idle_ev;                  /* runs ptc_conn_idle_sweep() */
     size_t num_conns;
     size_t num_calls;           /* calls in flight */
     int notify_fd;              /* eventfd the control thread writes to (updates, drain); see worker.c */

@@ -16,7 +16,13 @@ int ptc_evbuffer_add_framed(struct evbuffer *out, const void *prefix, size_t ple
             memcpy(small + plen + length, suffix, slen);
         return evbuffer_add(out, small, plen + length + slen);
     }
-    if (evbuffer_add(out, prefix, plen) != 0 || evbuffer_remove_buffer(src, out, length) != (int)length)
+    if (evbuffer_add(out, prefix, plen) != 0)
+        return -1;
+    /* libevent 2.1's evbuffer_remove_buffer() copies the part of a chain it cannot move whole without
+     * checking that copy's allocation: it then reports the bytes moved while they are gone. The length of
+     * out tells. */
+    size_t want = evbuffer_get_length(out) + length;
+    if (evbuffer_remove_buffer(src, out, length) != (int)length || evbuffer_get_length(out) != want)
         return -1;
     return slen != 0 ? evbuffer_add(out, suffix, slen) : 0;
 }

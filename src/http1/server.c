@@ -13,6 +13,7 @@
  * once accepted, the connection is handed to the WebSocket adapter (src/ws/server.c) after the 101.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,6 +23,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <llhttp.h>
 
@@ -533,6 +535,8 @@ static void exchange_done(ptc_h1conn_t *conn)
     conn->discarded = 0;
     conn->chunked = false;
     timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
+    if (!conn->tls)
+        ptc_conn_idle(&conn->base); /* its bufferevent goes after a second of silence (conn_release_idle()) */
     if (conn->parser_paused) {
         conn->parser_paused = false;
         llhttp_resume(&conn->parser);
@@ -1108,10 +1112,13 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         ptc_call_detach_downstream(call, reason);
     }
     ptc_log_debug("http1 %s: connection closed: %s", conn->base.peer, reason);
+    evutil_socket_t idle_fd = event_get_fd(conn->resume_ev); /* >= 0 while released (conn_release_idle()) */
     if (conn->bev != NULL)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
+    if (conn->bev == NULL && idle_fd >= 0)
+        evutil_closesocket(idle_fd);
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
     free(conn->hparam);
     ptc_conn_unregister(&conn->base);
@@ -1121,16 +1128,102 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
 static void conn_drain(ptc_conn_t *c);
 static void conn_fail_calls(ptc_conn_t *c, const char *message);
 static void conn_close(ptc_conn_t *c);
+static void conn_release_idle(ptc_conn_t *c);
+static ptc_h1conn_t *from_base(ptc_conn_t *c);
 
 static const ptc_conn_cb_t conn_callbacks = {
     .drain = conn_drain,
     .fail_calls = conn_fail_calls,
     .close = conn_close,
+    .release_idle = conn_release_idle,
 };
+
+/* Callbacks, limits and events of conn->bev (a new connection's, or one made again by conn_wake()). */
+static int bev_setup(ptc_h1conn_t *conn)
+{
+    const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
+
+    bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+    /* pipelined input waiting for its turn is bounded: reading stops above this. (libevent 2.1.12 does not
+     * check the allocation of the watermark callback this needs and then dereferences NULL: not injected.) */
+    ptc_fault_hold(true);
+    bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
+    ptc_fault_hold(false);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
+    if (!conn->tls)
+        bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */
+    /* the first events on a new descriptor number allocate (libevent's evmap): without them the connection
+     * would never be read and hang until the client gives up */
+    return bufferevent_enable(conn->bev, conn->tls ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/*
+ * An idle cleartext connection gives back its bufferevent (two evbuffers, two events, callbacks: about
+ * 1 KB) after PTC_CONN_IDLE_RELEASE_MS of silence. resume_ev, unused while idle, watches the socket
+ * (conn->bev == NULL, the socket is resume_ev's); its first readable event makes the bufferevent again.
+ * The socket keeps a read event in epoll throughout (the new one is added before the old one is
+ * deleted), so neither step costs an epoll_ctl.
+ */
+static void on_idle_readable(evutil_socket_t fd, short events, void *arg);
+
+static void conn_release_idle(ptc_conn_t *c)
+{
+    ptc_h1conn_t *conn = from_base(c);
+    if (conn->tls || conn->bev == NULL || conn->in_request || conn->call != NULL || conn->response_active ||
+        conn->closing || conn->read_paused || conn->write_blocked || conn->out_broken ||
+        evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 || evbuffer_get_length(output(conn)) != 0 ||
+        event_pending(conn->resume_ev, EV_READ | EV_WRITE | EV_TIMEOUT, NULL) != 0)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    event_assign(conn->resume_ev, conn->worker->base, fd, EV_READ | EV_PERSIST, on_idle_readable, conn);
+    if (event_add(conn->resume_ev, NULL) != 0) {
+        event_assign(conn->resume_ev, conn->worker->base, -1, 0, on_resume, conn);
+        return;
+    }
+    bufferevent_setfd(conn->bev, -1); /* the socket stays open */
+    bufferevent_free(conn->bev);
+    conn->bev = NULL;
+    free(conn->hparam); /* made again on first use */
+    conn->hparam = NULL;
+    ptc_log_debug("http1 %s: idle: buffers released", conn->base.peer);
+}
+
+/* Makes the bufferevent of a released connection again. False when the connection was freed (out of memory). */
+static bool conn_wake(ptc_h1conn_t *conn)
+{
+    if (conn->bev != NULL)
+        return true;
+    conn->bev = bufferevent_socket_new(conn->worker->base, event_get_fd(conn->resume_ev), BEV_OPT_CLOSE_ON_FREE);
+    if (conn->bev == NULL || ptc_bev_read_direct(conn->bev) != 0 || bev_setup(conn) != 0) {
+        ptc_log_warn("http1 %s: out of memory waking an idle connection", conn->base.peer);
+        conn_free(conn, "out of memory");
+        return false;
+    }
+    event_del(conn->resume_ev);
+    event_assign(conn->resume_ev, conn->worker->base, -1, 0, on_resume, conn);
+    ptc_log_debug("http1 %s: idle connection woke up", conn->base.peer);
+    return true;
+}
+
+static void on_idle_readable(evutil_socket_t fd, short events, void *arg)
+{
+    (void)events;
+    ptc_h1conn_t *conn = arg;
+    char byte;
+    /* most idle connections end with the client's close: that needs no buffers */
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_free(conn, n == 0 ? "client closed the connection" : evutil_socket_error_to_string(errno));
+        return;
+    }
+    if (conn_wake(conn))
+        event_active(&conn->bev->ev_read, EV_READ, 1); /* read now rather than at the next epoll_wait */
+}
 
 void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls)
 {
-    const ptc_limits_config_t *lim = &w->snap->config.limits;
     ptc_h1conn_t *conn = calloc(1, sizeof(*conn));
 
     if (conn == NULL) {
@@ -1156,23 +1249,14 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     conn->parser.data = conn;
     ptc_conn_register(w, &conn->base, &conn_callbacks, peer, listener);
 
-    bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-    /* pipelined input waiting for its turn is bounded: reading stops above this. (libevent 2.1.12 does not
-     * check the allocation of the watermark callback this needs and then dereferences NULL: not injected.) */
-    ptc_fault_hold(true);
-    bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
-    ptc_fault_hold(false);
-    bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
-    if (bufferevent_enable(conn->bev, EV_READ | EV_WRITE) != 0) {
-        /* the first events on a new descriptor number allocate (libevent's evmap): without them the
-         * connection would never be read and hang until the client gives up */
+    if (bev_setup(conn) != 0) {
         ptc_log_warn("http1 %s: out of memory accepting the connection", conn->base.peer);
         conn_free(conn, "out of memory");
         return;
     }
-    if (!tls)
-        bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */
     timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
+    if (!tls)
+        ptc_conn_idle(&conn->base);
     ptc_log_debug("http1 %s: accepted", conn->base.peer);
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
         event_active(conn->resume_ev, EV_READ, 0); /* bytes read while another layer looked at them */
@@ -1191,7 +1275,7 @@ static void conn_drain(ptc_conn_t *c)
     conn->close_after_response = true;
     if (conn->in_request || conn->call != NULL || conn->response_active)
         return; /* closes once this exchange is done */
-    if (conn->exchanges == 0 || evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0) {
+    if (conn->exchanges == 0 || (conn->bev != NULL && evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0)) {
         /* just accepted (or bytes are waiting): its first request may be on its way; it gets an answer and
          * the connection closes after it, or it closes after a short grace */
         timer_set(conn, DRAIN_FRESH_MS);
@@ -1203,6 +1287,8 @@ static void conn_drain(ptc_conn_t *c)
 static void conn_fail_calls(ptc_conn_t *c, const char *message)
 {
     ptc_h1conn_t *conn = from_base(c);
+    if (!conn_wake(conn))
+        return;
     conn->close_after_response = true;
     if (conn->call != NULL)
         ptc_call_abort(conn->call, PTC_GRPC_UNAVAILABLE, message);

@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include "portico/conn.h"
 #include "portico/h2.h"
@@ -39,6 +40,9 @@ void ptc_conn_unregister(ptc_conn_t *c)
 {
     ptc_worker_t *w = c->worker;
     TAILQ_REMOVE(&w->conns, c, link);
+    if (c->idle_listed)
+        TAILQ_REMOVE(&w->idle_conns, c, idle_link);
+    c->idle_listed = false;
     w->num_conns--;
     PTC_STAT_INC(w->metrics.conns_closed);
     atomic_fetch_sub_explicit(&conns_total, 1, memory_order_relaxed);
@@ -50,6 +54,41 @@ void ptc_conn_unregister(ptc_conn_t *c)
 void ptc_conn_refresh(ptc_conn_t *c)
 {
     ptc_snapshot_set(&c->snap, c->worker->snap);
+}
+
+#define IDLE_SWEEP_MIN_MS 100 /* the idle timer batches connections that became idle within this */
+
+static void idle_arm(ptc_worker_t *w, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    evtimer_add(w->idle_ev, &tv); /* on failure (out of memory) the next ptc_conn_idle() tries again */
+}
+
+void ptc_conn_idle(ptc_conn_t *c)
+{
+    ptc_worker_t *w = c->worker;
+    if (w->idle_ev == NULL)
+        return;
+    if (c->idle_listed)
+        TAILQ_REMOVE(&w->idle_conns, c, idle_link);
+    c->idle_listed = true;
+    c->idle_since_ms = ptc_now_coarse_ms();
+    TAILQ_INSERT_TAIL(&w->idle_conns, c, idle_link);
+    if (!evtimer_pending(w->idle_ev, NULL))
+        idle_arm(w, PTC_CONN_IDLE_RELEASE_MS);
+}
+
+void ptc_conn_idle_sweep(ptc_worker_t *w)
+{
+    uint64_t now = ptc_now_coarse_ms();
+    ptc_conn_t *c;
+    while ((c = TAILQ_FIRST(&w->idle_conns)) != NULL && c->idle_since_ms + PTC_CONN_IDLE_RELEASE_MS <= now) {
+        TAILQ_REMOVE(&w->idle_conns, c, idle_link);
+        c->idle_listed = false;
+        c->cb->release_idle(c);
+    }
+    if (c != NULL)
+        idle_arm(w, PTC_MAX(c->idle_since_ms + PTC_CONN_IDLE_RELEASE_MS - now, (uint64_t)IDLE_SWEEP_MIN_MS));
 }
 
 void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)

@@ -532,7 +532,7 @@ static void handshake_fail_calls(ptc_conn_t *c, const char *message)
     handshake_close(c);
 }
 
-static const ptc_conn_cb_t handshake_callbacks = {handshake_close, handshake_fail_calls, handshake_close};
+static const ptc_conn_cb_t handshake_callbacks = {handshake_close, handshake_fail_calls, handshake_close, NULL};
 
 static void on_handshake_event(struct bufferevent *bev, short events, void *arg)
 {

@@ -127,6 +127,7 @@ static void serve(ptc_worker_t *w, const ptc_listener_t *li, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
+    ptc_bev_read_direct(bev); /* readv without ioctl(FIONREAD); not added yet, so it cannot fail */
     ptc_conn_serve(w, bev, peer, li->id, false);
 }
 
@@ -169,6 +170,13 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *arg)
     for (size_t i = 0; i < w->num_listeners; i++)
         if (w->listeners[i].ev != NULL)
             evconnlistener_enable(w->listeners[i].ev);
+}
+
+static void on_idle_sweep(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ptc_conn_idle_sweep(arg);
 }
 
 /* Wraps a listening socket the control thread made; false when out of memory (fd is then closed). */
@@ -551,6 +559,7 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, ptc_snapshot_t *snap, const in
     w->ack_fd = ack_fd;
     w->id = id;
     TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->idle_conns);
     TAILQ_INIT(&w->retired_pools);
     pthread_mutex_init(&w->updates_lock, NULL);
     atomic_init(&w->drain_requested, false);
@@ -572,9 +581,10 @@ int ptc_worker_init(ptc_worker_t *w, unsigned id, ptc_snapshot_t *snap, const in
     w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
     w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
     w->gc_ev = event_new(w->base, -1, 0, on_gc, w);
+    w->idle_ev = evtimer_new(w->base, on_idle_sweep, w);
     w->listeners = calloc(cfg->num_listeners + 1, sizeof(*w->listeners));
     if (w->dns == NULL || w->notify_ev == NULL || w->drain_timer == NULL || w->accept_retry == NULL || w->gc_ev == NULL ||
-        w->listeners == NULL)
+        w->idle_ev == NULL || w->listeners == NULL)
         goto nomem;
     if ((w->pools = pools_reconcile(w, snap)) == NULL)
         goto nomem;
@@ -659,6 +669,8 @@ void ptc_worker_dispose(ptc_worker_t *w)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
     if (w->gc_ev != NULL)
         event_free(w->gc_ev);
+    if (w->idle_ev != NULL)
+        event_free(w->idle_ev);
     if (w->notify_ev != NULL)
         event_free(w->notify_ev);
     if (w->drain_timer != NULL)

@@ -472,6 +472,8 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
             conn_close(conn, "cannot create HTTP/2 session (out of memory)");
             return;
         }
+        if (ssl == NULL)
+            ptc_bev_read_direct(bev); /* readv without ioctl(FIONREAD); EV_READ is not added yet: cannot fail */
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         conn->direct_write = ssl == NULL;
         if (conn->direct_write)

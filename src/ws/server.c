@@ -958,7 +958,7 @@ static void h1_conn_close(ptc_conn_t *b)
     ptc_ws_close(h1_from_base(b)->ws, "gateway shutting down");
 }
 
-static const ptc_conn_cb_t h1_conn_callbacks = {h1_conn_drain, h1_conn_fail_calls, h1_conn_close};
+static const ptc_conn_cb_t h1_conn_callbacks = {h1_conn_drain, h1_conn_fail_calls, h1_conn_close, NULL};
 
 void ptc_ws_start(ptc_worker_t *w, struct bufferevent *bev, const ptc_request_t *upgrade, unsigned listener, bool tls)
 {

@@ -652,6 +652,65 @@ def test_busy_keep_alive_connection_outlives_its_timeouts(portico):
     assert_serves(gw)
 
 
+def _released(gw, count=1, timeout=4.0):
+    """Waits until `count` connections have logged that they gave back their buffers while idle."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.log_text().count("idle: buffers released") >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_idle_connection_releases_its_buffers_and_wakes_for_the_next_call(portico):
+    """After a second idle, a keep-alive connection gives back its bufferevent; the next request (here
+    two pipelined at once, then one more) is read from the socket it kept, and served."""
+    gw = portico()
+    with gw.connect() as conn:
+        conn.request("POST", UNARY, grpc_headers(), unary_body("before"))
+        assert_unary_ok(*conn.response(), "before")
+        assert _released(gw), "the idle connection kept its buffers"
+        wire = b""
+        for msg in ("after-1", "after-2"):
+            body = unary_body(msg)
+            wire += raw_head("POST", UNARY, grpc_headers() + [("Host", "127.0.0.1"),
+                                                             ("Content-Length", str(len(body)))]) + body
+        conn.send(wire)
+        conn._method = "POST"
+        for msg in ("after-1", "after-2"):
+            assert_unary_ok(*conn.response(), msg)
+        assert gw.log_text().count("idle connection woke up") == 1
+        # idle again: released again, and woken again
+        assert _released(gw, 2), "the connection was not released a second time"
+        conn.request("POST", UNARY, grpc_headers(), unary_body("again"))
+        assert_unary_ok(*conn.response(), "again")
+        assert gw.log_text().count("idle connection woke up") == 2
+    assert_serves(gw)
+
+
+def test_released_idle_connection_closes_cleanly(portico):
+    """A released connection still ends: the client's close is seen, the idle timeout closes it, and a
+    fresh connection that never sent a request is released and then served."""
+    gw = portico(config=config("timeouts: {idle: 2500ms}\n"))
+    with gw.connect() as conn:
+        conn.request("POST", UNARY, grpc_headers(), unary_body("x"))
+        assert_unary_ok(*conn.response(), "x")
+        assert _released(gw)
+    assert gw.wait_log(r"connection closed: client closed the connection", 3), "the client's close was not seen"
+    with gw.connect() as conn:
+        conn.request("POST", UNARY, grpc_headers(), unary_body("y"))
+        assert_unary_ok(*conn.response(), "y")
+        assert _released(gw, 2)
+        t0 = time.monotonic()
+        assert conn.wait_closed(5), "the released connection was not closed by the idle timeout"
+        assert time.monotonic() - t0 <= 2.5
+    with gw.connect() as conn:  # no request yet: released too, then woken by its first request
+        assert _released(gw, 3)
+        conn.request("POST", UNARY, grpc_headers(), unary_body("fresh"))
+        assert_unary_ok(*conn.response(), "fresh")
+    assert_serves(gw)
+
+
 def test_idle_timeout_on_fresh_connection(portico):
     gw = portico(config=config("timeouts: {idle: 500ms}\n"))
     with gw.connect() as conn:
