@@ -30,11 +30,24 @@ class Gateway:
         self.admin = free_port()
         self.gw = portico(config=config(self.admin, extra, workers))
         self.port = self.gw.port
-        self.before = self.limits()
+        assert self.gw.wait_log(r"admin API listening on 127\.0\.0\.1:%d" % self.admin)
+        self.before = self.limits(first=True)
 
-    def limits(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/status", timeout=10) as resp:
-            return json.loads(resp.read())["limits"]
+    def limits(self, first=False):
+        """/status "limits". The first read retries a refused connection for a few seconds: twice in CI's ASan
+        run (after ~800 tests) the admin port refused the first connection although the gateway had logged
+        it listening and later exited cleanly; the ss output below says who holds the port if it happens again."""
+        deadline = time.monotonic() + (5 if first else 0)
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/status", timeout=10) as resp:
+                    return json.loads(resp.read())["limits"]
+            except urllib.error.URLError as e:
+                if not isinstance(e.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    ss = subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+                    held = "\n".join(line for line in ss.splitlines() if f":{self.admin} " in line)
+                    raise AssertionError(f"admin 127.0.0.1:{self.admin}: {e}; sockets on that port:\n{held}") from e
+                time.sleep(0.1)
 
     def counted(self, name, at_least=None):
         """How much `name` went up (polled until it is not 0, or 2 s)."""
