@@ -307,7 +307,10 @@ def start_haproxy(name, threads, upstream_port, outdir, wrap=()):
 # ----------------------------------------------------------------------------------------------
 # profiles: what a proxy is configured to do, named in its system's name
 #
-#   portico-h1, portico-h2, haproxy (h2c), haproxy-h1       bare: routing only
+#   portico-h1, portico-h2, haproxy (h2c), haproxy-h1       bare: routing only (Portico's defaults: request ids
+#                                                            and trace context on)
+#   portico-h1-min, portico-h2-min                           Portico routing only, as HAProxy's bare: request ids
+#                                                            and trace context off (callgrind)
 #   portico-h1-jwt, portico-h1-obs                           one feature (callgrind)
 #   portico-prod[-jwt][-tls]-h1|-h2, haproxy-prod[-jwt][-tls][-h1]
 #                                                            the production profile (bench/README.md)
@@ -321,6 +324,8 @@ headers:
   request:
     - {set: x-client-ip, value: "%CLIENT_IP%"}
 """
+# -min: routing only, the same work as HAProxy's bare profile (Portico's defaults make a request id and a span)
+PORTICO_MIN = "request_id: false\ntrace: false\n"
 # HAProxy's equivalents, per frontend: a UUIDv4 request id sent upstream, the same header rule, a JSON access log
 # line per request (to stdout, which is the process's log file: see haproxy_prod_check)
 HAPROXY_PROD = """    option dontlognull
@@ -346,7 +351,8 @@ HAPROXY_JWT = """    http-request set-var(txn.bearer) http_auth_bearer
 def profile_spec(name):
     parts = name.split("-")
     return {"product": parts[0], "prod": "prod" in parts, "jwt": "jwt" in parts, "tls": "tls" in parts,
-            "obs": "obs" in parts or "prod" in parts, "proto": "h1" if "h1" in parts else "h2"}
+            "obs": "obs" in parts or "prod" in parts, "min": "min" in parts,
+            "proto": "h1" if "h1" in parts else "h2"}
 
 
 def start_haproxy_prod(ctx, name, upstream_port, wrap=()):
@@ -398,6 +404,8 @@ def start_profile(ctx, profile, upstream, wrap=(), procname=None):
         cfg += obs[0]
     if sp["prod"]:
         cfg += PORTICO_PROD
+    if sp["min"]:
+        cfg += PORTICO_MIN
     srv = start_portico(ctx.args, procname, 1, upstream.port, ctx.outdir, wrap, cfg, sp["tls"])
     srv.ports = {(sp["jwt"], sp["tls"], proto): srv.port for proto in ("h1", "h2")}
     srv.metrics_port, srv.access_log = (obs[1], obs[2]) if obs else (None, None)
@@ -842,11 +850,11 @@ def scenario_slow_reader(ctx, name, targets, count, size, rate, seconds, bound_m
 
 class Scraper:
     """GET /metrics every `interval` seconds in a thread (what Prometheus does, far more often than its usual
-    15 s, so that the scrapes' cost shows), until stop(); keeps the last scrape."""
+    15 s, so that the scrapes' cost shows), until stop() (or `limit` scrapes); keeps the last scrape."""
 
-    def __init__(self, port, interval=1.0):
+    def __init__(self, port, interval=1.0, limit=None):
         import threading
-        self.port, self.interval, self.count, self.last, self.errors = port, interval, 0, "", []
+        self.port, self.interval, self.limit, self.count, self.last, self.errors = port, interval, limit, 0, "", []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -856,17 +864,24 @@ class Scraper:
         with urllib.request.urlopen("http://%s:%d/metrics" % (HOST, self.port), timeout=30) as r:
             return r.read().decode()
 
+    def _one(self):
+        try:
+            self.last = self.scrape()
+        except OSError as e:
+            self.errors.append(str(e))
+        self.count += 1
+
     def _run(self):
-        while not self._stop.wait(self.interval):
-            try:
-                self.last = self.scrape()
-                self.count += 1
-            except OSError as e:
-                self.errors.append(str(e))
+        while (self.limit is None or self.count < self.limit) and not self._stop.wait(self.interval):
+            self._one()
 
     def stop(self):
+        """Stops the thread; with a `limit`, first makes the scrapes still missing (so that there are exactly
+        `limit`, however long the run took)."""
         self._stop.set()
         self._thread.join(60)
+        while self.limit is not None and self.count < self.limit:
+            self._one()
 
 
 def obs_setup(outdir, name):
@@ -954,6 +969,9 @@ def callgrind_totals(path):
     return ir
 
 
+OBS_SCRAPES = 10  # /metrics scrapes during the measured calls of the callgrind scenario's -obs system
+
+
 def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
     """Instructions per call under callgrind: warm up, zero the counters, N calls, dump, divide.
     User-space instructions of the proxy process only (all its threads), kernel work excluded.
@@ -979,13 +997,19 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
         try:
             expect = verify(ctx, s, UNARY, body, 20, lambda msgs: msgs == [msg], name)
             c, m = s.shape(inflight)
-            run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
+            wr = run_h2load(ctx, s, UNARY, bf, warm, c, m, name + ".warmup")
             before = set(os.listdir(cgdir))
             subprocess.run(["callgrind_control", "-z", str(srv.pid)], capture_output=True, timeout=60)
-            # -obs: scraped every second, to show what scrapes cost; -prod: once, after the dump (for the checks),
-            # so that the figure is the calls' (at Prometheus' usual 15 s, scrapes cost little; under callgrind a
-            # 10,000-call run takes ~90 s here, and 90 scrapes of ~750k instructions would add ~7k per call)
-            scraper = Scraper(srv.metrics_port, 1.0 if "-obs" in sysname else 1e9) if srv.metrics_port else None
+            # -obs: OBS_SCRAPES scrapes spread over the measured calls (the interval estimated from the warm-up's
+            # pace; the ones still missing when the calls end are made before the dump), to show what scrapes
+            # cost without the figure depending on how slow callgrind is; -prod: once, after the dump (for the
+            # checks), so that the figure is the calls'
+            scraper = None
+            if srv.metrics_port and "-obs" in sysname:
+                pace = (wr.get("wall") or 1.0) / max(1, warm)
+                scraper = Scraper(srv.metrics_port, pace * n / (OBS_SCRAPES + 1), OBS_SCRAPES)
+            elif srv.metrics_port:
+                scraper = Scraper(srv.metrics_port, 1e9)
             r = run_h2load(ctx, s, UNARY, bf, n, c, m, name, expect)
             if scraper:
                 scraper.stop()
@@ -1014,18 +1038,20 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
                 (sysname, ir, calls, ir / calls if ir and calls else float("nan")))
         finally:
             srv.stop(timeout=60)
-    if "portico-h1" in started:
-        # shorten "/abs/…/bench/.build/src-SHA/src/x.c", "[/abs/…/portico]", library paths
-        strip = [re.compile(r"\S*\.build/src-[0-9a-f]+/"), re.escape(" [%s]" % os.path.abspath(ctx.args.portico)),
-                 re.escape(os.path.dirname(HERE) + "/"), "/usr/lib/x86_64-linux-gnu/", "/usr/share/llhttp/"]
+    # shorten "/abs/…/bench/.build/src-SHA/src/x.c", "[/abs/…/portico]", library paths
+    strip = [re.compile(r"\S*\.build/src-[0-9a-f]+/"), re.escape(" [%s]" % os.path.abspath(ctx.args.portico)),
+             re.escape(os.path.dirname(HERE) + "/"), "/usr/lib/x86_64-linux-gnu/", "/usr/share/llhttp/"]
+    for sysname, key in (("portico-h1", "portico"), ("portico-h1-min", "portico-min")):
+        if sysname not in started:
+            continue
         for incl, label in (("yes", "inclusive"), ("no", "self")):
-            cp = subprocess.run(["callgrind_annotate", "--inclusive=" + incl, "--threshold=100",
-                                 started["portico-h1"]],
+            cp = subprocess.run(["callgrind_annotate", "--inclusive=" + incl, "--threshold=100", started[sysname]],
                                 capture_output=True, text=True)
-            path = os.path.join(ctx.outdir, "callgrind-portico-%s.txt" % label)
+            path = os.path.join(ctx.outdir, "callgrind-%s-%s.txt" % (key, label))
             with open(path, "w") as f:
                 f.write(cp.stdout)
-            res["portico_top_" + label] = top_functions(cp.stdout, 25, strip, skip_total=(incl == "no"))
+            res[key.replace("-", "_") + "_top_" + label] = top_functions(cp.stdout, 25, strip,
+                                                                          skip_total=(incl == "no"))
     ctx.results["scenarios"][name] = res
     return res
 
@@ -1319,8 +1345,9 @@ def report(ctx):
             L.append("|---|---:|")
             for sname, r in sc["systems"].items():
                 L.append("| %s | %s |" % (sname, fmt(r["instructions_per_call"], "%.0f")))
-            for pn, hn in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"),
-                           ("portico-h2", "haproxy"), ("portico-h1-obs", "portico-h1")) + prod_pairs(sc["systems"]):
+            for pn, hn in (("portico-h1", "haproxy"), ("portico-h1", "haproxy-h1"), ("portico-h2", "haproxy"),
+                           ("portico-h1-min", "haproxy"), ("portico-h1-min", "haproxy-h1"),
+                           ("portico-h2-min", "haproxy"), ("portico-h1-obs", "portico-h1")) + prod_pairs(sc["systems"]):
                 p, h = sc["systems"].get(pn), sc["systems"].get(hn)
                 if p and h:
                     L.append("")
@@ -1330,8 +1357,8 @@ def report(ctx):
             if o and b and o.get("observability") and o["instructions_per_call"] and b["instructions_per_call"]:
                 ob = o["observability"]
                 L.append("")
-                L.append("portico-h1-obs: the JSON access log on and /metrics scraped every second (%d scrapes during the "
-                         "run, %d access-log lines, %d dropped); %+.0f instructions per call (%+.1f%%) over portico-h1 "
+                L.append("portico-h1-obs: the JSON access log on and /metrics scraped %d times during the measured calls "
+                         "(%d access-log lines, %d dropped); %+.0f instructions per call (%+.1f%%) over portico-h1 "
                          "(which records metrics too: they cannot be turned off)" %
                          (ob["scrapes"], ob["access_log_lines"], ob.get("access_log_dropped", 0),
                           o["instructions_per_call"] - b["instructions_per_call"],
@@ -1348,15 +1375,16 @@ def report(ctx):
                     if any(sc["systems"][n]["obs_costs"].get(label, 0) >= 1 for n in withc):
                         L.append("| %s | " % label + " | ".join(
                             fmt(sc["systems"][n]["obs_costs"].get(label), "%.0f") for n in withc) + " |")
-            for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
-                if sc.get("portico_top_" + label):
-                    L.append("")
-                    L.append("Portico, top functions by %s cost (`callgrind_annotate %s`, "
-                             "all threads, %d calls):" % (label, how, sc["systems"]["portico-h1"]["calls"]))
-                    L.append("")
-                    L.append("```")
-                    L.extend(sc["portico_top_" + label])
-                    L.append("```")
+            for sysname, key in (("portico-h1", "portico"), ("portico-h1-min", "portico_min")):
+                for label, how in (("inclusive", "--inclusive=yes"), ("self", "--inclusive=no")):
+                    if sc.get(key + "_top_" + label):
+                        L.append("")
+                        L.append("%s, top functions by %s cost (`callgrind_annotate %s`, all threads, %d calls):" %
+                                 (sysname, label, how, sc["systems"][sysname]["calls"]))
+                        L.append("")
+                        L.append("```")
+                        L.extend(sc[key + "_top_" + label])
+                        L.append("```")
             L.append("")
     L.append("Checks: %s. Calls verified by the Python client (grpc-status 0 and payload): %s." % (
         "all passed" if not FAILURES else "%d FAILED" % len(FAILURES),
@@ -1552,11 +1580,11 @@ def main():
         if ("callgrind" in only or "callgrind-prod" in only) and not cg:
             fail("valgrind/callgrind_control not installed")
         if "callgrind" in only and cg:
-            plans = ["portico-h1", "haproxy", "haproxy-h1", "portico-h1-jwt", "portico-h1-obs"]
+            plans = ["portico-h1", "portico-h1-min", "haproxy", "haproxy-h1", "portico-h1-jwt", "portico-h1-obs"]
             if ctx.results.get("portico_h2c"):
-                plans.append("portico-h2")
-            if S:
-                plans = [plans[0], plans[1], plans[3], plans[4]]  # seconds count: each valgrind start costs several
+                plans += ["portico-h2", "portico-h2-min"]
+            if S:  # seconds count: each valgrind start costs several
+                plans = ["portico-h1", "portico-h1-min", "haproxy", "portico-h1-jwt", "portico-h1-obs"]
             scenario_callgrind(ctx, "callgrind", upstream, 100 if S else 2000,
                                200 if S else 20000, inflight, plans)
         if "callgrind-prod" in only and cg:
