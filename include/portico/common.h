@@ -64,6 +64,31 @@ static inline char ptc_tolower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
+/* Eight bytes lower-cased at once: 'A'-'Z' get 0x20, nothing else changes. */
+static inline void ptc_lower8(char *dst, const char *src)
+{
+    uint64_t x, low7, upper;
+    memcpy(&x, src, 8);
+    low7 = x & 0x7f7f7f7f7f7f7f7fULL;
+    /* per byte, high bit: (>= 'A') xor (> 'Z'), for bytes below 0x80 only (no carry crosses a byte) */
+    upper = ((low7 + 0x3f3f3f3f3f3f3f3fULL) ^ (low7 + 0x2525252525252525ULL)) & ~x & 0x8080808080808080ULL;
+    x |= upper >> 2;
+    memcpy(dst, &x, 8);
+}
+
+/* Copies n bytes lower-cased (ASCII letters only), eight at a time: header names on every call. */
+static inline void ptc_lower_copy(char *dst, const char *src, size_t n)
+{
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8)
+            ptc_lower8(dst + i, src + i);
+        ptc_lower8(dst + n - 8, src + n - 8); /* the last (partial) eight, overlapping: the same bytes again */
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = ptc_tolower(src[i]);
+    }
+}
+
 /* Case-insensitive ASCII comparisons on slices (inline: header lookups run them on every request). */
 static inline int ptc_iov_eq_ci(ptc_iovec_t a, ptc_iovec_t b)
 {

@@ -1696,6 +1696,8 @@ static req_hdr_kind_t classify_request_header(ptc_iovec_t name)
 #undef IS
 }
 
+#define KINDS_CACHED 64 /* request headers whose kind ptc_call_start() keeps for build_request_headers() */
+
 /* Bump allocator over the call's single header allocation. */
 typedef struct {
     char *p, *end;
@@ -1752,8 +1754,8 @@ static bool connect_only_header(ptc_iovec_t name)
  * application/grpc[+codec], te: trailers, grpc-timeout, grpc-accept-encoding, then the request's own
  * metadata with hop-by-hop fields removed and names lower-cased.
  */
-static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc_iovec_t path, ptc_iovec_t codec,
-                                 const char *timeout, ptc_iovec_t accept_enc, ptc_iovec_t connection)
+static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, const uint8_t *kinds, ptc_iovec_t path,
+                                 ptc_iovec_t codec, const char *timeout, ptc_iovec_t accept_enc, ptc_iovec_t connection)
 {
     const ptc_upstream_config_t *ucfg = call->up->config;
     char ct[64], authbuf[300];
@@ -1799,7 +1801,7 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, ptc
     if (call->connect && call->req_flags != 0) /* Connect's gzip messages go up as gRPC's */
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-encoding"), PTC_STRLIT("gzip"), NV_STATIC);
     for (size_t i = 0; i < req->num_headers; i++) {
-        if (req_hdr_forwarded(classify_request_header(req->headers[i].name)) &&
+        if (req_hdr_forwarded(i < KINDS_CACHED ? kinds[i] : classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)) &&
             (!call->connect || !connect_only_header(req->headers[i].name)))
             add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY | (unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : 0));
@@ -1845,11 +1847,15 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     ptc_ctype_t ct = ctx->ct;
     ptc_iovec_t path = ctx->path, connection = {"", 0};
     const ptc_header_t *accept = NULL, *accept_enc = NULL, *timeout_hdr = NULL, *http_accept_enc = NULL;
+    uint8_t kinds[KINDS_CACHED];
 
     *out = NULL; /* the path has no query: gRPC servers match :path exactly; the query is for the gateway */
     for (size_t i = 0; i < req->num_headers; i++) { /* the first of each, but Connection: the last */
         const ptc_header_t *h = &req->headers[i];
-        switch (classify_request_header(h->name)) {
+        req_hdr_kind_t kind = classify_request_header(h->name);
+        if (i < KINDS_CACHED)
+            kinds[i] = (uint8_t)kind;
+        switch (kind) {
         case REQ_HDR_ACCEPT:
             if (accept == NULL)
                 accept = h;
@@ -1956,7 +1962,7 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     if (has_timeout)
         ptc_grpc_timeout_format(timeout_ns, tbuf);
 
-    if (build_request_headers(call, req, path, ct.codec, has_timeout ? tbuf : NULL,
+    if (build_request_headers(call, req, kinds, path, ct.codec, has_timeout ? tbuf : NULL,
                               accept_enc != NULL ? accept_enc->value : ptc_iov("", 0), connection) != 0) {
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         goto fail;

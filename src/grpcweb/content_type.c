@@ -6,6 +6,8 @@
 
 #include "portico/codec.h"
 
+#define GRPC_WEB_PROTO "application/grpc-web+proto"
+
 /* The media type of a header value: up to ';', trimmed. An absent header may be {NULL, 0}: no memchr(NULL). */
 static ptc_iovec_t media_type(ptc_iovec_t v)
 {
@@ -32,6 +34,12 @@ ptc_ctype_t ptc_ctype_classify(ptc_iovec_t value)
     static const ptc_iovec_t app = PTC_STRLIT("application/"), grpc = PTC_STRLIT("grpc"), web = PTC_STRLIT("-web"),
                              text = PTC_STRLIT("-text"), connect = PTC_STRLIT("connect+");
     ptc_ctype_t ct = {PTC_CT_OTHER, {"", 0}};
+
+    /* what nearly every call sends (gRPC-Web from a browser, gRPC from an upstream), exactly: no parsing */
+    if (value.len == sizeof(GRPC_WEB_PROTO) - 1 && memcmp(value.base, GRPC_WEB_PROTO, value.len) == 0)
+        return (ptc_ctype_t){PTC_CT_GRPC_WEB, ptc_iov(value.base + value.len - 5, 5)};
+    if (value.len == 16 && memcmp(value.base, "application/grpc", 16) == 0)
+        return (ptc_ctype_t){PTC_CT_GRPC, {"", 0}};
     ptc_iovec_t mt = media_type(value);
 
     /* every type known here is application/something: that part is compared once */
@@ -147,7 +155,7 @@ size_t ptc_response_ctype(ptc_ctype_t ct, ptc_iovec_t accept, char *buf, size_t 
     } else {
         *text = ptc_accept_wants_text(accept, ct.kind == PTC_CT_GRPC_WEB_TEXT);
         if (ptc_ctype_codec_is_proto(ct.codec)) { /* nearly every call: no formatting */
-            ptc_iovec_t v = *text ? PTC_STRLIT("application/grpc-web-text+proto") : PTC_STRLIT("application/grpc-web+proto");
+            ptc_iovec_t v = *text ? PTC_STRLIT("application/grpc-web-text+proto") : PTC_STRLIT(GRPC_WEB_PROTO);
             size_t len = PTC_MIN(v.len, cap - 1);
             memcpy(buf, v.base, len);
             buf[len] = '\0';

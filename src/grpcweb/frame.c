@@ -83,8 +83,8 @@ size_t ptc_trailer_encode(uint8_t *dst, const ptc_header_t *fields, size_t n)
 {
     uint8_t *p = dst;
     for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < fields[i].name.len; j++)
-            *p++ = (uint8_t)ptc_tolower(fields[i].name.base[j]);
+        ptc_lower_copy((char *)p, fields[i].name.base, fields[i].name.len);
+        p += fields[i].name.len;
         *p++ = ':';
         if (fields[i].value.len != 0) {
             memcpy(p, fields[i].value.base, fields[i].value.len);

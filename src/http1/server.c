@@ -96,6 +96,8 @@ struct st_ptc_h1conn_t {
     bool in_message_complete;
     bool tls;
     bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
+    bool flush_queued;  /* resume_ev is active with EV_WRITE: on_resume() flushes what is added until then */
+    bool wm_stopped;    /* cleartext: reading stopped because the input reached the high watermark (read_bound()) */
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
     char ws_accept[PTC_WS_ACCEPT_LEN + 1]; /* a WebSocket upgrade was accepted: its Sec-WebSocket-Accept */
     unsigned exchanges;     /* requests begun on this connection */
@@ -147,8 +149,10 @@ static struct evbuffer *output(ptc_h1conn_t *conn)
  */
 static void want_flush(ptc_h1conn_t *conn)
 {
-    if (!conn->tls && !conn->write_blocked)
+    if (!conn->tls && !conn->write_blocked && !conn->flush_queued) {
+        conn->flush_queued = true; /* a response adds its head, body and end: one activation serves them all */
         event_active(conn->resume_ev, EV_WRITE, 0);
+    }
 }
 
 /*
@@ -296,6 +300,10 @@ static void hb_header(headbuf_t *hb, ptc_iovec_t name, ptc_iovec_t value)
 
 static void hb_status_line(ptc_h1conn_t *conn, headbuf_t *hb, int status)
 {
+    if (status == 200 && !conn->http10) { /* nearly every response */
+        hb_add(hb, "HTTP/1.1 200 OK\r\n", 17);
+        return;
+    }
     char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10), ' '};
     const char *reason = reason_phrase(status);
     hb_add(hb, conn->http10 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
@@ -739,13 +747,10 @@ static int head_append(ptc_h1conn_t *conn, const char *at, size_t len, bool lowe
                                                        : "request header fields too large (limits.max_header_size)";
         return HPE_USER;
     }
-    if (lower) {
-        char *dst = conn->headblk.head + conn->head_len;
-        for (size_t i = 0; i < len; i++)
-            dst[i] = ptc_tolower(at[i]);
-    } else {
+    if (lower)
+        ptc_lower_copy(conn->headblk.head + conn->head_len, at, len);
+    else
         memcpy(conn->headblk.head + conn->head_len, at, len);
-    }
     conn->head_len += len;
     return 0;
 }
@@ -958,9 +963,30 @@ static bool switch_to_h2(ptc_h1conn_t *conn, struct evbuffer *in)
     char peer[sizeof(conn->base.peer)];
     memcpy(peer, conn->base.peer, sizeof(peer));
     conn->bev = NULL;
+    if (!conn->tls) { /* the HTTP/2 adapter reads under libevent's watermark (see bev_setup()) */
+        ptc_fault_hold(true);
+        bufferevent_setwatermark(bev, EV_READ, 0, bev->wm_read.high);
+        ptc_fault_hold(false);
+    }
     ptc_h2conn_start(conn->worker, bev, peer, conn->base.listener, conn->tls);
     conn_free(conn, "switched to HTTP/2");
     return true;
+}
+
+/*
+ * Cleartext: input that waits (a pipelined request while the one before it is answered) stops reading at the
+ * high watermark, and reading resumes once parsing took it below (see bev_setup()).
+ */
+static void read_bound(ptc_h1conn_t *conn, struct evbuffer *in)
+{
+    if (evbuffer_get_length(in) >= conn->bev->wm_read.high) {
+        conn->wm_stopped = true;
+        bufferevent_disable(conn->bev, EV_READ);
+    } else if (conn->wm_stopped) {
+        conn->wm_stopped = false;
+        if (!conn->read_paused && !conn->closing)
+            bufferevent_enable(conn->bev, EV_READ);
+    }
 }
 
 static void parse_input(ptc_h1conn_t *conn)
@@ -1001,6 +1027,8 @@ static void parse_input(ptc_h1conn_t *conn)
         if (conn->discard_body && conn->in_request)
             timer_set(conn, conn->base.snap->config.timeouts.header_read_ms);
     }
+    if (!conn->tls)
+        read_bound(conn, in);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -1084,6 +1112,8 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     ptc_h1conn_t *conn = arg;
+    if ((events & EV_WRITE) != 0)
+        conn->flush_queued = false;
     if (conn->out_broken) {
         conn_free(conn, "out of memory writing the response");
         return;
@@ -1143,12 +1173,23 @@ static int bev_setup(ptc_h1conn_t *conn)
 {
     const ptc_limits_config_t *lim = &conn->base.snap->config.limits;
 
+    size_t high = (size_t)lim->max_header_size + 64 * 1024;
+
     bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-    /* pipelined input waiting for its turn is bounded: reading stops above this. (libevent 2.1.12 does not
-     * check the allocation of the watermark callback this needs and then dereferences NULL: not injected.) */
-    ptc_fault_hold(true);
-    bufferevent_setwatermark(conn->bev, EV_READ, 0, (size_t)lim->max_header_size + 64 * 1024);
-    ptc_fault_hold(false);
+    /* pipelined input waiting for its turn is bounded: reading stops above this. Cleartext: the direct reads
+     * (ptc_bev_read_direct()) never read past the high watermark, and read_bound() stops and resumes reading;
+     * libevent's watermark callback would run on every read and every drain of the input (~400 instructions a
+     * call). TLS: libevent's watermark (2.1.12 does not check the allocation of the callback it needs and then
+     * dereferences NULL: not injected). */
+    conn->wm_stopped = false;
+    if (conn->tls) {
+        ptc_fault_hold(true);
+        bufferevent_setwatermark(conn->bev, EV_READ, 0, high);
+        ptc_fault_hold(false);
+    } else {
+        conn->bev->wm_read.low = 0;
+        conn->bev->wm_read.high = high;
+    }
     bufferevent_setwatermark(conn->bev, EV_WRITE, lim->call_buffer_size / 2, 0);
     if (!conn->tls)
         bufferevent_disable(conn->bev, EV_WRITE); /* enabled by default in a new bufferevent; see want_flush() */

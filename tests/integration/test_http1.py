@@ -9,6 +9,7 @@ Every test checks the exact answer and then that the gateway still serves a norm
 
 import socket
 import time
+import threading
 import urllib.parse
 
 import pytest
@@ -315,6 +316,27 @@ def test_pipelining_five(portico):
     responses = _pipelined(gw, reqs)
     for (msg, _), (head, body) in zip(reqs, responses):
         assert_unary_ok(head, body, msg)
+    assert_serves(gw)
+
+
+def test_pipelined_beyond_the_read_bound(portico):
+    """Pipelined requests far past the input bound (limits.max_header_size + 64 KiB: reading stops there while the
+    slow first one is answered, and resumes as the answers go out) are all answered, in order."""
+    gw = portico()
+    reqs = [("slow-first", {"delay_ms": 700})] + [(f"big-{i:03d}-" + "x" * 4000, {}) for i in range(60)]
+    wire = b""
+    for msg, extra in reqs:
+        body = unary_body(msg, **extra)
+        wire += raw_head("POST", UNARY, grpc_headers() + [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]) + body
+    assert len(wire) > 16 * 1024 + 64 * 1024 + 100 * 1024
+    with gw.connect() as conn:
+        sender = threading.Thread(target=conn.sock.sendall, args=(wire,), daemon=True)
+        sender.start()
+        conn._method = "POST"
+        for msg, _ in reqs:
+            assert_unary_ok(*conn.response(), msg)
+        sender.join(10)
+        assert not sender.is_alive()
     assert_serves(gw)
 
 
