@@ -28,6 +28,7 @@
 #include <llhttp.h>
 
 #include "portico/fault.h"
+#include "portico/alloc.h"
 #include "portico/buffer.h"
 #include "portico/call.h"
 #include "portico/codec.h"
@@ -98,6 +99,8 @@ struct st_ptc_h1conn_t {
     bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
     bool flush_queued;  /* resume_ev is active with EV_WRITE: on_resume() flushes what is added until then */
     bool wm_stopped;    /* cleartext: reading stopped because the input reached the high watermark (read_bound()) */
+    char *stage;        /* cleartext: response bytes not yet in the output (see out_add()); NULL: none held */
+    size_t stage_len;
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
     char ws_accept[PTC_WS_ACCEPT_LEN + 1]; /* a WebSocket upgrade was accepted: its Sec-WebSocket-Accept */
     unsigned exchanges;     /* requests begun on this connection */
@@ -170,13 +173,78 @@ static void out_fail(ptc_h1conn_t *conn)
     event_active(conn->resume_ev, EV_READ, 0);
 }
 
+/*
+ * Cleartext responses are staged: a unary response (head, body chunk, trailer chunk, end) collects in one
+ * STAGE_SIZE block, which flush_output() writes with one send() when the output is empty. Every evbuffer_add
+ * to a bufferevent's output runs its callbacks, and writing from the evbuffer costs more again (~500
+ * instructions a call). The staged bytes always come after what the output holds: whatever does not fit
+ * (or a TLS connection, or one whose socket refuses bytes) moves them to the output first (stage_spill()).
+ * The block is given back once written: idle connections hold none.
+ */
+#define STAGE_SIZE 2040 /* a size class of ptc_malloc()'s cache */
+
+/* Room for n more staged bytes (false: write to the output instead). */
+static bool stage_room(ptc_h1conn_t *conn, size_t n)
+{
+    if (conn->tls || conn->write_blocked || conn->stage_len + n > STAGE_SIZE)
+        return false;
+    return conn->stage != NULL || (conn->stage = ptc_malloc(STAGE_SIZE)) != NULL;
+}
+
+/* Moves the staged bytes to the end of the output. */
+static void stage_spill(ptc_h1conn_t *conn)
+{
+    if (conn->stage_len == 0)
+        return;
+    if (!conn->out_broken && evbuffer_add(output(conn), conn->stage, conn->stage_len) != 0)
+        out_fail(conn);
+    conn->stage_len = 0;
+}
+
+static void stage_free(ptc_h1conn_t *conn)
+{
+    ptc_free(conn->stage);
+    conn->stage = NULL;
+    conn->stage_len = 0;
+}
+
+/* Writes the staged bytes: with one send() when the output is empty, else after it. 0, or -1 with errno. */
+static int stage_send(ptc_h1conn_t *conn)
+{
+    if (evbuffer_get_length(output(conn)) == 0) {
+        ssize_t n;
+        do
+            n = send(bufferevent_getfd(conn->bev), conn->stage, conn->stage_len, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        size_t sent = n > 0 ? (size_t)n : 0;
+        conn->stage_len -= sent;
+        memmove(conn->stage, conn->stage + sent, conn->stage_len);
+    }
+    stage_spill(conn); /* the rest: ptc_bev_write_now() tries it, then leaves it to the bufferevent */
+    stage_free(conn);
+    return 0;
+}
+
+static size_t out_pending(ptc_h1conn_t *conn)
+{
+    return evbuffer_get_length(output(conn)) + conn->stage_len;
+}
+
 static void out_add(ptc_h1conn_t *conn, const void *data, size_t len)
 {
     if (conn->out_broken)
         return;
-    if (evbuffer_add(output(conn), data, len) != 0) {
-        out_fail(conn);
-        return;
+    if (stage_room(conn, len)) {
+        memcpy(conn->stage + conn->stage_len, data, len);
+        conn->stage_len += len;
+    } else {
+        stage_spill(conn);
+        if (conn->out_broken || evbuffer_add(output(conn), data, len) != 0) {
+            out_fail(conn);
+            return;
+        }
     }
     want_flush(conn);
 }
@@ -415,7 +483,7 @@ static void start_closing(ptc_h1conn_t *conn)
     bufferevent_disable(conn->bev, EV_READ);
     bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
     timer_set(conn, CLOSE_LINGER_MS);
-    if (evbuffer_get_length(output(conn)) == 0)
+    if (out_pending(conn) == 0)
         event_active(conn->resume_ev, EV_TIMEOUT, 0);
     else
         want_flush(conn);
@@ -472,6 +540,32 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn->response_active = !end_stream;
 }
 
+/* Stages a body piece (with its chunk's size line and CRLF); false when it does not fit. */
+static bool stage_body(ptc_h1conn_t *conn, struct evbuffer *buf, size_t len)
+{
+    char line[2 * sizeof(size_t) + 2];
+    size_t n = 0;
+    if (conn->chunked) {
+        n = hex(line, len);
+        line[n++] = '\r';
+        line[n++] = '\n';
+    }
+    if (!stage_room(conn, n + len + (conn->chunked ? 2 : 0)))
+        return false;
+    char *p = conn->stage + conn->stage_len;
+    memcpy(p, line, n);
+    if (evbuffer_remove(buf, p + n, len) != (int)len) {
+        out_fail(conn);
+        return true;
+    }
+    conn->stage_len += n + len;
+    if (conn->chunked) {
+        memcpy(p + n + len, "\r\n", 2);
+        conn->stage_len += 2;
+    }
+    return true;
+}
+
 /* Chunked coding: size line, data and CRLF go to the output together. */
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
@@ -480,8 +574,12 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     if (len == 0)
         return;
     int rc;
+    if (!conn->out_broken && !stage_body(conn, buf, len))
+        stage_spill(conn); /* a bigger piece goes to the output, after what was staged */
     if (conn->out_broken) {
         rc = -1;
+    } else if (evbuffer_get_length(buf) == 0) {
+        rc = 0; /* staged */
     } else if (!conn->chunked) {
         rc = evbuffer_add_buffer(output(conn), buf);
     } else {
@@ -510,7 +608,7 @@ static void ds_send_end(ptc_downstream_t *ds)
 
 static size_t ds_pending(ptc_downstream_t *ds)
 {
-    return evbuffer_get_length(output((ptc_h1conn_t *)ds));
+    return out_pending((ptc_h1conn_t *)ds);
 }
 
 static void ds_pause_read(ptc_downstream_t *ds, bool pause)
@@ -681,7 +779,8 @@ static void ws_handoff(ptc_h1conn_t *conn)
                      conn->ws_accept);
     ptc_request_t req;
     request_of(conn, &req);
-    if (evbuffer_add(output(conn), head, (size_t)n) != 0) {
+    stage_spill(conn);
+    if (conn->out_broken || evbuffer_add(output(conn), head, (size_t)n) != 0) {
         conn_free(conn, "out of memory answering the WebSocket upgrade");
         return;
     }
@@ -1040,7 +1139,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 /* Direct write (see want_flush()). Returns false when the connection was freed. */
 static bool flush_output(ptc_h1conn_t *conn)
 {
-    if (ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
+    if ((conn->stage_len != 0 && stage_send(conn) != 0) || ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
         conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return false;
     }
@@ -1123,7 +1222,7 @@ static void on_resume(evutil_socket_t fd, short events, void *arg)
     if ((events & (EV_READ | EV_TIMEOUT)) == 0)
         return;
     if (conn->closing) {
-        if (evbuffer_get_length(output(conn)) == 0)
+        if (out_pending(conn) == 0)
             shut_output(conn);
         return;
     }
@@ -1151,6 +1250,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         evutil_closesocket(idle_fd);
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
     free(conn->hparam);
+    stage_free(conn);
     ptc_conn_unregister(&conn->base);
     free(conn);
 }
@@ -1212,7 +1312,7 @@ static void conn_release_idle(ptc_conn_t *c)
     ptc_h1conn_t *conn = from_base(c);
     if (conn->tls || conn->bev == NULL || conn->in_request || conn->call != NULL || conn->response_active ||
         conn->closing || conn->read_paused || conn->write_blocked || conn->out_broken ||
-        evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 || evbuffer_get_length(output(conn)) != 0 ||
+        evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 || out_pending(conn) != 0 ||
         event_pending(conn->resume_ev, EV_READ | EV_WRITE | EV_TIMEOUT, NULL) != 0)
         return;
     evutil_socket_t fd = bufferevent_getfd(conn->bev);

@@ -340,6 +340,33 @@ def test_pipelined_beyond_the_read_bound(portico):
     assert_serves(gw)
 
 
+def test_pipelined_answers_to_a_client_that_reads_late(portico):
+    """Many small pipelined calls from a client with a 4 KiB receive buffer that reads nothing for a second: the
+    gateway's writes meet a full socket (a partial write, then the bufferevent writes the rest), and every answer
+    still arrives whole and in order."""
+    gw = portico()
+    reqs = [f"late-{i:04d}-" + "y" * 1500 for i in range(3000)]
+    wire = b""
+    for msg in reqs:
+        body = unary_body(msg)
+        wire += raw_head("POST", UNARY, grpc_headers() + [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]) + body
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gw.port))
+    with gw.connect() as conn:
+        conn.sock.close()
+        conn.sock = sock
+        sender = threading.Thread(target=sock.sendall, args=(wire,), daemon=True)
+        sender.start()
+        time.sleep(2.0)
+        conn._method = "POST"
+        for msg in reqs:
+            assert_unary_ok(*conn.response(), msg)
+        sender.join(10)
+        assert not sender.is_alive()
+    assert_serves(gw)
+
+
 def test_pipelined_after_connection_close_is_ignored(portico):
     """Bytes after a `Connection: close` request are not answered."""
     gw = portico()
