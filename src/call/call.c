@@ -110,6 +110,8 @@ struct st_ptc_call_t {
     struct evbuffer *held; /* the current response frame, while it is small enough to be held whole */
     bool holding;          /* the current frame goes to held, not out */
     bool resp_in_frame;    /* a response frame's header was parsed and its end has not come (see drop_partial_frame) */
+    bool resp_hdr_pending; /* resp_hdr is the current frame's header, not written yet (resp_frame_cb) */
+    uint8_t resp_hdr[PTC_FRAME_HEADER_SIZE];
     bool held_lost;        /* out of memory writing to held: the held frame is incomplete and must be dropped */
     bool out_lost;         /* out of memory writing to out: the body is corrupt and can only be cut off */
     int resp_encoding;     /* 0: identity; else the zlib windowBits for the upstream's grpc-encoding */
@@ -479,6 +481,7 @@ static void out_end_segment(ptc_call_t *call)
  */
 static bool drop_partial_frame(ptc_call_t *call)
 {
+    call->resp_hdr_pending = false;
     if (call->out_lost)
         return false;
     if (call->holding) { /* also inside the frame's end event, before held moved to out */
@@ -545,18 +548,17 @@ static void out_flush_final(ptc_call_t *call)
 static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size_t n)
 {
     size_t len = ptc_trailer_encoded_len(fields, n);
-    uint8_t hdr[PTC_FRAME_HEADER_SIZE], stack[1024], *block = stack;
+    uint8_t stack[1024], *block = stack; /* the frame header, then the block: one write */
 
-    if (len > sizeof(stack) && (block = malloc(len)) == NULL) {
+    if (len + PTC_FRAME_HEADER_SIZE > sizeof(stack) && (block = malloc(len + PTC_FRAME_HEADER_SIZE)) == NULL) {
         /* keep the status, drop the rest */
         block = stack;
         n = 1;
         len = ptc_trailer_encoded_len(fields, n);
     }
-    ptc_trailer_encode(block, fields, n);
-    ptc_frame_header_encode(hdr, PTC_FRAME_FLAG_TRAILER, (uint32_t)len);
-    out_write(call, hdr, sizeof(hdr));
-    out_write(call, block, len);
+    ptc_trailer_encode(block + PTC_FRAME_HEADER_SIZE, fields, n);
+    ptc_frame_header_encode(block, PTC_FRAME_FLAG_TRAILER, (uint32_t)len);
+    out_write(call, block, PTC_FRAME_HEADER_SIZE + len);
     out_end_segment(call);
     if (block != stack)
         free(block);
@@ -1406,10 +1408,11 @@ static int frame_written(ptc_call_t *call)
     return -1;
 }
 
+#define WHOLE_FRAME_MAX 1024 /* a response message up to this size, whole in one DATA piece, skips held */
+
 static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t length, const uint8_t *data, size_t len)
 {
     ptc_call_t *call = ctx;
-    uint8_t hdr[PTC_FRAME_HEADER_SIZE];
 
     call->resp_in_frame = ev != PTC_FRAME_EV_END;
     if (ev == PTC_FRAME_EV_HEADER && call->connect_unary && call->resp_parser.frames != 0) {
@@ -1452,13 +1455,34 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         /* frames up to the call buffer size are held until complete, so a failure mid-message can
          * still end the body with a clean trailer frame; larger ones stream through in pieces */
         call->holding = (uint64_t)length + PTC_FRAME_HEADER_SIZE <= call->cfg->limits.call_buffer_size;
-        ptc_frame_header_encode(hdr, flags, length);
-        out_write(call, hdr, sizeof(hdr));
+        ptc_frame_header_encode(call->resp_hdr, flags, length); /* written with the first piece (see there) */
+        call->resp_hdr_pending = true;
         break;
     case PTC_FRAME_EV_DATA:
+        if (call->resp_hdr_pending) {
+            call->resp_hdr_pending = false;
+            if (len == length && len <= WHOLE_FRAME_MAX && call->holding && !call->resp_text) {
+                /* the whole message in one piece (the usual): header and payload go to out in one write, which
+                 * either adds all of it or nothing, so nothing needs holding (a failed write drops the frame as a
+                 * held one would be) */
+                uint8_t whole[PTC_FRAME_HEADER_SIZE + WHOLE_FRAME_MAX];
+                memcpy(whole, call->resp_hdr, PTC_FRAME_HEADER_SIZE);
+                memcpy(whole + PTC_FRAME_HEADER_SIZE, data, len);
+                if (evbuffer_add(call->out, whole, PTC_FRAME_HEADER_SIZE + len) != 0)
+                    call->held_lost = true;
+                else
+                    call->holding = false;
+                break;
+            }
+            out_write(call, call->resp_hdr, PTC_FRAME_HEADER_SIZE);
+        }
         out_write(call, data, len);
         break;
     case PTC_FRAME_EV_END:
+        if (call->resp_hdr_pending) { /* an empty message */
+            call->resp_hdr_pending = false;
+            out_write(call, call->resp_hdr, PTC_FRAME_HEADER_SIZE);
+        }
         if (call->env_compress && !call->held_lost) {
             call->env_compress = false;
             call->holding = false;

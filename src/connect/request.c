@@ -89,10 +89,10 @@ static ptc_filter_action_t on_get(ptc_filter_ctx_t *ctx, ptc_iovec_t query)
     return PTC_FILTER_CONTINUE;
 }
 
-/* A POST's content type: Connect's (unary or stream), or a custom codec announced by connect-protocol-version. */
+/* A POST's content type (h, classified in *ct): Connect's (unary or stream), or a custom codec announced by
+ * connect-protocol-version. */
 static bool connect_ctype(const ptc_header_t *h, bool versioned, ptc_ctype_t *ct)
 {
-    *ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
     if (ct->kind == PTC_CT_CONNECT || ct->kind == PTC_CT_CONNECT_STREAM)
         return true;
     if (!versioned || ct->kind != PTC_CT_OTHER || h == NULL)
@@ -155,9 +155,12 @@ bool ptc__connect_on_request(ptc_filter_ctx_t *ctx, ptc_filter_action_t *action)
     }
     if (!ptc_iov_eq_ci(req->method, PTC_STRLIT("POST")))
         return false;
+    const ptc_header_t *h = ptc_filter_find(ctx, PTC_STRLIT("content-type"));
+    ptc_ctype_t ct = h != NULL ? ptc_ctype_classify(h->value) : (ptc_ctype_t){PTC_CT_OTHER, {"", 0}};
+    if (ct.kind == PTC_CT_GRPC_WEB || ct.kind == PTC_CT_GRPC_WEB_TEXT || ct.kind == PTC_CT_GRPC)
+        return false; /* gRPC(-Web), whatever else the request says: no need to look for connect-protocol-version */
     const ptc_header_t *version = ptc_filter_find(ctx, PTC_STRLIT("connect-protocol-version"));
-    ptc_ctype_t ct;
-    if (!connect_ctype(ptc_filter_find(ctx, PTC_STRLIT("content-type")), version != NULL, &ct))
+    if (!connect_ctype(h, version != NULL, &ct))
         return false;
     ctx->ct = ct;
     *action = on_post(ctx, version);
