@@ -99,12 +99,12 @@ struct st_ptc_h1conn_t {
     bool write_blocked; /* direct writes: the socket is full, the bufferevent writes until the output is empty */
     bool flush_queued;  /* resume_ev is active with EV_WRITE: on_resume() flushes what is added until then */
     bool wm_stopped;    /* cleartext: reading stopped because the input reached the high watermark (read_bound()) */
-    char *stage;        /* cleartext: response bytes not yet in the output (see out_add()); NULL: none held */
-    size_t stage_len;
+    uint16_t stage_len; /* bytes in stage (at most STAGE_SIZE) */
     bool protocol_known; /* the first bytes were not the HTTP/2 preface */
     char ws_accept[PTC_WS_ACCEPT_LEN + 1]; /* a WebSocket upgrade was accepted: its Sec-WebSocket-Accept */
     unsigned exchanges;     /* requests begun on this connection */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
+    char *stage;            /* cleartext: response bytes not yet in the output (see out_add()); NULL: none held */
 };
 
 static void conn_free(ptc_h1conn_t *conn, const char *reason);
@@ -219,7 +219,7 @@ static int stage_send(ptc_h1conn_t *conn)
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
         size_t sent = n > 0 ? (size_t)n : 0;
-        conn->stage_len -= sent;
+        conn->stage_len = (uint16_t)(conn->stage_len - sent);
         memmove(conn->stage, conn->stage + sent, conn->stage_len);
     }
     stage_spill(conn); /* the rest: ptc_bev_write_now() tries it, then leaves it to the bufferevent */
@@ -238,7 +238,7 @@ static void out_add(ptc_h1conn_t *conn, const void *data, size_t len)
         return;
     if (stage_room(conn, len)) {
         memcpy(conn->stage + conn->stage_len, data, len);
-        conn->stage_len += len;
+        conn->stage_len = (uint16_t)(conn->stage_len + len);
     } else {
         stage_spill(conn);
         if (conn->out_broken || evbuffer_add(output(conn), data, len) != 0) {
@@ -558,10 +558,10 @@ static bool stage_body(ptc_h1conn_t *conn, struct evbuffer *buf, size_t len)
         out_fail(conn);
         return true;
     }
-    conn->stage_len += n + len;
+    conn->stage_len = (uint16_t)(conn->stage_len + n + len);
     if (conn->chunked) {
         memcpy(p + n + len, "\r\n", 2);
-        conn->stage_len += 2;
+        conn->stage_len = (uint16_t)(conn->stage_len + 2);
     }
     return true;
 }
