@@ -155,6 +155,7 @@ struct st_h2conn_t {
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
     bool goaway_out;         /* an error GOAWAY went out: nothing more is sent */
+    bool unique_seeded;      /* a response carried the request id indexed (see field_flags) */
     int64_t max_send_window; /* when a SETTINGS frame began: the largest send window of a stream, and ... */
     int64_t old_initial;     /* ... the client's SETTINGS_INITIAL_WINDOW_SIZE (see settings_check) */
     bucket_t resets;         /* streams the client may still close before our side ended */
@@ -361,6 +362,24 @@ static void stream_credit_request(h2stream_t *st)
     conn_want_send(st->conn);
 }
 
+/*
+ * HPACK indexing of a response field. The request id differs on every response: indexed, each would be inserted into
+ * the dynamic table and evict an older one, and every lookup of the name would walk all the ids still there (~3.7k
+ * instructions a response). So it goes as a literal never indexed, but for the connection's first, which is indexed so
+ * that the name stays in the table and the later ones refer to it instead of spelling (and Huffman-coding) it. Should
+ * that entry be evicted, the name is spelled again: only the saving is lost.
+ */
+static uint8_t field_flags(h2conn_t *conn, ptc_iovec_t name, ptc_iovec_t unique)
+{
+    if (unique.len == 0 || !ptc_iov_eq(name, unique))
+        return NGHTTP2_NV_FLAG_NONE;
+    if (!conn->unique_seeded) {
+        conn->unique_seeded = true;
+        return NGHTTP2_NV_FLAG_NONE;
+    }
+    return NGHTTP2_NV_FLAG_NO_INDEX;
+}
+
 /* Builds an nghttp2 header block: :status, the fields, and the CORS fields of the stream's decision. */
 static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, size_t n, const ptc_header_t *extra, size_t nextra,
                        const nghttp2_data_provider *prd)
@@ -381,10 +400,12 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
     code[3] = '\0';
     static char status_name[] = ":status";
     nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    const ptc_request_id_config_t *rid = &st->snap->config.request_id;
+    ptc_iovec_t unique = rid->enabled ? ptc_iov(rid->header, strlen(rid->header)) : ptc_iov("", 0);
 #define ADD(list, count)                                                                                                           \
     for (size_t i = 0; i < (count); i++)                                                                                           \
         nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)(list)[i].name.base, (uint8_t *)(uintptr_t)(list)[i].value.base,          \
-                                (list)[i].name.len, (list)[i].value.len, NGHTTP2_NV_FLAG_NONE};
+                                (list)[i].name.len, (list)[i].value.len, field_flags(st->conn, (list)[i].name, unique)};
     ADD(headers, n)
     ADD(extra, nextra)
     ADD(cors, ncors)

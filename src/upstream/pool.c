@@ -83,6 +83,7 @@ struct st_ptc_h2client_t {
     bool want_send;
     bool want_close;
     char close_reason[160];
+    bool unique_seeded; /* a request sent its per-call fields indexed (see submit) */
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
     bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
@@ -709,6 +710,18 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_request};
 
     s->cb->request_headers(s, &nva, &n);
+    nghttp2_nv seed[64];
+    if (!conn->unique_seeded && n <= PTC_ARRAY_SIZE(seed)) {
+        /* HPACK: the fields whose value is new on every call (request ids, trace context) go as literals never indexed
+         * (NGHTTP2_NV_FLAG_NO_INDEX): indexing them would only churn the dynamic table. The connection's first request
+         * sends them indexed once, so that their names stay in the table and later requests refer to them instead of
+         * spelling (and Huffman-coding) them. nghttp2 never indexes authorization, whatever the flags say. */
+        memcpy(seed, nva, n * sizeof(*nva));
+        for (size_t i = 0; i < n; i++)
+            seed[i].flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
+        nva = seed;
+        conn->unique_seeded = true;
+    }
     int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, s);
     if (id < 0) {
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
