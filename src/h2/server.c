@@ -421,11 +421,8 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
                              nghttp2_data_source *source, void *user_data)
 {
     (void)buf;
-    (void)source;
     (void)user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (st == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    h2stream_t *st = source->ptr;
     size_t avail = evbuffer_get_length(st->out);
     if (avail == 0 && !st->eof)
         return NGHTTP2_ERR_DEFERRED;
@@ -456,12 +453,11 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *user_data)
 {
-    (void)source;
+    (void)session;
+    (void)frame;
     h2conn_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (st == NULL)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    h2stream_t *st = source->ptr;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK || conn->goaway_out)
         return NGHTTP2_ERR_WOULDBLOCK;
     if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
@@ -475,12 +471,18 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     return 0;
 }
 
+/* The response's data source: the stream (which lives until nghttp2 closes it, or with the session). */
+static nghttp2_data_provider response_provider(h2stream_t *st)
+{
+    return (nghttp2_data_provider){.source = {.ptr = st}, .read_callback = read_response};
+}
+
 /* ---- the call's view (ptc_downstream_cb_t) ---- */
 
 static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+    nghttp2_data_provider prd = response_provider(st);
     /* HTTP/2 forbids connection-specific fields; the call never passes them */
     if (submit_head(st, status, headers, n, NULL, 0, end_stream ? NULL : &prd) != 0)
         stream_reset(st, NGHTTP2_INTERNAL_ERROR);
@@ -572,7 +574,7 @@ static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *hea
     size_t blen = body != NULL ? strlen(body) : 0;
     ptc_header_t extra[2];
     size_t nextra = 0;
-    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+    nghttp2_data_provider prd = response_provider(st);
 
     st->discard = true;
     stream_credit_request(st);
@@ -785,7 +787,7 @@ static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_i
         status = ptc_ws_check(conn->worker, req, why, sizeof(why));
     }
     if (status == 0) {
-        nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+        nghttp2_data_provider prd = response_provider(st);
         st->wsio = (ptc_ws_io_t){&wsio_callbacks, evbuffer_new(), st->out};
         if (st->wsio.in == NULL || (st->ws = ptc_ws_new(conn->worker, st->snap, req, conn->tls, &st->wsio)) == NULL) {
             stream_reset(st, NGHTTP2_INTERNAL_ERROR);

@@ -84,6 +84,8 @@ struct st_ptc_h2client_t {
     bool want_close;
     char close_reason[160];
     bool unique_seeded; /* a request sent its per-call fields indexed (see submit) */
+    ptc_upstream_stream_t *head_s; /* the stream whose response header block is being received (on_header's lookup) */
+    int32_t head_id;               /* ... its id; head_s is NULL when none or when it was detached meanwhile */
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
     bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
@@ -249,12 +251,19 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 
 /* ---- receiving ---- */
 
+/* A header block is contiguous (RFC 9113 §4.3): its stream is looked up once for all its fields. */
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    (void)session;
-    (void)frame;
-    (void)user_data;
+    ptc_h2client_t *conn = user_data;
+    conn->head_id = frame->hd.stream_id;
+    conn->head_s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     return 0;
+}
+
+/* The stream of a header block's frame (see on_begin_headers). */
+static ptc_upstream_stream_t *head_stream(ptc_h2client_t *conn, nghttp2_session *session, int32_t stream_id)
+{
+    return conn->head_id == stream_id ? conn->head_s : nghttp2_session_get_stream_user_data(session, stream_id);
 }
 
 /* A call's grpc-status (trailers, or a trailers-only answer) for the passive outlier detection: 14 is a failure of
@@ -279,7 +288,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)flags;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = head_stream(user_data, session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
@@ -315,7 +324,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         break;
     case NGHTTP2_HEADERS:
-        if ((s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+        if ((s = head_stream(conn, session, frame->hd.stream_id)) != NULL)
             s->cb->on_headers_end(s, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
         break;
     case NGHTTP2_DATA:
@@ -689,14 +698,16 @@ static bool conn_has_capacity(ptc_h2client_t *conn)
            conn->num_streams < nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
 const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
 {
     return s->conn != NULL ? s->conn->addr : NULL;
 }
 
+/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
 static void stream_detach(ptc_upstream_stream_t *s)
 {
+    if (s->conn->head_s == s)
+        s->conn->head_s = NULL;
     TAILQ_REMOVE(&s->conn->streams, s, conn_link);
     s->conn = NULL;
     s->client = NULL;
