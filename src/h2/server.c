@@ -143,6 +143,7 @@ struct st_h2conn_t {
     struct event *timer; /* idle timeout, header block timeout or close linger: timer_kind */
     timer_kind_t timer_kind;
     struct event *send_ev; /* deferred nghttp2_session_send() */
+    bool send_queued;      /* send_ev is active */
     unsigned in_nghttp2;
     bool want_send;
     bool want_close;
@@ -173,10 +174,12 @@ static void conn_shut(h2conn_t *conn);
  */
 static void conn_want_send(h2conn_t *conn)
 {
-    if (conn->in_nghttp2 != 0)
+    if (conn->in_nghttp2 != 0) {
         conn->want_send = true;
-    else
+    } else if (!conn->send_queued) { /* once per loop pass: a call asks several times (head, body, end) */
+        conn->send_queued = true;
         event_active(conn->send_ev, EV_WRITE, 0);
+    }
 }
 
 static void conn_refresh(h2conn_t *conn);
@@ -1147,7 +1150,9 @@ static void on_send_ev(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    conn_send(arg);
+    h2conn_t *conn = arg;
+    conn->send_queued = false;
+    conn_send(conn);
 }
 
 static void on_timer(evutil_socket_t fd, short events, void *arg)

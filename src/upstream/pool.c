@@ -74,6 +74,7 @@ struct st_ptc_h2client_t {
     h2c_state_t state;
     struct event *timer;   /* connect + handshake deadline */
     struct event *send_ev; /* deferred nghttp2_session_send(): one per loop pass for all calls */
+    bool send_queued;      /* send_ev is active (conn_want_send) */
     bool direct_write;     /* cleartext: written by conn_send() itself (ptc_bev_write_now()) */
     bool write_blocked;
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
@@ -103,17 +104,21 @@ static void conn_send(ptc_h2client_t *conn);
  */
 static void conn_want_send(ptc_h2client_t *conn)
 {
-    if (conn->in_nghttp2 != 0 || conn->session == NULL)
+    if (conn->in_nghttp2 != 0 || conn->session == NULL) {
         conn->want_send = true;
-    else
+    } else if (!conn->send_queued) {
+        conn->send_queued = true;
         event_active(conn->send_ev, EV_WRITE, 0);
+    }
 }
 
 static void on_send_ev(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    conn_send(arg);
+    ptc_h2client_t *conn = arg;
+    conn->send_queued = false;
+    conn_send(conn);
 }
 
 static const ptc_upstream_config_t *up_config(const ptc_upstream_t *up)
