@@ -123,6 +123,7 @@ typedef struct st_h2stream_t {
     bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
+    bool data_deferred;    /* read_response found nothing to send yet: nghttp2 waits for stream_resume() */
     ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
     size_t num_trailers;
     char *trailer_mem;
@@ -355,6 +356,15 @@ static void stream_reset(h2stream_t *st, uint32_t code)
     nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, code);
 }
 
+/* More of the response is there: nghttp2 reads it again (a stream it is not waiting on needs no call). */
+static void stream_resume(h2stream_t *st)
+{
+    if (st->data_deferred) {
+        st->data_deferred = false;
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    }
+}
+
 /* Credits request DATA back to the browser unless the call is applying backpressure. */
 static void stream_credit_request(h2stream_t *st)
 {
@@ -427,8 +437,10 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
     (void)user_data;
     h2stream_t *st = source->ptr;
     size_t avail = evbuffer_get_length(st->out);
-    if (avail == 0 && !st->eof)
+    if (avail == 0 && !st->eof) {
+        st->data_deferred = true;
         return NGHTTP2_ERR_DEFERRED;
+    }
     size_t n = PTC_MIN(length, avail);
     if (n != 0)
         *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
@@ -505,7 +517,7 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
             nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         }
     } else {
-        nghttp2_session_resume_data(st->conn->session, st->id);
+        stream_resume(st);
     }
     conn_want_send(st->conn);
 }
@@ -514,7 +526,7 @@ static void ds_send_end(ptc_downstream_t *ds)
 {
     h2stream_t *st = (h2stream_t *)ds;
     st->eof = true;
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    stream_resume(st);
     conn_want_send(st->conn);
 }
 
@@ -741,7 +753,7 @@ static h2stream_t *stream_of_io(ptc_ws_io_t *io)
 static int wsio_write(ptc_ws_io_t *io)
 {
     h2stream_t *st = stream_of_io(io);
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    stream_resume(st);
     conn_want_send(st->conn);
     return 0;
 }
@@ -764,7 +776,7 @@ static void wsio_close(ptc_ws_io_t *io, bool clean)
     stream_credit_request(st);
     if (clean) {
         st->eof = true;
-        nghttp2_session_resume_data(st->conn->session, st->id);
+        stream_resume(st);
     } else {
         stream_reset(st, NGHTTP2_CANCEL);
     }

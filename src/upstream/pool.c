@@ -234,7 +234,10 @@ static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t
     ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (s == NULL) /* the stream was withdrawn; its RST_STREAM is queued */
         return NGHTTP2_ERR_DEFERRED;
-    return s->cb->read_request(s, length, data_flags);
+    ssize_t rv = s->cb->read_request(s, length, data_flags);
+    if (rv == NGHTTP2_ERR_DEFERRED)
+        s->data_deferred = true;
+    return rv;
 }
 
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
@@ -747,6 +750,7 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     }
     s->conn = conn;
     s->stream_id = id;
+    s->data_deferred = false;
     conn_streams_add(conn, 1);
     TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
     conn_want_send(conn);
@@ -1167,7 +1171,10 @@ static void client_resume_data(ptc_upstream_stream_t *s)
 {
     if (s->conn == NULL)
         return;
-    nghttp2_session_resume_data(s->conn->session, s->stream_id);
+    if (s->data_deferred) { /* nghttp2 only waits on a stream whose read_request said so */
+        s->data_deferred = false;
+        nghttp2_session_resume_data(s->conn->session, s->stream_id);
+    }
     conn_want_send(s->conn);
 }
 
