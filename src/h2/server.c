@@ -152,7 +152,7 @@ struct st_h2conn_t {
     bool goaway_sent;
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
-    h2stream_t *head_st;     /* the stream whose request head is being received (on_header's lookup); NULL: none */
+    h2stream_t *recent_st;   /* the stream last opened or looked up (stream_of); NULL: none, or freed */
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -336,8 +336,8 @@ static void stream_free(h2stream_t *st, const char *reason)
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
-    if (conn->head_st == st)
-        conn->head_st = NULL;
+    if (conn->recent_st == st)
+        conn->recent_st = NULL;
     ptc_worker_head_block_release(conn->worker, &st->hb);
     ptc_snapshot_release(st->snap);
     free(st->hparam);
@@ -658,6 +658,21 @@ static void settings_check(h2conn_t *conn, const nghttp2_settings *settings)
     }
 }
 
+/*
+ * The stream with this id (nghttp2's stream user data, which is set when a stream opens and cleared as it is freed):
+ * a call's frames come one after another (HEADERS and its fields, DATA, the close), so the stream last opened or looked
+ * up is remembered; freeing it forgets it.
+ */
+static h2stream_t *stream_of(h2conn_t *conn, int32_t stream_id)
+{
+    if (conn->recent_st != NULL && conn->recent_st->id == stream_id)
+        return conn->recent_st;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(conn->session, stream_id);
+    if (st != NULL)
+        conn->recent_st = st;
+    return st;
+}
+
 static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
 {
     const ptc_head_off_t *o = &st->hb.offs[i];
@@ -711,20 +726,19 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     st->super.cb = &ds_callbacks;
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
-    conn->head_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
+    conn->recent_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
     return 0;
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
                      size_t valuelen, uint8_t flags, void *user_data)
 {
+    (void)session;
     (void)flags;
     h2conn_t *conn = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
-    h2stream_t *st = conn->head_st != NULL && conn->head_st->id == frame->hd.stream_id
-                         ? conn->head_st
-                         : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
     if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
     const ptc_limits_config_t *lim = &st->snap->config.limits;
@@ -916,8 +930,9 @@ static void frame_price(h2conn_t *conn, const nghttp2_frame *frame)
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    (void)session;
     h2conn_t *conn = user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
     frame_price(conn, frame);
@@ -940,8 +955,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
 {
     (void)flags;
-    (void)user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    h2stream_t *st = stream_of(user_data, stream_id);
     if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
@@ -961,7 +975,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     h2conn_t *conn = user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    h2stream_t *st = stream_of(conn, stream_id);
     if (st == NULL)
         return 0;
     if (error_code != NGHTTP2_NO_ERROR && st->call != NULL)

@@ -85,8 +85,7 @@ struct st_ptc_h2client_t {
     bool want_close;
     char close_reason[160];
     bool unique_seeded; /* a request sent its per-call fields indexed (see submit) */
-    ptc_upstream_stream_t *head_s; /* the stream whose response header block is being received (on_header's lookup) */
-    int32_t head_id;               /* ... its id; head_s is NULL when none or when it was detached meanwhile */
+    ptc_upstream_stream_t *recent; /* the stream last opened or looked up (stream_of); NULL once detached */
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
     bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
@@ -192,6 +191,20 @@ static void conn_streams_add(ptc_h2client_t *conn, int n)
         conn->up->endpoints[conn->endpoint].streams = (size_t)((ptrdiff_t)conn->up->endpoints[conn->endpoint].streams + n);
 }
 
+/*
+ * The stream with this id (nghttp2's stream user data): a call's frames come one after another (HEADERS, DATA, the
+ * response's header blocks), so the stream last opened or looked up is remembered; detaching forgets it.
+ */
+static ptc_upstream_stream_t *stream_of(ptc_h2client_t *conn, int32_t stream_id)
+{
+    if (conn->recent != NULL && conn->recent->stream_id == stream_id)
+        return conn->recent;
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(conn->session, stream_id);
+    if (s != NULL)
+        conn->recent = s;
+    return s;
+}
+
 /* ---- sending ---- */
 
 static void conn_send(ptc_h2client_t *conn)
@@ -228,10 +241,10 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                             nghttp2_data_source *source, void *user_data)
 {
+    (void)session;
     (void)buf;
     (void)source;
-    (void)user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
     if (s == NULL) /* the stream was withdrawn; its RST_STREAM is queued */
         return NGHTTP2_ERR_DEFERRED;
     ssize_t rv = s->cb->read_request(s, length, data_flags);
@@ -243,10 +256,11 @@ static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *user_data)
 {
+    (void)session;
     (void)source;
     ptc_h2client_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = stream_of(conn, frame->hd.stream_id);
 
     if (s == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -259,19 +273,12 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 
 /* ---- receiving ---- */
 
-/* A header block is contiguous (RFC 9113 §4.3): its stream is looked up once for all its fields. */
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    ptc_h2client_t *conn = user_data;
-    conn->head_id = frame->hd.stream_id;
-    conn->head_s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    (void)session;
+    (void)frame;
+    (void)user_data;
     return 0;
-}
-
-/* The stream of a header block's frame (see on_begin_headers). */
-static ptc_upstream_stream_t *head_stream(ptc_h2client_t *conn, nghttp2_session *session, int32_t stream_id)
-{
-    return conn->head_id == stream_id ? conn->head_s : nghttp2_session_get_stream_user_data(session, stream_id);
 }
 
 /* A call's grpc-status (trailers, or a trailers-only answer) for the passive outlier detection: 14 is a failure of
@@ -293,10 +300,11 @@ static void note_grpc_status(ptc_h2client_t *conn, const uint8_t *value, size_t 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
+    (void)session;
     (void)flags;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    ptc_upstream_stream_t *s = head_stream(user_data, session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
@@ -332,12 +340,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         break;
     case NGHTTP2_HEADERS:
-        if ((s = head_stream(conn, session, frame->hd.stream_id)) != NULL)
+        if ((s = stream_of(conn, frame->hd.stream_id)) != NULL)
             s->cb->on_headers_end(s, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
         break;
     case NGHTTP2_DATA:
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            (s = stream_of(conn, frame->hd.stream_id)) != NULL)
             s->cb->on_data_end(s);
         break;
     case NGHTTP2_GOAWAY:
@@ -355,8 +363,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          void *user_data)
 {
     (void)flags;
-    (void)user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
     if (s == NULL) {
         /* nobody will read these bytes; give the window back so the connection does not stall */
         nghttp2_session_consume(session, stream_id, len);
@@ -369,7 +376,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     ptc_h2client_t *conn = user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(conn, stream_id);
 
     conn_streams_add(conn, -1);
     if (s != NULL) {
@@ -714,8 +721,8 @@ const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
 /* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
 static void stream_detach(ptc_upstream_stream_t *s)
 {
-    if (s->conn->head_s == s)
-        s->conn->head_s = NULL;
+    if (s->conn->recent == s)
+        s->conn->recent = NULL;
     TAILQ_REMOVE(&s->conn->streams, s, conn_link);
     s->conn = NULL;
     s->client = NULL;
@@ -751,6 +758,7 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     s->conn = conn;
     s->stream_id = id;
     s->data_deferred = false;
+    conn->recent = s;
     conn_streams_add(conn, 1);
     TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
     conn_want_send(conn);
