@@ -75,6 +75,7 @@ struct st_ptc_upstream_stream_t {
     ptc_h2client_t *conn;  /* NULL until a stream is open, and again after it closed */
     int32_t stream_id;
     bool pending;          /* in the pool's pending queue */
+    bool data_deferred;    /* the client's: read_request answered NGHTTP2_ERR_DEFERRED and resume_data was not called since */
     TAILQ_ENTRY(st_ptc_upstream_stream_t) pending_link; /* in ptc_upstream_t.pending (or .pinned), while pending */
     TAILQ_ENTRY(st_ptc_upstream_stream_t) conn_link;    /* in the connection's list, while conn != NULL */
 };

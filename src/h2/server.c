@@ -123,6 +123,7 @@ typedef struct st_h2stream_t {
     bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
+    bool data_deferred;    /* read_response found nothing to send yet: nghttp2 waits for stream_resume() */
     ptc_header_t *trailers; /* native gRPC: HTTP/2 trailers to send after the body */
     size_t num_trailers;
     char *trailer_mem;
@@ -143,6 +144,7 @@ struct st_h2conn_t {
     struct event *timer; /* idle timeout, header block timeout or close linger: timer_kind */
     timer_kind_t timer_kind;
     struct event *send_ev; /* deferred nghttp2_session_send() */
+    bool send_queued;      /* send_ev is active */
     unsigned in_nghttp2;
     bool want_send;
     bool want_close;
@@ -150,11 +152,12 @@ struct st_h2conn_t {
     bool goaway_sent;
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
-    h2stream_t *head_st;     /* the stream whose request head is being received (on_header's lookup); NULL: none */
+    h2stream_t *recent_st;   /* the stream last opened or looked up (stream_of); NULL: none, or freed */
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
     bool goaway_out;         /* an error GOAWAY went out: nothing more is sent */
+    bool unique_seeded;      /* a response carried the request id indexed (see field_flags) */
     int64_t max_send_window; /* when a SETTINGS frame began: the largest send window of a stream, and ... */
     int64_t old_initial;     /* ... the client's SETTINGS_INITIAL_WINDOW_SIZE (see settings_check) */
     bucket_t resets;         /* streams the client may still close before our side ended */
@@ -172,10 +175,12 @@ static void conn_shut(h2conn_t *conn);
  */
 static void conn_want_send(h2conn_t *conn)
 {
-    if (conn->in_nghttp2 != 0)
+    if (conn->in_nghttp2 != 0) {
         conn->want_send = true;
-    else
+    } else if (!conn->send_queued) { /* once per loop pass: a call asks several times (head, body, end) */
+        conn->send_queued = true;
         event_active(conn->send_ev, EV_WRITE, 0);
+    }
 }
 
 static void conn_refresh(h2conn_t *conn);
@@ -331,8 +336,8 @@ static void stream_free(h2stream_t *st, const char *reason)
     }
     TAILQ_REMOVE(&conn->streams, st, link);
     conn->num_streams--;
-    if (conn->head_st == st)
-        conn->head_st = NULL;
+    if (conn->recent_st == st)
+        conn->recent_st = NULL;
     ptc_worker_head_block_release(conn->worker, &st->hb);
     ptc_snapshot_release(st->snap);
     free(st->hparam);
@@ -351,6 +356,15 @@ static void stream_reset(h2stream_t *st, uint32_t code)
     nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, code);
 }
 
+/* More of the response is there: nghttp2 reads it again (a stream it is not waiting on needs no call). */
+static void stream_resume(h2stream_t *st)
+{
+    if (st->data_deferred) {
+        st->data_deferred = false;
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    }
+}
+
 /* Credits request DATA back to the browser unless the call is applying backpressure. */
 static void stream_credit_request(h2stream_t *st)
 {
@@ -359,6 +373,24 @@ static void stream_credit_request(h2stream_t *st)
     nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
     st->unconsumed_req = 0;
     conn_want_send(st->conn);
+}
+
+/*
+ * HPACK indexing of a response field. The request id differs on every response: indexed, each would be inserted into
+ * the dynamic table and evict an older one, and every lookup of the name would walk all the ids still there (~3.7k
+ * instructions a response). So it goes as a literal never indexed, but for the connection's first, which is indexed so
+ * that the name stays in the table and the later ones refer to it instead of spelling (and Huffman-coding) it. Should
+ * that entry be evicted, the name is spelled again: only the saving is lost.
+ */
+static uint8_t field_flags(h2conn_t *conn, ptc_iovec_t name, ptc_iovec_t unique)
+{
+    if (unique.len == 0 || !ptc_iov_eq(name, unique))
+        return NGHTTP2_NV_FLAG_NONE;
+    if (!conn->unique_seeded) {
+        conn->unique_seeded = true;
+        return NGHTTP2_NV_FLAG_NONE;
+    }
+    return NGHTTP2_NV_FLAG_NO_INDEX;
 }
 
 /* Builds an nghttp2 header block: :status, the fields, and the CORS fields of the stream's decision. */
@@ -381,10 +413,12 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
     code[3] = '\0';
     static char status_name[] = ":status";
     nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    const ptc_request_id_config_t *rid = &st->snap->config.request_id;
+    ptc_iovec_t unique = rid->enabled ? ptc_iov(rid->header, strlen(rid->header)) : ptc_iov("", 0);
 #define ADD(list, count)                                                                                                           \
     for (size_t i = 0; i < (count); i++)                                                                                           \
         nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)(list)[i].name.base, (uint8_t *)(uintptr_t)(list)[i].value.base,          \
-                                (list)[i].name.len, (list)[i].value.len, NGHTTP2_NV_FLAG_NONE};
+                                (list)[i].name.len, (list)[i].value.len, field_flags(st->conn, (list)[i].name, unique)};
     ADD(headers, n)
     ADD(extra, nextra)
     ADD(cors, ncors)
@@ -400,14 +434,13 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
                              nghttp2_data_source *source, void *user_data)
 {
     (void)buf;
-    (void)source;
     (void)user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (st == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    h2stream_t *st = source->ptr;
     size_t avail = evbuffer_get_length(st->out);
-    if (avail == 0 && !st->eof)
+    if (avail == 0 && !st->eof) {
+        st->data_deferred = true;
         return NGHTTP2_ERR_DEFERRED;
+    }
     size_t n = PTC_MIN(length, avail);
     if (n != 0)
         *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
@@ -435,12 +468,11 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *user_data)
 {
-    (void)source;
+    (void)session;
+    (void)frame;
     h2conn_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (st == NULL)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    h2stream_t *st = source->ptr;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK || conn->goaway_out)
         return NGHTTP2_ERR_WOULDBLOCK;
     if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
@@ -454,12 +486,18 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     return 0;
 }
 
+/* The response's data source: the stream (which lives until nghttp2 closes it, or with the session). */
+static nghttp2_data_provider response_provider(h2stream_t *st)
+{
+    return (nghttp2_data_provider){.source = {.ptr = st}, .read_callback = read_response};
+}
+
 /* ---- the call's view (ptc_downstream_cb_t) ---- */
 
 static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+    nghttp2_data_provider prd = response_provider(st);
     /* HTTP/2 forbids connection-specific fields; the call never passes them */
     if (submit_head(st, status, headers, n, NULL, 0, end_stream ? NULL : &prd) != 0)
         stream_reset(st, NGHTTP2_INTERNAL_ERROR);
@@ -479,7 +517,7 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
             nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         }
     } else {
-        nghttp2_session_resume_data(st->conn->session, st->id);
+        stream_resume(st);
     }
     conn_want_send(st->conn);
 }
@@ -488,7 +526,7 @@ static void ds_send_end(ptc_downstream_t *ds)
 {
     h2stream_t *st = (h2stream_t *)ds;
     st->eof = true;
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    stream_resume(st);
     conn_want_send(st->conn);
 }
 
@@ -551,7 +589,7 @@ static void ds_respond(ptc_downstream_t *ds, int status, const ptc_header_t *hea
     size_t blen = body != NULL ? strlen(body) : 0;
     ptc_header_t extra[2];
     size_t nextra = 0;
-    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+    nghttp2_data_provider prd = response_provider(st);
 
     st->discard = true;
     stream_credit_request(st);
@@ -620,6 +658,21 @@ static void settings_check(h2conn_t *conn, const nghttp2_settings *settings)
     }
 }
 
+/*
+ * The stream with this id (nghttp2's stream user data, which is set when a stream opens and cleared as it is freed):
+ * a call's frames come one after another (HEADERS and its fields, DATA, the close), so the stream last opened or looked
+ * up is remembered; freeing it forgets it.
+ */
+static h2stream_t *stream_of(h2conn_t *conn, int32_t stream_id)
+{
+    if (conn->recent_st != NULL && conn->recent_st->id == stream_id)
+        return conn->recent_st;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(conn->session, stream_id);
+    if (st != NULL)
+        conn->recent_st = st;
+    return st;
+}
+
 static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
 {
     const ptc_head_off_t *o = &st->hb.offs[i];
@@ -673,20 +726,19 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     st->super.cb = &ds_callbacks;
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
-    conn->head_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
+    conn->recent_st = st; /* a header block is contiguous (RFC 9113 §4.3): its fields are this stream's */
     return 0;
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
                      size_t valuelen, uint8_t flags, void *user_data)
 {
+    (void)session;
     (void)flags;
     h2conn_t *conn = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers carry nothing a gRPC call uses */
-    h2stream_t *st = conn->head_st != NULL && conn->head_st->id == frame->hd.stream_id
-                         ? conn->head_st
-                         : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
     if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
         return 0;
     const ptc_limits_config_t *lim = &st->snap->config.limits;
@@ -715,7 +767,7 @@ static h2stream_t *stream_of_io(ptc_ws_io_t *io)
 static int wsio_write(ptc_ws_io_t *io)
 {
     h2stream_t *st = stream_of_io(io);
-    nghttp2_session_resume_data(st->conn->session, st->id);
+    stream_resume(st);
     conn_want_send(st->conn);
     return 0;
 }
@@ -738,7 +790,7 @@ static void wsio_close(ptc_ws_io_t *io, bool clean)
     stream_credit_request(st);
     if (clean) {
         st->eof = true;
-        nghttp2_session_resume_data(st->conn->session, st->id);
+        stream_resume(st);
     } else {
         stream_reset(st, NGHTTP2_CANCEL);
     }
@@ -764,7 +816,7 @@ static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_i
         status = ptc_ws_check(conn->worker, req, why, sizeof(why));
     }
     if (status == 0) {
-        nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_response};
+        nghttp2_data_provider prd = response_provider(st);
         st->wsio = (ptc_ws_io_t){&wsio_callbacks, evbuffer_new(), st->out};
         if (st->wsio.in == NULL || (st->ws = ptc_ws_new(conn->worker, st->snap, req, conn->tls, &st->wsio)) == NULL) {
             stream_reset(st, NGHTTP2_INTERNAL_ERROR);
@@ -878,8 +930,9 @@ static void frame_price(h2conn_t *conn, const nghttp2_frame *frame)
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    (void)session;
     h2conn_t *conn = user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
     frame_price(conn, frame);
@@ -902,8 +955,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
 {
     (void)flags;
-    (void)user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    h2stream_t *st = stream_of(user_data, stream_id);
     if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
@@ -923,7 +975,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     h2conn_t *conn = user_data;
-    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    h2stream_t *st = stream_of(conn, stream_id);
     if (st == NULL)
         return 0;
     if (error_code != NGHTTP2_NO_ERROR && st->call != NULL)
@@ -1124,7 +1176,9 @@ static void on_send_ev(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    conn_send(arg);
+    h2conn_t *conn = arg;
+    conn->send_queued = false;
+    conn_send(conn);
 }
 
 static void on_timer(evutil_socket_t fd, short events, void *arg)

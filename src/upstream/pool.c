@@ -74,6 +74,7 @@ struct st_ptc_h2client_t {
     h2c_state_t state;
     struct event *timer;   /* connect + handshake deadline */
     struct event *send_ev; /* deferred nghttp2_session_send(): one per loop pass for all calls */
+    bool send_queued;      /* send_ev is active (conn_want_send) */
     bool direct_write;     /* cleartext: written by conn_send() itself (ptc_bev_write_now()) */
     bool write_blocked;
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
@@ -83,6 +84,8 @@ struct st_ptc_h2client_t {
     bool want_send;
     bool want_close;
     char close_reason[160];
+    bool unique_seeded; /* a request sent its per-call fields indexed (see submit) */
+    ptc_upstream_stream_t *recent; /* the stream last opened or looked up (stream_of); NULL once detached */
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
     bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
@@ -100,17 +103,21 @@ static void conn_send(ptc_h2client_t *conn);
  */
 static void conn_want_send(ptc_h2client_t *conn)
 {
-    if (conn->in_nghttp2 != 0 || conn->session == NULL)
+    if (conn->in_nghttp2 != 0 || conn->session == NULL) {
         conn->want_send = true;
-    else
+    } else if (!conn->send_queued) {
+        conn->send_queued = true;
         event_active(conn->send_ev, EV_WRITE, 0);
+    }
 }
 
 static void on_send_ev(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
     (void)events;
-    conn_send(arg);
+    ptc_h2client_t *conn = arg;
+    conn->send_queued = false;
+    conn_send(conn);
 }
 
 static const ptc_upstream_config_t *up_config(const ptc_upstream_t *up)
@@ -184,6 +191,20 @@ static void conn_streams_add(ptc_h2client_t *conn, int n)
         conn->up->endpoints[conn->endpoint].streams = (size_t)((ptrdiff_t)conn->up->endpoints[conn->endpoint].streams + n);
 }
 
+/*
+ * The stream with this id (nghttp2's stream user data): a call's frames come one after another (HEADERS, DATA, the
+ * response's header blocks), so the stream last opened or looked up is remembered; detaching forgets it.
+ */
+static ptc_upstream_stream_t *stream_of(ptc_h2client_t *conn, int32_t stream_id)
+{
+    if (conn->recent != NULL && conn->recent->stream_id == stream_id)
+        return conn->recent;
+    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(conn->session, stream_id);
+    if (s != NULL)
+        conn->recent = s;
+    return s;
+}
+
 /* ---- sending ---- */
 
 static void conn_send(ptc_h2client_t *conn)
@@ -220,22 +241,26 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                             nghttp2_data_source *source, void *user_data)
 {
+    (void)session;
     (void)buf;
     (void)source;
-    (void)user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
     if (s == NULL) /* the stream was withdrawn; its RST_STREAM is queued */
         return NGHTTP2_ERR_DEFERRED;
-    return s->cb->read_request(s, length, data_flags);
+    ssize_t rv = s->cb->read_request(s, length, data_flags);
+    if (rv == NGHTTP2_ERR_DEFERRED)
+        s->data_deferred = true;
+    return rv;
 }
 
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *user_data)
 {
+    (void)session;
     (void)source;
     ptc_h2client_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = stream_of(conn, frame->hd.stream_id);
 
     if (s == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -275,10 +300,11 @@ static void note_grpc_status(ptc_h2client_t *conn, const uint8_t *value, size_t 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
+    (void)session;
     (void)flags;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
@@ -314,12 +340,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         break;
     case NGHTTP2_HEADERS:
-        if ((s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+        if ((s = stream_of(conn, frame->hd.stream_id)) != NULL)
             s->cb->on_headers_end(s, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
         break;
     case NGHTTP2_DATA:
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) != NULL)
+            (s = stream_of(conn, frame->hd.stream_id)) != NULL)
             s->cb->on_data_end(s);
         break;
     case NGHTTP2_GOAWAY:
@@ -337,8 +363,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          void *user_data)
 {
     (void)flags;
-    (void)user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
     if (s == NULL) {
         /* nobody will read these bytes; give the window back so the connection does not stall */
         nghttp2_session_consume(session, stream_id, len);
@@ -351,7 +376,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     ptc_h2client_t *conn = user_data;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    ptc_upstream_stream_t *s = stream_of(conn, stream_id);
 
     conn_streams_add(conn, -1);
     if (s != NULL) {
@@ -688,14 +713,16 @@ static bool conn_has_capacity(ptc_h2client_t *conn)
            conn->num_streams < nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
 const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
 {
     return s->conn != NULL ? s->conn->addr : NULL;
 }
 
+/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
 static void stream_detach(ptc_upstream_stream_t *s)
 {
+    if (s->conn->recent == s)
+        s->conn->recent = NULL;
     TAILQ_REMOVE(&s->conn->streams, s, conn_link);
     s->conn = NULL;
     s->client = NULL;
@@ -709,6 +736,18 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_request};
 
     s->cb->request_headers(s, &nva, &n);
+    nghttp2_nv seed[64];
+    if (!conn->unique_seeded && n <= PTC_ARRAY_SIZE(seed)) {
+        /* HPACK: the fields whose value is new on every call (request ids, trace context) go as literals never indexed
+         * (NGHTTP2_NV_FLAG_NO_INDEX): indexing them would only churn the dynamic table. The connection's first request
+         * sends them indexed once, so that their names stay in the table and later requests refer to them instead of
+         * spelling (and Huffman-coding) them. nghttp2 never indexes authorization, whatever the flags say. */
+        memcpy(seed, nva, n * sizeof(*nva));
+        for (size_t i = 0; i < n; i++)
+            seed[i].flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
+        nva = seed;
+        conn->unique_seeded = true;
+    }
     int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, s);
     if (id < 0) {
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
@@ -718,6 +757,8 @@ static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
     }
     s->conn = conn;
     s->stream_id = id;
+    s->data_deferred = false;
+    conn->recent = s;
     conn_streams_add(conn, 1);
     TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
     conn_want_send(conn);
@@ -1138,7 +1179,10 @@ static void client_resume_data(ptc_upstream_stream_t *s)
 {
     if (s->conn == NULL)
         return;
-    nghttp2_session_resume_data(s->conn->session, s->stream_id);
+    if (s->data_deferred) { /* nghttp2 only waits on a stream whose read_request said so */
+        s->data_deferred = false;
+        nghttp2_session_resume_data(s->conn->session, s->stream_id);
+    }
     conn_want_send(s->conn);
 }
 

@@ -186,7 +186,9 @@ def ignored(t, send):
 
 class CountingUpstream:
     """An HTTP/2 (h2c) upstream counting the streams opened on it; each request that ends gets an empty gRPC
-    answer (Trailers-Only, grpc-status 0). `.requests` is the count."""
+    answer (Trailers-Only, grpc-status 0). `.requests` is the count; `.heads` has, per request, its header fields
+    as hpack decoded them (NeverIndexedHeaderTuple for a literal never indexed) and the names in the connection's
+    HPACK dynamic table once it was decoded."""
 
     def __init__(self):
         self.listener = socket.socket()
@@ -194,6 +196,7 @@ class CountingUpstream:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.requests = 0
+        self.heads = []
         self.lock = threading.Lock()
         self.stopping = False
         self.socks = []
@@ -222,6 +225,7 @@ class CountingUpstream:
                     if isinstance(ev, h2.events.RequestReceived):
                         with self.lock:
                             self.requests += 1
+                            self.heads.append((list(ev.headers), [n for n, _ in conn.decoder.header_table.dynamic_entries]))
                     elif isinstance(ev, h2.events.StreamEnded):
                         try:
                             conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc"),

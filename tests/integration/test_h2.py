@@ -24,12 +24,14 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import pytest
 
 import echo_pb
 import grpcweb
 from conftest import RssSampler, rss_kib
 from echo_pb import EchoRequest, EchoResponse
+from h2gw import CountingUpstream
 
 # Under ASan the allocator's quarantine and shadow memory dominate RSS (see test_lifecycle.py).
 SANITIZED = os.environ.get("PTC_SANITIZED") == "1"
@@ -326,6 +328,39 @@ def test_unary_binary(portico):
         # a second call on the same connection
         assert_ok_unary(c.call(UNARY, body_of(EchoRequest(message="again"))), "again")
     assert_serves(gw)
+
+
+def test_hpack_per_call_fields_never_indexed(portico):
+    """HPACK on both sessions: fields whose value is new on every call (the request id; upstream also the trace
+    context) go as literals never indexed, so the dynamic tables stop changing after the first call on a
+    connection; that first call's go indexed, so that later calls refer to their names in the table."""
+    up = CountingUpstream()
+    try:
+        gw = portico(upstream=up.port)
+        rids = []
+        with H2Client(gw.port) as c:
+            sizes = []
+            for i in range(6):
+                st = c.call(UNARY, body_of(EchoRequest(message=f"m{i}")))
+                assert st.ended and st.status == 200, (st.frames, st.headers)
+                rids += [h for h in st.headers if h[0] == "x-request-id"]
+                sizes.append(len(c.conn.decoder.header_table.dynamic_entries))
+            table = [n for n, _ in c.conn.decoder.header_table.dynamic_entries]
+        assert len(rids) == 6 and len({v for _, v in rids}) == 6, rids
+        assert [isinstance(h, hpack.NeverIndexedHeaderTuple) for h in rids] == [False] + [True] * 5, rids
+        assert table.count(b"x-request-id") == 1, table
+        assert sizes[1:] == [sizes[1]] * 5, sizes
+        with up.lock:
+            heads = list(up.heads)
+        assert len(heads) == 6, heads
+        for name in (b"x-request-id", b"traceparent"):
+            fields = [h for hdrs, _ in heads for h in hdrs if h[0] == name]
+            assert len(fields) == 6 and len({v for _, v in fields}) == 6, fields
+            assert [isinstance(h, hpack.NeverIndexedHeaderTuple) for h in fields] == [False] + [True] * 5, fields
+            assert heads[-1][1].count(name) == 1, heads[-1][1]
+        assert all(names == heads[1][1] for _, names in heads[1:]), [names for _, names in heads]
+    finally:
+        up.stop()
 
 
 def test_unary_text(portico):
