@@ -1268,6 +1268,7 @@ static void conn_release_idle(ptc_conn_t *c)
         madvise(conn->framebuf, conn->framebuf_size / page * page, MADV_DONTNEED); /* allocated page-aligned */
     }
     if (conn->tls) { /* bufferevent_openssl keeps its bufferevent (OpenSSL releases its own buffers: tls.c) */
+        ptc_bev_trim_input(conn->bev); /* ~16 KiB an SSL_read reserved and did not fill */
         ptc_log_debug("h2 %s: idle: frame buffer released", conn->base.peer);
         return;
     }
