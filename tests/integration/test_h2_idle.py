@@ -4,12 +4,13 @@ bufferevent. Whatever comes next (requests, several streams at once, a PING, the
 client's close) must find the connection exactly as before, and a stream open when the idle timer fires keeps
 everything."""
 
+import signal
 import time
 
 import grpcweb
 from echo_pb import EchoResponse
 from h2gw import UNARY, Gateways, assert_serves, gateways_fixture, settled, target_fixture, unary_body
-from h2raw import ACK, PING, request_headers
+from h2raw import ACK, PING, SETTINGS, RawH2, request_headers
 
 gateways = gateways_fixture(lambda tmp, request: Gateways(
     tmp.mktemp("h2idle"), request.getfixturevalue("echo_server").port, extra="timeouts: {idle: 6s}\n"))
@@ -101,3 +102,23 @@ def test_released_connection_gets_the_idle_timeout_goaway(t):
     assert code == 0 and last == 1, (code, last)
     assert 3.5 <= time.monotonic() - t0 <= 7.5
     assert c.wait_closed(5), "the gateway did not close after its GOAWAY"
+
+
+def test_sigterm_drain_reaches_a_released_h2c_connection(portico):
+    """Draining sends GOAWAY through a parked connection (its bufferevent made again to write it) and the
+    gateway exits cleanly once the client closed."""
+    gw = portico()
+    c = RawH2(gw.port)
+    c.wait(lambda: c.find(SETTINGS), 3, "SETTINGS")
+    assert_serves(c, 1, "before")
+    deadline = time.monotonic() + 4
+    while "idle: buffers released" not in gw.log_text():
+        assert time.monotonic() < deadline, "the idle h2c connection kept its buffers"
+        time.sleep(0.05)
+    gw.signal(signal.SIGTERM)
+    code, last, _ = c.goaway(timeout=3)
+    assert code == 0 and last == 1, (code, last)
+    assert "idle connection woke up" in gw.log_text()
+    assert c.wait_closed(3), "the drained connection was not closed"
+    c.close()
+    assert gw.proc.wait(5) == 0
