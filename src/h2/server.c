@@ -1185,13 +1185,12 @@ static void conn_free(h2conn_t *conn, const char *reason)
     while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
         stream_free(st, reason);
     nghttp2_session_del(conn->session);
-    evutil_socket_t parked_fd = conn->send_ev != NULL ? event_get_fd(conn->send_ev) : -1; /* >= 0 while parked */
+    evutil_socket_t parked_fd = conn->bev == NULL ? event_get_fd(conn->send_ev) : -1; /* >= 0 while parked */
+    event_free(conn->timer);
+    event_free(conn->send_ev); /* before the socket closes: while parked (or failing to wake) it watches it */
     if (conn->bev != NULL)
         bufferevent_free(conn->bev);
-    event_free(conn->timer);
-    if (conn->send_ev != NULL)
-        event_free(conn->send_ev);
-    if (conn->bev == NULL && parked_fd >= 0)
+    else if (parked_fd >= 0)
         evutil_closesocket(parked_fd);
     ptc_conn_unregister(&conn->base);
     free(conn);
