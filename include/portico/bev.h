@@ -33,4 +33,11 @@ void ptc_bev_write_drained(struct bufferevent *bev, bool *blocked);
  */
 int ptc_bev_read_direct(struct bufferevent *bev);
 
+/*
+ * Frees the chains an empty input evbuffer still holds: a read that found nothing leaves the space it reserved
+ * (bufferevent_openssl reserves up to 16 KiB per SSL_read; the direct reads above up to 64 KiB). For idle
+ * connections (ptc_conn_idle()); a no-op when the buffer holds bytes or cannot be written to.
+ */
+void ptc_bev_trim_input(struct bufferevent *bev);
+
 #endif

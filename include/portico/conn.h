@@ -68,6 +68,24 @@ void ptc_conn_idle(ptc_conn_t *c);
 /* The worker's idle timer: releases what has been idle long enough (worker.c arms it through ptc_conn_idle). */
 void ptc_conn_idle_sweep(ptc_worker_t *w);
 
+/*
+ * Parking: a released cleartext connection has no bufferevent; `ev` (an event of the connection's that is
+ * unused while idle) watches its socket instead, EV_READ | EV_PERSIST calling cb(fd, events, arg). The new
+ * read event is added before the bufferevent's goes, so the socket stays in epoll and neither parking nor
+ * waking costs an epoll_ctl. ptc_conn_park() frees bev (the socket stays open, event_get_fd(ev) has it);
+ * -1 (out of memory) when it could not, and nothing changed.
+ */
+struct event;
+int ptc_conn_park(struct event *ev, struct bufferevent *bev, void (*cb)(int, short, void *), void *arg);
+/* What a parked socket's readiness means: 1 bytes wait (make the bufferevent again), 0 nothing (spurious),
+ * -1 the client closed the connection (errno 0) or an error (errno). Peeks one byte: nothing is consumed. */
+int ptc_conn_parked_peek(int fd);
+/* A bufferevent (direct reads, not enabled) for the parked socket of `ev`; NULL when out of memory. Once
+ * it is enabled, ptc_conn_unparked() gives `ev` back to its busy-time use (cb, arg, no descriptor) and makes
+ * bev read at once (the bytes that woke the socket). */
+struct bufferevent *ptc_conn_unpark(struct event *ev);
+void ptc_conn_unparked(struct event *ev, struct bufferevent *bev, void (*cb)(int, short, void *), void *arg);
+
 
 
 /* Formats a peer address as "ip:port" / "[ip6]:port". */

@@ -140,3 +140,11 @@ int ptc_bev_read_direct(struct bufferevent *bev)
                  on_readable, bev);
     return pending ? event_add(&bev->ev_read, NULL) : 0;
 }
+
+void ptc_bev_trim_input(struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    /* evbuffer_drain() frees every chain when it drains all, but does nothing to an empty buffer: one byte */
+    if (evbuffer_get_length(in) == 0 && evbuffer_add(in, "", 1) == 0)
+        evbuffer_drain(in, 1);
+}

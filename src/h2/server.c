@@ -39,7 +39,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -162,9 +164,14 @@ struct st_h2conn_t {
     int64_t old_initial;     /* ... the client's SETTINGS_INITIAL_WINDOW_SIZE (see settings_check) */
     bucket_t resets;         /* streams the client may still close before our side ended */
     bucket_t control;        /* control and empty frames the client may still send */
+    /* nghttp2's outbound frame buffer (one 16 KiB frame; ng_framebuf_realloc): page-aligned, its pages are given
+     * back while the connection is idle (conn_release_idle) */
+    uint8_t *framebuf;
+    size_t framebuf_size; /* nonzero once allocated (even after nghttp2 freed it: only the first is it) */
 };
 
 static void conn_free(h2conn_t *conn, const char *reason);
+static bool conn_wake(h2conn_t *conn);
 static bool conn_send(h2conn_t *conn);
 static void conn_shut(h2conn_t *conn);
 
@@ -207,6 +214,7 @@ static void timer_update(h2conn_t *conn)
         if (conn->base.snap != conn->worker->snap)
             conn_refresh(conn); /* an idle connection does not hold on to an old configuration */
         timer_arm(conn, TIMER_IDLE, conn->base.snap->config.timeouts.idle_ms);
+        ptc_conn_idle(&conn->base); /* its buffers go after a second without a stream (conn_release_idle()) */
     } else if (conn->timer_kind != TIMER_NONE) {
         evtimer_del(conn->timer);
         conn->timer_kind = TIMER_NONE;
@@ -1064,6 +1072,8 @@ static bool conn_send(h2conn_t *conn)
         conn->want_send = true;
         return true;
     }
+    if (conn->bev == NULL && !conn_wake(conn))
+        return false; /* a parked connection has something to send: a GOAWAY, a SETTINGS frame */
     conn->in_nghttp2++;
     if (ptc_h2_send(conn->session, conn->bev, conn->tls ? NULL : &conn->write_blocked, &conn->want_send) != 0)
         conn->want_close = true;
@@ -1075,6 +1085,8 @@ static bool conn_send(h2conn_t *conn)
     bool reading = nghttp2_session_want_read(conn->session) && !conn->error_goaway;
     if (!reading && conn->timer_kind != TIMER_LINGER)
         timer_arm(conn, TIMER_LINGER, CLOSE_LINGER_MS); /* ending: a client that does not read cannot hold it open */
+    if (conn->num_streams == 0 && !conn->base.idle_listed)
+        ptc_conn_idle(&conn->base); /* woken (or its frame buffer used) by a control frame: released again later */
     if (evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0)
         return true;
     if (conn->goaway_out) {
@@ -1227,9 +1239,13 @@ static void conn_free(h2conn_t *conn, const char *reason)
     while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
         stream_free(st, reason);
     nghttp2_session_del(conn->session);
-    bufferevent_free(conn->bev);
+    evutil_socket_t parked_fd = conn->bev == NULL ? event_get_fd(conn->send_ev) : -1; /* >= 0 while parked */
     event_free(conn->timer);
-    event_free(conn->send_ev);
+    event_free(conn->send_ev); /* before the socket closes: while parked (or failing to wake) it watches it */
+    if (conn->bev != NULL)
+        bufferevent_free(conn->bev);
+    else if (parked_fd >= 0)
+        evutil_closesocket(parked_fd);
     ptc_conn_unregister(&conn->base);
     free(conn);
 }
@@ -1278,10 +1294,118 @@ static void conn_close(ptc_conn_t *c)
     conn_free(from_base(c), "gateway shutting down");
 }
 
+/*
+ * Idle connections (no stream for PTC_CONN_IDLE_RELEASE_MS) give back what they do not need between streams:
+ * the pages of nghttp2's 16 KiB frame buffer (its content is dead between sends; they come back zeroed on the
+ * next frame), and on cleartext ones the bufferevent (evbuffers, events: about 1 KB, more with an empty read
+ * chain left behind), parked as HTTP/1.1 connections are (ptc_conn_park(): send_ev watches the socket).
+ * nghttp2's session stays: it holds the HPACK tables and the connection's state.
+ */
+static void on_parked(evutil_socket_t fd, short events, void *arg);
+
+static void conn_release_idle(ptc_conn_t *c)
+{
+    h2conn_t *conn = from_base(c);
+    if (conn->num_streams != 0 || conn->in_header_block || conn->goaway_sent || conn->error_goaway ||
+        conn->timer_kind == TIMER_LINGER || conn->bev == NULL)
+        return; /* busy (the last stream's end lists it again), closing, or released already */
+    if (conn->in_nghttp2 != 0 || conn->want_send || conn->write_blocked || nghttp2_session_want_write(conn->session) ||
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0 ||
+        evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||
+        event_pending(conn->send_ev, EV_READ | EV_WRITE | EV_TIMEOUT, NULL) != 0) {
+        ptc_conn_idle(c); /* frames still going out: try again later */
+        return;
+    }
+    if (conn->framebuf != NULL) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        madvise(conn->framebuf, conn->framebuf_size / page * page, MADV_DONTNEED); /* allocated page-aligned */
+    }
+    if (conn->tls) { /* bufferevent_openssl keeps its bufferevent (OpenSSL releases its own buffers: tls.c) */
+        ptc_bev_trim_input(conn->bev); /* ~16 KiB an SSL_read reserved and did not fill */
+        ptc_log_debug("h2 %s: idle: frame buffer released", conn->base.peer);
+        return;
+    }
+    if (ptc_conn_park(conn->send_ev, conn->bev, on_parked, conn) != 0)
+        return;
+    conn->bev = NULL;
+    ptc_log_debug("h2 %s: idle: buffers released", conn->base.peer);
+}
+
+/* Callbacks, watermark and events of conn->bev (a new connection's, or one made again by conn_wake()). */
+static int bev_setup(h2conn_t *conn)
+{
+    bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+    bufferevent_setwatermark(conn->bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
+    if (bufferevent_enable(conn->bev, EV_READ | EV_WRITE) != 0) /* a new descriptor's events allocate (libevent's evmap) */
+        return -1;
+    if (!conn->tls)
+        bufferevent_disable(conn->bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
+    return 0;
+}
+
+/* Makes the bufferevent of a parked connection again. False when the connection was freed (out of memory). */
+static bool conn_wake(h2conn_t *conn)
+{
+    if (conn->bev != NULL)
+        return true;
+    conn->bev = ptc_conn_unpark(conn->send_ev);
+    if (conn->bev == NULL || bev_setup(conn) != 0) {
+        ptc_log_warn("h2 %s: out of memory waking an idle connection", conn->base.peer);
+        conn_free(conn, "out of memory");
+        return false;
+    }
+    ptc_conn_unparked(conn->send_ev, conn->bev, on_send_ev, conn);
+    ptc_log_debug("h2 %s: idle connection woke up", conn->base.peer);
+    return true;
+}
+
+static void on_parked(evutil_socket_t fd, short events, void *arg)
+{
+    h2conn_t *conn = arg;
+    if (events & EV_WRITE) { /* conn_want_send() while parked (a reload's SETTINGS) */
+        conn_send(conn);
+        return;
+    }
+    int r = ptc_conn_parked_peek(fd);
+    if (r < 0)
+        conn_free(conn, errno == 0 ? "client closed the connection" : evutil_socket_error_to_string(errno));
+    else if (r > 0)
+        conn_wake(conn); /* its read event is active: the bytes are read in this loop iteration */
+}
+
+/* nghttp2's memory functions for one session: ptc_alloc's, and the frame buffer kept page-aligned. */
+#define FRAMEBUF_MIN 16384 /* the frame buffer is a whole frame (NGHTTP2_FRAMEBUF_CHUNKLEN); nothing bigger comes first */
+
+static void *ng_framebuf_realloc(void *ptr, size_t size, void *ud)
+{
+    h2conn_t *conn = ud;
+    if (ptr == NULL && size >= FRAMEBUF_MIN && conn->framebuf_size == 0) {
+        void *p = NULL;
+        if (posix_memalign(&p, (size_t)sysconf(_SC_PAGESIZE), size) != 0)
+            return NULL;
+        conn->framebuf = p;
+        conn->framebuf_size = size;
+        return p;
+    }
+    void *p = ptc_realloc(ptr, size);
+    if (ptr != NULL && ptr == conn->framebuf)
+        conn->framebuf = size != 0 ? p : NULL;
+    return p;
+}
+
+static void ng_framebuf_free(void *ptr, void *ud)
+{
+    h2conn_t *conn = ud;
+    if (ptr != NULL && ptr == conn->framebuf)
+        conn->framebuf = NULL;
+    ptc_free(ptr);
+}
+
 static const ptc_conn_cb_t conn_callbacks = {
     .drain = conn_drain,
     .fail_calls = conn_fail_calls,
     .close = conn_close,
+    .release_idle = conn_release_idle,
 };
 
 void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer, unsigned listener, bool tls)
@@ -1316,7 +1440,11 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     nghttp2_option_set_max_continuations(opt, max_continuations(lim));
     nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)(2 * (resets + CONTROL_BURST)),
                                                (uint64_t)(2 * (resets / RESET_REFILL_S + CONTROL_RATE)));
-    if (nghttp2_session_server_new3(&conn->session, cbs, conn, opt, ptc_alloc_nghttp2_mem()) != 0)
+    nghttp2_mem mem = *ptc_alloc_nghttp2_mem();
+    mem.mem_user_data = conn;
+    mem.realloc = ng_framebuf_realloc;
+    mem.free = ng_framebuf_free;
+    if (nghttp2_session_server_new3(&conn->session, cbs, conn, opt, &mem) != 0)
         goto fail;
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
@@ -1336,15 +1464,11 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
         return;
     }
 
-    bufferevent_setcb(bev, on_read, on_write, on_event, conn);
-    bufferevent_setwatermark(bev, EV_WRITE, PTC_H2_OUTPUT_LOW_WATERMARK, 0);
-    if (bufferevent_enable(bev, EV_READ | EV_WRITE) != 0) { /* a new descriptor's events allocate (libevent's evmap) */
+    if (bev_setup(conn) != 0) {
         ptc_log_warn("h2 %s: out of memory accepting the connection", peer);
         conn_free(conn, "out of memory");
         return;
     }
-    if (!tls)
-        bufferevent_disable(bev, EV_WRITE); /* written by conn_send() itself: see ptc_bev_write_now() */
     timer_update(conn);
     ptc_log_debug("h2 %s: HTTP/2 connection%s", conn->base.peer, tls ? " (TLS)" : " (prior knowledge)");
     if (!conn_send(conn))

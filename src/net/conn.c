@@ -3,10 +3,12 @@
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 
 #include "portico/conn.h"
@@ -89,6 +91,54 @@ void ptc_conn_idle_sweep(ptc_worker_t *w)
     }
     if (c != NULL)
         idle_arm(w, PTC_MAX(c->idle_since_ms + PTC_CONN_IDLE_RELEASE_MS - now, (uint64_t)IDLE_SWEEP_MIN_MS));
+}
+
+int ptc_conn_park(struct event *ev, struct bufferevent *bev, void (*cb)(int, short, void *), void *arg)
+{
+    struct event_base *base = bufferevent_get_base(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    event_callback_fn old_cb = event_get_callback(ev);
+    void *old_arg = event_get_callback_arg(ev);
+    event_assign(ev, base, fd, EV_READ | EV_PERSIST, cb, arg);
+    if (event_add(ev, NULL) != 0) {
+        event_assign(ev, base, -1, 0, old_cb, old_arg);
+        return -1;
+    }
+    bufferevent_setfd(bev, -1); /* the socket stays open */
+    bufferevent_free(bev);
+    return 0;
+}
+
+int ptc_conn_parked_peek(int fd)
+{
+    char byte;
+    /* most idle connections end with the client's close: that needs no buffers */
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK);
+    if (n > 0)
+        return 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (n == 0)
+        errno = 0;
+    return -1;
+}
+
+struct bufferevent *ptc_conn_unpark(struct event *ev)
+{
+    struct bufferevent *bev = bufferevent_socket_new(event_get_base(ev), event_get_fd(ev), BEV_OPT_CLOSE_ON_FREE);
+    if (bev != NULL && ptc_bev_read_direct(bev) != 0) { /* not added yet: cannot fail */
+        bufferevent_setfd(bev, -1);
+        bufferevent_free(bev);
+        return NULL;
+    }
+    return bev;
+}
+
+void ptc_conn_unparked(struct event *ev, struct bufferevent *bev, void (*cb)(int, short, void *), void *arg)
+{
+    event_del(ev); /* after bev's read event was added: the socket stays in epoll */
+    event_assign(ev, event_get_base(ev), -1, 0, cb, arg);
+    event_active(&bev->ev_read, EV_READ, 1); /* read now rather than at the next epoll_wait */
 }
 
 void ptc_conn_format_peer(const struct sockaddr *sa, char *buf, size_t len)
