@@ -76,6 +76,16 @@ struct st_ptc_upstream_stream_t {
     int32_t stream_id;
     bool pending;          /* in the pool's pending queue */
     bool data_deferred;    /* the client's: read_request answered NGHTTP2_ERR_DEFERRED and resume_data was not called since */
+    /* the HTTP/2 client's (src/upstream/h2client.c), while the stream is open */
+    uint8_t h2_flags;
+    int32_t send_window;     /* request DATA the server takes now */
+    int32_t recv_window;     /* response DATA the server may still send */
+    uint32_t recv_credit;    /* consumed and not yet announced (WINDOW_UPDATE) */
+    int64_t content_length;  /* of the response, -1 when it has none */
+    uint64_t data_received;
+    const char *reset_reason; /* set when the gateway reset the stream for a malformed response: why (a literal) */
+    struct st_ptc_upstream_stream_t *h2_next;          /* in the client's hash bucket */
+    TAILQ_ENTRY(st_ptc_upstream_stream_t) send_link;  /* in the client's send queue, while flagged so */
     TAILQ_ENTRY(st_ptc_upstream_stream_t) pending_link; /* in ptc_upstream_t.pending (or .pinned), while pending */
     TAILQ_ENTRY(st_ptc_upstream_stream_t) conn_link;    /* in the connection's list, while conn != NULL */
 };

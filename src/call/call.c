@@ -1570,6 +1570,9 @@ static void us_on_close(ptc_upstream_stream_t *s, uint32_t error_code, const cha
     if (call->resp_state != RESP_DONE) {
         if (conn_error != NULL)
             call_fail(call, PTC_GRPC_UNAVAILABLE, "%s", conn_error);
+        else if (s->reset_reason != NULL)
+            call_fail(call, ptc_grpc_status_from_h2_error(error_code), "invalid HTTP/2 response from upstream: %s (stream reset by the gateway)",
+                      s->reset_reason);
         else if (!call->upstream_grpc && call->upstream_status != 0)
             fail_non_grpc(call);
         else if (error_code != NGHTTP2_NO_ERROR)

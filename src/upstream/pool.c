@@ -1,14 +1,14 @@
 /*
- * Upstream pool and HTTP/2 client connections (nghttp2 client sessions over libevent bufferevents).
+ * Upstream pool and HTTP/2 client connections (src/upstream/h2client.c's protocol over libevent bufferevents).
  *
- * Flow control: the session is created with automatic WINDOW_UPDATE off. A stream's window is
- * credited (ptc_upstream_consume) only after the call has handed the bytes to its downstream and the
- * downstream is not backed up, so a slow browser stops the upstream instead of growing our buffers.
- * The connection-level window is opened wide; the per-stream windows are the bound.
+ * Flow control: a stream's window is credited (ptc_upstream_consume) only after the call has handed the
+ * bytes to its downstream and the downstream is not backed up, so a slow browser stops the upstream
+ * instead of growing our buffers. The connection-level window is opened wide; the per-stream windows are
+ * the bound.
  *
- * Re-entrancy: nghttp2 forbids nghttp2_session_send() inside its callbacks and freeing the session
- * from them. While a connection is inside nghttp2 (in_nghttp2), sends are recorded in want_send and a
- * close in want_close; both are carried out by the outermost caller once nghttp2 returns.
+ * Re-entrancy: while a connection is inside its protocol code (in_h2: reading frames or writing DATA), whose
+ * callbacks reach the calls, sends are recorded in want_send and a close in want_close; both are carried out
+ * by the outermost caller once it returns.
  *
  * TLS upstreams (config->tls): the connection is a bufferevent_openssl in connecting state whose socket is
  * connected by bufferevent_socket_connect_hostname like a plain one; BEV_EVENT_CONNECTED then means the TCP
@@ -46,6 +46,7 @@
 
 #include "portico/alloc.h"
 #include "portico/conn.h"
+#include "portico/h2client.h"
 #include "portico/h2io.h"
 #include "portico/health.h"
 #include "portico/log.h"
@@ -70,22 +71,22 @@ struct st_ptc_h2client_t {
     char peer[PTC_HEALTH_ADDR_STRLEN]; /* the address connected to ("" until connected, or unknown) */
     unsigned dns_gen;                  /* st->dns_generation when peer was last found among the resolved addresses */
     struct bufferevent *bev;
-    nghttp2_session *session;
+    ptc_h2c_t h2;
+    bool h2_on;  /* h2 is set up (the connection is connected) */
+    char label[128]; /* "upstream NAME: connection to HOST:PORT", h2's log prefix */
     h2c_state_t state;
     struct event *timer;   /* connect + handshake deadline */
-    struct event *send_ev; /* deferred nghttp2_session_send(): one per loop pass for all calls */
+    struct event *send_ev; /* deferred sends: one per loop pass for all calls */
     bool send_queued;      /* send_ev is active (conn_want_send) */
     bool direct_write;     /* cleartext: written by conn_send() itself (ptc_bev_write_now()) */
     bool write_blocked;
     size_t num_streams;  /* streams opened and not yet closed (with or without a call) */
     TAILQ_HEAD(, st_ptc_upstream_stream_t) streams; /* open streams that still have an owner */
     TAILQ_ENTRY(st_ptc_h2client_t) link;
-    unsigned in_nghttp2;
+    unsigned in_h2;
     bool want_send;
     bool want_close;
     char close_reason[160];
-    bool unique_seeded; /* a request sent its per-call fields indexed (see submit) */
-    ptc_upstream_stream_t *recent; /* the stream last opened or looked up (stream_of); NULL once detached */
     ptc_upstream_stats_t *stats; /* the worker's metrics of this upstream: connection states */
     bool counted;                /* stats->conns[state] and (but for draining) st's count of its state count it */
 };
@@ -103,7 +104,7 @@ static void conn_send(ptc_h2client_t *conn);
  */
 static void conn_want_send(ptc_h2client_t *conn)
 {
-    if (conn->in_nghttp2 != 0 || conn->session == NULL) {
+    if (conn->in_h2 != 0 || !conn->h2_on) {
         conn->want_send = true;
     } else if (!conn->send_queued) {
         conn->send_queued = true;
@@ -191,95 +192,48 @@ static void conn_streams_add(ptc_h2client_t *conn, int n)
         conn->up->endpoints[conn->endpoint].streams = (size_t)((ptrdiff_t)conn->up->endpoints[conn->endpoint].streams + n);
 }
 
-/*
- * The stream with this id (nghttp2's stream user data): a call's frames come one after another (HEADERS, DATA, the
- * response's header blocks), so the stream last opened or looked up is remembered; detaching forgets it.
- */
-static ptc_upstream_stream_t *stream_of(ptc_h2client_t *conn, int32_t stream_id)
-{
-    if (conn->recent != NULL && conn->recent->stream_id == stream_id)
-        return conn->recent;
-    ptc_upstream_stream_t *s = nghttp2_session_get_stream_user_data(conn->session, stream_id);
-    if (s != NULL)
-        conn->recent = s;
-    return s;
-}
-
 /* ---- sending ---- */
 
+/*
+ * Writes what the connection has to send: request DATA of the streams that have some (their HEADERS went out
+ * when they opened), while the output holds less than PTC_H2_OUTPUT_WOULDBLOCK; on cleartext the output is
+ * written to the socket at once (ptc_bev_write_now()), and more DATA follows when the socket took it all.
+ */
 static void conn_send(ptc_h2client_t *conn)
 {
-    if (conn->in_nghttp2 != 0 || conn->session == NULL) {
+    if (conn->in_h2 != 0 || !conn->h2_on) {
         conn->want_send = true;
         return;
     }
-    conn->in_nghttp2++;
-    int rv = ptc_h2_send(conn->session, conn->bev, conn->direct_write ? &conn->write_blocked : NULL, &conn->want_send);
-    if (rv != 0) {
-        snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s",
-                 rv == PTC_EIO ? strerror(errno) : nghttp2_strerror(rv));
-        conn->want_close = true;
-    }
-    conn->in_nghttp2--;
     if (conn->want_close) {
         conn_close(conn, conn->close_reason);
         return;
     }
-    if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
-        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0)
-        conn_close(conn, "HTTP/2 session finished");
-}
-
-static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
-{
-    (void)session;
-    (void)flags;
-    ptc_h2client_t *conn = user_data;
-    return ptc_h2_write(bufferevent_get_output(conn->bev), data, length);
-}
-
-static ssize_t read_request(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
-                            nghttp2_data_source *source, void *user_data)
-{
-    (void)session;
-    (void)buf;
-    (void)source;
-    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
-    if (s == NULL) /* the stream was withdrawn; its RST_STREAM is queued */
-        return NGHTTP2_ERR_DEFERRED;
-    ssize_t rv = s->cb->read_request(s, length, data_flags);
-    if (rv == NGHTTP2_ERR_DEFERRED)
-        s->data_deferred = true;
-    return rv;
-}
-
-static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
-                        nghttp2_data_source *source, void *user_data)
-{
-    (void)session;
-    (void)source;
-    ptc_h2client_t *conn = user_data;
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-    ptc_upstream_stream_t *s = stream_of(conn, frame->hd.stream_id);
-
-    if (s == NULL)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (s->cb->write_request(s, out, framehd, length) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame: the connection cannot go on */
-    return 0;
+    conn->in_h2++;
+    do {
+        conn->want_send = false;
+        bool capped = ptc_h2c_flush(&conn->h2, PTC_H2_OUTPUT_WOULDBLOCK);
+        if (conn->h2.failed) {
+            snprintf(conn->close_reason, sizeof(conn->close_reason), "%.150s", conn->h2.error);
+            conn->want_close = true;
+            break;
+        }
+        if (conn->direct_write && !conn->write_blocked) {
+            if (ptc_bev_write_now(conn->bev, &conn->write_blocked) != 0) {
+                snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 send failed: %s", strerror(errno));
+                conn->want_close = true;
+                break;
+            }
+            if (capped && !conn->write_blocked)
+                conn->want_send = true;
+        }
+    } while (conn->want_send && !conn->want_close);
+    conn->in_h2--;
+    if (conn->want_close)
+        conn_close(conn, conn->close_reason);
 }
 
 /* ---- receiving ---- */
-
-static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
-{
-    (void)session;
-    (void)frame;
-    (void)user_data;
-    return 0;
-}
 
 /* A call's grpc-status (trailers, or a trailers-only answer) for the passive outlier detection: 14 is a failure of
  * the endpoint, anything else a success. */
@@ -297,91 +251,58 @@ static void note_grpc_status(ptc_h2client_t *conn, const uint8_t *value, size_t 
                      cfg->name, conn->st->label, cfg->outlier.ejection_ms, cfg->outlier.consecutive_failures);
 }
 
-static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+static ptc_h2client_t *conn_of(ptc_h2c_t *c)
 {
-    (void)session;
-    (void)flags;
-    if (frame->hd.type != NGHTTP2_HEADERS)
-        return 0;
-    ptc_upstream_stream_t *s = stream_of(user_data, frame->hd.stream_id);
-    if (s == NULL)
-        return 0;
+    return c->user;
+}
+
+static void h2_on_header(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen)
+{
     if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
-        note_grpc_status(user_data, value, valuelen);
-    s->cb->on_header(s, frame->headers.cat, name, namelen, value, valuelen);
-    return 0;
+        note_grpc_status(conn_of(c), value, valuelen);
+    s->cb->on_header(s, cat, name, namelen, value, valuelen);
 }
 
-static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+static void h2_on_settings(ptc_h2c_t *c, bool first)
 {
-    ptc_h2client_t *conn = user_data;
-    ptc_upstream_stream_t *s;
-
-    switch (frame->hd.type) {
-    case NGHTTP2_SETTINGS:
-        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && conn->state == H2C_CONNECTING) {
-            conn_set_state(conn, H2C_READY);
-            evtimer_del(conn->timer);
-            atomic_store_explicit(&conn->st->connect_failed, false, memory_order_relaxed);
-            ptc_outlier_success(conn->st);
-            if (conn->endpoint != SIZE_MAX) {
-                conn->up->endpoints[conn->endpoint].backoff_ms = 0;
-                conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
-            } else {
-                conn_set_state(conn, H2C_DRAINING); /* its endpoint was removed while it connected */
-            }
-            ptc_log_debug("upstream %s: connected to %s (max concurrent streams %" PRIu32 ")", up_config(conn->up)->name, conn->addr,
-                          nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
-            dispatch(conn->up);
-        } else if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) {
-            /* MAX_CONCURRENT_STREAMS may have grown */
-            dispatch(conn->up);
+    ptc_h2client_t *conn = conn_of(c);
+    if (first && conn->state == H2C_CONNECTING) {
+        conn_set_state(conn, H2C_READY);
+        evtimer_del(conn->timer);
+        atomic_store_explicit(&conn->st->connect_failed, false, memory_order_relaxed);
+        ptc_outlier_success(conn->st);
+        if (conn->endpoint != SIZE_MAX) {
+            conn->up->endpoints[conn->endpoint].backoff_ms = 0;
+            conn->up->endpoints[conn->endpoint].retry_at_ms = 0;
+        } else {
+            conn_set_state(conn, H2C_DRAINING); /* its endpoint was removed while it connected */
         }
-        break;
-    case NGHTTP2_HEADERS:
-        if ((s = stream_of(conn, frame->hd.stream_id)) != NULL)
-            s->cb->on_headers_end(s, frame->headers.cat, (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
-        break;
-    case NGHTTP2_DATA:
-        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (s = stream_of(conn, frame->hd.stream_id)) != NULL)
-            s->cb->on_data_end(s);
-        break;
-    case NGHTTP2_GOAWAY:
-        ptc_log_info("upstream %s: GOAWAY from %s (last stream %" PRId32 ", error %" PRIu32 ")", up_config(conn->up)->name,
-                     conn->addr, frame->goaway.last_stream_id, frame->goaway.error_code);
-        conn_set_state(conn, H2C_DRAINING);
-        break;
-    default:
-        break;
+        ptc_log_debug("upstream %s: connected to %s (max concurrent streams %" PRIu32 ")", up_config(conn->up)->name, conn->addr,
+                      c->max_concurrent);
     }
-    return 0;
+    dispatch(conn->up); /* READY, or MAX_CONCURRENT_STREAMS may have grown */
 }
 
-static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
-                         void *user_data)
+static void h2_on_goaway(ptc_h2c_t *c, int32_t last_stream_id, uint32_t error_code)
 {
-    (void)flags;
-    ptc_upstream_stream_t *s = stream_of(user_data, stream_id);
-    if (s == NULL) {
-        /* nobody will read these bytes; give the window back so the connection does not stall */
-        nghttp2_session_consume(session, stream_id, len);
-        return 0;
+    ptc_h2client_t *conn = conn_of(c);
+    ptc_log_info("upstream %s: GOAWAY from %s (last stream %" PRId32 ", error %s)", up_config(conn->up)->name, conn->addr,
+                 last_stream_id, nghttp2_http2_strerror(error_code));
+    conn_set_state(conn, H2C_DRAINING);
+    if (conn->num_streams == 0) {
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "drained after GOAWAY");
+        conn->want_close = true;
     }
-    s->cb->on_data(s, data, len);
-    return 0;
 }
 
-static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+static void h2_on_stream_close(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t error_code)
 {
-    ptc_h2client_t *conn = user_data;
-    ptc_upstream_stream_t *s = stream_of(conn, stream_id);
+    ptc_h2client_t *conn = conn_of(c);
 
     conn_streams_add(conn, -1);
-    if (s != NULL) {
+    if (s->conn != NULL) {
         stream_detach(s);
-        nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         s->cb->on_close(s, error_code, NULL);
     }
     if (conn->state == H2C_DRAINING && conn->num_streams == 0) {
@@ -394,19 +315,24 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     } else {
         dispatch(conn->up);
     }
-    return 0;
 }
+
+static const ptc_h2c_cb_t h2_callbacks = {h2_on_settings, h2_on_goaway, h2_on_header, h2_on_stream_close};
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     ptc_h2client_t *conn = arg;
 
-    conn->in_nghttp2++;
-    int rv = ptc_h2_feed(conn->session, bufferevent_get_input(bev), &conn->want_close);
-    conn->in_nghttp2--;
+    if (!conn->h2_on)
+        return;
+    conn->in_h2++;
+    int rv = ptc_h2c_feed(&conn->h2, bufferevent_get_input(bev), &conn->want_close);
+    conn->in_h2--;
     if (rv != 0 && !conn->want_close) {
-        snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 protocol error from upstream: %s", nghttp2_strerror(rv));
+        snprintf(conn->close_reason, sizeof(conn->close_reason), "HTTP/2 protocol error from upstream: %.120s", conn->h2.error);
         conn->want_close = true;
+        if (conn->direct_write && !conn->write_blocked) /* its GOAWAY, if the socket takes it */
+            (void)ptc_bev_write_now(bev, &conn->write_blocked);
     }
     if (conn->want_close) {
         conn_close(conn, conn->close_reason);
@@ -420,44 +346,19 @@ static void on_write(struct bufferevent *bev, void *arg)
     ptc_h2client_t *conn = arg;
     if (conn->direct_write)
         ptc_bev_write_drained(bev, &conn->write_blocked);
-    if (conn->session != NULL)
+    if (conn->h2_on)
         conn_send(conn);
 }
 
 static int session_create(ptc_h2client_t *conn)
 {
     const ptc_config_t *cfg = &conn->up->snap->config;
-    nghttp2_session_callbacks *cbs;
-    nghttp2_option *opt;
-    int rv;
-
-    if (nghttp2_session_callbacks_new(&cbs) != 0)
+    if (ptc_h2c_init(&conn->h2, &h2_callbacks, conn, bufferevent_get_output(conn->bev), cfg->limits.stream_window_size,
+                     CONNECTION_WINDOW_SIZE) != 0)
         return PTC_ENOMEM;
-    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
-    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    if (nghttp2_option_new(&opt) != 0) {
-        nghttp2_session_callbacks_del(cbs);
-        return PTC_ENOMEM;
-    }
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    rv = nghttp2_session_client_new3(&conn->session, cbs, conn, opt, ptc_alloc_nghttp2_mem());
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0)
-        return PTC_ENOMEM;
-
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->limits.stream_window_size},
-    };
-    if (nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, iv, PTC_ARRAY_SIZE(iv)) != 0 ||
-        nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONNECTION_WINDOW_SIZE) != 0)
-        return PTC_ENOMEM;
+    snprintf(conn->label, sizeof(conn->label), "upstream %s: connection to %s", up_config(conn->up)->name, conn->addr);
+    conn->h2.label = conn->label;
+    conn->h2_on = true;
     return 0;
 }
 
@@ -530,7 +431,7 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
     } else {
         return;
     }
-    if (conn->in_nghttp2 != 0) {
+    if (conn->in_h2 != 0) {
         snprintf(conn->close_reason, sizeof(conn->close_reason), "%s", reason);
         conn->want_close = true;
         return;
@@ -579,7 +480,7 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
     char why[200];
     ptc_upstream_stream_t *s;
 
-    if (conn->in_nghttp2 != 0) {
+    if (conn->in_h2 != 0) {
         if (reason != conn->close_reason)
             snprintf(conn->close_reason, sizeof(conn->close_reason), "%s", reason);
         conn->want_close = true;
@@ -605,8 +506,8 @@ static void conn_close(ptc_h2client_t *conn, const char *reason)
     conn_streams_add(conn, -(int)conn->num_streams);
     conn_uncount(conn);
     ptc_endpoint_status_release(conn->st);
-    if (conn->session != NULL)
-        nghttp2_session_del(conn->session);
+    if (conn->h2_on)
+        ptc_h2c_free(&conn->h2);
     bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->send_ev);
@@ -697,9 +598,9 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
     ptc_log_debug("upstream %s: connecting to %s", cfg->name, conn->addr);
     /* name resolution goes through evdns; numeric hosts are parsed without a query. Failure is reported
      * through on_event, possibly before this returns, so conn must already be fully set up. */
-    conn->in_nghttp2++;
+    conn->in_h2++;
     bufferevent_socket_connect_hostname(conn->bev, up->worker->dns, AF_UNSPEC, hp->host, hp->port);
-    conn->in_nghttp2--;
+    conn->in_h2--;
     if (conn->want_close) {
         conn_close(conn, conn->close_reason);
         return NULL;
@@ -709,8 +610,7 @@ static ptc_h2client_t *conn_open(ptc_upstream_t *up, size_t ep)
 
 static bool conn_has_capacity(ptc_h2client_t *conn)
 {
-    return conn->state == H2C_READY &&
-           conn->num_streams < nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    return conn->state == H2C_READY && conn->num_streams < conn->h2.max_concurrent && ptc_h2c_can_open(&conn->h2);
 }
 
 const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
@@ -718,11 +618,9 @@ const char *ptc_upstream_stream_peer(const ptc_upstream_stream_t *s)
     return s->conn != NULL ? s->conn->addr : NULL;
 }
 
-/* Takes a stream off its connection's list (the nghttp2 stream itself is the caller's business). */
+/* Takes a stream off its connection's list (the HTTP/2 stream itself is the caller's business). */
 static void stream_detach(ptc_upstream_stream_t *s)
 {
-    if (s->conn->recent == s)
-        s->conn->recent = NULL;
     TAILQ_REMOVE(&s->conn->streams, s, conn_link);
     s->conn = NULL;
     s->client = NULL;
@@ -731,36 +629,21 @@ static void stream_detach(ptc_upstream_stream_t *s)
 /* Opens an HTTP/2 stream for s on conn; returns false if the connection cannot take it. */
 static bool submit(ptc_h2client_t *conn, ptc_upstream_stream_t *s)
 {
-    const nghttp2_nv *nva;
-    size_t n;
-    nghttp2_data_provider prd = {.source = {.ptr = NULL}, .read_callback = read_request};
-
-    s->cb->request_headers(s, &nva, &n);
-    nghttp2_nv seed[64];
-    if (!conn->unique_seeded && n <= PTC_ARRAY_SIZE(seed)) {
-        /* HPACK: the fields whose value is new on every call (request ids, trace context) go as literals never indexed
-         * (NGHTTP2_NV_FLAG_NO_INDEX): indexing them would only churn the dynamic table. The connection's first request
-         * sends them indexed once, so that their names stay in the table and later requests refer to them instead of
-         * spelling (and Huffman-coding) them. nghttp2 never indexes authorization, whatever the flags say. */
-        memcpy(seed, nva, n * sizeof(*nva));
-        for (size_t i = 0; i < n; i++)
-            seed[i].flags &= (uint8_t)~NGHTTP2_NV_FLAG_NO_INDEX;
-        nva = seed;
-        conn->unique_seeded = true;
-    }
-    int32_t id = nghttp2_submit_request(conn->session, NULL, nva, n, &prd, s);
-    if (id < 0) {
-        if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
+    int rv = ptc_h2c_submit(&conn->h2, s);
+    if (rv != 0) {
+        if (rv == PTC_ETOOBIG)
             conn_set_state(conn, H2C_DRAINING);
-        ptc_log_warn("upstream %s: cannot open a stream: %s", up_config(conn->up)->name, nghttp2_strerror(id));
+        else
+            conn_close_later(conn, conn->h2.failed ? conn->h2.error : "out of memory opening a stream");
+        ptc_log_warn("upstream %s: cannot open a stream: %s", up_config(conn->up)->name,
+                     rv == PTC_ETOOBIG ? "stream ids exhausted" : "out of memory");
         return false;
     }
     s->conn = conn;
-    s->stream_id = id;
-    s->data_deferred = false;
-    conn->recent = s;
     conn_streams_add(conn, 1);
     TAILQ_INSERT_TAIL(&conn->streams, s, conn_link);
+    if (!ptc_h2c_can_open(&conn->h2) && conn->h2.next_stream_id <= 0)
+        conn_set_state(conn, H2C_DRAINING); /* that was its last stream id */
     conn_want_send(conn);
     return true;
 }
@@ -1009,7 +892,7 @@ static void wait_reason(ptc_upstream_t *up, char *buf, size_t len)
             connecting++;
         else if (conn->state == H2C_READY) {
             ready++;
-            streams = nghttp2_session_get_remote_settings(conn->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+            streams = conn->h2.max_concurrent;
         }
     }
     if (ready == 0 && connecting != 0)
@@ -1166,12 +1049,9 @@ static void client_cancel(ptc_upstream_stream_t *s, size_t unconsumed)
     ptc_h2client_t *conn = s->conn;
     if (conn == NULL)
         return;
-    int32_t id = s->stream_id;
     stream_detach(s);
-    nghttp2_session_set_stream_user_data(conn->session, id, NULL);
-    if (unconsumed != 0)
-        nghttp2_session_consume_connection(conn->session, unconsumed);
-    nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    ptc_h2c_cancel(&conn->h2, s, unconsumed);
+    conn_streams_add(conn, -1);
     conn_want_send(conn);
 }
 
@@ -1179,10 +1059,8 @@ static void client_resume_data(ptc_upstream_stream_t *s)
 {
     if (s->conn == NULL)
         return;
-    if (s->data_deferred) { /* nghttp2 only waits on a stream whose read_request said so */
-        s->data_deferred = false;
-        nghttp2_session_resume_data(s->conn->session, s->stream_id);
-    }
+    if (s->data_deferred) /* only a stream whose read_request said so waits */
+        ptc_h2c_resume(&s->conn->h2, s);
     conn_want_send(s->conn);
 }
 
@@ -1190,7 +1068,7 @@ static void client_consume(ptc_upstream_stream_t *s, size_t n)
 {
     if (s->conn == NULL || n == 0)
         return;
-    nghttp2_session_consume(s->conn->session, s->stream_id, n);
+    ptc_h2c_consume(&s->conn->h2, s, n);
     conn_want_send(s->conn);
 }
 

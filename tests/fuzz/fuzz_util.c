@@ -21,3 +21,17 @@ char *fuzz_cstr(const uint8_t *data, size_t size)
     s[size] = '\0';
     return s;
 }
+
+static const nghttp2_nv REQ[] = {
+#define NV(n, v) {(uint8_t *)(uintptr_t)(n), (uint8_t *)(uintptr_t)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+    NV(":method", "POST"), NV(":scheme", "http"), NV(":path", "/pkg.Svc/M"), NV(":authority", "upstream"),
+    NV("content-type", "application/grpc"), NV("te", "trailers"),
+#undef NV
+};
+
+void fuzz_request_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n)
+{
+    (void)s;
+    *nva = REQ;
+    *n = PTC_ARRAY_SIZE(REQ);
+}

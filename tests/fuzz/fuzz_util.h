@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "portico/upstream.h"
+
 #define FUZZ_CHECK(cond)                                                                                                           \
     do {                                                                                                                           \
         if (!(cond)) {                                                                                                             \
@@ -27,5 +29,8 @@ size_t fuzz_take_split(const uint8_t **data, size_t *size);
 
 /* A NUL-terminated heap copy of the input (for parsers that take C strings); free() it. */
 char *fuzz_cstr(const uint8_t *data, size_t size);
+
+/* The request head of the upstream targets' streams (a gRPC POST), as ptc_upstream_stream_cb_t.request_headers. */
+void fuzz_request_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * The upstream HTTP/2 client (src/upstream/pool.c) fed a hostile server: the target listens on a loopback
- * port, the worker's real pool for that endpoint opens a stream (a gRPC request with an empty body), and
+ * The upstream HTTP/2 client (src/upstream/pool.c over src/upstream/h2client.c) fed a hostile server: the
+ * target listens on a loopback port, the worker's real pool for that endpoint opens a stream (a gRPC request
+ * with an empty body), and
  * what the server sends on the accepted connection is the input (seeds start with a valid SETTINGS frame so
  * the connection gets READY; then HEADERS, DATA, RST_STREAM, GOAWAY, bad HPACK, oversized headers, frames
  * after END_STREAM...). Then the server closes. Whatever came, the stream must end exactly once (closed or
@@ -32,20 +33,6 @@ typedef struct {
     size_t data;
 } test_stream_t;
 
-static const nghttp2_nv REQ[] = {
-#define NV(n, v) {(uint8_t *)(uintptr_t)(n), (uint8_t *)(uintptr_t)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
-    NV(":method", "POST"), NV(":scheme", "http"), NV(":path", "/pkg.Svc/M"), NV(":authority", "upstream"),
-    NV("content-type", "application/grpc"), NV("te", "trailers"),
-#undef NV
-};
-
-static void req_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva, size_t *n)
-{
-    (void)s;
-    *nva = REQ;
-    *n = PTC_ARRAY_SIZE(REQ);
-}
-
 static ssize_t read_request(ptc_upstream_stream_t *s, size_t length, uint32_t *flags)
 {
     (void)s;
@@ -71,7 +58,7 @@ static void on_header(ptc_upstream_stream_t *s, nghttp2_headers_category cat, co
     (void)valuelen;
     test_stream_t *t = (test_stream_t *)s;
     FUZZ_CHECK(t->ends == 0);
-    FUZZ_CHECK(namelen > 0 && name != NULL); /* nghttp2 refuses empty names */
+    FUZZ_CHECK(namelen > 0 && name != NULL); /* the client refuses empty names */
 }
 
 static void on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category cat, bool end_stream)
@@ -112,7 +99,7 @@ static void on_error(ptc_upstream_stream_t *s, const char *message)
     ((test_stream_t *)s)->ends++;
 }
 
-static const ptc_upstream_stream_cb_t stream_cb = {req_headers, read_request, write_request, on_header, on_headers_end,
+static const ptc_upstream_stream_cb_t stream_cb = {fuzz_request_headers, read_request, write_request, on_header, on_headers_end,
                                                    on_data,     on_data_end,  on_close,      on_error};
 
 static ptc_snapshot_t *snap;
