@@ -98,9 +98,7 @@ struct st_ptc_call_t {
     bool resp_text;
     resp_state_t resp_state;
     char resp_ctype[64];
-    hdrstore_t hdrs;
-    char hdrs_buf[HDRS_INLINE_BYTES];
-    hdrstore_item_t hdrs_items[HDRS_INLINE_ITEMS];
+    hdrstore_t hdrs;        /* in hdrs_buf and hdrs_items (at the end) while they suffice */
     int upstream_status; /* :status of the upstream response, 0 until seen */
     bool upstream_grpc;  /* 200 with application/grpc content-type */
     bool upstream_ended; /* END_STREAM received */
@@ -158,6 +156,10 @@ struct st_ptc_call_t {
     uint8_t req_flags;    /* unary: the flags of the one request message (compressed or not) */
     uint64_t req_left;    /* unary POST with content-length: body bytes still to come */
     const char *cache_control; /* a GET on a route with get_cache_control: for successful responses */
+
+    /* scratch space, last: not zeroed when the call is made (hdrs' counts say what of it is in use) */
+    char hdrs_buf[HDRS_INLINE_BYTES];
+    hdrstore_item_t hdrs_items[HDRS_INLINE_ITEMS];
 };
 
 static void maybe_free(ptc_call_t *call);
@@ -1913,7 +1915,9 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
                    (ct.kind == PTC_CT_CONNECT ? ctx->connect.accept_gzip
                                               : http_accept_enc != NULL && ptc_accept_encoding_gzip(http_accept_enc->value));
 
-    ptc_call_t *call = ptc_calloc(1, sizeof(*call));
+    ptc_call_t *call = ptc_malloc(sizeof(*call));
+    if (call != NULL)
+        memset(call, 0, offsetof(ptc_call_t, hdrs_buf));
     if (call == NULL) {
         ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         return;
