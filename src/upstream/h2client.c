@@ -756,11 +756,22 @@ static int unpad(ptc_h2c_t *c, uint8_t flags, const uint8_t **p, size_t *len, co
     return 0;
 }
 
-static int on_data(ptc_h2c_t *c, uint8_t flags, int32_t id, const uint8_t *p, size_t len)
+/*
+ * A DATA frame whose payload (flen bytes) is in v[0..nv) — one piece when it was contiguous, several when it
+ * straddled buffer chains (handed over piece by piece: no copy).
+ */
+static int on_data(ptc_h2c_t *c, uint8_t flags, int32_t id, const struct evbuffer_iovec *v, int nv, size_t flen)
 {
-    size_t flen = len;
-    if (stream_id_check(c, "DATA", id) != 0 || unpad(c, flags, &p, &len, "DATA") != 0)
+    size_t from = 0, to = flen; /* the data between the padding */
+    if (stream_id_check(c, "DATA", id) != 0)
         return -1;
+    if (flags & F_PADDED) {
+        if (flen < 1 || ((const uint8_t *)v[0].iov_base)[0] >= flen)
+            return conn_error(c, NGHTTP2_PROTOCOL_ERROR, "DATA padding longer than the frame");
+        from = 1;
+        to = flen - ((const uint8_t *)v[0].iov_base)[0];
+    }
+    size_t len = to - from;
     if ((c->recv_window -= (int64_t)flen) < 0)
         return conn_error(c, NGHTTP2_FLOW_CONTROL_ERROR, "DATA beyond the connection window");
     ptc_upstream_stream_t *s = ptc_h2c_stream(c, id);
@@ -768,36 +779,40 @@ static int on_data(ptc_h2c_t *c, uint8_t flags, int32_t id, const uint8_t *p, si
         credit(c, NULL, flen);
         return 0;
     }
-    if ((s->recv_window -= (int32_t)flen) < 0) {
+    const char *bad = NULL;
+    uint32_t code = NGHTTP2_PROTOCOL_ERROR;
+    if ((s->recv_window -= (int32_t)flen) < 0)
+        bad = "DATA beyond the stream window", code = NGHTTP2_FLOW_CONTROL_ERROR;
+    else if (s->h2_flags & S_REMOTE_CLOSED)
+        bad = "DATA after the end of the stream", code = NGHTTP2_STREAM_CLOSED;
+    else if ((s->h2_flags & S_RESPONSE) == 0)
+        bad = "DATA before the response's HEADERS";
+    else if (s->content_length >= 0 &&
+             (s->data_received + len > (uint64_t)s->content_length ||
+              ((flags & F_END_STREAM) && s->data_received + len != (uint64_t)s->content_length)))
+        bad = "response body does not match its content-length";
+    if (bad != NULL) {
         credit(c, NULL, flen);
-        stream_error(c, s, NGHTTP2_FLOW_CONTROL_ERROR, "DATA beyond the stream window");
-        return 0;
-    }
-    if (s->h2_flags & S_REMOTE_CLOSED) {
-        credit(c, NULL, flen);
-        stream_error(c, s, NGHTTP2_STREAM_CLOSED, "DATA after the end of the stream");
-        return 0;
-    }
-    if ((s->h2_flags & S_RESPONSE) == 0) {
-        credit(c, NULL, flen);
-        stream_error(c, s, NGHTTP2_PROTOCOL_ERROR, "DATA before the response's HEADERS");
+        stream_error(c, s, code, bad);
         return 0;
     }
     s->data_received += len;
-    if (s->content_length >= 0 && (s->data_received > (uint64_t)s->content_length ||
-                                   ((flags & F_END_STREAM) && s->data_received != (uint64_t)s->content_length))) {
-        credit(c, NULL, flen);
-        stream_error(c, s, NGHTTP2_PROTOCOL_ERROR, "response body does not match its content-length");
-        return 0;
-    }
     if (flen != len)
         credit(c, s, flen - len); /* the padding is the gateway's to give back */
     if (flags & F_END_STREAM)
         s->h2_flags |= S_REMOTE_CLOSED;
-    if (len != 0) {
-        s->cb->on_data(s, p, len);
-        if ((flags & F_END_STREAM) == 0 || (s = ptc_h2c_stream(c, id)) == NULL)
+    size_t off = 0, given = 0;
+    for (int i = 0; i < nv && given < len; i++) {
+        size_t a = PTC_MAX(off, from), b = PTC_MIN(off + v[i].iov_len, to);
+        off += v[i].iov_len;
+        if (a >= b)
+            continue;
+        s->cb->on_data(s, (const uint8_t *)v[i].iov_base + (a - (off - v[i].iov_len)), b - a);
+        given += b - a;
+        if ((s = ptc_h2c_stream(c, id)) == NULL) {
+            credit(c, NULL, len - given); /* withdrawn meanwhile: the rest is nobody's */
             return 0;
+        }
     }
     if (flags & F_END_STREAM) {
         s->cb->on_data_end(s);
@@ -970,8 +985,10 @@ static int frame(ptc_h2c_t *c, uint8_t type, uint8_t flags, int32_t id, const ui
     if (!c->got_settings && type != T_SETTINGS)
         return conn_error(c, NGHTTP2_PROTOCOL_ERROR, "the server's first frame is not SETTINGS (type %u)", type);
     switch (type) {
-    case T_DATA:
-        return on_data(c, flags, id, p, len);
+    case T_DATA: {
+        struct evbuffer_iovec v = {(void *)(uintptr_t)p, len};
+        return on_data(c, flags, id, &v, 1, len);
+    }
     case T_HEADERS:
         return on_headers(c, flags, id, p, len);
     case T_PRIORITY:
@@ -1011,6 +1028,26 @@ static int frame(ptc_h2c_t *c, uint8_t type, uint8_t flags, int32_t id, const ui
     }
 }
 
+/* A DATA frame (its header at h, made contiguous) whose payload spans buffer chains: handed over in place. */
+static int data_across_chains(ptc_h2c_t *c, struct evbuffer *in, const uint8_t *h, size_t flen)
+{
+    struct evbuffer_iovec v[8], *vp = v;
+    uint8_t flags = h[4];
+    int32_t id = (int32_t)(get32(h + 5) & 0x7fffffffu);
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(in, &pos, FRAME_HEADER, EVBUFFER_PTR_SET) != 0)
+        return conn_error(c, NGHTTP2_INTERNAL_ERROR, "cannot read a DATA frame");
+    int n = evbuffer_peek(in, (ev_ssize_t)flen, &pos, NULL, 0);
+    if (n > (int)PTC_ARRAY_SIZE(v) && (vp = ptc_malloc((size_t)n * sizeof(*vp))) == NULL)
+        return conn_error(c, NGHTTP2_INTERNAL_ERROR, "out of memory reading a frame");
+    n = evbuffer_peek(in, (ev_ssize_t)flen, &pos, vp, n);
+    int rv = on_data(c, flags, id, vp, n, flen);
+    if (vp != v)
+        free(vp);
+    evbuffer_drain(in, FRAME_HEADER + flen);
+    return rv;
+}
+
 int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
 {
     while (!*stop && !c->failed) {
@@ -1038,7 +1075,7 @@ int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
             return -1;
         if (*stop)
             return 0;
-        /* a frame across chains: make it contiguous (at most 16,393 bytes) and go on */
+        /* a frame across chains: DATA is handed over in place, anything else made contiguous (at most 16,393 bytes) */
         size_t avail = evbuffer_get_length(in);
         if (avail < FRAME_HEADER)
             return 0;
@@ -1050,6 +1087,11 @@ int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
             return conn_error(c, NGHTTP2_FRAME_SIZE_ERROR, "frame of %zu bytes (SETTINGS_MAX_FRAME_SIZE is %d)", flen, OUR_MAX_FRAME);
         if (avail < FRAME_HEADER + flen)
             return 0;
+        if (h[3] == T_DATA && !c->hb_active && c->got_settings) { /* its payload stays where it is */
+            if ((rv = data_across_chains(c, in, h, flen)) != 0)
+                return rv;
+            continue;
+        }
         if (evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER + flen)) == NULL)
             return conn_error(c, NGHTTP2_INTERNAL_ERROR, "out of memory reading a frame");
     }
