@@ -443,35 +443,72 @@ static bool json_plain(unsigned char c)
 /* Sixteen bytes in a vector (GCC and Clang vector extensions: SSE2 on x86-64, NEON on arm64, plain code elsewhere). */
 typedef signed char v16i8_t __attribute__((vector_size(16)));
 
-/* The end of the run of plain bytes from p: sixteen at a time while a whole vector is plain, then eight while a whole
- * word is (a byte of 0x80 or more, under 0x20, '"', '\' or 0x7f in it stops either test), then one at a time. */
-static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+/* Whether the 16 bytes at p are all plain. As signed bytes, those of 0x80 and more are negative: under 0x20 too. */
+static inline bool plain16(const unsigned char *p)
+{
+    v16i8_t x, none = {0};
+    memcpy(&x, p, 16);
+    v16i8_t bad = (x < none + 0x20) | (x == none + 0x7f) | (x == none + '"') | (x == none + '\\');
+    uint64_t half[2];
+    memcpy(half, &bad, 16);
+    return (half[0] | half[1]) == 0;
+}
+
+/* Whether the 8 bytes of x are all plain: a byte of 0x80 or more, under 0x20, '"', '\' or 0x7f sets a high bit. */
+static inline bool plain8(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (end - p >= 16) {
-        v16i8_t x, none = {0};
-        memcpy(&x, p, 16);
-        /* as signed bytes, those of 0x80 and more are negative: under 0x20 too */
-        v16i8_t bad = (x < none + 0x20) | (x == none + 0x7f) | (x == none + '"') | (x == none + '\\');
-        uint64_t half[2];
-        memcpy(half, &bad, 16);
-        if ((half[0] | half[1]) != 0)
-            break;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
+    /* (v - ones) & ~v has the high bit of a byte set when some byte of v is 0 (and x - 0x20.. when one is under 0x20) */
+    uint64_t bad = x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
+    return (bad & highs) == 0;
+}
+
+static inline uint64_t load64(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t load32(const unsigned char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+/* The end of the run of plain bytes from p: sixteen at a time while a whole vector is plain, then eight while a whole
+ * word is, then one at a time. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    while (end - p >= 16 && plain16(p))
         p += 16;
-    }
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
-        /* (v - ones) & ~v has the high bit of a byte set when some byte of v is 0 (and x - 0x20.. when one is under 0x20) */
-        uint64_t bad = x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
-        if ((bad & highs) != 0)
-            break;
+    while (end - p >= 8 && plain8(load64(p)))
         p += 8;
-    }
     while (p < end && json_plain(*p))
         p++;
     return p;
+}
+
+/* Whether the n bytes at s are all plain: whole vectors or words, the last one overlapping the one before (so no byte
+ * is looked at alone but in values under 4 bytes). */
+static bool all_plain(const unsigned char *s, size_t n)
+{
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (!plain16(s + i))
+                return false;
+        return plain16(s + n - 16);
+    }
+    if (n >= 8)
+        return plain8(load64(s)) && plain8(load64(s + n - 8));
+    if (n >= 4)
+        return plain8(load32(s) | load32(s + n - 4) << 32);
+    for (size_t i = 0; i < n; i++)
+        if (!json_plain(s[i]))
+            return false;
+    return true;
 }
 
 size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
@@ -669,7 +706,7 @@ static char *json_str(char *p, ptc_iovec_t v, bool present)
         return p;
     }
     *p++ = '"';
-    if (v.len <= PTC_ACCESS_LOG_VALUE_MAX && plain_run(s, s + v.len) == s + v.len) {
+    if (v.len <= PTC_ACCESS_LOG_VALUE_MAX && all_plain(s, v.len)) {
         if (v.len != 0)
             memcpy(p, v.base, v.len);
         p += v.len;
@@ -870,7 +907,8 @@ size_t ptc_access_log_format(const ptc_template_t *t, const ptc_access_entry_t *
     if (cap < 2)
         return 0;
     if (t != NULL) {
-        source_t s = {.e = e};
+        source_t s; /* buf is scratch: not zeroed */
+        s.e = e;
         ptc_template_source_t src = {source_get, &s};
         len = ptc_template_expand(t, &src, out, cap - 1, NULL);
     } else if (cap > JSON_LINE_WORST) {

@@ -318,7 +318,7 @@ static const char *field_of(const char *line, const char *key, char *out, size_t
 static void test_format_values(void **state)
 {
     (void)state;
-    static const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 47, 48, 63, 64, 65, 1015, 1016, 1023, 1024, 1025, 1040, 3000};
+    static const size_t lens[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 23, 24, 31, 32, 33, 47, 48, 63, 64, 65, 1015, 1016, 1023, 1024, 1025, 1040, 3000};
     static const char *specials[] = {"\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", "\x7f", "\x80", "\xff", "\xc3\xa9",
                                      "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xe2\x82", "\xc0\xaf", " ", "~"};
     static char value[3100], want[2 * PTC_ACCESS_LOG_VALUE_MAX], got[2 * PTC_ACCESS_LOG_VALUE_MAX];
