@@ -276,6 +276,38 @@ static void test_traceparent_invalid(void **state)
     assert_int_equal(ptc_traceparent_parse(ptc_iov(NULL, 0), &t), PTC_EINVAL);
 }
 
+/* Every byte value at every hex digit's place: only 0-9 and a-f are digits (upper case is not), and each digit
+ * decodes to its value (the ids and flags format back to the same text; the version is read). */
+static void test_traceparent_every_digit(void **state)
+{
+    (void)state;
+    for (size_t at = 0; at < PTC_TRACEPARENT_LEN; at++) {
+        if (at == 2 || at == 35 || at == 52)
+            continue;
+        for (int c = 0; c < 256; c++) {
+            char buf[] = VALID_TP, out[PTC_TRACEPARENT_LEN + 1];
+            ptc_traceparent_t t;
+            buf[at] = (char)c;
+            bool digit = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+            int ret = ptc_traceparent_parse(ptc_iov(buf, sizeof(buf) - 1), &t);
+            if (!digit || (at < 2 && c == 'f' && buf[1 - at] == 'f')) {
+                if (ret != PTC_EINVAL)
+                    fail_msg("byte 0x%02x at %zu accepted", (unsigned)c, at);
+                continue;
+            }
+            if (ret != 0)
+                fail_msg("byte 0x%02x at %zu refused", (unsigned)c, at);
+            if (at < 2) {
+                unsigned v = (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
+                assert_int_equal(t.version, at == 0 ? v << 4 : v);
+                continue;
+            }
+            ptc_traceparent_format(&t, out);
+            assert_string_equal(out, buf);
+        }
+    }
+}
+
 /* The forward-compatibility rule: a higher version is read by its first 55 characters when what follows is
  * nothing or starts with '-'; only its sampled flag means anything. */
 static void test_traceparent_future_versions(void **state)
@@ -609,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_traceparent_valid),
         cmocka_unit_test(test_traceparent_ows),
         cmocka_unit_test(test_traceparent_invalid),
+        cmocka_unit_test(test_traceparent_every_digit),
         cmocka_unit_test(test_traceparent_future_versions),
         cmocka_unit_test(test_traceparent_format),
         cmocka_unit_test(test_tracestate_valid),
