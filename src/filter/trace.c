@@ -24,10 +24,26 @@
 static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4") HEX_ROW("5") HEX_ROW("6")
     HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
 
+/* The two digits of byte b as they lie in memory, read as a 16-bit number. */
+static inline uint64_t hex_pair16(uint8_t b)
+{
+    uint16_t v;
+    memcpy(&v, hex_pairs + 2 * b, 2);
+    return v;
+}
+
 size_t ptc_hex_encode(char *dst, const void *src, size_t n)
 {
     const uint8_t *s = src;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* four bytes' digits in one 8-byte store (the first byte's pair lowest, so first in memory) */
+    for (; i + 4 <= n; i += 4) {
+        uint64_t w = hex_pair16(s[i]) | hex_pair16(s[i + 1]) << 16 | hex_pair16(s[i + 2]) << 32 | hex_pair16(s[i + 3]) << 48;
+        memcpy(dst + 2 * i, &w, 8);
+    }
+#endif
+    for (; i < n; i++)
         memcpy(dst + 2 * i, hex_pairs + 2 * s[i], 2);
     return 2 * n;
 }

@@ -79,6 +79,26 @@ static void test_hex_encode(void **state)
     out[16] = '\0';
     assert_string_equal(out, "00017f80abcdefff");
     assert_int_equal(ptc_hex_encode(out, bytes, 0), 0);
+
+    /* every byte value at every place, for lengths on both sides of the four-byte steps; nothing written past 2n */
+    for (size_t n = 1; n <= 9; n++) {
+        for (size_t at = 0; at < n; at++) {
+            for (unsigned b = 0; b < 256; b++) {
+                uint8_t in[9];
+                char got[20], want[20];
+                for (size_t i = 0; i < n; i++)
+                    in[i] = (uint8_t)(i * 37 + 11);
+                in[at] = (uint8_t)b;
+                memset(got, 'x', sizeof(got));
+                assert_int_equal(ptc_hex_encode(got, in, n), 2 * n);
+                assert_int_equal(got[2 * n], 'x');
+                got[2 * n] = '\0';
+                for (size_t i = 0; i < n; i++)
+                    snprintf(want + 2 * i, 3, "%02x", in[i]);
+                assert_string_equal(got, want);
+            }
+        }
+    }
 }
 
 /* RFC 8439 A.1 vectors 1 and 2 (zero key, zero nonce, blocks 0 and 1), and blocks 7..10 under key 00..1f
