@@ -440,24 +440,75 @@ static bool json_plain(unsigned char c)
     return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
 }
 
-/* The end of the run of plain bytes from p: eight at a time while a whole word is plain (a byte of 0x80 or more,
- * under 0x20, '"', '\' or 0x7f in it stops the word test), then one at a time. */
-static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+/* Sixteen bytes in a vector (GCC and Clang vector extensions: SSE2 on x86-64, NEON on arm64, plain code elsewhere). */
+typedef signed char v16i8_t __attribute__((vector_size(16)));
+
+/* Whether the 16 bytes at p are all plain. As signed bytes, those of 0x80 and more are negative: under 0x20 too. */
+static inline bool plain16(const unsigned char *p)
+{
+    v16i8_t x, none = {0};
+    memcpy(&x, p, 16);
+    v16i8_t bad = (x < none + 0x20) | (x == none + 0x7f) | (x == none + '"') | (x == none + '\\');
+    uint64_t half[2];
+    memcpy(half, &bad, 16);
+    return (half[0] | half[1]) == 0;
+}
+
+/* Whether the 8 bytes of x are all plain: a byte of 0x80 or more, under 0x20, '"', '\' or 0x7f sets a high bit. */
+static inline bool plain8(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
-        /* (v - ones) & ~v has the high bit of a byte set when some byte of v is 0 (and x - 0x20.. when one is under 0x20) */
-        uint64_t bad = x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
-        if ((bad & highs) != 0)
-            break;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
+    /* (v - ones) & ~v has the high bit of a byte set when some byte of v is 0 (and x - 0x20.. when one is under 0x20) */
+    uint64_t bad = x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d);
+    return (bad & highs) == 0;
+}
+
+static inline uint64_t load64(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t load32(const unsigned char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+/* The end of the run of plain bytes from p: sixteen at a time while a whole vector is plain, then eight while a whole
+ * word is, then one at a time. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    while (end - p >= 16 && plain16(p))
+        p += 16;
+    while (end - p >= 8 && plain8(load64(p)))
         p += 8;
-    }
     while (p < end && json_plain(*p))
         p++;
     return p;
+}
+
+/* Whether the n bytes at s are all plain: whole vectors or words, the last one overlapping the one before (so no byte
+ * is looked at alone but in values under 4 bytes). */
+static bool all_plain(const unsigned char *s, size_t n)
+{
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (!plain16(s + i))
+                return false;
+        return plain16(s + n - 16);
+    }
+    if (n >= 8)
+        return plain8(load64(s)) && plain8(load64(s + n - 8));
+    if (n >= 4)
+        return plain8(load32(s) | load32(s + n - 4) << 32);
+    for (size_t i = 0; i < n; i++)
+        if (!json_plain(s[i]))
+            return false;
+    return true;
 }
 
 size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
@@ -561,111 +612,63 @@ size_t ptc_json_escape(char *out, size_t cap, ptc_iovec_t v, size_t max)
     return len;
 }
 
-/* A line under construction: writes are cut at the end of the buffer (its last byte is for the '\n'). */
-typedef struct st_line_t {
-    char *buf;
-    size_t len, cap;
-} line_t;
+/* ---- JSON lines ----
+ *
+ * The schema is fixed, so a line is written straight through a pointer: the keys are literals of known length (the
+ * compiler copies them with a few moves, no call) and no write is checked against the end of the buffer, because
+ * none can pass it: each of the JSON_VALUES values that come from outside is at most PTC_ACCESS_LOG_VALUE_MAX bytes
+ * once escaped (ptc_json_escape caps it), the others are short, and the longest line that makes (JSON_LINE_WORST)
+ * fits a PTC_ACCESS_LOG_LINE_MAX buffer with its '\n'. */
 
-static void put(line_t *l, const char *s, size_t n)
-{
-    n = PTC_MIN(n, l->cap - 1 - l->len);
-    memcpy(l->buf + l->len, s, n);
-    l->len += n;
-}
+#define JSON_VALUES 13  /* request_id trace_id peer origin http_method path protocol transport grpc_message upstream
+                         * upstream_host route jwt_sub: each at most PTC_ACCESS_LOG_VALUE_MAX bytes and its quotes */
+#define TIME_TEXT_MAX 70 /* time_text's buffer: the cached seconds (at most 63 bytes) and ".mmmZ" */
+#define JSON_SHORT 8     /* time (TIME_TEXT_MAX), kind, encoding and the numbers (at most 20 digits and ".mmm") */
+#define JSON_KEYS 512    /* keys, braces, commas: about 300 bytes */
+#define JSON_LINE_WORST (JSON_VALUES * (PTC_ACCESS_LOG_VALUE_MAX + 2) + 2 * JSON_SHORT * (TIME_TEXT_MAX + 2) + JSON_KEYS)
+_Static_assert(JSON_LINE_WORST < PTC_ACCESS_LOG_LINE_MAX, "the longest JSON line fits a line buffer with its newline");
 
-/* A string literal: its length is known when compiling. */
-#define PUT_LIT(l, lit) put((l), (lit), sizeof(lit) - 1)
+/* "00" to "99": numbers are written two digits at a time */
+#define DEC_ROW(d) d "0" d "1" d "2" d "3" d "4" d "5" d "6" d "7" d "8" d "9"
+static const char digit_pairs[] = DEC_ROW("0") DEC_ROW("1") DEC_ROW("2") DEC_ROW("3") DEC_ROW("4") DEC_ROW("5") DEC_ROW("6")
+    DEC_ROW("7") DEC_ROW("8") DEC_ROW("9");
 
-/* A string value, escaped straight into the line: at most PTC_ACCESS_LOG_VALUE_MAX bytes of input and of output. */
-static void put_str(line_t *l, const char *key, size_t key_len, ptc_iovec_t v, bool present)
-{
-    put(l, key, key_len);
-    if (!present) {
-        PUT_LIT(l, "null");
-        return;
-    }
-    PUT_LIT(l, "\"");
-    size_t room = PTC_MIN(l->cap - 1 - l->len, (size_t)PTC_ACCESS_LOG_VALUE_MAX + 1);
-    if (room > 1)
-        l->len += ptc_json_escape(l->buf + l->len, room, v, PTC_ACCESS_LOG_VALUE_MAX);
-    PUT_LIT(l, "\"");
-}
-
-static void put_cstr(line_t *l, const char *key, size_t key_len, const char *s)
-{
-    put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", s != NULL ? strlen(s) : 0), s != NULL && s[0] != '\0');
-}
-
-/* A string made in this file that never needs escaping (the time, a kind or encoding name). NULL or "": null. */
-static void put_plain(line_t *l, const char *key, size_t key_len, const char *s)
-{
-    put(l, key, key_len);
-    if (s == NULL || s[0] == '\0') {
-        PUT_LIT(l, "null");
-        return;
-    }
-    PUT_LIT(l, "\"");
-    put(l, s, strlen(s));
-    PUT_LIT(l, "\"");
-}
-
-/* A short string that is usually plain ASCII (the request id, trace id, protocol, transport): copied whole when
- * plain_run says it is, escaped (put_str) otherwise. NULL or "": null. */
-static void put_checked(line_t *l, const char *key, size_t key_len, const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-    const unsigned char *p = (const unsigned char *)s;
-    if (n == 0 || n > PTC_ACCESS_LOG_VALUE_MAX || plain_run(p, p + n) != p + n) {
-        put_str(l, key, key_len, ptc_iov(s != NULL ? s : "", n), n != 0);
-        return;
-    }
-    put_plain(l, key, key_len, s);
-}
-
-#define PUT_STR(l, key, v, present) put_str((l), (key), sizeof(key) - 1, (v), (present))
-#define PUT_CSTR(l, key, s) put_cstr((l), (key), sizeof(key) - 1, (s))
-#define PUT_PLAIN(l, key, s) put_plain((l), (key), sizeof(key) - 1, (s))
-#define PUT_CHECKED(l, key, s) put_checked((l), (key), sizeof(key) - 1, (s))
-
-/* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen
- * numbers: snprintf would cost more than the rest of the line. */
+/* Decimal digits of v into buf (at least 20 bytes, no NUL); returns their number. Every line has a dozen numbers:
+ * snprintf would cost more than the rest of the line. */
 static size_t u64_text(char *buf, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
+    static const uint64_t pow10[19] = {10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+                                       1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+                                       100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+                                       1000000000000000000ull, 10000000000000000000ull};
+    size_t n = 1;
+    while (n < 20 && v >= pow10[n - 1])
+        n++;
+    char *q = buf + n;
+    for (; v >= 100; v /= 100) {
+        q -= 2;
+        memcpy(q, digit_pairs + 2 * (v % 100), 2);
+    }
+    if (v >= 10)
+        memcpy(q - 2, digit_pairs + 2 * v, 2);
+    else
+        q[-1] = (char)('0' + v);
     return n;
 }
-
-static void put_u64(line_t *l, const char *key, size_t key_len, uint64_t v)
-{
-    char num[20];
-    put(l, key, key_len);
-    put(l, num, u64_text(num, v));
-}
-
-#define PUT_U64(l, key, v) put_u64((l), (key), sizeof(key) - 1, (v))
 
 /* Milliseconds with microsecond digits: "2.345" (buf: at least 24 bytes, no NUL). */
 static size_t ms_text(char *buf, uint64_t us)
 {
-    size_t n = u64_text(buf, us / 1000);
-    buf[n++] = '.';
-    buf[n++] = (char)('0' + us / 100 % 10);
-    buf[n++] = (char)('0' + us / 10 % 10);
-    buf[n++] = (char)('0' + us % 10);
-    return n;
+    size_t n = u64_text(buf, us / 1000), frac = (size_t)(us % 1000);
+    buf[n] = '.';
+    buf[n + 1] = (char)('0' + frac / 100);
+    memcpy(buf + n + 2, digit_pairs + 2 * (frac % 100), 2);
+    return n + 4;
 }
 
-/* RFC 3339 UTC with milliseconds (buf: 32 bytes). The part down to the second changes once a second: each
- * thread keeps the last one it formatted. */
-static size_t time_text(char *buf, size_t len, uint64_t us)
+/* RFC 3339 UTC with milliseconds (buf: TIME_TEXT_MAX bytes, no NUL). The part down to the second changes once a
+ * second: each thread keeps the last one it formatted. */
+static size_t time_text(char *buf, uint64_t us)
 {
     static __thread uint64_t cached_sec = UINT64_MAX;
     static __thread char cached[64];
@@ -680,14 +683,45 @@ static size_t time_text(char *buf, size_t len, uint64_t us)
         cached_len = n > 0 ? PTC_MIN((size_t)n, sizeof(cached) - 1) : 0;
         cached_sec = sec;
     }
-    size_t n = PTC_MIN(cached_len, len - 6);
-    memcpy(buf, cached, n);
-    buf[n++] = '.';
-    buf[n++] = (char)('0' + ms / 100);
-    buf[n++] = (char)('0' + ms / 10 % 10);
-    buf[n++] = (char)('0' + ms % 10);
-    buf[n++] = 'Z';
-    return n;
+    memcpy(buf, cached, cached_len);
+    size_t n = cached_len;
+    buf[n] = '.';
+    buf[n + 1] = (char)('0' + ms / 100);
+    memcpy(buf + n + 2, digit_pairs + 2 * (ms % 100), 2);
+    buf[n + 4] = 'Z';
+    return n + 5;
+}
+
+/* A literal: its length is known when compiling. */
+#define LIT(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) += sizeof(lit) - 1)
+
+/* A string value, or null when it is not present. A plain one (the usual case) is copied at once; any other goes
+ * through ptc_json_escape, which also makes the same bytes of a plain one, so which way a value takes changes nothing
+ * in the line. */
+static char *json_str(char *p, ptc_iovec_t v, bool present)
+{
+    const unsigned char *s = (const unsigned char *)v.base;
+    if (!present) {
+        LIT(p, "null");
+        return p;
+    }
+    *p++ = '"';
+    if (v.len <= PTC_ACCESS_LOG_VALUE_MAX && all_plain(s, v.len)) {
+        if (v.len != 0)
+            memcpy(p, v.base, v.len);
+        p += v.len;
+    } else {
+        p += ptc_json_escape(p, PTC_ACCESS_LOG_VALUE_MAX + 1, v, PTC_ACCESS_LOG_VALUE_MAX);
+    }
+    *p++ = '"';
+    return p;
+}
+
+/* A C string value: null when it is NULL or empty. */
+static char *json_cstr(char *p, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    return json_str(p, ptc_iov(s, n), n != 0);
 }
 
 static ssize_t jwt_sub(const ptc_access_entry_t *e, char *buf, size_t len)
@@ -698,55 +732,74 @@ static ssize_t jwt_sub(const ptc_access_entry_t *e, char *buf, size_t len)
     return n < 0 ? -1 : (ssize_t)strlen(buf);
 }
 
-static const char *encoding_of(const char *protocol)
-{
-    if (protocol == NULL)
-        return NULL;
-    return strcmp(protocol, "grpc-web-text") == 0 ? "text" : "binary";
-}
-
-static void format_json(line_t *l, const ptc_access_entry_t *e)
+/* The line without its '\n' into out (at least JSON_LINE_WORST bytes); returns its length. */
+static size_t format_json(char *out, const ptc_access_entry_t *e)
 {
     const ptc_call_info_t *info = e->info;
-    char buf[PTC_ACCESS_LOG_VALUE_MAX];
-    size_t n;
+    char *p = out;
 
-    n = time_text(buf, sizeof(buf), e->start_us);
-    buf[n] = '\0';
-    PUT_PLAIN(l, "{\"time\":", buf);
-    PUT_PLAIN(l, ",\"kind\":", e->local ? "local" : "call");
-    PUT_CHECKED(l, ",\"request_id\":", info != NULL ? info->request_id : NULL);
-    PUT_CHECKED(l, ",\"trace_id\":", info != NULL ? info->trace_id : NULL);
-    PUT_CSTR(l, ",\"peer\":", info != NULL ? info->peer : NULL);
-    PUT_STR(l, ",\"origin\":", e->origin, e->origin.len != 0);
-    PUT_STR(l, ",\"http_method\":", e->http_method, e->http_method.len != 0);
-    PUT_STR(l, ",\"path\":", e->path, true);
-    PUT_CHECKED(l, ",\"protocol\":", e->protocol != NULL ? e->protocol : "http");
-    PUT_CHECKED(l, ",\"transport\":", e->transport);
-    PUT_PLAIN(l, ",\"encoding\":", encoding_of(e->protocol));
+    LIT(p, "{\"time\":\"");
+    p += time_text(p, e->start_us);
+    if (e->local)
+        LIT(p, "\",\"kind\":\"local\",\"request_id\":");
+    else
+        LIT(p, "\",\"kind\":\"call\",\"request_id\":");
+    p = json_cstr(p, info != NULL ? info->request_id : NULL);
+    LIT(p, ",\"trace_id\":");
+    p = json_cstr(p, info != NULL ? info->trace_id : NULL);
+    LIT(p, ",\"peer\":");
+    p = json_cstr(p, info != NULL ? info->peer : NULL);
+    LIT(p, ",\"origin\":");
+    p = json_str(p, e->origin, e->origin.len != 0);
+    LIT(p, ",\"http_method\":");
+    p = json_str(p, e->http_method, e->http_method.len != 0);
+    LIT(p, ",\"path\":");
+    p = json_str(p, e->path, true);
+    LIT(p, ",\"protocol\":");
+    p = json_cstr(p, e->protocol != NULL ? e->protocol : "http");
+    LIT(p, ",\"transport\":");
+    p = json_cstr(p, e->transport);
+    if (e->protocol == NULL)
+        LIT(p, ",\"encoding\":null,\"grpc_status\":");
+    else if (strcmp(e->protocol, "grpc-web-text") == 0)
+        LIT(p, ",\"encoding\":\"text\",\"grpc_status\":");
+    else
+        LIT(p, ",\"encoding\":\"binary\",\"grpc_status\":");
     if (e->grpc_status >= 0)
-        PUT_U64(l, ",\"grpc_status\":", (uint64_t)e->grpc_status);
+        p += u64_text(p, (uint64_t)e->grpc_status);
     else
-        PUT_LIT(l, ",\"grpc_status\":null");
-    PUT_STR(l, ",\"grpc_message\":", e->grpc_message, e->grpc_status >= 0 && e->grpc_message.len != 0);
-    PUT_U64(l, ",\"http_status\":", (uint64_t)e->http_status);
-    PUT_U64(l, ",\"bytes_in\":", e->bytes_in);
-    PUT_U64(l, ",\"bytes_out\":", e->bytes_out);
-    PUT_U64(l, ",\"messages_in\":", e->msgs_in);
-    PUT_U64(l, ",\"messages_out\":", e->msgs_out);
-    PUT_LIT(l, ",\"ttfb_ms\":");
+        LIT(p, "null");
+    LIT(p, ",\"grpc_message\":");
+    p = json_str(p, e->grpc_message, e->grpc_status >= 0 && e->grpc_message.len != 0);
+    LIT(p, ",\"http_status\":");
+    p += u64_text(p, (uint64_t)e->http_status);
+    LIT(p, ",\"bytes_in\":");
+    p += u64_text(p, e->bytes_in);
+    LIT(p, ",\"bytes_out\":");
+    p += u64_text(p, e->bytes_out);
+    LIT(p, ",\"messages_in\":");
+    p += u64_text(p, e->msgs_in);
+    LIT(p, ",\"messages_out\":");
+    p += u64_text(p, e->msgs_out);
+    LIT(p, ",\"ttfb_ms\":");
     if (e->ttfb_us >= 0)
-        put(l, buf, ms_text(buf, (uint64_t)e->ttfb_us));
+        p += ms_text(p, (uint64_t)e->ttfb_us);
     else
-        PUT_LIT(l, "null");
-    PUT_LIT(l, ",\"duration_ms\":");
-    put(l, buf, ms_text(buf, e->duration_us));
-    PUT_CSTR(l, ",\"upstream\":", info != NULL ? info->upstream : NULL);
-    PUT_CSTR(l, ",\"upstream_host\":", e->upstream_host);
-    PUT_CSTR(l, ",\"route\":", info != NULL && info->route != NULL ? info->route->path : NULL);
-    ssize_t sn = jwt_sub(e, buf, sizeof(buf));
-    PUT_STR(l, ",\"jwt_sub\":", ptc_iov(buf, sn > 0 ? (size_t)sn : 0), sn >= 0);
-    PUT_LIT(l, "}");
+        LIT(p, "null");
+    LIT(p, ",\"duration_ms\":");
+    p += ms_text(p, e->duration_us);
+    LIT(p, ",\"upstream\":");
+    p = json_cstr(p, info != NULL ? info->upstream : NULL);
+    LIT(p, ",\"upstream_host\":");
+    p = json_cstr(p, e->upstream_host);
+    LIT(p, ",\"route\":");
+    p = json_cstr(p, info != NULL && info->route != NULL ? info->route->path : NULL);
+    LIT(p, ",\"jwt_sub\":");
+    char sub[PTC_ACCESS_LOG_VALUE_MAX];
+    ssize_t sn = jwt_sub(e, sub, sizeof(sub));
+    p = json_str(p, ptc_iov(sub, sn > 0 ? (size_t)sn : 0), sn >= 0);
+    *p++ = '}';
+    return (size_t)(p - out);
 }
 
 typedef struct st_source_t {
@@ -812,7 +865,7 @@ static ptc_iovec_t source_get(void *arg, ptc_template_var_t kind, ptc_iovec_t na
         return ptc_jwt_claim(info->jwt, path, s->buf, sizeof(s->buf)) > 0 ? cstr(s->buf) : ptc_iov("", 0);
     }
     case PTC_TEMPLATE_START_TIME:
-        return ptc_iov(s->buf, time_text(s->buf, sizeof(s->buf), e->start_us));
+        return ptc_iov(s->buf, time_text(s->buf, e->start_us));
     case PTC_TEMPLATE_HTTP_METHOD:
         return e->http_method;
     case PTC_TEMPLATE_PATH:
@@ -850,18 +903,24 @@ static ptc_iovec_t source_get(void *arg, ptc_template_var_t kind, ptc_iovec_t na
 
 size_t ptc_access_log_format(const ptc_template_t *t, const ptc_access_entry_t *e, char *out, size_t cap)
 {
-    line_t l = {out, 0, cap};
+    size_t len;
     if (cap < 2)
         return 0;
-    if (t == NULL) {
-        format_json(&l, e);
-    } else {
-        source_t s = {.e = e};
+    if (t != NULL) {
+        source_t s; /* buf is scratch: not zeroed */
+        s.e = e;
         ptc_template_source_t src = {source_get, &s};
-        l.len = ptc_template_expand(t, &src, out, cap - 1, NULL);
+        len = ptc_template_expand(t, &src, out, cap - 1, NULL);
+    } else if (cap > JSON_LINE_WORST) {
+        len = format_json(out, e);
+    } else {
+        /* a buffer too short for the longest line: the line is made whole, then cut */
+        char line[JSON_LINE_WORST];
+        len = PTC_MIN(format_json(line, e), cap - 1);
+        memcpy(out, line, len);
     }
-    out[l.len++] = '\n';
-    return l.len;
+    out[len++] = '\n';
+    return len;
 }
 
 bool ptc_access_log_write(ptc_access_log_t *l, size_t worker, const ptc_access_entry_t *e)

@@ -22,19 +22,23 @@ bool ptc_request_id_valid(ptc_iovec_t v, size_t max_len)
 
 size_t ptc_request_id_generate(char out[PTC_REQUEST_ID_UUID_LEN + 1])
 {
-    /* 8-4-4-4-12 hex digits: groups of 4, 2, 2, 2 and 6 bytes */
-    static const size_t groups[] = {4, 2, 2, 2, 6};
     uint8_t b[16];
-    char *p = out;
+    char hex[32];
 
     ptc_random_bytes(b, sizeof(b));
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10xx (RFC 9562) */
-    for (size_t g = 0, off = 0; g < PTC_ARRAY_SIZE(groups); off += groups[g++]) {
-        if (g != 0)
-            *p++ = '-';
-        p += ptc_hex_encode(p, b + off, groups[g]);
-    }
-    *p = '\0';
+    ptc_hex_encode(hex, b, sizeof(b));
+    /* 8-4-4-4-12 hex digits: copies of fixed sizes, which the compiler makes a few moves */
+    memcpy(out, hex, 8);
+    out[8] = '-';
+    memcpy(out + 9, hex + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, hex + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hex + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, hex + 20, 12);
+    out[36] = '\0';
     return PTC_REQUEST_ID_UUID_LEN;
 }

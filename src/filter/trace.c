@@ -24,32 +24,49 @@
 static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4") HEX_ROW("5") HEX_ROW("6")
     HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
 
+/* The two digits of byte b as they lie in memory, read as a 16-bit number. */
+static inline uint64_t hex_pair16(uint8_t b)
+{
+    uint16_t v;
+    memcpy(&v, hex_pairs + 2 * b, 2);
+    return v;
+}
+
 size_t ptc_hex_encode(char *dst, const void *src, size_t n)
 {
     const uint8_t *s = src;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* four bytes' digits in one 8-byte store (the first byte's pair lowest, so first in memory) */
+    for (; i + 4 <= n; i += 4) {
+        uint64_t w = hex_pair16(s[i]) | hex_pair16(s[i + 1]) << 16 | hex_pair16(s[i + 2]) << 32 | hex_pair16(s[i + 3]) << 48;
+        memcpy(dst + 2 * i, &w, 8);
+    }
+#endif
+    for (; i < n; i++)
         memcpy(dst + 2 * i, hex_pairs + 2 * s[i], 2);
     return 2 * n;
 }
 
-/* Decodes 2 * n lower-case hex digits (upper case is invalid in trace context). */
+/* The value of each lower-case hex digit with bit 4 set (0x10-0x1f); 0 for every other byte, upper case too (invalid in
+ * trace context): a digit pair is two loads, and one AND over them all says whether every byte was a digit. */
+#define HV(c, v) [c] = 0x10 | (v)
+static const uint8_t hex_lc[256] = {HV('0', 0),  HV('1', 1),  HV('2', 2),  HV('3', 3),  HV('4', 4),  HV('5', 5),
+                                    HV('6', 6),  HV('7', 7),  HV('8', 8),  HV('9', 9),  HV('a', 10), HV('b', 11),
+                                    HV('c', 12), HV('d', 13), HV('e', 14), HV('f', 15)};
+#undef HV
+
+/* Decodes 2 * n lower-case hex digits; false when one is not (dst then holds garbage). */
 static bool hex_decode_lc(uint8_t *dst, const char *src, size_t n)
 {
-    for (size_t i = 0; i < 2 * n; i++) {
-        char c = src[i];
-        unsigned v;
-        if (c >= '0' && c <= '9')
-            v = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v = (unsigned)(c - 'a' + 10);
-        else
-            return false;
-        if (i % 2 == 0)
-            dst[i / 2] = (uint8_t)(v << 4);
-        else
-            dst[i / 2] |= (uint8_t)v;
+    const unsigned char *s = (const unsigned char *)src;
+    unsigned ok = 0x10;
+    for (size_t i = 0; i < n; i++) {
+        unsigned hi = hex_lc[s[2 * i]], lo = hex_lc[s[2 * i + 1]];
+        ok &= hi & lo;
+        dst[i] = (uint8_t)(hi << 4 | (lo & 0x0f));
     }
-    return true;
+    return ok != 0;
 }
 
 static bool all_zero(const uint8_t *p, size_t n)

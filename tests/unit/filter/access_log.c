@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -292,6 +294,154 @@ static size_t count_lines(const char *s)
 }
 
 /* A file: every line arrives whole and in order per worker; a rename and a reopen start a new file. */
+/* The value of key in a JSON line, as written (between the key and the next field). */
+static const char *field_of(const char *line, const char *key, char *out, size_t cap)
+{
+    char k[64];
+    snprintf(k, sizeof(k), ",\"%s\":", key);
+    const char *p = strstr(line, k);
+    assert_non_null(p);
+    p += strlen(k);
+    const char *end = strstr(p, ",\"");
+    if (end == NULL)
+        end = strstr(p, "}\n");
+    assert_non_null(end);
+    assert_true((size_t)(end - p) < cap);
+    memcpy(out, p, (size_t)(end - p));
+    out[end - p] = '\0';
+    return out;
+}
+
+/* Every value of a line is written as ptc_json_escape makes it (capped at PTC_ACCESS_LOG_VALUE_MAX): plain values
+ * are copied whole, the others escaped, at every length around the scan's 8- and 16-byte steps and the cap, with
+ * each kind of byte that needs escaping at each place; numbers as printf writes them. */
+static void test_format_values(void **state)
+{
+    (void)state;
+    static const size_t lens[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 23, 24, 31, 32, 33, 47, 48, 63, 64, 65, 1015, 1016, 1023, 1024, 1025, 1040, 3000};
+    static const char *specials[] = {"\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", "\x7f", "\x80", "\xff", "\xc3\xa9",
+                                     "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xe2\x82", "\xc0\xaf", " ", "~"};
+    static char value[3100], want[2 * PTC_ACCESS_LOG_VALUE_MAX], got[2 * PTC_ACCESS_LOG_VALUE_MAX];
+    char line[PTC_ACCESS_LOG_LINE_MAX];
+    ptc_call_info_t info;
+
+    for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+        for (size_t si = 0; si <= sizeof(specials) / sizeof(specials[0]); si++) {
+            size_t len = lens[li], sl = si < sizeof(specials) / sizeof(specials[0]) ? strlen(specials[si]) : 0;
+            /* the special at every place in the first 40 bytes and the last 40 (si past the end: none) */
+            for (size_t at = 0; at < len || at == 0; at++) {
+                if (at >= 40 && at + 40 < len)
+                    at = len - 40;
+                memset(value, 'a' + (int)(at % 26), len);
+                if (sl != 0 && at + sl <= len)
+                    memcpy(value + at, specials[si], sl);
+                ptc_iovec_t v = ptc_iov(value, len);
+                size_t wn = ptc_json_escape(want + 1, PTC_ACCESS_LOG_VALUE_MAX + 1, v, PTC_ACCESS_LOG_VALUE_MAX);
+                want[0] = '"';
+                memcpy(want + 1 + wn, "\"", 2);
+
+                ptc_access_entry_t e = sample_entry(&info);
+                e.path = v;
+                e.grpc_message = v;
+                e.origin = v;
+                memcpy(info.peer, value, PTC_MIN(len, sizeof(info.peer) - 1));
+                info.peer[PTC_MIN(len, sizeof(info.peer) - 1)] = '\0';
+                size_t n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+                line[n] = '\0';
+                assert_string_equal(field_of(line, "path", got, sizeof(got)), want);
+                assert_string_equal(field_of(line, "grpc_message", got, sizeof(got)), len != 0 ? want : "null");
+                assert_string_equal(field_of(line, "origin", got, sizeof(got)), len != 0 ? want : "null");
+                size_t pn = strlen(info.peer);
+                wn = ptc_json_escape(want + 1, PTC_ACCESS_LOG_VALUE_MAX + 1, ptc_iov(info.peer, pn), PTC_ACCESS_LOG_VALUE_MAX);
+                memcpy(want + 1 + wn, "\"", 2);
+                assert_string_equal(field_of(line, "peer", got, sizeof(got)), pn != 0 ? want : "null");
+                if (len == 0)
+                    break;
+            }
+        }
+    }
+
+    /* numbers: every length of digits, the powers of ten and their neighbours */
+    ptc_access_entry_t e = sample_entry(&info);
+    for (uint64_t p = 1, k = 0; k < 20; k++, p = p * 10) {
+        uint64_t vs[] = {p - 1, p, p + 1, p * 9 + (p - 1), UINT64_MAX - k};
+        for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+            char num[64], ms[64];
+            e.bytes_in = e.bytes_out = e.msgs_in = e.msgs_out = vs[i];
+            e.duration_us = vs[i];
+            e.ttfb_us = (int64_t)(vs[i] >> 1);
+            size_t n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+            line[n] = '\0';
+            snprintf(num, sizeof(num), "%" PRIu64, vs[i]);
+            assert_string_equal(field_of(line, "bytes_in", got, sizeof(got)), num);
+            assert_string_equal(field_of(line, "bytes_out", got, sizeof(got)), num);
+            assert_string_equal(field_of(line, "messages_in", got, sizeof(got)), num);
+            assert_string_equal(field_of(line, "messages_out", got, sizeof(got)), num);
+            snprintf(ms, sizeof(ms), "%" PRIu64 ".%03" PRIu64, vs[i] / 1000, vs[i] % 1000);
+            assert_string_equal(field_of(line, "duration_ms", got, sizeof(got)), ms);
+            snprintf(ms, sizeof(ms), "%" PRIu64 ".%03" PRIu64, (vs[i] >> 1) / 1000, (vs[i] >> 1) % 1000);
+            assert_string_equal(field_of(line, "ttfb_ms", got, sizeof(got)), ms);
+        }
+    }
+    for (int st = 0; st < 1000; st += 7) {
+        char num[16];
+        e.http_status = st;
+        e.grpc_status = st % 17;
+        size_t n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+        line[n] = '\0';
+        snprintf(num, sizeof(num), "%d", st);
+        assert_string_equal(field_of(line, "http_status", got, sizeof(got)), num);
+        snprintf(num, sizeof(num), "%d", st % 17);
+        assert_string_equal(field_of(line, "grpc_status", got, sizeof(got)), num);
+    }
+
+    /* the time, against strftime, over seconds, days and years (each thread keeps the last second it formatted) */
+    for (uint64_t t = 0; t < 4102444800ull; t += 86399ull * 37 + 1) {
+        uint64_t us = t * 1000000 + (t % 1000) * 1000 + t % 997;
+        time_t secs = (time_t)t;
+        struct tm tm;
+        char ts[64], wt[80];
+        gmtime_r(&secs, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(wt, sizeof(wt), "{\"time\":\"%s.%03" PRIu64 "Z\",", ts, us / 1000 % 1000);
+        e.start_us = us;
+        size_t n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+        line[n] = '\0';
+        assert_memory_equal(line, wt, strlen(wt));
+    }
+
+    /* the longest line there can be: every value past the cap and escaped, every number at its widest */
+    static char big[3000];
+    memset(big, '\x01', sizeof(big) - 1);
+    e = sample_entry(&info);
+    e.origin = e.path = e.grpc_message = e.http_method = ptc_iov(big, sizeof(big) - 1);
+    memset(info.peer, '\x01', sizeof(info.peer) - 1);
+    memset(info.request_id, '\x01', sizeof(info.request_id) - 1);
+    memset(info.trace_id, '\x01', sizeof(info.trace_id) - 1);
+    info.upstream = big + 1;
+    e.upstream_host = big + 2;
+    e.protocol = big + 3;
+    e.transport = big + 4;
+    ptc_route_config_t route = {.path = big + 5};
+    info.route = &route;
+    e.bytes_in = e.bytes_out = e.msgs_in = e.msgs_out = e.duration_us = UINT64_MAX;
+    e.ttfb_us = INT64_MAX;
+    e.http_status = -1;
+    e.start_us = UINT64_MAX;
+    size_t n = ptc_access_log_format(NULL, &e, line, sizeof(line));
+    assert_true(n < sizeof(line));
+    assert_int_equal(line[n - 1], '\n');
+    assert_int_equal(line[n - 2], '}');
+    line[n] = '\0';
+    assert_non_null(strstr(line, ",\"route\":\"\\u0001"));
+    /* a buffer shorter than a line: the line is cut, and still ends with its newline */
+    char small[100];
+    n = ptc_access_log_format(NULL, &e, small, sizeof(small));
+    assert_int_equal(n, sizeof(small));
+    assert_memory_equal(small, line, sizeof(small) - 1);
+    assert_int_equal(small[n - 1], '\n');
+}
+
 static void test_sink_file(void **state)
 {
     (void)state;
@@ -400,7 +550,7 @@ static void test_sink_stalled(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_escape), cmocka_unit_test(test_ring),          cmocka_unit_test(test_format),
+        cmocka_unit_test(test_json_escape), cmocka_unit_test(test_ring),          cmocka_unit_test(test_format), cmocka_unit_test(test_format_values),
         cmocka_unit_test(test_sink_file),   cmocka_unit_test(test_sink_stalled),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -79,6 +79,26 @@ static void test_hex_encode(void **state)
     out[16] = '\0';
     assert_string_equal(out, "00017f80abcdefff");
     assert_int_equal(ptc_hex_encode(out, bytes, 0), 0);
+
+    /* every byte value at every place, for lengths on both sides of the four-byte steps; nothing written past 2n */
+    for (size_t n = 1; n <= 9; n++) {
+        for (size_t at = 0; at < n; at++) {
+            for (unsigned b = 0; b < 256; b++) {
+                uint8_t in[9];
+                char got[20], want[20];
+                for (size_t i = 0; i < n; i++)
+                    in[i] = (uint8_t)(i * 37 + 11);
+                in[at] = (uint8_t)b;
+                memset(got, 'x', sizeof(got));
+                assert_int_equal(ptc_hex_encode(got, in, n), 2 * n);
+                assert_int_equal(got[2 * n], 'x');
+                got[2 * n] = '\0';
+                for (size_t i = 0; i < n; i++)
+                    snprintf(want + 2 * i, 3, "%02x", in[i]);
+                assert_string_equal(got, want);
+            }
+        }
+    }
 }
 
 /* RFC 8439 A.1 vectors 1 and 2 (zero key, zero nonce, blocks 0 and 1), and blocks 7..10 under key 00..1f
@@ -274,6 +294,38 @@ static void test_traceparent_invalid(void **state)
     buf[10] = '\0';
     assert_int_equal(ptc_traceparent_parse(ptc_iov(buf, sizeof(buf) - 1), &t), PTC_EINVAL);
     assert_int_equal(ptc_traceparent_parse(ptc_iov(NULL, 0), &t), PTC_EINVAL);
+}
+
+/* Every byte value at every hex digit's place: only 0-9 and a-f are digits (upper case is not), and each digit
+ * decodes to its value (the ids and flags format back to the same text; the version is read). */
+static void test_traceparent_every_digit(void **state)
+{
+    (void)state;
+    for (size_t at = 0; at < PTC_TRACEPARENT_LEN; at++) {
+        if (at == 2 || at == 35 || at == 52)
+            continue;
+        for (int c = 0; c < 256; c++) {
+            char buf[] = VALID_TP, out[PTC_TRACEPARENT_LEN + 1];
+            ptc_traceparent_t t;
+            buf[at] = (char)c;
+            bool digit = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+            int ret = ptc_traceparent_parse(ptc_iov(buf, sizeof(buf) - 1), &t);
+            if (!digit || (at < 2 && c == 'f' && buf[1 - at] == 'f')) {
+                if (ret != PTC_EINVAL)
+                    fail_msg("byte 0x%02x at %zu accepted", (unsigned)c, at);
+                continue;
+            }
+            if (ret != 0)
+                fail_msg("byte 0x%02x at %zu refused", (unsigned)c, at);
+            if (at < 2) {
+                unsigned v = (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
+                assert_int_equal(t.version, at == 0 ? v << 4 : v);
+                continue;
+            }
+            ptc_traceparent_format(&t, out);
+            assert_string_equal(out, buf);
+        }
+    }
 }
 
 /* The forward-compatibility rule: a higher version is read by its first 55 characters when what follows is
@@ -609,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_traceparent_valid),
         cmocka_unit_test(test_traceparent_ows),
         cmocka_unit_test(test_traceparent_invalid),
+        cmocka_unit_test(test_traceparent_every_digit),
         cmocka_unit_test(test_traceparent_future_versions),
         cmocka_unit_test(test_traceparent_format),
         cmocka_unit_test(test_tracestate_valid),
