@@ -1291,7 +1291,7 @@ static void us_on_headers_end(ptc_upstream_stream_t *s, nghttp2_headers_category
     ptc_call_t *call = call_of(s);
     const char *host;
     if (cat == NGHTTP2_HCAT_RESPONSE && call->snap->access_log != NULL && (host = ptc_upstream_stream_peer(s)) != NULL)
-        snprintf(call->upstream_host, sizeof(call->upstream_host), "%s", host);
+        copy_str(call->upstream_host, sizeof(call->upstream_host), ptc_iov(host, strlen(host)));
     upstream_headers_end(call, cat, end_stream);
     maybe_free(call);
 }
