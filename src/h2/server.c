@@ -67,6 +67,7 @@
 #define MAX_OUTBOUND_ACK 1000   /* SETTINGS and PING ACKs queued unread before nghttp2 gives up (its default) */
 #define MAX_SETTINGS_ENTRIES 32 /* entries in one SETTINGS frame (nghttp2's default; 7 ids are defined) */
 #define CLOSE_LINGER_MS 5000    /* after an error GOAWAY: how long the connection may take to flush it and see the client close */
+#define SPARE_STREAMS 16        /* freed streams a busy connection keeps for its next ones (see stream_new) */
 
 /* A token bucket (per connection; times from ptc_now_coarse_ms()). */
 typedef struct st_bucket_t {
@@ -133,6 +134,8 @@ typedef struct st_h2stream_t {
     /* a WebSocket over this stream (extended CONNECT): its session and the transport it sees */
     ptc_ws_t *ws;
     ptc_ws_io_t wsio; /* in: request DATA not yet taken by the session; out: `out` */
+
+    struct st_h2stream_t *next_spare; /* in the connection's spare list */
 } h2stream_t;
 
 struct st_h2conn_t {
@@ -155,6 +158,8 @@ struct st_h2conn_t {
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
     h2stream_t *recent_st;   /* the stream last opened or looked up (stream_of); NULL: none, or freed */
+    h2stream_t *spare;       /* freed streams kept for the next ones (at most SPARE_STREAMS; none while idle) */
+    unsigned num_spare;
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -303,18 +308,64 @@ static void conn_refresh(h2conn_t *conn)
 
 /* ---- streams ---- */
 
+/*
+ * A stream, with its empty `out`: a spare one when the connection has one (a connection's streams come and go in
+ * batches: those a send pass ends are the next read's new ones, without an allocation and an evbuffer each), or new.
+ */
+static h2stream_t *stream_alloc(h2conn_t *conn)
+{
+    h2stream_t *st = conn->spare;
+    if (st != NULL) {
+        conn->spare = st->next_spare;
+        conn->num_spare--;
+        struct evbuffer *out = st->out;
+        memset(st, 0, sizeof(*st));
+        st->out = out;
+        return st;
+    }
+    if ((st = ptc_calloc(1, sizeof(*st))) == NULL)
+        return NULL;
+    if ((st->out = evbuffer_new()) == NULL) {
+        ptc_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Keeps a freed stream (its `out` emptied) as a spare, or frees it. */
+static void stream_dispose(h2conn_t *conn, h2stream_t *st)
+{
+    if (conn->num_spare < SPARE_STREAMS && evbuffer_drain(st->out, evbuffer_get_length(st->out)) == 0) {
+        st->next_spare = conn->spare;
+        conn->spare = st;
+        conn->num_spare++;
+        return;
+    }
+    evbuffer_free(st->out);
+    ptc_free(st);
+}
+
+/* Frees the spare streams (an idle or closing connection keeps none). */
+static void spare_free(h2conn_t *conn)
+{
+    h2stream_t *st;
+    while ((st = conn->spare) != NULL) {
+        conn->spare = st->next_spare;
+        evbuffer_free(st->out);
+        ptc_free(st);
+    }
+    conn->num_spare = 0;
+}
+
 static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
 {
-    h2stream_t *st = ptc_calloc(1, sizeof(*st));
+    h2stream_t *st = stream_alloc(conn);
     if (st == NULL)
         return NULL;
     st->conn = conn;
     st->id = id;
-    st->out = evbuffer_new();
-    if (st->out == NULL || ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
-        if (st->out != NULL)
-            evbuffer_free(st->out);
-        ptc_free(st);
+    if (ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
+        stream_dispose(conn, st);
         return NULL;
     }
     st->snap = ptc_snapshot_ref(conn->worker->snap);
@@ -352,8 +403,7 @@ static void stream_free(h2stream_t *st, const char *reason)
     free(st->cors_origin);
     free(st->trailers);
     free(st->trailer_mem);
-    evbuffer_free(st->out);
-    ptc_free(st);
+    stream_dispose(conn, st);
     timer_update(conn);
 }
 
@@ -1238,6 +1288,7 @@ static void conn_free(h2conn_t *conn, const char *reason)
     ptc_log_debug("h2 %s: connection closed: %s", conn->base.peer, reason);
     while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
         stream_free(st, reason);
+    spare_free(conn);
     nghttp2_session_del(conn->session);
     evutil_socket_t parked_fd = conn->bev == NULL ? event_get_fd(conn->send_ev) : -1; /* >= 0 while parked */
     event_free(conn->timer);
@@ -1309,6 +1360,7 @@ static void conn_release_idle(ptc_conn_t *c)
     if (conn->num_streams != 0 || conn->in_header_block || conn->goaway_sent || conn->error_goaway ||
         conn->timer_kind == TIMER_LINGER || conn->bev == NULL)
         return; /* busy (the last stream's end lists it again), closing, or released already */
+    spare_free(conn);
     if (conn->in_nghttp2 != 0 || conn->want_send || conn->write_blocked || nghttp2_session_want_write(conn->session) ||
         evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0 ||
         evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||
