@@ -119,6 +119,7 @@ typedef struct st_h2stream_t {
     bool head_method;      /* HEAD: answers carry no body */
     bool discard;          /* request body is ignored (local answer, or the call ended) */
     bool read_paused;      /* the call applies backpressure: request DATA is not credited */
+    bool data_ended;       /* a DATA frame with END_STREAM came: the stream's own window no longer matters */
     size_t unconsumed_req; /* request DATA received but not credited back */
 
     /* response */
@@ -423,12 +424,18 @@ static void stream_resume(h2stream_t *st)
     }
 }
 
-/* Credits request DATA back to the browser unless the call is applying backpressure. */
+/*
+ * Credits request DATA back to the browser unless the call is applying backpressure: to the connection, and to the
+ * stream while more DATA may come on it (after END_STREAM a WINDOW_UPDATE for it would be of no use).
+ */
 static void stream_credit_request(h2stream_t *st)
 {
     if (st->unconsumed_req == 0 || st->read_paused)
         return;
-    nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
+    if (st->data_ended)
+        nghttp2_session_consume_connection(st->conn->session, st->unconsumed_req);
+    else
+        nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
     st->unconsumed_req = 0;
     conn_want_send(st->conn);
 }
@@ -1012,13 +1019,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
 {
-    (void)flags;
     h2stream_t *st = stream_of(user_data, stream_id);
     if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
     st->unconsumed_req += len;
+    if (flags & NGHTTP2_FLAG_END_STREAM) /* this frame's chunks are the stream's last DATA */
+        st->data_ended = true;
     if (st->call != NULL && !st->discard)
         ptc_call_on_request_body(st->call, (const char *)data, len);
     if (st->ws != NULL && !st->discard) {
