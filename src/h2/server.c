@@ -724,7 +724,8 @@ static void settings_check(h2conn_t *conn, const nghttp2_settings *settings)
 }
 
 /*
- * The stream with this id (nghttp2's stream user data, which is set when a stream opens and cleared as it is freed):
+ * The stream with this id (nghttp2's stream user data, set when a stream opens; nghttp2 finds no stream once it closed it,
+ * from the return of on_stream_close, where ours is freed):
  * a call's frames come one after another (HEADERS and its fields, DATA, the close), so the stream last opened or looked
  * up is remembered; freeing it forgets it.
  */
@@ -1053,7 +1054,6 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_rapid_resets,
                    "rapid reset: more than %.0f streams reset before their response ended (%.0f a second after that)",
                    reset_burst(conn), reset_burst(conn) / RESET_REFILL_S);
-    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     stream_free(st, error_code == NGHTTP2_NO_ERROR ? "stream closed"
                     : st->rst_sent             ? "stream reset by the gateway for a protocol error of the client"
                                                : "stream reset by the client");
