@@ -68,6 +68,8 @@
 #define MAX_SETTINGS_ENTRIES 32 /* entries in one SETTINGS frame (nghttp2's default; 7 ids are defined) */
 #define CLOSE_LINGER_MS 5000    /* after an error GOAWAY: how long the connection may take to flush it and see the client close */
 #define SPARE_STREAMS 16        /* freed streams a busy connection keeps for its next ones (see stream_new) */
+#define SMALL_OUT 240           /* response bytes a stream keeps in itself rather than in `out` (see ds_send_body) */
+#define FRAME_STAGE 2048        /* a DATA frame up to this size is written to the connection in one piece */
 
 /* A token bucket (per connection; times from ptc_now_coarse_ms()). */
 typedef struct st_bucket_t {
@@ -122,8 +124,12 @@ typedef struct st_h2stream_t {
     bool data_ended;       /* a DATA frame with END_STREAM came: the stream's own window no longer matters */
     size_t unconsumed_req; /* request DATA received but not credited back */
 
-    /* response */
+    /* response: its bytes not yet sent are small[small_off, small_len), then `out` (small is used only while out is
+     * empty, so that the bytes stay in order: a unary call's whole body, without an evbuffer's chains) */
     struct evbuffer *out;
+    uint16_t small_off;
+    uint16_t small_len;
+    char small[SMALL_OUT];
     bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
@@ -495,13 +501,19 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
     return rv;
 }
 
+/* Response bytes of the stream not yet sent. */
+static size_t stream_pending(const h2stream_t *st)
+{
+    return (size_t)(st->small_len - st->small_off) + evbuffer_get_length(st->out);
+}
+
 static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                              nghttp2_data_source *source, void *user_data)
 {
     (void)buf;
     (void)user_data;
     h2stream_t *st = source->ptr;
-    size_t avail = evbuffer_get_length(st->out);
+    size_t avail = stream_pending(st);
     if (avail == 0 && !st->eof) {
         st->data_deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -540,11 +552,24 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     h2stream_t *st = source->ptr;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK || conn->goaway_out)
         return NGHTTP2_ERR_WOULDBLOCK;
-    if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
+    /* the frame header and what small holds of the payload, then the rest from out */
+    size_t k = PTC_MIN(length, (size_t)(st->small_len - st->small_off));
+    char stage[FRAME_STAGE];
+    memcpy(stage, framehd, 9);
+    memcpy(stage + 9, st->small + st->small_off, k);
+    st->small_off = (uint16_t)(st->small_off + k);
+    if (st->small_off == st->small_len)
+        st->small_off = st->small_len = 0;
+    if (9 + length <= sizeof(stage)) {
+        if ((length > k && evbuffer_remove(st->out, stage + 9 + k, length - k) != (int)(length - k)) ||
+            evbuffer_add(out, stage, 9 + length) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
+    } else if (ptc_evbuffer_add_framed(out, stage, 9 + k, st->out, length - k, NULL, 0) != 0) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     control_earn(conn); /* the client's WINDOW_UPDATEs (and BDP PINGs) answer our DATA */
     /* the browser is reading: let the call credit its upstream again */
-    if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
+    if (st->call != NULL && stream_pending(st) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
     if (st->ws != NULL)
         ptc_ws_on_writable(st->ws);
@@ -569,10 +594,26 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn_want_send(st->conn);
 }
 
+/*
+ * Body bytes: into small while they fit and out is empty (a copy of tens of bytes costs less than moving the buffer's
+ * chains, and writing the frame takes them from the stream itself), otherwise moved into out.
+ */
+static int stream_queue(h2stream_t *st, struct evbuffer *buf)
+{
+    size_t n = evbuffer_get_length(buf);
+    if (n <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0) {
+        if (evbuffer_remove(buf, st->small + st->small_len, n) != (int)n)
+            return -1;
+        st->small_len = (uint16_t)(st->small_len + n);
+        return 0;
+    }
+    return evbuffer_add_buffer(st->out, buf);
+}
+
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    if (st->out_broken || evbuffer_add_buffer(st->out, buf) != 0) {
+    if (st->out_broken || stream_queue(st, buf) != 0) {
         /* what follows would not be the response the call made: the stream is reset instead (its close
          * detaches the call, which cancels the upstream stream) */
         evbuffer_drain(buf, evbuffer_get_length(buf));
@@ -627,7 +668,7 @@ static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers,
 
 static size_t ds_pending(ptc_downstream_t *ds)
 {
-    return evbuffer_get_length(((h2stream_t *)ds)->out);
+    return stream_pending((const h2stream_t *)ds);
 }
 
 static void ds_pause_read(ptc_downstream_t *ds, bool pause)
