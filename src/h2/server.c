@@ -67,6 +67,9 @@
 #define MAX_OUTBOUND_ACK 1000   /* SETTINGS and PING ACKs queued unread before nghttp2 gives up (its default) */
 #define MAX_SETTINGS_ENTRIES 32 /* entries in one SETTINGS frame (nghttp2's default; 7 ids are defined) */
 #define CLOSE_LINGER_MS 5000    /* after an error GOAWAY: how long the connection may take to flush it and see the client close */
+#define SPARE_STREAMS 16        /* freed streams a busy connection keeps for its next ones (see stream_new) */
+#define SMALL_OUT 240           /* response bytes a stream keeps in itself rather than in `out` (see ds_send_body) */
+#define FRAME_STAGE 2048        /* a DATA frame up to this size is written to the connection in one piece */
 
 /* A token bucket (per connection; times from ptc_now_coarse_ms()). */
 typedef struct st_bucket_t {
@@ -118,10 +121,15 @@ typedef struct st_h2stream_t {
     bool head_method;      /* HEAD: answers carry no body */
     bool discard;          /* request body is ignored (local answer, or the call ended) */
     bool read_paused;      /* the call applies backpressure: request DATA is not credited */
+    bool data_ended;       /* a DATA frame with END_STREAM came: the stream's own window no longer matters */
     size_t unconsumed_req; /* request DATA received but not credited back */
 
-    /* response */
+    /* response: its bytes not yet sent are small[small_off, small_len), then `out` (small is used only while out is
+     * empty, so that the bytes stay in order: a unary call's whole body, without an evbuffer's chains) */
     struct evbuffer *out;
+    uint16_t small_off;
+    uint16_t small_len;
+    char small[SMALL_OUT];
     bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
@@ -133,6 +141,8 @@ typedef struct st_h2stream_t {
     /* a WebSocket over this stream (extended CONNECT): its session and the transport it sees */
     ptc_ws_t *ws;
     ptc_ws_io_t wsio; /* in: request DATA not yet taken by the session; out: `out` */
+
+    struct st_h2stream_t *next_spare; /* in the connection's spare list */
 } h2stream_t;
 
 struct st_h2conn_t {
@@ -155,6 +165,8 @@ struct st_h2conn_t {
     bool in_header_block;    /* a HEADERS frame without END_HEADERS came; its CONTINUATIONs have not ended it yet */
     int32_t header_block_stream; /* ... on this stream */
     h2stream_t *recent_st;   /* the stream last opened or looked up (stream_of); NULL: none, or freed */
+    h2stream_t *spare;       /* freed streams kept for the next ones (at most SPARE_STREAMS; none while idle) */
+    unsigned num_spare;
     bool error_goaway;       /* a GOAWAY with an error code went out (or a fatal error came): closing in stages */
     bool shut;               /* closing: the output is flushed and the write side shut; reading until the client closes */
     bool goaway_counted;     /* the error GOAWAY being sent was counted where it was decided (conn_error) */
@@ -303,18 +315,64 @@ static void conn_refresh(h2conn_t *conn)
 
 /* ---- streams ---- */
 
+/*
+ * A stream, with its empty `out`: a spare one when the connection has one (a connection's streams come and go in
+ * batches: those a send pass ends are the next read's new ones, without an allocation and an evbuffer each), or new.
+ */
+static h2stream_t *stream_alloc(h2conn_t *conn)
+{
+    h2stream_t *st = conn->spare;
+    if (st != NULL) {
+        conn->spare = st->next_spare;
+        conn->num_spare--;
+        struct evbuffer *out = st->out;
+        memset(st, 0, sizeof(*st));
+        st->out = out;
+        return st;
+    }
+    if ((st = ptc_calloc(1, sizeof(*st))) == NULL)
+        return NULL;
+    if ((st->out = evbuffer_new()) == NULL) {
+        ptc_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Keeps a freed stream (its `out` emptied) as a spare, or frees it. */
+static void stream_dispose(h2conn_t *conn, h2stream_t *st)
+{
+    if (conn->num_spare < SPARE_STREAMS && evbuffer_drain(st->out, evbuffer_get_length(st->out)) == 0) {
+        st->next_spare = conn->spare;
+        conn->spare = st;
+        conn->num_spare++;
+        return;
+    }
+    evbuffer_free(st->out);
+    ptc_free(st);
+}
+
+/* Frees the spare streams (an idle or closing connection keeps none). */
+static void spare_free(h2conn_t *conn)
+{
+    h2stream_t *st;
+    while ((st = conn->spare) != NULL) {
+        conn->spare = st->next_spare;
+        evbuffer_free(st->out);
+        ptc_free(st);
+    }
+    conn->num_spare = 0;
+}
+
 static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
 {
-    h2stream_t *st = ptc_calloc(1, sizeof(*st));
+    h2stream_t *st = stream_alloc(conn);
     if (st == NULL)
         return NULL;
     st->conn = conn;
     st->id = id;
-    st->out = evbuffer_new();
-    if (st->out == NULL || ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
-        if (st->out != NULL)
-            evbuffer_free(st->out);
-        ptc_free(st);
+    if (ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
+        stream_dispose(conn, st);
         return NULL;
     }
     st->snap = ptc_snapshot_ref(conn->worker->snap);
@@ -352,8 +410,7 @@ static void stream_free(h2stream_t *st, const char *reason)
     free(st->cors_origin);
     free(st->trailers);
     free(st->trailer_mem);
-    evbuffer_free(st->out);
-    ptc_free(st);
+    stream_dispose(conn, st);
     timer_update(conn);
 }
 
@@ -373,12 +430,18 @@ static void stream_resume(h2stream_t *st)
     }
 }
 
-/* Credits request DATA back to the browser unless the call is applying backpressure. */
+/*
+ * Credits request DATA back to the browser unless the call is applying backpressure: to the connection, and to the
+ * stream while more DATA may come on it (after END_STREAM a WINDOW_UPDATE for it would be of no use).
+ */
 static void stream_credit_request(h2stream_t *st)
 {
     if (st->unconsumed_req == 0 || st->read_paused)
         return;
-    nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
+    if (st->data_ended)
+        nghttp2_session_consume_connection(st->conn->session, st->unconsumed_req);
+    else
+        nghttp2_session_consume(st->conn->session, st->id, st->unconsumed_req);
     st->unconsumed_req = 0;
     conn_want_send(st->conn);
 }
@@ -438,13 +501,19 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
     return rv;
 }
 
+/* Response bytes of the stream not yet sent. */
+static size_t stream_pending(const h2stream_t *st)
+{
+    return (size_t)(st->small_len - st->small_off) + evbuffer_get_length(st->out);
+}
+
 static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                              nghttp2_data_source *source, void *user_data)
 {
     (void)buf;
     (void)user_data;
     h2stream_t *st = source->ptr;
-    size_t avail = evbuffer_get_length(st->out);
+    size_t avail = stream_pending(st);
     if (avail == 0 && !st->eof) {
         st->data_deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -483,11 +552,24 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     h2stream_t *st = source->ptr;
     if (evbuffer_get_length(out) >= PTC_H2_OUTPUT_WOULDBLOCK || conn->goaway_out)
         return NGHTTP2_ERR_WOULDBLOCK;
-    if (ptc_evbuffer_add_framed(out, framehd, 9, st->out, length, NULL, 0) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
+    /* the frame header and what small holds of the payload, then the rest from out */
+    size_t k = PTC_MIN(length, (size_t)(st->small_len - st->small_off));
+    char stage[FRAME_STAGE];
+    memcpy(stage, framehd, 9);
+    memcpy(stage + 9, st->small + st->small_off, k);
+    st->small_off = (uint16_t)(st->small_off + k);
+    if (st->small_off == st->small_len)
+        st->small_off = st->small_len = 0;
+    if (9 + length <= sizeof(stage)) {
+        if ((length > k && evbuffer_remove(st->out, stage + 9 + k, length - k) != (int)(length - k)) ||
+            evbuffer_add(out, stage, 9 + length) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE; /* a partial frame in the connection's output: it cannot go on */
+    } else if (ptc_evbuffer_add_framed(out, stage, 9 + k, st->out, length - k, NULL, 0) != 0) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     control_earn(conn); /* the client's WINDOW_UPDATEs (and BDP PINGs) answer our DATA */
     /* the browser is reading: let the call credit its upstream again */
-    if (st->call != NULL && evbuffer_get_length(st->out) <= st->snap->config.limits.call_buffer_size / 2)
+    if (st->call != NULL && stream_pending(st) <= st->snap->config.limits.call_buffer_size / 2)
         ptc_call_on_downstream_writable(st->call);
     if (st->ws != NULL)
         ptc_ws_on_writable(st->ws);
@@ -512,10 +594,26 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn_want_send(st->conn);
 }
 
+/*
+ * Body bytes: into small while they fit and out is empty (a copy of tens of bytes costs less than moving the buffer's
+ * chains, and writing the frame takes them from the stream itself), otherwise moved into out.
+ */
+static int stream_queue(h2stream_t *st, struct evbuffer *buf)
+{
+    size_t n = evbuffer_get_length(buf);
+    if (n <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0) {
+        if (evbuffer_remove(buf, st->small + st->small_len, n) != (int)n)
+            return -1;
+        st->small_len = (uint16_t)(st->small_len + n);
+        return 0;
+    }
+    return evbuffer_add_buffer(st->out, buf);
+}
+
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     h2stream_t *st = (h2stream_t *)ds;
-    if (st->out_broken || evbuffer_add_buffer(st->out, buf) != 0) {
+    if (st->out_broken || stream_queue(st, buf) != 0) {
         /* what follows would not be the response the call made: the stream is reset instead (its close
          * detaches the call, which cancels the upstream stream) */
         evbuffer_drain(buf, evbuffer_get_length(buf));
@@ -570,7 +668,7 @@ static void ds_send_trailers(ptc_downstream_t *ds, const ptc_header_t *trailers,
 
 static size_t ds_pending(ptc_downstream_t *ds)
 {
-    return evbuffer_get_length(((h2stream_t *)ds)->out);
+    return stream_pending((const h2stream_t *)ds);
 }
 
 static void ds_pause_read(ptc_downstream_t *ds, bool pause)
@@ -667,7 +765,8 @@ static void settings_check(h2conn_t *conn, const nghttp2_settings *settings)
 }
 
 /*
- * The stream with this id (nghttp2's stream user data, which is set when a stream opens and cleared as it is freed):
+ * The stream with this id (nghttp2's stream user data, set when a stream opens; nghttp2 finds no stream once it closed it,
+ * from the return of on_stream_close, where ours is freed):
  * a call's frames come one after another (HEADERS and its fields, DATA, the close), so the stream last opened or looked
  * up is remembered; freeing it forgets it.
  */
@@ -962,13 +1061,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
 {
-    (void)flags;
     h2stream_t *st = stream_of(user_data, stream_id);
     if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
     st->unconsumed_req += len;
+    if (flags & NGHTTP2_FLAG_END_STREAM) /* this frame's chunks are the stream's last DATA */
+        st->data_ended = true;
     if (st->call != NULL && !st->discard)
         ptc_call_on_request_body(st->call, (const char *)data, len);
     if (st->ws != NULL && !st->discard) {
@@ -995,7 +1095,6 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         conn_error(conn, NGHTTP2_ENHANCE_YOUR_CALM, &conn->worker->limit_stats.h2_rapid_resets,
                    "rapid reset: more than %.0f streams reset before their response ended (%.0f a second after that)",
                    reset_burst(conn), reset_burst(conn) / RESET_REFILL_S);
-    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     stream_free(st, error_code == NGHTTP2_NO_ERROR ? "stream closed"
                     : st->rst_sent             ? "stream reset by the gateway for a protocol error of the client"
                                                : "stream reset by the client");
@@ -1238,6 +1337,7 @@ static void conn_free(h2conn_t *conn, const char *reason)
     ptc_log_debug("h2 %s: connection closed: %s", conn->base.peer, reason);
     while ((st = TAILQ_FIRST(&conn->streams)) != NULL)
         stream_free(st, reason);
+    spare_free(conn);
     nghttp2_session_del(conn->session);
     evutil_socket_t parked_fd = conn->bev == NULL ? event_get_fd(conn->send_ev) : -1; /* >= 0 while parked */
     event_free(conn->timer);
@@ -1309,6 +1409,7 @@ static void conn_release_idle(ptc_conn_t *c)
     if (conn->num_streams != 0 || conn->in_header_block || conn->goaway_sent || conn->error_goaway ||
         conn->timer_kind == TIMER_LINGER || conn->bev == NULL)
         return; /* busy (the last stream's end lists it again), closing, or released already */
+    spare_free(conn);
     if (conn->in_nghttp2 != 0 || conn->want_send || conn->write_blocked || nghttp2_session_want_write(conn->session) ||
         evbuffer_get_length(bufferevent_get_output(conn->bev)) != 0 ||
         evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 ||

@@ -693,6 +693,34 @@ def test_slow_h2_reader_bounded(portico, echo_server):
     assert_serves(gw)
 
 
+def test_unary_responses_through_a_tiny_window_and_after_a_cut_one(portico):
+    """A unary response that cannot be written at once (the client's stream windows are 16 bytes) arrives whole and in
+    order, 16 bytes a frame; streams reset while most of their response still waits for the window leave nothing behind:
+    the streams that follow on the connection (the gateway reuses a closed stream's memory for the next) get exactly
+    their own responses, through the tiny window and then with the window widened, 16 at once."""
+    gw = portico()
+    with H2Client(gw.port, auto_ack=False, initial_window=16) as c:
+        for size in (3000, 100):   # the pending rest of a large body, and of a small one (kept in the stream itself)
+            cut = c.request(UNARY, body_of(EchoRequest(message="cut", payload=b"x" * size)))
+            c.wait(lambda: len(cut.data) >= 16, 10, "the first 16 bytes of the cut response")
+            c.reset(cut.sid)
+        c.auto_ack = True   # WINDOW_UPDATE for what arrives: the next responses come 16 bytes at a time
+        for i in range(3):
+            st = c.call(UNARY, body_of(EchoRequest(message=f"tiny-{i}", payload=bytes([65 + i]) * (60 + 100 * i))), timeout=20)
+            assert assert_ok_unary(st, f"tiny-{i}").payload == bytes([65 + i]) * (60 + 100 * i)
+            sizes = [n for t, _, n in st.frames if t == FRAME_DATA]
+            assert len(sizes) > 10 and max(sizes) <= 16, sizes
+        c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        c.flush()
+        streams = [c.request(UNARY, body_of(EchoRequest(message=f"wide-{i}", payload=bytes([i]) * (300 + i))))
+                   for i in range(16)]
+        c.wait(lambda: all(s.done for s in streams), 15, "16 calls")
+        for i, st in enumerate(streams):
+            assert assert_ok_unary(st, f"wide-{i}").payload == bytes([i]) * (300 + i)
+        assert c.goaway is None
+    assert_serves(gw)
+
+
 # --------------------------------------------------------------------------- 6. upload
 
 
