@@ -27,6 +27,7 @@
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <llhttp.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "portico/fault.h"
@@ -1181,6 +1182,28 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+/*
+ * TLS: an idle connection that the gateway closes (idle timeout, drain) says so with a close_notify first (RFC
+ * 8446 §6.1); nothing waits in its output. A released one gets a socket BIO for it, taken away again before
+ * SSL_free(): the freed bufferevent_openssl's destructor may still look for one (conn_release_idle()).
+ */
+static void close_notify(ptc_h1conn_t *conn)
+{
+    if (!conn->tls || (conn->bev != NULL && out_pending(conn) != 0))
+        return;
+    if (conn->bev != NULL) {
+        SSL_shutdown(bufferevent_openssl_get_ssl(conn->bev));
+    } else {
+        BIO *bio = conn->ssl != NULL ? BIO_new_socket(event_get_fd(conn->resume_ev), BIO_NOCLOSE) : NULL;
+        if (bio == NULL)
+            return;
+        SSL_set_bio(conn->ssl, bio, bio);
+        SSL_shutdown(conn->ssl);
+        SSL_set_bio(conn->ssl, NULL, NULL);
+    }
+    ERR_clear_error(); /* a client gone already (EPIPE): not for the next connection's error report to find */
+}
+
 static void on_timer(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
@@ -1205,6 +1228,7 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
         conn_free(conn, "request body stalled");
     } else if (conn->call == NULL) {
         ptc_log_debug("http1 %s: idle keep-alive connection timed out", conn->base.peer);
+        close_notify(conn);
         conn_free(conn, "idle timeout");
     }
 }
@@ -1248,7 +1272,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
-    SSL_free(conn->ssl); /* released TLS: the SSL is ours (no close_notify: as bufferevent_free() does not send one) */
+    SSL_free(conn->ssl); /* released TLS: the SSL is ours */
     if (conn->bev == NULL && idle_fd >= 0)
         evutil_closesocket(idle_fd);
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
@@ -1470,6 +1494,7 @@ static void conn_drain(ptc_conn_t *c)
         timer_set(conn, DRAIN_FRESH_MS);
         return;
     }
+    close_notify(conn);
     conn_free(conn, "gateway draining");
 }
 
@@ -1477,6 +1502,7 @@ static void conn_fail_calls(ptc_conn_t *c, const char *message)
 {
     ptc_h1conn_t *conn = from_base(c);
     if (conn->ssl != NULL) { /* released TLS: idle, and not woken from here (conn_release_idle()) */
+        close_notify(conn);
         conn_free(conn, message);
         return;
     }

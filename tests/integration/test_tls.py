@@ -103,9 +103,11 @@ def client_context(pki, alpn=("http/1.1",), cert=None, verify=True, check_hostna
 class TlsConnection(grpcweb.HttpConnection):
     """grpcweb.HttpConnection over TLS (handshake done in the constructor)."""
 
-    def __init__(self, port, context, server_hostname="localhost", timeout=grpcweb.DEFAULT_TIMEOUT):
+    def __init__(self, port, context, server_hostname="localhost", timeout=grpcweb.DEFAULT_TIMEOUT,
+                 suppress_ragged_eofs=True):
         super().__init__(port, timeout=timeout)
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname,
+                                        suppress_ragged_eofs=suppress_ragged_eofs)
 
     def peer_cn(self):
         subject = dict(x[0] for x in self.sock.getpeercert()["subject"])
@@ -611,6 +613,21 @@ def unary_request(message):
     return head.encode("latin-1") + body
 
 
+def strict_connection(gw, pki):
+    """A TLS connection on which a close without close_notify is an error (SSLEOFError), not an end of file."""
+    ctx = client_context(pki)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python sets it by default
+    return TlsConnection(gw.port, ctx, suppress_ragged_eofs=False)
+
+
+def notified_close(conn, timeout):
+    """The gateway ends the strict_connection() within `timeout` with a close_notify (a TCP close without one
+    raises)."""
+    conn.sock.settimeout(timeout)
+    data = conn.sock.recv(100)  # suppress_ragged_eofs=False: SSLEOFError for a close without close_notify
+    return data == b""
+
+
 def assert_unary_answer(conn, message):
     conn._method = "POST"
     head, body = conn.response()
@@ -667,33 +684,38 @@ def test_released_tls_connection_sees_the_clients_close_notify(portico, pki):
         assert gw.log_text().count(WOKEN) == 1
 
 
-def test_released_tls_connection_idle_timeout(portico, pki):
-    gw = portico(config=tls_config(pki, extra="timeouts: {idle: 2500ms}\n"))
-    with TlsConnection(gw.port, client_context(pki)) as conn:
+@pytest.mark.parametrize("idle", [2.5, 0.5], ids=["released", "before-release"])
+def test_tls_idle_timeout_sends_close_notify(portico, pki, idle):
+    """The idle timeout closes a TLS connection, released or not yet, with a close_notify."""
+    gw = portico(config=tls_config(pki, extra=f"timeouts: {{idle: {int(idle * 1000)}ms}}\n"))
+    with strict_connection(gw, pki) as conn:
         conn.send(unary_request("x"))
         assert_unary_answer(conn, "x")
         t0 = time.monotonic()
-        assert released(gw)
-        assert conn.wait_closed(5 * SLOW), "the released TLS connection was not closed by the idle timeout"
-        assert 2.0 <= time.monotonic() - t0 <= 2.5 + SLOW
+        if idle > 1:
+            assert released(gw)
+        assert notified_close(conn, 5 * SLOW), "the idle TLS connection was not closed by the idle timeout"
+        assert idle - 0.5 <= time.monotonic() - t0 <= idle + SLOW
     assert gw.wait_log(r"connection closed: idle timeout", 3)
+    assert gw.log_text().count(RELEASED) == (1 if idle > 1 else 0)
     assert gw.log_text().count(WOKEN) == 0
 
 
 def test_sigterm_drain_reaches_released_tls_connections(portico, pki):
     """Draining closes a released TLS connection that served a call at once, and one that never sent a request
-    after its grace; the gateway then exits cleanly (nothing leaked: the ASan build checks)."""
+    after its grace, each with a close_notify; the gateway then exits cleanly (nothing leaked: the ASan build
+    checks)."""
     gw = portico(config=tls_config(pki))
-    used = TlsConnection(gw.port, client_context(pki))
+    used = strict_connection(gw, pki)
     used.send(unary_request("x"))
     assert_unary_answer(used, "x")
-    fresh = TlsConnection(gw.port, client_context(pki))
+    fresh = strict_connection(gw, pki)
     try:
         assert released(gw, 2)
         t0 = time.monotonic()
         gw.signal(signal.SIGTERM)
-        assert used.wait_closed(3 * SLOW), "the released connection was not closed by the drain"
-        assert fresh.wait_closed(3 * SLOW), "the released fresh connection was not closed by the drain"
+        assert notified_close(used, 3 * SLOW), "the released connection was not closed by the drain"
+        assert notified_close(fresh, 3 * SLOW), "the released fresh connection was not closed by the drain"
         assert time.monotonic() - t0 <= 2.5 * SLOW
         assert gw.proc.wait(5) == 0
     finally:
@@ -703,10 +725,10 @@ def test_sigterm_drain_reaches_released_tls_connections(portico, pki):
 
 
 def test_drain_timeout_closes_released_tls_connection(portico, pki):
-    """The drain timeout (which fails the calls in flight) closes a released TLS connection without waking it,
-    while a call on another connection is cut with a status."""
+    """The drain timeout (which fails the calls in flight) closes a released TLS connection (with a close_notify)
+    without waking it, while a call on another connection is cut."""
     gw = portico(config=tls_config(pki, extra="timeouts: {drain: 300ms}\n"))
-    idle = TlsConnection(gw.port, client_context(pki))  # never sends a request: a 1 s grace, cut by the timeout
+    idle = strict_connection(gw, pki)  # no request: 1 s grace, cut
     busy = TlsConnection(gw.port, client_context(pki))
     try:
         assert released(gw, 2)
@@ -714,7 +736,7 @@ def test_drain_timeout_closes_released_tls_connection(portico, pki):
                      grpcweb.frame(echo_pb.EchoRequest(message="s", count=1000, interval_ms=50)))
         assert busy.read_head().status == 200
         gw.signal(signal.SIGTERM)
-        assert idle.wait_closed(3 * SLOW)
+        assert notified_close(idle, 3 * SLOW)
         assert gw.proc.wait(5) == 0
     finally:
         idle.close()
