@@ -298,11 +298,17 @@ def start_portico(args, name, workers, upstream_port, outdir, wrap=(), extra_con
     return Server(name, argv, port, outdir, timeout=120 if wrap else 20)
 
 
-def start_haproxy(name, threads, upstream_port, outdir, wrap=()):
+def start_haproxy(name, threads, upstream_port, outdir, wrap=(), tls=False):
+    """The bare HAProxy; tls: its two frontends take TLS instead (ALPN h2 on port, http/1.1 on port_h1)."""
     p2, p1 = free_port(), free_port()
     cfg = os.path.join(outdir, "%s.cfg" % name)
+    frontends = None
+    if tls:
+        both = tls_setup(outdir)[2]
+        frontends = [("grpc_tls_h2", "%s:%d ssl crt %s alpn h2" % (HOST, p2, both), ""),
+                     ("grpc_tls_h1", "%s:%d ssl crt %s alpn http/1.1" % (HOST, p1, both), HAPROXY_H1_STATUS)]
     # under valgrind, a smaller maxconn (smaller fd tables to set up) starts much faster
-    haproxy_config(cfg, threads, p2, p1, upstream_port, 2000 if wrap else None)
+    haproxy_config(cfg, threads, p2, p1, upstream_port, 2000 if wrap else None, frontends=frontends)
     srv = Server(name, list(wrap) + ["haproxy", "-db", "-f", cfg], p2, outdir,
                  timeout=120 if wrap else 20, more_ports=(p1,))
     srv.port_h1 = p1
@@ -722,7 +728,7 @@ def scenario_idle(ctx, name, targets, nconn):
     each (so every connection has served a request) and leaves them idle; RSS growth / nconn."""
     log("scenario %s: %d idle keep-alive connections" % (name, nconn))
     msg = payload(10)
-    res = {"kind": "idle", "nconn": nconn, "proto": targets[0].proto, "systems": {}}
+    res = {"kind": "idle", "nconn": nconn, "proto": targets[0].proto, "tls": targets[0].tls, "systems": {}}
     for s in targets:
         srv = s.proxy
         want = nconn
@@ -1087,17 +1093,19 @@ def top_functions(annotate, k, strip=(), skip_total=False):
 
 
 class fresh_proxies:
-    """A new Portico (1 worker) and HAProxy (1 thread) for one scenario, as HTTP/1.1 systems."""
+    """A new Portico (1 worker) and HAProxy (1 thread) for one scenario, as HTTP/1.1 systems (tls: over TLS)."""
 
-    def __init__(self, ctx, upstream, tag):
-        self.ctx, self.upstream, self.tag = ctx, upstream, tag
+    def __init__(self, ctx, upstream, tag, tls=False):
+        self.ctx, self.upstream, self.tag, self.tls = ctx, upstream, tag, tls
 
     def __enter__(self):
-        self.p = start_portico(self.ctx.args, "portico-" + self.tag, 1, self.upstream.port, self.ctx.outdir)
-        self.h = start_haproxy("haproxy-" + self.tag, 1, self.upstream.port, self.ctx.outdir)
+        self.p = start_portico(self.ctx.args, "portico-" + self.tag, 1, self.upstream.port, self.ctx.outdir,
+                               tls=self.tls)
+        self.h = start_haproxy("haproxy-" + self.tag, 1, self.upstream.port, self.ctx.outdir, tls=self.tls)
         time.sleep(self.ctx.settle / 2)
-        return (System("portico-h1", "", "h1", "grpc-web", self.p.port, self.p, self.upstream),
-                System("haproxy-h1", "", "h1", "grpc", self.h.port_h1, self.h, self.upstream))
+        t = "-tls" if self.tls else ""
+        return (System("portico%s-h1" % t, "", "h1", "grpc-web", self.p.port, self.p, self.upstream, tls=self.tls),
+                System("haproxy%s-h1" % t, "", "h1", "grpc", self.h.port_h1, self.h, self.upstream, tls=self.tls))
 
     def __exit__(self, *exc):
         for srv in (self.p, self.h):
@@ -1292,8 +1300,9 @@ def report(ctx):
                     for sname, r in sc["systems"].items() if sname != "direct"))
             L.append("")
         elif sc["kind"] == "idle":
-            L.append("### %s — %d idle %s keep-alive connections (one call made on each)" %
-                     (name, sc["nconn"], "HTTP/2" if sc.get("proto") == "h2" else "HTTP/1.1"))
+            L.append("### %s — %d idle %s%s keep-alive connections (one call made on each)" %
+                     (name, sc["nconn"], "HTTP/2" if sc.get("proto") == "h2" else "HTTP/1.1",
+                      " over TLS" if sc.get("tls") else ""))
             L.append("")
             L.append("| system | connections | RSS before MiB | RSS idle MiB | bytes/connection | "
                      "RSS after close MiB |")
@@ -1566,6 +1575,14 @@ def main():
                         System("portico-h2", "", "h2", "grpc-web", p_.port, p_.proxy, upstream),
                         System("haproxy", "", "h2", "grpc", h_.proxy.port, h_.proxy, upstream)],
                         100 if S else 10000)
+            # over TLS (HTTP/1.1 and ALPN h2): what the connection's TLS state and bufferevent_openssl add
+            with fresh_proxies(ctx, upstream, "idle-tls", tls=True) as (p_, h_):
+                scenario_idle(ctx, "idle-conns-tls", [p_, h_], 100 if S else 2000)
+            with fresh_proxies(ctx, upstream, "idle-tls-h2", tls=True) as (p_, h_):
+                scenario_idle(ctx, "idle-conns-tls-h2", [
+                    System("portico-tls-h2", "", "h2", "grpc-web", p_.port, p_.proxy, upstream, tls=True),
+                    System("haproxy-tls", "", "h2", "grpc", h_.proxy.port, h_.proxy, upstream, tls=True)],
+                    100 if S else 2000)
         if "slow" in only:
             with fresh_proxies(ctx, upstream, "slow") as (p_, h_):
                 scenario_slow_reader(ctx, "slow-reader", [p_, h_], 64 if S else 4096, 65536,

@@ -23,9 +23,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "portico/fault.h"
 #include "portico/alloc.h"
@@ -105,6 +108,7 @@ struct st_ptc_h1conn_t {
     unsigned exchanges;     /* requests begun on this connection */
     bool *freed;            /* set to true when the connection is freed (see h2o's generator_disposed) */
     char *stage;            /* cleartext: response bytes not yet in the output (see out_add()); NULL: none held */
+    SSL *ssl;               /* TLS, while released: the connection's SSL, without a BIO (conn_release_idle()) */
 };
 
 static void conn_free(ptc_h1conn_t *conn, const char *reason);
@@ -641,8 +645,7 @@ static void exchange_done(ptc_h1conn_t *conn)
     conn->discarded = 0;
     conn->chunked = false;
     timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
-    if (!conn->tls)
-        ptc_conn_idle(&conn->base); /* its bufferevent goes after a second of silence (conn_release_idle()) */
+    ptc_conn_idle(&conn->base); /* its bufferevent goes after a second of silence (conn_release_idle()) */
     if (conn->parser_paused) {
         conn->parser_paused = false;
         llhttp_resume(&conn->parser);
@@ -1179,6 +1182,28 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         conn_free(conn, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+/*
+ * TLS: an idle connection that the gateway closes (idle timeout, drain) says so with a close_notify first (RFC
+ * 8446 §6.1); nothing waits in its output. A released one gets a socket BIO for it, taken away again before
+ * SSL_free(): the freed bufferevent_openssl's destructor may still look for one (conn_release_idle()).
+ */
+static void close_notify(ptc_h1conn_t *conn)
+{
+    if (!conn->tls || (conn->bev != NULL && out_pending(conn) != 0))
+        return;
+    if (conn->bev != NULL) {
+        SSL_shutdown(bufferevent_openssl_get_ssl(conn->bev));
+    } else {
+        BIO *bio = conn->ssl != NULL ? BIO_new_socket(event_get_fd(conn->resume_ev), BIO_NOCLOSE) : NULL;
+        if (bio == NULL)
+            return;
+        SSL_set_bio(conn->ssl, bio, bio);
+        SSL_shutdown(conn->ssl);
+        SSL_set_bio(conn->ssl, NULL, NULL);
+    }
+    ERR_clear_error(); /* a client gone already (EPIPE): not for the next connection's error report to find */
+}
+
 static void on_timer(evutil_socket_t fd, short events, void *arg)
 {
     (void)fd;
@@ -1203,6 +1228,7 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
         conn_free(conn, "request body stalled");
     } else if (conn->call == NULL) {
         ptc_log_debug("http1 %s: idle keep-alive connection timed out", conn->base.peer);
+        close_notify(conn);
         conn_free(conn, "idle timeout");
     }
 }
@@ -1246,6 +1272,7 @@ static void conn_free(ptc_h1conn_t *conn, const char *reason)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     event_free(conn->resume_ev);
+    SSL_free(conn->ssl); /* released TLS: the SSL is ours */
     if (conn->bev == NULL && idle_fd >= 0)
         evutil_closesocket(idle_fd);
     ptc_worker_head_block_release(conn->worker, &conn->headblk);
@@ -1299,29 +1326,52 @@ static int bev_setup(ptc_h1conn_t *conn)
 }
 
 /*
- * An idle cleartext connection gives back its bufferevent (two evbuffers, two events, callbacks: about
- * 1 KB) after PTC_CONN_IDLE_RELEASE_MS of silence. resume_ev, unused while idle, watches the socket
- * (conn->bev == NULL, the socket is resume_ev's); its first readable event makes the bufferevent again.
- * The socket keeps a read event in epoll throughout (the new one is added before the old one is
- * deleted), so neither step costs an epoll_ctl.
+ * An idle connection gives back its bufferevent (two evbuffers, two events, callbacks: about 1 KB; over TLS
+ * also bufferevent_openssl's state and the empty ~14 KiB input chain it reserved for its last SSL_read) after
+ * PTC_CONN_IDLE_RELEASE_MS of silence. resume_ev, unused while idle, watches the socket (conn->bev == NULL, the
+ * socket is resume_ev's); its first readable event makes the bufferevent again. The socket keeps a read event
+ * in epoll throughout (the new one is added before the old one is deleted), so neither step costs an epoll_ctl.
+ *
+ * TLS: the SSL stays (session, keys, sequence numbers; OpenSSL gave its record buffers back already:
+ * SSL_MODE_RELEASE_BUFFERS, tls.c). conn->ssl holds a reference of ours, and the SSL loses its socket BIO, so
+ * that the freed bufferevent_openssl (BEV_OPT_CLOSE_ON_FREE: its destructor closes the socket that the SSL's
+ * BIO names, and drops its reference to the SSL) closes nothing. libevent runs that destructor later in the
+ * same loop pass (a bufferevent's finalizer is a deferred callback), so the SSL must not get a BIO on the
+ * socket again before then: a released TLS connection wakes only for its socket's readiness, which the next
+ * loop pass reports, and anything else that would wake it closes it instead (conn_fail_calls(): it is idle).
+ * A connection is not released while OpenSSL holds bytes (SSL_has_pending(): plaintext, or part of a record;
+ * epoll would not report them) or has a record to write. Waking makes a bufferevent_openssl in
+ * BUFFEREVENT_SSL_OPEN state around the same SSL (with a new socket BIO); whatever the client sent meanwhile (a
+ * request, a close_notify, a TLS 1.3 KeyUpdate) is read by it as usual.
  */
 static void on_idle_readable(evutil_socket_t fd, short events, void *arg);
 
 static void conn_release_idle(ptc_conn_t *c)
 {
     ptc_h1conn_t *conn = from_base(c);
-    if (conn->tls || conn->bev == NULL || conn->in_request || conn->call != NULL || conn->response_active ||
-        conn->closing || conn->read_paused || conn->write_blocked || conn->out_broken ||
+    if (conn->bev == NULL || conn->in_request || conn->call != NULL || conn->response_active || conn->closing ||
+        conn->close_after_response || conn->read_paused || conn->write_blocked || conn->out_broken ||
         evbuffer_get_length(bufferevent_get_input(conn->bev)) != 0 || out_pending(conn) != 0 ||
         event_pending(conn->resume_ev, EV_READ | EV_WRITE | EV_TIMEOUT, NULL) != 0)
         return;
+    SSL *ssl = conn->tls ? bufferevent_openssl_get_ssl(conn->bev) : NULL;
+    if (ssl != NULL && (SSL_has_pending(ssl) || SSL_want_write(ssl))) {
+        ptc_conn_idle(c); /* OpenSSL holds bytes (read, or to write): try again later */
+        return;
+    }
     evutil_socket_t fd = bufferevent_getfd(conn->bev);
     event_assign(conn->resume_ev, conn->worker->base, fd, EV_READ | EV_PERSIST, on_idle_readable, conn);
-    if (event_add(conn->resume_ev, NULL) != 0) {
+    if (event_add(conn->resume_ev, NULL) != 0 || (ssl != NULL && SSL_up_ref(ssl) != 1)) {
+        event_del(conn->resume_ev);
         event_assign(conn->resume_ev, conn->worker->base, -1, 0, on_resume, conn);
         return;
     }
-    bufferevent_setfd(conn->bev, -1); /* the socket stays open */
+    if (ssl != NULL) {
+        SSL_set_bio(ssl, NULL, NULL); /* frees the socket BIO, which does not close the socket */
+        conn->ssl = ssl;
+    } else {
+        bufferevent_setfd(conn->bev, -1); /* the socket stays open */
+    }
     bufferevent_free(conn->bev);
     conn->bev = NULL;
     free(conn->hparam); /* made again on first use */
@@ -1329,13 +1379,36 @@ static void conn_release_idle(ptc_conn_t *c)
     ptc_log_debug("http1 %s: idle: buffers released", conn->base.peer);
 }
 
+/* A bufferevent_openssl around the SSL of a released TLS connection; NULL when out of memory (the SSL is freed). */
+static struct bufferevent *tls_bev_again(ptc_h1conn_t *conn, evutil_socket_t fd)
+{
+    SSL *ssl = conn->ssl;
+    conn->ssl = NULL; /* the bufferevent's from here on (libevent frees it when it cannot make one) */
+    struct bufferevent *bev =
+        bufferevent_openssl_socket_new(conn->worker->base, fd, ssl, BUFFEREVENT_SSL_OPEN, BEV_OPT_CLOSE_ON_FREE);
+    if (bev != NULL && SSL_get_wbio(ssl) == NULL) { /* its socket BIO could not be made: it would read nothing */
+        bufferevent_free(bev);
+        return NULL;
+    }
+    if (bev != NULL)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1); /* as the handshake's (tls.c) */
+    return bev;
+}
+
 /* Makes the bufferevent of a released connection again. False when the connection was freed (out of memory). */
 static bool conn_wake(ptc_h1conn_t *conn)
 {
     if (conn->bev != NULL)
         return true;
-    conn->bev = bufferevent_socket_new(conn->worker->base, event_get_fd(conn->resume_ev), BEV_OPT_CLOSE_ON_FREE);
-    if (conn->bev == NULL || ptc_bev_read_direct(conn->bev) != 0 || bev_setup(conn) != 0) {
+    evutil_socket_t fd = event_get_fd(conn->resume_ev);
+    bool made;
+    if (conn->ssl != NULL) {
+        made = (conn->bev = tls_bev_again(conn, fd)) != NULL;
+    } else {
+        conn->bev = bufferevent_socket_new(conn->worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        made = conn->bev != NULL && ptc_bev_read_direct(conn->bev) == 0;
+    }
+    if (!made || bev_setup(conn) != 0) {
         ptc_log_warn("http1 %s: out of memory waking an idle connection", conn->base.peer);
         conn_free(conn, "out of memory");
         return false;
@@ -1396,8 +1469,7 @@ void ptc_h1conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
         return;
     }
     timer_set(conn, conn->base.snap->config.timeouts.idle_ms);
-    if (!tls)
-        ptc_conn_idle(&conn->base);
+    ptc_conn_idle(&conn->base);
     ptc_log_debug("http1 %s: accepted", conn->base.peer);
     if (evbuffer_get_length(bufferevent_get_input(bev)) != 0)
         event_active(conn->resume_ev, EV_READ, 0); /* bytes read while another layer looked at them */
@@ -1422,12 +1494,18 @@ static void conn_drain(ptc_conn_t *c)
         timer_set(conn, DRAIN_FRESH_MS);
         return;
     }
+    close_notify(conn);
     conn_free(conn, "gateway draining");
 }
 
 static void conn_fail_calls(ptc_conn_t *c, const char *message)
 {
     ptc_h1conn_t *conn = from_base(c);
+    if (conn->ssl != NULL) { /* released TLS: idle, and not woken from here (conn_release_idle()) */
+        close_notify(conn);
+        conn_free(conn, message);
+        return;
+    }
     if (!conn_wake(conn))
         return;
     conn->close_after_response = true;

@@ -103,9 +103,11 @@ def client_context(pki, alpn=("http/1.1",), cert=None, verify=True, check_hostna
 class TlsConnection(grpcweb.HttpConnection):
     """grpcweb.HttpConnection over TLS (handshake done in the constructor)."""
 
-    def __init__(self, port, context, server_hostname="localhost", timeout=grpcweb.DEFAULT_TIMEOUT):
+    def __init__(self, port, context, server_hostname="localhost", timeout=grpcweb.DEFAULT_TIMEOUT,
+                 suppress_ragged_eofs=True):
         super().__init__(port, timeout=timeout)
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname,
+                                        suppress_ragged_eofs=suppress_ragged_eofs)
 
     def peer_cn(self):
         subject = dict(x[0] for x in self.sock.getpeercert()["subject"])
@@ -584,3 +586,160 @@ def test_websockets_over_tls(portico, pki):
         assert c.ws.wait_stream_end() == "ended"
     finally:
         tunnel.close()
+
+
+# --------------------------------------------------------------------------- idle connections
+
+# An idle HTTP/1.1 connection over TLS gives back its bufferevent_openssl after a second (src/http1/server.c
+# conn_release_idle): the SSL stays, without a BIO, and the socket is watched until the client sends something.
+RELEASED = "idle: buffers released"
+WOKEN = "idle connection woke up"
+
+
+def released(gw, count=1, timeout=4.0 * SLOW):
+    """Waits until `count` connections have logged that they gave back their buffers while idle."""
+    deadline = time.monotonic() + timeout
+    while gw.log_text().count(RELEASED) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def unary_request(message):
+    body = grpcweb.frame(echo_pb.EchoRequest(message=message))
+    head = (f"POST {UNARY} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n" +
+            "".join(f"{k}: {v}\r\n" for k, v in grpcweb.request_headers()) + "\r\n")
+    return head.encode("latin-1") + body
+
+
+def strict_connection(gw, pki):
+    """A TLS connection on which a close without close_notify is an error (SSLEOFError), not an end of file."""
+    ctx = client_context(pki)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python sets it by default
+    return TlsConnection(gw.port, ctx, suppress_ragged_eofs=False)
+
+
+def notified_close(conn, timeout):
+    """The gateway ends the strict_connection() within `timeout` with a close_notify (a TCP close without one
+    raises)."""
+    conn.sock.settimeout(timeout)
+    data = conn.sock.recv(100)  # suppress_ragged_eofs=False: SSLEOFError for a close without close_notify
+    return data == b""
+
+
+def assert_unary_answer(conn, message):
+    conn._method = "POST"
+    head, body = conn.response()
+    assert head.status == 200, head
+    frames, trailers = grpcweb.parse_body(body)
+    assert [echo_pb.EchoResponse.FromString(m).message for m in grpcweb.messages_of(frames)] == [message]
+    assert trailers is not None and trailers.get("grpc-status") == "0", trailers
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"])
+def test_idle_tls_connection_releases_and_serves_calls_after(portico, pki, version):
+    """Released after a second idle, then woken by the next requests (one, then two pipelined at once, then one
+    more): each is read through a bufferevent_openssl made again around the same TLS session."""
+    gw = portico(config=tls_config(pki))
+    with TlsConnection(gw.port, client_context(pki, max_version=version)) as conn:
+        conn.send(unary_request("before"))
+        assert_unary_answer(conn, "before")
+        assert released(gw), "the idle TLS connection kept its buffers"
+        conn.send(unary_request("after"))
+        assert_unary_answer(conn, "after")
+        assert gw.log_text().count(WOKEN) == 1
+        assert released(gw, 2), "not released a second time"
+        conn.send(unary_request("pipelined-1") + unary_request("pipelined-2"))
+        assert_unary_answer(conn, "pipelined-1")
+        assert_unary_answer(conn, "pipelined-2")
+        assert released(gw, 3), "not released a third time"
+        # a request sent in two pieces (two TLS records), the first of them waking the connection
+        wire = unary_request("split")
+        conn.send(wire[:20])
+        time.sleep(0.2)
+        conn.send(wire[20:])
+        assert_unary_answer(conn, "split")
+        assert gw.log_text().count(WOKEN) == 3
+    assert gw.wait_log(r"connection closed: client closed the connection", 3)
+    with TlsConnection(gw.port, client_context(pki, max_version=version)) as conn:  # fresh: released before its first call
+        assert released(gw, 4)
+        conn.send(unary_request("fresh"))
+        assert_unary_answer(conn, "fresh")
+
+
+def test_released_tls_connection_sees_the_clients_close_notify(portico, pki):
+    """A close_notify (the TCP connection left open) wakes the released connection, which closes."""
+    gw = portico(config=tls_config(pki))
+    with TlsConnection(gw.port, client_context(pki)) as conn:
+        conn.send(unary_request("x"))
+        assert_unary_answer(conn, "x")
+        assert released(gw)
+        conn.sock.settimeout(5 * SLOW)
+        try:
+            conn.sock = conn.sock.unwrap()  # sends close_notify, then waits for the gateway's answer or close
+        except (ssl.SSLError, OSError):
+            pass
+        assert gw.wait_log(r"connection closed: client closed the connection", 3 * SLOW), gw.log_text()[-2000:]
+        assert gw.log_text().count(WOKEN) == 1
+
+
+@pytest.mark.parametrize("idle", [2.5, 0.5], ids=["released", "before-release"])
+def test_tls_idle_timeout_sends_close_notify(portico, pki, idle):
+    """The idle timeout closes a TLS connection, released or not yet, with a close_notify."""
+    gw = portico(config=tls_config(pki, extra=f"timeouts: {{idle: {int(idle * 1000)}ms}}\n"))
+    with strict_connection(gw, pki) as conn:
+        conn.send(unary_request("x"))
+        assert_unary_answer(conn, "x")
+        t0 = time.monotonic()
+        if idle > 1:
+            assert released(gw)
+        assert notified_close(conn, 5 * SLOW), "the idle TLS connection was not closed by the idle timeout"
+        assert idle - 0.5 <= time.monotonic() - t0 <= idle + SLOW
+    assert gw.wait_log(r"connection closed: idle timeout", 3)
+    assert gw.log_text().count(RELEASED) == (1 if idle > 1 else 0)
+    assert gw.log_text().count(WOKEN) == 0
+
+
+def test_sigterm_drain_reaches_released_tls_connections(portico, pki):
+    """Draining closes a released TLS connection that served a call at once, and one that never sent a request
+    after its grace, each with a close_notify; the gateway then exits cleanly (nothing leaked: the ASan build
+    checks)."""
+    gw = portico(config=tls_config(pki))
+    used = strict_connection(gw, pki)
+    used.send(unary_request("x"))
+    assert_unary_answer(used, "x")
+    fresh = strict_connection(gw, pki)
+    try:
+        assert released(gw, 2)
+        t0 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        assert notified_close(used, 3 * SLOW), "the released connection was not closed by the drain"
+        assert notified_close(fresh, 3 * SLOW), "the released fresh connection was not closed by the drain"
+        assert time.monotonic() - t0 <= 2.5 * SLOW
+        assert gw.proc.wait(5) == 0
+    finally:
+        used.close()
+        fresh.close()
+    assert gw.log_text().count("connection closed: gateway draining") == 1
+
+
+def test_drain_timeout_closes_released_tls_connection(portico, pki):
+    """The drain timeout (which fails the calls in flight) closes a released TLS connection (with a close_notify)
+    without waking it, while a call on another connection is cut."""
+    gw = portico(config=tls_config(pki, extra="timeouts: {drain: 300ms}\n"))
+    idle = strict_connection(gw, pki)  # no request: 1 s grace, cut
+    busy = TlsConnection(gw.port, client_context(pki))
+    try:
+        assert released(gw, 2)
+        busy.request("POST", STREAM, grpcweb.request_headers(),
+                     grpcweb.frame(echo_pb.EchoRequest(message="s", count=1000, interval_ms=50)))
+        assert busy.read_head().status == 200
+        gw.signal(signal.SIGTERM)
+        assert notified_close(idle, 3 * SLOW)
+        assert gw.proc.wait(5) == 0
+    finally:
+        idle.close()
+        busy.close()
+    assert "connection closed: gateway shutting down (drain timeout)" in gw.log_text()
+    assert gw.log_text().count(WOKEN) == 1  # the busy one (its request), not the idle one
