@@ -107,4 +107,9 @@ bool ptc_h2c_flush(ptc_h2c_t *c, size_t cap);
  * Returns 0, or -1 on a connection error: GOAWAY was appended to out, c->error says why. */
 int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop) PTC_WARN_UNUSED;
 
+/* RFC 9113 §8.2.1 checks of a received field, as nghttp2_check_header_name() and
+ * nghttp2_check_header_value_rfc9113() make them (a name may be a pseudo-header field's, ':' first). */
+bool ptc_h2_valid_name(const uint8_t *name, size_t len);
+bool ptc_h2_valid_value(const uint8_t *value, size_t len);
+
 #endif

@@ -4,7 +4,7 @@
  * input is what the server sends, handed over in two pieces (frames straddle the split). Seeds start with the
  * server's SETTINGS. Whatever came: every callback is for a stream that is still open, a stream ends at most once
  * and hears nothing after, fields are non-empty lower-case names, the flow-control windows never go past 2^31-1,
- * and nothing leaks (ASan).
+ * and nothing leaks (ASan). The client's field checks are also compared with nghttp2's on the raw input.
  */
 #include <string.h>
 
@@ -139,6 +139,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!quiet) {
         ptc_log_set_level(getenv("FUZZ_VERBOSE") != NULL ? PTC_LOG_DEBUG : PTC_LOG_OFF);
         quiet = true;
+    }
+    /* the field checks agree with nghttp2's on every input (and every suffix of it: other alignments) */
+    for (size_t k = 0; k < size && k < 16; k++) {
+        FUZZ_CHECK(ptc_h2_valid_value(data + k, size - k) == (nghttp2_check_header_value_rfc9113(data + k, size - k) != 0));
+        FUZZ_CHECK(ptc_h2_valid_name(data + k, size - k) == (nghttp2_check_header_name(data + k, size - k) != 0));
     }
     size_t split = fuzz_take_split(&data, &size);
     struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();

@@ -197,7 +197,7 @@ def test_unusual_but_valid_framing(portico, raw_upstream):
         p.headers(sid, [(":status", "100")])
         p.send_frame(0xfa, 0, 0, b"unknown extension frame")
         p.send_frame(PING, 0, 0, b"pingpong")
-        block = p.block(OK_HEAD + [("x-a", "a" * 40)])
+        block = p.block(OK_HEAD + [("x-a", "a" * 40), ("x-tab", "a\tbcdefghijk\tl"), ("x-obs", "h\u00e9llo w\u00f6rld")])
         p.send_frame(HEADERS, PADDED | PRIORITY_FLAG, sid, bytes([3]) + struct.pack(">IB", 0, 15) + block[:10] + b"\0\0\0")
         p.send_frame(CONTINUATION, 0, sid, block[10:20])
         p.send_frame(CONTINUATION, END_HEADERS, sid, block[20:])
@@ -208,7 +208,10 @@ def test_unusual_but_valid_framing(portico, raw_upstream):
         assert ack[1] & ACK and ack[3] == b"pingpong", ack
     up = raw_upstream(handler)
     gw = portico(upstream=up.port)
-    assert call(gw, "odd") == ("0", "", ["padded"])
+    status, hdrs, msgs, trailers = gw.call(UNARY, EchoRequest(message="odd"), timeout=10)
+    assert (status, trailers.get("grpc-status")) == (200, "0"), (status, hdrs, trailers)
+    assert [EchoResponse.FromString(m).message for m in msgs] == ["padded"]
+    assert hdrs["x-a"] == "a" * 40 and hdrs["x-tab"] == "a\tbcdefghijk\tl", hdrs
 
 
 def test_request_body_follows_a_small_send_window(portico, raw_upstream):
@@ -272,6 +275,14 @@ def upper_case_name(p, sid):
     p.headers(sid, OK_HEAD + [("X-Upper", "1")])
 
 
+def control_in_value(p, sid):
+    p.headers(sid, OK_HEAD + [("x-bad", "abcdefghij\x01klmnop")])
+
+
+def leading_space(p, sid):
+    p.headers(sid, OK_HEAD + [("x-bad", " v")])
+
+
 def no_status(p, sid):
     p.headers(sid, [("content-type", "application/grpc")])
 
@@ -303,6 +314,8 @@ def after_end(p, sid):
 @pytest.mark.parametrize("misbehave,code,reason", [
     (data_first, PROTOCOL_ERROR, "DATA before the response's HEADERS"),
     (upper_case_name, PROTOCOL_ERROR, "invalid field name"),
+    (control_in_value, PROTOCOL_ERROR, "invalid field value"),
+    (leading_space, PROTOCOL_ERROR, "invalid field value"),
     (no_status, PROTOCOL_ERROR, "response without :status"),
     (connection_field, PROTOCOL_ERROR, "connection-specific field"),
     (pseudo_in_trailers, PROTOCOL_ERROR, "pseudo-header field in trailers"),
