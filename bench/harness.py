@@ -996,7 +996,9 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
     os.makedirs(cgdir, exist_ok=True)
     started = {}
     for sysname in plans:
-        out = os.path.join(cgdir, "callgrind.%s.out" % sysname)
+        # named by scenario too: callgrind and callgrind-prod measure some systems of the same name in one run
+        prefix = "callgrind.%s.out" % sysname if name == "callgrind" else "callgrind.%s.%s.out" % (name, sysname)
+        out = os.path.join(cgdir, prefix)
         wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
         try:
             # -obs and -prod: metrics scraped every second and the access log on (JSON lines to a file)
@@ -1027,7 +1029,7 @@ def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
             cp = subprocess.run(["callgrind_control", "-d", str(srv.pid)], capture_output=True,
                                 text=True, timeout=120)
             new = sorted(set(os.listdir(cgdir)) - before)
-            dumps = [os.path.join(cgdir, f) for f in new if f.startswith("callgrind.%s.out" % sysname)]
+            dumps = [os.path.join(cgdir, f) for f in new if f.startswith(prefix)]
             if not dumps:
                 fail("%s %s: no callgrind dump (%s)" % (name, sysname, cp.stdout + cp.stderr))
                 continue
