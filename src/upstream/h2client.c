@@ -473,7 +473,7 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
         }
     }
     if (buf != stack)
-        free(buf);
+        ptc_free(buf);
     if (rv != 0) { /* part of a header block may be out: the connection cannot go on */
         c->failed = true;
         snprintf(c->error, sizeof(c->error), "out of memory writing a request's HEADERS");
@@ -1101,7 +1101,7 @@ static int data_across_chains(ptc_h2c_t *c, struct evbuffer *in, const uint8_t *
     n = evbuffer_peek(in, (ev_ssize_t)flen, &pos, vp, n);
     int rv = on_data(c, flags, id, vp, n, flen);
     if (vp != v)
-        free(vp);
+        ptc_free(vp);
     evbuffer_drain(in, FRAME_HEADER + flen);
     return rv;
 }
