@@ -779,8 +779,8 @@ static void hb_end(ptc_h2c_t *c)
     if (c->hb_cat == NGHTTP2_HCAT_RESPONSE)
         s->h2_flags |= S_RESPONSE;
     if (c->hb_end_stream) {
-        if (s->content_length > 0) {
-            stream_error(c, s, NGHTTP2_PROTOCOL_ERROR, "response shorter than its content-length");
+        if (s->content_length >= 0 && (uint64_t)s->content_length != s->data_received) {
+            stream_error(c, s, NGHTTP2_PROTOCOL_ERROR, "response body does not match its content-length");
             return;
         }
         s->h2_flags |= S_REMOTE_CLOSED; /* the request side goes on until its owner ends or withdraws it */

@@ -214,6 +214,23 @@ def test_unusual_but_valid_framing(portico, raw_upstream):
     assert hdrs["x-a"] == "a" * 40 and hdrs["x-tab"] == "a\tbcdefghijk\tl", hdrs
 
 
+def test_content_length_then_trailers(portico, raw_upstream):
+    """A response whose content-length matches its DATA, then trailers: a well-formed answer (the body is checked
+    against content-length when the trailers end the stream)."""
+    def handler(p):
+        p.start()
+        for _ in range(2):
+            sid, _, _ = p.request()
+            msg = grpcweb.frame(EchoResponse(message="sized").SerializeToString())
+            p.headers(sid, OK_HEAD + [("content-length", str(len(msg)))])
+            p.send_frame(DATA, 0, sid, msg)
+            p.headers(sid, OK_TRAILERS, end_stream=True)
+    up = raw_upstream(handler)
+    gw = portico(upstream=up.port)
+    assert call(gw) == ("0", "", ["sized"])
+    assert call(gw) == ("0", "", ["sized"])
+
+
 def test_request_body_follows_a_small_send_window(portico, raw_upstream):
     """The server's SETTINGS_INITIAL_WINDOW_SIZE of 10 bytes: the request body goes out in DATA frames that never
     exceed what its WINDOW_UPDATEs allow, and arrives whole."""
@@ -306,6 +323,12 @@ def short_body(p, sid):
     p.send_frame(DATA, END_STREAM, sid, grpcweb.frame(b""))
 
 
+def short_body_then_trailers(p, sid):
+    p.headers(sid, OK_HEAD + [("content-length", "100")])
+    p.send_frame(DATA, 0, sid, grpcweb.frame(b""))
+    p.headers(sid, OK_TRAILERS, end_stream=True)
+
+
 def after_end(p, sid):
     p.headers(sid, OK_HEAD + OK_TRAILERS, end_stream=True)
     p.send_frame(DATA, 0, sid, b"late")
@@ -321,6 +344,7 @@ def after_end(p, sid):
     (pseudo_in_trailers, PROTOCOL_ERROR, "pseudo-header field in trailers"),
     (trailers_not_ending, PROTOCOL_ERROR, "trailers without END_STREAM"),
     (short_body, PROTOCOL_ERROR, "response body does not match its content-length"),
+    (short_body_then_trailers, PROTOCOL_ERROR, "response body does not match its content-length"),
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_malformed_response_resets_only_its_stream(portico, raw_upstream, misbehave, code, reason):
     """RFC 9113 §8.1.1: a malformed response is a stream error: RST_STREAM with PROTOCOL_ERROR, the call fails
