@@ -54,6 +54,7 @@
 #include "portico/codec.h"
 #include "portico/conn.h"
 #include "portico/h2.h"
+#include "portico/h2field.h"
 #include "portico/h2io.h"
 #include "portico/log.h"
 #include "portico/worker.h"
@@ -122,6 +123,10 @@ typedef struct st_h2stream_t {
     bool discard;          /* request body is ignored (local answer, or the call ended) */
     bool read_paused;      /* the call applies backpressure: request DATA is not credited */
     bool data_ended;       /* a DATA frame with END_STREAM came: the stream's own window no longer matters */
+    bool malformed;        /* a malformed request (RFC 9113 §8.1.1): reset with PROTOCOL_ERROR, its frames are ignored */
+    uint32_t http;         /* what the request's fields said so far: HF_* (see field_check) */
+    int64_t content_length; /* the request's content-length, -1 without one */
+    int64_t body_length;    /* request DATA received so far (payload, without padding) */
     size_t unconsumed_req; /* request DATA received but not credited back */
 
     /* response: its bytes not yet sent are small[small_off, small_len), then `out` (small is used only while out is
@@ -371,6 +376,7 @@ static h2stream_t *stream_new(h2conn_t *conn, int32_t id)
         return NULL;
     st->conn = conn;
     st->id = id;
+    st->content_length = -1;
     if (ptc_worker_head_block(conn->worker, conn->worker->snap, &st->hb) != 0) {
         stream_dispose(conn, st);
         return NULL;
@@ -786,6 +792,210 @@ static ptc_iovec_t stream_header(const h2stream_t *st, size_t i, bool value)
     return value ? ptc_iov(st->hb.head + o->value, o->value_len) : ptc_iov(st->hb.head + o->name, o->name_len);
 }
 
+/* ---- HTTP messaging (RFC 9113 §8.1–§8.3, RFC 8441 §4) ----
+ *
+ * nghttp2's own checks are off (nghttp2_option_set_no_http_messaging): they cost ~2.2k instructions a call. These
+ * are the same rules, as nghttp2 1.52 applies them to a server's requests, every break a stream error PROTOCOL_ERROR:
+ *  - each field (request head and trailers): a name of lower-case token characters (an optional leading ':' for a
+ *    pseudo-header field); a value without controls but HTAB nor DEL, nor leading or trailing SP/HTAB (for :method
+ *    a token, :path visible characters, :authority and host the characters of an authority, :scheme a scheme);
+ *    nghttp2 would ignore an invalid regular field only with an on_invalid_header callback, which we have not;
+ *  - pseudo-header fields: only :method, :scheme, :path, :authority and :protocol, each at most once and not
+ *    empty, all before the first regular field, none in trailers; host at most once and not empty;
+ *  - no connection-specific field (connection, keep-alive, proxy-connection, transfer-encoding, upgrade), and te
+ *    only "trailers"; content-length at most once, digits only;
+ *  - at the end of the head: :method, :scheme and :path, and :authority or host; for CONNECT without :protocol,
+ *    :authority and neither :scheme nor :path (its content-length is not checked); :protocol only on CONNECT with
+ *    :authority (SETTINGS_ENABLE_CONNECT_PROTOCOL is always on); an http(s) :path starts with '/' (or is '*' for
+ *    OPTIONS);
+ *  - trailers end the stream; the DATA received never passes content-length and is exactly it at END_STREAM.
+ * The priority field (RFC 9218) is read by nghttp2 only once SETTINGS_NO_RFC7540_PRIORITIES is sent; we do not.
+ */
+enum {
+    HF_METHOD = 1 << 0,
+    HF_SCHEME = 1 << 1,
+    HF_PATH = 1 << 2,
+    HF_AUTHORITY = 1 << 3,
+    HF_PROTOCOL = 1 << 4,
+    HF_HOST = 1 << 5,
+    HF_REGULAR = 1 << 6, /* a regular field came: no pseudo-header field after it */
+    HF_CONNECT = 1 << 7,
+    HF_OPTIONS = 1 << 8,
+    HF_SCHEME_HTTP = 1 << 9, /* :scheme http or https */
+    HF_PATH_SLASH = 1 << 10,
+    HF_PATH_STAR = 1 << 11,
+};
+
+/* A pseudo-header field's first (and only) time, not empty. */
+static bool pseudo_once(h2stream_t *st, uint32_t flag, size_t valuelen)
+{
+    if ((st->http & flag) != 0 || valuelen == 0)
+        return false;
+    st->http |= flag;
+    return true;
+}
+
+/* :scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1). */
+static bool scheme_ok(const uint8_t *v, size_t len)
+{
+    if (len == 0 || !((v[0] | 0x20) >= 'a' && (v[0] | 0x20) <= 'z'))
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        uint8_t c = v[i];
+        if (!(((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static bool pseudo_ok(h2stream_t *st, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    if (PTC_H2_IS(name, namelen, ":method")) {
+        if (valuelen == 0 || !ptc_h2_chars_ok(value, valuelen, PTC_H2_METHOD) || !pseudo_once(st, HF_METHOD, valuelen))
+            return false;
+        if (PTC_H2_IS(value, valuelen, "CONNECT"))
+            st->http |= HF_CONNECT;
+        else if (PTC_H2_IS(value, valuelen, "OPTIONS"))
+            st->http |= HF_OPTIONS;
+        return true;
+    }
+    if (PTC_H2_IS(name, namelen, ":path")) {
+        if (!ptc_h2_visible(value, valuelen, 0x21) || !pseudo_once(st, HF_PATH, valuelen)) /* nghttp2_check_path */
+            return false;
+        if (value[0] == '/')
+            st->http |= HF_PATH_SLASH;
+        else if (valuelen == 1 && value[0] == '*')
+            st->http |= HF_PATH_STAR;
+        return true;
+    }
+    if (PTC_H2_IS(name, namelen, ":scheme")) {
+        bool http = PTC_H2_IS(value, valuelen, "http") || PTC_H2_IS(value, valuelen, "https") ||
+                    ptc_iov_eq_ci(ptc_iov((const char *)value, valuelen), PTC_STRLIT("http")) ||
+                    ptc_iov_eq_ci(ptc_iov((const char *)value, valuelen), PTC_STRLIT("https"));
+        if (!(http || scheme_ok(value, valuelen)) || !pseudo_once(st, HF_SCHEME, valuelen))
+            return false;
+        if (http)
+            st->http |= HF_SCHEME_HTTP;
+        return true;
+    }
+    if (PTC_H2_IS(name, namelen, ":authority"))
+        return ptc_h2_chars_ok(value, valuelen, PTC_H2_AUTHORITY) && pseudo_once(st, HF_AUTHORITY, valuelen);
+    if (PTC_H2_IS(name, namelen, ":protocol"))
+        return ptc_h2_value_ok(value, valuelen) && pseudo_once(st, HF_PROTOCOL, valuelen);
+    return false; /* :status, or unknown */
+}
+
+/* Digits only, within int64_t (nghttp2's parse_uint); -1 otherwise. */
+static int64_t parse_length(const uint8_t *s, size_t len)
+{
+    int64_t n = 0;
+    if (len == 0)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || n > (INT64_MAX - (s[i] - '0')) / 10)
+            return -1;
+        n = n * 10 + (s[i] - '0');
+    }
+    return n;
+}
+
+/* One field of the request's head or trailers; false: the request is malformed. */
+static bool field_check(h2stream_t *st, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen, bool trailer)
+{
+    if (namelen != 0 && name[0] == ':')
+        return !trailer && (st->http & HF_REGULAR) == 0 && pseudo_ok(st, name, namelen, value, valuelen);
+    st->http |= HF_REGULAR;
+    if (!ptc_h2_name_ok(name, namelen))
+        return false;
+    switch (namelen) {
+    case 2:
+        if (PTC_H2_IS(name, namelen, "te"))
+            return ptc_iov_eq_ci(ptc_iov((const char *)value, valuelen), PTC_STRLIT("trailers"));
+        break;
+    case 4:
+        if (PTC_H2_IS(name, namelen, "host"))
+            return ptc_h2_chars_ok(value, valuelen, PTC_H2_AUTHORITY) && pseudo_once(st, HF_HOST, valuelen);
+        break;
+    case 7:
+        if (PTC_H2_IS(name, namelen, "upgrade"))
+            return false;
+        break;
+    case 10:
+        if (PTC_H2_IS(name, namelen, "connection") || PTC_H2_IS(name, namelen, "keep-alive"))
+            return false;
+        break;
+    case 14:
+        if (PTC_H2_IS(name, namelen, "content-length")) {
+            if (st->content_length != -1)
+                return false;
+            return (st->content_length = parse_length(value, valuelen)) != -1;
+        }
+        break;
+    case 16:
+        if (PTC_H2_IS(name, namelen, "proxy-connection"))
+            return false;
+        break;
+    case 17:
+        if (PTC_H2_IS(name, namelen, "transfer-encoding"))
+            return false;
+        break;
+    default:
+        break;
+    }
+    return ptc_h2_value_ok(value, valuelen);
+}
+
+/* The end of the request head (nghttp2_http_on_request_headers); false: malformed. */
+static bool head_check(h2stream_t *st)
+{
+    uint32_t f = st->http;
+    if ((f & (HF_CONNECT | HF_PROTOCOL)) == HF_CONNECT) {
+        if ((f & (HF_SCHEME | HF_PATH)) != 0 || (f & HF_AUTHORITY) == 0)
+            return false;
+        st->content_length = -1; /* a tunnel's bytes are not a body of that length */
+        return true;
+    }
+    if ((f & (HF_METHOD | HF_SCHEME | HF_PATH)) != (HF_METHOD | HF_SCHEME | HF_PATH) || (f & (HF_AUTHORITY | HF_HOST)) == 0)
+        return false;
+    if ((f & HF_PROTOCOL) != 0 && (f & (HF_CONNECT | HF_AUTHORITY)) != (HF_CONNECT | HF_AUTHORITY))
+        return false;
+    return (f & HF_SCHEME_HTTP) == 0 || (f & HF_PATH_SLASH) != 0 || (f & (HF_OPTIONS | HF_PATH_STAR)) == (HF_OPTIONS | HF_PATH_STAR);
+}
+
+/* The stream ends: its DATA must be its content-length. */
+static bool end_check(const h2stream_t *st)
+{
+    return st->content_length == -1 || st->content_length == st->body_length;
+}
+
+/* A malformed request: RST_STREAM PROTOCOL_ERROR (nghttp2's, not ours: counted and logged in on_frame_send, and a
+ * token of the reset bucket, as when nghttp2 checked), and the stream's frames are ignored from here on. */
+static void stream_malformed(h2stream_t *st)
+{
+    st->malformed = true;
+    st->discard = true;
+    nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
+}
+
+/* The log lines nghttp2 wrote for a malformed request (its error callback, then the invalid frame callback). */
+static void log_malformed(h2conn_t *conn, const nghttp2_frame *frame, int lib_error)
+{
+    ptc_log_info("h2 %s: invalid frame (type %u) on stream %" PRId32 ": %s", conn->base.peer, frame->hd.type, frame->hd.stream_id,
+                 nghttp2_strerror(lib_error));
+}
+
+static void field_malformed(h2conn_t *conn, h2stream_t *st, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen)
+{
+    char msg[301];
+    snprintf(msg, sizeof(msg), "Invalid HTTP header field was received: frame type: %u, stream: %" PRId32 ", name: [%.*s], value: [%.*s]",
+             frame->hd.type, frame->hd.stream_id, (int)PTC_MIN(namelen, (size_t)300), (const char *)name,
+             (int)PTC_MIN(valuelen, (size_t)300), (const char *)value);
+    ptc_log_info("h2 %s: %s", conn->base.peer, msg);
+    stream_malformed(st);
+    log_malformed(conn, frame, NGHTTP2_ERR_HTTP_HEADER);
+}
+
 /*
  * RFC 9113 §5.1.1: a HEADERS frame that would open a stream with an id lower than one already opened is a
  * connection error PROTOCOL_ERROR. nghttp2 1.52 silently ignores such a header block, so we check the
@@ -843,11 +1053,18 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)session;
     (void)flags;
     h2conn_t *conn = user_data;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* request trailers carry nothing a gRPC call uses */
-    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
-    if (st == NULL || st->head_error != 0 || st->hb.mem == NULL)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
+    h2stream_t *st = stream_of(conn, frame->hd.stream_id);
+    if (st == NULL || st->malformed)
+        return 0;
+    bool trailer = frame->headers.cat != NGHTTP2_HCAT_REQUEST;
+    if (!field_check(st, name, namelen, value, valuelen, trailer)) {
+        field_malformed(conn, st, frame, name, namelen, value, valuelen);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the rest of the block is not reported */
+    }
+    if (trailer || st->head_error != 0 || st->hb.mem == NULL)
+        return 0; /* request trailers carry nothing a gRPC call uses */
     const ptc_limits_config_t *lim = &st->snap->config.limits;
     if (st->head_len + namelen + valuelen > lim->max_header_size || st->num_hdrs == lim->max_headers) {
         st->head_error = 431;
@@ -943,8 +1160,13 @@ static void on_connect(h2conn_t *conn, h2stream_t *st, ptc_request_t *req, ptc_i
 /* A complete request head: pseudo-headers apart, then the shared policy step. */
 static void on_request_head(h2conn_t *conn, h2stream_t *st)
 {
-    ptc_request_t req = {
-        .scheme = PTC_STRLIT("http"), .peer = conn->base.peer, .snap = st->snap, .allow_native = true, .transport = PTC_TRANSPORT_H2};
+    /* a CONNECT has no :path: an empty one, not a null pointer */
+    ptc_request_t req = {.scheme = PTC_STRLIT("http"),
+                         .path = PTC_STRLIT(""),
+                         .peer = conn->base.peer,
+                         .snap = st->snap,
+                         .allow_native = true,
+                         .transport = PTC_TRANSPORT_H2};
     ptc_iovec_t protocol = {NULL, 0};
     size_t n = 0;
 
@@ -1045,10 +1267,25 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     frame_price(conn, frame);
     if (frame->hd.type == NGHTTP2_HEADERS)
         header_block(conn, false, 0);
-    if (st == NULL || conn->error_goaway)
+    if (st == NULL || conn->error_goaway || st->malformed)
         return 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
-        on_request_head(conn, st);
+    if (frame->hd.type == NGHTTP2_HEADERS || (frame->hd.type == NGHTTP2_DATA && end)) {
+        bool head = frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+        /* the head complete, trailers (which end the stream), the stream's end at its content-length */
+        if (head ? !head_check(st) : frame->hd.type == NGHTTP2_HEADERS && !end) {
+            stream_malformed(st);
+            log_malformed(conn, frame, NGHTTP2_ERR_HTTP_MESSAGING);
+            return 0;
+        }
+        if (end && !end_check(st)) {
+            stream_malformed(st);
+            if (frame->hd.type == NGHTTP2_HEADERS)
+                log_malformed(conn, frame, NGHTTP2_ERR_HTTP_MESSAGING);
+            return 0;
+        }
+        if (head)
+            on_request_head(conn, st);
+    }
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && end && !st->request_ended) {
         st->request_ended = true;
         if (st->call != NULL)
@@ -1064,6 +1301,15 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     h2stream_t *st = stream_of(user_data, stream_id);
     if (st == NULL || st->conn->error_goaway) {
         nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    if (!st->malformed) {
+        st->body_length += (int64_t)len;
+        if (st->content_length != -1 && st->body_length > st->content_length)
+            stream_malformed(st); /* more DATA than its content-length */
+    }
+    if (st->malformed) {
+        nghttp2_session_consume_connection(session, len);
         return 0;
     }
     st->unconsumed_req += len;
@@ -1533,6 +1779,7 @@ void ptc_h2conn_start(ptc_worker_t *w, struct bufferevent *bev, const char *peer
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_no_http_messaging(opt, 1); /* checked here instead: see field_check */
     /* nghttp2's guards, explicit (see the top): its reset limiter is a backstop behind ours, looser so ours decides */
     const ptc_limits_config_t *lim = &w->snap->config.limits;
     double resets = 2.0 * lim->max_concurrent_streams;
