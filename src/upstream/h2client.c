@@ -32,6 +32,7 @@
 
 #include "portico/alloc.h"
 #include "portico/h2client.h"
+#include "portico/h2field.h"
 #include "portico/log.h"
 
 #define FRAME_HEADER 9
@@ -618,62 +619,18 @@ static int64_t parse_length(const uint8_t *v, size_t len)
     return ptc_digits_parse(ptc_iov((const char *)v, len), 18, &n) == 0 ? (int64_t)n : -1;
 }
 
-/* RFC 9113 §8.2.1 field name bytes (tchar without upper case), as nghttp2 checks them. */
-static const uint8_t NAME_CHAR[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
-    ['0' ... '9'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['a' ... 'z'] = 1, ['|'] = 1, ['~'] = 1,
-};
-
 bool ptc_h2_valid_name(const uint8_t *p, size_t len)
 {
     if (len != 0 && p[0] == ':') { /* a pseudo-header field's name */
         p++;
         len--;
     }
-    if (len == 0)
-        return false;
-    unsigned ok = 1;
-    for (size_t i = 0; i < len; i++)
-        ok &= NAME_CHAR[p[i]];
-    return ok != 0;
+    return ptc_h2_name_ok(p, len);
 }
 
-/* A value byte nghttp2 refuses: a control character but HTAB, or DEL (obs-text, 0x80 and up, is fine). */
-static bool bad_value_byte(uint8_t b)
-{
-    return (b < 0x20 && b != '\t') || b == 0x7f;
-}
-
-/* Eight value bytes at once: none under 0x20 and none 0x7f (exact for the word; a HTAB takes the slow path). */
-static bool value8_plain(const uint8_t *p)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t x, d;
-    memcpy(&x, p, 8);
-    d = x ^ (ones * 0x7f);
-    return ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & highs) == 0;
-}
-
-/* RFC 9113 §8.2.1 field value: no NUL, CR, LF or other control character but HTAB, no DEL, and no leading or trailing
- * whitespace (nghttp2_check_header_value_rfc9113), eight bytes at a time. */
 bool ptc_h2_valid_value(const uint8_t *p, size_t len)
 {
-    if (len == 0)
-        return true;
-    if (p[0] == ' ' || p[0] == '\t' || p[len - 1] == ' ' || p[len - 1] == '\t')
-        return false;
-    size_t i = 0;
-    if (len >= 8) {
-        for (; i + 8 <= len; i += 8)
-            if (!value8_plain(p + i))
-                for (size_t j = i; j < i + 8; j++)
-                    if (bad_value_byte(p[j]))
-                        return false;
-    }
-    for (; i < len; i++)
-        if (bad_value_byte(p[i]))
-            return false;
-    return true;
+    return ptc_h2_value_ok(p, len);
 }
 
 /* Checks a decoded field of the block; NULL when it is fine, else what is wrong (RFC 9113 §8.2, §8.3.2). */
