@@ -350,7 +350,7 @@ def test_jwt_over_websocket(gw, keys):
     assert c.status == 0, c.trailers
     c = ws_call(UNARY)
     assert c.status == 16 and c.messages == [] and c.closed[0] == 1000
-    c = ws_call(UNARY, {"authorization": f"Bearer {keys.token(exp=int(time.time()) - 60)}"})
+    c = ws_call(UNARY, {"authorization": f"Bearer {keys.token(exp=int(time.time()) - 3600)}"})
     assert c.status == 16 and "expired" in c.trailers["grpc-message"]
     c = ws_call("/portico.test.Echo/Bidi", {"authorization": f"Bearer {keys.token()}"})
     assert c.status == 7, c.trailers  # valid, but without the required scope claim
