@@ -48,7 +48,6 @@ struct st_ptc_h2c_t {
     bool got_settings;
     /* ours */
     int32_t local_window;   /* SETTINGS_INITIAL_WINDOW_SIZE we announced (the streams' receive windows) */
-    bool settings_acked;    /* until then the server may still count with 65,535 */
     int64_t send_window;    /* connection send window */
     int64_t recv_window;    /* connection receive window: bytes the server may still send */
     int64_t recv_window_size; /* what it was opened to */
@@ -73,7 +72,6 @@ struct st_ptc_h2c_t {
     uint32_t nbuckets; /* a power of two */
     uint32_t nstreams;
     TAILQ_HEAD(, st_ptc_upstream_stream_t) sendq; /* streams that may have request DATA to send */
-    uint32_t error_code; /* the connection error, once there is one (GOAWAY sent) */
     bool failed;
     char error[160];
 };

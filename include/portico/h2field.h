@@ -120,4 +120,36 @@ static inline bool ptc_h2_is(const uint8_t *s, size_t len, const char *lit, size
 }
 #define PTC_H2_IS(s, len, lit) ptc_h2_is(s, len, lit, sizeof(lit) - 1)
 
+/* A connection-specific field (RFC 9113 §8.2.2), which HTTP/2 forbids: connection, keep-alive, proxy-connection,
+ * transfer-encoding, upgrade (te is checked apart: "trailers" is allowed). */
+static inline bool ptc_h2_connection_specific(const uint8_t *name, size_t len)
+{
+    switch (len) {
+    case 7:
+        return PTC_H2_IS(name, len, "upgrade");
+    case 10:
+        return PTC_H2_IS(name, len, "connection") || PTC_H2_IS(name, len, "keep-alive");
+    case 16:
+        return PTC_H2_IS(name, len, "proxy-connection");
+    case 17:
+        return PTC_H2_IS(name, len, "transfer-encoding");
+    default:
+        return false;
+    }
+}
+
+/* A content-length value: ASCII digits only, not empty, no overflow; -1 otherwise. */
+static inline int64_t ptc_h2_content_length(const uint8_t *s, size_t len)
+{
+    int64_t n = 0;
+    if (len == 0)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || n > (INT64_MAX - (s[i] - '0')) / 10)
+            return -1;
+        n = n * 10 + (s[i] - '0');
+    }
+    return n;
+}
+
 #endif

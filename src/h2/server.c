@@ -885,20 +885,6 @@ static bool pseudo_ok(h2stream_t *st, const uint8_t *name, size_t namelen, const
     return false; /* :status, or unknown */
 }
 
-/* Digits only, within int64_t (nghttp2's parse_uint); -1 otherwise. */
-static int64_t parse_length(const uint8_t *s, size_t len)
-{
-    int64_t n = 0;
-    if (len == 0)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9' || n > (INT64_MAX - (s[i] - '0')) / 10)
-            return -1;
-        n = n * 10 + (s[i] - '0');
-    }
-    return n;
-}
-
 /* One field of the request's head or trailers; false: the request is malformed. */
 static bool field_check(h2stream_t *st, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen, bool trailer)
 {
@@ -916,30 +902,16 @@ static bool field_check(h2stream_t *st, const uint8_t *name, size_t namelen, con
         if (PTC_H2_IS(name, namelen, "host"))
             return ptc_h2_chars_ok(value, valuelen, PTC_H2_AUTHORITY) && pseudo_once(st, HF_HOST, valuelen);
         break;
-    case 7:
-        if (PTC_H2_IS(name, namelen, "upgrade"))
-            return false;
-        break;
-    case 10:
-        if (PTC_H2_IS(name, namelen, "connection") || PTC_H2_IS(name, namelen, "keep-alive"))
-            return false;
-        break;
     case 14:
         if (PTC_H2_IS(name, namelen, "content-length")) {
             if (st->content_length != -1)
                 return false;
-            return (st->content_length = parse_length(value, valuelen)) != -1;
+            return (st->content_length = ptc_h2_content_length(value, valuelen)) != -1;
         }
         break;
-    case 16:
-        if (PTC_H2_IS(name, namelen, "proxy-connection"))
-            return false;
-        break;
-    case 17:
-        if (PTC_H2_IS(name, namelen, "transfer-encoding"))
-            return false;
-        break;
     default:
+        if (ptc_h2_connection_specific(name, namelen))
+            return false;
         break;
     }
     return ptc_h2_value_ok(value, valuelen);

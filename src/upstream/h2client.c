@@ -124,7 +124,6 @@ static int conn_error(ptc_h2c_t *c, uint32_t code, const char *fmt, ...)
     put32(p + 4, code);
     memcpy(p + 8, c->error, dlen);
     send_frame(c, T_GOAWAY, 0, 0, p, 8 + dlen);
-    c->error_code = code;
     c->failed = true;
     return -1;
 }
@@ -557,17 +556,14 @@ void ptc_h2c_resume(ptc_h2c_t *c, ptc_upstream_stream_t *s)
     sendq_add(c, s);
 }
 
+static void credit(ptc_h2c_t *c, ptc_upstream_stream_t *s, size_t n);
+
 void ptc_h2c_cancel(ptc_h2c_t *c, ptc_upstream_stream_t *s, size_t unconsumed)
 {
-    c->recv_credit += unconsumed;
     forget(c, s);
     if ((s->h2_flags & (S_LOCAL_CLOSED | S_REMOTE_CLOSED)) != (S_LOCAL_CLOSED | S_REMOTE_CLOSED))
         send_rst(c, s->stream_id, NGHTTP2_CANCEL);
-    if (c->recv_credit >= (uint64_t)c->recv_window_size / 2) {
-        send_window_update(c, 0, (uint32_t)c->recv_credit);
-        c->recv_window += (int64_t)c->recv_credit;
-        c->recv_credit = 0;
-    }
+    credit(c, NULL, unconsumed); /* the connection's share: nobody reads those bytes now */
 }
 
 /* Credits n bytes to the connection window (and to s's, when s is not NULL), announcing at half a window. */
@@ -595,29 +591,6 @@ void ptc_h2c_consume(ptc_h2c_t *c, ptc_upstream_stream_t *s, size_t n)
 }
 
 /* ---- receiving: header blocks ---- */
-
-static bool is_connection_specific(const uint8_t *name, size_t len)
-{
-    switch (len) {
-    case 7:
-        return memcmp(name, "upgrade", 7) == 0;
-    case 10:
-        return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
-    case 16:
-        return memcmp(name, "proxy-connection", 16) == 0;
-    case 17:
-        return memcmp(name, "transfer-encoding", 17) == 0;
-    default:
-        return false;
-    }
-}
-
-/* A content-length value: digits only, at most 18 of them; -1 otherwise. */
-static int64_t parse_length(const uint8_t *v, size_t len)
-{
-    uint64_t n;
-    return ptc_digits_parse(ptc_iov((const char *)v, len), 18, &n) == 0 ? (int64_t)n : -1;
-}
 
 bool ptc_h2_valid_name(const uint8_t *p, size_t len)
 {
@@ -649,7 +622,7 @@ static const char *check_field(ptc_h2c_t *c, ptc_upstream_stream_t *s, const ngh
             return "pseudo-header field other than :status in a response";
         if (c->hb_status)
             return "two :status fields";
-        if (nv->valuelen != 3 || parse_length(nv->value, 3) < 100)
+        if (nv->valuelen != 3 || ptc_h2_content_length(nv->value, 3) < 100)
             return ":status is not a three-digit code";
         c->hb_status = true;
         if (nv->value[0] == '1') {
@@ -660,12 +633,12 @@ static const char *check_field(ptc_h2c_t *c, ptc_upstream_stream_t *s, const ngh
         return NULL;
     }
     c->hb_regular = true;
-    if (is_connection_specific(nv->name, nv->namelen))
+    if (ptc_h2_connection_specific(nv->name, nv->namelen))
         return "connection-specific field";
-    if (nv->namelen == 2 && memcmp(nv->name, "te", 2) == 0 && !(nv->valuelen == 8 && memcmp(nv->value, "trailers", 8) == 0))
+    if (PTC_H2_IS(nv->name, nv->namelen, "te") && !ptc_iov_eq_ci(ptc_iov((const char *)nv->value, nv->valuelen), PTC_STRLIT("trailers")))
         return "te other than trailers";
     if (nv->namelen == 14 && memcmp(nv->name, "content-length", 14) == 0 && c->hb_cat == NGHTTP2_HCAT_RESPONSE) {
-        int64_t n = parse_length(nv->value, nv->valuelen);
+        int64_t n = ptc_h2_content_length(nv->value, nv->valuelen);
         if (n < 0 || (s->content_length >= 0 && s->content_length != n))
             return "invalid content-length";
         s->content_length = n;
@@ -891,7 +864,6 @@ static int on_settings(ptc_h2c_t *c, uint8_t flags, int32_t id, const uint8_t *p
     if (flags & F_ACK) {
         if (len != 0)
             return conn_error(c, NGHTTP2_FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-        c->settings_acked = true;
         return 0;
     }
     if (len % 6 != 0)
