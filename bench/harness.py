@@ -986,7 +986,9 @@ OBS_SCRAPES = 10  # /metrics scrapes during the measured calls of the callgrind 
 def scenario_callgrind(ctx, name, upstream, warm, n, inflight, plans):
     """Instructions per call under callgrind: warm up, zero the counters, N calls, dump, divide.
     User-space instructions of the proxy process only (all its threads), kernel work excluded.
-    `plans`: the systems' names (see profile_spec)."""
+    `plans`: the systems' names (see profile_spec), narrowed by --systems."""
+    if ctx.args.systems:
+        plans = [p for p in plans if p in ctx.args.systems.split(",")]
     log("scenario %s: callgrind, %d warm-up + %d measured calls" % (name, warm, n))
     res = {"kind": "callgrind", "n": n, "warmup": warm, "inflight": inflight, "systems": {}}
     msg = payload(10)
@@ -1484,6 +1486,8 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions of each timed scenario (default 5; smoke 1)")
     ap.add_argument("--only", help="comma-separated scenarios: unary,sizes,stream,idle,slow,workers,production,"
                                    "syscalls,callgrind,callgrind-prod (the smoke leaves callgrind-prod out)")
+    ap.add_argument("--systems", help="comma-separated systems the callgrind scenarios measure (default: all of "
+                                      "theirs; e.g. portico-h2 for a quick look at one)")
     ap.add_argument("--out", help="results directory (default bench/.build/results/DATE)")
     ap.add_argument("--keep-logs", action="store_true", help="keep h2load's per-request logs")
     ap.add_argument("--report", metavar="DIR", help="print the report of the run in DIR again (its results.json), "
