@@ -30,6 +30,11 @@ typedef struct st_ptc_downstream_cb_t {
     void (*send_head)(ptc_downstream_t *ds, int status, const ptc_header_t *headers, size_t n, bool end_stream);
     /* Writes body bytes, moving the whole content of buf. */
     void (*send_body)(ptc_downstream_t *ds, struct evbuffer *buf);
+    /*
+     * Writes body bytes from memory (a small frame: no evbuffer on the way). Optional (NULL: the call uses
+     * send_body); the call uses it only when nothing it wrote before waits in a buffer of its own.
+     */
+    void (*send_bytes)(ptc_downstream_t *ds, const uint8_t *data, size_t len);
     /* Ends the response body. */
     void (*send_end)(ptc_downstream_t *ds);
     /* Bytes written but not yet sent to the peer. */

@@ -2,13 +2,14 @@
  * One RPC: gRPC-Web (downstream) ⇄ gRPC over HTTP/2 (upstream).
  *
  * Request side: the body (base64-decoded in 4-character quanta for text requests) is checked frame
- * by frame against the message size limit and queued in req_buf, which the upstream stream's data
- * provider drains with NGHTTP2_DATA_FLAG_NO_COPY (evbuffer chains move, bytes are not copied). When
- * req_buf holds more than limits.call_buffer_size the downstream stops reading.
+ * by frame against the message size limit and queued (small pieces in the call itself, req_small; the rest in
+ * req_buf), which the upstream stream's data provider drains with NGHTTP2_DATA_FLAG_NO_COPY (evbuffer chains move,
+ * bytes are not copied). When more than limits.call_buffer_size waits the downstream stops reading.
  *
  * Response side: every upstream DATA chunk is re-framed at once (binary: as is; text: base64 per gRPC
  * frame, emitted in 3-byte-aligned pieces as they arrive, padded at the frame's end) and handed to the
- * downstream. The upstream stream's window is credited only while the downstream keeps up.
+ * downstream (a whole small frame as bytes, out_direct). The upstream stream's window is credited only while
+ * the downstream keeps up.
  *
  * A call ends in exactly one of three ways downstream, each a well-formed gRPC-Web response:
  * trailers-only headers (grpc-status in the head, empty body), a body ended by one 0x80 trailer frame,
@@ -62,6 +63,7 @@ typedef struct st_hdrstore_t {
 
 #define HDRS_INLINE_BYTES 512 /* a typical gRPC response head or trailer block fits without malloc */
 #define HDRS_INLINE_ITEMS 12
+#define REQ_SMALL 240 /* request bytes the call keeps in itself rather than in req_buf (see req_queue) */
 
 typedef enum {
     RESP_NONE,         /* nothing sent downstream yet */
@@ -89,6 +91,7 @@ struct st_ptc_call_t {
     bool req_failed; /* request body rejected; further bytes are dropped */
     ptc_b64_decoder_t req_b64;
     ptc_frame_parser_t req_parser;
+    uint16_t req_small_off, req_small_len; /* request bytes in req_small[off, len): before any in req_buf */
     struct evbuffer *req_buf;
     nghttp2_nv *nva;
     size_t nva_len;
@@ -157,7 +160,8 @@ struct st_ptc_call_t {
     uint64_t req_left;    /* unary POST with content-length: body bytes still to come */
     const char *cache_control; /* a GET on a route with get_cache_control: for successful responses */
 
-    /* scratch space, last: not zeroed when the call is made (hdrs' counts say what of it is in use) */
+    /* scratch space, last: not zeroed when the call is made (hdrs' and req_small's counts say what of it is in use) */
+    uint8_t req_small[REQ_SMALL];
     char hdrs_buf[HDRS_INLINE_BYTES];
     hdrstore_item_t hdrs_items[HDRS_INLINE_ITEMS];
 };
@@ -504,6 +508,24 @@ static bool drop_partial_frame(ptc_call_t *call)
     return ptc_frame_parser_at_boundary(&call->resp_parser) || !call->resp_in_frame;
 }
 
+/*
+ * A complete frame straight to the downstream from memory (no evbuffer on the way: for tens of bytes, adding them to
+ * out and moving them on costs several times the copy) when the downstream takes bytes and nothing is queued before
+ * the frame, nor would be done to it (base64, gzip, a head still held, a unary Connect response); never while a frame
+ * is being held (the caller's to see). False: the caller writes it to out.
+ */
+static bool out_direct(ptc_call_t *call, const uint8_t *frame, size_t len)
+{
+    ptc_downstream_t *ds = call->ds;
+    if (ds == NULL || ds->cb->send_bytes == NULL || call->resp_state != RESP_HEADERS_SENT || call->head_pending ||
+        call->resp_text || call->deflater != NULL || call->connect_unary || call->out_lost ||
+        evbuffer_get_length(call->out) != 0)
+        return false;
+    call->bytes_out += len;
+    ds->cb->send_bytes(ds, frame, len);
+    return true;
+}
+
 /* Body bytes to the client through ds, counted for metrics and the access log. */
 static void send_body_to(ptc_call_t *call, ptc_downstream_t *ds, struct evbuffer *b)
 {
@@ -560,8 +582,10 @@ static void out_trailer_frame(ptc_call_t *call, const ptc_header_t *fields, size
     }
     ptc_trailer_encode(block + PTC_FRAME_HEADER_SIZE, fields, n);
     ptc_frame_header_encode(block, PTC_FRAME_FLAG_TRAILER, (uint32_t)len);
-    out_write(call, block, PTC_FRAME_HEADER_SIZE + len);
-    out_end_segment(call);
+    if (call->holding || !out_direct(call, block, PTC_FRAME_HEADER_SIZE + len)) {
+        out_write(call, block, PTC_FRAME_HEADER_SIZE + len);
+        out_end_segment(call);
+    }
     if (block != stack)
         free(block);
 }
@@ -949,6 +973,26 @@ static int req_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_t
 }
 
 /* Queues decoded request bytes for the upstream after checking their framing. */
+/* Request bytes not yet written upstream. */
+static size_t req_pending(const ptc_call_t *call)
+{
+    return (size_t)(call->req_small_len - call->req_small_off) + evbuffer_get_length(call->req_buf);
+}
+
+/*
+ * Queues request bytes: into req_small while they fit and req_buf is empty (a copy of tens of bytes costs less than
+ * an evbuffer's add and remove, and us_write_request() frames them from there), otherwise into req_buf.
+ */
+static int req_queue(ptc_call_t *call, const uint8_t *data, size_t len)
+{
+    if (len <= (size_t)(REQ_SMALL - call->req_small_len) && evbuffer_get_length(call->req_buf) == 0) {
+        memcpy(call->req_small + call->req_small_len, data, len);
+        call->req_small_len = (uint16_t)(call->req_small_len + len);
+        return 0;
+    }
+    return evbuffer_add(call->req_buf, data, len);
+}
+
 static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
 {
     if (len == 0)
@@ -957,12 +1001,12 @@ static void req_push(ptc_call_t *call, const uint8_t *data, size_t len)
         call->req_failed = true;
         return;
     }
-    if (evbuffer_add(call->req_buf, data, len) != 0) {
+    if (req_queue(call, data, len) != 0) {
         call->req_failed = true;
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         return;
     }
-    if (!call->req_paused && evbuffer_get_length(call->req_buf) > call->cfg->limits.call_buffer_size && call->ds != NULL) {
+    if (!call->req_paused && req_pending(call) > call->cfg->limits.call_buffer_size && call->ds != NULL) {
         call->req_paused = true;
         call->ds->cb->pause_read(call->ds, true);
     }
@@ -1007,7 +1051,7 @@ static void connect_unary_release(ptc_call_t *call)
     uint8_t hdr[PTC_FRAME_HEADER_SIZE];
     size_t len = evbuffer_get_length(call->req_held);
     ptc_frame_header_encode(hdr, len != 0 ? call->req_flags : 0, (uint32_t)len); /* an empty message is never compressed */
-    if (evbuffer_add(call->req_buf, hdr, sizeof(hdr)) != 0 || evbuffer_add_buffer(call->req_buf, call->req_held) != 0) {
+    if (req_queue(call, hdr, sizeof(hdr)) != 0 || evbuffer_add_buffer(call->req_buf, call->req_held) != 0) {
         call->req_failed = true;
         call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
     }
@@ -1105,7 +1149,7 @@ static void us_request_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva,
 static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t *data_flags)
 {
     ptc_call_t *call = call_of(s);
-    size_t avail = evbuffer_get_length(call->req_buf);
+    size_t avail = req_pending(call);
     if (avail == 0) {
         if (call->req_ended) {
             *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -1123,9 +1167,18 @@ static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t
 static int us_write_request(ptc_upstream_stream_t *s, struct evbuffer *out, const uint8_t *framehd, size_t length)
 {
     ptc_call_t *call = call_of(s);
-    if (ptc_evbuffer_add_framed(out, framehd, 9, call->req_buf, length, NULL, 0) != 0)
+    /* the frame header and what req_small holds of the payload, then the rest from req_buf */
+    uint8_t stage[9 + REQ_SMALL];
+    size_t k = PTC_MIN(length, (size_t)(call->req_small_len - call->req_small_off));
+    memcpy(stage, framehd, 9);
+    memcpy(stage + 9, call->req_small + call->req_small_off, k);
+    if (length == k ? evbuffer_add(out, stage, 9 + k) != 0
+                    : ptc_evbuffer_add_framed(out, stage, 9 + k, call->req_buf, length - k, NULL, 0) != 0)
         return -1;
-    if (call->req_paused && evbuffer_get_length(call->req_buf) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
+    call->req_small_off = (uint16_t)(call->req_small_off + k);
+    if (call->req_small_off == call->req_small_len)
+        call->req_small_off = call->req_small_len = 0;
+    if (call->req_paused && req_pending(call) <= call->cfg->limits.call_buffer_size / 2 && call->ds != NULL) {
         call->req_paused = false;
         call->ds->cb->pause_read(call->ds, false);
     }
@@ -1281,7 +1334,7 @@ static void upstream_headers_end(ptc_call_t *call, nghttp2_headers_category cat,
     forward_trailers(call, &call->hdrs);
     (void)end_stream;
     /* the server is done; if the client still sends, the stream is reset (PROTOCOL-HTTP2.md) */
-    if (!call->req_ended || evbuffer_get_length(call->req_buf) != 0)
+    if (!call->req_ended || req_pending(call) != 0)
         cancel_upstream(call);
     finish_downstream(call);
 }
@@ -1464,12 +1517,16 @@ static int resp_frame_cb(void *ctx, ptc_frame_event_t ev, uint8_t flags, uint32_
         if (call->resp_hdr_pending) {
             call->resp_hdr_pending = false;
             if (len == length && len <= WHOLE_FRAME_MAX && call->holding && !call->resp_text) {
-                /* the whole message in one piece (the usual): header and payload go to out in one write, which
-                 * either adds all of it or nothing, so nothing needs holding (a failed write drops the frame as a
-                 * held one would be) */
+                /* the whole message in one piece (the usual): header and payload go to the downstream, or to out,
+                 * in one write, which either adds all of it or nothing, so nothing needs holding (a failed write
+                 * drops the frame as a held one would be) */
                 uint8_t whole[PTC_FRAME_HEADER_SIZE + WHOLE_FRAME_MAX];
                 memcpy(whole, call->resp_hdr, PTC_FRAME_HEADER_SIZE);
                 memcpy(whole + PTC_FRAME_HEADER_SIZE, data, len);
+                if (out_direct(call, whole, PTC_FRAME_HEADER_SIZE + len)) {
+                    call->holding = false;
+                    break;
+                }
                 if (evbuffer_add(call->out, whole, PTC_FRAME_HEADER_SIZE + len) != 0)
                     call->held_lost = true;
                 else

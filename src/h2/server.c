@@ -616,18 +616,41 @@ static int stream_queue(h2stream_t *st, struct evbuffer *buf)
     return evbuffer_add_buffer(st->out, buf);
 }
 
+/* Out of memory queueing response bytes: what follows would not be the response the call made, so the stream is reset
+ * instead (its close detaches the call, which cancels the upstream stream). */
+static void stream_out_broken(h2stream_t *st)
+{
+    if (!st->out_broken) {
+        st->out_broken = true;
+        ptc_log_warn("h2 %s: stream %d: out of memory queueing the response: resetting the stream", st->conn->base.peer, st->id);
+        nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    }
+}
+
 static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
 {
     h2stream_t *st = (h2stream_t *)ds;
     if (st->out_broken || stream_queue(st, buf) != 0) {
-        /* what follows would not be the response the call made: the stream is reset instead (its close
-         * detaches the call, which cancels the upstream stream) */
         evbuffer_drain(buf, evbuffer_get_length(buf));
-        if (!st->out_broken) {
-            st->out_broken = true;
-            ptc_log_warn("h2 %s: stream %d: out of memory queueing the response: resetting the stream", st->conn->base.peer, st->id);
-            nghttp2_submit_rst_stream(st->conn->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-        }
+        stream_out_broken(st);
+    } else {
+        stream_resume(st);
+    }
+    conn_want_send(st->conn);
+}
+
+/* The same from memory: into small under the same rule as stream_queue(), else added to out. */
+static void ds_send_bytes(ptc_downstream_t *ds, const uint8_t *data, size_t len)
+{
+    h2stream_t *st = (h2stream_t *)ds;
+    if (st->out_broken) {
+        return;
+    } else if (len <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0) {
+        memcpy(st->small + st->small_len, data, len);
+        st->small_len = (uint16_t)(st->small_len + len);
+        stream_resume(st);
+    } else if (evbuffer_add(st->out, data, len) != 0) {
+        stream_out_broken(st);
     } else {
         stream_resume(st);
     }
@@ -732,6 +755,7 @@ static void ds_abort(ptc_downstream_t *ds)
 static const ptc_downstream_cb_t ds_callbacks = {
     .send_head = ds_send_head,
     .send_body = ds_send_body,
+    .send_bytes = ds_send_bytes,
     .send_end = ds_send_end,
     .pending = ds_pending,
     .pause_read = ds_pause_read,

@@ -544,21 +544,29 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn->response_active = !end_stream;
 }
 
-/* Stages a body piece (with its chunk's size line and CRLF); false when it does not fit. */
-static bool stage_body(ptc_h1conn_t *conn, struct evbuffer *buf, size_t len)
+/* A body piece's chunk size line in line (chunked coding), or nothing: its length. */
+static size_t chunk_line(const ptc_h1conn_t *conn, char *line, size_t len)
+{
+    if (!conn->chunked)
+        return 0;
+    size_t n = hex(line, len);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    return n;
+}
+
+/* Stages a body piece (with its chunk's size line and CRLF), from buf or else from data; false when it does not fit. */
+static bool stage_body(ptc_h1conn_t *conn, struct evbuffer *buf, const uint8_t *data, size_t len)
 {
     char line[2 * sizeof(size_t) + 2];
-    size_t n = 0;
-    if (conn->chunked) {
-        n = hex(line, len);
-        line[n++] = '\r';
-        line[n++] = '\n';
-    }
+    size_t n = chunk_line(conn, line, len);
     if (!stage_room(conn, n + len + (conn->chunked ? 2 : 0)))
         return false;
     char *p = conn->stage + conn->stage_len;
     memcpy(p, line, n);
-    if (evbuffer_remove(buf, p + n, len) != (int)len) {
+    if (buf == NULL) {
+        memcpy(p + n, data, len);
+    } else if (evbuffer_remove(buf, p + n, len) != (int)len) {
         out_fail(conn);
         return true;
     }
@@ -578,7 +586,7 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     if (len == 0)
         return;
     int rc;
-    if (!conn->out_broken && !stage_body(conn, buf, len))
+    if (!conn->out_broken && !stage_body(conn, buf, NULL, len))
         stage_spill(conn); /* a bigger piece goes to the output, after what was staged */
     if (conn->out_broken) {
         rc = -1;
@@ -588,15 +596,31 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
         rc = evbuffer_add_buffer(output(conn), buf);
     } else {
         char line[2 * sizeof(size_t) + 2];
-        size_t n = hex(line, len);
-        line[n++] = '\r';
-        line[n++] = '\n';
+        size_t n = chunk_line(conn, line, len);
         rc = ptc_evbuffer_add_framed(output(conn), line, n, buf, len, "\r\n", 2);
     }
     if (rc != 0) {
         evbuffer_drain(buf, evbuffer_get_length(buf));
         out_fail(conn);
         return;
+    }
+    want_flush(conn);
+}
+
+/* The same from memory: staged, or else added to the output with its chunk framing. */
+static void ds_send_bytes(ptc_downstream_t *ds, const uint8_t *data, size_t len)
+{
+    ptc_h1conn_t *conn = (ptc_h1conn_t *)ds;
+    if (len == 0 || conn->out_broken)
+        return;
+    if (!stage_body(conn, NULL, data, len)) {
+        char line[2 * sizeof(size_t) + 2];
+        size_t n = chunk_line(conn, line, len);
+        stage_spill(conn);
+        struct evbuffer *out = output(conn);
+        if (!conn->out_broken && ((n != 0 && evbuffer_add(out, line, n) != 0) || evbuffer_add(out, data, len) != 0 ||
+                                  (conn->chunked && evbuffer_add(out, "\r\n", 2) != 0)))
+            out_fail(conn);
     }
     want_flush(conn);
 }
@@ -694,6 +718,7 @@ static void ds_abort(ptc_downstream_t *ds)
 static const ptc_downstream_cb_t ds_callbacks = {
     .send_head = ds_send_head,
     .send_body = ds_send_body,
+    .send_bytes = ds_send_bytes,
     .send_end = ds_send_end,
     .pending = ds_pending,
     .pause_read = ds_pause_read,

@@ -14,6 +14,7 @@ import pytest
 
 import grpcweb
 from echo_pb import EchoRequest, EchoResponse
+from test_h2 import H2Client, body_of
 from h2raw import (CONTINUATION, DATA, END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS,
                    INITIAL_WINDOW_SIZE, PADDED, PING, PREFACE, PRIORITY_FLAG, PROTOCOL_ERROR, PUSH_PROMISE, RST_STREAM,
                    SETTINGS, STREAM_CLOSED, WINDOW_UPDATE, COMPRESSION_ERROR, ACK, frame, settings_payload)
@@ -231,9 +232,11 @@ def test_content_length_then_trailers(portico, raw_upstream):
     assert call(gw) == ("0", "", ["sized"])
 
 
-def test_request_body_follows_a_small_send_window(portico, raw_upstream):
+@pytest.mark.parametrize("size", [100, 300], ids=["kept-in-the-call", "buffered"])
+def test_request_body_follows_a_small_send_window(portico, raw_upstream, size):
     """The server's SETTINGS_INITIAL_WINDOW_SIZE of 10 bytes: the request body goes out in DATA frames that never
-    exceed what its WINDOW_UPDATEs allow, and arrives whole."""
+    exceed what its WINDOW_UPDATEs allow, and arrives whole (a small body is kept in the call itself and sent from
+    there ten bytes at a time, a larger one from its buffer)."""
     got = {}
 
     def handler(p):
@@ -257,9 +260,43 @@ def test_request_body_follows_a_small_send_window(portico, raw_upstream):
         p.respond(sid, "windowed")
     up = raw_upstream(handler)
     gw = portico(upstream=up.port)
-    message = "w" * 300
+    message = "w" * size
     assert call(gw, message) == ("0", "", ["windowed"])
     assert EchoRequest.FromString(got["body"][5:]).message == message
+
+
+@pytest.mark.parametrize("client", ["http1", "h2", "h2-small-window"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-data-frame", "frame-per-message"])
+def test_response_messages_of_mixed_sizes_keep_their_order(portico, raw_upstream, split, client):
+    """Small messages (handed to the client from memory), a large one (through the call's buffer) and small ones
+    again, in one DATA frame or one each, then the trailers: every message arrives whole and in order, over
+    HTTP/1.1 and HTTP/2 (there also while the client's window holds the response back)."""
+    sizes = [3, 0, 2000, 5, 70000, 1, 900, 4]
+    msgs = [grpcweb.frame(EchoResponse(message=str(i), payload=b"p" * n).SerializeToString()) for i, n in enumerate(sizes)]
+
+    def handler(p):
+        p.start()
+        sid, _, _ = p.request()
+        p.headers(sid, OK_HEAD)
+        data = b"".join(msgs)
+        pieces = msgs if split else [data[i:i + 16384] for i in range(0, len(data), 16384)]
+        for piece in pieces:
+            for i in range(0, len(piece), 16384):
+                p.send_frame(DATA, 0, sid, piece[i:i + 16384])
+        p.headers(sid, OK_TRAILERS, end_stream=True)
+    up = raw_upstream(handler)
+    gw = portico(upstream=up.port)
+    if client == "http1":
+        status, hdrs, got, trailers = gw.call(UNARY, EchoRequest(message="mixed"), timeout=10)
+    else:
+        with H2Client(gw.port, initial_window=1000 if client == "h2-small-window" else None) as c:
+            st = c.call(UNARY, body_of(EchoRequest(message="mixed")))
+            assert st.ended and st.reset_code is None, (st.frames, st.reset_code)
+            status, hdrs = st.status, st.hdict()
+            got, trailers = st.grpcweb()
+    assert (status, trailers.get("grpc-status")) == (200, "0"), (status, hdrs, trailers)
+    got = [EchoResponse.FromString(m) for m in got]
+    assert [(m.message, len(m.payload)) for m in got] == [(str(i), n) for i, n in enumerate(sizes)]
 
 
 def test_large_request_metadata_goes_in_continuation_frames(portico, raw_upstream):
