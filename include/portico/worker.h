@@ -72,7 +72,7 @@ typedef struct st_ptc_worker_t {
     bool draining;
     bool drain_expired; /* the drain timeout passed: calls were failed, connections are flushing */
     pthread_t thread;
-    struct evbuffer *evbuf_cache[64]; /* empty evbuffers kept for the next calls (no malloc per call) */
+    struct evbuffer *evbuf_cache[256]; /* empty evbuffers kept for the next calls (no malloc per call; three a call) */
     size_t num_evbuf_cache;
     void *block_cache[64]; /* request-head blocks (ptc_worker_head_block()) given back */
     size_t num_block_cache;

@@ -1973,12 +1973,11 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
                                               : http_accept_enc != NULL && ptc_accept_encoding_gzip(http_accept_enc->value));
 
     ptc_call_t *call = ptc_malloc(sizeof(*call));
-    if (call != NULL)
-        memset(call, 0, offsetof(ptc_call_t, hdrs_buf));
     if (call == NULL) {
         ptc_filter_answer_grpc(ctx, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         return;
     }
+    memset(call, 0, offsetof(ptc_call_t, req_small)); /* the scratch space after it is not */
     w->num_calls++;
     call->us.cb = &upstream_stream_callbacks;
     hdrstore_init(&call->hdrs, call->hdrs_buf, sizeof(call->hdrs_buf), call->hdrs_items, HDRS_INLINE_ITEMS);
