@@ -93,8 +93,10 @@ struct st_ptc_call_t {
     ptc_frame_parser_t req_parser;
     uint16_t req_small_off, req_small_len; /* request bytes in req_small[off, len): before any in req_buf */
     struct evbuffer *req_buf;
-    nghttp2_nv *nva;
+    nghttp2_nv *nva;         /* the request's fields for upstream; borrowed from the request until nva_own() */
     size_t nva_len;
+    bool nva_taken;          /* the upstream encoded nva (us_request_headers) */
+    bool starting;           /* inside ptc_call_start()'s upstream start: the call is not freed there */
     char path[128]; /* for log lines, possibly truncated */
 
     /* response */
@@ -1144,6 +1146,7 @@ static void us_request_headers(ptc_upstream_stream_t *s, const nghttp2_nv **nva,
     ptc_call_t *call = call_of(s);
     *nva = call->nva;
     *n = call->nva_len;
+    call->nva_taken = true;
 }
 
 static ssize_t us_read_request(ptc_upstream_stream_t *s, size_t length, uint32_t *data_flags)
@@ -1697,7 +1700,7 @@ static void on_deadline(evutil_socket_t fd, short events, void *arg)
 
 static void maybe_free(ptc_call_t *call)
 {
-    if (call->ds != NULL || call->us.client != NULL || call->resp_state != RESP_DONE)
+    if (call->ds != NULL || call->us.client != NULL || call->resp_state != RESP_DONE || call->starting)
         return;
     record_end(call);
     call->worker->num_calls--;
@@ -1799,7 +1802,7 @@ static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s)
     return dst;
 }
 
-enum { NV_STATIC = 0, NV_COPY_NAME = 1, NV_COPY_VALUE = 2, NV_COPY = 3, NV_UNIQUE = 4 };
+enum { NV_STATIC = 0, NV_COPY_VALUE = 2, NV_UNIQUE = 4 };
 
 /* Request fields whose value is new on every call. */
 static bool unique_per_call(const ptc_config_t *cfg, ptc_iovec_t name)
@@ -1809,14 +1812,13 @@ static bool unique_per_call(const ptc_config_t *cfg, ptc_iovec_t name)
 }
 
 /*
- * Appends a field to the upstream header block; what is not static is copied into the call's arena.
- * nghttp2 copies nothing (NO_COPY_*): the block lives as long as the call, which outlives the HEADERS
- * frame (a call withdrawn before its HEADERS went out resets the stream, and nghttp2 then drops the
- * queued frame unserialised). Request names are lower case already (ptc_request_t), as HTTP/2 wants.
+ * Appends a field to the upstream header block; values made on the stack are copied into the call's arena, the
+ * request's own fields are borrowed (nva_own() copies them when the upstream does not encode the block while the
+ * request still exists). Request names are lower case already (ptc_request_t), as HTTP/2 wants.
  */
 static void add_nv(nghttp2_nv *nv, size_t *n, arena_t *a, ptc_iovec_t name, ptc_iovec_t value, int copy)
 {
-    nv[*n].name = (copy & NV_COPY_NAME) != 0 ? arena_copy(a, name) : (uint8_t *)(uintptr_t)name.base;
+    nv[*n].name = (uint8_t *)(uintptr_t)name.base;
     nv[*n].namelen = name.len;
     nv[*n].value = (copy & NV_COPY_VALUE) != 0 ? arena_copy(a, value) : (uint8_t *)(uintptr_t)value.base;
     nv[*n].valuelen = value.len;
@@ -1859,11 +1861,8 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, con
         ctv = ptc_iov(ct, ctn > 0 ? PTC_MIN((size_t)ctn, sizeof(ct) - 1) : 0);
     }
 
-    size_t max_nv = 9 + req->num_headers, bytes = 0;
-    bytes += path.len + authority.len + ctv.len + 64 + (accept_enc.len != 0 ? accept_enc.len : 8) + 64;
-    for (size_t i = 0; i < req->num_headers; i++)
-        bytes += req->headers[i].name.len + req->headers[i].value.len + 2;
-    bytes += max_nv * 2 + 64;
+    size_t max_nv = 9 + req->num_headers;
+    size_t bytes = authority.len + 1 + ctv.len + 1 + (timeout != NULL ? strlen(timeout) + 1 : 0); /* what is copied */
 
     char *mem = ptc_malloc(max_nv * sizeof(nghttp2_nv) + bytes);
     if (mem == NULL)
@@ -1874,14 +1873,14 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, con
 
     add_nv(nv, &n, &a, PTC_STRLIT(":method"), PTC_STRLIT("POST"), NV_STATIC);
     add_nv(nv, &n, &a, PTC_STRLIT(":scheme"), ucfg->tls != NULL ? PTC_STRLIT("https") : PTC_STRLIT("http"), NV_STATIC);
-    add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, NV_COPY_VALUE);
-    add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, NV_COPY_VALUE);
+    add_nv(nv, &n, &a, PTC_STRLIT(":path"), path, NV_STATIC);
+    add_nv(nv, &n, &a, PTC_STRLIT(":authority"), authority, authority.base == authbuf ? NV_COPY_VALUE : NV_STATIC);
     add_nv(nv, &n, &a, PTC_STRLIT("content-type"), ctv, ctv.base == ct ? NV_COPY_VALUE : NV_STATIC);
     add_nv(nv, &n, &a, PTC_STRLIT("te"), PTC_STRLIT("trailers"), NV_STATIC);
     if (timeout != NULL)
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-timeout"), ptc_iov(timeout, strlen(timeout)), NV_COPY_VALUE);
     if (accept_enc.len != 0)
-        add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc, NV_COPY_VALUE);
+        add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), accept_enc, NV_STATIC);
     else
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), PTC_STRLIT("identity"), NV_STATIC);
     if (call->connect && call->req_flags != 0) /* Connect's gzip messages go up as gRPC's */
@@ -1890,10 +1889,34 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, con
         if (req_hdr_forwarded(i < KINDS_CACHED ? kinds[i] : classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)) &&
             (!call->connect || !connect_only_header(req->headers[i].name)))
-            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, NV_COPY | (unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : 0));
+            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : NV_STATIC);
     }
     call->nva = nv;
     call->nva_len = n;
+    return 0;
+}
+
+/*
+ * The upstream did not take the header block while the request existed (the call waits for a connection or a
+ * stream slot): the block, names and values, copied into one allocation of the call's own.
+ */
+static int nva_own(ptc_call_t *call)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < call->nva_len; i++)
+        bytes += call->nva[i].namelen + call->nva[i].valuelen + 2;
+    char *mem = ptc_malloc(call->nva_len * sizeof(nghttp2_nv) + bytes);
+    if (mem == NULL)
+        return PTC_ENOMEM;
+    nghttp2_nv *nv = (nghttp2_nv *)(void *)mem;
+    arena_t a = {mem + call->nva_len * sizeof(nghttp2_nv), mem + call->nva_len * sizeof(nghttp2_nv) + bytes};
+    for (size_t i = 0; i < call->nva_len; i++) {
+        nv[i] = call->nva[i];
+        nv[i].name = arena_copy(&a, ptc_iov((const char *)call->nva[i].name, call->nva[i].namelen));
+        nv[i].value = arena_copy(&a, ptc_iov((const char *)call->nva[i].value, call->nva[i].valuelen));
+    }
+    ptc_free(call->nva);
+    call->nva = nv;
     return 0;
 }
 
@@ -2067,7 +2090,12 @@ void ptc_call_start(ptc_worker_t *w, ptc_downstream_t *ds, ptc_filter_ctx_t *ctx
     ptc_log_debug(CALL_FMT ": starting (%s request, %s response)", CALL_ARGS(call), call->req_text ? "text" : "binary",
                   call->resp_text ? "text" : "binary");
     call->upstream_start_us = ptc_now_us();
+    call->starting = true;
     call->up->cb->start(call->up, &call->us);
+    call->starting = false;
+    if (!call->nva_taken && call->resp_state != RESP_DONE && nva_own(call) != 0)
+        call_fail(call, PTC_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+    maybe_free(call); /* when the start failed at once */
     return;
 
 fail:

@@ -299,6 +299,56 @@ def test_response_messages_of_mixed_sizes_keep_their_order(portico, raw_upstream
     assert [(m.message, len(m.payload)) for m in got] == [(str(i), n) for i, n in enumerate(sizes)]
 
 
+def test_request_fields_of_calls_that_wait_for_the_connection(portico, raw_upstream):
+    """Calls made while the upstream connection is still being set up (their header block waits in the call,
+    copied out of the request that is gone by then), then calls on the open connection (the block encoded straight
+    from the request): every request arrives upstream with its own metadata, request id and trace context."""
+    got, release = [], threading.Event()
+
+    def handler(p):
+        release.wait(10)  # the gateway's calls queue while the connection's SETTINGS exchange waits
+        p.start()
+        streams, block = {}, b""
+        while True:  # requests interleave: fields and body collected per stream
+            t, flags, sid, payload = p.recv_frame()
+            if t in (HEADERS, CONTINUATION):
+                block += payload
+                if flags & END_HEADERS:
+                    streams[sid] = [dict(p.decoder.decode(block)), b""]
+                    block = b""
+            elif t == DATA:
+                streams[sid][1] += payload
+            if t in (HEADERS, DATA) and flags & END_STREAM:
+                fields, body = streams.pop(sid)
+                got.append((fields, EchoRequest.FromString(body[5:]).message))
+                p.respond(sid, "ok")
+    up = raw_upstream(handler)
+    gw = portico(upstream=up.port)
+    results = {}
+
+    def one(i):
+        results[i] = call(gw, f"m{i}", headers=[("x-tag", f"tag-{i}-" + "v" * (40 * i)), ("x-grpc-web", "1")])
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    release.set()
+    for t in threads:
+        t.join(15)
+    for i in range(6, 9):
+        one(i)
+    assert results == {i: ("0", "", ["ok"]) for i in range(9)}, results
+    assert sorted(m for _, m in got) == sorted(f"m{i}" for i in range(9)), got
+    ids = set()
+    for fields, m in got:
+        i = int(m[1:])
+        assert fields["x-tag"] == f"tag-{i}-" + "v" * (40 * i), (m, fields)
+        assert fields[":path"] == UNARY and fields[":method"] == "POST" and fields["te"] == "trailers", fields
+        assert len(fields["x-request-id"]) == 36 and fields["traceparent"].startswith("00-"), fields
+        ids.add(fields["x-request-id"])
+    assert len(ids) == 9, got
+
+
 def test_large_request_metadata_goes_in_continuation_frames(portico, raw_upstream):
     """A request header block larger than the server's SETTINGS_MAX_FRAME_SIZE (16 KiB) is split into HEADERS and
     CONTINUATION frames; the server decodes the field intact."""
