@@ -67,6 +67,10 @@ struct st_ptc_h2c_t {
     uint32_t hb_frames;
     size_t hb_bytes;
     const char *hb_error;   /* why the block is malformed (a stream error at its end) */
+    struct st_ptc_h2c_hbslot_t *hb_rec; /* where the block (pure, in one frame) is being kept decoded, or NULL */
+    /* header blocks kept decoded (h2client.c, "repeated header blocks"); allocated with the first */
+    struct st_ptc_h2c_hbcache_t *hbcache;
+    uint64_t hpack_gen; /* 1 + the header blocks decoded that may have changed the HPACK dynamic table */
     /* streams: a hash table by id, chained through h2_next */
     ptc_upstream_stream_t **buckets;
     uint32_t nbuckets; /* a power of two */
