@@ -78,6 +78,8 @@ struct st_ptc_h2c_t {
     TAILQ_HEAD(, st_ptc_upstream_stream_t) sendq; /* streams that may have request DATA to send */
     bool failed;
     char error[160];
+    size_t staged;      /* bytes in stage */
+    uint8_t stage[4096]; /* frames on their way to out (h2client.c: stage_out) */
 };
 
 /* Sets c up and appends the connection preface, our SETTINGS and the connection window's opening to out.
@@ -89,7 +91,9 @@ void ptc_h2c_free(ptc_h2c_t *c);
 
 /* Can another stream be opened (the server's MAX_CONCURRENT_STREAMS, stream ids left, no GOAWAY)? */
 bool ptc_h2c_can_open(const ptc_h2c_t *c);
-/* Opens a stream for s: its HEADERS (s->cb->request_headers) go to out now, its DATA in ptc_h2c_flush().
+/* Opens a stream for s: its HEADERS (s->cb->request_headers) are written now, its DATA in ptc_h2c_flush().
+ * Frames written outside ptc_h2c_flush() and ptc_h2c_feed() (HEADERS here, RST_STREAM and WINDOW_UPDATE from
+ * cancel and consume) are staged: they reach out in the next ptc_h2c_flush(), which must follow.
  * Returns 0, PTC_ENOMEM, or PTC_ETOOBIG when no stream id is left (the connection must drain). */
 int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s) PTC_WARN_UNUSED;
 /* Withdraws an open stream: RST_STREAM CANCEL, forgotten at once; unconsumed bytes go back to the connection window. */

@@ -81,19 +81,47 @@ static void frame_header(uint8_t *h, size_t len, uint8_t type, uint8_t flags, in
     put32(h + 5, (uint32_t)id & 0x7fffffffu);
 }
 
+/*
+ * Frames but request DATA are staged in c->stage and go to out together (stage_out): an evbuffer_add costs some 200
+ * instructions however little it adds, and a loop pass opens many streams. What is staged goes out before any DATA
+ * (ptc_h2c_flush), at the end of ptc_h2c_feed, and when the stage is full.
+ */
+static bool stage_out(ptc_h2c_t *c)
+{
+    size_t n = c->staged;
+    if (n == 0)
+        return true;
+    c->staged = 0;
+    if (evbuffer_add(c->out, c->stage, n) != 0) {
+        if (!c->failed) {
+            c->failed = true;
+            snprintf(c->error, sizeof(c->error), "out of memory writing a frame");
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Room for n bytes at the end of the stage (what it held goes out first when it lacks them); NULL when n is more
+ * than it holds, or on a failure (c->failed). */
+static uint8_t *stage_room(ptc_h2c_t *c, size_t n)
+{
+    if (c->staged + n > sizeof(c->stage) && (!stage_out(c) || n > sizeof(c->stage)))
+        return NULL;
+    return c->stage + c->staged;
+}
+
 /* A frame with a small payload (control frames). Out of memory is remembered: the pool closes the connection. */
 static void send_frame(ptc_h2c_t *c, uint8_t type, uint8_t flags, int32_t id, const void *payload, size_t len)
 {
-    uint8_t buf[FRAME_HEADER + 64];
-    if (len > sizeof(buf) - FRAME_HEADER)
-        len = sizeof(buf) - FRAME_HEADER;
+    len = PTC_MIN(len, 64);
+    uint8_t *buf = stage_room(c, FRAME_HEADER + len);
+    if (buf == NULL)
+        return;
     frame_header(buf, len, type, flags, id);
     if (len != 0)
         memcpy(buf + FRAME_HEADER, payload, len);
-    if (evbuffer_add(c->out, buf, FRAME_HEADER + len) != 0 && !c->failed) {
-        c->failed = true;
-        snprintf(c->error, sizeof(c->error), "out of memory writing a frame");
-    }
+    c->staged += FRAME_HEADER + len;
 }
 
 static void send_rst(ptc_h2c_t *c, int32_t id, uint32_t code)
@@ -451,7 +479,12 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
         bound += nva[i].namelen + nva[i].valuelen + 16;
     size_t frames = bound / c->max_frame_size + 1;
     size_t total = bound + frames * FRAME_HEADER;
-    if (total > sizeof(stack) && (buf = ptc_malloc(total)) == NULL)
+    uint8_t *staged = stage_room(c, total); /* the usual small block: one frame (the stage is below a frame's size) */
+    if (staged != NULL)
+        buf = staged;
+    else if (c->failed)
+        return PTC_ENOMEM;
+    else if (total > sizeof(stack) && (buf = ptc_malloc(total)) == NULL)
         return PTC_ENOMEM;
 
     /* the block after room for the HEADERS frame header; CONTINUATION headers are inserted below */
@@ -461,7 +494,10 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
     size_t block = (size_t)(p - buf) - FRAME_HEADER;
     int32_t id = c->next_stream_id;
     int rv = 0;
-    if (block <= c->max_frame_size) {
+    if (staged != NULL) {
+        frame_header(buf, block, T_HEADERS, F_END_HEADERS, id);
+        c->staged += FRAME_HEADER + block;
+    } else if (block <= c->max_frame_size) {
         frame_header(buf, block, T_HEADERS, F_END_HEADERS, id);
         rv = evbuffer_add(c->out, buf, FRAME_HEADER + block);
     } else {
@@ -476,7 +512,7 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
             left -= len;
         }
     }
-    if (buf != stack)
+    if (buf != stack && buf != staged)
         ptc_free(buf);
     if (rv != 0) { /* part of a header block may be out: the connection cannot go on */
         c->failed = true;
@@ -508,7 +544,7 @@ bool ptc_h2c_flush(ptc_h2c_t *c, size_t cap)
     ptc_upstream_stream_t *s;
     uint8_t hd[FRAME_HEADER];
 
-    while (!c->failed && (s = TAILQ_FIRST(&c->sendq)) != NULL) {
+    while (stage_out(c) && (s = TAILQ_FIRST(&c->sendq)) != NULL) {
         if (evbuffer_get_length(c->out) >= cap)
             return true;
         sendq_remove(c, s);
@@ -551,7 +587,7 @@ bool ptc_h2c_flush(ptc_h2c_t *c, size_t cap)
             sendq_add(c, s);
         }
     }
-    return false;
+    return false; /* the stage is empty (or c->failed) */
 }
 
 void ptc_h2c_resume(ptc_h2c_t *c, ptc_upstream_stream_t *s)
@@ -1239,7 +1275,7 @@ static int data_across_chains(ptc_h2c_t *c, struct evbuffer *in, const uint8_t *
     return rv;
 }
 
-int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
+static int feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
 {
     while (!*stop && !c->failed) {
         struct evbuffer_iovec v;
@@ -1286,9 +1322,18 @@ int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
         if (evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER + flen)) == NULL)
             return conn_error(c, NGHTTP2_INTERNAL_ERROR, "out of memory reading a frame");
     }
-    if (c->failed)
+    return c->failed ? -1 : 0;
+}
+
+int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
+{
+    int rv = feed(c, in, stop);
+    if (!stage_out(c) || rv != 0)
         return -1;
-    if (evbuffer_get_length(c->out) > CONTROL_BACKLOG + 64 * 1024)
-        return conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM, "the server sends more control frames than it reads answers to");
+    if (evbuffer_get_length(c->out) > CONTROL_BACKLOG + 64 * 1024) {
+        conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM, "the server sends more control frames than it reads answers to");
+        stage_out(c); /* the GOAWAY */
+        return -1;
+    }
     return 0;
 }

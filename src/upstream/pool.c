@@ -47,6 +47,7 @@
 #include "portico/alloc.h"
 #include "portico/conn.h"
 #include "portico/h2client.h"
+#include "portico/h2field.h"
 #include "portico/h2io.h"
 #include "portico/health.h"
 #include "portico/log.h"
@@ -259,7 +260,7 @@ static ptc_h2client_t *conn_of(ptc_h2c_t *c)
 static void h2_on_header(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
                          size_t namelen, const uint8_t *value, size_t valuelen)
 {
-    if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
+    if (s->pin == 0 && PTC_H2_IS(name, namelen, "grpc-status"))
         note_grpc_status(conn_of(c), value, valuelen);
     s->cb->on_header(s, cat, name, namelen, value, valuelen);
 }
@@ -717,10 +718,9 @@ static size_t calls_conns(ptc_upstream_t *up, uint64_t now)
  * Every endpoint open to calls gets a connection (within max_connections), so that streams spread over all of
  * them rather than only failing over.
  */
-static void connect_endpoints(ptc_upstream_t *up)
+static void connect_endpoints(ptc_upstream_t *up, uint64_t now)
 {
     const ptc_upstream_config_t *cfg = up_config(up);
-    uint64_t now = ptc_now_ms();
     size_t n = calls_conns(up, now);
     for (size_t ep = 0; ep < cfg->num_endpoints && n < cfg->max_connections; ep++) {
         ptc_h2client_t *conn;
@@ -908,6 +908,8 @@ static void wait_reason(ptc_upstream_t *up, char *buf, size_t len)
 static void dispatch_pinned(ptc_upstream_t *up)
 {
     ptc_upstream_stream_t *s, *next;
+    if (TAILQ_EMPTY(&up->pinned))
+        return;
     uint64_t now = ptc_now_ms();
 restart:
     for (s = TAILQ_FIRST(&up->pinned); s != NULL; s = next) {
@@ -949,12 +951,13 @@ static void dispatch_calls(ptc_upstream_t *up)
     const ptc_upstream_config_t *cfg = up_config(up);
     ptc_upstream_stream_t *s;
 
-    if (!TAILQ_EMPTY(&up->pending))
-        connect_endpoints(up);
+    if (TAILQ_EMPTY(&up->pending))
+        return;
+    uint64_t now = ptc_now_ms(); /* one reading for the pass */
+    connect_endpoints(up, now);
     while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
         bool connecting;
         size_t usable;
-        uint64_t now = ptc_now_ms();
         ptc_h2client_t *target = pick_conn(up, now, &connecting, &usable);
         if (target != NULL) {
             pending_remove(up, s);
