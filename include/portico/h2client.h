@@ -28,9 +28,10 @@ typedef struct st_ptc_h2c_cb_t {
     void (*on_settings)(ptc_h2c_t *c, bool first);
     /* GOAWAY: streams above last_stream_id are closed (REFUSED_STREAM) right after this returns. */
     void (*on_goaway)(ptc_h2c_t *c, int32_t last_stream_id, uint32_t error_code);
-    /* A response or trailer field of an open stream (already checked); then the client calls s->cb->on_header. */
-    void (*on_header)(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
-                      size_t namelen, const uint8_t *value, size_t valuelen);
+    /* A response or trailer field named c->watch of an open stream (already checked), before s->cb->on_header
+     * hears it (the others go to s->cb->on_header alone). */
+    void (*on_watched)(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *value,
+                       size_t valuelen);
     /* The stream is closed (both directions ended, or reset by either side with error_code) and forgotten. */
     void (*on_stream_close)(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t error_code);
 } ptc_h2c_cb_t;
@@ -39,6 +40,8 @@ struct st_ptc_h2c_t {
     const ptc_h2c_cb_t *cb;
     void *user;
     const char *label; /* for log lines: "upstream NAME: connection to HOST:PORT" (the pool's) */
+    const char *watch; /* the field name cb->on_watched hears of (the owner's; none when NULL) */
+    size_t watch_len;
     struct evbuffer *out;
     nghttp2_hd_inflater *inflater;
     /* the server's settings */

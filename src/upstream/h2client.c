@@ -714,8 +714,16 @@ static void hb_field(ptc_h2c_t *c, const nghttp2_nv *nv, const char *syntax)
         c->hb_forward = false;
         return;
     }
-    if (!c->hb_informational)
-        c->cb->on_header(c, s, (nghttp2_headers_category)c->hb_cat, nv->name, nv->namelen, nv->value, nv->valuelen);
+    if (c->hb_informational)
+        return;
+    if (nv->namelen == c->watch_len && c->watch != NULL && memcmp(nv->name, c->watch, c->watch_len) == 0) {
+        c->cb->on_watched(c, s, (nghttp2_headers_category)c->hb_cat, nv->value, nv->valuelen);
+        if ((s = ptc_h2c_stream(c, c->hb_stream)) == NULL) {
+            c->hb_forward = false;
+            return;
+        }
+    }
+    s->cb->on_header(s, (nghttp2_headers_category)c->hb_cat, nv->name, nv->namelen, nv->value, nv->valuelen);
 }
 
 /* ---- receiving: repeated header blocks ---- */
@@ -800,7 +808,7 @@ static const hbc_slot_t *hbc_find(const ptc_h2c_t *c, const uint8_t *p, size_t l
         return NULL;
     for (unsigned i = 0; i < HBC_SLOTS; i++) {
         const hbc_slot_t *k = &c->hbcache->slot[i];
-        if (k->gen == c->hpack_gen && k->len == len && memcmp(k->block, p, len) == 0)
+        if (k->gen == c->hpack_gen && k->len == len && k->block[0] == p[0] && memcmp(k->block, p, len) == 0)
             return k;
     }
     return NULL;

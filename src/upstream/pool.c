@@ -47,7 +47,6 @@
 #include "portico/alloc.h"
 #include "portico/conn.h"
 #include "portico/h2client.h"
-#include "portico/h2field.h"
 #include "portico/h2io.h"
 #include "portico/health.h"
 #include "portico/log.h"
@@ -257,12 +256,13 @@ static ptc_h2client_t *conn_of(ptc_h2c_t *c)
     return c->user;
 }
 
-static void h2_on_header(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
-                         size_t namelen, const uint8_t *value, size_t valuelen)
+/* grpc-status (the connection's watched field) */
+static void h2_on_watched(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *value,
+                          size_t valuelen)
 {
-    if (s->pin == 0 && PTC_H2_IS(name, namelen, "grpc-status"))
+    (void)cat;
+    if (s->pin == 0)
         note_grpc_status(conn_of(c), value, valuelen);
-    s->cb->on_header(s, cat, name, namelen, value, valuelen);
 }
 
 static void h2_on_settings(ptc_h2c_t *c, bool first)
@@ -318,7 +318,7 @@ static void h2_on_stream_close(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t 
     }
 }
 
-static const ptc_h2c_cb_t h2_callbacks = {h2_on_settings, h2_on_goaway, h2_on_header, h2_on_stream_close};
+static const ptc_h2c_cb_t h2_callbacks = {h2_on_settings, h2_on_goaway, h2_on_watched, h2_on_stream_close};
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -359,6 +359,8 @@ static int session_create(ptc_h2client_t *conn)
         return PTC_ENOMEM;
     snprintf(conn->label, sizeof(conn->label), "upstream %s: connection to %s", up_config(conn->up)->name, conn->addr);
     conn->h2.label = conn->label;
+    conn->h2.watch = "grpc-status"; /* for the outlier detection */
+    conn->h2.watch_len = 11;
     conn->h2_on = true;
     return 0;
 }
