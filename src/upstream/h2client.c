@@ -808,7 +808,7 @@ static const hbc_slot_t *hbc_find(const ptc_h2c_t *c, const uint8_t *p, size_t l
         return NULL;
     for (unsigned i = 0; i < HBC_SLOTS; i++) {
         const hbc_slot_t *k = &c->hbcache->slot[i];
-        if (k->gen == c->hpack_gen && k->len == len && k->block[0] == p[0] && memcmp(k->block, p, len) == 0)
+        if (k->gen == c->hpack_gen && k->len == len && memcmp(k->block, p, len) == 0)
             return k;
     }
     return NULL;
@@ -840,7 +840,8 @@ static hbc_slot_t *hbc_record(ptc_h2c_t *c, const uint8_t *p, size_t len)
 #define HBC_VERIFY 1
 #endif
 #ifdef HBC_VERIFY
-static void hbc_verify(ptc_h2c_t *c, const hbc_slot_t *k)
+/* 0, or -1 when the inflater failed (out of memory: a connection error, as it would be without the kept block). */
+static int hbc_verify(ptc_h2c_t *c, const hbc_slot_t *k)
 {
     const uint8_t *in = k->block;
     size_t len = k->len;
@@ -850,7 +851,7 @@ static void hbc_verify(ptc_h2c_t *c, const hbc_slot_t *k)
         int flags = 0;
         ssize_t rv = nghttp2_hd_inflate_hd2(c->inflater, &nv, &flags, in, len, 1);
         if (rv < 0)
-            break;
+            return conn_error(c, NGHTTP2_COMPRESSION_ERROR, "header block cannot be decoded (HPACK: %s)", nghttp2_strerror((int)rv));
         in += rv;
         len -= (size_t)rv;
         if (flags & NGHTTP2_HD_INFLATE_EMIT) {
@@ -862,7 +863,7 @@ static void hbc_verify(ptc_h2c_t *c, const hbc_slot_t *k)
         if (flags & NGHTTP2_HD_INFLATE_FINAL) {
             nghttp2_hd_inflate_end_headers(c->inflater);
             if (i == k->nfields)
-                return;
+                return 0;
             break;
         }
     }
@@ -1071,7 +1072,8 @@ static int on_headers(ptc_h2c_t *c, uint8_t flags, int32_t id, const uint8_t *p,
     const hbc_slot_t *k = whole ? hbc_find(c, p, len) : NULL;
     if (k != NULL) { /* decoded before: the same fields */
 #ifdef HBC_VERIFY
-        hbc_verify(c, k);
+        if (hbc_verify(c, k) != 0)
+            return -1;
 #endif
         for (uint16_t i = 0; i < k->nfields; i++)
             hb_field(c, &k->nv[i], NULL);
