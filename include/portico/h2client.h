@@ -28,9 +28,10 @@ typedef struct st_ptc_h2c_cb_t {
     void (*on_settings)(ptc_h2c_t *c, bool first);
     /* GOAWAY: streams above last_stream_id are closed (REFUSED_STREAM) right after this returns. */
     void (*on_goaway)(ptc_h2c_t *c, int32_t last_stream_id, uint32_t error_code);
-    /* A response or trailer field of an open stream (already checked); then the client calls s->cb->on_header. */
-    void (*on_header)(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
-                      size_t namelen, const uint8_t *value, size_t valuelen);
+    /* A response or trailer field named c->watch of an open stream (already checked), before s->cb->on_header
+     * hears it (the others go to s->cb->on_header alone). */
+    void (*on_watched)(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *value,
+                       size_t valuelen);
     /* The stream is closed (both directions ended, or reset by either side with error_code) and forgotten. */
     void (*on_stream_close)(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t error_code);
 } ptc_h2c_cb_t;
@@ -39,6 +40,8 @@ struct st_ptc_h2c_t {
     const ptc_h2c_cb_t *cb;
     void *user;
     const char *label; /* for log lines: "upstream NAME: connection to HOST:PORT" (the pool's) */
+    const char *watch; /* the field name cb->on_watched hears of (the owner's; none when NULL) */
+    size_t watch_len;
     struct evbuffer *out;
     nghttp2_hd_inflater *inflater;
     /* the server's settings */
@@ -67,6 +70,10 @@ struct st_ptc_h2c_t {
     uint32_t hb_frames;
     size_t hb_bytes;
     const char *hb_error;   /* why the block is malformed (a stream error at its end) */
+    struct st_ptc_h2c_hbslot_t *hb_rec; /* where the block (pure, in one frame) is being kept decoded, or NULL */
+    /* header blocks kept decoded (h2client.c, "repeated header blocks"); allocated with the first */
+    struct st_ptc_h2c_hbcache_t *hbcache;
+    uint64_t hpack_gen; /* 1 + the header blocks decoded that may have changed the HPACK dynamic table */
     /* streams: a hash table by id, chained through h2_next */
     ptc_upstream_stream_t **buckets;
     uint32_t nbuckets; /* a power of two */
@@ -74,6 +81,8 @@ struct st_ptc_h2c_t {
     TAILQ_HEAD(, st_ptc_upstream_stream_t) sendq; /* streams that may have request DATA to send */
     bool failed;
     char error[160];
+    size_t staged;      /* bytes in stage */
+    uint8_t stage[4096]; /* frames on their way to out (h2client.c: stage_out) */
 };
 
 /* Sets c up and appends the connection preface, our SETTINGS and the connection window's opening to out.
@@ -85,7 +94,9 @@ void ptc_h2c_free(ptc_h2c_t *c);
 
 /* Can another stream be opened (the server's MAX_CONCURRENT_STREAMS, stream ids left, no GOAWAY)? */
 bool ptc_h2c_can_open(const ptc_h2c_t *c);
-/* Opens a stream for s: its HEADERS (s->cb->request_headers) go to out now, its DATA in ptc_h2c_flush().
+/* Opens a stream for s: its HEADERS (s->cb->request_headers) are written now, its DATA in ptc_h2c_flush().
+ * Frames written outside ptc_h2c_flush() and ptc_h2c_feed() (HEADERS here, RST_STREAM and WINDOW_UPDATE from
+ * cancel and consume) are staged: they reach out in the next ptc_h2c_flush(), which must follow.
  * Returns 0, PTC_ENOMEM, or PTC_ETOOBIG when no stream id is left (the connection must drain). */
 int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s) PTC_WARN_UNUSED;
 /* Withdraws an open stream: RST_STREAM CANCEL, forgotten at once; unconsumed bytes go back to the connection window. */

@@ -81,19 +81,47 @@ static void frame_header(uint8_t *h, size_t len, uint8_t type, uint8_t flags, in
     put32(h + 5, (uint32_t)id & 0x7fffffffu);
 }
 
+/*
+ * Frames but request DATA are staged in c->stage and go to out together (stage_out): an evbuffer_add costs some 200
+ * instructions however little it adds, and a loop pass opens many streams. What is staged goes out before any DATA
+ * (ptc_h2c_flush), at the end of ptc_h2c_feed, and when the stage is full.
+ */
+static bool stage_out(ptc_h2c_t *c)
+{
+    size_t n = c->staged;
+    if (n == 0)
+        return true;
+    c->staged = 0;
+    if (evbuffer_add(c->out, c->stage, n) != 0) {
+        if (!c->failed) {
+            c->failed = true;
+            snprintf(c->error, sizeof(c->error), "out of memory writing a frame");
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Room for n bytes at the end of the stage (what it held goes out first when it lacks them); NULL when n is more
+ * than it holds, or on a failure (c->failed). */
+static uint8_t *stage_room(ptc_h2c_t *c, size_t n)
+{
+    if (c->staged + n > sizeof(c->stage) && (!stage_out(c) || n > sizeof(c->stage)))
+        return NULL;
+    return c->stage + c->staged;
+}
+
 /* A frame with a small payload (control frames). Out of memory is remembered: the pool closes the connection. */
 static void send_frame(ptc_h2c_t *c, uint8_t type, uint8_t flags, int32_t id, const void *payload, size_t len)
 {
-    uint8_t buf[FRAME_HEADER + 64];
-    if (len > sizeof(buf) - FRAME_HEADER)
-        len = sizeof(buf) - FRAME_HEADER;
+    len = PTC_MIN(len, 64);
+    uint8_t *buf = stage_room(c, FRAME_HEADER + len);
+    if (buf == NULL)
+        return;
     frame_header(buf, len, type, flags, id);
     if (len != 0)
         memcpy(buf + FRAME_HEADER, payload, len);
-    if (evbuffer_add(c->out, buf, FRAME_HEADER + len) != 0 && !c->failed) {
-        c->failed = true;
-        snprintf(c->error, sizeof(c->error), "out of memory writing a frame");
-    }
+    c->staged += FRAME_HEADER + len;
 }
 
 static void send_rst(ptc_h2c_t *c, int32_t id, uint32_t code)
@@ -234,6 +262,7 @@ int ptc_h2c_init(ptc_h2c_t *c, const ptc_h2c_cb_t *cb, void *user, struct evbuff
     c->recv_window_size = PTC_MAX((int64_t)PTC_MIN(conn_window, (uint32_t)MAX_WINDOW), DEFAULT_WINDOW);
     c->recv_window = c->recv_window_size;
     c->next_stream_id = 1;
+    c->hpack_gen = 1;
     TAILQ_INIT(&c->sendq);
     c->nbuckets = 16;
     if ((c->buckets = calloc(c->nbuckets, sizeof(*c->buckets))) == NULL)
@@ -270,6 +299,9 @@ void ptc_h2c_free(ptc_h2c_t *c)
     if (c->inflater != NULL)
         nghttp2_hd_inflate_del(c->inflater);
     c->inflater = NULL;
+    ptc_free(c->hbcache);
+    c->hbcache = NULL;
+    c->hb_rec = NULL;
     free(c->buckets);
     c->buckets = NULL;
     c->nstreams = 0;
@@ -447,7 +479,12 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
         bound += nva[i].namelen + nva[i].valuelen + 16;
     size_t frames = bound / c->max_frame_size + 1;
     size_t total = bound + frames * FRAME_HEADER;
-    if (total > sizeof(stack) && (buf = ptc_malloc(total)) == NULL)
+    uint8_t *staged = stage_room(c, total); /* the usual small block: one frame (the stage is below a frame's size) */
+    if (staged != NULL)
+        buf = staged;
+    else if (c->failed)
+        return PTC_ENOMEM;
+    else if (total > sizeof(stack) && (buf = ptc_malloc(total)) == NULL)
         return PTC_ENOMEM;
 
     /* the block after room for the HEADERS frame header; CONTINUATION headers are inserted below */
@@ -457,7 +494,10 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
     size_t block = (size_t)(p - buf) - FRAME_HEADER;
     int32_t id = c->next_stream_id;
     int rv = 0;
-    if (block <= c->max_frame_size) {
+    if (staged != NULL) {
+        frame_header(buf, block, T_HEADERS, F_END_HEADERS, id);
+        c->staged += FRAME_HEADER + block;
+    } else if (block <= c->max_frame_size) {
         frame_header(buf, block, T_HEADERS, F_END_HEADERS, id);
         rv = evbuffer_add(c->out, buf, FRAME_HEADER + block);
     } else {
@@ -472,7 +512,7 @@ int ptc_h2c_submit(ptc_h2c_t *c, ptc_upstream_stream_t *s)
             left -= len;
         }
     }
-    if (buf != stack)
+    if (buf != stack && buf != staged)
         ptc_free(buf);
     if (rv != 0) { /* part of a header block may be out: the connection cannot go on */
         c->failed = true;
@@ -504,7 +544,7 @@ bool ptc_h2c_flush(ptc_h2c_t *c, size_t cap)
     ptc_upstream_stream_t *s;
     uint8_t hd[FRAME_HEADER];
 
-    while (!c->failed && (s = TAILQ_FIRST(&c->sendq)) != NULL) {
+    while (stage_out(c) && (s = TAILQ_FIRST(&c->sendq)) != NULL) {
         if (evbuffer_get_length(c->out) >= cap)
             return true;
         sendq_remove(c, s);
@@ -547,7 +587,7 @@ bool ptc_h2c_flush(ptc_h2c_t *c, size_t cap)
             sendq_add(c, s);
         }
     }
-    return false;
+    return false; /* the stage is empty (or c->failed) */
 }
 
 void ptc_h2c_resume(ptc_h2c_t *c, ptc_upstream_stream_t *s)
@@ -606,13 +646,26 @@ bool ptc_h2_valid_value(const uint8_t *p, size_t len)
     return ptc_h2_value_ok(p, len);
 }
 
-/* Checks a decoded field of the block; NULL when it is fine, else what is wrong (RFC 9113 §8.2, §8.3.2). */
-static const char *check_field(ptc_h2c_t *c, ptc_upstream_stream_t *s, const nghttp2_nv *nv)
+/* The checks of a decoded field that depend on nothing but the field (RFC 9113 §8.2, §8.2.2): NULL when it passes,
+ * else what is wrong. */
+static const char *field_syntax(const nghttp2_nv *nv)
 {
     if (!ptc_h2_valid_name(nv->name, nv->namelen))
         return "invalid field name";
     if (!ptc_h2_valid_value(nv->value, nv->valuelen))
         return "invalid field value";
+    if (nv->name[0] == ':')
+        return NULL;
+    if (ptc_h2_connection_specific(nv->name, nv->namelen))
+        return "connection-specific field";
+    if (PTC_H2_IS(nv->name, nv->namelen, "te") && !ptc_iov_eq_ci(ptc_iov((const char *)nv->value, nv->valuelen), PTC_STRLIT("trailers")))
+        return "te other than trailers";
+    return NULL;
+}
+
+/* The checks of a field (field_syntax passed) against the block and the stream so far (RFC 9113 §8.3.2, §8.1.1). */
+static const char *field_in_block(ptc_h2c_t *c, ptc_upstream_stream_t *s, const nghttp2_nv *nv)
+{
     if (nv->name[0] == ':') {
         if (c->hb_cat != NGHTTP2_HCAT_RESPONSE)
             return "pseudo-header field in trailers";
@@ -633,10 +686,6 @@ static const char *check_field(ptc_h2c_t *c, ptc_upstream_stream_t *s, const ngh
         return NULL;
     }
     c->hb_regular = true;
-    if (ptc_h2_connection_specific(nv->name, nv->namelen))
-        return "connection-specific field";
-    if (PTC_H2_IS(nv->name, nv->namelen, "te") && !ptc_iov_eq_ci(ptc_iov((const char *)nv->value, nv->valuelen), PTC_STRLIT("trailers")))
-        return "te other than trailers";
     if (nv->namelen == 14 && memcmp(nv->name, "content-length", 14) == 0 && c->hb_cat == NGHTTP2_HCAT_RESPONSE) {
         int64_t n = ptc_h2_content_length(nv->value, nv->valuelen);
         if (n < 0 || (s->content_length >= 0 && s->content_length != n))
@@ -646,7 +695,8 @@ static const char *check_field(ptc_h2c_t *c, ptc_upstream_stream_t *s, const ngh
     return NULL;
 }
 
-static void hb_field(ptc_h2c_t *c, const nghttp2_nv *nv)
+/* A decoded field; syntax is field_syntax's answer for it (made by the caller, or kept with a cached block). */
+static void hb_field(ptc_h2c_t *c, const nghttp2_nv *nv, const char *syntax)
 {
     c->hb_bytes += nv->namelen + nv->valuelen + 32;
     if (!c->hb_forward)
@@ -656,14 +706,188 @@ static void hb_field(ptc_h2c_t *c, const nghttp2_nv *nv)
         c->hb_forward = false;
         return;
     }
-    const char *bad = c->hb_bytes > HB_MAX_BYTES ? "response header block too large" : check_field(c, s, nv);
+    const char *bad = c->hb_bytes > HB_MAX_BYTES ? "response header block too large" : syntax;
+    if (bad == NULL)
+        bad = field_in_block(c, s, nv);
     if (bad != NULL) {
         c->hb_error = bad;
         c->hb_forward = false;
         return;
     }
-    if (!c->hb_informational)
-        c->cb->on_header(c, s, (nghttp2_headers_category)c->hb_cat, nv->name, nv->namelen, nv->value, nv->valuelen);
+    if (c->hb_informational)
+        return;
+    if (nv->namelen == c->watch_len && c->watch != NULL && memcmp(nv->name, c->watch, c->watch_len) == 0) {
+        c->cb->on_watched(c, s, (nghttp2_headers_category)c->hb_cat, nv->value, nv->valuelen);
+        if ((s = ptc_h2c_stream(c, c->hb_stream)) == NULL) {
+            c->hb_forward = false;
+            return;
+        }
+    }
+    s->cb->on_header(s, (nghttp2_headers_category)c->hb_cat, nv->name, nv->namelen, nv->value, nv->valuelen);
+}
+
+/* ---- receiving: repeated header blocks ---- */
+
+/*
+ * A server answers call after call with the same few header blocks, and once its dynamic table holds their fields
+ * they are the same bytes too (":status 200, content-type" as two indexed fields, "grpc-status 0" as one). A block
+ * that leaves the dynamic table as it is (RFC 7541 §6: indexed fields, literals without indexing or never indexed,
+ * no size update: "pure") decodes to the same fields whenever the table is as it was; the table changes only with
+ * a block that is not pure. So pure blocks, as received in one HEADERS frame, are kept decoded with their fields'
+ * field_syntax answers, stamped with the count of impure blocks decoded so far (hpack_gen); the same bytes under
+ * the same stamp are answered from here, without the inflater (which stays in step: the block would not change it).
+ */
+#define HBC_SLOTS 4    /* blocks kept per connection: a response's headers and trailers, and a spare pair */
+#define HBC_BLOCK 96   /* a kept block's encoded bytes at most */
+#define HBC_FIELDS 8   /* its fields at most */
+#define HBC_DATA 320   /* their decoded names and values at most */
+
+struct st_ptc_h2c_hbslot_t {
+    uint64_t gen;      /* c->hpack_gen it was decoded under; 0: none */
+    uint16_t len;      /* of block */
+    uint16_t nfields;
+    uint16_t used;     /* of data */
+    bool ok;           /* while recorded: every field fits and passed field_syntax */
+    uint8_t block[HBC_BLOCK];
+    nghttp2_nv nv[HBC_FIELDS]; /* into data */
+    uint8_t data[HBC_DATA];
+};
+typedef struct st_ptc_h2c_hbslot_t hbc_slot_t;
+
+struct st_ptc_h2c_hbcache_t {
+    hbc_slot_t slot[HBC_SLOTS];
+    unsigned next; /* the slot recorded into next */
+};
+
+/* Reads an HPACK integer (§5.1) with an n-bit prefix at *p; false when it is cut short or beyond 2^21 (not ours to judge). */
+static bool hpack_read_int(const uint8_t **p, const uint8_t *end, unsigned bits, uint32_t *v)
+{
+    uint32_t max = (1u << bits) - 1, n = *(*p)++ & max;
+    if (n == max) {
+        for (unsigned shift = 0;; shift += 7) {
+            if (*p == end || shift > 14)
+                return false;
+            uint8_t b = *(*p)++;
+            n += (uint32_t)(b & 0x7f) << shift;
+            if ((b & 0x80) == 0)
+                break;
+        }
+    }
+    *v = n;
+    return true;
+}
+
+/* Whether a header block is pure (see above). Whatever it cannot read is not: the inflater judges that. */
+static bool hpack_pure(const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    uint32_t v;
+    while (p < end) {
+        if (*p & 0x80) { /* indexed (§6.1) */
+            if (!hpack_read_int(&p, end, 7, &v) || v == 0)
+                return false;
+            continue;
+        }
+        if (*p & 0x60) /* 01: with incremental indexing (§6.2.1); 001: dynamic table size update (§6.3) */
+            return false;
+        if (!hpack_read_int(&p, end, 4, &v)) /* without indexing or never indexed (§6.2.2, §6.2.3): name index */
+            return false;
+        for (int strings = v == 0 ? 2 : 1; strings > 0; strings--) {
+            if (p == end || !hpack_read_int(&p, end, 7, &v) || v > (size_t)(end - p))
+                return false;
+            p += v;
+        }
+    }
+    return true;
+}
+
+/* The block kept decoded as these bytes under the current stamp, or NULL. */
+static const hbc_slot_t *hbc_find(const ptc_h2c_t *c, const uint8_t *p, size_t len)
+{
+    if (c->hbcache == NULL)
+        return NULL;
+    for (unsigned i = 0; i < HBC_SLOTS; i++) {
+        const hbc_slot_t *k = &c->hbcache->slot[i];
+        if (k->gen == c->hpack_gen && k->len == len && memcmp(k->block, p, len) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+/* A slot to record a pure block of one frame into as the inflater decodes it (NULL when out of memory). */
+static hbc_slot_t *hbc_record(ptc_h2c_t *c, const uint8_t *p, size_t len)
+{
+    if (c->hbcache == NULL && (c->hbcache = ptc_calloc(1, sizeof(*c->hbcache))) == NULL)
+        return NULL;
+    hbc_slot_t *k = &c->hbcache->slot[c->hbcache->next];
+    c->hbcache->next = (c->hbcache->next + 1) % HBC_SLOTS;
+    k->gen = 0;
+    k->len = (uint16_t)len;
+    k->nfields = k->used = 0;
+    k->ok = true;
+    memcpy(k->block, p, len);
+    return k;
+}
+
+/* Sanitized and debug builds (the ASan integration runs, the fuzzers) decode a kept block again on every use and
+ * stop if the fields differ: the inflater stays in step (the block is pure), so this changes nothing else. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HBC_VERIFY 1
+#endif
+#endif
+#if !defined(HBC_VERIFY) && (defined(__SANITIZE_ADDRESS__) || !defined(NDEBUG))
+#define HBC_VERIFY 1
+#endif
+#ifdef HBC_VERIFY
+/* 0, or -1 when the inflater failed (out of memory: a connection error, as it would be without the kept block). */
+static int hbc_verify(ptc_h2c_t *c, const hbc_slot_t *k)
+{
+    const uint8_t *in = k->block;
+    size_t len = k->len;
+    uint16_t i = 0;
+    for (;;) {
+        nghttp2_nv nv;
+        int flags = 0;
+        ssize_t rv = nghttp2_hd_inflate_hd2(c->inflater, &nv, &flags, in, len, 1);
+        if (rv < 0)
+            return conn_error(c, NGHTTP2_COMPRESSION_ERROR, "header block cannot be decoded (HPACK: %s)", nghttp2_strerror((int)rv));
+        in += rv;
+        len -= (size_t)rv;
+        if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+            if (i == k->nfields || nv.namelen != k->nv[i].namelen || nv.valuelen != k->nv[i].valuelen ||
+                memcmp(nv.name, k->nv[i].name, nv.namelen) != 0 || memcmp(nv.value, k->nv[i].value, nv.valuelen) != 0)
+                break;
+            i++;
+        }
+        if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+            nghttp2_hd_inflate_end_headers(c->inflater);
+            if (i == k->nfields)
+                return 0;
+            break;
+        }
+    }
+    ptc_log_error("%s: a kept header block decodes to other fields", c->label);
+    abort();
+}
+#endif
+
+/* A field of the block being recorded. */
+static void hbc_add(hbc_slot_t *k, const nghttp2_nv *nv, const char *syntax)
+{
+    if (!k->ok || syntax != NULL || k->nfields == HBC_FIELDS || nv->namelen + nv->valuelen > (size_t)(HBC_DATA - k->used)) {
+        k->ok = false;
+        return;
+    }
+    nghttp2_nv *to = &k->nv[k->nfields++];
+    to->name = k->data + k->used;
+    memcpy(to->name, nv->name, nv->namelen);
+    to->namelen = nv->namelen;
+    to->value = to->name + nv->namelen;
+    memcpy(to->value, nv->value, nv->valuelen);
+    to->valuelen = nv->valuelen;
+    to->flags = NGHTTP2_NV_FLAG_NONE;
+    k->used = (uint16_t)(k->used + nv->namelen + nv->valuelen);
 }
 
 /* Feeds part of a header block to the inflater. Returns 0 or -1 (connection error). */
@@ -677,10 +901,17 @@ static int hb_inflate(ptc_h2c_t *c, const uint8_t *in, size_t len, bool final)
             return conn_error(c, NGHTTP2_COMPRESSION_ERROR, "header block cannot be decoded (HPACK: %s)", nghttp2_strerror((int)rv));
         in += rv;
         len -= (size_t)rv;
-        if (flags & NGHTTP2_HD_INFLATE_EMIT)
-            hb_field(c, &nv);
+        if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+            const char *syntax = c->hb_forward || c->hb_rec != NULL ? field_syntax(&nv) : NULL;
+            if (c->hb_rec != NULL)
+                hbc_add(c->hb_rec, &nv, syntax);
+            hb_field(c, &nv, syntax);
+        }
         if (flags & NGHTTP2_HD_INFLATE_FINAL) {
             nghttp2_hd_inflate_end_headers(c->inflater);
+            if (c->hb_rec != NULL && c->hb_rec->ok)
+                c->hb_rec->gen = c->hpack_gen; /* kept */
+            c->hb_rec = NULL;
             return 0;
         }
         if ((flags & NGHTTP2_HD_INFLATE_EMIT) == 0 && len == 0)
@@ -837,9 +1068,28 @@ static int on_headers(ptc_h2c_t *c, uint8_t flags, int32_t id, const uint8_t *p,
         c->hb_forward = false;
         c->hb_error = "trailers without END_STREAM";
     }
-    if (hb_inflate(c, p, len, (flags & F_END_HEADERS) != 0) != 0)
+    bool whole = (flags & F_END_HEADERS) != 0;
+    const hbc_slot_t *k = whole ? hbc_find(c, p, len) : NULL;
+    if (k != NULL) { /* decoded before: the same fields */
+#ifdef HBC_VERIFY
+        if (hbc_verify(c, k) != 0)
+            return -1;
+#endif
+        for (uint16_t i = 0; i < k->nfields; i++)
+            hb_field(c, &k->nv[i], NULL);
+        hb_end(c);
+        return 0;
+    }
+    c->hb_rec = NULL;
+    if (whole && hpack_pure(p, len)) {
+        if (len <= HBC_BLOCK)
+            c->hb_rec = hbc_record(c, p, len);
+    } else {
+        c->hpack_gen++; /* the table may change: what is kept was decoded under another */
+    }
+    if (hb_inflate(c, p, len, whole) != 0)
         return -1;
-    if (flags & F_END_HEADERS)
+    if (whole)
         hb_end(c);
     return 0;
 }
@@ -1035,7 +1285,7 @@ static int data_across_chains(ptc_h2c_t *c, struct evbuffer *in, const uint8_t *
     return rv;
 }
 
-int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
+static int feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
 {
     while (!*stop && !c->failed) {
         struct evbuffer_iovec v;
@@ -1082,9 +1332,18 @@ int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
         if (evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER + flen)) == NULL)
             return conn_error(c, NGHTTP2_INTERNAL_ERROR, "out of memory reading a frame");
     }
-    if (c->failed)
+    return c->failed ? -1 : 0;
+}
+
+int ptc_h2c_feed(ptc_h2c_t *c, struct evbuffer *in, const bool *stop)
+{
+    int rv = feed(c, in, stop);
+    if (!stage_out(c) || rv != 0)
         return -1;
-    if (evbuffer_get_length(c->out) > CONTROL_BACKLOG + 64 * 1024)
-        return conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM, "the server sends more control frames than it reads answers to");
+    if (evbuffer_get_length(c->out) > CONTROL_BACKLOG + 64 * 1024) {
+        conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM, "the server sends more control frames than it reads answers to");
+        stage_out(c); /* the GOAWAY */
+        return -1;
+    }
     return 0;
 }

@@ -256,12 +256,13 @@ static ptc_h2client_t *conn_of(ptc_h2c_t *c)
     return c->user;
 }
 
-static void h2_on_header(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name,
-                         size_t namelen, const uint8_t *value, size_t valuelen)
+/* grpc-status (the connection's watched field) */
+static void h2_on_watched(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *value,
+                          size_t valuelen)
 {
-    if (s->pin == 0 && namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
+    (void)cat;
+    if (s->pin == 0)
         note_grpc_status(conn_of(c), value, valuelen);
-    s->cb->on_header(s, cat, name, namelen, value, valuelen);
 }
 
 static void h2_on_settings(ptc_h2c_t *c, bool first)
@@ -317,7 +318,7 @@ static void h2_on_stream_close(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t 
     }
 }
 
-static const ptc_h2c_cb_t h2_callbacks = {h2_on_settings, h2_on_goaway, h2_on_header, h2_on_stream_close};
+static const ptc_h2c_cb_t h2_callbacks = {h2_on_settings, h2_on_goaway, h2_on_watched, h2_on_stream_close};
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -358,6 +359,8 @@ static int session_create(ptc_h2client_t *conn)
         return PTC_ENOMEM;
     snprintf(conn->label, sizeof(conn->label), "upstream %s: connection to %s", up_config(conn->up)->name, conn->addr);
     conn->h2.label = conn->label;
+    conn->h2.watch = "grpc-status"; /* for the outlier detection */
+    conn->h2.watch_len = 11;
     conn->h2_on = true;
     return 0;
 }
@@ -717,10 +720,9 @@ static size_t calls_conns(ptc_upstream_t *up, uint64_t now)
  * Every endpoint open to calls gets a connection (within max_connections), so that streams spread over all of
  * them rather than only failing over.
  */
-static void connect_endpoints(ptc_upstream_t *up)
+static void connect_endpoints(ptc_upstream_t *up, uint64_t now)
 {
     const ptc_upstream_config_t *cfg = up_config(up);
-    uint64_t now = ptc_now_ms();
     size_t n = calls_conns(up, now);
     for (size_t ep = 0; ep < cfg->num_endpoints && n < cfg->max_connections; ep++) {
         ptc_h2client_t *conn;
@@ -908,6 +910,8 @@ static void wait_reason(ptc_upstream_t *up, char *buf, size_t len)
 static void dispatch_pinned(ptc_upstream_t *up)
 {
     ptc_upstream_stream_t *s, *next;
+    if (TAILQ_EMPTY(&up->pinned))
+        return;
     uint64_t now = ptc_now_ms();
 restart:
     for (s = TAILQ_FIRST(&up->pinned); s != NULL; s = next) {
@@ -949,12 +953,13 @@ static void dispatch_calls(ptc_upstream_t *up)
     const ptc_upstream_config_t *cfg = up_config(up);
     ptc_upstream_stream_t *s;
 
-    if (!TAILQ_EMPTY(&up->pending))
-        connect_endpoints(up);
+    if (TAILQ_EMPTY(&up->pending))
+        return;
+    uint64_t now = ptc_now_ms(); /* one reading for the pass */
+    connect_endpoints(up, now);
     while ((s = TAILQ_FIRST(&up->pending)) != NULL) {
         bool connecting;
         size_t usable;
-        uint64_t now = ptc_now_ms();
         ptc_h2client_t *target = pick_conn(up, now, &connecting, &usable);
         if (target != NULL) {
             pending_remove(up, s);

@@ -116,11 +116,15 @@ static void h2_on_goaway(ptc_h2c_t *c, int32_t last, uint32_t code)
     FUZZ_CHECK(last >= 0);
 }
 
-static void h2_on_header(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *name, size_t namelen,
-                         const uint8_t *value, size_t valuelen)
+static void h2_on_watched(ptc_h2c_t *c, ptc_upstream_stream_t *s, nghttp2_headers_category cat, const uint8_t *value,
+                          size_t valuelen)
 {
-    (void)c;
-    s->cb->on_header(s, cat, name, namelen, value, valuelen);
+    (void)cat;
+    (void)valuelen;
+    FUZZ_CHECK(value != NULL);
+    ts(s);
+    if (valuelen == 1 && value[0] == 'x' && s->stream_id == 1)
+        ptc_h2c_cancel(c, s, 0); /* a stream may be withdrawn here too */
 }
 
 static void h2_on_stream_close(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t code)
@@ -131,7 +135,7 @@ static void h2_on_stream_close(ptc_h2c_t *c, ptc_upstream_stream_t *s, uint32_t 
     t->ends++;
 }
 
-static const ptc_h2c_cb_t h2_cb = {h2_on_settings, h2_on_goaway, h2_on_header, h2_on_stream_close};
+static const ptc_h2c_cb_t h2_cb = {h2_on_settings, h2_on_goaway, h2_on_watched, h2_on_stream_close};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -153,6 +157,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     FUZZ_CHECK(out != NULL && in != NULL);
     FUZZ_CHECK(ptc_h2c_init(&c, &h2_cb, NULL, out, 1024, 1 << 20) == 0);
+    c.watch = "grpc-status";
+    c.watch_len = 11;
     for (int i = 0; i < 3; i++) {
         memset(&t[i], 0, sizeof(t[i]));
         t[i].s.cb = &stream_cb;

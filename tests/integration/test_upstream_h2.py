@@ -369,6 +369,85 @@ def test_large_request_metadata_goes_in_continuation_frames(portico, raw_upstrea
     assert len(got["types"]) >= 3, got["types"]
 
 
+# --------------------------------------------------------------------------- repeated header blocks
+# The client keeps blocks that leave the HPACK dynamic table as it is decoded, and answers the same bytes from there
+# while the table is unchanged (h2client.c, "repeated header blocks"). These hand-made blocks index the table.
+
+def hstr(s):
+    b = s.encode()
+    return bytes([len(b)]) + b
+
+
+def lit_indexed(name, value):
+    """A literal with incremental indexing, new name (RFC 7541 §6.2.1): it enters the dynamic table as entry 62."""
+    return b"\x40" + hstr(name) + hstr(value)
+
+
+def lit_plain(name, value):
+    """A literal without indexing, new name (§6.2.2): the table stays as it is."""
+    return b"\x00" + hstr(name) + hstr(value)
+
+
+def serve_blocks(p, blocks, trailers):
+    """Answers one call per header block in blocks, each with a message and the trailers block."""
+    p.start()
+    for block in blocks:
+        sid, _, _ = p.request()
+        p.send_frame(HEADERS, END_HEADERS, sid, block)
+        p.send_frame(DATA, 0, sid, grpcweb.frame(EchoResponse(message="m").SerializeToString()))
+        p.send_frame(HEADERS, END_HEADERS | END_STREAM, sid, trailers)
+
+
+def test_repeated_header_blocks_follow_the_dynamic_table(portico, raw_upstream):
+    """The same bytes indexing the dynamic table ([:status 200, entry 63, entry 62]) mean x-v: one, and after a block
+    that adds entries, x-v: two: each call gets what the table says at the time, the repeats as the first."""
+    same = bytes([0x88, 0x80 | 63, 0x80 | 62])
+    ct = ("content-type", "application/grpc")
+    blocks = [b"\x88" + lit_indexed(*ct) + lit_indexed("x-v", "one"),  # 62 x-v: one, 63 content-type
+              same, same, same,
+              b"\x88" + lit_indexed(*ct) + lit_indexed("x-v", "two"),  # 62 x-v: two, 63 content-type, then the old
+              same, same]
+    up = raw_upstream(lambda p: serve_blocks(p, blocks, lit_plain("grpc-status", "0")))
+    gw = portico(upstream=up.port)
+    seen = []
+    for _ in blocks:
+        status, hdrs, msgs, trailers = gw.call(UNARY, EchoRequest(message="x"), timeout=10)
+        assert status == 200 and trailers.get("grpc-status") == "0", (status, hdrs, trailers)
+        seen.append(hdrs.get("x-v"))
+    assert seen == ["one"] * 4 + ["two"] * 3, seen
+    assert len(up.peers) == 1
+
+
+def test_repeated_header_blocks_are_checked_every_time(portico, raw_upstream):
+    """A block kept decoded is still checked where it comes: the same bytes that were a well-formed response are a
+    malformed trailer block (a pseudo-header field), and a block with an invalid value fails on every call."""
+    head = b"\x88" + lit_plain("content-type", "application/grpc")
+    bad = head + lit_plain("x-bad", " v")
+    seen = {}
+
+    def handler(p):
+        p.start()
+        for i in range(3):
+            sid, _, _ = p.request()
+            p.send_frame(HEADERS, END_HEADERS, sid, head)
+            p.send_frame(HEADERS, END_HEADERS | END_STREAM, sid, head)  # as trailers
+            seen[f"rst{i}"] = p.wait_for(RST_STREAM, sid)
+        for i in range(3):
+            sid, _, _ = p.request()
+            p.send_frame(HEADERS, END_HEADERS, sid, bad)
+            seen[f"bad{i}"] = p.wait_for(RST_STREAM, sid)
+        sid, _, _ = p.request()
+        p.send_frame(HEADERS, END_HEADERS, sid, head)
+        p.send_frame(DATA, 0, sid, grpcweb.frame(EchoResponse(message="fine").SerializeToString()))
+        p.send_frame(HEADERS, END_HEADERS | END_STREAM, sid, lit_plain("grpc-status", "0"))
+    up = raw_upstream(handler)
+    gw = portico(upstream=up.port)
+    for reason in ["pseudo-header field in trailers"] * 3 + ["invalid field value"] * 3:
+        status, message, _ = call(gw)
+        assert (status, message) == ("13", f"invalid HTTP/2 response from upstream: {reason} (stream reset by the gateway)")
+    assert call(gw) == ("0", "", ["fine"])
+    assert len(up.peers) == 1
+
 # --------------------------------------------------------------------------- malformed responses: stream errors
 
 def data_first(p, sid):
