@@ -1805,10 +1805,10 @@ static uint8_t *arena_copy(arena_t *a, ptc_iovec_t s)
 enum { NV_STATIC = 0, NV_COPY_VALUE = 2, NV_UNIQUE = 4 };
 
 /* Request fields whose value is new on every call. */
-static bool unique_per_call(const ptc_config_t *cfg, ptc_iovec_t name)
+static bool unique_per_call(ptc_iovec_t request_id_header, ptc_iovec_t name)
 {
     return ptc_iov_eq(name, PTC_STRLIT("traceparent")) || ptc_iov_eq(name, PTC_STRLIT("authorization")) ||
-           (cfg->request_id.enabled && ptc_iov_eq(name, ptc_iov(cfg->request_id.header, strlen(cfg->request_id.header))));
+           ptc_iov_eq(name, request_id_header);
 }
 
 /*
@@ -1885,11 +1885,13 @@ static int build_request_headers(ptc_call_t *call, const ptc_request_t *req, con
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-accept-encoding"), PTC_STRLIT("identity"), NV_STATIC);
     if (call->connect && call->req_flags != 0) /* Connect's gzip messages go up as gRPC's */
         add_nv(nv, &n, &a, PTC_STRLIT("grpc-encoding"), PTC_STRLIT("gzip"), NV_STATIC);
+    const ptc_request_id_config_t *rid = &call->cfg->request_id;
+    ptc_iovec_t rid_header = rid->enabled ? ptc_iov(rid->header, strlen(rid->header)) : ptc_iov(NULL, 0);
     for (size_t i = 0; i < req->num_headers; i++) {
         if (req_hdr_forwarded(i < KINDS_CACHED ? kinds[i] : classify_request_header(req->headers[i].name)) &&
             (connection.len == 0 || !ptc_iov_list_contains_ci(connection, req->headers[i].name)) &&
             (!call->connect || !connect_only_header(req->headers[i].name)))
-            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, unique_per_call(call->cfg, req->headers[i].name) ? NV_UNIQUE : NV_STATIC);
+            add_nv(nv, &n, &a, req->headers[i].name, req->headers[i].value, unique_per_call(rid_header, req->headers[i].name) ? NV_UNIQUE : NV_STATIC);
     }
     call->nva = nv;
     call->nva_len = n;
