@@ -70,6 +70,7 @@
 #define CLOSE_LINGER_MS 5000    /* after an error GOAWAY: how long the connection may take to flush it and see the client close */
 #define SPARE_STREAMS 16        /* freed streams a busy connection keeps for its next ones (see stream_new) */
 #define SMALL_OUT 240           /* response bytes a stream keeps in itself rather than in `out` (see ds_send_body) */
+#define HEAD_MEM 384            /* response head bytes a stream keeps in itself (see head_room) */
 #define FRAME_STAGE 2048        /* a DATA frame up to this size is written to the connection in one piece */
 
 /* A token bucket (per connection; times from ptc_now_coarse_ms()). */
@@ -98,6 +99,12 @@ typedef enum {
 } timer_kind_t;
 
 typedef struct st_h2conn_t h2conn_t;
+
+/* Response head bytes that did not fit in a stream's head_mem: a list freed with the stream. */
+typedef struct st_head_chunk_t {
+    struct st_head_chunk_t *next;
+    char data[];
+} head_chunk_t;
 
 typedef struct st_h2stream_t {
     ptc_downstream_t super; /* the call's view of this stream; first, so the pointer casts */
@@ -134,7 +141,8 @@ typedef struct st_h2stream_t {
     struct evbuffer *out;
     uint16_t small_off;
     uint16_t small_len;
-    char small[SMALL_OUT];
+    uint16_t head_used;       /* bytes of head_mem taken (see head_room) */
+    head_chunk_t *head_chunks; /* response head bytes beyond head_mem */
     bool out_broken;       /* a write to `out` failed (out of memory): the stream is reset, nothing more is queued */
     bool head_sent;
     bool eof;              /* the body is complete once `out` drains */
@@ -148,6 +156,10 @@ typedef struct st_h2stream_t {
     ptc_ws_io_t wsio; /* in: request DATA not yet taken by the session; out: `out` */
 
     struct st_h2stream_t *next_spare; /* in the connection's spare list */
+
+    /* from here on not cleared when a spare stream is reused (stream_alloc): read only below small_len / head_used */
+    char small[SMALL_OUT];
+    char head_mem[HEAD_MEM];
 } h2stream_t;
 
 struct st_h2conn_t {
@@ -331,7 +343,7 @@ static h2stream_t *stream_alloc(h2conn_t *conn)
         conn->spare = st->next_spare;
         conn->num_spare--;
         struct evbuffer *out = st->out;
-        memset(st, 0, sizeof(*st));
+        memset(st, 0, offsetof(h2stream_t, small));
         st->out = out;
         return st;
     }
@@ -416,6 +428,10 @@ static void stream_free(h2stream_t *st, const char *reason)
     free(st->cors_origin);
     free(st->trailers);
     free(st->trailer_mem);
+    for (head_chunk_t *c = st->head_chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
     stream_dispose(conn, st);
     timer_update(conn);
 }
@@ -470,7 +486,32 @@ static uint8_t field_flags(h2conn_t *conn, ptc_iovec_t name, ptc_iovec_t unique)
     return NGHTTP2_NV_FLAG_NO_INDEX;
 }
 
-/* Builds an nghttp2 header block: :status, the fields, and the CORS fields of the stream's decision. */
+/*
+ * Room for n bytes of the stream's response heads. nghttp2 is given their names and values without copying them
+ * (NGHTTP2_NV_FLAG_NO_COPY_*): it reads them when it serialises the HEADERS frame, in a later send pass, and only
+ * while the stream is open (a frame still queued for a closed stream is dropped unread: nghttp2 1.52,
+ * session_prep_frame), so what the stream owns until it is freed (on_stream_close) outlives every read. Each head
+ * takes new room: one submitted earlier may not be out yet.
+ */
+static char *head_room(h2stream_t *st, size_t n)
+{
+    if (n <= (size_t)(HEAD_MEM - st->head_used)) {
+        char *p = st->head_mem + st->head_used;
+        st->head_used = (uint16_t)(st->head_used + n);
+        return p;
+    }
+    head_chunk_t *c = malloc(sizeof(*c) + n);
+    if (c == NULL)
+        return NULL;
+    c->next = st->head_chunks;
+    st->head_chunks = c;
+    return c->data;
+}
+
+/*
+ * Builds an nghttp2 header block: :status, the fields, and the CORS fields of the stream's decision, copied into the
+ * stream (head_room) with the names lower-cased, as nghttp2 sends names it does not copy as they are.
+ */
 static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, size_t n, const ptc_header_t *extra, size_t nextra,
                        const nghttp2_data_provider *prd)
 {
@@ -478,24 +519,38 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
     ptc_cors_scratch_t scratch;
     size_t ncors = ptc_downstream_cors_fields(&st->super, headers, n, cors, PTC_ARRAY_SIZE(cors), &scratch);
     nghttp2_nv stack[48], *nva = stack;
-    size_t total = 1 + n + nextra + ncors, k = 0;
-    char code[4];
+    size_t total = 1 + n + nextra + ncors, k = 0, bytes = 3;
+    char *p;
 
-    if (total > PTC_ARRAY_SIZE(stack) && (nva = malloc(total * sizeof(*nva))) == NULL)
+    for (size_t i = 0; i < n; i++)
+        bytes += headers[i].name.len + headers[i].value.len;
+    for (size_t i = 0; i < nextra; i++)
+        bytes += extra[i].name.len + extra[i].value.len;
+    for (size_t i = 0; i < ncors; i++)
+        bytes += cors[i].name.len + cors[i].value.len;
+    if ((p = head_room(st, bytes)) == NULL ||
+        (total > PTC_ARRAY_SIZE(stack) && (nva = malloc(total * sizeof(*nva))) == NULL))
         return NGHTTP2_ERR_NOMEM;
     /* three digits (100-599 here), without snprintf's cost on every response */
-    code[0] = (char)('0' + status / 100 % 10);
-    code[1] = (char)('0' + status / 10 % 10);
-    code[2] = (char)('0' + status % 10);
-    code[3] = '\0';
+    p[0] = (char)('0' + status / 100 % 10);
+    p[1] = (char)('0' + status / 10 % 10);
+    p[2] = (char)('0' + status % 10);
     static char status_name[] = ":status";
-    nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)p, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+    p += 3;
     const ptc_request_id_config_t *rid = &st->snap->config.request_id;
     ptc_iovec_t unique = rid->enabled ? ptc_iov(rid->header, strlen(rid->header)) : ptc_iov("", 0);
 #define ADD(list, count)                                                                                                           \
-    for (size_t i = 0; i < (count); i++)                                                                                           \
-        nva[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t)(list)[i].name.base, (uint8_t *)(uintptr_t)(list)[i].value.base,          \
-                                (list)[i].name.len, (list)[i].value.len, field_flags(st->conn, (list)[i].name, unique)};
+    for (size_t i = 0; i < (count); i++) {                                                                                         \
+        ptc_iovec_t name = (list)[i].name, value = (list)[i].value;                                                                \
+        ptc_lower_copy(p, name.base, name.len);                                                                                    \
+        if (value.len != 0)                                                                                                        \
+            memcpy(p + name.len, value.base, value.len);                                                                           \
+        nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + name.len, name.len, value.len,                                        \
+                                (uint8_t)(field_flags(st->conn, name, unique) | NGHTTP2_NV_FLAG_NO_COPY_NAME |                     \
+                                          NGHTTP2_NV_FLAG_NO_COPY_VALUE)};                                                         \
+        p += name.len + value.len;                                                                                                 \
+    }
     ADD(headers, n)
     ADD(extra, nextra)
     ADD(cors, ncors)

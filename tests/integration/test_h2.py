@@ -330,6 +330,44 @@ def test_unary_binary(portico):
     assert_serves(gw)
 
 
+def test_response_heads_small_and_large_on_concurrent_streams(portico):
+    """The response head's names and values are copied into the stream (nghttp2 copies nothing and reads them
+    when it writes the HEADERS frame, a send pass later): heads of every size, from a few fields to more than 48
+    fields and the stream's own room, queued together on concurrent streams, each arrive whole and as its call
+    sent it."""
+    gw = portico(config=config_yaml('cors: {allow_origins: ["http://page.test", "http://other.test"]}\n'))
+    with H2Client(gw.port) as c:
+        # local answers (CORS preflights) to requests sent in one write: their heads are all queued in one read
+        # pass before the send pass writes them, each with its own request's origin
+        origins = ["http://page.test", "http://other.test"] * 6
+        pre = []
+        for origin in origins:
+            sid = c.conn.get_next_available_stream_id()
+            pre.append(c.streams.setdefault(sid, H2Stream(sid)))
+            c.conn.send_headers(sid, [(":method", "OPTIONS"), (":scheme", "http"), (":authority", f"127.0.0.1:{gw.port}"),
+                                      (":path", UNARY), ("origin", origin), ("access-control-request-method", "POST")],
+                                end_stream=True)
+        c.flush()
+        c.wait(lambda: all(st.done for st in pre), what="the preflights")
+        for st, origin in zip(pre, origins):
+            h = st.hdict()
+            assert h[":status"] == "204" and h["access-control-allow-origin"] == origin, (st.sid, h)
+
+        sizes = [0, 1, 60, 3, 75, 0, 20]
+        streams = []
+        for i, nfields in enumerate(sizes):
+            extra = [(f"x-echo-f{i}-{j:02d}", f"value-{i}-{j:02d}-" + "v" * (j % 23)) for j in range(nfields)]
+            streams.append((c.request(UNARY, body_of(EchoRequest(message=f"call {i}")), extra=extra), extra))
+        c.wait(lambda: all(st.done for st, _ in streams), what="all streams")
+        for i, (st, extra) in enumerate(streams):
+            assert_ok_unary(st, f"call {i}")
+            got = [(k, v) for k, v in st.headers if k.startswith("x-echoed-")]
+            assert got == [("x-echoed-" + k[len("x-echo-"):], v) for k, v in extra], (i, got)
+            assert all(k == k.lower() for k, _ in st.headers), st.headers
+        assert_ok_unary(c.call(UNARY, body_of(EchoRequest(message="after"))), "after")
+    assert_serves(gw)
+
+
 def test_hpack_per_call_fields_never_indexed(portico):
     """HPACK on both sides: fields whose value is new on every call (the request id; upstream also the trace
     context) go as literals never indexed. Downstream (nghttp2's encoder) the dynamic table stops changing after
