@@ -532,9 +532,10 @@ static int submit_head(h2stream_t *st, int status, const ptc_header_t *headers, 
         (total > PTC_ARRAY_SIZE(stack) && (nva = malloc(total * sizeof(*nva))) == NULL))
         return NGHTTP2_ERR_NOMEM;
     /* three digits (100-599 here), without snprintf's cost on every response */
-    p[0] = (char)('0' + status / 100 % 10);
-    p[1] = (char)('0' + status / 10 % 10);
-    p[2] = (char)('0' + status % 10);
+    unsigned code = (unsigned)status, tens = code % 100;
+    p[0] = (char)('0' + code / 100);
+    p[1] = (char)('0' + tens / 10);
+    p[2] = (char)('0' + tens % 10);
     static char status_name[] = ":status";
     nva[k++] = (nghttp2_nv){(uint8_t *)status_name, (uint8_t *)p, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
     p += 3;
@@ -1098,6 +1099,41 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     return 0;
 }
 
+/*
+ * memcpy for a request field's name or value, without the call for the short ones most are: up to 32 bytes as
+ * words, the last ones overlapping, within [src, src + n) and [dst, dst + n) only.
+ */
+static inline void field_copy(char *dst, const uint8_t *src, size_t n)
+{
+    uint64_t a, b, c, d;
+    uint32_t x, y;
+    if (n - 8 <= 8) { /* 8-16 */
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n - 4 <= 3) { /* 4-7 */
+        memcpy(&x, src, 4);
+        memcpy(&y, src + n - 4, 4);
+        memcpy(dst, &x, 4);
+        memcpy(dst + n - 4, &y, 4);
+    } else if (n - 17 <= 15) { /* 17-32 */
+        memcpy(&a, src, 8);
+        memcpy(&b, src + 8, 8);
+        memcpy(&c, src + n - 16, 8);
+        memcpy(&d, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + 8, &b, 8);
+        memcpy(dst + n - 16, &c, 8);
+        memcpy(dst + n - 8, &d, 8);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (char)src[i];
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
                      size_t valuelen, uint8_t flags, void *user_data)
 {
@@ -1123,10 +1159,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     }
     st->hb.offs[st->num_hdrs] = (ptc_head_off_t){(uint32_t)st->head_len, (uint32_t)namelen, (uint32_t)(st->head_len + namelen),
                                                  (uint32_t)valuelen};
-    memcpy(st->hb.head + st->head_len, name, namelen);
+    field_copy(st->hb.head + st->head_len, name, namelen);
     st->head_len += namelen;
-    if (valuelen != 0)
-        memcpy(st->hb.head + st->head_len, value, valuelen);
+    field_copy(st->hb.head + st->head_len, value, valuelen);
     st->head_len += valuelen;
     st->num_hdrs++;
     return 0;
