@@ -811,6 +811,7 @@ async function finishCheck(env, client, caseName, result, reqs, marks, consoleLi
       info = await env.cancelStatus(result.id);
     } while (!info.cancelled && Date.now() - t0 < 5000);
     result.upstream = { seen: info.seen, cancelled: info.cancelled, finished: info.finished };
+    if (!info.cancelled) result.logs = env.recentLogs(30).filter((l) => /ServerStream|Bidi|cancel|went away|closed/i.test(l));
     if (!info.seen) return fail("upstream never saw the call");
     if (info.finished) return fail("upstream call ran to completion: cancel did not reach it");
     if (!info.cancelled) return fail("upstream call not cancelled 5 s after the client cancelled");
@@ -1095,6 +1096,9 @@ async function main() {
       browser: chromiumEntry.browser, gateways, allowedOrigin: allowed.origin, deniedOrigin: denied.origin,
       liveOrigin: live.origin, adminPort: portico.adminPort, jwtTokens: jwt.tokens,
       cancelStatus: (id) => cancelStatus(schema, echo.port, id),
+      // what the processes logged lately, for a failure's own lines (the tails printed at the end are long past it)
+      recentLogs: (n) => [...gatewayProcs.flatMap((g) => g.log.tail(n).map((l) => `${g.name} | ${l}`)),
+        ...echo.log.tail(n).map((l) => `echo | ${l}`)],
     };
     const results = new Map();
     const runOne = async (client, cs) => {
@@ -1164,6 +1168,7 @@ async function main() {
         if (ws.length) console.log(`      sockets: ${shorten(ws.join(", "), 400)}`);
         const cons = (r.console || []).filter((l) => !/^(log|debug):/.test(l));
         if (cons.length) console.log(`      console: ${shorten(cons.join(" | "), 400)}`);
+        if (r.logs && r.logs.length) console.log(`      logs then:\n${r.logs.map((l) => `        ${shorten(l, 300)}`).join("\n")}`);
       }
     }
     if (gatewayTrouble.length) {
