@@ -8,6 +8,7 @@ them as a test sees it. CountingUpstream: an HTTP/2 upstream that counts the str
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -238,7 +239,9 @@ class CountingUpstream:
                         except h2.exceptions.StreamClosedError:
                             pass
                 sock.sendall(conn.data_to_send())
-        except (OSError, h2.exceptions.ProtocolError):
+        except (OSError, h2.exceptions.ProtocolError) as e:
+            # said, not swallowed: a connection this upstream stopped serving leaves the gateway's calls unseen
+            print(f"CountingUpstream: stopped serving a connection: {e!r}", file=sys.stderr, flush=True)
             return
 
     def stop(self):
