@@ -218,7 +218,10 @@ class LogTail {
   tail(n) { return [...this.lines, ...(this.partial ? [this.partial] : [])].slice(-n); }
 }
 
-function freePort() {
+// A loopback port that was free a moment ago and not handed out before in this run: a gateway's listener and
+// admin ports are picked before either is bound, and Portico's listeners use SO_REUSEPORT.
+const handedOut = new Set();
+function probePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.unref();
@@ -228,6 +231,16 @@ function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+async function freePort() {
+  for (let i = 0; i < 100; i++) {
+    const port = await probePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("freePort: no new ephemeral port in 100 tries");
 }
 
 // GET over http or https (https: verified against `ca`, which also proves the test certificate is

@@ -63,11 +63,21 @@ class RssSampler:
         return self.peak
 
 
+_handed_out = set()
+
+
 def free_port():
-    """An ephemeral loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """An ephemeral loopback port that was free a moment ago, and not handed out before in this run: two ports
+    picked before either is bound (a listener and its admin address, two gateways) must differ, and Portico's
+    listeners use SO_REUSEPORT, so two gateways given one port would both bind it and share its connections."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("free_port: no new ephemeral port in 100 tries")
 
 
 def wait_port(port, proc, timeout, log_text):

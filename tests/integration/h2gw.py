@@ -90,6 +90,18 @@ class Target:
     def log(self):
         return self.gw.log_text()[self.log_start:]
 
+    def upstreams(self):
+        """The admin API's /upstreams, as text (for a failing test's message)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/upstreams", timeout=10) as resp:
+                return resp.read().decode()
+        except OSError as e:
+            return f"GET /upstreams failed: {e!r}"
+
+    def upstream_lines(self, n=20):
+        """The gateway's log lines about its upstream connections (the whole log, not only this test's)."""
+        return "\n".join([ln for ln in self.gw.log_text().splitlines() if "] upstream " in ln][:n])
+
     def wait_log(self, pattern, timeout=5.0):
         deadline = time.monotonic() + timeout
         while not re.search(pattern, self.log()):
@@ -201,16 +213,29 @@ class CountingUpstream:
         self.lock = threading.Lock()
         self.stopping = False
         self.socks = []
+        self.errors = []             # why it stopped accepting, or stopped serving a connection
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _failed(self, what):
+        """Said, not swallowed: a connection this upstream stopped serving leaves the gateway's calls unseen."""
+        if not self.stopping:
+            self.errors.append(what)
+            print(f"CountingUpstream: {what}", file=sys.stderr, flush=True)
 
     def _accept(self):
         while not self.stopping:
             try:
-                sock, _ = self.listener.accept()
-            except OSError:
+                sock, peer = self.listener.accept()
+            except OSError as e:
+                self._failed(f"stopped accepting: {e!r}")
                 return
             self.socks.append(sock)
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def describe(self):
+        """What a failing test says about this upstream."""
+        return (f"CountingUpstream on port {self.port}: {len(self.socks)} connection(s) accepted, {self.requests} "
+                f"request(s) seen, errors: {self.errors or 'none'}")
 
     def _serve(self, sock):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -240,8 +265,7 @@ class CountingUpstream:
                             pass
                 sock.sendall(conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError) as e:
-            # said, not swallowed: a connection this upstream stopped serving leaves the gateway's calls unseen
-            print(f"CountingUpstream: stopped serving a connection: {e!r}", file=sys.stderr, flush=True)
+            self._failed(f"stopped serving a connection: {e!r}")
             return
 
     def stop(self):

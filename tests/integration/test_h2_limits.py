@@ -69,11 +69,17 @@ def test_rapid_reset(t, upstream):
                 c.send(frame(HEADERS, END_HEADERS, sid, c.block(request_headers(c.port, UNARY))) +
                        frame(DATA, 0, sid, unary_body("reset me")))
                 sid += 2
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 10
             while upstream.requests < seen + STREAMS // 2 and not c.find(GOAWAY) and time.monotonic() < deadline:
                 c.pump(0.01)
             if c.find(GOAWAY):
                 return
+            # each round's calls reach the upstream before the client resets them; rounds that wait on a stuck
+            # upstream would refill the reset bucket (1.6 a second) faster than they empty it, and never end
+            assert upstream.requests >= seen + STREAMS // 2, (
+                f"the upstream saw {upstream.requests - seen} of the round's {STREAMS // 2} calls in 10 s; "
+                f"{upstream.describe()}; gateway /upstreams: {t.upstreams()}; its upstream log lines:\n"
+                f"{t.upstream_lines()}\n{c.summary()}")
             c.send(b"".join(frame(RST_STREAM, 0, s, struct.pack(">I", 8)) for s in range(first, sid, 2)))
 
     debug = calm(t, send, "rapid reset", "h2_rapid_resets")

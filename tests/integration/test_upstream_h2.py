@@ -331,7 +331,10 @@ def test_request_fields_of_calls_that_wait_for_the_connection(portico, raw_upstr
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # all six started (and so queued) before the connection opens
+    while gw.log_text().count(": starting (") < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gw.log_text().count(": starting (") == 6, gw.log_text()[-3000:]
     release.set()
     for t in threads:
         t.join(15)
