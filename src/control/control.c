@@ -887,15 +887,6 @@ int ptc_control_run(const ptc_control_options_t *opts)
         return 1;
     }
     ptc_tls_log_warnings(&ctl.snap->config);
-    if (socks_build(&ctl.snap->config, NULL, 0, ctl.nworkers, &ctl.socks, &fresh, err, sizeof(err)) != 0) {
-        ptc_log_error("%s", err);
-        ptc_snapshot_release(ctl.snap);
-        ptc_config_dispose(&ctl.config);
-        teardown_events(&ctl);
-        return 1;
-    }
-    free(fresh);
-    ctl.nsocks = ctl.snap->config.num_listeners;
 
     /* Signals are taken by the control thread only, through a signalfd; workers inherit the mask. */
     sigset_t sigs;
@@ -912,6 +903,14 @@ int ptc_control_run(const ptc_control_options_t *opts)
         ptc_log_error("admin API: %s", err);
     if (rv == 0 && (rv = ptc__jwks_reconcile(&ctl, err, sizeof(err))) != 0)
         ptc_log_error("%s", err);
+    /* The listeners last: the kernel accepts connections on a listening socket before any worker runs, so whoever
+     * waits for a listener to accept (a probe, a deployment script) then finds the admin API bound as well. Both
+     * are served once the loops run. */
+    if (rv == 0 && (rv = socks_build(&ctl.snap->config, NULL, 0, ctl.nworkers, &ctl.socks, &fresh, err, sizeof(err))) != 0)
+        ptc_log_error("%s", err);
+    free(fresh);
+    if (rv == 0)
+        ctl.nsocks = ctl.snap->config.num_listeners;
     if (rv == 0 && (rv = pidfile_write(&ctl, err, sizeof(err))) != 0)
         ptc_log_error("%s", err);
     if (rv == 0 && (ctl.workers = calloc(ctl.nworkers, sizeof(*ctl.workers))) == NULL)

@@ -269,10 +269,12 @@ class CountingUpstream:
             return
 
     def stop(self):
+        """Shut down first: that wakes the threads blocked in accept() and recv(), which then end, so no thread is
+        left holding a descriptor number that the next module's sockets may reuse."""
         self.stopping = True
-        self.listener.close()
-        for s in self.socks:
+        for s in [self.listener, *self.socks]:
             try:
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            s.close()

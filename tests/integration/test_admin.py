@@ -287,3 +287,51 @@ def test_signal_through_pid_file(portico, named_echo, tmp_path):
     assert out.returncode == 1 and "cannot read" in out.stderr and "is portico running?" in out.stderr
     out = subprocess.run([binary, "-s", "restart"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "expected reload or stop" in out.stderr
+
+
+def test_admin_api_bound_before_the_listeners(tmp_path):
+    """The kernel accepts connections on a listening socket before any worker runs: whoever waits for the data
+    port to accept (a probe, a deployment script, these tests' fixture) and then asks the admin API must find it
+    bound. The order of the gateway's bind() calls, as strace sees them: the admin address first."""
+    port, admin_port = free_port(), free_port()
+    pid_file, trace = tmp_path / "portico.pid", tmp_path / "strace.out"
+    cfg = tmp_path / "portico.yaml"
+    cfg.write_text(config(port, admin_port, {"a": [1]}, [("/", "a")], f"pid_file: {pid_file}\n"))
+    proc = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=bind", "-o", str(trace), str(_portico_binary()),
+                             "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid_file.exists(), proc.stderr.read() if proc.poll() is not None else "no pid file in 20 s"
+        time.sleep(0.1)  # the pid file's content is written right after it is created
+        os.kill(int(pid_file.read_text()), 15)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    binds = [ln for ln in trace.read_text().splitlines() if "bind(" in ln and "127.0.0.1" in ln]
+    ports = [int(m.group(1)) for ln in binds for m in [re.search(r"sin_port=htons\((\d+)\)", ln)] if m]
+    assert admin_port in ports and port in ports, binds
+    assert ports.index(admin_port) < ports.index(port), binds
+
+
+def test_listener_address_in_use_at_start(tmp_path):
+    """A listener address taken by another process: exit 1 with the address and the reason, and the admin API,
+    bound first, is released (its port can be bound again at once)."""
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port, admin_port = taken.getsockname()[1], free_port()
+    cfg = tmp_path / "portico.yaml"
+    cfg.write_text(config(port, admin_port, {"a": [1]}, [("/", "a")]))
+    try:
+        out = subprocess.run([str(_portico_binary()), "--config", str(cfg)], capture_output=True, text=True, timeout=20)
+    finally:
+        taken.close()
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert f"listeners[0].address: cannot listen on 127.0.0.1:{port}: bind: Address already in use" in out.stderr, out.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", admin_port))
