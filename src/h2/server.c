@@ -660,10 +660,15 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
  * Body bytes: into small while they fit and out is empty (a copy of tens of bytes costs less than moving the buffer's
  * chains, and writing the frame takes them from the stream itself), otherwise moved into out.
  */
+static bool small_takes(const h2stream_t *st, size_t n)
+{
+    return n <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0;
+}
+
 static int stream_queue(h2stream_t *st, struct evbuffer *buf)
 {
     size_t n = evbuffer_get_length(buf);
-    if (n <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0) {
+    if (small_takes(st, n)) {
         if (evbuffer_remove(buf, st->small + st->small_len, n) != (int)n)
             return -1;
         st->small_len = (uint16_t)(st->small_len + n);
@@ -695,13 +700,13 @@ static void ds_send_body(ptc_downstream_t *ds, struct evbuffer *buf)
     conn_want_send(st->conn);
 }
 
-/* The same from memory: into small under the same rule as stream_queue(), else added to out. */
+/* The same from memory: into small when it takes them, else added to out. */
 static void ds_send_bytes(ptc_downstream_t *ds, const uint8_t *data, size_t len)
 {
     h2stream_t *st = (h2stream_t *)ds;
     if (st->out_broken) {
         return;
-    } else if (len <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0) {
+    } else if (small_takes(st, len)) {
         memcpy(st->small + st->small_len, data, len);
         st->small_len = (uint16_t)(st->small_len + len);
         stream_resume(st);
