@@ -656,15 +656,16 @@ static void ds_send_head(ptc_downstream_t *ds, int status, const ptc_header_t *h
     conn_want_send(st->conn);
 }
 
-/*
- * Body bytes: into small while they fit and out is empty (a copy of tens of bytes costs less than moving the buffer's
- * chains, and writing the frame takes them from the stream itself), otherwise moved into out.
- */
+/* Does the stream's small buffer take n more response bytes? Only while they fit and nothing waits in out. */
 static bool small_takes(const h2stream_t *st, size_t n)
 {
     return n <= (size_t)(SMALL_OUT - st->small_len) && evbuffer_get_length(st->out) == 0;
 }
 
+/*
+ * Body bytes: into small while it takes them (a copy of tens of bytes costs less than moving the buffer's chains, and
+ * writing the frame takes them from the stream itself), otherwise moved into out.
+ */
 static int stream_queue(h2stream_t *st, struct evbuffer *buf)
 {
     size_t n = evbuffer_get_length(buf);

@@ -95,12 +95,12 @@ class Target:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/upstreams", timeout=10) as resp:
                 return resp.read().decode()
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - a failing test's message must not be replaced by this one
             return f"GET /upstreams failed: {e!r}"
 
     def upstream_lines(self, n=20):
-        """The gateway's log lines about its upstream connections (the whole log, not only this test's)."""
-        return "\n".join([ln for ln in self.gw.log_text().splitlines() if "] upstream " in ln][:n])
+        """The gateway's last n log lines about its upstream connections (from the whole log, not only this test's)."""
+        return "\n".join([ln for ln in self.gw.log_text().splitlines() if "] upstream " in ln][-n:])
 
     def wait_log(self, pattern, timeout=5.0):
         deadline = time.monotonic() + timeout
@@ -225,11 +225,15 @@ class CountingUpstream:
     def _accept(self):
         while not self.stopping:
             try:
-                sock, peer = self.listener.accept()
+                sock, _ = self.listener.accept()
             except OSError as e:
                 self._failed(f"stopped accepting: {e!r}")
                 return
-            self.socks.append(sock)
+            with self.lock:
+                if self.stopping:  # accepted while stop() ran: not in the list it shut down
+                    sock.close()
+                    return
+                self.socks.append(sock)
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def describe(self):
@@ -271,8 +275,10 @@ class CountingUpstream:
     def stop(self):
         """Shut down first: that wakes the threads blocked in accept() and recv(), which then end, so no thread is
         left holding a descriptor number that the next module's sockets may reuse."""
-        self.stopping = True
-        for s in [self.listener, *self.socks]:
+        with self.lock:
+            self.stopping = True
+            socks = [self.listener, *self.socks]
+        for s in socks:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -6,6 +6,8 @@ If-Match, bearer tokens, write-back to the configuration file (edits survive a r
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -15,7 +17,7 @@ import urllib.request
 import pytest
 
 import grpcweb
-from conftest import Portico, _portico_binary, free_port
+from conftest import SANITIZER_RE, Portico, _portico_binary, free_port
 from echo_pb import EchoRequest
 
 UNARY = "/portico.test.Echo/Unary"
@@ -294,25 +296,28 @@ def test_admin_api_bound_before_the_listeners(tmp_path):
     port to accept (a probe, a deployment script, these tests' fixture) and then asks the admin API must find it
     bound. The order of the gateway's bind() calls, as strace sees them: the admin address first."""
     port, admin_port = free_port(), free_port()
-    pid_file, trace = tmp_path / "portico.pid", tmp_path / "strace.out"
+    pid_file, trace, log = tmp_path / "portico.pid", tmp_path / "strace.out", tmp_path / "portico.log"
     cfg = tmp_path / "portico.yaml"
     cfg.write_text(config(port, admin_port, {"a": [1]}, [("/", "a")], f"pid_file: {pid_file}\n"))
     # LeakSanitizer cannot run under ptrace (it would fail the exit): leaks are looked for everywhere else
     asan = ":".join(o for o in [os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0"] if o)
-    proc = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=bind", "-o", str(trace), str(_portico_binary()),
-                             "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "ASAN_OPTIONS": asan})
+    with open(log, "w") as err:
+        # a session of its own: killing strace alone would detach the gateway and leave it running
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=bind", "-o", str(trace), str(_portico_binary()),
+                                 "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "ASAN_OPTIONS": asan}, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while not pid_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pid_file.exists(), proc.stderr.read() if proc.poll() is not None else "no pid file in 20 s"
-        time.sleep(0.1)  # the pid file's content is written right after it is created
-        os.kill(int(pid_file.read_text()), 15)
-        assert proc.wait(20) == 0
+        pid, deadline = None, time.monotonic() + 20
+        while pid is None and proc.poll() is None and time.monotonic() < deadline:
+            text = pid_file.read_text().strip() if pid_file.exists() else ""
+            pid = int(text) if text.isdigit() else None  # created, then written
+            time.sleep(0.02)
+        assert pid is not None, f"no pid file (strace exited {proc.poll()}); log:\n{log.read_text()[-2000:]}"
+        os.kill(pid, signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()[-2000:]
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     binds = [ln for ln in trace.read_text().splitlines() if "bind(" in ln and "127.0.0.1" in ln]
     ports = [int(m.group(1)) for ln in binds for m in [re.search(r"sin_port=htons\((\d+)\)", ln)] if m]
@@ -321,9 +326,8 @@ def test_admin_api_bound_before_the_listeners(tmp_path):
 
 
 def test_listener_address_in_use_at_start(tmp_path):
-    """A listener address taken by another process: exit 1 with the address and the reason, and the admin API,
-    bound first, is released (its port can be bound again at once)."""
-    import socket
+    """A listener address taken by another process: exit 1 with the address and the reason. The admin API, bound
+    first, was listening, and goes with the rest (no sanitizer report on that way out)."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -335,6 +339,6 @@ def test_listener_address_in_use_at_start(tmp_path):
     finally:
         taken.close()
     assert out.returncode == 1, (out.returncode, out.stderr)
+    assert f"admin API listening on 127.0.0.1:{admin_port}" in out.stderr, out.stderr
     assert f"listeners[0].address: cannot listen on 127.0.0.1:{port}: bind: Address already in use" in out.stderr, out.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", admin_port))
+    assert not SANITIZER_RE.search(out.stderr), out.stderr
