@@ -50,6 +50,9 @@ void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, 
 void ptc_conn_unregister(ptc_conn_t *c);
 /* Connections registered in all workers together (limits.max_connections_total); thread-safe. */
 size_t ptc_conn_total(void);
+/* The most connections registered at once since the last call (at least the current count, which it starts from
+ * again); thread-safe, a hint (concurrent registrations may lower it slightly). */
+size_t ptc_conn_peak_take(void);
 /*
  * Moves the connection to the worker's current snapshot (a reload happened since it was pinned). Call it
  * only where nothing of the connection points into the old one: between exchanges.

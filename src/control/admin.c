@@ -418,6 +418,7 @@ static void get_status(ptc_control_t *ctl, struct evhttp_request *req)
                         ", \"access_log\": {\"enabled\": %s, \"lines\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"lost\": %" PRIu64
                         ", \"bytes\": %" PRIu64 ", \"write_errors\": %" PRIu64 ", \"reopens\": %" PRIu64 "}",
                         ctl->snap->access_log != NULL ? "true" : "false", lines, dropped, t.lost, t.bytes, t.write_errors, t.reopens);
+    evbuffer_add_printf(b, ", \"memory\": {\"trims\": %" PRIu64 "}", ctl->memory_trims);
     evbuffer_add_printf(b, ", \"jwt_signature_checks\": %" PRIu64 "}\n", ptc_jwt_signature_checks());
     reply(req, 200, "application/json", b);
     evbuffer_free(b);

@@ -948,8 +948,11 @@ int ptc_control_run(const ptc_control_options_t *opts)
             ptc_log_info("portico %s listening on %s:%u (%zu workers)%s", PTC_VERSION, c->listeners[i].addr.host, c->listeners[i].addr.port,
                          ctl.nworkers, c->listeners[i].tls != NULL ? ", TLS" : "");
         ctl.serving = true;
+        if (ptc__memory_start(&ctl) != 0)
+            ptc_log_warn("memory: cannot start the check that gives memory back after connections close (out of memory)");
         event_base_dispatch(ctl.base); /* until a drain is done (ptc__control_drain) */
     }
+    ptc__memory_stop(&ctl);
     for (size_t i = 0; i < started; i++)
         ptc_worker_request_drain(&ctl.workers[i]);
     for (size_t i = 0; i < started; i++)

@@ -68,6 +68,10 @@ typedef struct st_ptc_control_t {
     struct evhttp_request *drain_waiters[PTC_CONTROL_MAX_DRAIN_WAITERS]; /* POST /drain?wait=1, answered at the end */
     size_t num_drain_waiters;
     size_t drain_answers_out; /* answers to waiters not yet written */
+    /* memory given back after a fall in connections (memory.c) */
+    struct event *memory_ev; /* the periodic check */
+    uint64_t conns_peak;     /* open connections at their peak since the last trim */
+    uint64_t memory_trims;   /* malloc_trim calls made */
 } ptc_control_t;
 
 /*
@@ -126,6 +130,9 @@ size_t ptc__control_ready(ptc_control_t *ctl, char (*why)[200], size_t cap);
 
 /* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
 int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);
+/* memory.c: the periodic check that gives memory back once many connections have closed (workers running) */
+int ptc__memory_start(ptc_control_t *ctl);
+void ptc__memory_stop(ptc_control_t *ctl);
 void ptc__admin_close(ptc_control_t *ctl);
 /* GET /metrics (scrape.c): Prometheus text, or OpenMetrics when the request's Accept asks for it. */
 struct evhttp_request;

@@ -17,12 +17,18 @@
 #include "portico/snapshot.h"
 #include "portico/worker.h"
 
-/* Downstream connections of all workers (limits.max_connections_total). */
-static atomic_size_t conns_total;
+/* Downstream connections of all workers (limits.max_connections_total), and their most since the control thread
+ * last looked (ptc_conn_peak_take; an update racing another worker's may be lost: it is a hint). */
+static atomic_size_t conns_total, conns_peak;
 
 size_t ptc_conn_total(void)
 {
     return atomic_load_explicit(&conns_total, memory_order_relaxed);
+}
+
+size_t ptc_conn_peak_take(void)
+{
+    return atomic_exchange_explicit(&conns_peak, atomic_load_explicit(&conns_total, memory_order_relaxed), memory_order_relaxed);
 }
 
 void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, const char *peer, unsigned listener)
@@ -35,7 +41,9 @@ void ptc_conn_register(ptc_worker_t *w, ptc_conn_t *c, const ptc_conn_cb_t *cb, 
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->num_conns++;
     PTC_STAT_INC(w->metrics.conns_opened);
-    atomic_fetch_add_explicit(&conns_total, 1, memory_order_relaxed);
+    size_t now = atomic_fetch_add_explicit(&conns_total, 1, memory_order_relaxed) + 1;
+    if (now > atomic_load_explicit(&conns_peak, memory_order_relaxed))
+        atomic_store_explicit(&conns_peak, now, memory_order_relaxed);
 }
 
 void ptc_conn_unregister(ptc_conn_t *c)
