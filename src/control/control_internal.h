@@ -130,10 +130,10 @@ size_t ptc__control_ready(ptc_control_t *ctl, char (*why)[200], size_t cap);
 
 /* The admin API: (re)binds it to the configured address, or closes it when none is configured. */
 int ptc__admin_reconcile(ptc_control_t *ctl, char *err, size_t errlen);
+void ptc__admin_close(ptc_control_t *ctl);
 /* memory.c: the periodic check that gives memory back once many connections have closed (workers running) */
 int ptc__memory_start(ptc_control_t *ctl);
 void ptc__memory_stop(ptc_control_t *ctl);
-void ptc__admin_close(ptc_control_t *ctl);
 /* GET /metrics (scrape.c): Prometheus text, or OpenMetrics when the request's Accept asks for it. */
 struct evhttp_request;
 void ptc__admin_metrics(ptc_control_t *ctl, struct evhttp_request *req);

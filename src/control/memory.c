@@ -12,29 +12,23 @@
  */
 #include <inttypes.h>
 #include <malloc.h>
-#include <stdio.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "control_internal.h"
 #include "portico/conn.h"
 #include "portico/log.h"
+#include "portico/metrics.h"
 
 #define MEMORY_CHECK_MS 2000
 #define MEMORY_TRIM_DROP 1000
 
-/* Resident bytes of the process (/proc/self/statm), 0 when unknown. */
+/* Resident bytes of the process, 0 when unknown (the figure /metrics reports). */
 static uint64_t resident_bytes(void)
 {
-    unsigned long long size, resident;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return 0;
-    int n = fscanf(f, "%llu %llu", &size, &resident);
-    fclose(f);
-    long page = sysconf(_SC_PAGESIZE);
-    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+    ptc_metrics_process_t p = {0};
+    ptc_metrics_read_process(&p);
+    return p.have_proc ? p.resident_bytes : 0;
 }
 
 static void on_memory_check(evutil_socket_t fd, short events, void *arg)
@@ -44,10 +38,7 @@ static void on_memory_check(evutil_socket_t fd, short events, void *arg)
     ptc_control_t *ctl = arg;
     uint64_t peak = ptc_conn_peak_take(), open = ptc_conn_total();
 
-    if (peak > ctl->conns_peak)
-        ctl->conns_peak = peak;
-    if (open > ctl->conns_peak)
-        ctl->conns_peak = open;
+    ctl->conns_peak = PTC_MAX(ctl->conns_peak, PTC_MAX(peak, open)); /* the peak is a hint: never below open */
     if (ctl->conns_peak - open < MEMORY_TRIM_DROP || open > ctl->conns_peak / 2)
         return;
     uint64_t before = resident_bytes();

@@ -83,9 +83,12 @@ class Target:
     def connect(self, **kw):
         return RawH2(self.port, ctx=self.ctx, **kw)
 
+    def admin_get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as resp:
+            return resp.read()
+
     def limits(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/status", timeout=10) as resp:
-            return json.loads(resp.read())["limits"]
+        return json.loads(self.admin_get("/status"))["limits"]
 
     def log(self):
         return self.gw.log_text()[self.log_start:]
@@ -93,8 +96,7 @@ class Target:
     def upstreams(self):
         """The admin API's /upstreams, as text (for a failing test's message)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/upstreams", timeout=10) as resp:
-                return resp.read().decode()
+            return self.admin_get("/upstreams").decode()
         except Exception as e:  # noqa: BLE001 - a failing test's message must not be replaced by this one
             return f"GET /upstreams failed: {e!r}"
 
